@@ -1,0 +1,186 @@
+"""Devices: where arrays live and which kernels run on them.
+
+This is the one module that imports ``numba.cuda``; everything else asks a
+:class:`Device` for allocation, transfers and its kernel set. ``numba.cuda`` is
+imported lazily, the first time a CUDA device is requested, so a CPU-only user
+never pays for it.
+
+Under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` set before numba is
+imported) the CUDA device runs every ``cuda.jit`` kernel on the CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class DeviceError(RuntimeError):
+    """Raised when a device cannot be used (no GPU, no CUDA driver)."""
+
+
+def resolve_dtype(dtype: Any) -> np.dtype:
+    """Return the numpy float dtype named by ``dtype`` (float32 or float64)."""
+    resolved = np.dtype(dtype if dtype is not None else np.float32)
+    if resolved not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, received {resolved}")
+    return resolved
+
+
+class Device:
+    """A place where arrays live, with the kernels that run there.
+
+    The CPU and CUDA devices offer the same methods; layers use only these and
+    the kernel set from :meth:`kernels`, so no layer branches on the device.
+    """
+
+    name: str = "abstract"
+    #: name of the builder function each kernel family module defines for this device
+    kernel_builder: str = ""
+
+    def is_device_array(self, array: Any) -> bool:
+        raise NotImplementedError
+
+    def asarray(self, array: Any, dtype: Any = None) -> Any:
+        """Return ``array`` on this device (copying only when it must)."""
+        raise NotImplementedError
+
+    def to_host(self, array: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        raise NotImplementedError
+
+    def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Wait for queued kernels (a no-op on the CPU)."""
+
+    def builder_args(self) -> tuple[Any, ...]:
+        """Extra arguments passed to each kernel family's builder."""
+        return ()
+
+    def kernels(self, dtype: Any) -> Any:
+        """The kernel set of this device for ``dtype`` (compiled lazily, cached)."""
+        from numlayers.kernels import kernel_set
+
+        return kernel_set(self, resolve_dtype(dtype))
+
+    def __repr__(self) -> str:
+        return f"Device({self.name!r})"
+
+
+class CPUDevice(Device):
+    name = "cpu"
+    kernel_builder = "build_cpu"
+
+    def is_device_array(self, array: Any) -> bool:
+        return isinstance(array, np.ndarray)
+
+    def asarray(self, array: Any, dtype: Any = None) -> np.ndarray:
+        if hasattr(array, "copy_to_host"):
+            array = array.copy_to_host()
+        return np.ascontiguousarray(array, dtype=dtype)
+
+    def to_host(self, array: Any) -> np.ndarray:
+        return np.asarray(array)
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        return np.empty(shape, dtype=dtype)
+
+    def zeros(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        return np.zeros(shape, dtype=dtype)
+
+
+def simulator_enabled() -> bool:
+    """True when Numba's CUDA simulator replaces the GPU in this process."""
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+@functools.cache
+def cuda_module() -> ModuleType:
+    """Import and return ``numba.cuda`` (real or simulated)."""
+    from numba import cuda
+
+    return cuda
+
+
+class CUDADevice(Device):
+    name = "cuda"
+    kernel_builder = "build_cuda"
+
+    def __init__(self) -> None:
+        cuda = cuda_module()
+        if not cuda.is_available():
+            raise DeviceError(
+                "device 'cuda' was requested but no CUDA GPU is available "
+                "(set NUMBA_ENABLE_CUDASIM=1 before importing numlayers to use the simulator)"
+            )
+        self.cuda = cuda
+
+    def builder_args(self) -> tuple[Any, ...]:
+        return (self.cuda,)
+
+    def is_device_array(self, array: Any) -> bool:
+        return self.cuda.is_cuda_array(array) and not isinstance(array, np.ndarray)
+
+    def asarray(self, array: Any, dtype: Any = None) -> Any:
+        cuda = self.cuda
+        if not isinstance(array, np.ndarray) and cuda.is_cuda_array(array):
+            device_array = cuda.as_cuda_array(array)
+            if dtype is not None and device_array.dtype != np.dtype(dtype):
+                raise TypeError(
+                    f"CUDA array has dtype {device_array.dtype}, expected {np.dtype(dtype)}; "
+                    "cast it before passing it in"
+                )
+            if not device_array.is_c_contiguous():
+                raise ValueError("CUDA arrays must be C-contiguous")
+            return device_array
+        return cuda.to_device(np.ascontiguousarray(array, dtype=dtype))
+
+    def to_host(self, array: Any) -> np.ndarray:
+        if isinstance(array, np.ndarray):
+            return array
+        return array.copy_to_host()
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        return self.cuda.device_array(shape, dtype=dtype)
+
+    def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        array = self.cuda.device_array(shape, dtype=dtype)
+        self.kernels(dtype).fill(array.reshape(array.size), 0.0)
+        return array
+
+    def synchronize(self) -> None:
+        self.cuda.synchronize()
+
+
+_DEVICES: dict[str, Device] = {}
+
+
+def get_device(device: str | Device | None = None) -> Device:
+    """Return the device named ``"cpu"`` or ``"cuda"`` (the default is the CPU)."""
+    if isinstance(device, Device):
+        return device
+    name = "cpu" if device is None else str(device).lower()
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', received {device!r}")
+    if name not in _DEVICES:
+        _DEVICES[name] = CPUDevice() if name == "cpu" else CUDADevice()
+    return _DEVICES[name]
+
+
+def cuda_available() -> bool:
+    """True when the CUDA device (a GPU, or the simulator) can be used."""
+    try:
+        get_device("cuda")
+    except DeviceError:
+        return False
+    return True

@@ -1,0 +1,49 @@
+"""Test setup: CUDA tests run on a real GPU when there is one, else in Numba's simulator.
+
+The simulator must be chosen before numba is imported, so this runs first.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+
+def _gpu_present() -> bool:
+    """True when a CUDA driver answers with at least one device (no numba import)."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            driver = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        if driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0:
+            return count.value > 0
+    return False
+
+
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _gpu_present():
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from numlayers.devices import get_device, simulator_enabled  # noqa: E402
+
+DEVICES = ["cpu", "cuda"]
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest):
+    """Each device in turn; the CUDA one is the simulator on a machine with no GPU."""
+    return get_device(request.param)
+
+
+@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
+def dtype(request: pytest.FixtureRequest):
+    return np.dtype(request.param)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return "CUDA: " + ("Numba simulator (no GPU)" if simulator_enabled() else "real GPU")
