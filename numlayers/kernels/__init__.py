@@ -26,7 +26,17 @@ import numpy as np
 if TYPE_CHECKING:
     from numlayers.devices import Device
 
-FAMILIES = ("arrays", "matmul", "dense")
+FAMILIES = (
+    "arrays",
+    "matmul",
+    "dense",
+    "activations",
+    "dropout",
+    "reshaping",
+    "losses",
+    "optimizers",
+    "regularization",
+)
 
 
 class KernelSet(SimpleNamespace):
