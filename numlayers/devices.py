@@ -57,6 +57,10 @@ class Device:
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
         raise NotImplementedError
 
+    def write(self, target: Any, host: np.ndarray) -> None:
+        """Copy the host array ``host`` into the existing array ``target`` (same shape)."""
+        raise NotImplementedError
+
     def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
         raise NotImplementedError
 
@@ -95,6 +99,9 @@ class CPUDevice(Device):
     def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         return np.empty(shape, dtype=dtype)
 
+    def write(self, target: Any, host: np.ndarray) -> None:
+        np.copyto(target, host)
+
     def zeros(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         return np.zeros(shape, dtype=dtype)
 
@@ -129,12 +136,14 @@ class CUDADevice(Device):
         return (self.cuda,)
 
     def is_device_array(self, array: Any) -> bool:
-        return self.cuda.is_cuda_array(array) and not isinstance(array, np.ndarray)
+        return bool(self.cuda.devicearray.is_cuda_ndarray(array))
 
     def asarray(self, array: Any, dtype: Any = None) -> Any:
         cuda = self.cuda
-        if not isinstance(array, np.ndarray) and cuda.is_cuda_array(array):
-            device_array = cuda.as_cuda_array(array)
+        foreign = hasattr(array, "__cuda_array_interface__") and not self.is_device_array(array)
+        if self.is_device_array(array) or foreign:
+            # CuPy, PyTorch and other CUDA arrays are wrapped without a copy
+            device_array = cuda.as_cuda_array(array) if foreign else array
             if dtype is not None and device_array.dtype != np.dtype(dtype):
                 raise TypeError(
                     f"CUDA array has dtype {device_array.dtype}, expected {np.dtype(dtype)}; "
@@ -152,6 +161,9 @@ class CUDADevice(Device):
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
         return self.cuda.device_array(shape, dtype=dtype)
+
+    def write(self, target: Any, host: np.ndarray) -> None:
+        target.copy_to_device(np.ascontiguousarray(host, dtype=target.dtype))
 
     def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
         array = self.cuda.device_array(shape, dtype=dtype)

@@ -112,4 +112,9 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     def add_into(x: Any, out: Any) -> None:
         add_into_kernel[blocks_for(out.size), 256](x.reshape(x.size), out.reshape(out.size))
 
-    return {"fill": fill, "copy": copy, "add_into": add_into, "sum_rows": sum_rows_launcher(cuda_api, dtype)}
+    return {
+        "fill": fill,
+        "copy": copy,
+        "add_into": add_into,
+        "sum_rows": sum_rows_launcher(cuda_api, dtype),
+    }

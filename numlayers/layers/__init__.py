@@ -1,0 +1,34 @@
+"""Layers, one module per family, and :func:`deserialize` for configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from numlayers.layers.base import LAYER_CLASSES, Layer
+from numlayers.layers.core import Activation, Dense, Dropout, Lambda
+from numlayers.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
+
+__all__ = [
+    "Activation",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "Lambda",
+    "Layer",
+    "Permute",
+    "RepeatVector",
+    "Reshape",
+    "deserialize",
+]
+
+
+def deserialize(config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Layer:
+    """Rebuild any layer from its ``get_config()`` (dispatching on ``class_name``)."""
+    class_name = config.get("class_name")
+    if custom_objects and class_name in custom_objects:
+        cls = custom_objects[class_name]
+    elif class_name in LAYER_CLASSES:
+        cls = LAYER_CLASSES[class_name]
+    else:
+        raise ValueError(f"unknown layer class {class_name!r} in config")
+    return cls.from_config(config, custom_objects)

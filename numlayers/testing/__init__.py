@@ -1,10 +1,18 @@
-"""Public test helpers: tolerances and float64 gradient checks."""
+"""Public test helpers: tolerances, float64 gradient checks and the layer catalogue.
+
+``gradient_check`` compares a layer's analytic gradients (its ``backward``)
+with float64 central differences, for the input and for each weight, and
+fails naming the layer, the argument and the worst index.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from numlayers.layers.base import Layer
 
 
 def tolerance(dtype: Any) -> dict[str, float]:
@@ -12,3 +20,108 @@ def tolerance(dtype: Any) -> dict[str, float]:
     if np.dtype(dtype) == np.float32:
         return {"rtol": 2e-4, "atol": 2e-5}
     return {"rtol": 1e-9, "atol": 1e-11}
+
+
+class GradientCheckError(AssertionError):
+    """An analytic gradient disagrees with finite differences."""
+
+
+@dataclass
+class GradientReport:
+    """Worst disagreement of one argument: where, and by how much."""
+
+    argument: str
+    worst_index: tuple[int, ...]
+    analytic: float
+    numerical: float
+    error: float
+
+
+def _projection_loss(layer: Layer, x: np.ndarray, projection: np.ndarray, train: bool) -> float:
+    y = layer.device.to_host(layer.forward(layer.device.asarray(x), train))
+    return float(np.sum(y.astype(np.float64) * projection))
+
+
+def gradient_check(
+    layer: Layer,
+    x: np.ndarray,
+    *,
+    train: bool = False,
+    epsilon: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-7,
+    seed: int = 0,
+    check_input: bool = True,
+) -> list[GradientReport]:
+    """Check ``layer.backward`` against float64 central differences.
+
+    The loss is ``sum(forward(x) * R)`` for a fixed random ``R``, so every
+    output element contributes. The layer must be float64 and built for ``x``.
+
+    Returns one report per argument ("input", then each weight by name); raises
+    :class:`GradientCheckError` naming the layer, the argument and the worst
+    index when ``|analytic - numerical| > atol + rtol * |numerical|`` anywhere.
+    """
+    if layer.dtype != np.float64:
+        raise ValueError(f"gradient_check needs a float64 layer, {layer.label} is {layer.dtype}")
+    x = np.array(x, dtype=np.float64)
+    device = layer.device
+    y = device.to_host(layer.forward(device.asarray(x), train))
+    projection = np.random.default_rng(seed).standard_normal(y.shape)
+    grad_x = layer.backward(device.asarray(projection))
+    analytic: dict[str, np.ndarray] = {}
+    if check_input and grad_x is not None:
+        analytic["input"] = np.array(device.to_host(grad_x), dtype=np.float64)
+    weights = layer.get_weights()
+    for name, grad in zip(layer.param_names, layer.get_gradients(), strict=True):
+        analytic[f"weight '{name}'"] = grad
+
+    def numerical_gradient(values: np.ndarray, evaluate: Any) -> np.ndarray:
+        gradient = np.zeros_like(values)
+        for index in np.ndindex(values.shape):
+            original = values[index]
+            values[index] = original + epsilon
+            plus = evaluate()
+            values[index] = original - epsilon
+            minus = evaluate()
+            values[index] = original
+            gradient[index] = (plus - minus) / (2 * epsilon)
+        return gradient
+
+    numerical: dict[str, np.ndarray] = {}
+    if "input" in analytic:
+        numerical["input"] = numerical_gradient(
+            x, lambda: _projection_loss(layer, x, projection, train)
+        )
+    for position, name in enumerate(layer.param_names):
+        current = [w.copy() for w in weights]
+
+        def evaluate(position: int = position, current: list[np.ndarray] = current) -> float:
+            layer.set_weights(current)
+            return _projection_loss(layer, x, projection, train)
+
+        numerical[f"weight '{name}'"] = numerical_gradient(current[position], evaluate)
+    layer.set_weights(weights)
+
+    reports = []
+    failures = []
+    for argument, expected in numerical.items():
+        got = analytic[argument]
+        excess = np.abs(got - expected) - (atol + rtol * np.abs(expected))
+        worst = tuple(int(i) for i in np.unravel_index(np.argmax(excess), excess.shape))
+        report = GradientReport(
+            argument,
+            worst,
+            float(got[worst]),
+            float(expected[worst]),
+            float(abs(got[worst] - expected[worst])),
+        )
+        reports.append(report)
+        if excess[worst] > 0:
+            failures.append(
+                f"{layer.label}: gradient of {argument} is wrong at index {worst}: "
+                f"analytic {report.analytic:.8g}, numerical {report.numerical:.8g}"
+            )
+    if failures:
+        raise GradientCheckError("\n".join(failures))
+    return reports

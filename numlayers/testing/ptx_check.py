@@ -61,7 +61,9 @@ def check_all_kernels() -> list[PtxResult]:
             try:
                 ptx, _ = device.cuda.compile_ptx(function, argtypes, cc=COMPUTE_CAPABILITY)
             except Exception as error:  # reported per kernel, so every failure shows at once
-                results.append(PtxResult(name, registry.dtype, f"{type(error).__name__}: {error}", 0))
+                results.append(
+                    PtxResult(name, registry.dtype, f"{type(error).__name__}: {error}", 0)
+                )
                 continue
             count = len(FLOAT64_INSTRUCTION.findall(ptx))
             results.append(PtxResult(name, registry.dtype, None, count))

@@ -1,0 +1,53 @@
+"""Activation functions by name, shared by the Activation layer and layers' ``activation=``.
+
+Each name maps to the kernel operations ``NAME_forward(x, out)`` and
+``NAME_backward(x, y, grad_out, grad_x)`` of :mod:`numlayers.kernels.activations`
+(softmax: ``softmax_forward(x, out)`` and ``softmax_backward(y, grad_out, grad_x)``
+over the last axis of a 2-D view).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ACTIVATIONS = ("softmax", "softplus", "relu", "tanh", "sigmoid", "hard_sigmoid", "linear")
+
+
+def _rows(array: Any) -> Any:
+    """A 2-D view that puts the last axis in the columns (softmax works per row)."""
+    last = array.shape[-1]
+    return array.reshape(array.size // last, last)
+
+
+class ActivationFunction:
+    """One named activation: forward and backward through the device's kernels."""
+
+    def __init__(self, name: Any, owner: str = "Activation") -> None:
+        if callable(name) and hasattr(name, "__name__"):
+            name = name.__name__  # Keras code passes activations.relu and the like
+        if name is None:
+            name = "linear"
+        if name not in ACTIVATIONS:
+            raise ValueError(f"{owner}: unknown activation {name!r}; choose one of {ACTIVATIONS}")
+        self.name: str = name
+
+    @property
+    def is_identity(self) -> bool:
+        return self.name == "linear"
+
+    def forward(self, kernels: Any, x: Any, out: Any) -> None:
+        if self.name == "softmax":
+            kernels.softmax_forward(_rows(x), _rows(out))
+        else:
+            getattr(kernels, f"{self.name}_forward")(x, out)
+
+    def backward(self, kernels: Any, x: Any, y: Any, grad_out: Any, grad_x: Any) -> None:
+        if self.name == "softmax":
+            kernels.softmax_backward(_rows(y), _rows(grad_out), _rows(grad_x))
+        else:
+            getattr(kernels, f"{self.name}_backward")(x, y, grad_out, grad_x)
+
+
+def get(name: Any) -> ActivationFunction:
+    """The activation named ``name`` (Keras 0.3's ``activations.get``)."""
+    return ActivationFunction(name)

@@ -1,0 +1,504 @@
+"""The abstract :class:`Layer`: Keras 0.3's contract, with real forward and backward passes.
+
+A layer is connected to its parent with :meth:`Layer.set_previous` (or given
+an input directly with :meth:`Layer.set_input`), builds its weights once its
+input shape is known, and computes its output with ``get_output(train)``,
+cached per train flag until a new input arrives. Subclasses implement
+``build``, ``compute_output_shape``, ``_forward`` and ``_backward`` and call
+only the kernel set of their device (``self.kernels``), never a device branch.
+Their ``__init__`` validates its arguments, then ends with ``self._finish_init()``
+(which builds the layer when an input shape was given).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from numlayers.devices import Device, get_device, resolve_dtype
+
+Shape = tuple[int | None, ...]
+
+#: every concrete layer class by name, for :func:`numlayers.layers.deserialize`
+LAYER_CLASSES: dict[str, type[Layer]] = {}
+
+_name_counters: dict[str, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
+_input_tokens = itertools.count(1)
+
+
+def _snake_case(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def as_shape(shape: Any, what: str, owner: str) -> Shape:
+    """Validate a shape given as a tuple or list of positive ints (None allowed)."""
+    if not isinstance(shape, tuple | list):
+        raise TypeError(f"{owner}: {what} must be a tuple or list, received {shape!r}")
+    for dim in shape:
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int | np.integer)):
+            raise TypeError(f"{owner}: {what} must hold ints, received {shape!r}")
+        if dim is not None and dim <= 0:
+            raise ValueError(f"{owner}: {what} must hold positive sizes, received {shape!r}")
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+class Layer:
+    """Base class of every layer.
+
+    Args:
+        input_shape: shape of one sample (no batch axis); makes this a first layer.
+        batch_input_shape: the same with the batch axis (``None`` for any size).
+        trainable: ``False`` freezes the weights (no gradients are applied).
+        cache_enabled: cache outputs within a pass (on by default).
+        name: a unique name; one is made from the class name if omitted.
+        dtype: ``"float32"`` (default) or ``"float64"``; inherited from the model
+            when not given.
+        device: ``"cpu"`` or ``"cuda"``; models move their layers to their own.
+    """
+
+    #: rank of the input including the batch axis (None: any rank)
+    input_ndim: ClassVar[int | None] = None
+    #: layers that only transform values pass an input mask through
+    passes_mask: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        input_shape: Sequence[int] | None = None,
+        batch_input_shape: Sequence[int | None] | None = None,
+        trainable: bool = True,
+        cache_enabled: bool = True,
+        name: str | None = None,
+        dtype: Any = None,
+        device: str | Device | None = None,
+        **unknown: Any,
+    ) -> None:
+        cls_name = type(self).__name__
+        if unknown:
+            raise TypeError(f"{cls_name}: unknown keyword argument(s) {sorted(unknown)}")
+        if name is None:
+            name = f"{_snake_case(cls_name)}_{next(_name_counters[cls_name])}"
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{cls_name}: name must be a non-empty string, received {name!r}")
+        self.name = name
+        self.trainable = bool(trainable)
+        self.cache_enabled = bool(cache_enabled)
+        self._explicit_dtype = dtype is not None
+        self.dtype = resolve_dtype(dtype)
+        self.device = get_device(device)
+
+        self.previous: Layer | None = None
+        self.built = False
+        self.params: list[Any] = []
+        self.grads: list[Any] = []
+        self.param_names: list[str] = []
+        self.regularizers: list[Any] = []
+        self.constraints: list[Any] = []
+        self.updates: list[Any] = []
+        #: whether backward must compute the input gradient (models turn it off
+        #: for their first layer, whose input gradient nobody reads)
+        self.needs_input_gradient = True
+
+        self._batch_input_shape: Shape | None = None
+        self._input: Any = None
+        self._input_mask: Any = None
+        self._input_token = 0
+        self._cache: dict[bool, tuple[int, Any]] = {}
+        self._saved: dict[bool, dict[str, Any]] = {}
+        self._active_train = False
+        self._buffers: dict[tuple[str, bool], Any] = {}
+
+        if input_shape is not None and batch_input_shape is not None:
+            raise ValueError(
+                f"{cls_name} '{name}': give input_shape or batch_input_shape, not both"
+            )
+        if input_shape is not None:
+            shape = as_shape(input_shape, "input_shape", f"{cls_name} '{name}'")
+            self._pending_shape: Shape | None = (None, *shape)
+        elif batch_input_shape is not None:
+            self._pending_shape = as_shape(batch_input_shape, "batch_input_shape", cls_name)
+        else:
+            self._pending_shape = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        LAYER_CLASSES[cls.__name__] = cls
+
+    def _finish_init(self) -> None:
+        """Subclasses call this last in ``__init__``: builds a layer given its input shape."""
+        if self._pending_shape is not None:
+            self.set_input_shape(self._pending_shape)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} '{self.name}'>"
+
+    @property
+    def label(self) -> str:
+        """How error messages name this layer: ``Dense layer 'dense_1'``."""
+        return f"{type(self).__name__} layer '{self.name}'"
+
+    @property
+    def kernels(self) -> Any:
+        """The kernel set of this layer's device and dtype."""
+        return self.device.kernels(self.dtype)
+
+    # ----------------------------------------------------------------- shapes
+    def set_previous(self, layer: Layer) -> None:
+        """Connect this layer's input to the output of ``layer``, then build."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{self.label}: set_previous expects a Layer, received {layer!r}")
+        shape = layer.output_shape
+        if self.input_ndim is not None and len(shape) != self.input_ndim:
+            raise ValueError(
+                f"{self.label} expects inputs of rank {self.input_ndim} (batch axis included), "
+                f"but {layer.label} outputs shape {shape} (rank {len(shape)})"
+            )
+        if layer.produces_mask() and not self.supports_masked_input():
+            raise ValueError(
+                f"{self.label} cannot take a masked input, but {layer.label} outputs a mask"
+            )
+        if not self._explicit_dtype:
+            self._change_dtype(layer.dtype)
+        elif self.dtype != layer.dtype:
+            raise TypeError(
+                f"{self.label} has dtype {self.dtype}, but {layer.label} outputs {layer.dtype}"
+            )
+        if self.device is not layer.device:
+            self.to(layer.device)
+        self.previous = layer
+        self._set_shape_and_build(shape)
+
+    def set_input_shape(self, input_shape: Sequence[int | None]) -> None:
+        """Declare the input shape (batch axis included, None for any size) and build."""
+        shape = as_shape(input_shape, "input_shape", self.label)
+        if self.input_ndim is not None and len(shape) != self.input_ndim:
+            raise ValueError(
+                f"{self.label} expects inputs of rank {self.input_ndim} (batch axis included), "
+                f"received input_shape {shape}"
+            )
+        self._set_shape_and_build(shape)
+
+    def _set_shape_and_build(self, shape: Shape) -> None:
+        self._batch_input_shape = shape
+        self._cache.clear()
+        self._buffers.clear()
+        if self.built:
+            self._check_rebuild(shape)
+        else:
+            self.build()
+            self.built = True
+        self.output_shape  # noqa: B018 - validates the shape now, not at the first forward
+
+    def _check_rebuild(self, shape: Shape) -> None:
+        """A built layer keeps its weights; subclasses refuse shapes they cannot take."""
+
+    @property
+    def input_shape(self) -> Shape:
+        """Input shape with the batch axis (``None`` for any batch size)."""
+        if self.previous is not None:
+            return self.previous.output_shape
+        if self._batch_input_shape is None:
+            raise RuntimeError(
+                f"{self.label} is not connected and has no input shape: did you forget input_shape?"
+            )
+        return self._batch_input_shape
+
+    @property
+    def output_shape(self) -> Shape:
+        """Output shape with the batch axis."""
+        return self.compute_output_shape(self.input_shape)
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        return input_shape
+
+    def build(self) -> None:
+        """Create the weights; the input shape is known when this is called."""
+
+    # ---------------------------------------------------------------- weights
+    def add_weight(self, name: str, value: np.ndarray) -> Any:
+        """Register a weight (given on the host) and its gradient buffer."""
+        array = self.device.asarray(np.asarray(value, dtype=self.dtype))
+        self.params.append(array)
+        self.grads.append(self.device.zeros(array.shape, self.dtype))
+        self.param_names.append(name)
+        return array
+
+    def get_weights(self) -> list[np.ndarray]:
+        """The weights as NumPy arrays (copies), in a fixed order."""
+        return [np.array(self.device.to_host(p), copy=True) for p in self.params]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Set the weights from arrays in the order of :meth:`get_weights`.
+
+        Every count and shape is checked before anything is written, so a bad
+        list leaves the layer's weights untouched.
+        """
+        self.write_weights(self.check_weights(weights))
+
+    def check_weights(self, weights: Sequence[Any]) -> list[np.ndarray]:
+        """Validate ``weights`` for :meth:`set_weights`; returns them as host arrays."""
+        weights = list(weights)
+        if len(weights) != len(self.params):
+            raise ValueError(
+                f"{self.label} has {len(self.params)} weight(s) {self.param_names}, "
+                f"received a list of {len(weights)}"
+            )
+        host_values = []
+        for index, (param, value) in enumerate(zip(self.params, weights, strict=True)):
+            value = np.asarray(value)
+            if value.shape != tuple(param.shape):
+                raise ValueError(
+                    f"{self.label}: weight {index} ('{self.param_names[index]}') has shape "
+                    f"{tuple(param.shape)}, received an array of shape {value.shape}"
+                )
+            if value.dtype.kind not in "biuf":
+                raise TypeError(
+                    f"{self.label}: weight {index} has dtype {value.dtype}, expected numbers"
+                )
+            host_values.append(np.ascontiguousarray(value, dtype=self.dtype))
+        return host_values
+
+    def write_weights(self, host_values: Sequence[np.ndarray]) -> None:
+        """Copy checked host arrays into the weights, in place."""
+        for param, value in zip(self.params, host_values, strict=True):
+            self.device.write(param, value)
+        self._cache.clear()
+
+    def get_gradients(self) -> list[np.ndarray]:
+        """Gradients of the last backward pass, in the order of :meth:`get_weights`."""
+        return [np.array(self.device.to_host(g), copy=True) for g in self.grads]
+
+    def count_params(self) -> int:
+        return int(sum(int(np.prod(p.shape)) for p in self.params))
+
+    def get_params(self) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+        """Keras 0.3's four lists: trainable params, regularizers, constraints, updates."""
+        params = self.params if self.trainable else []
+        return list(params), list(self.regularizers), list(self.constraints), list(self.updates)
+
+    # ------------------------------------------------------- device and dtype
+    def to(self, device: str | Device) -> Layer:
+        """Move the weights (and all later computation) to ``device``."""
+        target = get_device(device)
+        if target is self.device:
+            return self
+        self.params = [target.asarray(self.device.to_host(p)) for p in self.params]
+        self.grads = [target.zeros(tuple(g.shape), self.dtype) for g in self.grads]
+        self.device = target
+        self._on_device_change()
+        self._forget_state()
+        return self
+
+    def _on_device_change(self) -> None:
+        """Subclasses move device-resident constants (index plans) here."""
+
+    def _change_dtype(self, dtype: Any) -> None:
+        dtype = resolve_dtype(dtype)
+        if dtype == self.dtype:
+            return
+        self.dtype = dtype
+        self.params = [self.device.asarray(self.device.to_host(p), dtype) for p in self.params]
+        self.grads = [self.device.zeros(tuple(g.shape), dtype) for g in self.grads]
+        self._forget_state()
+
+    def _forget_state(self) -> None:
+        self._cache.clear()
+        self._saved.clear()
+        self._buffers.clear()
+        self._input = None
+        self._input_mask = None
+
+    # --------------------------------------------------------------- masking
+    def supports_masked_input(self) -> bool:
+        """Whether this layer accepts a masked input (value-only layers do)."""
+        return self.passes_mask
+
+    def produces_mask(self) -> bool:
+        """Whether this layer's output carries a mask (known before any data)."""
+        if self.passes_mask and self.previous is not None:
+            return self.previous.produces_mask()
+        return False
+
+    def get_input_mask(self, train: bool = False) -> Any:
+        if self.previous is not None:
+            return self.previous.get_output_mask(train)
+        return self._input_mask
+
+    def get_output_mask(self, train: bool = False) -> Any:
+        """The output mask (one axis fewer than the output), or None."""
+        return self.get_input_mask(train) if self.passes_mask else None
+
+    # ------------------------------------------------------ cached evaluation
+    def set_input(self, x: Any, mask: Any = None) -> None:
+        """Feed ``x`` to an unconnected layer; invalidates every cached output downstream."""
+        self._input = self._prepare_input(x)
+        self._input_mask = mask
+        self._input_token = next(_input_tokens)
+
+    def _token(self) -> int:
+        """Identifies the input a cached output was computed from.
+
+        Tokens grow with every new input anywhere, so a layer's token (the newest
+        token among its inputs) changes exactly when one of its inputs changed.
+        """
+        if self.previous is not None:
+            return self.previous._output_token()
+        return self._input_token
+
+    def _output_token(self) -> int:
+        return self._token()
+
+    def get_input(self, train: bool = False) -> Any:
+        if self.previous is not None:
+            return self.previous.get_output(train)
+        if self._input is None:
+            raise RuntimeError(f"{self.label} has no input: connect it or call set_input(x)")
+        return self._input
+
+    def get_output(self, train: bool = False) -> Any:
+        """This layer's output for its current input, computed once per pass and flag."""
+        x = self.get_input(train)
+        token = self._token()
+        cached = self._cache.get(train)
+        if self.cache_enabled and cached is not None and cached[0] == token:
+            self._active_train = train
+            return cached[1]
+        y = self.forward(x, train, mask=self.get_input_mask(train))
+        if self.cache_enabled:
+            self._cache[train] = (token, y)
+        return y
+
+    def __call__(self, x: Any, mask: Any = None, train: bool = False) -> Any:
+        """Apply the layer to ``x`` directly (its connections and cache are left alone).
+
+        Returns a new array on the layer's device (NumPy on the CPU).
+        """
+        y = self.forward(self._prepare_input(x), train, mask=mask)
+        out = self.device.empty(tuple(y.shape), self.dtype)
+        self.kernels.copy(y, out)
+        return out
+
+    def _prepare_input(self, x: Any) -> Any:
+        """Bring user data to this layer's device and dtype (numbers only)."""
+        if hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray):
+            return self.device.asarray(x, self.dtype)
+        host = np.asarray(x)
+        if host.dtype.kind not in "biuf":
+            raise TypeError(f"{self.label} expects numeric input, received dtype {host.dtype}")
+        return self.device.asarray(host, self.dtype)
+
+    # -------------------------------------------------------- forward/backward
+    def forward(self, x: Any, train: bool = False, mask: Any = None) -> Any:
+        """Check ``x`` and compute the output, saving what :meth:`backward` needs.
+
+        The returned array is this layer's buffer: valid until its next forward.
+        """
+        if not self.built:
+            raise RuntimeError(
+                f"{self.label} is not built: give it an input shape or add it to a model"
+            )
+        self._check_input(x)
+        if mask is not None and not self.supports_masked_input():
+            raise ValueError(f"{self.label} cannot take a masked input")
+        self._active_train = train
+        self._saved[train] = {"mask": mask}
+        y = self._forward(x, train)
+        self._saved[train]["output_shape"] = tuple(y.shape)
+        return y
+
+    def backward(self, grad_output: Any) -> Any:
+        """Gradient with respect to the input of the last forward pass.
+
+        Weight gradients are written to ``self.grads`` (read them with
+        :meth:`get_gradients`). Returns None when ``needs_input_gradient`` is off.
+        """
+        saved = self._saved.get(self._active_train)
+        if saved is None:
+            raise RuntimeError(f"{self.label}: backward called before forward")
+        expected = saved.get("output_shape")
+        if expected is not None and tuple(grad_output.shape) != expected:
+            raise ValueError(
+                f"{self.label}: gradient of shape {tuple(grad_output.shape)} does not match "
+                f"the output shape {expected}"
+            )
+        self._check_array(grad_output, "gradient")
+        return self._backward(grad_output)
+
+    def save(self, **arrays: Any) -> None:
+        """Keep arrays for the backward pass of the current forward."""
+        self._saved[self._active_train].update(arrays)
+
+    def saved(self) -> dict[str, Any]:
+        return self._saved[self._active_train]
+
+    def buffer(self, slot: str, shape: tuple[int, ...]) -> Any:
+        """A reusable output array for ``slot``, reallocated only when the shape changes."""
+        key = (slot, self._active_train)
+        array = self._buffers.get(key)
+        if array is None or tuple(array.shape) != shape:
+            array = self.device.empty(shape, self.dtype)
+            self._buffers[key] = array
+        return array
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _forward")
+
+    def _backward(self, grad_output: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _backward")
+
+    def _check_array(self, x: Any, what: str) -> None:
+        if not self.device.is_device_array(x):
+            raise TypeError(
+                f"{self.label} runs on {self.device.name} and expects its {what} there, "
+                f"received {type(x).__name__}"
+            )
+        if x.dtype != self.dtype:
+            raise TypeError(
+                f"{self.label} expects {what} of dtype {self.dtype}, received {x.dtype}"
+            )
+
+    def _check_input(self, x: Any) -> None:
+        self._check_array(x, "input")
+        expected = self.input_shape
+        shape = tuple(x.shape)
+        if len(shape) != len(expected) or any(
+            e is not None and e != s for e, s in zip(expected, shape, strict=False)
+        ):
+            raise ValueError(
+                f"{self.label} expects input of shape {expected}, "
+                f"received an array of shape {shape}"
+            )
+        if shape and shape[0] == 0:
+            raise ValueError(f"{self.label} received an empty batch (shape {shape})")
+
+    # ----------------------------------------------------------------- config
+    def get_config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this layer (not its weights)."""
+        config: dict[str, Any] = {
+            "class_name": type(self).__name__,
+            "name": self.name,
+            "trainable": self.trainable,
+            "cache_enabled": self.cache_enabled,
+            "dtype": self.dtype.name,
+        }
+        shape = self._batch_input_shape if self.previous is None else None
+        if shape is None:
+            shape = self._pending_shape
+        if shape is not None:
+            config["batch_input_shape"] = list(shape)
+        return config
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> Layer:
+        """Rebuild a layer from :meth:`get_config`'s output."""
+        config = dict(config)
+        class_name = config.pop("class_name", cls.__name__)
+        if class_name != cls.__name__:
+            raise ValueError(f"{cls.__name__}.from_config received a config of {class_name}")
+        return cls(**config)

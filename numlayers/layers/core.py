@@ -1,0 +1,385 @@
+"""Core layers: Dense, Activation, Dropout, Lambda."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from numlayers import initializations
+from numlayers.activations import ActivationFunction
+from numlayers.layers.base import Layer, Shape, as_shape
+from numlayers.random import draw_seed, get_generator
+
+
+def _positive_int(value: Any, what: str, owner: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+        raise ValueError(f"{owner}: {what} must be a positive int, received {value!r}")
+    return int(value)
+
+
+def _seed_config(seed: Any) -> Any:
+    """Configs keep int seeds; a Generator cannot be written down, so it becomes None."""
+    return seed if isinstance(seed, int) else None
+
+
+class Dense(Layer):
+    """Fully connected layer: ``output = activation(input @ W + b)``.
+
+    Args:
+        output_dim: number of output units.
+        init: weight initialisation name (see :mod:`numlayers.initializations`).
+        activation: activation name (see :mod:`numlayers.activations`), default linear.
+        weights: initial ``[W, b]`` (or ``[W]`` without bias).
+        input_dim: shortcut for ``input_shape=(input_dim,)``.
+        bias: whether to add a bias vector.
+        seed: int or numpy Generator for the initial weights (default: the global seed).
+
+    Input shape: ``(batch, input_dim)``. Output shape: ``(batch, output_dim)``.
+
+    Example:
+        >>> layer = Dense(3, input_dim=4, activation="relu")
+        >>> layer(np.ones((2, 4), "float32")).shape
+        (2, 3)
+    """
+
+    input_ndim = 2
+
+    def __init__(
+        self,
+        output_dim: int,
+        init: Any = "glorot_uniform",
+        activation: Any = "linear",
+        weights: Sequence[Any] | None = None,
+        input_dim: int | None = None,
+        bias: bool = True,
+        seed: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if input_dim is not None:
+            if "input_shape" in kwargs or "batch_input_shape" in kwargs:
+                raise ValueError("Dense: give input_dim or input_shape, not both")
+            kwargs["input_shape"] = (_positive_int(input_dim, "input_dim", "Dense"),)
+        super().__init__(**kwargs)
+        self.output_dim = _positive_int(output_dim, "output_dim", self.label)
+        initializations.get(init)  # fails early on an unknown name
+        self.init = init
+        self.activation = ActivationFunction(activation, self.label)
+        self.bias = bool(bias)
+        self.seed = seed
+        self.initial_weights = weights
+        self._finish_init()
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        return (input_shape[0], self.output_dim)
+
+    def build(self) -> None:
+        input_dim = self.input_shape[1]
+        if input_dim is None:
+            raise ValueError(
+                f"{self.label} needs a known input dimension, received {self.input_shape}"
+            )
+        rng = get_generator(self.seed)
+        self.add_weight("W", initializations.get(self.init)((input_dim, self.output_dim), rng))
+        if self.bias:
+            self.add_weight("b", np.zeros(self.output_dim))
+        if self.initial_weights is not None:
+            self.set_weights(self.initial_weights)
+            self.initial_weights = None
+
+    def _check_rebuild(self, shape: Shape) -> None:
+        if shape[1] != self.params[0].shape[0]:
+            raise ValueError(
+                f"{self.label} was built for input dimension {self.params[0].shape[0]}, "
+                f"received input shape {shape}"
+            )
+
+    def _bias_and_gradient(self) -> tuple[Any, Any]:
+        if self.bias:
+            return self.params[1], self.grads[1]
+        empty = self.buffer("no_bias", (0,))
+        return empty, empty
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        bias, _ = self._bias_and_gradient()
+        z = self.buffer("z", (x.shape[0], self.output_dim))
+        self.kernels.dense_forward(x, self.params[0], bias, z)
+        y = z
+        if not self.activation.is_identity:
+            y = self.buffer("y", tuple(z.shape))
+            self.activation.forward(self.kernels, z, y)
+        self.save(x=x, z=z, y=y)
+        return y
+
+    def _backward(self, grad_output: Any) -> Any:
+        saved = self.saved()
+        x, z = saved["x"], saved["z"]
+        grad_z = grad_output
+        if not self.activation.is_identity:
+            grad_z = self.buffer("grad_z", tuple(z.shape))
+            self.activation.backward(self.kernels, z, saved["y"], grad_output, grad_z)
+        need = self.needs_input_gradient
+        grad_x = self.buffer("grad_x", tuple(x.shape)) if need else self.buffer("no_grad_x", (0, 0))
+        _, grad_bias = self._bias_and_gradient()
+        self.kernels.dense_backward(
+            x, self.params[0], grad_z, grad_x, self.grads[0], grad_bias, need
+        )
+        return grad_x if need else None
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            output_dim=self.output_dim,
+            init=self.init,
+            activation=self.activation.name,
+            bias=self.bias,
+            seed=_seed_config(self.seed),
+        )
+        return config
+
+
+class Activation(Layer):
+    """Applies an activation function elementwise (softmax: over the last axis).
+
+    Args:
+        activation: one of softmax, softplus, relu, tanh, sigmoid, hard_sigmoid, linear.
+
+    Input shape: any. Output shape: the input shape. Masks pass through.
+
+    Example:
+        >>> Activation("relu", input_shape=(3,))(np.array([[-1.0, 0.0, 2.0]])).tolist()
+        [[0.0, 0.0, 2.0]]
+    """
+
+    passes_mask = True
+
+    def __init__(self, activation: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.activation = ActivationFunction(activation, self.label)
+        self._finish_init()
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        if self.activation.is_identity:
+            return x
+        y = self.buffer("y", tuple(x.shape))
+        self.activation.forward(self.kernels, x, y)
+        self.save(x=x, y=y)
+        return y
+
+    def _backward(self, grad_output: Any) -> Any:
+        if self.activation.is_identity:
+            return grad_output
+        saved = self.saved()
+        grad_x = self.buffer("grad_x", tuple(grad_output.shape))
+        self.activation.backward(self.kernels, saved["x"], saved["y"], grad_output, grad_x)
+        return grad_x
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["activation"] = self.activation.name
+        return config
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each input with probability ``p`` and scale the rest.
+
+    Outside training (``train=False``) the layer is the identity. Masks come
+    from a counter-based hash of (seed, element index), so the same seed gives
+    the same mask on the CPU and on CUDA, and nothing random is stored.
+
+    Args:
+        p: fraction of the inputs to drop, in [0, 1).
+        seed: int or numpy Generator for the per-pass seeds (default: the global seed).
+
+    Input shape: any. Output shape: the input shape. Masks pass through.
+    """
+
+    passes_mask = True
+
+    def __init__(self, p: float, seed: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(p, bool) or not isinstance(p, int | float | np.floating) or not 0 <= p < 1:
+            raise ValueError(f"{self.label}: p must be a number in [0, 1), received {p!r}")
+        self.p = float(p)
+        self.seed = seed
+        self._generator = None if seed is None else get_generator(seed)
+        self._finish_init()
+
+    @property
+    def keep_threshold(self) -> int:
+        """An element is kept when its 24-bit hash is at least this."""
+        return int(self.p * 2**24)
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        if not train or self.p == 0:
+            return x
+        seed = draw_seed(self._generator)
+        scale = self.dtype.type(1.0 / (1.0 - self.p))
+        out = self.buffer("y", tuple(x.shape))
+        self.kernels.dropout_forward(x, seed, self.keep_threshold, scale, out)
+        self.save(seed=seed, scale=scale)
+        return out
+
+    def _backward(self, grad_output: Any) -> Any:
+        saved = self.saved()
+        if "seed" not in saved:
+            return grad_output
+        grad_x = self.buffer("grad_x", tuple(grad_output.shape))
+        self.kernels.dropout_backward(
+            grad_output, saved["seed"], self.keep_threshold, saved["scale"], grad_x
+        )
+        return grad_x
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(p=self.p, seed=_seed_config(self.seed))
+        return config
+
+
+def function_reference(function: Callable[..., Any]) -> Any:
+    """``"module:qualname"`` for a module-level function, else the function itself.
+
+    A lambda or closure cannot be named, so configs keep the object; nothing is
+    ever serialised as bytecode.
+    """
+    qualname = getattr(function, "__qualname__", "")
+    module = getattr(function, "__module__", None)
+    if module and qualname and "<" not in qualname:
+        return f"{module}:{qualname}"
+    return function
+
+
+def resolve_function(
+    reference: Any, owner: str, custom_objects: dict[str, Any] | None = None
+) -> Callable[..., Any] | None:
+    """Turn a config's function reference back into a function, importing nothing.
+
+    A ``"module:qualname"`` string is looked up in ``custom_objects`` and then in
+    modules that are already imported: loading a config never runs new code.
+    """
+    if reference is None or callable(reference):
+        return reference
+    if not isinstance(reference, str) or ":" not in reference:
+        raise TypeError(
+            f"{owner}: expected a function or 'module:qualname', received {reference!r}"
+        )
+    module_name, qualname = reference.split(":", 1)
+    if custom_objects and (reference in custom_objects or qualname in custom_objects):
+        found = custom_objects.get(reference, custom_objects.get(qualname))
+        return found
+    target: Any = sys.modules.get(module_name)
+    if target is None:
+        raise ValueError(
+            f"{owner}: function {reference!r} is in a module that is not imported; import it "
+            "first or pass it in custom_objects (configs never import code themselves)"
+        )
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    if not callable(target):
+        raise ValueError(f"{owner}: {reference!r} does not name a function")
+    return target
+
+
+class Lambda(Layer):
+    """Applies a Python function to the whole batch.
+
+    The function receives and returns NumPy arrays on every device (on CUDA the
+    layer copies its input to the host and the result back): write it with NumPy.
+
+    Args:
+        function: ``f(x) -> y`` on NumPy arrays (batch axis included).
+        output_shape: None (same as the input), a tuple (without the batch axis),
+            or a function of the input shape (with the batch axis) returning the
+            output shape (with it).
+        backward: optional ``g(x, grad_output) -> grad_x``; without it the layer
+            predicts but cannot be trained through.
+
+    Example:
+        >>> Lambda(lambda x: 2 * x, input_shape=(3,))(np.ones((1, 3))).tolist()
+        [[2.0, 2.0, 2.0]]
+    """
+
+    def __init__(
+        self,
+        function: Callable[[np.ndarray], Any],
+        output_shape: Any = None,
+        backward: Callable[[np.ndarray, np.ndarray], Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not callable(function):
+            raise TypeError(f"{self.label}: function must be callable, received {function!r}")
+        if backward is not None and not callable(backward):
+            raise TypeError(f"{self.label}: backward must be callable, received {backward!r}")
+        if output_shape is not None and not callable(output_shape):
+            output_shape = as_shape(output_shape, "output_shape", self.label)
+        self.function = function
+        self.backward_function = backward
+        self._output_shape = output_shape
+        self._finish_init()
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        if self._output_shape is None:
+            return input_shape
+        if callable(self._output_shape):
+            shape = as_shape(self._output_shape(input_shape), "output_shape()", self.label)
+            return shape
+        return (input_shape[0], *self._output_shape)
+
+    def _to_device(self, host: Any, expected: Shape, what: str) -> Any:
+        host = np.asarray(host)
+        if host.dtype.kind not in "biuf":
+            raise TypeError(f"{self.label}: {what} returned dtype {host.dtype}, expected numbers")
+        if len(host.shape) != len(expected) or any(
+            e is not None and e != s for e, s in zip(expected, host.shape, strict=False)
+        ):
+            raise ValueError(
+                f"{self.label}: {what} returned shape {host.shape}, expected {expected}"
+            )
+        return self.device.asarray(host, self.dtype)
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        host_x = self.device.to_host(x)
+        expected = (x.shape[0], *self.output_shape[1:])
+        y = self._to_device(self.function(host_x), expected, "function")
+        self.save(x=host_x)
+        return y
+
+    def _backward(self, grad_output: Any) -> Any:
+        if self.backward_function is None:
+            raise RuntimeError(
+                f"{self.label} has no backward function, so a model cannot be trained through "
+                "it: pass Lambda(function, backward=lambda x, grad: ...)"
+            )
+        host_x = self.saved()["x"]
+        grad = self.backward_function(host_x, self.device.to_host(grad_output))
+        return self._to_device(grad, tuple(host_x.shape), "backward")
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        output_shape = self._output_shape
+        config.update(
+            function=function_reference(self.function),
+            output_shape=function_reference(output_shape)
+            if callable(output_shape)
+            else (None if output_shape is None else list(output_shape)),
+            backward=None
+            if self.backward_function is None
+            else function_reference(self.backward_function),
+        )
+        return config
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> Layer:
+        config = dict(config)
+        config.pop("class_name", None)
+        owner = f"Lambda '{config.get('name')}'"
+        config["function"] = resolve_function(config["function"], owner, custom_objects)
+        config["backward"] = resolve_function(config.get("backward"), owner, custom_objects)
+        if isinstance(config.get("output_shape"), str):
+            config["output_shape"] = resolve_function(config["output_shape"], owner, custom_objects)
+        return cls(**config)

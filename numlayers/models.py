@@ -1,0 +1,205 @@
+"""Containers of layers: :class:`Sequential` (and, later, Graph)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from numlayers.devices import Device, get_device, resolve_dtype
+from numlayers.layers import Layer, deserialize
+
+
+class Sequential:
+    """A linear stack of layers, on one device and in one dtype.
+
+    Args:
+        layers: layers to add in order.
+        device: ``"cpu"`` (default) or ``"cuda"``; :meth:`to` moves the model.
+        dtype: ``"float32"`` (default) or ``"float64"``, given to every layer
+            that does not name its own.
+        name: the model's name.
+
+    Example:
+        >>> model = Sequential()
+        >>> model.add(Dense(8, input_shape=(4,), activation="relu"))
+        >>> model.add(Dense(2, activation="softmax"))
+        >>> model.predict(np.zeros((3, 4))).shape
+        (3, 2)
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Layer] | None = None,
+        device: str | Device = "cpu",
+        dtype: Any = "float32",
+        name: str = "sequential",
+    ) -> None:
+        self.layers: list[Layer] = []
+        self.device = get_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.name = name
+        for layer in layers or []:
+            self.add(layer)
+
+    def __repr__(self) -> str:
+        return f"<Sequential '{self.name}' with {len(self.layers)} layers on {self.device.name}>"
+
+    # ------------------------------------------------------------ structure
+    def add(self, layer: Layer) -> None:
+        """Append ``layer``, connecting it to the previous one (which builds it)."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add expects a Layer, received {layer!r}")
+        if any(existing is layer for existing in self.layers):
+            raise ValueError(f"{layer.label} is already in this model")
+        if any(existing.name == layer.name for existing in self.layers):
+            raise ValueError(f"this model already has a layer named '{layer.name}'")
+        if layer._explicit_dtype and layer.dtype != self.dtype:
+            raise TypeError(f"{layer.label} has dtype {layer.dtype}, the model uses {self.dtype}")
+        layer._change_dtype(self.dtype)
+        layer.to(self.device)
+        if self.layers:
+            layer.set_previous(self.layers[-1])
+        elif layer._batch_input_shape is None:
+            raise ValueError(
+                f"the first layer of a Sequential needs an input shape: {layer.label} has none "
+                "(did you forget input_shape?)"
+            )
+        self.layers.append(layer)
+
+    def _require_layers(self) -> None:
+        if not self.layers:
+            raise RuntimeError("this Sequential has no layers: add some first")
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        self._require_layers()
+        return self.layers[0].input_shape
+
+    @property
+    def output_shape(self) -> tuple[int | None, ...]:
+        self._require_layers()
+        return self.layers[-1].output_shape
+
+    # ------------------------------------------------------ forward/backward
+    def prepare_input(self, X: Any) -> Any:
+        """Check ``X`` against the input shape and bring it to the model's device and dtype."""
+        self._require_layers()
+        return self.layers[0]._prepare_input(X)
+
+    def forward(self, X: Any, train: bool = False) -> Any:
+        """Run every layer once on ``X``; returns the last layer's output buffer.
+
+        Each layer's output is cached for this input and train flag, so asking a
+        layer for ``get_output(train)`` afterwards computes nothing again.
+        """
+        self._require_layers()
+        self.layers[0].set_input(self.prepare_input(X))
+        output = None
+        for layer in self.layers:
+            output = layer.get_output(train)
+        return output
+
+    def backward(self, grad_output: Any, need_input_gradient: bool = True) -> Any:
+        """Back-propagate ``grad_output`` through all layers in reverse.
+
+        Weight gradients land in each layer's ``grads``; returns the gradient
+        with respect to the model input (None when ``need_input_gradient`` is off).
+        """
+        self._require_layers()
+        self.layers[0].needs_input_gradient = need_input_gradient
+        grad = grad_output
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+        return grad
+
+    def __call__(self, X: Any, train: bool = False) -> Any:
+        """Apply the model to ``X``; returns a new array on the model's device."""
+        output = self.forward(X, train)
+        result = self.device.empty(tuple(output.shape), self.dtype)
+        self.layers[-1].kernels.copy(output, result)
+        return result
+
+    def predict(self, X: Any, batch_size: int = 128, verbose: int = 0) -> np.ndarray:
+        """Outputs for ``X`` in batches, as a NumPy array on every device."""
+        self._require_layers()
+        X = self.check_samples(X)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, received {batch_size!r}")
+        result: np.ndarray | None = None
+        for start in range(0, len(X), batch_size):
+            output = self.device.to_host(self.forward(X[start : start + batch_size], train=False))
+            if result is None:
+                result = np.empty((len(X), *output.shape[1:]), dtype=self.dtype)
+            result[start : start + len(output)] = output
+        assert result is not None
+        return result
+
+    def check_samples(self, X: Any) -> Any:
+        """Validate a whole input array (host or device) before it is split into batches."""
+        if not self.device.is_device_array(X) and not hasattr(X, "__cuda_array_interface__"):
+            X = np.asarray(X)
+            if X.dtype.kind not in "biuf":
+                raise TypeError(f"{self.name}: X must hold numbers, received dtype {X.dtype}")
+        shape = tuple(X.shape)
+        expected = self.input_shape
+        if len(shape) != len(expected) or any(
+            e is not None and e != s for e, s in zip(expected[1:], shape[1:], strict=False)
+        ):
+            raise ValueError(f"{self.name}: expected X of shape {expected}, received {shape}")
+        if shape[0] == 0:
+            raise ValueError(f"{self.name}: X is empty (shape {shape})")
+        return X
+
+    # ---------------------------------------------------------------- weights
+    def get_weights(self) -> list[np.ndarray]:
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Set every layer's weights; nothing is written unless all of them fit."""
+        weights = list(weights)
+        expected = sum(len(layer.params) for layer in self.layers)
+        if len(weights) != expected:
+            raise ValueError(
+                f"{self.name} has {expected} weights, received a list of {len(weights)}"
+            )
+        checked = []
+        start = 0
+        for layer in self.layers:
+            count = len(layer.params)
+            checked.append(layer.check_weights(weights[start : start + count]))
+            start += count
+        for layer, values in zip(self.layers, checked, strict=True):
+            layer.write_weights(values)
+
+    def get_gradients(self) -> list[np.ndarray]:
+        return [g for layer in self.layers for g in layer.get_gradients()]
+
+    def count_params(self) -> int:
+        return sum(layer.count_params() for layer in self.layers)
+
+    def to(self, device: str | Device) -> Sequential:
+        """Move every layer's weights to ``device``; later passes run there."""
+        self.device = get_device(device)
+        for layer in self.layers:
+            layer.to(self.device)
+        return self
+
+    # ----------------------------------------------------------------- config
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "class_name": "Sequential",
+            "name": self.name,
+            "dtype": self.dtype.name,
+            "layers": [layer.get_config() for layer in self.layers],
+        }
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> Sequential:
+        model = cls(name=config.get("name", "sequential"), dtype=config.get("dtype", "float32"))
+        for layer_config in config.get("layers", []):
+            model.add(deserialize(layer_config, custom_objects))
+        return model

@@ -1,0 +1,89 @@
+"""Every catalogue layer, on every device and dtype, through the same checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from numlayers.layers import deserialize
+from numlayers.testing import gradient_check, tolerance
+from numlayers.testing.catalogue import CATALOGUE, LayerCase
+
+CASES = [pytest.param(case, id=case.id) for case in CATALOGUE]
+
+
+def make_layer(case: LayerCase, device, dtype):
+    return case.make(dtype=dtype).to(device)
+
+
+def run(layer, x, train):
+    device = layer.device
+    return device.to_host(layer.forward(device.asarray(x.astype(layer.dtype)), train)).copy()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_forward_matches_numpy_reference(case, device, dtype):
+    layer = make_layer(case, device, dtype)
+    x = case.sample().astype(dtype)
+    expected = case.reference(
+        x.astype(np.float64), [w.astype(np.float64) for w in layer.get_weights()]
+    )
+    got = run(layer, x, case.train)
+    assert got.dtype == dtype
+    assert got.shape == expected.shape == (x.shape[0], *layer.output_shape[1:])
+    np.testing.assert_allclose(got, expected, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.values[0].gradient_check])
+def test_backward_matches_float64_finite_differences(case):
+    layer = make_layer(case, "cpu", np.float64)
+    reports = gradient_check(layer, case.sample(), train=case.train)
+    expected_arguments = ["input"] + [f"weight '{name}'" for name in layer.param_names]
+    assert [report.argument for report in reports] == expected_arguments
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cuda_matches_cpu_forward_and_backward(case, dtype):
+    cpu_layer = make_layer(case, "cpu", dtype)
+    cuda_layer = make_layer(case, "cuda", dtype)
+    cuda_layer.set_weights(cpu_layer.get_weights())
+    x = case.sample().astype(dtype)
+    np.testing.assert_allclose(
+        run(cuda_layer, x, case.train), run(cpu_layer, x, case.train), **tolerance(dtype)
+    )
+    grad = np.random.default_rng(5).standard_normal((x.shape[0], *cpu_layer.output_shape[1:]))
+    grad = grad.astype(dtype)
+    grads = {}
+    for name, layer in (("cpu", cpu_layer), ("cuda", cuda_layer)):
+        grad_x = layer.backward(layer.device.asarray(grad))
+        grads[name] = [layer.device.to_host(grad_x).copy(), *layer.get_gradients()]
+    for got, expected in zip(grads["cuda"], grads["cpu"], strict=True):
+        np.testing.assert_allclose(got, expected, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_config_round_trip(case):
+    layer = make_layer(case, "cpu", np.float64)
+    config = layer.get_config()
+    rebuilt = deserialize(config)
+    assert type(rebuilt) is type(layer)
+    assert rebuilt.get_config() == config
+    rebuilt.set_weights(layer.get_weights())
+    x = case.sample()
+    np.testing.assert_array_equal(run(rebuilt, x, case.train), run(layer, x, case.train))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_inputs_raise_errors_naming_the_layer(case, device):
+    layer = make_layer(case, device, np.float32)
+    x = case.sample().astype(np.float32)
+    wrong_rank = x.reshape(-1)
+    wrong_size = np.concatenate([x, x], axis=-1)
+    with pytest.raises(ValueError, match=layer.name):
+        layer.forward(layer.device.asarray(wrong_rank))
+    with pytest.raises(ValueError, match=layer.name):
+        layer.forward(layer.device.asarray(wrong_size))
+    with pytest.raises(TypeError, match=layer.name):
+        layer.forward(layer.device.asarray(x.astype(np.float64)))
+    with pytest.raises(TypeError, match=layer.name):
+        layer.forward(x.tolist())
