@@ -9,9 +9,10 @@ import numpy as np
 
 from numlayers.devices import Device, get_device, resolve_dtype
 from numlayers.layers import Layer, deserialize
+from numlayers.training import Model
 
 
-class Sequential:
+class Sequential(Model):
     """A linear stack of layers, on one device and in one dtype.
 
     Args:
@@ -82,9 +83,48 @@ class Sequential:
         self._require_layers()
         return self.layers[-1].output_shape
 
+    # ----------------------------------------------- what training needs
+    @property
+    def input_names(self) -> list[str]:
+        return ["input"]
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["output"]
+
+    def input_shapes(self) -> list[tuple[int | None, ...]]:
+        return [self.input_shape]
+
+    def output_layers(self) -> list[Layer]:
+        self._require_layers()
+        return [self.layers[-1]]
+
+    def all_layers(self) -> list[Layer]:
+        return list(self.layers)
+
+    def standardize_inputs(self, X: Any) -> list[Any]:
+        self._require_layers()
+        if isinstance(X, list | tuple) and len(X) == 1:
+            X = X[0]
+        return [self.device.to_host(X) if hasattr(X, "copy_to_host") else np.asarray(X)]
+
+    def standardize_targets(self, y: Any) -> list[Any]:
+        if isinstance(y, list | tuple) and len(y) == 1:
+            y = y[0]
+        return [np.asarray(y)]
+
+    def wrap_outputs(self, outputs: list[Any]) -> Any:
+        return outputs[0]
+
+    def forward_outputs(self, inputs: list[Any], train: bool) -> list[Any]:
+        return [self.forward(inputs[0], train)]
+
+    def backward_outputs(self, grads: list[Any], from_preactivation: list[bool]) -> None:
+        self.backward(grads[0], need_input_gradient=False, from_preactivation=from_preactivation[0])
+
     # ------------------------------------------------------ forward/backward
     def prepare_input(self, X: Any) -> Any:
-        """Check ``X`` against the input shape and bring it to the model's device and dtype."""
+        """Bring ``X`` to the model's device and dtype."""
         self._require_layers()
         return self.layers[0]._prepare_input(X)
 
@@ -101,16 +141,19 @@ class Sequential:
             output = layer.get_output(train)
         return output
 
-    def backward(self, grad_output: Any, need_input_gradient: bool = True) -> Any:
+    def backward(
+        self, grad_output: Any, need_input_gradient: bool = True, from_preactivation: bool = False
+    ) -> Any:
         """Back-propagate ``grad_output`` through all layers in reverse.
 
         Weight gradients land in each layer's ``grads``; returns the gradient
         with respect to the model input (None when ``need_input_gradient`` is off).
+        ``from_preactivation`` starts below the last layer's activation (fused losses).
         """
         self._require_layers()
         self.layers[0].needs_input_gradient = need_input_gradient
-        grad = grad_output
-        for layer in reversed(self.layers):
+        grad = self.layers[-1].backward(grad_output, from_preactivation=from_preactivation)
+        for layer in reversed(self.layers[:-1]):
             grad = layer.backward(grad)
         return grad
 
@@ -120,37 +163,6 @@ class Sequential:
         result = self.device.empty(tuple(output.shape), self.dtype)
         self.layers[-1].kernels.copy(output, result)
         return result
-
-    def predict(self, X: Any, batch_size: int = 128, verbose: int = 0) -> np.ndarray:
-        """Outputs for ``X`` in batches, as a NumPy array on every device."""
-        self._require_layers()
-        X = self.check_samples(X)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int, received {batch_size!r}")
-        result: np.ndarray | None = None
-        for start in range(0, len(X), batch_size):
-            output = self.device.to_host(self.forward(X[start : start + batch_size], train=False))
-            if result is None:
-                result = np.empty((len(X), *output.shape[1:]), dtype=self.dtype)
-            result[start : start + len(output)] = output
-        assert result is not None
-        return result
-
-    def check_samples(self, X: Any) -> Any:
-        """Validate a whole input array (host or device) before it is split into batches."""
-        if not self.device.is_device_array(X) and not hasattr(X, "__cuda_array_interface__"):
-            X = np.asarray(X)
-            if X.dtype.kind not in "biuf":
-                raise TypeError(f"{self.name}: X must hold numbers, received dtype {X.dtype}")
-        shape = tuple(X.shape)
-        expected = self.input_shape
-        if len(shape) != len(expected) or any(
-            e is not None and e != s for e, s in zip(expected[1:], shape[1:], strict=False)
-        ):
-            raise ValueError(f"{self.name}: expected X of shape {expected}, received {shape}")
-        if shape[0] == 0:
-            raise ValueError(f"{self.name}: X is empty (shape {shape})")
-        return X
 
     # ---------------------------------------------------------------- weights
     def get_weights(self) -> list[np.ndarray]:
@@ -180,10 +192,12 @@ class Sequential:
         return sum(layer.count_params() for layer in self.layers)
 
     def to(self, device: str | Device) -> Sequential:
-        """Move every layer's weights to ``device``; later passes run there."""
+        """Move every layer's weights (and the optimizer's state) to ``device``."""
         self.device = get_device(device)
         for layer in self.layers:
             layer.to(self.device)
+        if hasattr(self, "optimizer"):
+            self.optimizer.to(self.device)
         return self
 
     # ----------------------------------------------------------------- config

@@ -5,6 +5,7 @@ Operations (both devices; arrays of any shape are taken as flat, C-contiguous):
 - ``fill(out, value)``: every element of ``out`` becomes ``value``
 - ``copy(x, out)``: ``out[...] = x``
 - ``add_into(x, out)``: ``out += x`` (sums fan-out gradients)
+- ``scale_add_into(x, alpha, out)``: ``out += alpha * x`` (epoch sums of batch values)
 - ``sum_rows(x, out)``: ``out[j] = sum_i x[i, j]`` for a 2-D ``x``
 """
 
@@ -41,6 +42,11 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
             out[i] += x[i]
 
     @njit(cache=True)
+    def scale_add_into_flat(x, alpha, out):
+        for i in range(out.size):
+            out[i] += alpha * x[i]
+
+    @njit(cache=True)
     def sum_rows(x, out):
         out[:] = 0
         for i in range(x.shape[0]):
@@ -56,7 +62,16 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     def add_into(x: np.ndarray, out: np.ndarray) -> None:
         add_into_flat(x.reshape(-1), out.reshape(-1))
 
-    return {"fill": fill, "copy": copy, "add_into": add_into, "sum_rows": sum_rows}
+    def scale_add_into(x: np.ndarray, alpha: float, out: np.ndarray) -> None:
+        scale_add_into_flat(x.reshape(-1), cast(alpha), out.reshape(-1))
+
+    return {
+        "fill": fill,
+        "copy": copy,
+        "add_into": add_into,
+        "scale_add_into": scale_add_into,
+        "sum_rows": sum_rows,
+    }
 
 
 @functools.cache
@@ -103,6 +118,12 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         if i < out.size:
             out[i] += x[i]
 
+    @registry.jit(vector, registry.scalar, vector)
+    def scale_add_into_kernel(x, alpha, out):
+        i = cuda.grid(1)
+        if i < out.size:
+            out[i] += alpha * x[i]
+
     def fill(out: Any, value: float) -> None:
         fill_kernel[blocks_for(out.size), 256](out.reshape(out.size), cast(value))
 
@@ -112,9 +133,15 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     def add_into(x: Any, out: Any) -> None:
         add_into_kernel[blocks_for(out.size), 256](x.reshape(x.size), out.reshape(out.size))
 
+    def scale_add_into(x: Any, alpha: float, out: Any) -> None:
+        scale_add_into_kernel[blocks_for(out.size), 256](
+            x.reshape(x.size), cast(alpha), out.reshape(out.size)
+        )
+
     return {
         "fill": fill,
         "copy": copy,
         "add_into": add_into,
+        "scale_add_into": scale_add_into,
         "sum_rows": sum_rows_launcher(cuda_api, dtype),
     }

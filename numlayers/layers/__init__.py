@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from numlayers.layers.base import LAYER_CLASSES, Layer
-from numlayers.layers.core import Activation, Dense, Dropout, Lambda
+from numlayers.layers.core import Activation, ActivityRegularization, Dense, Dropout, Lambda
 from numlayers.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
 
 __all__ = [
     "Activation",
+    "ActivityRegularization",
     "Dense",
     "Dropout",
     "Flatten",

@@ -96,9 +96,13 @@ class Layer:
         self.params: list[Any] = []
         self.grads: list[Any] = []
         self.param_names: list[str] = []
-        self.regularizers: list[Any] = []
-        self.constraints: list[Any] = []
+        #: (weight index, Regularizer) pairs; the training issue's W_regularizer and friends
+        self.regularizers: list[tuple[int, Any]] = []
+        #: (weight index, Constraint) pairs, applied after every update
+        self.constraints: list[tuple[int, Any]] = []
         self.updates: list[Any] = []
+        #: a Regularizer of this layer's output (activity), or None
+        self.activity_regularizer: Any = None
         #: whether backward must compute the input gradient (models turn it off
         #: for their first layer, whose input gradient nobody reads)
         self.needs_input_gradient = True
@@ -219,13 +223,44 @@ class Layer:
         """Create the weights; the input shape is known when this is called."""
 
     # ---------------------------------------------------------------- weights
-    def add_weight(self, name: str, value: np.ndarray) -> Any:
-        """Register a weight (given on the host) and its gradient buffer."""
+    def add_weight(
+        self, name: str, value: np.ndarray, regularizer: Any = None, constraint: Any = None
+    ) -> Any:
+        """Register a weight (given on the host), its gradient buffer, regularizer and constraint."""
         array = self.device.asarray(np.asarray(value, dtype=self.dtype))
+        index = len(self.params)
         self.params.append(array)
         self.grads.append(self.device.zeros(array.shape, self.dtype))
         self.param_names.append(name)
+        if regularizer is not None:
+            self.regularizers.append((index, regularizer))
+        if constraint is not None:
+            self.constraints.append((index, constraint))
         return array
+
+    # ------------------------------------------------- training contributions
+    def add_penalties(self, total: Any) -> None:
+        """``total[0] +=`` this layer's regularization penalties (weights and activity)."""
+        for index, regularizer in self.regularizers:
+            regularizer.add_penalty(self.kernels, self.params[index], total)
+        if self.activity_regularizer is not None:
+            output = self._saved.get(self._active_train, {}).get("output")
+            if output is not None:
+                self.activity_regularizer.add_penalty(self.kernels, output, total)
+
+    def add_regularizer_gradients(self) -> None:
+        """Add the weight regularizers' gradients to ``self.grads`` (after backward)."""
+        if not self.trainable:
+            return
+        for index, regularizer in self.regularizers:
+            regularizer.add_gradient(self.kernels, self.params[index], self.grads[index])
+
+    def apply_constraints(self) -> None:
+        """Project the constrained weights in place (after an update)."""
+        if not self.trainable:
+            return
+        for index, constraint in self.constraints:
+            constraint.apply(self.kernels, self.params[index])
 
     def get_weights(self) -> list[np.ndarray]:
         """The weights as NumPy arrays (copies), in a fixed order."""
@@ -408,13 +443,18 @@ class Layer:
         self._saved[train] = {"mask": mask}
         y = self._forward(x, train)
         self._saved[train]["output_shape"] = tuple(y.shape)
+        if self.activity_regularizer is not None:
+            self._saved[train]["output"] = y
         return y
 
-    def backward(self, grad_output: Any) -> Any:
+    def backward(self, grad_output: Any, from_preactivation: bool = False) -> Any:
         """Gradient with respect to the input of the last forward pass.
 
         Weight gradients are written to ``self.grads`` (read them with
         :meth:`get_gradients`). Returns None when ``needs_input_gradient`` is off.
+        With ``from_preactivation``, ``grad_output`` is the gradient with respect
+        to the layer's pre-activation (:meth:`preactivation`): losses fused with
+        a softmax start there.
         """
         saved = self._saved.get(self._active_train)
         if saved is None:
@@ -426,7 +466,21 @@ class Layer:
                 f"the output shape {expected}"
             )
         self._check_array(grad_output, "gradient")
+        if from_preactivation:
+            return self._backward_preactivation(grad_output)
+        if self.activity_regularizer is not None:
+            total = self.buffer("activity_grad", tuple(grad_output.shape))
+            self.kernels.copy(grad_output, total)
+            self.activity_regularizer.add_gradient(self.kernels, saved["output"], total)
+            grad_output = total
         return self._backward(grad_output)
+
+    def preactivation(self) -> Any:
+        """The last forward's input to the output activation (layers with ``activation``)."""
+        raise NotImplementedError(f"{self.label} has no separate activation")
+
+    def _backward_preactivation(self, grad_preactivation: Any) -> Any:
+        raise NotImplementedError(f"{self.label} has no separate activation")
 
     def save(self, **arrays: Any) -> None:
         """Keep arrays for the backward pass of the current forward."""

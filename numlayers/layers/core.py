@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from numlayers import initializations
+from numlayers import constraints, initializations, regularizers
 from numlayers.activations import ActivationFunction
 from numlayers.layers.base import Layer, Shape, as_shape
 from numlayers.random import draw_seed, get_generator
@@ -35,6 +35,9 @@ class Dense(Layer):
         weights: initial ``[W, b]`` (or ``[W]`` without bias).
         input_dim: shortcut for ``input_shape=(input_dim,)``.
         bias: whether to add a bias vector.
+        W_regularizer, b_regularizer: weight regularizers (:mod:`numlayers.regularizers`).
+        activity_regularizer: a regularizer of the output.
+        W_constraint, b_constraint: constraints (:mod:`numlayers.constraints`).
         seed: int or numpy Generator for the initial weights (default: the global seed).
 
     Input shape: ``(batch, input_dim)``. Output shape: ``(batch, output_dim)``.
@@ -55,6 +58,11 @@ class Dense(Layer):
         weights: Sequence[Any] | None = None,
         input_dim: int | None = None,
         bias: bool = True,
+        W_regularizer: Any = None,
+        b_regularizer: Any = None,
+        activity_regularizer: Any = None,
+        W_constraint: Any = None,
+        b_constraint: Any = None,
         seed: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -68,6 +76,11 @@ class Dense(Layer):
         self.init = init
         self.activation = ActivationFunction(activation, self.label)
         self.bias = bool(bias)
+        self.W_regularizer = regularizers.get(W_regularizer)
+        self.b_regularizer = regularizers.get(b_regularizer)
+        self.activity_regularizer = regularizers.get(activity_regularizer, activity=True)
+        self.W_constraint = constraints.get(W_constraint)
+        self.b_constraint = constraints.get(b_constraint)
         self.seed = seed
         self.initial_weights = weights
         self._finish_init()
@@ -82,9 +95,10 @@ class Dense(Layer):
                 f"{self.label} needs a known input dimension, received {self.input_shape}"
             )
         rng = get_generator(self.seed)
-        self.add_weight("W", initializations.get(self.init)((input_dim, self.output_dim), rng))
+        weight = initializations.get(self.init)((input_dim, self.output_dim), rng)
+        self.add_weight("W", weight, self.W_regularizer, self.W_constraint)
         if self.bias:
-            self.add_weight("b", np.zeros(self.output_dim))
+            self.add_weight("b", np.zeros(self.output_dim), self.b_regularizer, self.b_constraint)
         if self.initial_weights is not None:
             self.set_weights(self.initial_weights)
             self.initial_weights = None
@@ -113,13 +127,19 @@ class Dense(Layer):
         self.save(x=x, z=z, y=y)
         return y
 
+    def preactivation(self) -> Any:
+        return self.saved()["z"]
+
     def _backward(self, grad_output: Any) -> Any:
+        if self.activation.is_identity:
+            return self._backward_preactivation(grad_output)
         saved = self.saved()
-        x, z = saved["x"], saved["z"]
-        grad_z = grad_output
-        if not self.activation.is_identity:
-            grad_z = self.buffer("grad_z", tuple(z.shape))
-            self.activation.backward(self.kernels, z, saved["y"], grad_output, grad_z)
+        grad_z = self.buffer("grad_z", tuple(saved["z"].shape))
+        self.activation.backward(self.kernels, saved["z"], saved["y"], grad_output, grad_z)
+        return self._backward_preactivation(grad_z)
+
+    def _backward_preactivation(self, grad_z: Any) -> Any:
+        x = self.saved()["x"]
         need = self.needs_input_gradient
         grad_x = self.buffer("grad_x", tuple(x.shape)) if need else self.buffer("no_grad_x", (0, 0))
         _, grad_bias = self._bias_and_gradient()
@@ -135,6 +155,11 @@ class Dense(Layer):
             init=self.init,
             activation=self.activation.name,
             bias=self.bias,
+            W_regularizer=regularizers.config_of(self.W_regularizer),
+            b_regularizer=regularizers.config_of(self.b_regularizer),
+            activity_regularizer=regularizers.config_of(self.activity_regularizer),
+            W_constraint=constraints.config_of(self.W_constraint),
+            b_constraint=constraints.config_of(self.b_constraint),
             seed=_seed_config(self.seed),
         )
         return config
@@ -168,6 +193,12 @@ class Activation(Layer):
         self.save(x=x, y=y)
         return y
 
+    def preactivation(self) -> Any:
+        return self.saved().get("x")
+
+    def _backward_preactivation(self, grad_preactivation: Any) -> Any:
+        return grad_preactivation
+
     def _backward(self, grad_output: Any) -> Any:
         if self.activation.is_identity:
             return grad_output
@@ -179,6 +210,34 @@ class Activation(Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["activation"] = self.activation.name
+        return config
+
+
+class ActivityRegularization(Layer):
+    """Identity whose output is regularized: adds ``l1 * sum|y| + l2 * sum y**2`` (per
+    sample) to the loss.
+
+    Args:
+        l1: L1 factor.
+        l2: L2 factor.
+    """
+
+    passes_mask = True
+
+    def __init__(self, l1: float = 0.0, l2: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.activity_regularizer = regularizers.Regularizer(l1, l2, activity=True)
+        self._finish_init()
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        return x
+
+    def _backward(self, grad_output: Any) -> Any:
+        return grad_output
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(l1=self.activity_regularizer.l1, l2=self.activity_regularizer.l2)
         return config
 
 

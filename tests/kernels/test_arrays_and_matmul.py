@@ -50,3 +50,10 @@ def test_matmul_variants_cross_tile_edges(device, dtype):
     out_tb = device.empty((67, 19), dtype)
     kernels.matmul_transpose_b(device.asarray(c), device.asarray(b), out_tb)
     np.testing.assert_allclose(device.to_host(out_tb), c @ b.T, **tolerance(dtype))
+
+
+def test_scale_add_into(device, dtype):
+    x = random((2, 3), dtype)
+    out = device.asarray(np.ones((2, 3), dtype))
+    device.kernels(dtype).scale_add_into(device.asarray(x), 3.0, out)
+    np.testing.assert_allclose(device.to_host(out), 1 + 3 * x, **tolerance(dtype))

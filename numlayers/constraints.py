@@ -1,0 +1,92 @@
+"""Weight constraints applied in place after every update (Keras 0.3's maxnorm, nonneg, unitnorm).
+
+Norms are taken over axis 0, one per output unit, as in Keras 0.3.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class Constraint:
+    """Base class: ``apply(kernels, weight)`` projects the weight in place."""
+
+    name = "constraint"
+
+    def apply(self, kernels: Any, weight: Any) -> None:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return {"class_name": type(self).__name__}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+def _as_matrix(weight: Any) -> Any:
+    """Columns are output units: a vector is one column, higher ranks fold into rows."""
+    if weight.ndim == 1:
+        return weight.reshape(weight.shape[0], 1)
+    return weight.reshape(weight.shape[0], weight.size // weight.shape[0])
+
+
+class MaxNorm(Constraint):
+    """Rescale each column whose L2 norm exceeds ``m`` to norm ``m``."""
+
+    def __init__(self, m: float = 2.0) -> None:
+        if isinstance(m, bool) or not isinstance(m, int | float) or m <= 0:
+            raise ValueError(f"MaxNorm: m must be a positive number, received {m!r}")
+        self.m = float(m)
+
+    def apply(self, kernels: Any, weight: Any) -> None:
+        kernels.maxnorm_constraint(_as_matrix(weight), np.dtype(weight.dtype).type(self.m))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"class_name": "MaxNorm", "m": self.m}
+
+
+class NonNeg(Constraint):
+    """Set negative weights to zero."""
+
+    def apply(self, kernels: Any, weight: Any) -> None:
+        kernels.nonneg_constraint(weight.reshape(weight.size))
+
+
+class UnitNorm(Constraint):
+    """Scale each column to unit L2 norm."""
+
+    def apply(self, kernels: Any, weight: Any) -> None:
+        kernels.unitnorm_constraint(_as_matrix(weight))
+
+
+maxnorm = MaxNorm
+nonneg = NonNeg
+unitnorm = UnitNorm
+CONSTRAINTS: dict[str, type[Constraint]] = {
+    "maxnorm": MaxNorm,
+    "nonneg": NonNeg,
+    "unitnorm": UnitNorm,
+    "MaxNorm": MaxNorm,
+    "NonNeg": NonNeg,
+    "UnitNorm": UnitNorm,
+}
+
+
+def get(identifier: Any) -> Constraint | None:
+    """A constraint from None, an instance, a name or a config dict."""
+    if identifier is None or isinstance(identifier, Constraint):
+        return identifier
+    if isinstance(identifier, dict):
+        config = dict(identifier)
+        cls = CONSTRAINTS.get(config.pop("class_name", ""))
+        if cls is not None:
+            return cls(**config)
+    if isinstance(identifier, str) and identifier in CONSTRAINTS:
+        return CONSTRAINTS[identifier]()
+    raise ValueError(f"unknown constraint {identifier!r}; use maxnorm, nonneg or unitnorm")
+
+
+def config_of(constraint: Constraint | None) -> dict[str, Any] | None:
+    return None if constraint is None else constraint.get_config()

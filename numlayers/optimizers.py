@@ -1,0 +1,276 @@
+"""Optimizers with Keras 0.3's update rules, hyperparameters and defaults.
+
+Every update is an in-place kernel on the device that holds the weights (see
+:mod:`numlayers.kernels.optimizers`); per-step scalars such as the decayed or
+bias-corrected learning rate are computed on the host and passed as arguments.
+``clipnorm`` (over all gradients together, as in Keras 0.3) and ``clipvalue``
+are applied on the device before the update.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from numlayers.devices import Device, get_device
+
+
+def _non_negative(value: Any, what: str, owner: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating) or value < 0:
+        raise ValueError(f"{owner}: {what} must be a non-negative number, received {value!r}")
+    return float(value)
+
+
+class Optimizer:
+    """Base class: keeps per-weight state arrays on the weights' device.
+
+    Args:
+        lr: learning rate.
+        clipnorm: if > 0, rescale all gradients so their global L2 norm is at most this.
+        clipvalue: if > 0, clip every gradient element to [-clipvalue, clipvalue].
+    """
+
+    #: names of the state arrays each weight gets (all zero-initialised, weight-shaped)
+    state_names: ClassVar[tuple[str, ...]] = ()
+    #: hyperparameters (besides lr, clipnorm, clipvalue) and their Keras 0.3 defaults
+    defaults: ClassVar[dict[str, float]] = {}
+
+    def __init__(self, lr: float, clipnorm: float = 0.0, clipvalue: float = 0.0, **hyper: Any):
+        owner = type(self).__name__
+        unknown = set(hyper) - set(self.defaults)
+        if unknown:
+            raise TypeError(f"{owner}: unknown argument(s) {sorted(unknown)}")
+        self.lr = _non_negative(lr, "lr", owner)
+        self.clipnorm = _non_negative(clipnorm, "clipnorm", owner)
+        self.clipvalue = _non_negative(clipvalue, "clipvalue", owner)
+        self.hyper = {name: hyper.get(name, default) for name, default in self.defaults.items()}
+        for name, value in self.hyper.items():
+            if not isinstance(value, bool):
+                self.hyper[name] = _non_negative(value, name, owner)
+        self.iterations = 0
+        self._states: list[list[Any]] = []
+        self._sizes: list[int] = []
+        self._device: Device | None = None
+        self._norm_buffer: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        hyper = self.__dict__.get("hyper", {})
+        if name in hyper:
+            return hyper[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    # ----------------------------------------------------------------- update
+    def _ensure_states(self, params: Sequence[Any], device: Device, dtype: np.dtype) -> None:
+        """(Re)create zeroed state arrays when the weights or their device changed."""
+        sizes = [int(np.prod(p.shape)) for p in params]
+        if self._device is device and self._sizes == sizes:
+            return
+        self._device = device
+        self._sizes = sizes
+        self._states = [[device.zeros((size,), dtype) for _ in self.state_names] for size in sizes]
+        self._norm_buffer = device.zeros((1,), dtype)
+
+    def update(self, params: Sequence[Any], grads: Sequence[Any], device: Device, dtype: Any) -> None:
+        """Apply one step to ``params`` in place, given their ``grads`` (same device)."""
+        dtype = np.dtype(dtype)
+        kernels = device.kernels(dtype)
+        self._ensure_states(params, device, dtype)
+        flat_grads = [g.reshape(g.size) for g in grads]
+        if self.clipnorm > 0:
+            kernels.fill(self._norm_buffer, 0.0)
+            for grad in flat_grads:
+                kernels.sum_of_squares(grad, self._norm_buffer)
+            for grad in flat_grads:
+                kernels.scale_by_norm_limit(grad, self._norm_buffer, dtype.type(self.clipnorm))
+        if self.clipvalue > 0:
+            for grad in flat_grads:
+                kernels.clip_values(grad, dtype.type(self.clipvalue))
+        scalars = [dtype.type(s) for s in self.step_scalars()]
+        for param, grad, states in zip(params, flat_grads, self._states, strict=True):
+            self.apply(kernels, param.reshape(param.size), grad, states, scalars)
+        self.iterations += 1
+
+    def step_scalars(self) -> list[float]:
+        """The host-side scalars of this step (learning rate, decay terms...)."""
+        raise NotImplementedError
+
+    def apply(self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ state
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "class_name": type(self).__name__,
+            "lr": self.lr,
+            "clipnorm": self.clipnorm,
+            "clipvalue": self.clipvalue,
+            **self.hyper,
+        }
+
+    def get_state(self) -> dict[str, Any]:
+        """Iterations and state arrays (host copies), enough to resume training exactly."""
+        device = self._device or get_device("cpu")
+        return {
+            "config": self.get_config(),
+            "iterations": self.iterations,
+            "states": [[np.array(device.to_host(s), copy=True) for s in states] for states in self._states],
+        }
+
+    def set_state(self, state: dict[str, Any], device: Device | str | None = None) -> None:
+        """Restore :meth:`get_state`'s output (onto ``device``, default the current one)."""
+        target = get_device(device) if device is not None else (self._device or get_device("cpu"))
+        states = state["states"]
+        for states_of_weight in states:
+            if len(states_of_weight) != len(self.state_names):
+                raise ValueError(
+                    f"{type(self).__name__} keeps {len(self.state_names)} state arrays per weight, "
+                    f"the given state has {len(states_of_weight)}"
+                )
+        self.iterations = int(state["iterations"])
+        self._device = target
+        self._states = [
+            [target.asarray(np.asarray(s)) for s in weight_states] for weight_states in states
+        ]
+        self._sizes = [int(w[0].size) if w else -1 for w in state["states"]]
+        dtype = self._states[0][0].dtype if self._states and self._states[0] else np.float32
+        self._norm_buffer = target.zeros((1,), dtype)
+
+    def to(self, device: Device | str) -> None:
+        """Move the state arrays to ``device`` (models call this from ``to``)."""
+        if self._device is None:
+            return
+        self.set_state(self.get_state(), device)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, Nesterov momentum and time decay.
+
+    ``lr_t = lr / (1 + decay * iterations)``; ``v = momentum * v - lr_t * g``;
+    the weight moves by ``v`` (or ``momentum * v - lr_t * g`` with Nesterov).
+    """
+
+    state_names = ("velocity",)
+    defaults = {"momentum": 0.0, "decay": 0.0, "nesterov": False}
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, decay: float = 0.0,
+                 nesterov: bool = False, **kwargs: Any) -> None:
+        super().__init__(lr, momentum=momentum, decay=decay, nesterov=bool(nesterov), **kwargs)
+
+    def step_scalars(self) -> list[float]:
+        return [self.lr / (1.0 + self.hyper["decay"] * self.iterations), self.hyper["momentum"]]
+
+    def apply(self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]) -> None:
+        lr, momentum = scalars
+        kernels.sgd_update(param, grad, states[0], lr, momentum, self.hyper["nesterov"])
+
+
+class RMSprop(Optimizer):
+    """RMSprop: ``a = rho * a + (1 - rho) * g**2``; ``w -= lr * g / (sqrt(a) + epsilon)``."""
+
+    state_names = ("accumulator",)
+    defaults = {"rho": 0.9, "epsilon": 1e-6}
+
+    def __init__(self, lr: float = 0.001, rho: float = 0.9, epsilon: float = 1e-6, **kwargs: Any):
+        super().__init__(lr, rho=rho, epsilon=epsilon, **kwargs)
+
+    def step_scalars(self) -> list[float]:
+        return [self.lr, self.hyper["rho"], self.hyper["epsilon"]]
+
+    def apply(self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]) -> None:
+        kernels.rmsprop_update(param, grad, states[0], *scalars)
+
+
+class Adagrad(Optimizer):
+    """Adagrad: ``a += g**2``; ``w -= lr * g / (sqrt(a) + epsilon)``."""
+
+    state_names = ("accumulator",)
+    defaults = {"epsilon": 1e-6}
+
+    def __init__(self, lr: float = 0.01, epsilon: float = 1e-6, **kwargs: Any) -> None:
+        super().__init__(lr, epsilon=epsilon, **kwargs)
+
+    def step_scalars(self) -> list[float]:
+        return [self.lr, self.hyper["epsilon"]]
+
+    def apply(self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]) -> None:
+        kernels.adagrad_update(param, grad, states[0], *scalars)
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler 2012) with Keras 0.3's learning-rate factor."""
+
+    state_names = ("accumulator", "delta_accumulator")
+    defaults = {"rho": 0.95, "epsilon": 1e-6}
+
+    def __init__(self, lr: float = 1.0, rho: float = 0.95, epsilon: float = 1e-6, **kwargs: Any):
+        super().__init__(lr, rho=rho, epsilon=epsilon, **kwargs)
+
+    def step_scalars(self) -> list[float]:
+        return [self.lr, self.hyper["rho"], self.hyper["epsilon"]]
+
+    def apply(self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]) -> None:
+        kernels.adadelta_update(param, grad, states[0], states[1], *scalars)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma and Ba) with the bias correction folded into ``lr_t``."""
+
+    state_names = ("m", "v")
+    defaults = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
+
+    def __init__(self, lr: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, **kwargs: Any) -> None:
+        super().__init__(lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs)
+
+    def step_scalars(self) -> list[float]:
+        t = self.iterations + 1
+        beta_1, beta_2 = self.hyper["beta_1"], self.hyper["beta_2"]
+        lr_t = self.lr * math.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t)
+        return [lr_t, beta_1, beta_2, self.hyper["epsilon"]]
+
+    def apply(self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]) -> None:
+        kernels.adam_update(param, grad, states[0], states[1], *scalars)
+
+
+class Adamax(Optimizer):
+    """Adamax: Adam with the infinity norm, ``lr_t = lr / (1 - beta_1**t)``."""
+
+    state_names = ("m", "u")
+    defaults = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
+
+    def __init__(self, lr: float = 0.002, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, **kwargs: Any) -> None:
+        super().__init__(lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs)
+
+    def step_scalars(self) -> list[float]:
+        t = self.iterations + 1
+        beta_1 = self.hyper["beta_1"]
+        return [self.lr / (1.0 - beta_1**t), beta_1, self.hyper["beta_2"], self.hyper["epsilon"]]
+
+    def apply(self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]) -> None:
+        kernels.adamax_update(param, grad, states[0], states[1], *scalars)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "rmsprop": RMSprop,
+    "adagrad": Adagrad,
+    "adadelta": Adadelta,
+    "adam": Adam,
+    "adamax": Adamax,
+}
+
+
+def get(identifier: Any) -> Optimizer:
+    """An optimizer: ``identifier`` itself, or a new one with defaults from its name."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in OPTIMIZERS:
+        return OPTIMIZERS[identifier.lower()]()
+    raise ValueError(
+        f"unknown optimizer {identifier!r}; choose one of {sorted(OPTIMIZERS)} "
+        "or pass a numlayers.optimizers.Optimizer"
+    )

@@ -1,0 +1,618 @@
+"""Training for every container: compile, fit, evaluate, predict and friends.
+
+:class:`Model` holds what Sequential and Graph share. A container supplies its
+input and output names and shapes, a forward pass from input arrays to output
+arrays, a backward pass from output gradients, and its layers; everything else
+(losses, metrics, sample and class weights, regularizers, the optimizer,
+constraints, callbacks, the progress bar) lives here once.
+
+A training step stays on the model's device: forward, loss and its gradient,
+backward, regularizer gradients, the update and the constraints all run as
+kernels there. Loss and metric values land in one small device vector; it is
+copied to the host once per batch only when something shows per-batch values
+(the progress bar, a callback), else the epoch's sums come back once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from numlayers import losses as losses_module
+from numlayers import optimizers as optimizers_module
+from numlayers.callbacks import Callback, CallbackList, History
+from numlayers.devices import Device
+from numlayers.layers.base import Layer
+from numlayers.random import get_generator
+from numlayers.weights_io import load_weights, save_weights
+
+METRIC_NAMES = {"accuracy": "acc", "acc": "acc"}
+
+
+class OutputHead:
+    """One model output with its loss, metrics and device buffers."""
+
+    def __init__(self, name: str, layer: Layer, loss: losses_module.Loss, metrics: list[str],
+                 model: Model) -> None:
+        self.name = name
+        self.layer = layer
+        self.loss = loss
+        self.metrics = metrics
+        self.fused = bool(
+            loss.fused_name
+            and getattr(getattr(layer, "activation", None), "name", None) == "softmax"
+            and getattr(layer, "activity_regularizer", None) is None
+        )
+        self.binary_accuracy = loss.name == "binary_crossentropy" or (
+            not loss.sparse and layer.output_shape[-1] == 1
+        )
+        self._model = model
+        self._buffers: dict[tuple[str, tuple[int, ...]], Any] = {}
+
+    def buffer(self, slot: str, shape: tuple[int, ...], dtype: Any = None) -> Any:
+        key = (slot, shape)
+        if key not in self._buffers:
+            self._buffers[key] = self._model.device.empty(shape, dtype or self._model.dtype)
+        return self._buffers[key]
+
+    def forget_buffers(self) -> None:
+        self._buffers.clear()
+
+
+class Model:
+    """Training API shared by :class:`~numlayers.models.Sequential` and Graph."""
+
+    device: Device
+    dtype: np.dtype
+    name: str
+
+    # ---- what a container provides --------------------------------------
+    @property
+    def input_names(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def output_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def input_shapes(self) -> list[tuple[int | None, ...]]:
+        raise NotImplementedError
+
+    def output_layers(self) -> list[Layer]:
+        raise NotImplementedError
+
+    def all_layers(self) -> list[Layer]:
+        raise NotImplementedError
+
+    def forward_outputs(self, inputs: list[Any], train: bool) -> list[Any]:
+        raise NotImplementedError
+
+    def backward_outputs(self, grads: list[Any], from_preactivation: list[bool]) -> None:
+        raise NotImplementedError
+
+    def input_dtype_kind(self, index: int) -> str:
+        """"float" for float inputs, "int" for index inputs (Graph inputs of dtype int)."""
+        return "float"
+
+    def standardize_inputs(self, X: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def standardize_targets(self, y: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def wrap_outputs(self, outputs: list[Any]) -> Any:
+        raise NotImplementedError
+
+    # ---- compile ----------------------------------------------------------
+    def compile(self, optimizer: Any, loss: Any, metrics: Sequence[str] | None = None) -> None:
+        """Choose the optimizer, the loss of each output and the metrics.
+
+        Args:
+            optimizer: an Optimizer or a name ("sgd", "adam", ...).
+            loss: a loss name or Loss (for several outputs, a dict by output name).
+            metrics: ``["accuracy"]`` or nothing.
+        """
+        self.optimizer = optimizers_module.get(optimizer)
+        names = self.output_names
+        if isinstance(loss, dict):
+            unknown = set(loss) - set(names)
+            missing = set(names) - set(loss)
+            if unknown or missing:
+                raise ValueError(
+                    f"{self.name}: loss dict must name each output {names}; "
+                    f"unknown {sorted(unknown)}, missing {sorted(missing)}"
+                )
+            chosen = [losses_module.get(loss[n]) for n in names]
+        else:
+            chosen = [losses_module.get(loss)] * len(names)
+        metric_names = []
+        for metric in metrics or []:
+            if metric not in METRIC_NAMES:
+                raise ValueError(f"{self.name}: unknown metric {metric!r}; use 'accuracy'")
+            metric_names.append(METRIC_NAMES[metric])
+        self.heads = [
+            OutputHead(name, layer, chosen_loss, metric_names, self)
+            for name, layer, chosen_loss in zip(names, self.output_layers(), chosen, strict=True)
+        ]
+        self.metric_names = metric_names
+        self.stop_training = False
+        self._scalars: Any = None
+        self._compiled_device: Device | None = None
+
+    def _require_compiled(self) -> None:
+        if not hasattr(self, "heads"):
+            raise RuntimeError(f"{self.name} is not compiled: call compile(optimizer, loss) first")
+
+    @property
+    def log_names(self) -> list[str]:
+        """Names of the values a step reports: loss, then per-output losses and metrics."""
+        names = ["loss"]
+        several = len(self.heads) > 1
+        for head in self.heads:
+            if several:
+                names.append(f"{head.name}_loss")
+            for metric in head.metrics:
+                names.append(f"{head.name}_{metric}" if several else metric)
+        return names
+
+    def _scalar_slots(self) -> Any:
+        """Device vector: [regularization, then per output: loss, metrics...]."""
+        if self._scalars is None or self._compiled_device is not self.device:
+            count = 1 + sum(1 + len(head.metrics) for head in self.heads)
+            self._scalars = self.device.zeros((count,), self.dtype)
+            self._scalar_views = [self._scalars[i : i + 1] for i in range(count)]
+            self._compiled_device = self.device
+            for head in self.heads:
+                head.forget_buffers()
+        return self._scalars
+
+    # ---- one step ---------------------------------------------------------
+    def _row_scales(
+        self, head: OutputHead, output_shape: tuple[int, ...], weights: np.ndarray
+    ) -> tuple[Any, Any]:
+        """Per-row weights of the loss (sample weights over their nonzero count, as in
+        Keras 0.3) and of the metrics (uniform), as device vectors."""
+        rows_per_sample = int(np.prod(output_shape[1:-1])) if len(output_shape) > 2 else 1
+        nonzero = max(int(np.count_nonzero(weights)), 1)
+        loss_scale = np.repeat(weights / (nonzero * rows_per_sample), rows_per_sample)
+        rows = output_shape[0] * rows_per_sample
+        metric_key = ("metric_scale", (rows,))
+        if metric_key not in head._buffers:
+            head._buffers[metric_key] = self.device.asarray(np.full(rows, 1.0 / rows), self.dtype)
+        return self.device.asarray(loss_scale, self.dtype), head._buffers[metric_key]
+
+    def _loss_and_gradients(
+        self, outputs: list[Any], targets: list[Any], weights: list[np.ndarray], with_grads: bool
+    ) -> tuple[list[Any], list[bool]]:
+        kernels = self.device.kernels(self.dtype)
+        grads = []
+        slot = 1
+        for head, output, target, weight in zip(self.heads, outputs, targets, weights, strict=True):
+            shape = tuple(output.shape)
+            columns = shape[-1]
+            rows = output.size // columns
+            pred_rows = output.reshape(rows, columns)
+            true_rows = target.reshape(rows) if head.loss.sparse else target.reshape(rows, columns)
+            loss_scale, metric_scale = self._row_scales(head, shape, weight)
+            loss_rows = head.buffer("loss_rows", (rows,))
+            if head.fused:
+                logits = head.layer.preactivation().reshape(rows, columns)
+                head.loss.fused_forward(kernels, true_rows, logits, loss_rows)
+            else:
+                head.loss.forward(kernels, true_rows, pred_rows, loss_rows)
+            kernels.weighted_sum(loss_rows, loss_scale, self._scalar_views[slot])
+            slot += 1
+            for _metric in head.metrics:
+                correct = head.buffer("correct_rows", (rows,))
+                if head.loss.sparse:
+                    kernels.sparse_categorical_accuracy_rows(true_rows, pred_rows, correct)
+                elif head.binary_accuracy:
+                    kernels.binary_accuracy_rows(true_rows, pred_rows, correct)
+                else:
+                    kernels.categorical_accuracy_rows(true_rows, pred_rows, correct)
+                kernels.weighted_sum(correct, metric_scale, self._scalar_views[slot])
+                slot += 1
+            if with_grads:
+                grad = head.buffer("grad", shape)
+                grad_rows = grad.reshape(rows, columns)
+                if head.fused:
+                    head.loss.fused_backward(kernels, true_rows, logits, loss_scale, grad_rows)
+                else:
+                    head.loss.backward(kernels, true_rows, pred_rows, loss_scale, grad_rows)
+                grads.append(grad)
+        return grads, [head.fused for head in self.heads]
+
+    def _step(self, inputs: list[Any], targets: list[Any], weights: list[np.ndarray],
+              train: bool) -> Any:
+        """One batch on the device; returns the device vector of its values."""
+        kernels = self.device.kernels(self.dtype)
+        scalars = self._scalar_slots()
+        kernels.fill(scalars, 0.0)
+        outputs = self.forward_outputs(inputs, train=train)
+        grads, fused = self._loss_and_gradients(outputs, targets, weights, with_grads=train)
+        layers = self.all_layers()
+        for layer in layers:
+            layer.add_penalties(self._scalar_views[0])
+        if not train:
+            return scalars
+        self.backward_outputs(grads, fused)
+        params, param_grads = [], []
+        for layer in layers:
+            layer.add_regularizer_gradients()
+            if layer.trainable:
+                params.extend(layer.params)
+                param_grads.extend(layer.grads)
+        self.optimizer.update(params, param_grads, self.device, self.dtype)
+        for layer in layers:
+            layer.apply_constraints()
+        return scalars
+
+    def _scalars_to_logs(self, host: np.ndarray) -> dict[str, float]:
+        """Turn the device vector's host copy into named values (total loss first)."""
+        values = [float(v) for v in host]
+        logs: dict[str, float] = {}
+        total = values[0]
+        slot = 1
+        several = len(self.heads) > 1
+        per_output = {}
+        for head in self.heads:
+            total += values[slot]
+            per_output[f"{head.name}_loss"] = values[slot]
+            slot += 1
+            for metric in head.metrics:
+                per_output[f"{head.name}_{metric}" if several else metric] = values[slot]
+                slot += 1
+        logs["loss"] = total
+        for key, value in per_output.items():
+            if several or not key.endswith("_loss"):
+                logs[key] = value
+        return logs
+
+    # ---- data -------------------------------------------------------------
+    def _prepare(self, X: Any, y: Any | None, sample_weight: Any, class_weight: Any
+                 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        inputs = self._cast_inputs(self.standardize_inputs(X))
+        count = len(inputs[0])
+        if y is None:
+            return inputs, [], []
+        self._require_compiled()
+        targets = self.standardize_targets(y)
+        for head, target in zip(self.heads, targets, strict=True):
+            if len(target) != count:
+                raise ValueError(
+                    f"{self.name}: X has {count} samples but the targets of '{head.name}' have "
+                    f"{len(target)}"
+                )
+            head.loss.check_targets(target, head.layer.output_shape, self.name)
+        weights = self._sample_weights(sample_weight, class_weight, targets, count)
+        cast = [
+            np.ascontiguousarray(t, dtype=np.int64 if head.loss.sparse else self.dtype)
+            for head, t in zip(self.heads, targets, strict=True)
+        ]
+        return inputs, cast, weights
+
+    def _cast_inputs(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Check the inputs, then cast them once: float inputs to the model dtype, index
+        inputs to int64."""
+        self._check_inputs(inputs)
+        return [
+            np.ascontiguousarray(array, np.int64 if self.input_dtype_kind(i) == "int" else self.dtype)
+            for i, array in enumerate(inputs)
+        ]
+
+    def _check_inputs(self, inputs: list[np.ndarray]) -> int:
+        counts = set()
+        for name, array, shape in zip(self.input_names, inputs, self.input_shapes(), strict=True):
+            if array.dtype.kind not in "biuf":
+                raise TypeError(f"{self.name}: input '{name}' must hold numbers, received {array.dtype}")
+            if len(array.shape) != len(shape) or any(
+                e is not None and e != s for e, s in zip(shape[1:], array.shape[1:], strict=False)
+            ):
+                raise ValueError(
+                    f"{self.name}: input '{name}' must have shape {shape}, received {array.shape}"
+                )
+            counts.add(len(array))
+        if len(counts) != 1:
+            raise ValueError(f"{self.name}: inputs have different numbers of samples {sorted(counts)}")
+        count = counts.pop()
+        if count == 0:
+            raise ValueError(f"{self.name}: X is empty")
+        return count
+
+    def _per_output(self, value: Any, what: str) -> list[Any]:
+        """One value per output: a dict keyed by output names is split, else shared.
+
+        (A single-output model's class_weight is a dict of classes, shared.)
+        """
+        names = set(self.output_names)
+        keyed = isinstance(value, dict) and any(key in names for key in value)
+        if not keyed:
+            return [value] * len(self.heads)
+        unknown = set(value) - names
+        if unknown:
+            raise ValueError(f"{self.name}: {what} names unknown outputs {sorted(unknown)}")
+        return [value.get(name) for name in self.output_names]
+
+    def _sample_weights(self, sample_weight: Any, class_weight: Any, targets: list[np.ndarray],
+                        count: int) -> list[np.ndarray]:
+        weights = []
+        for head, target, given, classes in zip(
+            self.heads, targets,
+            self._per_output(sample_weight, "sample_weight"),
+            self._per_output(class_weight, "class_weight"), strict=True,
+        ):
+            weight = np.ones(count)
+            if given is not None:
+                given = np.asarray(given, dtype=np.float64)
+                if given.shape != (count,) or np.any(given < 0) or not np.all(np.isfinite(given)):
+                    raise ValueError(
+                        f"{self.name}: sample_weight must be {count} non-negative numbers, "
+                        f"received shape {given.shape}"
+                    )
+                weight = weight * given
+            if classes:
+                weight = weight * self._class_weights(head, target, classes)
+            weights.append(weight)
+        return weights
+
+    def _class_weights(self, head: OutputHead, target: np.ndarray, classes: dict[int, float]
+                       ) -> np.ndarray:
+        if head.loss.sparse:
+            labels = np.asarray(target, dtype=np.int64).reshape(len(target), -1)[:, 0]
+        elif target.ndim == 2 and target.shape[1] > 1:
+            labels = np.argmax(target, axis=1)
+        else:
+            labels = np.round(np.asarray(target).reshape(len(target), -1)[:, 0]).astype(np.int64)
+        return np.array([float(classes.get(int(label), 1.0)) for label in labels])
+
+    def _batch(self, arrays: list[np.ndarray], index: np.ndarray) -> list[Any]:
+        """The rows ``index`` of each host array, on the model's device."""
+        return [self.device.asarray(a[index]) for a in arrays]
+
+    # ---- public API -------------------------------------------------------
+    def train_on_batch(self, X: Any, y: Any, class_weight: Any = None,
+                       sample_weight: Any = None) -> Any:
+        """One update on one batch; returns the loss (and metrics) before the update."""
+        return self._on_batch(X, y, class_weight, sample_weight, train=True)
+
+    def test_on_batch(self, X: Any, y: Any, sample_weight: Any = None) -> Any:
+        """Loss (and metrics) of one batch, without updating."""
+        return self._on_batch(X, y, None, sample_weight, train=False)
+
+    def _on_batch(self, X: Any, y: Any, class_weight: Any, sample_weight: Any, train: bool) -> Any:
+        inputs, targets, weights = self._prepare(X, y, sample_weight, class_weight)
+        index = np.arange(len(inputs[0]))
+        scalars = self._step(self._batch(inputs, index), self._batch(targets, index), weights, train)
+        logs = self._scalars_to_logs(self.device.to_host(scalars))
+        return self._logs_result(logs)
+
+    def _logs_result(self, logs: dict[str, float]) -> Any:
+        names = self.log_names
+        if len(names) == 1:
+            return logs["loss"]
+        return [logs[name] for name in names]
+
+    def predict_on_batch(self, X: Any) -> Any:
+        inputs = self._cast_inputs(self.standardize_inputs(X))
+        outputs = self.forward_outputs([self.device.asarray(a) for a in inputs], train=False)
+        return self.wrap_outputs([np.array(self.device.to_host(o), copy=True) for o in outputs])
+
+    def predict(self, X: Any, batch_size: int = 128, verbose: int = 0) -> Any:
+        """Outputs for ``X`` in batches, as NumPy arrays on every device."""
+        _check_batch_size(batch_size)
+        inputs = self._cast_inputs(self.standardize_inputs(X))
+        count = len(inputs[0])
+        results: list[np.ndarray] = []
+        for start in range(0, count, batch_size):
+            index = np.arange(start, min(start + batch_size, count))
+            outputs = self.forward_outputs(self._batch(inputs, index), train=False)
+            for position, output in enumerate(outputs):
+                host = self.device.to_host(output)
+                if len(results) <= position:
+                    results.append(np.empty((count, *host.shape[1:]), dtype=self.dtype))
+                results[position][start : start + len(host)] = host
+        return self.wrap_outputs(results)
+
+    def predict_proba(self, X: Any, batch_size: int = 128, verbose: int = 0) -> Any:
+        """Same as :meth:`predict`, for models whose outputs are probabilities."""
+        return self.predict(X, batch_size, verbose)
+
+    def predict_classes(self, X: Any, batch_size: int = 128, verbose: int = 0) -> np.ndarray:
+        """Class indices: the argmax of each output row, or ``p > 0.5`` for one unit."""
+        proba = self.predict(X, batch_size, verbose)
+        if isinstance(proba, dict):
+            raise TypeError(f"{self.name}: predict_classes needs a single-output model")
+        if proba.shape[-1] > 1:
+            return np.asarray(proba.argmax(axis=-1))
+        return (proba > 0.5).astype(np.int64)
+
+    def evaluate(self, X: Any, y: Any, batch_size: int = 32, verbose: int = 0,
+                 sample_weight: Any = None) -> Any:
+        """Loss (and metrics) over all of ``X``, averaged over samples."""
+        _check_batch_size(batch_size)
+        self._require_compiled()
+        inputs, targets, weights = self._prepare(X, y, sample_weight, None)
+        return self._logs_result(self._evaluate_arrays(inputs, targets, weights, batch_size))
+
+    def _evaluate_arrays(self, inputs: list[np.ndarray], targets: list[np.ndarray],
+                         weights: list[np.ndarray], batch_size: int) -> dict[str, float]:
+        count = len(inputs[0])
+        totals: dict[str, float] = {}
+        for start in range(0, count, batch_size):
+            index = np.arange(start, min(start + batch_size, count))
+            scalars = self._step(self._batch(inputs, index), self._batch(targets, index),
+                                 [w[index] for w in weights], train=False)
+            for key, value in self._scalars_to_logs(self.device.to_host(scalars)).items():
+                totals[key] = totals.get(key, 0.0) + value * len(index)
+        return {key: value / count for key, value in totals.items()}
+
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        batch_size: int = 32,
+        nb_epoch: int = 10,
+        verbose: int = 1,
+        callbacks: Sequence[Callback] | None = None,
+        validation_split: float = 0.0,
+        validation_data: Any = None,
+        shuffle: bool = True,
+        class_weight: Any = None,
+        sample_weight: Any = None,
+        epochs: int | None = None,
+        seed: Any = None,
+    ) -> History:
+        """Train for ``nb_epoch`` epochs (``epochs`` is accepted too); returns a History.
+
+        Args:
+            batch_size: samples per update.
+            verbose: 0 silent, 1 a live progress bar per epoch, 2 one line per epoch.
+            callbacks: Callback instances.
+            validation_split: fraction of the data (taken from the end, before
+                shuffling, as in Keras 0.3) held out for validation.
+            validation_data: ``(X_val, y_val)`` or ``(X_val, y_val, sample_weight)``.
+            shuffle: shuffle the training samples every epoch.
+            class_weight: ``{class: weight}`` (a dict of those by output for Graph).
+            sample_weight: one weight per sample (a dict by output for Graph).
+            seed: int or Generator for the shuffling (default: the global seed).
+        """
+        self._require_compiled()
+        _check_batch_size(batch_size)
+        if epochs is not None:
+            nb_epoch = epochs
+        if isinstance(nb_epoch, bool) or not isinstance(nb_epoch, int) or nb_epoch < 0:
+            raise ValueError(f"{self.name}: nb_epoch must be a non-negative int, received {nb_epoch!r}")
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"{self.name}: verbose must be 0, 1 or 2, received {verbose!r}")
+        inputs, targets, weights = self._prepare(X, y, sample_weight, class_weight)
+        validation = None
+        if validation_data is not None:
+            if not isinstance(validation_data, tuple | list) or len(validation_data) not in (2, 3):
+                raise ValueError(f"{self.name}: validation_data must be (X, y) or (X, y, sample_weight)")
+            val_weight = validation_data[2] if len(validation_data) == 3 else None
+            validation = self._prepare(validation_data[0], validation_data[1], val_weight, None)
+        elif validation_split:
+            if not 0.0 < validation_split < 1.0:
+                raise ValueError(f"{self.name}: validation_split must be in (0, 1), received {validation_split}")
+            split = int(len(inputs[0]) * (1.0 - validation_split))
+            if split == 0 or split == len(inputs[0]):
+                raise ValueError(f"{self.name}: validation_split {validation_split} leaves an empty set")
+            validation = ([a[split:] for a in inputs], [t[split:] for t in targets], [w[split:] for w in weights])
+            inputs, targets, weights = [a[:split] for a in inputs], [t[:split] for t in targets], [w[:split] for w in weights]
+
+        history = History()
+        user_callbacks = list(callbacks or [])
+        callback_list = CallbackList([history, *user_callbacks])
+        callback_list.set_model(self)
+        count = len(inputs[0])
+        batches = math.ceil(count / batch_size)
+        callback_list.set_params({
+            "batch_size": batch_size, "nb_epoch": nb_epoch, "epochs": nb_epoch, "nb_sample": count,
+            "verbose": verbose, "do_validation": validation is not None,
+            "metrics": self.log_names + ([f"val_{n}" for n in self.log_names] if validation else []),
+        })
+        per_batch_logs = verbose == 1 or bool(user_callbacks)
+        rng = get_generator(seed)
+        kernels = self.device.kernels(self.dtype)
+        self.stop_training = False
+        callback_list.on_train_begin()
+        for epoch in range(nb_epoch):
+            callback_list.on_epoch_begin(epoch)
+            started = time.perf_counter()
+            order = rng.permutation(count) if shuffle else np.arange(count)
+            sums = self.device.zeros((1 + sum(1 + len(h.metrics) for h in self.heads),), self.dtype)
+            progress = _progress_bar(epoch, nb_epoch, batches) if verbose == 1 else None
+            seen = 0
+            running: dict[str, float] = {}
+            for batch in range(batches):
+                index = np.sort(order[batch * batch_size : (batch + 1) * batch_size])
+                batch_logs: dict[str, float] = {"batch": batch, "size": len(index)}
+                callback_list.on_batch_begin(batch, batch_logs)
+                scalars = self._step(self._batch(inputs, index), self._batch(targets, index),
+                                     [w[index] for w in weights], train=True)
+                seen += len(index)
+                if per_batch_logs:
+                    values = self._scalars_to_logs(self.device.to_host(scalars))
+                    batch_logs.update(values)
+                    for key, value in values.items():
+                        running[key] = running.get(key, 0.0) + value * len(index)
+                    if progress is not None:
+                        progress.set_postfix({k: f"{v / seen:.4f}" for k, v in running.items()}, refresh=False)
+                        progress.update(1)
+                    callback_list.on_batch_end(batch, batch_logs)
+                else:
+                    kernels.scale_add_into(scalars, self.dtype.type(len(index)), sums)
+                if self.stop_training:
+                    break
+            if per_batch_logs:
+                epoch_logs = {key: value / seen for key, value in running.items()}
+            else:
+                epoch_logs = self._scalars_to_logs(self.device.to_host(sums) / seen)
+            if validation is not None:
+                val_logs = self._evaluate_arrays(*validation, batch_size)
+                epoch_logs.update({f"val_{key}": value for key, value in val_logs.items()})
+            if progress is not None:
+                progress.set_postfix({k: f"{v:.4f}" for k, v in epoch_logs.items()}, refresh=False)
+                progress.close()
+            elif verbose == 2:
+                shown = " - ".join(f"{k}: {v:.4f}" for k, v in epoch_logs.items())
+                print(f"Epoch {epoch + 1}/{nb_epoch} - {time.perf_counter() - started:.2f}s - {shown}",
+                      flush=True)
+            callback_list.on_epoch_end(epoch, epoch_logs)
+            if self.stop_training:
+                break
+        callback_list.on_train_end()
+        return history
+
+    # ---- weights on disk and summary -----------------------------------------
+    def save_weights(self, filepath: str, overwrite: bool = False) -> None:
+        """Save all weights to ``filepath`` (an ``.npz`` archive that loads with no code run).
+
+        Refuses to replace an existing file unless ``overwrite=True``.
+        """
+        save_weights(self.all_layers(), filepath, overwrite)
+
+    def load_weights(self, filepath: str) -> None:
+        """Load weights saved by :meth:`save_weights`; checks every name and shape first."""
+        load_weights(self.all_layers(), filepath)
+
+    def summary(self, file: Any = None) -> None:
+        """Print a table of layers, output shapes and parameter counts with totals."""
+        rows = [("Layer (type)", "Output Shape", "Param #", "Connected to")]
+        for layer, connected in self.summary_rows():
+            rows.append((f"{layer.name} ({type(layer).__name__})", str(layer.output_shape),
+                         f"{layer.count_params():,}", connected))
+        widths = [max(len(row[i]) for row in rows) + 2 for i in range(4)]
+        show_connections = any(row[3] for row in rows[1:])
+        line = "=" * (sum(widths) if show_connections else sum(widths[:3]))
+        out = file or sys.stdout
+        print(line.replace("=", "_"), file=out)
+        for number, row in enumerate(rows):
+            cells = row if show_connections else row[:3]
+            print("".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=False)).rstrip(), file=out)
+            print(line if number == 0 else line.replace("=", "_"), file=out)
+        total = sum(layer.count_params() for layer in self.all_layers())
+        trainable = sum(layer.count_params() for layer in self.all_layers() if layer.trainable)
+        print(f"Total params: {total:,}", file=out)
+        print(f"Trainable params: {trainable:,}", file=out)
+        print(f"Non-trainable params: {total - trainable:,}", file=out)
+
+    def summary_rows(self) -> list[tuple[Layer, str]]:
+        return [(layer, "") for layer in self.all_layers()]
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, received {batch_size!r}")
+
+
+def _progress_bar(epoch: int, nb_epoch: int, batches: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=batches, desc=f"Epoch {epoch + 1}/{nb_epoch}", unit="batch",
+                file=sys.stdout, dynamic_ncols=True, leave=True)

@@ -1,0 +1,265 @@
+"""The Layer contract: constructor, connections, shapes, caching, masks, weights, configs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from numlayers.layers import Activation, Dense, Dropout, Flatten, Lambda, Layer, RepeatVector
+
+
+class CountingIdentity(Layer):
+    """An identity layer that counts how often it really computes."""
+
+    passes_mask = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.computed = 0
+        self._finish_init()
+
+    def _forward(self, x, train):
+        self.computed += 1
+        return x
+
+    def _backward(self, grad_output):
+        return grad_output
+
+
+class MaskingSource(CountingIdentity):
+    """Claims to output a mask, to test mask compatibility checks."""
+
+    def produces_mask(self):
+        return True
+
+
+def test_unknown_keyword_raises_type_error_naming_it():
+    with pytest.raises(TypeError, match="input_dimm"):
+        Dense(3, input_dimm=4)
+
+
+def test_input_shape_and_batch_input_shape():
+    assert Dense(3, input_shape=(4,)).input_shape == (None, 4)
+    layer = Dense(3, batch_input_shape=(8, 4))
+    assert layer.input_shape == (8, 4)
+    assert layer.output_shape == (8, 3)
+    with pytest.raises(ValueError, match="not both"):
+        Dense(3, input_shape=(4,), batch_input_shape=(8, 4))
+
+
+def test_unconnected_layer_asks_about_input_shape():
+    layer = Activation("relu")
+    with pytest.raises(RuntimeError, match="did you forget input_shape"):
+        _ = layer.input_shape
+
+
+def test_set_input_shape_accepts_tuples_and_lists_only():
+    layer = Activation("tanh")
+    layer.set_input_shape([None, 3])
+    assert layer.output_shape == (None, 3)
+    with pytest.raises(TypeError, match="tuple or list"):
+        Activation("tanh").set_input_shape(3)
+    with pytest.raises(ValueError, match="positive"):
+        Activation("tanh").set_input_shape((None, 0))
+
+
+def test_set_previous_builds_and_checks_rank():
+    first = Dense(5, input_shape=(3,))
+    second = Dense(2)
+    assert not second.built
+    second.set_previous(first)
+    assert second.built and second.params[0].shape == (5, 2)
+    repeat = RepeatVector(2, input_shape=(4,))
+    with pytest.raises(ValueError, match="rank 2"):
+        Dense(2).set_previous(repeat)
+
+
+def test_non_masking_layer_refuses_a_masked_parent():
+    source = MaskingSource(input_shape=(3,))
+    Activation("relu").set_previous(source)  # value-only layers pass masks
+    with pytest.raises(ValueError, match="cannot take a masked input"):
+        Dense(2).set_previous(source)
+
+
+def test_masks_pass_through_value_only_layers():
+    source = CountingIdentity(input_shape=(3,))
+    activation = Activation("relu")
+    activation.set_previous(source)
+    dropout = Dropout(0.5)
+    dropout.set_previous(activation)
+    mask = np.array([1, 0], dtype=bool)
+    source.set_input(np.ones((2, 3)), mask=mask)
+    assert dropout.get_output_mask() is mask
+    dense = Dense(2, input_shape=(3,))
+    assert dense.get_output_mask() is None
+
+
+def test_get_output_is_cached_per_pass_and_train_flag():
+    source = CountingIdentity(input_shape=(3,))
+    middle = CountingIdentity()
+    middle.set_previous(source)
+    top = CountingIdentity()
+    top.set_previous(middle)
+    source.set_input(np.ones((2, 3)))
+    top.get_output(train=False)
+    top.get_output(train=False)
+    middle.get_output(train=False)
+    assert (source.computed, middle.computed, top.computed) == (1, 1, 1)
+    top.get_output(train=True)
+    assert (source.computed, middle.computed, top.computed) == (2, 2, 2)
+    source.set_input(np.zeros((2, 3)))  # a new input invalidates every cache downstream
+    np.testing.assert_array_equal(top.get_output(train=False), np.zeros((2, 3), "float32"))
+    assert (source.computed, middle.computed, top.computed) == (3, 3, 3)
+
+
+def test_cache_can_be_disabled():
+    source = CountingIdentity(input_shape=(3,), cache_enabled=False)
+    source.set_input(np.ones((1, 3)))
+    source.get_output()
+    source.get_output()
+    assert source.computed == 2
+
+
+def test_call_applies_a_layer_directly_without_touching_its_cache():
+    layer = Dense(2, input_shape=(3,), weights=[np.ones((3, 2)), np.zeros(2)])
+    result = layer(np.ones((4, 3)))
+    np.testing.assert_array_equal(result, np.full((4, 2), 3.0, "float32"))
+    again = layer(2 * np.ones((4, 3)))
+    np.testing.assert_array_equal(result, np.full((4, 2), 3.0, "float32"))  # a new array each call
+    np.testing.assert_array_equal(again, np.full((4, 2), 6.0, "float32"))
+
+
+def test_get_set_weights_check_count_and_each_shape_and_keep_weights_on_error():
+    layer = Dense(2, input_shape=(3,))
+    before = layer.get_weights()
+    with pytest.raises(ValueError, match="2 weight"):
+        layer.set_weights([np.zeros((3, 2))])
+    with pytest.raises(ValueError, match=r"weight 1 \('b'\) .*\(2,\).*\(3,\)"):
+        layer.set_weights([np.zeros((3, 2)), np.zeros(3)])
+    for kept, original in zip(layer.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(kept, original)
+    layer.set_weights([np.ones((3, 2)), np.arange(2)])
+    np.testing.assert_array_equal(layer.get_weights()[1], [0, 1])
+    assert layer.count_params() == 8
+
+
+def test_get_params_and_trainable():
+    layer = Dense(2, input_shape=(3,))
+    params, regularizers, constraints, updates = layer.get_params()
+    assert len(params) == 2 and regularizers == [] and constraints == [] and updates == []
+    layer.trainable = False
+    assert layer.get_params()[0] == []
+
+
+def test_get_gradients_follow_weight_order():
+    layer = Dense(2, input_shape=(3,), dtype="float64")
+    x = np.arange(6.0).reshape(2, 3)
+    layer.forward(x)
+    layer.backward(np.ones((2, 2)))
+    grad_w, grad_b = layer.get_gradients()
+    np.testing.assert_allclose(grad_w, x.T @ np.ones((2, 2)))
+    np.testing.assert_allclose(grad_b, [2.0, 2.0])
+
+
+def test_backward_before_forward_and_wrong_gradient_shape():
+    layer = Dense(2, input_shape=(3,))
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(np.ones((1, 2), "float32"))
+    layer.forward(np.ones((1, 3), "float32"))
+    with pytest.raises(ValueError, match="does not match"):
+        layer.backward(np.ones((1, 3), "float32"))
+
+
+def test_dtype_argument_and_inheritance():
+    first = Dense(3, input_shape=(2,), dtype="float64")
+    second = Dense(1)
+    second.set_previous(first)
+    assert second.dtype == np.float64 and second.params[0].dtype == np.float64
+    with pytest.raises(TypeError, match="float32 or float64"):
+        Dense(3, dtype="int32")
+    explicit = Dense(1, dtype="float32")
+    with pytest.raises(TypeError, match="dtype float32"):
+        explicit.set_previous(first)
+
+
+def test_constructor_arguments_are_validated_with_the_layer_named():
+    with pytest.raises(ValueError, match="output_dim"):
+        Dense(0)
+    with pytest.raises(ValueError, match="activation"):
+        Dense(2, activation="swishy")
+    with pytest.raises(ValueError, match="initialisation"):
+        Dense(2, init="nope")
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        Dropout(1.5)
+    with pytest.raises(ValueError, match="permutation"):
+        from numlayers.layers import Permute
+
+        Permute((1, 3))
+
+
+def test_dropout_training_mask_scales_and_backward_reuses_it(device):
+    layer = Dropout(0.5, seed=3, input_shape=(40,), dtype="float64").to(device)
+    x = np.random.default_rng(0).uniform(1, 2, (3, 40))
+    y = device.to_host(layer.forward(device.asarray(x), train=True)).copy()
+    kept = y != 0
+    assert 0.3 < kept.mean() < 0.7
+    np.testing.assert_allclose(y[kept], 2 * x[kept])
+    grad = device.to_host(layer.backward(device.asarray(np.ones_like(x))))
+    np.testing.assert_allclose(grad, 2.0 * kept)
+    # inference is the identity, and a new training pass draws a new mask
+    np.testing.assert_array_equal(device.to_host(layer.forward(device.asarray(x))), x)
+    y2 = device.to_host(layer.forward(device.asarray(x), train=True))
+    assert not np.array_equal(y2 != 0, kept)
+
+
+def test_dropout_is_reproducible_with_a_seed_and_identical_on_cpu_and_cuda():
+    x = np.ones((2, 50))
+    outputs = []
+    for device in ("cpu", "cuda", "cpu"):
+        layer = Dropout(0.3, seed=11, input_shape=(50,), dtype="float64").to(device)
+        outputs.append(layer.device.to_host(layer.forward(layer.device.asarray(x), train=True)))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    np.testing.assert_array_equal(outputs[0], outputs[2])
+
+
+def test_lambda_without_backward_predicts_but_refuses_to_train():
+    layer = Lambda(lambda x: x.sum(axis=1, keepdims=True), output_shape=(1,), input_shape=(3,))
+    np.testing.assert_array_equal(layer(np.ones((2, 3))), [[3.0], [3.0]])
+    layer.forward(np.ones((2, 3), "float32"))
+    with pytest.raises(RuntimeError, match="no backward function"):
+        layer.backward(np.ones((2, 1), "float32"))
+
+
+def test_lambda_checks_what_its_function_returns():
+    layer = Lambda(lambda x: x[:, :2], input_shape=(3,))
+    with pytest.raises(ValueError, match="returned shape"):
+        layer(np.ones((2, 3)))
+
+
+def test_lambda_output_shape_function():
+    layer = Lambda(lambda x: np.concatenate([x, x], 1), output_shape=lambda s: (s[0], 2 * s[1]),
+                   input_shape=(3,))
+    assert layer.output_shape == (None, 6)
+    assert layer(np.ones((2, 3))).shape == (2, 6)
+
+
+def square(x):
+    return x * x
+
+
+def test_lambda_config_names_module_functions_and_never_imports():
+    from numlayers.layers import deserialize
+
+    layer = Lambda(square, input_shape=(2,))
+    config = layer.get_config()
+    assert config["function"] == f"{__name__}:square"
+    rebuilt = deserialize(config)
+    assert rebuilt.function is square
+    config["function"] = "some_module_never_imported:evil"
+    with pytest.raises(ValueError, match="not imported"):
+        deserialize(config)
+
+
+def test_flatten_of_unknown_dimension_is_a_clear_error():
+    with pytest.raises(ValueError, match="fully known"):
+        Flatten(batch_input_shape=(None, None, 3))
