@@ -168,7 +168,7 @@ class SGD(Optimizer):
 
 
 class RMSprop(Optimizer):
-    """RMSprop: ``a = rho * a + (1 - rho) * g**2``; ``w -= lr * g / (sqrt(a) + epsilon)``."""
+    """RMSprop: ``a = rho * a + (1 - rho) * g**2``; ``w -= lr * g / sqrt(a + epsilon)``."""
 
     state_names = ("accumulator",)
     defaults = {"rho": 0.9, "epsilon": 1e-6}
@@ -184,7 +184,7 @@ class RMSprop(Optimizer):
 
 
 class Adagrad(Optimizer):
-    """Adagrad: ``a += g**2``; ``w -= lr * g / (sqrt(a) + epsilon)``."""
+    """Adagrad: ``a += g**2``; ``w -= lr * g / sqrt(a + epsilon)``."""
 
     state_names = ("accumulator",)
     defaults = {"epsilon": 1e-6}

@@ -23,10 +23,10 @@ def numpy_reference_steps(name, hyper, param, grads):
             p = p + (m * state[0] - lr_t * g if hyper.get("nesterov") else state[0])
         elif name == "RMSprop":
             state[0] = 0.9 * state[0] + 0.1 * g**2
-            p = p - lr * g / (np.sqrt(state[0]) + 1e-6)
+            p = p - lr * g / np.sqrt(state[0] + 1e-6)
         elif name == "Adagrad":
             state[0] = state[0] + g**2
-            p = p - lr * g / (np.sqrt(state[0]) + 1e-6)
+            p = p - lr * g / np.sqrt(state[0] + 1e-6)
         elif name == "Adadelta":
             state[0] = 0.95 * state[0] + 0.05 * g**2
             update = g * np.sqrt(state[1] + 1e-6) / np.sqrt(state[0] + 1e-6)
