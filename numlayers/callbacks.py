@@ -1,4 +1,5 @@
-"""Training callbacks (Keras 0.3's hooks and classes, plus CSVLogger, TerminateOnNaN, LambdaCallback).
+"""Training callbacks: Keras 0.3's hooks and classes, plus CSVLogger, TerminateOnNaN and
+LambdaCallback.
 
 A callback sees ``on_train_begin/end``, ``on_epoch_begin/end`` and
 ``on_batch_begin/end`` with a ``logs`` dict of host floats (``loss``, metrics,
@@ -47,46 +48,53 @@ class Callback:
     def on_batch_end(self, batch: int, logs: Logs | None = None) -> None: ...
 
 
-class CallbackList:
-    """Calls every hook of several callbacks in order."""
+HOOKS = (
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_batch_begin",
+    "on_batch_end",
+)
+
+
+class CallbackList(Callback):
+    """Calls every hook of several callbacks, in order."""
 
     def __init__(self, callbacks: Sequence[Callback]) -> None:
+        super().__init__()
         for callback in callbacks:
             if not isinstance(callback, Callback):
                 raise TypeError(f"callbacks must be Callback instances, received {callback!r}")
         self.callbacks = list(callbacks)
 
-    def set_model(self, model: Any) -> None:
+    def _each(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
-            callback.set_model(model)
+            getattr(callback, hook)(*args)
+
+    def set_model(self, model: Any) -> None:
+        self._each("set_model", model)
 
     def set_params(self, params: dict[str, Any]) -> None:
-        for callback in self.callbacks:
-            callback.set_params(params)
+        self._each("set_params", params)
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
-        for callback in self.callbacks:
-            callback.on_train_begin(logs)
+        self._each("on_train_begin", logs)
 
     def on_train_end(self, logs: Logs | None = None) -> None:
-        for callback in self.callbacks:
-            callback.on_train_end(logs)
+        self._each("on_train_end", logs)
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
-        for callback in self.callbacks:
-            callback.on_epoch_begin(epoch, logs)
+        self._each("on_epoch_begin", epoch, logs)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
-        for callback in self.callbacks:
-            callback.on_epoch_end(epoch, logs)
+        self._each("on_epoch_end", epoch, logs)
 
     def on_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
-        for callback in self.callbacks:
-            callback.on_batch_begin(batch, logs)
+        self._each("on_batch_begin", batch, logs)
 
     def on_batch_end(self, batch: int, logs: Logs | None = None) -> None:
-        for callback in self.callbacks:
-            callback.on_batch_end(batch, logs)
+        self._each("on_batch_end", batch, logs)
 
 
 class History(Callback):
@@ -121,8 +129,14 @@ class EarlyStopping(Callback):
         mode: "min", "max" or "auto" (max for accuracies, else min).
     """
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 0, verbose: int = 0,
-                 mode: str = "auto", min_delta: float = 0.0) -> None:
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 0,
+        verbose: int = 0,
+        mode: str = "auto",
+        min_delta: float = 0.0,
+    ) -> None:
         super().__init__()
         self.monitor = monitor
         self.patience = int(patience)
@@ -170,8 +184,14 @@ class ModelCheckpoint(Callback):
         verbose: 1 prints each save.
     """
 
-    def __init__(self, filepath: str, monitor: str = "val_loss", verbose: int = 0,
-                 save_best_only: bool = False, mode: str = "auto") -> None:
+    def __init__(
+        self,
+        filepath: str,
+        monitor: str = "val_loss",
+        verbose: int = 0,
+        save_best_only: bool = False,
+        mode: str = "auto",
+    ) -> None:
         super().__init__()
         self.filepath = str(filepath)
         self.monitor = monitor
@@ -186,12 +206,17 @@ class ModelCheckpoint(Callback):
         if self.save_best_only:
             current = logs.get(self.monitor)
             if current is None:
-                raise KeyError(f"ModelCheckpoint monitors {self.monitor!r}, not in logs {sorted(logs)}")
+                raise KeyError(
+                    f"ModelCheckpoint monitors {self.monitor!r}, not in logs {sorted(logs)}"
+                )
             if not self._better(current, self.best):
                 return
             if self.verbose:
-                print(f"Epoch {epoch + 1:05d}: {self.monitor} improved from {self.best:.5f} "
-                      f"to {current:.5f}, saving to {path}", file=sys.stderr)
+                print(
+                    f"Epoch {epoch + 1:05d}: {self.monitor} improved from {self.best:.5f} "
+                    f"to {current:.5f}, saving to {path}",
+                    file=sys.stderr,
+                )
             self.best = current
         elif self.verbose:
             print(f"Epoch {epoch + 1:05d}: saving to {path}", file=sys.stderr)
@@ -231,7 +256,9 @@ class CSVLogger(Callback):
         self._keys: list[str] | None = None
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
-        self._had_rows = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
+        self._had_rows = (
+            self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
+        )
         self._file = open(self.filename, "a" if self.append else "w", newline="")  # noqa: SIM115
         self._writer: Any = None
 
@@ -239,7 +266,9 @@ class CSVLogger(Callback):
         logs = logs or {}
         if self._writer is None:
             self._keys = sorted(logs)
-            self._writer = csv.DictWriter(self._file, ["epoch", *self._keys], delimiter=self.separator)
+            self._writer = csv.DictWriter(
+                self._file, ["epoch", *self._keys], delimiter=self.separator
+            )
             if not self._had_rows:
                 self._writer.writeheader()
         self._writer.writerow({"epoch": epoch, **{k: logs.get(k, "") for k in self._keys or []}})
@@ -260,47 +289,37 @@ class TerminateOnNaN(Callback):
 
 
 class LambdaCallback(Callback):
-    """A callback made of plain functions, e.g. ``LambdaCallback(on_epoch_end=lambda e, logs: ...)``."""
+    """A callback made of plain functions: ``LambdaCallback(on_epoch_end=lambda e, logs: ...)``.
 
-    def __init__(
-        self,
-        on_epoch_begin: Callable[[int, Logs], None] | None = None,
-        on_epoch_end: Callable[[int, Logs], None] | None = None,
-        on_batch_begin: Callable[[int, Logs], None] | None = None,
-        on_batch_end: Callable[[int, Logs], None] | None = None,
-        on_train_begin: Callable[[Logs], None] | None = None,
-        on_train_end: Callable[[Logs], None] | None = None,
-    ) -> None:
+    Epoch and batch hooks take ``(index, logs)``; train hooks take ``(logs)``.
+    """
+
+    def __init__(self, **hooks: Callable[..., None] | None) -> None:
         super().__init__()
-        self._hooks = {
-            "on_epoch_begin": on_epoch_begin,
-            "on_epoch_end": on_epoch_end,
-            "on_batch_begin": on_batch_begin,
-            "on_batch_end": on_batch_end,
-            "on_train_begin": on_train_begin,
-            "on_train_end": on_train_end,
-        }
+        unknown = set(hooks) - set(HOOKS)
+        if unknown:
+            raise TypeError(f"LambdaCallback: unknown hook(s) {sorted(unknown)}; use {HOOKS}")
+        self._hooks = {name: hook for name, hook in hooks.items() if hook is not None}
 
-    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
-        if self._hooks["on_epoch_begin"]:
-            self._hooks["on_epoch_begin"](epoch, logs or {})
-
-    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
-        if self._hooks["on_epoch_end"]:
-            self._hooks["on_epoch_end"](epoch, logs or {})
-
-    def on_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
-        if self._hooks["on_batch_begin"]:
-            self._hooks["on_batch_begin"](batch, logs or {})
-
-    def on_batch_end(self, batch: int, logs: Logs | None = None) -> None:
-        if self._hooks["on_batch_end"]:
-            self._hooks["on_batch_end"](batch, logs or {})
+    def _call(self, hook: str, *args: Any) -> None:
+        function = self._hooks.get(hook)
+        if function is not None:
+            function(*args[:-1], args[-1] or {})
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
-        if self._hooks["on_train_begin"]:
-            self._hooks["on_train_begin"](logs or {})
+        self._call("on_train_begin", logs)
 
     def on_train_end(self, logs: Logs | None = None) -> None:
-        if self._hooks["on_train_end"]:
-            self._hooks["on_train_end"](logs or {})
+        self._call("on_train_end", logs)
+
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        self._call("on_epoch_begin", epoch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        self._call("on_epoch_end", epoch, logs)
+
+    def on_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
+        self._call("on_batch_begin", batch, logs)
+
+    def on_batch_end(self, batch: int, logs: Logs | None = None) -> None:
+        self._call("on_batch_end", batch, logs)

@@ -58,7 +58,9 @@ class Loss:
         """The shape targets must have for outputs of ``output_shape``."""
         return output_shape[:-1] if self.sparse else output_shape
 
-    def check_targets(self, y: np.ndarray, output_shape: tuple[int | None, ...], owner: str) -> None:
+    def check_targets(
+        self, y: np.ndarray, output_shape: tuple[int | None, ...], owner: str
+    ) -> None:
         """Raise a clear error when ``y`` cannot be the target of ``output_shape`` outputs."""
         expected = output_shape[:-1] if self.sparse else output_shape
         if len(y.shape) != len(expected) or any(
@@ -70,9 +72,7 @@ class Loss:
                 f"received y of shape {y.shape}"
             )
         if self.sparse:
-            if y.dtype.kind not in "iu" and not (
-                y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)
-            ):
+            if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
                 raise TypeError(f"{owner}: {self.name} expects integer labels, received {y.dtype}")
             classes = output_shape[-1]
             if y.size and (y.min() < 0 or (classes is not None and y.max() >= classes)):
@@ -86,14 +86,19 @@ class Loss:
         y_pred = np.ascontiguousarray(y_pred, dtype=np.float64)
         columns = y_pred.shape[-1]
         pred_rows = y_pred.reshape(-1, columns)
-        if self.sparse:
-            true_rows = np.ascontiguousarray(y_true, dtype=np.int64).reshape(-1)
-        else:
-            true_rows = np.ascontiguousarray(y_true, dtype=np.float64).reshape(-1, columns)
+        true_rows: np.ndarray = (
+            np.ascontiguousarray(y_true, dtype=np.int64).reshape(-1)
+            if self.sparse
+            else np.ascontiguousarray(y_true, dtype=np.float64).reshape(-1, columns)
+        )
         loss_rows = np.empty(len(pred_rows))
         self.forward(get_device("cpu").kernels(np.float64), true_rows, pred_rows, loss_rows)
         per_sample = loss_rows.reshape(y_pred.shape[:-1])
-        return per_sample.mean(axis=tuple(range(1, per_sample.ndim))) if per_sample.ndim > 1 else per_sample
+        return (
+            per_sample.mean(axis=tuple(range(1, per_sample.ndim)))
+            if per_sample.ndim > 1
+            else per_sample
+        )
 
 
 mean_squared_error = Loss("mean_squared_error")
@@ -131,8 +136,12 @@ LOSSES: dict[str, Loss] = {
         cosine_proximity,
     )
 }
-ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error",
-           "mape": "mean_absolute_percentage_error", "msle": "mean_squared_logarithmic_error"}
+ALIASES = {
+    "mse": "mean_squared_error",
+    "mae": "mean_absolute_error",
+    "mape": "mean_absolute_percentage_error",
+    "msle": "mean_squared_logarithmic_error",
+}
 
 
 def get(identifier: Any) -> Loss:

@@ -1,4 +1,4 @@
-"""Containers of layers: :class:`Sequential` (and, later, Graph)."""
+"""Containers of layers: :class:`Sequential` (a stack) and :class:`Graph` (named nodes)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ from typing import Any
 import numpy as np
 
 from numlayers.devices import Device, get_device, resolve_dtype
+from numlayers.graph import Graph
 from numlayers.layers import Layer, deserialize
+from numlayers.layers.merging import Merge
 from numlayers.training import Model
+
+__all__ = ["Graph", "Sequential"]
 
 
 class Sequential(Model):
@@ -62,7 +66,7 @@ class Sequential(Model):
         layer.to(self.device)
         if self.layers:
             layer.set_previous(self.layers[-1])
-        elif layer._batch_input_shape is None:
+        elif layer._batch_input_shape is None and not isinstance(layer, Merge):
             raise ValueError(
                 f"the first layer of a Sequential needs an input shape: {layer.label} has none "
                 "(did you forget input_shape?)"
@@ -85,7 +89,16 @@ class Sequential(Model):
 
     # ----------------------------------------------- what training needs
     @property
+    def merge_first(self) -> Merge | None:
+        """The Merge this model starts with (its inputs are the branches'), if any."""
+        first = self.layers[0] if self.layers else None
+        return first if isinstance(first, Merge) else None
+
+    @property
     def input_names(self) -> list[str]:
+        merge = self.merge_first
+        if merge is not None:
+            return [f"input_{i}" for i in range(len(merge.branches))]
         return ["input"]
 
     @property
@@ -93,6 +106,9 @@ class Sequential(Model):
         return ["output"]
 
     def input_shapes(self) -> list[tuple[int | None, ...]]:
+        merge = self.merge_first
+        if merge is not None:
+            return [branch.input_shape for branch in merge.branches]
         return [self.input_shape]
 
     def output_layers(self) -> list[Layer]:
@@ -100,13 +116,23 @@ class Sequential(Model):
         return [self.layers[-1]]
 
     def all_layers(self) -> list[Layer]:
-        return list(self.layers)
+        merge = self.merge_first
+        branch_layers = merge.branch_layers() if merge is not None else []
+        return [*branch_layers, *self.layers]
 
     def standardize_inputs(self, X: Any) -> list[Any]:
         self._require_layers()
+        merge = self.merge_first
+        if merge is not None:
+            if not isinstance(X, list | tuple) or len(X) != len(merge.branches):
+                raise ValueError(
+                    f"{self.name} starts with a Merge of {len(merge.branches)} branches: "
+                    f"X must be a list of {len(merge.branches)} arrays"
+                )
+            return [_host_array(x) for x in X]
         if isinstance(X, list | tuple) and len(X) == 1:
             X = X[0]
-        return [self.device.to_host(X) if hasattr(X, "copy_to_host") else np.asarray(X)]
+        return [_host_array(X)]
 
     def standardize_targets(self, y: Any) -> list[Any]:
         if isinstance(y, list | tuple) and len(y) == 1:
@@ -117,7 +143,7 @@ class Sequential(Model):
         return outputs[0]
 
     def forward_outputs(self, inputs: list[Any], train: bool) -> list[Any]:
-        return [self.forward(inputs[0], train)]
+        return [self.forward(inputs if self.merge_first is not None else inputs[0], train)]
 
     def backward_outputs(self, grads: list[Any], from_preactivation: list[bool]) -> None:
         self.backward(grads[0], need_input_gradient=False, from_preactivation=from_preactivation[0])
@@ -126,7 +152,7 @@ class Sequential(Model):
     def prepare_input(self, X: Any) -> Any:
         """Bring ``X`` to the model's device and dtype."""
         self._require_layers()
-        return self.layers[0]._prepare_input(X)
+        return self.layers[0].prepare_input(X)
 
     def forward(self, X: Any, train: bool = False) -> Any:
         """Run every layer once on ``X``; returns the last layer's output buffer.
@@ -135,7 +161,11 @@ class Sequential(Model):
         layer for ``get_output(train)`` afterwards computes nothing again.
         """
         self._require_layers()
-        self.layers[0].set_input(self.prepare_input(X))
+        merge = self.merge_first
+        if merge is not None:
+            merge.forward_branches(X, train)
+        else:
+            self.layers[0].set_input(self.prepare_input(X))
         output = None
         for layer in self.layers:
             output = layer.get_output(train)
@@ -151,10 +181,19 @@ class Sequential(Model):
         ``from_preactivation`` starts below the last layer's activation (fused losses).
         """
         self._require_layers()
-        self.layers[0].needs_input_gradient = need_input_gradient
+        merge = self.merge_first
+        self.layers[0].needs_input_gradient = need_input_gradient or merge is not None
+        if merge is not None and len(self.layers) == 1:
+            merge.backward_branches(grad_output)
+            return None
         grad = self.layers[-1].backward(grad_output, from_preactivation=from_preactivation)
-        for layer in reversed(self.layers[:-1]):
+        for layer in reversed(self.layers[1:-1]):
             grad = layer.backward(grad)
+        if len(self.layers) > 1:
+            if merge is not None:
+                merge.backward_branches(grad)
+                return None
+            grad = self.layers[0].backward(grad)
         return grad
 
     def __call__(self, X: Any, train: bool = False) -> Any:
@@ -163,42 +202,6 @@ class Sequential(Model):
         result = self.device.empty(tuple(output.shape), self.dtype)
         self.layers[-1].kernels.copy(output, result)
         return result
-
-    # ---------------------------------------------------------------- weights
-    def get_weights(self) -> list[np.ndarray]:
-        return [w for layer in self.layers for w in layer.get_weights()]
-
-    def set_weights(self, weights: Sequence[Any]) -> None:
-        """Set every layer's weights; nothing is written unless all of them fit."""
-        weights = list(weights)
-        expected = sum(len(layer.params) for layer in self.layers)
-        if len(weights) != expected:
-            raise ValueError(
-                f"{self.name} has {expected} weights, received a list of {len(weights)}"
-            )
-        checked = []
-        start = 0
-        for layer in self.layers:
-            count = len(layer.params)
-            checked.append(layer.check_weights(weights[start : start + count]))
-            start += count
-        for layer, values in zip(self.layers, checked, strict=True):
-            layer.write_weights(values)
-
-    def get_gradients(self) -> list[np.ndarray]:
-        return [g for layer in self.layers for g in layer.get_gradients()]
-
-    def count_params(self) -> int:
-        return sum(layer.count_params() for layer in self.layers)
-
-    def to(self, device: str | Device) -> Sequential:
-        """Move every layer's weights (and the optimizer's state) to ``device``."""
-        self.device = get_device(device)
-        for layer in self.layers:
-            layer.to(self.device)
-        if hasattr(self, "optimizer"):
-            self.optimizer.to(self.device)
-        return self
 
     # ----------------------------------------------------------------- config
     def get_config(self) -> dict[str, Any]:
@@ -217,3 +220,8 @@ class Sequential(Model):
         for layer_config in config.get("layers", []):
             model.add(deserialize(layer_config, custom_objects))
         return model
+
+
+def _host_array(X: Any) -> np.ndarray:
+    """User data as a host array (CUDA arrays are copied back: batches are made on the host)."""
+    return X.copy_to_host() if hasattr(X, "copy_to_host") else np.asarray(X)

@@ -10,7 +10,7 @@ are applied on the device before the update.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -73,7 +73,9 @@ class Optimizer:
         self._states = [[device.zeros((size,), dtype) for _ in self.state_names] for size in sizes]
         self._norm_buffer = device.zeros((1,), dtype)
 
-    def update(self, params: Sequence[Any], grads: Sequence[Any], device: Device, dtype: Any) -> None:
+    def update(
+        self, params: Sequence[Any], grads: Sequence[Any], device: Device, dtype: Any
+    ) -> None:
         """Apply one step to ``params`` in place, given their ``grads`` (same device)."""
         dtype = np.dtype(dtype)
         kernels = device.kernels(dtype)
@@ -97,7 +99,9 @@ class Optimizer:
         """The host-side scalars of this step (learning rate, decay terms...)."""
         raise NotImplementedError
 
-    def apply(self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]) -> None:
+    def apply(
+        self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
+    ) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ state
@@ -116,7 +120,9 @@ class Optimizer:
         return {
             "config": self.get_config(),
             "iterations": self.iterations,
-            "states": [[np.array(device.to_host(s), copy=True) for s in states] for states in self._states],
+            "states": [
+                [np.array(device.to_host(s), copy=True) for s in states] for states in self._states
+            ],
         }
 
     def set_state(self, state: dict[str, Any], device: Device | str | None = None) -> None:
@@ -155,14 +161,22 @@ class SGD(Optimizer):
     state_names = ("velocity",)
     defaults = {"momentum": 0.0, "decay": 0.0, "nesterov": False}
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0, decay: float = 0.0,
-                 nesterov: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        decay: float = 0.0,
+        nesterov: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(lr, momentum=momentum, decay=decay, nesterov=bool(nesterov), **kwargs)
 
     def step_scalars(self) -> list[float]:
         return [self.lr / (1.0 + self.hyper["decay"] * self.iterations), self.hyper["momentum"]]
 
-    def apply(self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]) -> None:
+    def apply(
+        self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
+    ) -> None:
         lr, momentum = scalars
         kernels.sgd_update(param, grad, states[0], lr, momentum, self.hyper["nesterov"])
 
@@ -179,7 +193,9 @@ class RMSprop(Optimizer):
     def step_scalars(self) -> list[float]:
         return [self.lr, self.hyper["rho"], self.hyper["epsilon"]]
 
-    def apply(self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]) -> None:
+    def apply(
+        self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
+    ) -> None:
         kernels.rmsprop_update(param, grad, states[0], *scalars)
 
 
@@ -195,7 +211,9 @@ class Adagrad(Optimizer):
     def step_scalars(self) -> list[float]:
         return [self.lr, self.hyper["epsilon"]]
 
-    def apply(self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]) -> None:
+    def apply(
+        self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
+    ) -> None:
         kernels.adagrad_update(param, grad, states[0], *scalars)
 
 
@@ -211,7 +229,9 @@ class Adadelta(Optimizer):
     def step_scalars(self) -> list[float]:
         return [self.lr, self.hyper["rho"], self.hyper["epsilon"]]
 
-    def apply(self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]) -> None:
+    def apply(
+        self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
+    ) -> None:
         kernels.adadelta_update(param, grad, states[0], states[1], *scalars)
 
 
@@ -221,8 +241,14 @@ class Adam(Optimizer):
     state_names = ("m", "v")
     defaults = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
 
-    def __init__(self, lr: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-8, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        lr: float = 0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs)
 
     def step_scalars(self) -> list[float]:
@@ -231,7 +257,9 @@ class Adam(Optimizer):
         lr_t = self.lr * math.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t)
         return [lr_t, beta_1, beta_2, self.hyper["epsilon"]]
 
-    def apply(self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]) -> None:
+    def apply(
+        self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
+    ) -> None:
         kernels.adam_update(param, grad, states[0], states[1], *scalars)
 
 
@@ -241,8 +269,14 @@ class Adamax(Optimizer):
     state_names = ("m", "u")
     defaults = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
 
-    def __init__(self, lr: float = 0.002, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-8, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        lr: float = 0.002,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs)
 
     def step_scalars(self) -> list[float]:
@@ -250,11 +284,13 @@ class Adamax(Optimizer):
         beta_1 = self.hyper["beta_1"]
         return [self.lr / (1.0 - beta_1**t), beta_1, self.hyper["beta_2"], self.hyper["epsilon"]]
 
-    def apply(self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]) -> None:
+    def apply(
+        self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
+    ) -> None:
         kernels.adamax_update(param, grad, states[0], states[1], *scalars)
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {
+OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
     "sgd": SGD,
     "rmsprop": RMSprop,
     "adagrad": Adagrad,

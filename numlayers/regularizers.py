@@ -8,6 +8,7 @@ batch as in Keras 0.3. Penalties and their gradients are kernels
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,9 @@ class Regularizer:
     def __init__(self, l1: float = 0.0, l2: float = 0.0, activity: bool = False) -> None:
         for name, value in (("l1", l1), ("l2", l2)):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"Regularizer: {name} must be a non-negative number, received {value!r}")
+                raise ValueError(
+                    f"Regularizer: {name} must be a non-negative number, received {value!r}"
+                )
         self.l1 = float(l1)
         self.l2 = float(l2)
         self.activity = bool(activity)
@@ -49,7 +52,12 @@ class Regularizer:
         kernels.l1l2_gradient(array.reshape(array.size), l1, l2, grad.reshape(grad.size))
 
     def get_config(self) -> dict[str, Any]:
-        return {"class_name": "Regularizer", "l1": self.l1, "l2": self.l2, "activity": self.activity}
+        return {
+            "class_name": "Regularizer",
+            "l1": self.l1,
+            "l2": self.l2,
+            "activity": self.activity,
+        }
 
 
 def l1(l: float = 0.01) -> Regularizer:  # noqa: E741 - Keras 0.3's argument name
@@ -83,7 +91,7 @@ def get(identifier: Any, activity: bool = False) -> Regularizer | None:
     if isinstance(identifier, dict):
         config = {k: v for k, v in identifier.items() if k != "class_name"}
         return Regularizer(**config)
-    factories = {"l1": l1, "l2": l2, "l1l2": l1l2}
+    factories: dict[str, Callable[[], Regularizer]] = {"l1": l1, "l2": l2, "l1l2": l1l2}
     if isinstance(identifier, str) and identifier in factories:
         regularizer = factories[identifier]()
         regularizer.activity = activity

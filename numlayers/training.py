@@ -37,8 +37,9 @@ METRIC_NAMES = {"accuracy": "acc", "acc": "acc"}
 class OutputHead:
     """One model output with its loss, metrics and device buffers."""
 
-    def __init__(self, name: str, layer: Layer, loss: losses_module.Loss, metrics: list[str],
-                 model: Model) -> None:
+    def __init__(
+        self, name: str, layer: Layer, loss: losses_module.Loss, metrics: list[str], model: Model
+    ) -> None:
         self.name = name
         self.layer = layer
         self.loss = loss
@@ -47,6 +48,7 @@ class OutputHead:
             loss.fused_name
             and getattr(getattr(layer, "activation", None), "name", None) == "softmax"
             and getattr(layer, "activity_regularizer", None) is None
+            and model.allows_fused_output(layer)
         )
         self.binary_accuracy = loss.name == "binary_crossentropy" or (
             not loss.sparse and layer.output_shape[-1] == 1
@@ -96,7 +98,7 @@ class Model:
         raise NotImplementedError
 
     def input_dtype_kind(self, index: int) -> str:
-        """"float" for float inputs, "int" for index inputs (Graph inputs of dtype int)."""
+        """ "float" for float inputs, "int" for index inputs (Graph inputs of dtype int)."""
         return "float"
 
     def standardize_inputs(self, X: Any) -> list[Any]:
@@ -227,8 +229,9 @@ class Model:
                 grads.append(grad)
         return grads, [head.fused for head in self.heads]
 
-    def _step(self, inputs: list[Any], targets: list[Any], weights: list[np.ndarray],
-              train: bool) -> Any:
+    def _step(
+        self, inputs: list[Any], targets: list[Any], weights: list[np.ndarray], train: bool
+    ) -> Any:
         """One batch on the device; returns the device vector of its values."""
         kernels = self.device.kernels(self.dtype)
         scalars = self._scalar_slots()
@@ -274,8 +277,9 @@ class Model:
         return logs
 
     # ---- data -------------------------------------------------------------
-    def _prepare(self, X: Any, y: Any | None, sample_weight: Any, class_weight: Any
-                 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    def _prepare(
+        self, X: Any, y: Any | None, sample_weight: Any, class_weight: Any
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
         inputs = self._cast_inputs(self.standardize_inputs(X))
         count = len(inputs[0])
         if y is None:
@@ -301,7 +305,9 @@ class Model:
         inputs to int64."""
         self._check_inputs(inputs)
         return [
-            np.ascontiguousarray(array, np.int64 if self.input_dtype_kind(i) == "int" else self.dtype)
+            np.ascontiguousarray(
+                array, np.int64 if self.input_dtype_kind(i) == "int" else self.dtype
+            )
             for i, array in enumerate(inputs)
         ]
 
@@ -309,7 +315,9 @@ class Model:
         counts = set()
         for name, array, shape in zip(self.input_names, inputs, self.input_shapes(), strict=True):
             if array.dtype.kind not in "biuf":
-                raise TypeError(f"{self.name}: input '{name}' must hold numbers, received {array.dtype}")
+                raise TypeError(
+                    f"{self.name}: input '{name}' must hold numbers, received {array.dtype}"
+                )
             if len(array.shape) != len(shape) or any(
                 e is not None and e != s for e, s in zip(shape[1:], array.shape[1:], strict=False)
             ):
@@ -318,7 +326,9 @@ class Model:
                 )
             counts.add(len(array))
         if len(counts) != 1:
-            raise ValueError(f"{self.name}: inputs have different numbers of samples {sorted(counts)}")
+            raise ValueError(
+                f"{self.name}: inputs have different numbers of samples {sorted(counts)}"
+            )
         count = counts.pop()
         if count == 0:
             raise ValueError(f"{self.name}: X is empty")
@@ -338,13 +348,16 @@ class Model:
             raise ValueError(f"{self.name}: {what} names unknown outputs {sorted(unknown)}")
         return [value.get(name) for name in self.output_names]
 
-    def _sample_weights(self, sample_weight: Any, class_weight: Any, targets: list[np.ndarray],
-                        count: int) -> list[np.ndarray]:
+    def _sample_weights(
+        self, sample_weight: Any, class_weight: Any, targets: list[np.ndarray], count: int
+    ) -> list[np.ndarray]:
         weights = []
         for head, target, given, classes in zip(
-            self.heads, targets,
+            self.heads,
+            targets,
             self._per_output(sample_weight, "sample_weight"),
-            self._per_output(class_weight, "class_weight"), strict=True,
+            self._per_output(class_weight, "class_weight"),
+            strict=True,
         ):
             weight = np.ones(count)
             if given is not None:
@@ -360,8 +373,9 @@ class Model:
             weights.append(weight)
         return weights
 
-    def _class_weights(self, head: OutputHead, target: np.ndarray, classes: dict[int, float]
-                       ) -> np.ndarray:
+    def _class_weights(
+        self, head: OutputHead, target: np.ndarray, classes: dict[int, float]
+    ) -> np.ndarray:
         if head.loss.sparse:
             labels = np.asarray(target, dtype=np.int64).reshape(len(target), -1)[:, 0]
         elif target.ndim == 2 and target.shape[1] > 1:
@@ -375,8 +389,9 @@ class Model:
         return [self.device.asarray(a[index]) for a in arrays]
 
     # ---- public API -------------------------------------------------------
-    def train_on_batch(self, X: Any, y: Any, class_weight: Any = None,
-                       sample_weight: Any = None) -> Any:
+    def train_on_batch(
+        self, X: Any, y: Any, class_weight: Any = None, sample_weight: Any = None
+    ) -> Any:
         """One update on one batch; returns the loss (and metrics) before the update."""
         return self._on_batch(X, y, class_weight, sample_weight, train=True)
 
@@ -387,7 +402,9 @@ class Model:
     def _on_batch(self, X: Any, y: Any, class_weight: Any, sample_weight: Any, train: bool) -> Any:
         inputs, targets, weights = self._prepare(X, y, sample_weight, class_weight)
         index = np.arange(len(inputs[0]))
-        scalars = self._step(self._batch(inputs, index), self._batch(targets, index), weights, train)
+        scalars = self._step(
+            self._batch(inputs, index), self._batch(targets, index), weights, train
+        )
         logs = self._scalars_to_logs(self.device.to_host(scalars))
         return self._logs_result(logs)
 
@@ -431,22 +448,32 @@ class Model:
             return np.asarray(proba.argmax(axis=-1))
         return (proba > 0.5).astype(np.int64)
 
-    def evaluate(self, X: Any, y: Any, batch_size: int = 32, verbose: int = 0,
-                 sample_weight: Any = None) -> Any:
+    def evaluate(
+        self, X: Any, y: Any, batch_size: int = 32, verbose: int = 0, sample_weight: Any = None
+    ) -> Any:
         """Loss (and metrics) over all of ``X``, averaged over samples."""
         _check_batch_size(batch_size)
         self._require_compiled()
         inputs, targets, weights = self._prepare(X, y, sample_weight, None)
         return self._logs_result(self._evaluate_arrays(inputs, targets, weights, batch_size))
 
-    def _evaluate_arrays(self, inputs: list[np.ndarray], targets: list[np.ndarray],
-                         weights: list[np.ndarray], batch_size: int) -> dict[str, float]:
+    def _evaluate_arrays(
+        self,
+        inputs: list[np.ndarray],
+        targets: list[np.ndarray],
+        weights: list[np.ndarray],
+        batch_size: int,
+    ) -> dict[str, float]:
         count = len(inputs[0])
         totals: dict[str, float] = {}
         for start in range(0, count, batch_size):
             index = np.arange(start, min(start + batch_size, count))
-            scalars = self._step(self._batch(inputs, index), self._batch(targets, index),
-                                 [w[index] for w in weights], train=False)
+            scalars = self._step(
+                self._batch(inputs, index),
+                self._batch(targets, index),
+                [w[index] for w in weights],
+                train=False,
+            )
             for key, value in self._scalars_to_logs(self.device.to_host(scalars)).items():
                 totals[key] = totals.get(key, 0.0) + value * len(index)
         return {key: value / count for key, value in totals.items()}
@@ -486,24 +513,40 @@ class Model:
         if epochs is not None:
             nb_epoch = epochs
         if isinstance(nb_epoch, bool) or not isinstance(nb_epoch, int) or nb_epoch < 0:
-            raise ValueError(f"{self.name}: nb_epoch must be a non-negative int, received {nb_epoch!r}")
+            raise ValueError(
+                f"{self.name}: nb_epoch must be a non-negative int, received {nb_epoch!r}"
+            )
         if verbose not in (0, 1, 2):
             raise ValueError(f"{self.name}: verbose must be 0, 1 or 2, received {verbose!r}")
         inputs, targets, weights = self._prepare(X, y, sample_weight, class_weight)
         validation = None
         if validation_data is not None:
             if not isinstance(validation_data, tuple | list) or len(validation_data) not in (2, 3):
-                raise ValueError(f"{self.name}: validation_data must be (X, y) or (X, y, sample_weight)")
+                raise ValueError(
+                    f"{self.name}: validation_data must be (X, y) or (X, y, sample_weight)"
+                )
             val_weight = validation_data[2] if len(validation_data) == 3 else None
             validation = self._prepare(validation_data[0], validation_data[1], val_weight, None)
         elif validation_split:
             if not 0.0 < validation_split < 1.0:
-                raise ValueError(f"{self.name}: validation_split must be in (0, 1), received {validation_split}")
+                raise ValueError(
+                    f"{self.name}: validation_split must be in (0, 1), received {validation_split}"
+                )
             split = int(len(inputs[0]) * (1.0 - validation_split))
             if split == 0 or split == len(inputs[0]):
-                raise ValueError(f"{self.name}: validation_split {validation_split} leaves an empty set")
-            validation = ([a[split:] for a in inputs], [t[split:] for t in targets], [w[split:] for w in weights])
-            inputs, targets, weights = [a[:split] for a in inputs], [t[:split] for t in targets], [w[:split] for w in weights]
+                raise ValueError(
+                    f"{self.name}: validation_split {validation_split} leaves an empty set"
+                )
+            validation = (
+                [a[split:] for a in inputs],
+                [t[split:] for t in targets],
+                [w[split:] for w in weights],
+            )
+            inputs, targets, weights = (
+                [a[:split] for a in inputs],
+                [t[:split] for t in targets],
+                [w[:split] for w in weights],
+            )
 
         history = History()
         user_callbacks = list(callbacks or [])
@@ -511,11 +554,18 @@ class Model:
         callback_list.set_model(self)
         count = len(inputs[0])
         batches = math.ceil(count / batch_size)
-        callback_list.set_params({
-            "batch_size": batch_size, "nb_epoch": nb_epoch, "epochs": nb_epoch, "nb_sample": count,
-            "verbose": verbose, "do_validation": validation is not None,
-            "metrics": self.log_names + ([f"val_{n}" for n in self.log_names] if validation else []),
-        })
+        callback_list.set_params(
+            {
+                "batch_size": batch_size,
+                "nb_epoch": nb_epoch,
+                "epochs": nb_epoch,
+                "nb_sample": count,
+                "verbose": verbose,
+                "do_validation": validation is not None,
+                "metrics": self.log_names
+                + ([f"val_{n}" for n in self.log_names] if validation else []),
+            }
+        )
         per_batch_logs = verbose == 1 or bool(user_callbacks)
         rng = get_generator(seed)
         kernels = self.device.kernels(self.dtype)
@@ -533,8 +583,12 @@ class Model:
                 index = np.sort(order[batch * batch_size : (batch + 1) * batch_size])
                 batch_logs: dict[str, float] = {"batch": batch, "size": len(index)}
                 callback_list.on_batch_begin(batch, batch_logs)
-                scalars = self._step(self._batch(inputs, index), self._batch(targets, index),
-                                     [w[index] for w in weights], train=True)
+                scalars = self._step(
+                    self._batch(inputs, index),
+                    self._batch(targets, index),
+                    [w[index] for w in weights],
+                    train=True,
+                )
                 seen += len(index)
                 if per_batch_logs:
                     values = self._scalars_to_logs(self.device.to_host(scalars))
@@ -542,7 +596,9 @@ class Model:
                     for key, value in values.items():
                         running[key] = running.get(key, 0.0) + value * len(index)
                     if progress is not None:
-                        progress.set_postfix({k: f"{v / seen:.4f}" for k, v in running.items()}, refresh=False)
+                        progress.set_postfix(
+                            {k: f"{v / seen:.4f}" for k, v in running.items()}, refresh=False
+                        )
                         progress.update(1)
                     callback_list.on_batch_end(batch, batch_logs)
                 else:
@@ -561,13 +617,61 @@ class Model:
                 progress.close()
             elif verbose == 2:
                 shown = " - ".join(f"{k}: {v:.4f}" for k, v in epoch_logs.items())
-                print(f"Epoch {epoch + 1}/{nb_epoch} - {time.perf_counter() - started:.2f}s - {shown}",
-                      flush=True)
+                print(
+                    f"Epoch {epoch + 1}/{nb_epoch} - "
+                    f"{time.perf_counter() - started:.2f}s - {shown}",
+                    flush=True,
+                )
             callback_list.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
                 break
         callback_list.on_train_end()
         return history
+
+    # ---- weights -------------------------------------------------------------
+    def get_weights(self) -> list[np.ndarray]:
+        """Every layer's weights (NumPy copies), layer by layer."""
+        return [w for layer in self.all_layers() for w in layer.get_weights()]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Set every layer's weights; nothing is written unless all of them fit."""
+        weights = list(weights)
+        layers = self.all_layers()
+        expected = sum(len(layer.params) for layer in layers)
+        if len(weights) != expected:
+            raise ValueError(
+                f"{self.name} has {expected} weights, received a list of {len(weights)}"
+            )
+        checked = []
+        start = 0
+        for layer in layers:
+            count = len(layer.params)
+            checked.append(layer.check_weights(weights[start : start + count]))
+            start += count
+        for layer, values in zip(layers, checked, strict=True):
+            layer.write_weights(values)
+
+    def get_gradients(self) -> list[np.ndarray]:
+        return [g for layer in self.all_layers() for g in layer.get_gradients()]
+
+    def count_params(self) -> int:
+        return sum(layer.count_params() for layer in self.all_layers())
+
+    def to(self, device: Any) -> Any:
+        """Move every weight (and the optimizer's state) to ``device``; later passes run there."""
+        from numlayers.devices import get_device
+
+        self.device = get_device(device)
+        for layer in self.all_layers():
+            layer.to(self.device)
+        if hasattr(self, "optimizer"):
+            self.optimizer.to(self.device)
+        return self
+
+    def allows_fused_output(self, layer: Layer) -> bool:
+        """Whether an output layer's gradient comes only from its loss (so a fused
+        softmax-crossentropy may start below its activation)."""
+        return True
 
     # ---- weights on disk and summary -----------------------------------------
     def save_weights(self, filepath: str, overwrite: bool = False) -> None:
@@ -585,8 +689,14 @@ class Model:
         """Print a table of layers, output shapes and parameter counts with totals."""
         rows = [("Layer (type)", "Output Shape", "Param #", "Connected to")]
         for layer, connected in self.summary_rows():
-            rows.append((f"{layer.name} ({type(layer).__name__})", str(layer.output_shape),
-                         f"{layer.count_params():,}", connected))
+            rows.append(
+                (
+                    f"{layer.name} ({type(layer).__name__})",
+                    str(layer.output_shape),
+                    f"{layer.count_params():,}",
+                    connected,
+                )
+            )
         widths = [max(len(row[i]) for row in rows) + 2 for i in range(4)]
         show_connections = any(row[3] for row in rows[1:])
         line = "=" * (sum(widths) if show_connections else sum(widths[:3]))
@@ -594,7 +704,12 @@ class Model:
         print(line.replace("=", "_"), file=out)
         for number, row in enumerate(rows):
             cells = row if show_connections else row[:3]
-            print("".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=False)).rstrip(), file=out)
+            print(
+                "".join(
+                    cell.ljust(width) for cell, width in zip(cells, widths, strict=False)
+                ).rstrip(),
+                file=out,
+            )
             print(line if number == 0 else line.replace("=", "_"), file=out)
         total = sum(layer.count_params() for layer in self.all_layers())
         trainable = sum(layer.count_params() for layer in self.all_layers() if layer.trainable)
@@ -614,5 +729,11 @@ def _check_batch_size(batch_size: Any) -> None:
 def _progress_bar(epoch: int, nb_epoch: int, batches: int) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=batches, desc=f"Epoch {epoch + 1}/{nb_epoch}", unit="batch",
-                file=sys.stdout, dynamic_ncols=True, leave=True)
+    return tqdm(
+        total=batches,
+        desc=f"Epoch {epoch + 1}/{nb_epoch}",
+        unit="batch",
+        file=sys.stdout,
+        dynamic_ncols=True,
+        leave=True,
+    )

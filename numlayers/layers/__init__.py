@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from numlayers.layers.base import LAYER_CLASSES, Layer
-from numlayers.layers.core import Activation, ActivityRegularization, Dense, Dropout, Lambda
+from numlayers.layers.core import (
+    Activation,
+    ActivityRegularization,
+    Dense,
+    Dropout,
+    Lambda,
+    Masking,
+    TimeDistributedDense,
+)
+from numlayers.layers.embeddings import Embedding
+from numlayers.layers.merging import Merge, MergeNode
 from numlayers.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
 
 __all__ = [
@@ -13,12 +23,17 @@ __all__ = [
     "ActivityRegularization",
     "Dense",
     "Dropout",
+    "Embedding",
     "Flatten",
     "Lambda",
     "Layer",
+    "Masking",
+    "Merge",
+    "MergeNode",
     "Permute",
     "RepeatVector",
     "Reshape",
+    "TimeDistributedDense",
     "deserialize",
 ]
 

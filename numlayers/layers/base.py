@@ -226,7 +226,7 @@ class Layer:
     def add_weight(
         self, name: str, value: np.ndarray, regularizer: Any = None, constraint: Any = None
     ) -> Any:
-        """Register a weight (given on the host), its gradient buffer, regularizer and constraint."""
+        """Register a weight (given on the host), its gradient, regularizer and constraint."""
         array = self.device.asarray(np.asarray(value, dtype=self.dtype))
         index = len(self.params)
         self.params.append(array)
@@ -353,10 +353,16 @@ class Layer:
         return self.passes_mask
 
     def produces_mask(self) -> bool:
-        """Whether this layer's output carries a mask (known before any data)."""
-        if self.passes_mask and self.previous is not None:
+        """Whether this layer's output carries a mask (known before any data).
+
+        Value-only layers pass their input's mask on; layers that make masks
+        (Embedding with ``mask_zero``, Masking) override this.
+        """
+        if not self.passes_mask:
+            return False
+        if self.previous is not None:
             return self.previous.produces_mask()
-        return False
+        return self._input_mask is not None
 
     def get_input_mask(self, train: bool = False) -> Any:
         if self.previous is not None:
@@ -364,13 +370,16 @@ class Layer:
         return self._input_mask
 
     def get_output_mask(self, train: bool = False) -> Any:
-        """The output mask (one axis fewer than the output), or None."""
-        return self.get_input_mask(train) if self.passes_mask else None
+        """The output mask (one axis fewer than the output: 1 keeps a step, 0 masks it), or None."""
+        if not self.produces_mask():
+            return None
+        self.get_output(train)  # cached: computes nothing when the pass already ran
+        return self._saved[train].get("output_mask")
 
     # ------------------------------------------------------ cached evaluation
     def set_input(self, x: Any, mask: Any = None) -> None:
         """Feed ``x`` to an unconnected layer; invalidates every cached output downstream."""
-        self._input = self._prepare_input(x)
+        self._input = self.prepare_input(x)
         self._input_mask = mask
         self._input_token = next(_input_tokens)
 
@@ -412,12 +421,12 @@ class Layer:
 
         Returns a new array on the layer's device (NumPy on the CPU).
         """
-        y = self.forward(self._prepare_input(x), train, mask=mask)
+        y = self.forward(self.prepare_input(x), train, mask=mask)
         out = self.device.empty(tuple(y.shape), self.dtype)
         self.kernels.copy(y, out)
         return out
 
-    def _prepare_input(self, x: Any) -> Any:
+    def prepare_input(self, x: Any) -> Any:
         """Bring user data to this layer's device and dtype (numbers only)."""
         if hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray):
             return self.device.asarray(x, self.dtype)
@@ -440,7 +449,7 @@ class Layer:
         if mask is not None and not self.supports_masked_input():
             raise ValueError(f"{self.label} cannot take a masked input")
         self._active_train = train
-        self._saved[train] = {"mask": mask}
+        self._saved[train] = {"mask": mask, "output_mask": mask if self.passes_mask else None}
         y = self._forward(x, train)
         self._saved[train]["output_shape"] = tuple(y.shape)
         if self.activity_regularizer is not None:
@@ -489,12 +498,13 @@ class Layer:
     def saved(self) -> dict[str, Any]:
         return self._saved[self._active_train]
 
-    def buffer(self, slot: str, shape: tuple[int, ...]) -> Any:
-        """A reusable output array for ``slot``, reallocated only when the shape changes."""
+    def buffer(self, slot: str, shape: tuple[int, ...], dtype: Any = None) -> Any:
+        """A reusable array for ``slot`` (of this layer's dtype unless given), reallocated
+        only when the shape changes."""
         key = (slot, self._active_train)
         array = self._buffers.get(key)
         if array is None or tuple(array.shape) != shape:
-            array = self.device.empty(shape, self.dtype)
+            array = self.device.empty(shape, self.dtype if dtype is None else dtype)
             self._buffers[key] = array
         return array
 

@@ -1,4 +1,5 @@
-"""Core layers: Dense, Activation, Dropout, Lambda."""
+"""Core layers: Dense, TimeDistributedDense, Activation, ActivityRegularization, Dropout,
+Masking, Lambda."""
 
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ class Dense(Layer):
         return (input_shape[0], self.output_dim)
 
     def build(self) -> None:
-        input_dim = self.input_shape[1]
+        input_dim = self.input_shape[-1]
         if input_dim is None:
             raise ValueError(
                 f"{self.label} needs a known input dimension, received {self.input_shape}"
@@ -104,7 +105,7 @@ class Dense(Layer):
             self.initial_weights = None
 
     def _check_rebuild(self, shape: Shape) -> None:
-        if shape[1] != self.params[0].shape[0]:
+        if shape[-1] != self.params[0].shape[0]:
             raise ValueError(
                 f"{self.label} was built for input dimension {self.params[0].shape[0]}, "
                 f"received input shape {shape}"
@@ -131,14 +132,21 @@ class Dense(Layer):
         return self.saved()["z"]
 
     def _backward(self, grad_output: Any) -> Any:
+        return self._dense_backward(self._activation_backward(grad_output))
+
+    def _backward_preactivation(self, grad_z: Any) -> Any:
+        return self._dense_backward(grad_z)
+
+    def _activation_backward(self, grad_output: Any) -> Any:
+        """Gradient with respect to the pre-activation ``z`` (2-D rows)."""
         if self.activation.is_identity:
-            return self._backward_preactivation(grad_output)
+            return grad_output
         saved = self.saved()
         grad_z = self.buffer("grad_z", tuple(saved["z"].shape))
         self.activation.backward(self.kernels, saved["z"], saved["y"], grad_output, grad_z)
-        return self._backward_preactivation(grad_z)
+        return grad_z
 
-    def _backward_preactivation(self, grad_z: Any) -> Any:
+    def _dense_backward(self, grad_z: Any) -> Any:
         x = self.saved()["x"]
         need = self.needs_input_gradient
         grad_x = self.buffer("grad_x", tuple(x.shape)) if need else self.buffer("no_grad_x", (0, 0))
@@ -162,6 +170,69 @@ class Dense(Layer):
             b_constraint=constraints.config_of(self.b_constraint),
             seed=_seed_config(self.seed),
         )
+        return config
+
+
+class TimeDistributedDense(Dense):
+    """The same Dense applied to every timestep: ``(batch, time, input_dim)`` to
+    ``(batch, time, output_dim)``. Masks pass through.
+
+    Takes Dense's arguments, plus ``input_length`` (the number of timesteps, when fixed).
+
+    Example:
+        >>> TimeDistributedDense(2, input_shape=(5, 3))(np.ones((4, 5, 3))).shape
+        (4, 5, 2)
+    """
+
+    input_ndim = 3
+    passes_mask = True
+
+    def __init__(
+        self,
+        output_dim: int,
+        input_dim: int | None = None,
+        input_length: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if input_dim is not None:
+            if "input_shape" in kwargs or "batch_input_shape" in kwargs:
+                raise ValueError("TimeDistributedDense: give input_dim or input_shape, not both")
+            dim = _positive_int(input_dim, "input_dim", "TimeDistributedDense")
+            kwargs["input_shape"] = (input_length, dim)
+        self.input_length = input_length
+        super().__init__(output_dim, **kwargs)
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        return (input_shape[0], input_shape[1], self.output_dim)
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        batch, steps, features = x.shape
+        self.save(steps=(batch, steps))
+        return (
+            super()
+            ._forward(x.reshape(batch * steps, features), train)
+            .reshape(batch, steps, self.output_dim)
+        )
+
+    def _rows(self, grad: Any) -> Any:
+        return grad.reshape(grad.shape[0] * grad.shape[1], self.output_dim)
+
+    def _unrows(self, grad_x: Any) -> Any:
+        if grad_x is None:
+            return None
+        return grad_x.reshape(*self.saved()["steps"], grad_x.shape[1])
+
+    def _backward(self, grad_output: Any) -> Any:
+        return self._unrows(
+            self._dense_backward(self._activation_backward(self._rows(grad_output)))
+        )
+
+    def _backward_preactivation(self, grad_z: Any) -> Any:
+        return self._unrows(self._dense_backward(self._rows(grad_z)))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["input_length"] = self.input_length
         return config
 
 
@@ -294,6 +365,52 @@ class Dropout(Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(p=self.p, seed=_seed_config(self.seed))
+        return config
+
+
+class Masking(Layer):
+    """Masks timesteps whose features all equal ``mask_value`` (and zeroes them).
+
+    The output carries a ``(batch, time)`` mask that later mask-aware layers and
+    the losses of sequence outputs follow.
+
+    Args:
+        mask_value: the padding value.
+
+    Input shape: ``(batch, time, features)``. Output shape: the same.
+    """
+
+    input_ndim = 3
+    passes_mask = True
+
+    def __init__(self, mask_value: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(mask_value, bool) or not isinstance(mask_value, int | float | np.floating):
+            raise TypeError(f"{self.label}: mask_value must be a number, received {mask_value!r}")
+        self.mask_value = float(mask_value)
+        self._finish_init()
+
+    def produces_mask(self) -> bool:
+        return True
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        out = self.buffer("y", tuple(x.shape))
+        mask = self.buffer("mask", tuple(x.shape[:2]))
+        self.kernels.masking_forward(x, self.dtype.type(self.mask_value), out, mask)
+        previous = self.saved()["mask"]
+        if previous is not None:
+            self.kernels.combine_masks_all(previous, mask, mask)
+        self.save(output_mask=mask)
+        return out
+
+    def _backward(self, grad_output: Any) -> Any:
+        grad_x = self.buffer("grad_x", tuple(grad_output.shape))
+        self.kernels.apply_time_mask(grad_output, self.saved()["output_mask"], grad_x)
+        return grad_x
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["mask_value"] = self.mask_value
         return config
 
 

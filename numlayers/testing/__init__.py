@@ -38,8 +38,11 @@ class GradientReport:
 
 
 def _projection_loss(layer: Layer, x: np.ndarray, projection: np.ndarray, train: bool) -> float:
-    y = layer.device.to_host(layer.forward(layer.device.asarray(x), train))
-    return float(np.sum(y.astype(np.float64) * projection))
+    """``sum(forward(x) * R)`` plus the layer's regularization penalties."""
+    y = layer.device.to_host(layer.forward(layer.prepare_input(x), train))
+    penalties = layer.device.zeros((1,), layer.dtype)
+    layer.add_penalties(penalties)
+    return float(np.sum(y.astype(np.float64) * projection) + layer.device.to_host(penalties)[0])
 
 
 def gradient_check(
@@ -56,7 +59,9 @@ def gradient_check(
     """Check ``layer.backward`` against float64 central differences.
 
     The loss is ``sum(forward(x) * R)`` for a fixed random ``R``, so every
-    output element contributes. The layer must be float64 and built for ``x``.
+    output element contributes, plus the layer's regularization penalties (so
+    activity and weight regularizer gradients are checked too). The layer must
+    be float64 and built for ``x``; integer inputs (token ids) get no input check.
 
     Returns one report per argument ("input", then each weight by name); raises
     :class:`GradientCheckError` naming the layer, the argument and the worst
@@ -64,11 +69,12 @@ def gradient_check(
     """
     if layer.dtype != np.float64:
         raise ValueError(f"gradient_check needs a float64 layer, {layer.label} is {layer.dtype}")
-    x = np.array(x, dtype=np.float64)
+    x = np.array(x, dtype=np.float64 if np.asarray(x).dtype.kind == "f" else None)
     device = layer.device
-    y = device.to_host(layer.forward(device.asarray(x), train))
+    y = device.to_host(layer.forward(layer.prepare_input(x), train))
     projection = np.random.default_rng(seed).standard_normal(y.shape)
     grad_x = layer.backward(device.asarray(projection))
+    layer.add_regularizer_gradients()
     analytic: dict[str, np.ndarray] = {}
     if check_input and grad_x is not None:
         analytic["input"] = np.array(device.to_host(grad_x), dtype=np.float64)

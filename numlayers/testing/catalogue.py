@@ -11,21 +11,25 @@ config round trips and bad inputs. Adding a layer means adding a row.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from numlayers.layers import (
     Activation,
+    ActivityRegularization,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     Lambda,
     Layer,
+    Masking,
     Permute,
     RepeatVector,
     Reshape,
+    TimeDistributedDense,
 )
 
 Reference = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
@@ -43,6 +47,8 @@ class LayerCase:
         low, high: range of the uniform sample input.
         train: the flag forward and backward run with.
         gradient_check: whether finite differences apply (smooth enough at the samples).
+        sampler: makes the sample from a Generator instead (integer token ids, say).
+        input_gradient: whether the layer has a gradient with respect to its input.
     """
 
     id: str
@@ -53,13 +59,17 @@ class LayerCase:
     high: float = 1.0
     train: bool = False
     gradient_check: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    sampler: Callable[[np.random.Generator], np.ndarray] | None = None
+    input_gradient: bool = True
 
-    def sample(self, seed: int = 0) -> np.ndarray:
-        """A float64 sample input, away from kinks (|x| >= 0.05 so relu is smooth there)."""
+    def sample(self, dtype: Any = np.float64, seed: int = 0) -> np.ndarray:
+        """A sample input: floats in ``dtype`` away from kinks (``|x| >= 0.05``, so relu is
+        smooth there), or the sampler's array (its own dtype)."""
         rng = np.random.default_rng(seed)
+        if self.sampler is not None:
+            return self.sampler(rng)
         x = rng.uniform(self.low, self.high, self.input_shape)
-        return np.where(np.abs(x) < 0.05, 0.05 + np.abs(x), x)
+        return np.where(np.abs(x) < 0.05, 0.05 + np.abs(x), x).astype(dtype)
 
     def __str__(self) -> str:
         return self.id
@@ -100,6 +110,23 @@ def _dense_reference(activation: str) -> Reference:
 
 def _activation_reference(name: str) -> Reference:
     return lambda x, weights: ACTIVATION_REFERENCES[name](x)
+
+
+def _token_ids(rng: np.random.Generator) -> np.ndarray:
+    ids = rng.integers(0, 7, (2, 5))
+    ids[0, :2] = 3  # a repeated id: its gradient rows must add up
+    return ids
+
+
+def _with_padding(rng: np.random.Generator) -> np.ndarray:
+    x = rng.uniform(-1, 1, (2, 4, 3))
+    x[0, 1] = 0.0  # a masked timestep: every feature equals mask_value
+    x[1, 3] = 0.0
+    return x
+
+
+def _masking_reference(x: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
+    return x * np.any(x != 0.0, axis=-1, keepdims=True)
 
 
 def _square(x: np.ndarray) -> np.ndarray:
@@ -198,6 +225,44 @@ def _catalogue() -> list[LayerCase]:
             lambda **kw: RepeatVector(3, input_shape=(4,), **kw),
             (2, 4),
             lambda x, weights: np.repeat(x[:, None, :], 3, axis=1),
+        ),
+        LayerCase(
+            "TimeDistributedDense-tanh",
+            lambda **kw: TimeDistributedDense(
+                3, input_shape=(4, 2), activation="tanh", seed=4, **kw
+            ),
+            (2, 4, 2),
+            _dense_reference("tanh"),
+        ),
+        LayerCase(
+            "Embedding",
+            lambda **kw: Embedding(7, 3, input_length=5, seed=5, **kw),
+            (2, 5),
+            lambda ids, weights: weights[0][ids],
+            sampler=_token_ids,
+            input_gradient=False,
+        ),
+        LayerCase(
+            "Embedding-mask-zero",
+            lambda **kw: Embedding(7, 3, input_length=5, mask_zero=True, seed=6, **kw),
+            (2, 5),
+            lambda ids, weights: weights[0][ids],
+            sampler=_token_ids,
+            input_gradient=False,
+        ),
+        LayerCase(
+            "Masking",
+            lambda **kw: Masking(0.0, input_shape=(4, 3), **kw),
+            (2, 4, 3),
+            _masking_reference,
+            sampler=_with_padding,
+            gradient_check=False,  # not differentiable at padded steps; see test_masking
+        ),
+        LayerCase(
+            "ActivityRegularization",
+            lambda **kw: ActivityRegularization(0.01, 0.02, input_shape=(3,), **kw),
+            (2, 3),
+            lambda x, weights: x,
         ),
         LayerCase(
             "Lambda-square",

@@ -1,0 +1,646 @@
+"""Graph: a model of named inputs, nodes and outputs (Keras 0.3's Graph container).
+
+Every node is a layer; a node with several ``inputs`` gets a MergeNode in
+front; a shared node applies one layer (one set of weights) to several inputs.
+Outputs are cached per pass, so a node read by several consumers is computed
+once, and its gradient is the sum of its consumers' gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from numlayers.devices import Device, get_device, resolve_dtype
+from numlayers.layers import Layer, deserialize
+from numlayers.layers.base import Shape, as_shape
+from numlayers.layers.merging import MergeNode
+from numlayers.training import Model
+
+
+class InputLayer(Layer):
+    """A Graph input: the identity, fed with data by the model.
+
+    ``index_input`` inputs hold integer token ids (``dtype="int"``) for Embedding.
+    """
+
+    passes_mask = True
+
+    def __init__(self, index_input: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.index_input = bool(index_input)
+        self._finish_init()
+
+    @property
+    def array_dtype(self) -> np.dtype:
+        return np.dtype(np.int64) if self.index_input else self.dtype
+
+    def prepare_input(self, x: Any) -> Any:
+        if hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray):
+            return self.device.asarray(x)
+        host = np.asarray(x)
+        if host.dtype.kind not in ("iu" if self.index_input else "biuf"):
+            kind = "integer ids" if self.index_input else "numbers"
+            raise TypeError(f"{self.label} expects {kind}, received dtype {host.dtype}")
+        return self.device.asarray(host, self.array_dtype)
+
+    def _check_array(self, x: Any, what: str) -> None:
+        if not self.device.is_device_array(x):
+            raise TypeError(f"{self.label} expects its {what} on {self.device.name}")
+        if np.dtype(x.dtype) != self.array_dtype:
+            raise TypeError(
+                f"{self.label} expects {what} of dtype {self.array_dtype}, received {x.dtype}"
+            )
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        return x
+
+    def _backward(self, grad_output: Any) -> Any:
+        return grad_output
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["index_input"] = self.index_input
+        return config
+
+
+class SharedApplication(Layer):
+    """One application of a shared layer to one parent, with its own saved state.
+
+    The shared layer's weights, and their gradients, are common to all its
+    applications: the Graph sums the gradients of every application.
+    """
+
+    def __init__(self, shared: Layer, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.shared = shared
+        self._context: dict[str, Any] = {"_saved": {}, "_buffers": {}, "_active_train": False}
+
+    def supports_masked_input(self) -> bool:
+        return self.shared.supports_masked_input()
+
+    def produces_mask(self) -> bool:
+        return (
+            self.shared.passes_mask and self.previous is not None and self.previous.produces_mask()
+        )
+
+    def build(self) -> None:
+        shape = self.input_shape
+        if not self.shared.built:
+            self.shared.set_input_shape(shape)
+        elif len(self.shared.input_shape) != len(shape) or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(self.shared.input_shape[1:], shape[1:], strict=False)
+        ):
+            raise ValueError(
+                f"shared {self.shared.label} was built for inputs {self.shared.input_shape}, "
+                f"cannot also take {shape} (from {self.previous.label if self.previous else '?'})"
+            )
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        return self.shared.compute_output_shape(input_shape)
+
+    @contextmanager
+    def _shared_state(self) -> Any:
+        """Swap this application's saved state and buffers into the shared layer."""
+        shared = self.shared
+        names = tuple(self._context)
+        outer = {name: getattr(shared, name) for name in names}
+        for name in names:
+            setattr(shared, name, self._context[name])
+        try:
+            yield shared
+        finally:
+            for name in names:
+                self._context[name] = getattr(shared, name)
+                setattr(shared, name, outer[name])
+
+    def _on_device_change(self) -> None:
+        self._context = {"_saved": {}, "_buffers": {}, "_active_train": False}
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        with self._shared_state() as shared:
+            y = shared.forward(x, train, mask=self.saved()["mask"])
+            self.save(output_mask=shared.saved().get("output_mask"))
+            return y
+
+    def _backward(self, grad_output: Any) -> Any:
+        with self._shared_state() as shared:
+            shared.needs_input_gradient = self.needs_input_gradient
+            return shared.backward(grad_output)
+
+    def _check_input(self, x: Any) -> None:
+        self.shared._check_input(x)
+
+
+class Graph(Model):
+    """A model of named inputs, nodes and outputs.
+
+    Args:
+        device: ``"cpu"`` (default) or ``"cuda"``.
+        dtype: ``"float32"`` (default) or ``"float64"`` for every float array.
+        name: the model's name.
+
+    Example:
+        >>> g = Graph()
+        >>> g.add_input(name="x", input_shape=(4,))
+        >>> g.add_node(Dense(3), name="a", input="x")
+        >>> g.add_node(Dense(3), name="b", input="x")
+        >>> g.add_node(Dense(1, activation="sigmoid"), name="score", inputs=["a", "b"],
+        ...            merge_mode="sum")
+        >>> g.add_output(name="out", input="score")
+        >>> g.predict({"x": np.zeros((2, 4))})["out"].shape
+        (2, 1)
+    """
+
+    def __init__(self, device: str | Device = "cpu", dtype: Any = "float32", name: str = "graph"):
+        self.device = get_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.name = name
+        #: node name -> layer (inputs included), as in Keras 0.3
+        self.nodes: dict[str, Layer] = {}
+        #: input name -> input layer
+        self.inputs: dict[str, InputLayer] = {}
+        #: output name -> the layer whose output it is
+        self.outputs: dict[str, Layer] = {}
+        self.input_order: list[str] = []
+        self.output_order: list[str] = []
+        self.node_config: list[dict[str, Any]] = []
+        self._order: list[Layer] = []  # every layer in topological order (merges too)
+        self._shared: list[Layer] = []
+        self._consumers: dict[int, int] = {}
+
+    def __repr__(self) -> str:
+        return f"<Graph '{self.name}' with {len(self.nodes)} nodes on {self.device.name}>"
+
+    # ----------------------------------------------------------- building
+    def _check_new_name(self, name: Any, what: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                f"{self.name}: {what} name must be a non-empty string, received {name!r}"
+            )
+        if name in self.nodes:
+            raise ValueError(f"{self.name}: duplicate name '{name}' (already a node or input)")
+
+    def _resolve(self, name: Any, owner: str) -> Layer:
+        if name == owner:
+            raise ValueError(f"{self.name}: node '{owner}' cannot take its own output (no cycles)")
+        if name not in self.nodes:
+            raise ValueError(
+                f"{self.name}: '{owner}' takes input '{name}', which is not defined yet; "
+                f"defined: {sorted(self.nodes)} (a node can only read earlier nodes, so cycles "
+                "cannot be built)"
+            )
+        return self.nodes[name]
+
+    def _adopt(self, layer: Layer) -> None:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{self.name}: expected a Layer, received {layer!r}")
+        if layer._explicit_dtype and layer.dtype != self.dtype:
+            raise TypeError(f"{layer.label} has dtype {layer.dtype}, the graph uses {self.dtype}")
+        layer._change_dtype(self.dtype)
+        layer.to(self.device)
+
+    def _register(self, layer: Layer) -> None:
+        self._order.append(layer)
+        parents = layer.parents if isinstance(layer, MergeNode) else [layer.previous]
+        for parent in parents:
+            if parent is not None:
+                self._consumers[id(parent)] = self._consumers.get(id(parent), 0) + 1
+
+    def _parent(
+        self,
+        owner: str,
+        input: Any,
+        inputs: Sequence[str],
+        merge_mode: str | None,
+        concat_axis: int,
+        dot_axes: Any,
+    ) -> Layer:
+        """The layer feeding ``owner``: one named node, or a merge of several."""
+        if input is not None and inputs:
+            raise ValueError(f"{self.name}: '{owner}' takes input or inputs, not both")
+        if input is not None:
+            return self._resolve(input, owner)
+        if not inputs:
+            raise ValueError(f"{self.name}: '{owner}' needs input= or inputs=[...]")
+        if len(inputs) < 2:
+            raise ValueError(
+                f"{self.name}: '{owner}' has inputs={list(inputs)}: use input= for one"
+            )
+        parents = [self._resolve(name, owner) for name in inputs]
+        merge = MergeNode(
+            [],
+            merge_mode or "concat",
+            concat_axis,
+            dot_axes,
+            name=f"{owner}_merge",
+            dtype=self.dtype,
+        )
+        merge.merge.owner = f"{self.name}: merge of {list(inputs)} into '{owner}'"
+        merge.set_parents(parents)
+        self._register(merge)
+        return merge
+
+    def add_input(
+        self,
+        name: str,
+        input_shape: Sequence[int] | None = None,
+        batch_input_shape: Sequence[int | None] | None = None,
+        dtype: str = "float",
+    ) -> None:
+        """Declare an input; ``dtype="int"`` for token ids (Embedding inputs)."""
+        self._check_new_name(name, "input")
+        if dtype not in ("float", "int"):
+            raise ValueError(
+                f"{self.name}: input '{name}' dtype must be 'float' or 'int', received {dtype!r}"
+            )
+        if input_shape is None and batch_input_shape is None:
+            raise ValueError(f"{self.name}: input '{name}' needs input_shape or batch_input_shape")
+        layer = InputLayer(
+            index_input=dtype == "int",
+            input_shape=input_shape,
+            batch_input_shape=batch_input_shape,
+            name=name,
+            dtype=self.dtype,
+            device=self.device,
+        )
+        self.nodes[name] = self.inputs[name] = layer
+        self.input_order.append(name)
+        self._register(layer)
+        self.node_config.append(
+            {
+                "kind": "input",
+                "name": name,
+                "dtype": dtype,
+                "batch_input_shape": list(layer.input_shape),
+            }
+        )
+
+    def add_node(
+        self,
+        layer: Layer,
+        name: str,
+        input: str | None = None,
+        inputs: Sequence[str] = (),
+        merge_mode: str = "concat",
+        concat_axis: int = -1,
+        dot_axes: Any = -1,
+        create_output: bool = False,
+    ) -> None:
+        """Add ``layer`` as node ``name``, fed by ``input`` or by a merge of ``inputs``."""
+        self._check_new_name(name, "node")
+        if any(layer is node for node in self.nodes.values()):
+            raise ValueError(f"{self.name}: {layer.label} is already a node (use add_shared_node)")
+        self._adopt(layer)
+        parent = self._parent(name, input, inputs, merge_mode, concat_axis, dot_axes)
+        layer.set_previous(parent)
+        self.nodes[name] = layer
+        self._register(layer)
+        self.node_config.append(
+            {
+                "kind": "node",
+                "name": name,
+                "layer": layer,
+                "input": input,
+                "inputs": list(inputs),
+                "merge_mode": merge_mode,
+                "concat_axis": concat_axis,
+                "dot_axes": dot_axes,
+            }
+        )
+        if create_output:
+            self.add_output(name, input=name)
+
+    def add_shared_node(
+        self,
+        layer: Layer,
+        name: str,
+        inputs: Sequence[str],
+        merge_mode: str | None = None,
+        concat_axis: int = -1,
+        dot_axes: Any = -1,
+        outputs: Sequence[str] = (),
+        create_output: bool = False,
+    ) -> None:
+        """Apply one layer (one set of weights) to each of ``inputs``.
+
+        With ``merge_mode`` the applications are merged into node ``name``;
+        without it, ``outputs`` names one node per application.
+        """
+        self._check_new_name(name, "node")
+        if len(inputs) < 2:
+            raise ValueError(f"{self.name}: shared node '{name}' needs at least 2 inputs")
+        if merge_mode is None and len(outputs) != len(inputs):
+            raise ValueError(
+                f"{self.name}: shared node '{name}' without merge_mode needs one output name "
+                f"per input, received outputs={list(outputs)}"
+            )
+        self._adopt(layer)
+        applications = []
+        for index, input_name in enumerate(inputs):
+            parent = self._resolve(input_name, name)
+            label = outputs[index] if merge_mode is None else f"{name}_{index}"
+            if merge_mode is None:
+                self._check_new_name(label, "output")
+            application = SharedApplication(layer, name=label, dtype=self.dtype, device=self.device)
+            application.set_previous(parent)
+            self._register(application)
+            applications.append(application)
+            if merge_mode is None:
+                self.nodes[label] = application
+        self._shared.append(layer)
+        if merge_mode is not None:
+            merge = MergeNode([], merge_mode, concat_axis, dot_axes, name=name, dtype=self.dtype)
+            merge.merge.owner = f"{self.name}: shared node '{name}'"
+            merge.set_parents(applications)
+            self._register(merge)
+            self.nodes[name] = merge
+        self.node_config.append(
+            {
+                "kind": "shared",
+                "name": name,
+                "layer": layer,
+                "inputs": list(inputs),
+                "merge_mode": merge_mode,
+                "concat_axis": concat_axis,
+                "dot_axes": dot_axes,
+                "outputs": list(outputs),
+            }
+        )
+        if create_output:
+            self.add_output(name, input=name)
+
+    def add_output(
+        self,
+        name: str,
+        input: str | None = None,
+        inputs: Sequence[str] = (),
+        merge_mode: str = "concat",
+        concat_axis: int = -1,
+        dot_axes: Any = -1,
+    ) -> None:
+        """Declare output ``name``: node ``input``, or a merge of ``inputs``."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                f"{self.name}: output name must be a non-empty string, received {name!r}"
+            )
+        if name in self.outputs:
+            raise ValueError(f"{self.name}: duplicate output name '{name}'")
+        layer = self._parent(name, input, inputs, merge_mode, concat_axis, dot_axes)
+        self.outputs[name] = layer
+        self.output_order.append(name)
+        self.node_config.append(
+            {
+                "kind": "output",
+                "name": name,
+                "input": input,
+                "inputs": list(inputs),
+                "merge_mode": merge_mode,
+                "concat_axis": concat_axis,
+                "dot_axes": dot_axes,
+            }
+        )
+
+    def _check_complete(self) -> None:
+        if not self.inputs or not self.outputs:
+            raise RuntimeError(f"{self.name} needs at least one input and one output")
+        used: set[int] = set()
+        pending = list(self.outputs.values())
+        while pending:
+            layer = pending.pop()
+            if id(layer) in used:
+                continue
+            used.add(id(layer))
+            pending.extend(
+                layer.parents
+                if isinstance(layer, MergeNode)
+                else [layer.previous]
+                if layer.previous is not None
+                else []
+            )
+        unused = [name for name, layer in self.inputs.items() if id(layer) not in used]
+        if unused:
+            raise ValueError(f"{self.name}: input(s) {unused} feed no output")
+
+    # ------------------------------------------------- what training needs
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.input_order)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.output_order)
+
+    def input_shapes(self) -> list[tuple[int | None, ...]]:
+        return [self.inputs[name].input_shape for name in self.input_order]
+
+    def input_dtype_kind(self, index: int) -> str:
+        return "int" if self.inputs[self.input_order[index]].index_input else "float"
+
+    def output_layers(self) -> list[Layer]:
+        self._check_complete()
+        return [self.outputs[name] for name in self.output_order]
+
+    def all_layers(self) -> list[Layer]:
+        """Layers with weights, in order (a shared layer once)."""
+        found: list[Layer] = []
+        for layer in self._order:
+            target = layer.shared if isinstance(layer, SharedApplication) else layer
+            if not isinstance(target, InputLayer | MergeNode) and all(
+                target is not f for f in found
+            ):
+                found.append(target)
+        return found
+
+    def allows_fused_output(self, layer: Layer) -> bool:
+        appearances = sum(1 for output in self.outputs.values() if output is layer)
+        return appearances == 1 and self._consumers.get(id(layer), 0) == 0
+
+    def _by_name(self, data: Any, names: list[str], what: str) -> list[Any]:
+        if not isinstance(data, dict):
+            raise TypeError(
+                f"{self.name}: {what} must be a dict keyed by name, received {type(data).__name__}"
+            )
+        missing = [name for name in names if name not in data]
+        if missing:
+            raise ValueError(f"{self.name}: missing {what} {missing} (have {sorted(data)})")
+        return [
+            np.asarray(
+                data[name].copy_to_host() if hasattr(data[name], "copy_to_host") else data[name]
+            )
+            for name in names
+        ]
+
+    def standardize_inputs(self, X: Any) -> list[Any]:
+        self._check_complete()
+        return self._by_name(X, self.input_order, "inputs")
+
+    def standardize_targets(self, y: Any) -> list[Any]:
+        return self._by_name(y, self.output_order, "targets")
+
+    def wrap_outputs(self, outputs: list[Any]) -> Any:
+        return dict(zip(self.output_order, outputs, strict=True))
+
+    def forward_outputs(self, inputs: list[Any], train: bool) -> list[Any]:
+        for name, array in zip(self.input_order, inputs, strict=True):
+            layer = self.inputs[name]
+            layer.set_input(layer.prepare_input(array))
+        return [self.outputs[name].get_output(train) for name in self.output_order]
+
+    def backward_outputs(self, grads: list[Any], from_preactivation: list[bool]) -> None:
+        """Reverse pass: each layer once, its gradient the sum over its consumers."""
+        kernels = self.device.kernels(self.dtype)
+        pending: dict[int, Any] = {}
+        owned: dict[int, Any] = {}
+        fused: dict[int, bool] = {}
+
+        def accumulate(layer: Layer, grad: Any) -> None:
+            key = id(layer)
+            if key not in pending:
+                pending[key] = grad
+                return
+            if key not in owned:  # a second consumer: sum into a buffer of the graph's own
+                buffer = self._gradient_buffer(layer, tuple(grad.shape))
+                kernels.copy(pending[key], buffer)
+                owned[key] = pending[key] = buffer
+            kernels.add_into(grad, pending[key])
+
+        for name, grad, flag in zip(self.output_order, grads, from_preactivation, strict=True):
+            accumulate(self.outputs[name], grad)
+            fused[id(self.outputs[name])] = flag
+        writes: dict[int, int] = {}
+        for layer in reversed(self._order):
+            grad = pending.pop(id(layer), None)
+            if grad is None or isinstance(layer, InputLayer):
+                continue
+            parents = layer.parents if isinstance(layer, MergeNode) else [layer.previous]
+            layer.needs_input_gradient = any(not isinstance(p, InputLayer) for p in parents)
+            shared = layer.shared if isinstance(layer, SharedApplication) else None
+            kept = None
+            if shared is not None and writes.get(id(shared)):
+                kept = [
+                    self._copy_of(kernels, g, f"{id(shared)}:{i}")
+                    for i, g in enumerate(shared.grads)
+                ]
+            result = layer.backward(grad, from_preactivation=fused.get(id(layer), False))
+            if shared is not None:
+                if kept is not None:
+                    for total, grad_so_far in zip(shared.grads, kept, strict=True):
+                        kernels.add_into(grad_so_far, total)
+                writes[id(shared)] = writes.get(id(shared), 0) + 1
+            results = result if isinstance(result, list) else [result]
+            for parent, parent_grad in zip(parents, results, strict=True):
+                if (
+                    parent is not None
+                    and parent_grad is not None
+                    and not isinstance(parent, InputLayer)
+                ):
+                    accumulate(parent, parent_grad)
+
+    def _gradient_buffer(self, layer: Layer, shape: tuple[int, ...]) -> Any:
+        return self._scratch(f"grad:{id(layer)}", shape)
+
+    def _copy_of(self, kernels: Any, array: Any, key: str) -> Any:
+        copy = self._scratch(key, tuple(array.shape))
+        kernels.copy(array, copy)
+        return copy
+
+    def _scratch(self, key: str, shape: tuple[int, ...]) -> Any:
+        store = self.__dict__.setdefault("_scratch_buffers", {})
+        array = store.get(key)
+        if array is None or tuple(array.shape) != shape or not self.device.is_device_array(array):
+            array = store[key] = self.device.empty(shape, self.dtype)
+        return array
+
+    def to(self, device: Any) -> Graph:
+        super().to(device)
+        for layer in self._order:
+            layer.to(self.device)
+        self.__dict__.pop("_scratch_buffers", None)
+        return self
+
+    # ------------------------------------ Keras 0.3's dict-of-arrays calls
+    def _split(self, data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        if not isinstance(data, dict):
+            raise TypeError(
+                f"{self.name}: data must be a dict of arrays keyed by input and output names"
+            )
+        unknown = set(data) - set(self.input_order) - set(self.output_order)
+        if unknown:
+            raise ValueError(f"{self.name}: data has unknown names {sorted(unknown)}")
+        return (
+            {k: v for k, v in data.items() if k in self.inputs},
+            {k: v for k, v in data.items() if k in self.outputs},
+        )
+
+    def fit(self, data: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Train on ``data``, a dict holding every input and every output by name."""
+        X, y = self._split(data)
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, dict):
+            kwargs["validation_data"] = self._split(validation)
+        return super().fit(X, y, *args, **kwargs)
+
+    def evaluate(self, data: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        X, y = self._split(data)
+        return super().evaluate(X, y, *args, **kwargs)
+
+    def train_on_batch(self, data: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        X, y = self._split(data)
+        return super().train_on_batch(X, y, *args, **kwargs)
+
+    def test_on_batch(self, data: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        X, y = self._split(data)
+        return super().test_on_batch(X, y, *args, **kwargs)
+
+    def predict(self, data: Any, batch_size: int = 128, verbose: int = 0) -> Any:
+        return super().predict(self._split(data)[0], batch_size, verbose)
+
+    def predict_on_batch(self, data: Any) -> Any:
+        return super().predict_on_batch(self._split(data)[0])
+
+    # ------------------------------------------------------ config, summary
+    def summary_rows(self) -> list[tuple[Layer, str]]:
+        rows = []
+        for entry in self.node_config:
+            if entry["kind"] in ("node", "shared"):
+                layer = self.nodes.get(entry["name"])
+                layer = layer.shared if isinstance(layer, SharedApplication) else layer
+                source = entry.get("input") or ", ".join(entry.get("inputs", []))
+                if layer is not None:
+                    rows.append((layer, source))
+        return rows
+
+    def get_config(self) -> dict[str, Any]:
+        nodes = []
+        for entry in self.node_config:
+            entry = dict(entry)
+            if "layer" in entry:
+                entry["layer"] = entry["layer"].get_config()
+            nodes.append(entry)
+        return {"class_name": "Graph", "name": self.name, "dtype": self.dtype.name, "nodes": nodes}
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> Graph:
+        graph = cls(name=config.get("name", "graph"), dtype=config.get("dtype", "float32"))
+        for entry in config["nodes"]:
+            entry = dict(entry)
+            kind = entry.pop("kind")
+            if kind == "input":
+                shape = as_shape(entry["batch_input_shape"], "batch_input_shape", graph.name)
+                graph.add_input(entry["name"], batch_input_shape=shape, dtype=entry["dtype"])
+            elif kind == "node":
+                layer = deserialize(entry.pop("layer"), custom_objects)
+                graph.add_node(layer, **entry)
+            elif kind == "shared":
+                layer = deserialize(entry.pop("layer"), custom_objects)
+                graph.add_shared_node(layer, **entry)
+            else:
+                graph.add_output(**entry)
+        return graph
