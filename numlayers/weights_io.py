@@ -26,7 +26,9 @@ def _key(position: int, layer: Layer, index: int) -> str:
     return f"layer_{position}/{index}:{layer.param_names[index]}"
 
 
-def save_weights(layers: Sequence[Layer], filepath: str | os.PathLike[str], overwrite: bool) -> None:
+def save_weights(
+    layers: Sequence[Layer], filepath: str | os.PathLike[str], overwrite: bool
+) -> None:
     """Write every layer's weights to ``filepath`` (refusing to replace a file unless asked)."""
     path = os.fspath(filepath)
     if os.path.exists(path) and not overwrite:
@@ -35,7 +37,9 @@ def save_weights(layers: Sequence[Layer], filepath: str | os.PathLike[str], over
         "format": FORMAT,
         "layers": [[layer.name, type(layer).__name__, len(layer.params)] for layer in layers],
     }
-    arrays: dict[str, Any] = {"__manifest__": np.frombuffer(json.dumps(manifest).encode(), np.uint8)}
+    arrays: dict[str, Any] = {
+        "__manifest__": np.frombuffer(json.dumps(manifest).encode(), np.uint8)
+    }
     for position, layer in enumerate(layers):
         for index, weight in enumerate(layer.get_weights()):
             arrays[_key(position, layer, index)] = weight
@@ -57,9 +61,13 @@ def load_weights(layers: Sequence[Layer], filepath: str | os.PathLike[str]) -> N
             raise ValueError(f"{path} has format {manifest.get('format')!r}, expected {FORMAT!r}")
         saved = manifest["layers"]
         if len(saved) != len(layers):
-            raise ValueError(f"{path} holds weights of {len(saved)} layers, the model has {len(layers)}")
+            raise ValueError(
+                f"{path} holds weights of {len(saved)} layers, the model has {len(layers)}"
+            )
         checked = []
-        for position, (layer, (name, class_name, count)) in enumerate(zip(layers, saved, strict=True)):
+        for position, (layer, (name, class_name, count)) in enumerate(
+            zip(layers, saved, strict=True)
+        ):
             if count != len(layer.params) or class_name != type(layer).__name__:
                 raise ValueError(
                     f"{path}: layer {position} is a {class_name} '{name}' with {count} weights, "

@@ -237,8 +237,11 @@ def test_lambda_checks_what_its_function_returns():
 
 
 def test_lambda_output_shape_function():
-    layer = Lambda(lambda x: np.concatenate([x, x], 1), output_shape=lambda s: (s[0], 2 * s[1]),
-                   input_shape=(3,))
+    layer = Lambda(
+        lambda x: np.concatenate([x, x], 1),
+        output_shape=lambda s: (s[0], 2 * s[1]),
+        input_shape=(3,),
+    )
     assert layer.output_shape == (None, 6)
     assert layer(np.ones((2, 3))).shape == (2, 6)
 

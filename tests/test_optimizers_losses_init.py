@@ -54,7 +54,9 @@ OPTIMIZER_CASES = [
     ("Adam", {"lr": 0.01}),
     ("Adamax", {"lr": 0.02}),
 ]
-CASE_IDS = [f"{name}-{'-'.join(f'{k}{v}' for k, v in hyper.items())}" for name, hyper in OPTIMIZER_CASES]
+CASE_IDS = [
+    f"{name}-{'-'.join(f'{k}{v}' for k, v in hyper.items())}" for name, hyper in OPTIMIZER_CASES
+]
 
 
 @pytest.mark.parametrize(("name", "hyper"), OPTIMIZER_CASES, ids=CASE_IDS)
@@ -66,8 +68,12 @@ def test_first_steps_match_numpy_reference(name, hyper, device):
     weight = device.asarray(param.copy())
     for g in grads:
         optimizer.update([weight], [device.asarray(g)], device, np.float64)
-    np.testing.assert_allclose(device.to_host(weight), numpy_reference_steps(name, hyper, param, grads),
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        device.to_host(weight),
+        numpy_reference_steps(name, hyper, param, grads),
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize(("name", "hyper"), OPTIMIZER_CASES, ids=CASE_IDS)
@@ -79,8 +85,14 @@ def test_optimizer_drives_a_convex_problem_to_its_optimum(name, hyper):
     optimum = np.linalg.lstsq(A, b, rcond=None)[0]
     device = get_device("cpu")
     settings = dict(hyper)
-    settings["lr"] = {"SGD": 0.1, "RMSprop": 0.01, "Adagrad": 0.5, "Adadelta": 1.0, "Adam": 0.05,
-                      "Adamax": 0.05}[name]
+    settings["lr"] = {
+        "SGD": 0.1,
+        "RMSprop": 0.01,
+        "Adagrad": 0.5,
+        "Adadelta": 1.0,
+        "Adam": 0.05,
+        "Adamax": 0.05,
+    }[name]
     optimizer = getattr(optimizers, name)(**settings)
     w = np.zeros(4)
     grad = np.zeros(4)
@@ -92,8 +104,10 @@ def test_optimizer_drives_a_convex_problem_to_its_optimum(name, hyper):
 
 def test_clipnorm_and_clipvalue(device):
     g = np.array([3.0, 4.0])  # norm 5
-    for optimizer, expected in ((optimizers.SGD(lr=1.0, clipnorm=1.0), [-0.6, -0.8]),
-                                (optimizers.SGD(lr=1.0, clipvalue=3.5), [-3.0, -3.5])):
+    for optimizer, expected in (
+        (optimizers.SGD(lr=1.0, clipnorm=1.0), [-0.6, -0.8]),
+        (optimizers.SGD(lr=1.0, clipvalue=3.5), [-3.0, -3.5]),
+    ):
         w = device.asarray(np.zeros(2))
         optimizer.update([w], [device.asarray(g.copy())], device, np.float64)
         np.testing.assert_allclose(device.to_host(w), expected)
@@ -131,18 +145,34 @@ def test_optimizer_arguments_are_validated():
 LOSS_REFERENCES = {
     "mean_squared_error": lambda t, p: np.mean((t - p) ** 2, -1),
     "mean_absolute_error": lambda t, p: np.mean(np.abs(t - p), -1),
-    "mean_absolute_percentage_error": lambda t, p: 100 * np.mean(np.abs(t - p) / np.clip(np.abs(t), 1e-7, None), -1),
+    "mean_absolute_percentage_error": lambda t, p: (
+        100 * np.mean(np.abs(t - p) / np.clip(np.abs(t), 1e-7, None), -1)
+    ),
     "mean_squared_logarithmic_error": lambda t, p: np.mean(
-        (np.log(np.clip(p, 1e-7, None) + 1) - np.log(np.clip(t, 1e-7, None) + 1)) ** 2, -1),
+        (np.log(np.clip(p, 1e-7, None) + 1) - np.log(np.clip(t, 1e-7, None) + 1)) ** 2, -1
+    ),
     "squared_hinge": lambda t, p: np.mean(np.maximum(1 - t * p, 0) ** 2, -1),
     "hinge": lambda t, p: np.mean(np.maximum(1 - t * p, 0), -1),
     "binary_crossentropy": lambda t, p: np.mean(
-        -(t * np.log(np.clip(p, 1e-7, 1 - 1e-7)) + (1 - t) * np.log(1 - np.clip(p, 1e-7, 1 - 1e-7))), -1),
-    "categorical_crossentropy": lambda t, p: -np.sum(
-        t * np.log(np.clip(p / p.sum(-1, keepdims=True), 1e-7, 1 - 1e-7)), -1),
+        -(
+            t * np.log(np.clip(p, 1e-7, 1 - 1e-7))
+            + (1 - t) * np.log(1 - np.clip(p, 1e-7, 1 - 1e-7))
+        ),
+        -1,
+    ),
+    "categorical_crossentropy": lambda t, p: (
+        -np.sum(t * np.log(np.clip(p / p.sum(-1, keepdims=True), 1e-7, 1 - 1e-7)), -1)
+    ),
     "poisson": lambda t, p: np.mean(p - t * np.log(p + 1e-7), -1),
-    "cosine_proximity": lambda t, p: -np.sum(
-        t / np.linalg.norm(t, axis=-1, keepdims=True) * p / np.linalg.norm(p, axis=-1, keepdims=True), -1),
+    "cosine_proximity": lambda t, p: (
+        -np.sum(
+            t
+            / np.linalg.norm(t, axis=-1, keepdims=True)
+            * p
+            / np.linalg.norm(p, axis=-1, keepdims=True),
+            -1,
+        )
+    ),
 }
 
 
@@ -159,15 +189,24 @@ def test_losses_are_callables_matching_numpy(name):
 def test_loss_aliases_and_sparse_labels():
     assert losses.get("mse") is losses.mean_squared_error is losses.mse
     p = np.array([[0.2, 0.8], [0.6, 0.4]])
-    np.testing.assert_allclose(losses.sparse_categorical_crossentropy([1, 0], p), -np.log([0.8, 0.6]))
+    np.testing.assert_allclose(
+        losses.sparse_categorical_crossentropy([1, 0], p), -np.log([0.8, 0.6])
+    )
 
 
 @pytest.mark.parametrize(
     ("name", "mean", "std"),
-    [("uniform", 0, 0.05 / np.sqrt(3)), ("normal", 0, 0.05), ("lecun_uniform", 0, np.sqrt(1 / 200)),
-     ("glorot_normal", 0, np.sqrt(2 / 500)), ("glorot_uniform", 0, np.sqrt(2 / 500)),
-     ("he_normal", 0, np.sqrt(2 / 200)), ("he_uniform", 0, np.sqrt(2 / 200)), ("zero", 0, 0),
-     ("one", 1, 0)],
+    [
+        ("uniform", 0, 0.05 / np.sqrt(3)),
+        ("normal", 0, 0.05),
+        ("lecun_uniform", 0, np.sqrt(1 / 200)),
+        ("glorot_normal", 0, np.sqrt(2 / 500)),
+        ("glorot_uniform", 0, np.sqrt(2 / 500)),
+        ("he_normal", 0, np.sqrt(2 / 200)),
+        ("he_uniform", 0, np.sqrt(2 / 200)),
+        ("zero", 0, 0),
+        ("one", 1, 0),
+    ],
 )
 def test_initializer_statistics(name, mean, std):
     values = initializations.get(name)((200, 300), np.random.default_rng(0))

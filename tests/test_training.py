@@ -45,8 +45,9 @@ def mlp(device="cpu", dtype="float32", seed=1, hidden=16, dropout=0.0):
 def test_fit_learns_and_evaluate_reports_loss_and_accuracy():
     X, Y, labels = blobs()
     model = mlp()
-    model.compile(SGD(lr=0.1, momentum=0.9, nesterov=True), "categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        SGD(lr=0.1, momentum=0.9, nesterov=True), "categorical_crossentropy", metrics=["accuracy"]
+    )
     before = model.evaluate(X, Y)
     history = model.fit(X, Y, batch_size=16, nb_epoch=15, verbose=0)
     loss, accuracy = model.evaluate(X, Y)
@@ -81,7 +82,9 @@ def test_fused_softmax_crossentropy_matches_the_plain_loss_and_has_no_nan():
     expected = -np.mean(np.sum(Y * np.log(np.clip(probabilities, 1e-7, 1 - 1e-7)), axis=1))
     assert fused_loss == pytest.approx(expected, rel=1e-6)
     huge = Sequential(dtype="float32")
-    huge.add(Dense(2, input_shape=(1,), activation="softmax", weights=[[[1000.0, -1000.0]], [0, 0]]))
+    huge.add(
+        Dense(2, input_shape=(1,), activation="softmax", weights=[[[1000.0, -1000.0]], [0, 0]])
+    )
     huge.compile(SGD(lr=1e-3), "categorical_crossentropy")
     loss = huge.train_on_batch(np.array([[1.0], [-1.0]]), np.array([[0.0, 1.0], [0.0, 1.0]]))
     assert math.isfinite(loss) and loss > 100
@@ -126,7 +129,9 @@ def test_validation_split_and_validation_data_add_val_logs(capsys):
     printed = capsys.readouterr().out
     assert printed.count("Epoch") == 2 and "val_loss" in printed
     history = model.fit(X[:30], Y[:30], epochs=1, validation_data=(X[30:], Y[30:]), verbose=0)
-    assert history.history["val_loss"][0] == pytest.approx(model.evaluate(X[30:], Y[30:])[0], rel=0.2)
+    assert history.history["val_loss"][0] == pytest.approx(
+        model.evaluate(X[30:], Y[30:])[0], rel=0.2
+    )
     assert capsys.readouterr().out == ""
 
 
@@ -194,8 +199,14 @@ def test_model_checkpoint_saves_best_weights_that_reload_exactly(tmp_path):
     model = mlp()
     model.compile(Adam(lr=0.01), "categorical_crossentropy")
     path = tmp_path / "best.npz"
-    model.fit(X, Y, nb_epoch=4, verbose=0, validation_split=0.25,
-              callbacks=[ModelCheckpoint(str(path), save_best_only=True)])
+    model.fit(
+        X,
+        Y,
+        nb_epoch=4,
+        verbose=0,
+        validation_split=0.25,
+        callbacks=[ModelCheckpoint(str(path), save_best_only=True)],
+    )
     assert path.exists()
     restored = mlp(seed=99)
     restored.load_weights(str(path))
@@ -226,8 +237,9 @@ def test_terminate_on_nan_stops_training():
     X, Y, _ = blobs(16)
     model = mlp()
     model.compile(SGD(lr=1e30), "mse")
-    history = model.fit(X, Y * 1e30, nb_epoch=5, batch_size=4, verbose=0,
-                        callbacks=[TerminateOnNaN()])
+    history = model.fit(
+        X, Y * 1e30, nb_epoch=5, batch_size=4, verbose=0, callbacks=[TerminateOnNaN()]
+    )
     assert len(history.history["loss"]) == 1
 
 
@@ -237,11 +249,17 @@ def test_learning_rate_scheduler_csv_logger_and_lambda_callback(tmp_path):
     model.compile(SGD(lr=0.5), "mse")
     seen = []
     path = tmp_path / "log.csv"
-    model.fit(X, Y, nb_epoch=3, verbose=0, callbacks=[
-        LearningRateScheduler(lambda epoch: 0.1 / (epoch + 1)),
-        CSVLogger(str(path)),
-        LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append((epoch, logs["loss"]))),
-    ])
+    model.fit(
+        X,
+        Y,
+        nb_epoch=3,
+        verbose=0,
+        callbacks=[
+            LearningRateScheduler(lambda epoch: 0.1 / (epoch + 1)),
+            CSVLogger(str(path)),
+            LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append((epoch, logs["loss"]))),
+        ],
+    )
     assert model.optimizer.lr == pytest.approx(0.1 / 3)
     rows = list(csv.DictReader(path.open()))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
@@ -274,8 +292,14 @@ def test_activity_regularization_layer_adds_a_per_sample_penalty():
 def test_constraints_hold_after_each_update():
     X, Y, _ = blobs(16)
     model = Sequential(dtype="float64")
-    model.add(Dense(3, input_shape=(4,), W_constraint=constraints.maxnorm(0.5),
-                    b_constraint=constraints.nonneg()))
+    model.add(
+        Dense(
+            3,
+            input_shape=(4,),
+            W_constraint=constraints.maxnorm(0.5),
+            b_constraint=constraints.nonneg(),
+        )
+    )
     model.compile(SGD(lr=1.0), "mse")
     model.fit(X, -Y, nb_epoch=2, verbose=0)
     W, b = model.get_weights()
@@ -314,10 +338,24 @@ def test_summary_lists_layers_shapes_and_counts(capsys):
         (lambda m, X, Y: m.fit(X[:, :3], Y, verbose=0), ValueError, "shape"),
         (lambda m, X, Y: m.fit(X, Y, batch_size=0, verbose=0), ValueError, "batch_size"),
         (lambda m, X, Y: m.fit(X.astype(str), Y, verbose=0), TypeError, "numbers"),
-        (lambda m, X, Y: m.fit(X, Y, validation_split=1.5, verbose=0), ValueError, "validation_split"),
+        (
+            lambda m, X, Y: m.fit(X, Y, validation_split=1.5, verbose=0),
+            ValueError,
+            "validation_split",
+        ),
     ],
-    ids=["unknown-loss", "unknown-optimizer", "unknown-metric", "wrong-y-shape", "empty-X",
-         "length-mismatch", "wrong-X-shape", "bad-batch-size", "string-X", "bad-split"],
+    ids=[
+        "unknown-loss",
+        "unknown-optimizer",
+        "unknown-metric",
+        "wrong-y-shape",
+        "empty-X",
+        "length-mismatch",
+        "wrong-X-shape",
+        "bad-batch-size",
+        "string-X",
+        "bad-split",
+    ],
 )
 def test_bad_arguments_raise_clear_errors(call, error, match):
     X, Y, _ = blobs(16)
