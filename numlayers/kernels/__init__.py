@@ -36,6 +36,7 @@ FAMILIES = (
     "losses",
     "optimizers",
     "regularization",
+    "merges",
 )
 
 
