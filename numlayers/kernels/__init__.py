@@ -37,6 +37,7 @@ FAMILIES = (
     "optimizers",
     "regularization",
     "merges",
+    "recurrent",
 )
 
 
