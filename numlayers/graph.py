@@ -450,10 +450,11 @@ class Graph(Model):
         found: list[Layer] = []
         for layer in self._order:
             target = layer.shared if isinstance(layer, SharedApplication) else layer
-            if not isinstance(target, InputLayer | MergeNode) and all(
-                target is not f for f in found
-            ):
-                found.append(target)
+            if isinstance(target, InputLayer | MergeNode):
+                continue
+            for owner in target.weight_layers():
+                if all(owner is not f for f in found):
+                    found.append(owner)
         return found
 
     def allows_fused_output(self, layer: Layer) -> bool:

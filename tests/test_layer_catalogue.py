@@ -36,7 +36,7 @@ def test_forward_matches_numpy_reference(case, device, dtype):
 def test_backward_matches_float64_finite_differences(case):
     layer = make_layer(case, "cpu", np.float64)
     reports = gradient_check(layer, case.sample(), train=case.train)
-    weights = [f"weight '{name}'" for name in layer.param_names]
+    weights = [f"weight '{name}'" for name in layer.weight_names()]
     expected_arguments = (["input"] if case.input_gradient else []) + weights
     assert [report.argument for report in reports] == expected_arguments
 

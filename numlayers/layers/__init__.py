@@ -16,10 +16,15 @@ from numlayers.layers.core import (
 )
 from numlayers.layers.embeddings import Embedding
 from numlayers.layers.merging import Merge, MergeNode
+from numlayers.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from numlayers.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
+from numlayers.layers.wrappers import Bidirectional, TimeDistributed
 
 __all__ = [
+    "GRU",
+    "LSTM",
     "Activation",
+    "Bidirectional",
     "ActivityRegularization",
     "Dense",
     "Dropout",
@@ -31,8 +36,11 @@ __all__ = [
     "Merge",
     "MergeNode",
     "Permute",
+    "Recurrent",
     "RepeatVector",
     "Reshape",
+    "SimpleRNN",
+    "TimeDistributed",
     "TimeDistributedDense",
     "deserialize",
 ]

@@ -310,6 +310,17 @@ class Layer:
     def count_params(self) -> int:
         return int(sum(int(np.prod(p.shape)) for p in self.params))
 
+    def weight_layers(self) -> list[Layer]:
+        """The layers that own this layer's weights: itself, or those a wrapper wraps."""
+        return [self]
+
+    def weight_names(self) -> list[str]:
+        """Names of the weights of :meth:`get_weights`, qualified by owner for wrappers."""
+        owners = self.weight_layers()
+        if owners == [self]:
+            return list(self.param_names)
+        return [f"{owner.name}/{name}" for owner in owners for name in owner.param_names]
+
     def get_params(self) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         """Keras 0.3's four lists: trainable params, regularizers, constraints, updates."""
         params = self.params if self.trainable else []

@@ -357,7 +357,9 @@ class Merge(MergeNode):
         """Every layer inside the branches (their weights train with the merged model)."""
         found: list[Layer] = []
         for branch in self.branches:
-            found.extend(branch.all_layers() if hasattr(branch, "all_layers") else [branch])
+            found.extend(
+                branch.all_layers() if hasattr(branch, "all_layers") else branch.weight_layers()
+            )
         return found
 
     def forward_branches(self, inputs: Sequence[Any], train: bool) -> Any:

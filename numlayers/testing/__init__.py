@@ -79,7 +79,7 @@ def gradient_check(
     if check_input and grad_x is not None:
         analytic["input"] = np.array(device.to_host(grad_x), dtype=np.float64)
     weights = layer.get_weights()
-    for name, grad in zip(layer.param_names, layer.get_gradients(), strict=True):
+    for name, grad in zip(layer.weight_names(), layer.get_gradients(), strict=True):
         analytic[f"weight '{name}'"] = grad
 
     def numerical_gradient(values: np.ndarray, evaluate: Any) -> np.ndarray:
@@ -99,7 +99,7 @@ def gradient_check(
         numerical["input"] = numerical_gradient(
             x, lambda: _projection_loss(layer, x, projection, train)
         )
-    for position, name in enumerate(layer.param_names):
+    for position, name in enumerate(layer.weight_names()):
         current = [w.copy() for w in weights]
 
         def evaluate(position: int = position, current: list[np.ndarray] = current) -> float:

@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 
 from numlayers.layers import (
+    GRU,
+    LSTM,
     Activation,
+    Bidirectional,
     ActivityRegularization,
     Dense,
     Dropout,
@@ -29,6 +32,8 @@ from numlayers.layers import (
     Permute,
     RepeatVector,
     Reshape,
+    SimpleRNN,
+    TimeDistributed,
     TimeDistributedDense,
 )
 
@@ -127,6 +132,56 @@ def _with_padding(rng: np.random.Generator) -> np.ndarray:
 
 def _masking_reference(x: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
     return x * np.any(x != 0.0, axis=-1, keepdims=True)
+
+
+def _hard_sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.clip(0.2 * x + 0.5, 0, 1)
+
+
+def _recurrent_reference(kind: str, return_sequences: bool, go_backwards: bool,
+                         activation: str = "tanh") -> Reference:
+    """Keras 0.3's SimpleRNN, GRU and LSTM equations, step by step in NumPy."""
+    act = ACTIVATION_REFERENCES[activation]
+
+    def reference(x: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
+        batch, steps, _ = x.shape
+        W, b = weights[0], weights[-1]
+        units = W.shape[1] // {"rnn": 1, "gru": 3, "lstm": 4}[kind]
+        h = np.zeros((batch, units))
+        c = np.zeros((batch, units))
+        outputs = np.zeros((batch, steps, units))
+        order = range(steps - 1, -1, -1) if go_backwards else range(steps)
+        for t in order:
+            z = x[:, t] @ W + b
+            if kind == "rnn":
+                h = act(z + h @ weights[1])
+            elif kind == "lstm":
+                z = z + h @ weights[1]
+                i, f, g, o = (z[:, k * units : (k + 1) * units] for k in range(4))
+                c = _hard_sigmoid(f) * c + _hard_sigmoid(i) * act(g)
+                h = _hard_sigmoid(o) * act(c)
+            else:
+                U_zr, U_h = weights[1], weights[2]
+                zr = z[:, : 2 * units] + h @ U_zr
+                update, reset = _hard_sigmoid(zr[:, :units]), _hard_sigmoid(zr[:, units:])
+                candidate = act(z[:, 2 * units :] + (reset * h) @ U_h)
+                h = update * h + (1 - update) * candidate
+            outputs[:, t] = h
+        return outputs if return_sequences else h
+
+    return reference
+
+
+def _bidirectional_reference(kind: str, merge: str, return_sequences: bool) -> Reference:
+    forward = _recurrent_reference(kind, return_sequences, False)
+    backward = _recurrent_reference(kind, return_sequences, True)
+
+    def reference(x: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
+        half = len(weights) // 2
+        a, b = forward(x, weights[:half]), backward(x, weights[half:])
+        return np.concatenate([a, b], -1) if merge == "concat" else a + b
+
+    return reference
 
 
 def _square(x: np.ndarray) -> np.ndarray:
@@ -269,6 +324,44 @@ def _catalogue() -> list[LayerCase]:
             lambda **kw: Lambda(_square, backward=_square_backward, input_shape=(3,), **kw),
             (2, 3),
             lambda x, weights: x * x,
+        ),
+    ]
+    recurrent = {"rnn": SimpleRNN, "gru": GRU, "lstm": LSTM}
+    for kind, cls in recurrent.items():
+        for return_sequences, go_backwards in ((False, False), (True, True)):
+            suffix = "sequences-backwards" if return_sequences else "last"
+            cases.append(
+                LayerCase(
+                    f"{cls.__name__}-{suffix}",
+                    lambda cls=cls, rs=return_sequences, gb=go_backwards, **kw: cls(
+                        3, input_shape=(4, 2), activation="tanh", return_sequences=rs,
+                        go_backwards=gb, seed=8, **kw
+                    ),
+                    (2, 4, 2),
+                    _recurrent_reference(kind, return_sequences, go_backwards),
+                )
+            )
+    cases += [
+        LayerCase(
+            "Bidirectional-LSTM-concat",
+            lambda **kw: Bidirectional(LSTM(3, activation="tanh", seed=9), input_shape=(4, 2), **kw),
+            (2, 4, 2),
+            _bidirectional_reference("lstm", "concat", False),
+        ),
+        LayerCase(
+            "Bidirectional-GRU-sum-sequences",
+            lambda **kw: Bidirectional(
+                GRU(3, activation="tanh", return_sequences=True, seed=10), merge_mode="sum",
+                input_shape=(4, 2), **kw
+            ),
+            (2, 4, 2),
+            _bidirectional_reference("gru", "sum", True),
+        ),
+        LayerCase(
+            "TimeDistributed-Dense",
+            lambda **kw: TimeDistributed(Dense(3, activation="relu", seed=11), input_shape=(4, 2), **kw),
+            (2, 4, 2),
+            _dense_reference("relu"),
         ),
     ]
     return cases

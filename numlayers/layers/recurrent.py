@@ -1,0 +1,597 @@
+"""Recurrent layers (Keras 0.3's SimpleRNN, GRU, LSTM) and the Bidirectional and
+TimeDistributed wrappers.
+
+Every recurrent layer runs time-major so that each step reads and writes
+contiguous ``(batch, units)`` slices:
+
+1. one GEMM projects the inputs of all steps: ``xw = x @ W + b``, ``(time, batch, gates)``;
+2. per step, the recurrent GEMM(s) ``h_prev @ U`` and ONE fused kernel that applies
+   the gate nonlinearities, the state update and the mask;
+3. backward through time, per step one fused kernel writing the pre-activation
+   gradients and one GEMM ``dh_prev += dpre @ U.T``; then the weight gradients are
+   single GEMMs over all steps (``dU = H_prev.T @ DPRE``, ``dW = X.T @ DPRE``).
+
+No Python work per step beyond launching those kernels. A masked step keeps
+the state, passes the state's gradient straight through, and gets no gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from numlayers import initializations, regularizers
+from numlayers.activations import ActivationFunction
+from numlayers.kernels.recurrent import ACTIVATION_CODES
+from numlayers.kernels.reshaping import permute_plan
+from numlayers.layers.base import Layer, Shape
+from numlayers.layers.core import _positive_int, _seed_config
+from numlayers.random import draw_seed, get_generator
+
+SWAP_BATCH_AND_TIME = (1, 0, 2)
+
+
+def _activation_code(name: Any, owner: str) -> tuple[str, int]:
+    resolved = ActivationFunction(name, owner).name
+    if resolved not in ACTIVATION_CODES:
+        raise ValueError(
+            f"{owner}: activation {resolved!r} cannot run inside a recurrent step; "
+            f"choose one of {sorted(ACTIVATION_CODES)}"
+        )
+    return resolved, ACTIVATION_CODES[resolved]
+
+
+class Recurrent(Layer):
+    """Base of the recurrent layers (Keras 0.3's arguments).
+
+    Args:
+        output_dim: number of units (the size of the state and of each output step).
+        init: initialisation of the input weights W (each gate block separately).
+        inner_init: initialisation of the recurrent weights U (default orthogonal).
+        activation, inner_activation: the cell and gate nonlinearities.
+        weights: initial weights, in the order of ``param_names``.
+        return_sequences: output every step ``(batch, time, units)``, not only the last.
+        go_backwards: process the sequence from its end (outputs come in processing order).
+        stateful: keep the last state of each sample as the next batch's initial state
+            (needs ``batch_input_shape``; ``reset_states()`` clears it).
+        input_dim, input_length: shortcut for ``input_shape=(input_length, input_dim)``.
+        W_regularizer, U_regularizer, b_regularizer: weight regularizers.
+        dropout_W, dropout_U: dropout on the inputs and on the recurrent state, the same
+            mask at every step (one mask shared by the gates).
+        seed: int or Generator for initial weights and dropout masks.
+
+    Input shape: ``(batch, time, input_dim)``, masks supported.
+    Output shape: ``(batch, units)``, or ``(batch, time, units)`` with return_sequences
+    (then the input mask is the output mask).
+    """
+
+    input_ndim = 3
+    gate_count: ClassVar[int] = 1
+    default_activation: ClassVar[str] = "tanh"
+
+    def __init__(
+        self,
+        output_dim: int,
+        init: Any = "glorot_uniform",
+        inner_init: Any = "orthogonal",
+        activation: Any = None,
+        inner_activation: Any = "hard_sigmoid",
+        weights: Sequence[Any] | None = None,
+        return_sequences: bool = False,
+        go_backwards: bool = False,
+        stateful: bool = False,
+        input_dim: int | None = None,
+        input_length: int | None = None,
+        W_regularizer: Any = None,
+        U_regularizer: Any = None,
+        b_regularizer: Any = None,
+        dropout_W: float = 0.0,
+        dropout_U: float = 0.0,
+        seed: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if input_dim is not None and "input_shape" not in kwargs and "batch_input_shape" not in kwargs:
+            kwargs["input_shape"] = (input_length, input_dim)
+        super().__init__(**kwargs)
+        self.output_dim = _positive_int(output_dim, "output_dim", self.label)
+        initializations.get(init)
+        initializations.get(inner_init)
+        self.init = init
+        self.inner_init = inner_init
+        self.activation, self.activation_code = _activation_code(
+            self.default_activation if activation is None else activation, self.label
+        )
+        self.inner_activation, self.inner_activation_code = _activation_code(
+            inner_activation, self.label
+        )
+        self.return_sequences = bool(return_sequences)
+        self.go_backwards = bool(go_backwards)
+        self.stateful = bool(stateful)
+        self.input_dim = input_dim
+        self.input_length = input_length
+        self.W_regularizer = regularizers.get(W_regularizer)
+        self.U_regularizer = regularizers.get(U_regularizer)
+        self.b_regularizer = regularizers.get(b_regularizer)
+        for name, value in (("dropout_W", dropout_W), ("dropout_U", dropout_U)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+                raise ValueError(f"{self.label}: {name} must be in [0, 1), received {value!r}")
+        self.dropout_W = float(dropout_W)
+        self.dropout_U = float(dropout_U)
+        self.seed = seed
+        self._dropout_generator = None if seed is None else get_generator(seed)
+        self.initial_weights = weights
+        self._states: list[Any] | None = None
+        self._plans: dict[tuple[int, ...], tuple[Any, Any]] = {}
+        self._finish_init()
+
+    # ----------------------------------------------------------------- shapes
+    def supports_masked_input(self) -> bool:
+        return True
+
+    def produces_mask(self) -> bool:
+        return self.return_sequences and self.previous is not None and self.previous.produces_mask()
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        if self.return_sequences:
+            return (input_shape[0], input_shape[1], self.output_dim)
+        return (input_shape[0], self.output_dim)
+
+    @property
+    def state_count(self) -> int:
+        return 1
+
+    # ---------------------------------------------------------------- weights
+    def build(self) -> None:
+        input_dim = self.input_shape[2]
+        if input_dim is None:
+            raise ValueError(f"{self.label} needs a known input dimension, received {self.input_shape}")
+        if self.stateful and self.input_shape[0] is None:
+            raise ValueError(
+                f"{self.label} is stateful, so it needs a fixed batch size: give it "
+                "batch_input_shape=(batch, time, input_dim)"
+            )
+        rng = get_generator(self.seed)
+        units = self.output_dim
+        for name, shape, init, regularizer in self.weight_layout(input_dim):
+            if init is None:
+                value = self.initial_bias()
+            else:  # each gate block initialised on its own, as Keras 0.3's separate weights
+                blocks = [initializations.get(init)((shape[0], units), rng) for _ in range(shape[1] // units)]
+                value = np.concatenate(blocks, axis=1)
+            self.add_weight(name, value, regularizer)
+        if self.initial_weights is not None:
+            self.set_weights(self.initial_weights)
+            self.initial_weights = None
+
+    def weight_layout(self, input_dim: int) -> list[tuple[str, tuple[int, ...], Any, Any]]:
+        """(name, shape, init, regularizer) of each weight, gates side by side in columns;
+        the bias (init None) comes last."""
+        width = self.gate_count * self.output_dim
+        return [
+            ("W", (input_dim, width), self.init, self.W_regularizer),
+            ("U", (self.output_dim, width), self.inner_init, self.U_regularizer),
+            ("b", (width,), None, self.b_regularizer),
+        ]
+
+    def initial_bias(self) -> np.ndarray:
+        return np.zeros(self.gate_count * self.output_dim)
+
+    def reset_states(self) -> None:
+        """Zero the carried states of a stateful layer."""
+        if not self.stateful:
+            raise RuntimeError(f"{self.label} is not stateful: it has no states to reset")
+        if self._states is not None:
+            for state in self._states:
+                self.kernels.fill(state, 0.0)
+
+    def _on_device_change(self) -> None:
+        self._plans.clear()
+        if self._states is not None:
+            self._states = None
+
+    # ----------------------------------------------------------------- helpers
+    def _swap(self, x: Any, slot: str) -> Any:
+        """(a, b, c) to (b, a, c): batch-major to time-major and back."""
+        key = tuple(x.shape)
+        if key not in self._plans:
+            out_shape, strides = permute_plan(key, SWAP_BATCH_AND_TIME)
+            self._plans[key] = (self.device.asarray(out_shape), self.device.asarray(strides))
+        out_shape, strides = self._plans[key]
+        out = self.buffer(slot, (x.shape[1], x.shape[0], *x.shape[2:]))
+        self.kernels.permute_forward(x, out, out_shape, strides)
+        return out
+
+    def _mask_time_major(self, mask: Any, batch: int) -> tuple[Any, int]:
+        if mask is None:
+            return self.buffer("no_mask", (1, 1)), 0
+        return self._swap(mask.reshape(mask.shape[0], mask.shape[1], 1), "mask_tm").reshape(
+            mask.shape[1], batch
+        ), 1
+
+    def _initial_states(self, batch: int) -> list[Any]:
+        """Zeros, or for a stateful layer a copy of the carried states (which the
+        forward pass then overwrites with its final states)."""
+        if self.stateful:
+            if self._states is None or self._states[0].shape[0] != batch:
+                self._states = [
+                    self.device.zeros((batch, self.output_dim), self.dtype)
+                    for _ in range(self.state_count)
+                ]
+            copies = []
+            for index, state in enumerate(self._states):
+                copy = self.buffer(f"initial_state_{index}", (batch, self.output_dim))
+                self.kernels.copy(state, copy)
+                copies.append(copy)
+            return copies
+        zeros = []
+        for index in range(self.state_count):
+            state = self.buffer(f"zero_state_{index}", (batch, self.output_dim))
+            self.kernels.fill(state, 0.0)
+            zeros.append(state)
+        return zeros
+
+    def _dropout_mask(self, shape: tuple[int, int], p: float, slot: str) -> Any:
+        mask = self.buffer(slot, shape)
+        self.kernels.dropout_mask(draw_seed(self._dropout_generator), int(p * 2**24), mask)
+        self.kernels.scale_into(mask, 1.0 / (1.0 - p), mask)
+        return mask
+
+    # -------------------------------------------------------- forward/backward
+    def _forward(self, x: Any, train: bool) -> Any:
+        batch, steps, features = x.shape
+        kernels = self.kernels
+        x_tm = self._swap(x, "x_tm")
+        mask_W = None
+        if train and self.dropout_W > 0:
+            mask_W = self._dropout_mask((batch, features), self.dropout_W, "mask_W")
+            dropped = self.buffer("x_dropped", tuple(x_tm.shape))
+            for t in range(steps):
+                kernels.multiply_two(x_tm[t], mask_W, dropped[t])
+            x_tm = dropped
+        mask_U = None
+        if train and self.dropout_U > 0:
+            mask_U = self._dropout_mask((batch, self.output_dim), self.dropout_U, "mask_U")
+        width = self.gate_count * self.output_dim
+        xw = self.buffer("xw", (steps, batch, width))
+        kernels.dense_forward(x_tm.reshape(steps * batch, features), self.params[0],
+                              self.params[-1], xw.reshape(steps * batch, width))
+        mask, has_mask = self._mask_time_major(self.saved()["mask"], batch)
+        order = range(steps - 1, -1, -1) if self.go_backwards else range(steps)
+        initial = self._initial_states(batch)
+        h_all = self.buffer("h_all", (steps, batch, self.output_dim))
+        h_prev_all = self.buffer("h_prev_all", (steps, batch, self.output_dim))
+        self.save(x_tm=x_tm, xw=xw, h_all=h_all, h_prev_all=h_prev_all, mask_tm=mask,
+                  has_mask=has_mask, order=order, mask_W=mask_W, mask_U=mask_U, initial=initial,
+                  output_mask=self.saved()["mask"] if self.return_sequences else None)
+        self.run_steps(order, xw, mask, has_mask, initial, h_all, h_prev_all, mask_U)
+        if self.return_sequences:  # h_all[t] is the state after input step t: aligned with it
+            return self._swap(h_all, "y")
+        return h_all[order[-1]]
+
+    def keep_final_states(self, finals: list[Any]) -> None:
+        """A stateful layer carries the final states into the next batch."""
+        if self.stateful and self._states is not None:
+            for state, final in zip(self._states, finals, strict=True):
+                self.kernels.copy(final, state)
+
+    def _backward(self, grad_output: Any) -> Any:
+        saved = self.saved()
+        kernels = self.kernels
+        steps, batch, units = saved["h_all"].shape
+        order = saved["order"]
+        width = self.gate_count * units
+        grad_tm = self._swap(grad_output, "grad_tm") if self.return_sequences else None
+        dpre_all = self.buffer("dpre_all", (steps, batch, width))
+        dh = self.buffer("dh", (batch, units))
+        kernels.fill(dh, 0.0)
+        self.run_backward_steps(order, grad_tm, grad_output, dh, dpre_all)
+        rows = steps * batch
+        self.recurrent_weight_gradients(dpre_all)
+        need = self.needs_input_gradient
+        features = saved["x_tm"].shape[2]
+        grad_x_tm = self.buffer("grad_x_tm", (steps, batch, features)) if need else self.buffer(
+            "no_grad_x", (0, 0, 0)
+        )
+        kernels.dense_backward(
+            saved["x_tm"].reshape(rows, features), self.params[0], dpre_all.reshape(rows, width),
+            grad_x_tm.reshape(rows if need else 0, features if need else 0), self.grads[0],
+            self.grads[-1], need,
+        )
+        if not need:
+            return None
+        if saved["mask_W"] is not None:
+            for t in range(steps):
+                kernels.multiply_into(saved["mask_W"], grad_x_tm[t])
+        return self._swap(grad_x_tm, "grad_x")
+
+    def recurrent_weight_gradients(self, dpre_all: Any) -> None:
+        """``dU = H_prev.T @ DPRE``: one GEMM over every step."""
+        steps, batch, width = dpre_all.shape
+        rows = steps * batch
+        self.kernels.matmul_transpose_a(
+            self.saved()["h_prev_all"].reshape(rows, self.output_dim),
+            dpre_all.reshape(rows, width),
+            self.grads[1],
+        )
+
+    def _step_gradient(self, grad_tm: Any, grad_output: Any, t: int, is_last: bool, dh: Any) -> None:
+        """Add the output's gradient at step ``t`` to ``dh``."""
+        if grad_tm is not None:
+            self.kernels.add_into(grad_tm[t], dh)
+        elif is_last:
+            self.kernels.add_into(grad_output, dh)
+
+    def _previous_state(self, position: int, order: Any, h_all: Any, initial: Any) -> Any:
+        return initial if position == 0 else h_all[order[position - 1]]
+
+    def run_steps(self, order: Any, xw: Any, mask: Any, has_mask: int, states: list[Any],
+                  h_all: Any, h_prev_all: Any, mask_U: Any) -> None:
+        raise NotImplementedError
+
+    def run_backward_steps(self, order: Any, grad_tm: Any, grad_output: Any, dh: Any,
+                           dpre_all: Any) -> None:
+        raise NotImplementedError
+
+    def _recurrent_input(self, h_prev: Any, mask_U: Any, t: int, h_prev_all: Any) -> Any:
+        """The state the recurrent GEMM reads (dropped out if asked), kept for dU."""
+        if mask_U is not None:
+            self.kernels.multiply_two(h_prev, mask_U, h_prev_all[t])
+        else:
+            self.kernels.copy(h_prev, h_prev_all[t])
+        return h_prev_all[t]
+
+    def _add_recurrent_gradient(self, dpre: Any, U: Any, dh_prev: Any) -> None:
+        """``dh_prev += (dpre @ U.T) * mask_U``."""
+        product = self.buffer("dh_recurrent", tuple(dh_prev.shape))
+        self.kernels.matmul_transpose_b(dpre, U, product)
+        mask_U = self.saved()["mask_U"]
+        if mask_U is not None:
+            self.kernels.multiply_into(mask_U, product)
+        self.kernels.add_into(product, dh_prev)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            output_dim=self.output_dim,
+            init=self.init,
+            inner_init=self.inner_init,
+            activation=self.activation,
+            inner_activation=self.inner_activation,
+            return_sequences=self.return_sequences,
+            go_backwards=self.go_backwards,
+            stateful=self.stateful,
+            W_regularizer=regularizers.config_of(self.W_regularizer),
+            U_regularizer=regularizers.config_of(self.U_regularizer),
+            b_regularizer=regularizers.config_of(self.b_regularizer),
+            dropout_W=self.dropout_W,
+            dropout_U=self.dropout_U,
+            seed=_seed_config(self.seed),
+        )
+        return config
+
+
+class SimpleRNN(Recurrent):
+    """Fully connected RNN: ``h_t = activation(x_t @ W + h_{t-1} @ U + b)``.
+
+    Weights: ``W (input_dim, units)``, ``U (units, units)``, ``b (1, units)``.
+    Defaults as in Keras 0.3: ``activation="sigmoid"``.
+
+    Example:
+        >>> SimpleRNN(4, input_shape=(5, 3))(np.ones((2, 5, 3))).shape
+        (2, 4)
+    """
+
+    gate_count = 1
+    default_activation = "sigmoid"
+
+    def run_steps(self, order: Any, xw: Any, mask: Any, has_mask: int, states: list[Any],
+                  h_all: Any, h_prev_all: Any, mask_U: Any) -> None:
+        kernels = self.kernels
+        U = self.params[1]
+        rec = self.buffer("rec", (xw.shape[1], xw.shape[2]))
+        for position, t in enumerate(order):
+            h_prev = self._previous_state(position, order, h_all, states[0])
+            kernels.matmul(self._recurrent_input(h_prev, mask_U, t, h_prev_all), U,
+                           self.buffer("no_bias", (0,)), rec)
+            kernels.rnn_step_forward(xw, rec, t, mask, has_mask, h_prev, h_all, self.activation_code)
+        self.keep_final_states([h_all[order[-1]]])
+
+    def run_backward_steps(self, order: Any, grad_tm: Any, grad_output: Any, dh: Any,
+                           dpre_all: Any) -> None:
+        saved = self.saved()
+        kernels = self.kernels
+        dh_prev = self.buffer("dh_prev", tuple(dh.shape))
+        steps = len(order)
+        for position in range(steps - 1, -1, -1):
+            t = order[position]
+            self._step_gradient(grad_tm, grad_output, t, position == steps - 1, dh)
+            h_prev = self._previous_state(position, order, saved["h_all"], saved["initial"][0])
+            kernels.rnn_step_backward(saved["h_all"], t, h_prev, saved["mask_tm"], saved["has_mask"],
+                                      dh, dpre_all, dh_prev, self.activation_code)
+            self._add_recurrent_gradient(dpre_all[t], self.params[1], dh_prev)
+            dh, dh_prev = dh_prev, dh
+
+
+class LSTM(Recurrent):
+    """Long short-term memory (Hochreiter and Schmidhuber 1997), Keras 0.3's equations.
+
+    ``i = inner(x W_i + h U_i + b_i)``, ``f = inner(x W_f + h U_f + b_f)``,
+    ``c = f * c + i * activation(x W_c + h U_c + b_c)``, ``o = inner(x W_o + h U_o + b_o)``,
+    ``h = o * activation(c)``.
+
+    Weights: ``W (input_dim, 4 units)``, ``U (units, 4 units)``, ``b (1, 4 units)`` with the
+    gate blocks side by side in the order i, f, c, o. ``forget_bias_init="one"`` starts
+    ``b_f`` at 1. Defaults: ``activation="tanh"``, ``inner_activation="hard_sigmoid"``.
+
+    Example:
+        >>> LSTM(4, return_sequences=True, input_shape=(5, 3))(np.ones((2, 5, 3))).shape
+        (2, 5, 4)
+    """
+
+    gate_count = 4
+    default_activation = "tanh"
+
+    def __init__(self, output_dim: int, forget_bias_init: Any = "one", **kwargs: Any) -> None:
+        initializations.get(forget_bias_init)
+        self.forget_bias_init = forget_bias_init
+        super().__init__(output_dim, **kwargs)
+
+    @property
+    def state_count(self) -> int:
+        return 2
+
+    def initial_bias(self) -> np.ndarray:
+        units = self.output_dim
+        bias = np.zeros(4 * units)
+        forget = initializations.get(self.forget_bias_init)((units,), get_generator(self.seed))
+        bias[units : 2 * units] = forget
+        return bias
+
+    def run_steps(self, order: Any, xw: Any, mask: Any, has_mask: int, states: list[Any],
+                  h_all: Any, h_prev_all: Any, mask_U: Any) -> None:
+        kernels = self.kernels
+        U = self.params[1]
+        steps, batch, width = xw.shape
+        rec = self.buffer("rec", (batch, width))
+        gates_all = self.buffer("gates_all", (steps, batch, width))
+        c_all = self.buffer("c_all", (steps, batch, self.output_dim))
+        for position, t in enumerate(order):
+            h_prev = self._previous_state(position, order, h_all, states[0])
+            c_prev = self._previous_state(position, order, c_all, states[1])
+            kernels.matmul(self._recurrent_input(h_prev, mask_U, t, h_prev_all), U,
+                           self.buffer("no_bias", (0,)), rec)
+            kernels.lstm_step_forward(xw, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all,
+                                      h_all, self.activation_code, self.inner_activation_code)
+        self.save(gates_all=gates_all, c_all=c_all)
+        self.keep_final_states([h_all[order[-1]], c_all[order[-1]]])
+
+    def run_backward_steps(self, order: Any, grad_tm: Any, grad_output: Any, dh: Any,
+                           dpre_all: Any) -> None:
+        saved = self.saved()
+        kernels = self.kernels
+        dh_prev = self.buffer("dh_prev", tuple(dh.shape))
+        dc = self.buffer("dc", tuple(dh.shape))
+        dc_prev = self.buffer("dc_prev", tuple(dh.shape))
+        kernels.fill(dc, 0.0)
+        steps = len(order)
+        for position in range(steps - 1, -1, -1):
+            t = order[position]
+            self._step_gradient(grad_tm, grad_output, t, position == steps - 1, dh)
+            c_prev = self._previous_state(position, order, saved["c_all"], saved["initial"][1])
+            kernels.lstm_step_backward(saved["gates_all"], saved["c_all"], t, c_prev, saved["mask_tm"],
+                                       saved["has_mask"], dh, dc, dpre_all, dh_prev, dc_prev,
+                                       self.activation_code, self.inner_activation_code)
+            self._add_recurrent_gradient(dpre_all[t], self.params[1], dh_prev)
+            dh, dh_prev = dh_prev, dh
+            dc, dc_prev = dc_prev, dc
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["forget_bias_init"] = self.forget_bias_init
+        return config
+
+
+class GRU(Recurrent):
+    """Gated recurrent unit (Cho et al. 2014), Keras 0.3's equations.
+
+    ``z = inner(x W_z + h U_z + b_z)``, ``r = inner(x W_r + h U_r + b_r)``,
+    ``hh = activation(x W_h + (r * h) U_h + b_h)``, ``h = z * h + (1 - z) * hh``.
+
+    Weights: ``W (input_dim, 3 units)`` (blocks z, r, h), ``U_zr (units, 2 units)``,
+    ``U_h (units, units)``, ``b (3 units)``. ``U_h`` is apart because it multiplies
+    ``r * h``, which needs the reset gate first. Defaults as in Keras 0.3:
+    ``activation="sigmoid"``, ``inner_activation="hard_sigmoid"``.
+
+    Example:
+        >>> GRU(4, input_shape=(5, 3))(np.ones((2, 5, 3))).shape
+        (2, 4)
+    """
+
+    gate_count = 3
+    default_activation = "sigmoid"
+
+    def weight_layout(self, input_dim: int) -> list[tuple[str, tuple[int, ...], Any, Any]]:
+        units = self.output_dim
+        return [
+            ("W", (input_dim, 3 * units), self.init, self.W_regularizer),
+            ("U_zr", (units, 2 * units), self.inner_init, self.U_regularizer),
+            ("U_h", (units, units), self.inner_init, self.U_regularizer),
+            ("b", (3 * units,), None, self.b_regularizer),
+        ]
+
+    def run_steps(self, order: Any, xw: Any, mask: Any, has_mask: int, states: list[Any],
+                  h_all: Any, h_prev_all: Any, mask_U: Any) -> None:
+        kernels = self.kernels
+        U_zr, U_h = self.params[1], self.params[2]
+        steps, batch, _ = xw.shape
+        units = self.output_dim
+        no_bias = self.buffer("no_bias", (0,))
+        rec_zr = self.buffer("rec_zr", (batch, 2 * units))
+        rec_h = self.buffer("rec_h", (batch, units))
+        gates_all = self.buffer("gates_all", xw.shape)
+        rh_all = self.buffer("rh_all", (steps, batch, units))
+        for position, t in enumerate(order):
+            h_prev = self._previous_state(position, order, h_all, states[0])
+            h_in = self._recurrent_input(h_prev, mask_U, t, h_prev_all)
+            kernels.matmul(h_in, U_zr, no_bias, rec_zr)
+            kernels.gru_step_gates(xw, rec_zr, t, h_in, gates_all, rh_all[t],
+                                   self.inner_activation_code)
+            kernels.matmul(rh_all[t], U_h, no_bias, rec_h)
+            kernels.gru_step_output(xw, rec_h, t, mask, has_mask, h_prev, gates_all, h_all,
+                                    self.activation_code)
+        self.save(gates_all=gates_all, rh_all=rh_all)
+        self.keep_final_states([h_all[order[-1]]])
+
+    def _columns(self, array: Any, start: int, width: int, slot: str) -> Any:
+        """Columns ``start:start + width`` of a 2-D array, copied into a contiguous buffer."""
+        rows = array.shape[0]
+        out = self.buffer(slot, (rows, width))
+        self.kernels.concat_backward_part(array.reshape(rows, array.shape[1], 1), start,
+                                          out.reshape(rows, width, 1))
+        return out
+
+    def run_backward_steps(self, order: Any, grad_tm: Any, grad_output: Any, dh: Any,
+                           dpre_all: Any) -> None:
+        saved = self.saved()
+        kernels = self.kernels
+        units = self.output_dim
+        U_zr, U_h = self.params[1], self.params[2]
+        dh_prev = self.buffer("dh_prev", tuple(dh.shape))
+        d_rh = self.buffer("d_rh", tuple(dh.shape))
+        d_in = self.buffer("d_in", tuple(dh.shape))
+        steps = len(order)
+        for position in range(steps - 1, -1, -1):
+            t = order[position]
+            self._step_gradient(grad_tm, grad_output, t, position == steps - 1, dh)
+            h_prev = self._previous_state(position, order, saved["h_all"], saved["initial"][0])
+            kernels.gru_step_backward_output(saved["gates_all"], saved["h_all"], t, h_prev,
+                                             saved["mask_tm"], saved["has_mask"], dh, dpre_all,
+                                             dh_prev, self.activation_code)
+            kernels.matmul_transpose_b(self._columns(dpre_all[t], 2 * units, units, "dpre_h"), U_h, d_rh)
+            kernels.fill(d_in, 0.0)  # gradient reaching the (dropped-out) state the GEMMs read
+            kernels.gru_step_backward_reset(saved["gates_all"], t, saved["h_prev_all"][t], d_rh,
+                                            dpre_all, d_in, self.inner_activation_code)
+            self._add_recurrent_gradient(self._columns(dpre_all[t], 0, 2 * units, "dpre_zr"), U_zr, d_in)
+            if saved["mask_U"] is not None:
+                kernels.multiply_into(saved["mask_U"], d_in)
+            kernels.add_into(d_in, dh_prev)
+            dh, dh_prev = dh_prev, dh
+
+    def _add_recurrent_gradient(self, dpre: Any, U: Any, dh_prev: Any) -> None:
+        """``dh_prev += dpre @ U.T`` (the dropout mask is applied once, by the caller)."""
+        product = self.buffer("dh_recurrent", tuple(dh_prev.shape))
+        self.kernels.matmul_transpose_b(dpre, U, product)
+        self.kernels.add_into(product, dh_prev)
+
+    def recurrent_weight_gradients(self, dpre_all: Any) -> None:
+        saved = self.saved()
+        steps, batch, width = dpre_all.shape
+        units = self.output_dim
+        rows = steps * batch
+        flat = dpre_all.reshape(rows, width)
+        self.kernels.matmul_transpose_a(saved["h_prev_all"].reshape(rows, units),
+                                        self._columns(flat, 0, 2 * units, "dpre_zr_all"), self.grads[1])
+        self.kernels.matmul_transpose_a(saved["rh_all"].reshape(rows, units),
+                                        self._columns(flat, 2 * units, units, "dpre_h_all"), self.grads[2])
