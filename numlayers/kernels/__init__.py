@@ -38,6 +38,8 @@ FAMILIES = (
     "regularization",
     "merges",
     "recurrent",
+    "embeddings",
+    "masking",
 )
 
 
