@@ -186,8 +186,6 @@ class Graph(Model):
             raise ValueError(f"{self.name}: duplicate name '{name}' (already a node or input)")
 
     def _resolve(self, name: Any, owner: str) -> Layer:
-        if name == owner:
-            raise ValueError(f"{self.name}: node '{owner}' cannot take its own output (no cycles)")
         if name not in self.nodes:
             raise ValueError(
                 f"{self.name}: '{owner}' takes input '{name}', which is not defined yet; "
@@ -293,6 +291,8 @@ class Graph(Model):
     ) -> None:
         """Add ``layer`` as node ``name``, fed by ``input`` or by a merge of ``inputs``."""
         self._check_new_name(name, "node")
+        if input == name or name in inputs:
+            raise ValueError(f"{self.name}: node '{name}' cannot take its own output (no cycles)")
         if any(layer is node for node in self.nodes.values()):
             raise ValueError(f"{self.name}: {layer.label} is already a node (use add_shared_node)")
         self._adopt(layer)

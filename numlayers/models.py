@@ -115,6 +115,12 @@ class Sequential(Model):
         self._require_layers()
         return [self.layers[-1]]
 
+    def input_dtype_kind(self, index: int) -> str:
+        merge = self.merge_first
+        first = self.layers[0] if merge is None else merge.branches[index]
+        first = first.layers[0] if isinstance(first, Sequential) else first
+        return "int" if first.index_input else "float"
+
     def all_layers(self) -> list[Layer]:
         merge = self.merge_first
         branch_layers = merge.branch_layers() if merge is not None else []

@@ -175,22 +175,41 @@ class Model:
 
     # ---- one step ---------------------------------------------------------
     def _row_scales(
-        self, head: OutputHead, output_shape: tuple[int, ...], weights: np.ndarray
+        self, head: OutputHead, output_shape: tuple[int, ...], weights: np.ndarray, train: bool
     ) -> tuple[Any, Any]:
-        """Per-row weights of the loss (sample weights over their nonzero count, as in
-        Keras 0.3) and of the metrics (uniform), as device vectors."""
+        """Per-row weights of the loss and of the metrics, as device vectors.
+
+        As in Keras 0.3: samples weigh ``w / count(w != 0)``; the rows (timesteps)
+        of a sequence output share their sample's weight; a masked output weighs
+        each row by ``mask / mean(mask)``, so masked steps count for nothing and
+        the loss keeps its scale. Metrics average over the unmasked rows.
+        """
         rows_per_sample = int(np.prod(output_shape[1:-1])) if len(output_shape) > 2 else 1
-        nonzero = max(int(np.count_nonzero(weights)), 1)
-        loss_scale = np.repeat(weights / (nonzero * rows_per_sample), rows_per_sample)
         rows = output_shape[0] * rows_per_sample
-        metric_key = ("metric_scale", (rows,))
-        if metric_key not in head._buffers:
-            head._buffers[metric_key] = self.device.asarray(np.full(rows, 1.0 / rows), self.dtype)
-        return self.device.asarray(loss_scale, self.dtype), head._buffers[metric_key]
+        nonzero = max(int(np.count_nonzero(weights)), 1)
+        sample_scale = weights / (nonzero * rows_per_sample)
+        mask = head.layer.get_output_mask(train) if len(output_shape) > 2 else None
+        if mask is None:
+            metric_key = ("metric_scale", (rows,))
+            if metric_key not in head._buffers:
+                uniform = np.full(rows, 1.0 / rows)
+                head._buffers[metric_key] = self.device.asarray(uniform, self.dtype)
+            loss_scale = np.repeat(sample_scale, rows_per_sample)
+            return self.device.asarray(loss_scale, self.dtype), head._buffers[metric_key]
+        kernels = self.device.kernels(self.dtype)
+        loss_scale = head.buffer("masked_loss_scale", (rows,))
+        kernels.mask_row_scale(mask, self.device.asarray(sample_scale, self.dtype), loss_scale)
+        metric_scale = head.buffer("masked_metric_scale", (rows,))
+        uniform_samples = np.full(output_shape[0], 1.0 / rows)
+        kernels.mask_row_scale(mask, self.device.asarray(uniform_samples, self.dtype), metric_scale)
+        return loss_scale, metric_scale
 
     def _loss_and_gradients(
         self, outputs: list[Any], targets: list[Any], weights: list[np.ndarray], with_grads: bool
     ) -> tuple[list[Any], list[bool]]:
+        """Loss and metric values into the scalar slots, and the output gradients.
+
+        ``with_grads`` is also the train flag the outputs were computed with."""
         kernels = self.device.kernels(self.dtype)
         grads = []
         slot = 1
@@ -200,7 +219,7 @@ class Model:
             rows = output.size // columns
             pred_rows = output.reshape(rows, columns)
             true_rows = target.reshape(rows) if head.loss.sparse else target.reshape(rows, columns)
-            loss_scale, metric_scale = self._row_scales(head, shape, weight)
+            loss_scale, metric_scale = self._row_scales(head, shape, weight, with_grads)
             loss_rows = head.buffer("loss_rows", (rows,))
             if head.fused:
                 logits = head.layer.preactivation().reshape(rows, columns)

@@ -64,6 +64,8 @@ class Layer:
     input_ndim: ClassVar[int | None] = None
     #: layers that only transform values pass an input mask through
     passes_mask: ClassVar[bool] = False
+    #: layers whose input is integer ids (Embedding), not floats
+    index_input: bool = False
 
     def __init__(
         self,

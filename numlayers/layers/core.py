@@ -494,15 +494,35 @@ class Lambda(Layer):
         self.function = function
         self.backward_function = backward
         self._output_shape = output_shape
+        self._inferred: dict[Shape, Shape] = {}
         self._finish_init()
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         if self._output_shape is None:
-            return input_shape
+            return self._inferred_shape(input_shape)
         if callable(self._output_shape):
             shape = as_shape(self._output_shape(input_shape), "output_shape()", self.label)
             return shape
         return (input_shape[0], *self._output_shape)
+
+    def _inferred_shape(self, input_shape: Shape) -> Shape:
+        """Without an output_shape, run the function once on a small zero batch to learn it
+        (Keras 0.3 assumed the input shape, which broke shape-changing Lambdas)."""
+        key = tuple(input_shape)
+        if key not in self._inferred:
+            probe = np.zeros((2, *(1 if d is None else d for d in input_shape[1:])), self.dtype)
+            try:
+                result = np.asarray(self.function(probe))
+            except Exception:  # the function cannot take zeros: assume it keeps the shape
+                self._inferred[key] = input_shape
+            else:
+                known = [d is not None for d in input_shape[1:]]
+                sample = result.shape[1:]
+                same_rank = len(sample) == len(known)
+                self._inferred[key] = (input_shape[0], *(
+                    s if not same_rank or known[i] else None for i, s in enumerate(sample)
+                ))
+        return self._inferred[key]
 
     def _to_device(self, host: Any, expected: Shape, what: str) -> Any:
         host = np.asarray(host)

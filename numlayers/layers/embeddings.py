@@ -39,6 +39,7 @@ class Embedding(Layer):
     """
 
     input_ndim = 2
+    index_input = True
 
     def __init__(
         self,
