@@ -15,7 +15,7 @@ ACTIVATIONS = ("softmax", "softplus", "relu", "tanh", "sigmoid", "hard_sigmoid",
 
 def _rows(array: Any) -> Any:
     """A 2-D view that puts the last axis in the columns (softmax works per row)."""
-    last = array.shape[-1]
+    last = tuple(array.shape)[-1]  # the simulator's shapes do not take negative indices
     return array.reshape(array.size // last, last)
 
 

@@ -1,0 +1,468 @@
+"""Side-by-side timings of numlayers against what a user would write instead, in one process.
+
+Usage::
+
+    python asv_benchmarks/compare.py [--quick] [--tiny] [--strict]
+
+Sections (float32; each time is the best of many short samples after warm-up
+calls, taken in rounds that alternate the two sides so slow drifts of a shared
+machine hurt both alike):
+
+a. CPU, batch 256, Dense 1024 -> 1024 forward + backward against the same
+   matrix products in NumPy (``x @ W``, ``g @ W.T``, ``x.T @ g``), with and
+   without NumPy's bias add and bias sum. Target: ratio <= 1.15.
+b. CPU, each activation's forward (the Activation layer) on 256 x 4096 against
+   the NumPy expression a user would write. Target: ratio <= 1.0.
+c. When torch is importable: Dense and each activation forward + backward
+   against PyTorch CPU autograd (``torch.set_num_threads`` = number of cores).
+d. When a GPU is present: ``out = a @ b`` at 4096 x 4096 through our tiled GEMM
+   (the ``matmul`` kernel op) against ``torch.mm`` with TF32 off.
+
+The sides alternate in blocks of samples, never call by call, with a pause
+before each block: NumPy's and Numba's BLAS are two OpenBLAS builds with thread
+pools of their own, and the idle threads of one spin for a while after each
+call, stealing cores from the other (alternating call by call slowed both by
+about 40 % on 2 cores). A user's program runs one or the other.
+
+Ratios are ours / theirs: below 1 we are faster. ``--quick`` takes fewer and
+shorter samples; ``--tiny`` shrinks every shape (a smoke test, not a
+measurement); ``--strict`` exits with status 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import sys
+import time
+import timeit
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+import numlayers
+from numlayers.layers import Activation, Dense
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.common import disable_tf32, real_gpu  # noqa: E402
+
+DENSE_TARGET = 1.15
+ACTIVATION_TARGET = 1.0
+
+Timed = Callable[[], Any]
+
+
+@dataclass
+class Settings:
+    rounds: int
+    repeat: int
+    min_time: float
+    warmup: int
+    settle: float
+    batch: int
+    features: int
+    width: int
+    gemm: int
+
+
+def settings(quick: bool, tiny: bool) -> Settings:
+    # many short samples rather than a few long ones: on a shared machine the
+    # best sample is one that no other process disturbed
+    if tiny:
+        return Settings(
+            rounds=1, repeat=2, min_time=0.002, warmup=1, settle=0.0,
+            batch=4, features=8, width=16, gemm=64,
+        )  # fmt: skip
+    if quick:
+        return Settings(
+            rounds=2, repeat=3, min_time=0.02, warmup=2, settle=0.1,
+            batch=256, features=1024, width=4096, gemm=4096,
+        )  # fmt: skip
+    return Settings(
+        rounds=3, repeat=5, min_time=0.05, warmup=3, settle=0.2,
+        batch=256, features=1024, width=4096, gemm=4096,
+    )  # fmt: skip
+
+
+@dataclass
+class Row:
+    section: str
+    case: str
+    ours: float
+    theirs: float
+    target: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.theirs
+
+    @property
+    def verdict(self) -> str:
+        if self.target is None:
+            return ""
+        return "ok" if self.ratio <= self.target else "MISS"
+
+
+def measure(functions: dict[str, Timed], config: Settings) -> dict[str, float]:
+    """Best seconds per call of each function, in rounds of blocks (see the module doc)."""
+    numbers = {}
+    for name, function in functions.items():
+        for _ in range(config.warmup):
+            function()
+        timer = timeit.Timer(function)
+        number = 1
+        while timer.timeit(number) < config.min_time and number < 1_000_000:
+            number *= 2
+        numbers[name] = number
+    best = dict.fromkeys(functions, float("inf"))
+    for _ in range(config.rounds):
+        for name, function in functions.items():
+            time.sleep(config.settle)  # the other side's idle threads stop spinning
+            function()  # and this side's wake up
+            timer = timeit.Timer(function)
+            for _ in range(config.repeat):
+                best[name] = min(best[name], timer.timeit(numbers[name]) / numbers[name])
+    return best
+
+
+def rng_array(shape: tuple[int, ...], seed: int, low: float = -3.0, high: float = 3.0) -> Any:
+    return np.random.default_rng(seed).uniform(low, high, shape).astype(np.float32)
+
+
+# --------------------------------------------------------------- (a) Dense vs NumPy
+def dense_vs_numpy(config: Settings) -> list[Row]:
+    n, d = config.batch, config.features
+    layer = Dense(d, input_dim=d, seed=0, dtype="float32")
+    x = rng_array((n, d), 1)
+    g = rng_array((n, d), 2)
+    W = layer.get_weights()[0]
+    b = rng_array((d,), 3)
+    layer.set_weights([W, b])
+
+    def ours_forward() -> None:
+        layer.forward(x)
+
+    def ours_backward() -> None:
+        layer.backward(g)
+
+    def ours() -> None:
+        layer.forward(x)
+        layer.backward(g)
+
+    def numpy_forward() -> None:
+        x @ W + b
+
+    def numpy_backward() -> None:
+        g @ W.T
+        x.T @ g
+        g.sum(axis=0)
+
+    def numpy_full() -> None:
+        x @ W + b
+        g @ W.T
+        x.T @ g
+        g.sum(axis=0)
+
+    def numpy_products() -> None:
+        x @ W
+        g @ W.T
+        x.T @ g
+
+    layer.forward(x)
+    t = measure(
+        {
+            "ours": ours,
+            "numpy_full": numpy_full,
+            "numpy_products": numpy_products,
+            "ours_forward": ours_forward,
+            "numpy_forward": numpy_forward,
+            "ours_backward": ours_backward,
+            "numpy_backward": numpy_backward,
+        },
+        config,
+    )
+    shape = f"{n}x{d}->{d}"
+    return [
+        Row(
+            "a",
+            f"Dense {shape} fwd+bwd vs NumPy (3 products + bias add/sum)",
+            t["ours"],
+            t["numpy_full"],
+            DENSE_TARGET,
+        ),
+        Row(
+            "a",
+            f"Dense {shape} fwd+bwd vs NumPy (3 products only)",
+            t["ours"],
+            t["numpy_products"],
+            DENSE_TARGET,
+        ),
+        Row("a", "  of which forward vs x @ W + b", t["ours_forward"], t["numpy_forward"]),
+        Row(
+            "a",
+            "  of which backward vs g @ W.T, x.T @ g, g.sum(0)",
+            t["ours_backward"],
+            t["numpy_backward"],
+        ),
+    ]
+
+
+# ---------------------------------------------------------- (b) activations vs NumPy
+def _numpy_sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def _numpy_softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+#: what a NumPy user writes for each activation (softplus: the overflow-safe form)
+NUMPY_ACTIVATIONS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "relu": ("np.maximum(x, 0)", lambda x: np.maximum(x, 0)),
+    "tanh": ("np.tanh(x)", np.tanh),
+    "sigmoid": ("1 / (1 + np.exp(-x))", _numpy_sigmoid),
+    "hard_sigmoid": ("np.clip(0.2 * x + 0.5, 0, 1)", lambda x: np.clip(0.2 * x + 0.5, 0, 1)),
+    "softplus": ("np.logaddexp(0, x)", lambda x: np.logaddexp(0, x)),
+    "softmax": ("exp(x - max) / sum", _numpy_softmax),
+    "linear": ("x (identity, no work)", lambda x: x),
+}
+
+
+def activations_vs_numpy(config: Settings) -> list[Row]:
+    shape = (config.batch, config.width)
+    x = rng_array(shape, 4)
+    rows = []
+    for name, (expression, reference) in NUMPY_ACTIVATIONS.items():
+        layer = Activation(name, input_shape=shape[1:], dtype="float32")
+        np.testing.assert_allclose(layer.forward(x), reference(x), rtol=2e-4, atol=2e-5)
+        functions: dict[str, Timed] = {
+            "ours": functools.partial(layer.forward, x),
+            "numpy": functools.partial(reference, x),
+        }
+        t = measure(functions, config)
+        identity = name == "linear"
+        rows.append(
+            Row(
+                "b",
+                f"{name} forward {shape[0]}x{shape[1]} vs {expression}",
+                t["ours"],
+                t["numpy"],
+                None if identity else ACTIVATION_TARGET,
+                "both return x: the ratio is layer overhead" if identity else "",
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- (c) vs PyTorch CPU
+def torch_activations(torch: Any) -> dict[str, Callable[[Any], Any]]:
+    return {
+        "relu": torch.relu,
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        # torch's own hardsigmoid is x / 6 + 1 / 2; Keras' is this one
+        "hard_sigmoid": lambda x: torch.clamp(x * 0.2 + 0.5, 0.0, 1.0),
+        "softplus": torch.nn.functional.softplus,
+        "softmax": lambda x: torch.softmax(x, dim=-1),
+    }
+
+
+def versus_torch(torch: Any, config: Settings) -> list[Row]:
+    rows = []
+    n, d = config.batch, config.features
+    layer = Dense(d, input_dim=d, seed=0, dtype="float32")
+    x, g = rng_array((n, d), 1), rng_array((n, d), 2)
+    W = layer.get_weights()[0]
+    tx = torch.from_numpy(x).requires_grad_()
+    tW = torch.from_numpy(W.copy()).requires_grad_()
+    tb = torch.zeros(d, requires_grad=True)
+    tg = torch.from_numpy(g)
+
+    def ours_dense() -> None:
+        layer.forward(x)
+        layer.backward(g)
+
+    def torch_dense() -> None:
+        tx.grad = tW.grad = tb.grad = None  # zero_grad(set_to_none=True): no accumulation
+        (tx @ tW + tb).backward(tg)
+
+    t = measure({"ours": ours_dense, "torch": torch_dense}, config)
+    rows.append(Row("c", f"Dense {n}x{d}->{d} fwd+bwd vs torch autograd", t["ours"], t["torch"]))
+
+    shape = (config.batch, config.width)
+    x = rng_array(shape, 4)
+    g = rng_array(shape, 5)
+    tx = torch.from_numpy(x).requires_grad_()
+    tg = torch.from_numpy(g)
+    for name, function in torch_activations(torch).items():
+        activation = Activation(name, input_shape=shape[1:], dtype="float32")
+
+        def ours(layer: Activation = activation) -> None:
+            layer.forward(x)
+            layer.backward(g)
+
+        def theirs(function: Callable[[Any], Any] = function) -> None:
+            tx.grad = None
+            function(tx).backward(tg)
+
+        t = measure({"ours": ours, "torch": theirs}, config)
+        rows.append(
+            Row(
+                "c",
+                f"{name} fwd+bwd {shape[0]}x{shape[1]} vs torch autograd",
+                t["ours"],
+                t["torch"],
+            )
+        )
+    return rows
+
+
+# -------------------------------------------------------------------- (d) GPU GEMM
+def gemm_vs_cublas(torch: Any | None, config: Settings) -> list[Row]:
+    device = numlayers.get_device("cuda")
+    kernels = device.kernels(np.float32)
+    size = config.gemm
+    a, b = rng_array((size, size), 6), rng_array((size, size), 7)
+    a_dev, b_dev = device.asarray(a), device.asarray(b)
+    bias = device.empty((0,), np.float32)
+    out = device.empty((size, size), np.float32)
+
+    def ours() -> None:
+        kernels.matmul(a_dev, b_dev, bias, out)
+        device.synchronize()
+
+    functions: dict[str, Timed] = {"ours": ours}
+    if torch is not None and torch.cuda.is_available():
+        disable_tf32(torch)
+        ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+        tout = torch.empty((size, size), dtype=torch.float32, device="cuda")
+
+        def theirs() -> None:
+            torch.mm(ta, tb, out=tout)
+            torch.cuda.synchronize()
+
+        functions["torch"] = theirs
+    ours()
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    error = np.abs(device.to_host(out) - expected).max() / np.abs(expected).max()
+    t = measure(functions, config)
+    flops = 2.0 * size**3
+    note = f"ours {flops / t['ours'] / 1e12:.1f} TFLOP/s, max rel. error {error:.1e}"
+    if "torch" not in t:
+        return [
+            Row(
+                "d",
+                f"GEMM {size} float32 (no torch CUDA to compare)",
+                t["ours"],
+                t["ours"],
+                note=note,
+            )
+        ]
+    note += f"; cuBLAS {flops / t['torch'] / 1e12:.1f} TFLOP/s"
+    return [
+        Row(
+            "d",
+            f"GEMM {size}x{size} float32 vs torch.mm (TF32 off)",
+            t["ours"],
+            t["torch"],
+            note=note,
+        )
+    ]
+
+
+# ------------------------------------------------------------------------ report
+def format_time(seconds: float) -> str:
+    if seconds >= 1e-1:
+        return f"{seconds:8.3f} s "
+    if seconds >= 1e-4:
+        return f"{seconds * 1e3:8.3f} ms"
+    return f"{seconds * 1e6:8.2f} us"
+
+
+def print_table(rows: list[Row], tiny: bool) -> None:
+    width = max(len(row.case) for row in rows)
+    print(f"{'':2}{'case':<{width}}  {'ours':>11}  {'theirs':>11}  {'ratio':>6}  target")
+    section = None
+    for row in rows:
+        if row.section != section:
+            section = row.section
+            print()
+        target = "" if row.target is None else f"<= {row.target:.2f}"
+        verdict = "" if tiny else row.verdict
+        print(
+            f"{row.section} {row.case:<{width}}  {format_time(row.ours)}  "
+            f"{format_time(row.theirs)}  {row.ratio:6.3f}  {target:<7} {verdict}"
+            + (f"  ({row.note})" if row.note else "")
+        )
+
+
+def header(torch: Any | None) -> None:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    print(
+        f"numlayers {numlayers.__version__}, numpy {np.__version__}, numba {numba.__version__}, "
+        f"python {platform.python_version()}"
+    )
+    print(f"CPU: {cpu}, {os.cpu_count()} cores, numba threads {numba.get_num_threads()}")
+    if torch is None:
+        print("torch: not importable (section c and the cuBLAS side of d skipped)")
+    else:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (busy neighbours slow threaded code)")
+    print("times are the best seconds per call; ratio = ours / theirs (below 1: we are faster)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter samples")
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    config = settings(args.quick, args.tiny)
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(os.cpu_count() or 1)
+
+    header(torch)
+    rows = dense_vs_numpy(config) + activations_vs_numpy(config)
+    if torch is not None:
+        rows += versus_torch(torch, config)
+    if real_gpu():
+        rows += gemm_vs_cublas(torch, config)
+    else:
+        print("GPU: none (section d skipped)")
+    print()
+    print_table(rows, args.tiny)
+
+    missed = [row for row in rows if row.verdict == "MISS"]
+    print()
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    if args.tiny:
+        print("tiny shapes: a smoke test, targets not judged")
+    elif missed:
+        print(
+            f"{len(missed)} target(s) missed: "
+            + "; ".join(f"{row.case.strip()} ({row.ratio:.3f} > {row.target})" for row in missed)
+        )
+    else:
+        print("every target met")
+    return 1 if (args.strict and missed and not args.tiny) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
