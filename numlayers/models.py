@@ -124,7 +124,9 @@ class Sequential(Model):
     def all_layers(self) -> list[Layer]:
         merge = self.merge_first
         branch_layers = merge.branch_layers() if merge is not None else []
-        return [owner for layer in [*branch_layers, *self.layers] for owner in layer.weight_layers()]
+        return [
+            owner for layer in [*branch_layers, *self.layers] for owner in layer.weight_layers()
+        ]
 
     def summary_rows(self) -> list[tuple[Layer, str]]:
         return [(layer, "") for layer in self.layers]

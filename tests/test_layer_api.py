@@ -231,7 +231,7 @@ def test_lambda_without_backward_predicts_but_refuses_to_train():
 
 
 def test_lambda_checks_what_its_function_returns():
-    layer = Lambda(lambda x: x[:, :2], input_shape=(3,))
+    layer = Lambda(lambda x: x[:, :2], output_shape=(3,), input_shape=(3,))
     with pytest.raises(ValueError, match="returned shape"):
         layer(np.ones((2, 3)))
 

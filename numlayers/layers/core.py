@@ -519,9 +519,10 @@ class Lambda(Layer):
                 known = [d is not None for d in input_shape[1:]]
                 sample = result.shape[1:]
                 same_rank = len(sample) == len(known)
-                self._inferred[key] = (input_shape[0], *(
-                    s if not same_rank or known[i] else None for i, s in enumerate(sample)
-                ))
+                self._inferred[key] = (
+                    input_shape[0],
+                    *(s if not same_rank or known[i] else None for i, s in enumerate(sample)),
+                )
         return self._inferred[key]
 
     def _to_device(self, host: Any, expected: Shape, what: str) -> Any:

@@ -92,7 +92,11 @@ class Recurrent(Layer):
         seed: Any = None,
         **kwargs: Any,
     ) -> None:
-        if input_dim is not None and "input_shape" not in kwargs and "batch_input_shape" not in kwargs:
+        if (
+            input_dim is not None
+            and "input_shape" not in kwargs
+            and "batch_input_shape" not in kwargs
+        ):
             kwargs["input_shape"] = (input_length, input_dim)
         super().__init__(**kwargs)
         self.output_dim = _positive_int(output_dim, "output_dim", self.label)
@@ -146,7 +150,9 @@ class Recurrent(Layer):
     def build(self) -> None:
         input_dim = self.input_shape[2]
         if input_dim is None:
-            raise ValueError(f"{self.label} needs a known input dimension, received {self.input_shape}")
+            raise ValueError(
+                f"{self.label} needs a known input dimension, received {self.input_shape}"
+            )
         if self.stateful and self.input_shape[0] is None:
             raise ValueError(
                 f"{self.label} is stateful, so it needs a fixed batch size: give it "
@@ -158,7 +164,10 @@ class Recurrent(Layer):
             if init is None:
                 value = self.initial_bias()
             else:  # each gate block initialised on its own, as Keras 0.3's separate weights
-                blocks = [initializations.get(init)((shape[0], units), rng) for _ in range(shape[1] // units)]
+                blocks = [
+                    initializations.get(init)((shape[0], units), rng)
+                    for _ in range(shape[1] // units)
+                ]
                 value = np.concatenate(blocks, axis=1)
             self.add_weight(name, value, regularizer)
         if self.initial_weights is not None:
@@ -255,16 +264,30 @@ class Recurrent(Layer):
             mask_U = self._dropout_mask((batch, self.output_dim), self.dropout_U, "mask_U")
         width = self.gate_count * self.output_dim
         xw = self.buffer("xw", (steps, batch, width))
-        kernels.dense_forward(x_tm.reshape(steps * batch, features), self.params[0],
-                              self.params[-1], xw.reshape(steps * batch, width))
+        kernels.dense_forward(
+            x_tm.reshape(steps * batch, features),
+            self.params[0],
+            self.params[-1],
+            xw.reshape(steps * batch, width),
+        )
         mask, has_mask = self._mask_time_major(self.saved()["mask"], batch)
         order = range(steps - 1, -1, -1) if self.go_backwards else range(steps)
         initial = self._initial_states(batch)
         h_all = self.buffer("h_all", (steps, batch, self.output_dim))
         h_prev_all = self.buffer("h_prev_all", (steps, batch, self.output_dim))
-        self.save(x_tm=x_tm, xw=xw, h_all=h_all, h_prev_all=h_prev_all, mask_tm=mask,
-                  has_mask=has_mask, order=order, mask_W=mask_W, mask_U=mask_U, initial=initial,
-                  output_mask=self.saved()["mask"] if self.return_sequences else None)
+        self.save(
+            x_tm=x_tm,
+            xw=xw,
+            h_all=h_all,
+            h_prev_all=h_prev_all,
+            mask_tm=mask,
+            has_mask=has_mask,
+            order=order,
+            mask_W=mask_W,
+            mask_U=mask_U,
+            initial=initial,
+            output_mask=self.saved()["mask"] if self.return_sequences else None,
+        )
         self.run_steps(order, xw, mask, has_mask, initial, h_all, h_prev_all, mask_U)
         if self.return_sequences:  # h_all[t] is the state after input step t: aligned with it
             return self._swap(h_all, "y")
@@ -291,13 +314,19 @@ class Recurrent(Layer):
         self.recurrent_weight_gradients(dpre_all)
         need = self.needs_input_gradient
         features = saved["x_tm"].shape[2]
-        grad_x_tm = self.buffer("grad_x_tm", (steps, batch, features)) if need else self.buffer(
-            "no_grad_x", (0, 0, 0)
+        grad_x_tm = (
+            self.buffer("grad_x_tm", (steps, batch, features))
+            if need
+            else self.buffer("no_grad_x", (0, 0, 0))
         )
         kernels.dense_backward(
-            saved["x_tm"].reshape(rows, features), self.params[0], dpre_all.reshape(rows, width),
-            grad_x_tm.reshape(rows if need else 0, features if need else 0), self.grads[0],
-            self.grads[-1], need,
+            saved["x_tm"].reshape(rows, features),
+            self.params[0],
+            dpre_all.reshape(rows, width),
+            grad_x_tm.reshape(rows if need else 0, features if need else 0),
+            self.grads[0],
+            self.grads[-1],
+            need,
         )
         if not need:
             return None
@@ -316,7 +345,9 @@ class Recurrent(Layer):
             self.grads[1],
         )
 
-    def _step_gradient(self, grad_tm: Any, grad_output: Any, t: int, is_last: bool, dh: Any) -> None:
+    def _step_gradient(
+        self, grad_tm: Any, grad_output: Any, t: int, is_last: bool, dh: Any
+    ) -> None:
         """Add the output's gradient at step ``t`` to ``dh``."""
         if grad_tm is not None:
             self.kernels.add_into(grad_tm[t], dh)
@@ -326,12 +357,22 @@ class Recurrent(Layer):
     def _previous_state(self, position: int, order: Any, h_all: Any, initial: Any) -> Any:
         return initial if position == 0 else h_all[order[position - 1]]
 
-    def run_steps(self, order: Any, xw: Any, mask: Any, has_mask: int, states: list[Any],
-                  h_all: Any, h_prev_all: Any, mask_U: Any) -> None:
+    def run_steps(
+        self,
+        order: Any,
+        xw: Any,
+        mask: Any,
+        has_mask: int,
+        states: list[Any],
+        h_all: Any,
+        h_prev_all: Any,
+        mask_U: Any,
+    ) -> None:
         raise NotImplementedError
 
-    def run_backward_steps(self, order: Any, grad_tm: Any, grad_output: Any, dh: Any,
-                           dpre_all: Any) -> None:
+    def run_backward_steps(
+        self, order: Any, grad_tm: Any, grad_output: Any, dh: Any, dpre_all: Any
+    ) -> None:
         raise NotImplementedError
 
     def _recurrent_input(self, h_prev: Any, mask_U: Any, t: int, h_prev_all: Any) -> Any:
@@ -386,20 +427,36 @@ class SimpleRNN(Recurrent):
     gate_count = 1
     default_activation = "sigmoid"
 
-    def run_steps(self, order: Any, xw: Any, mask: Any, has_mask: int, states: list[Any],
-                  h_all: Any, h_prev_all: Any, mask_U: Any) -> None:
+    def run_steps(
+        self,
+        order: Any,
+        xw: Any,
+        mask: Any,
+        has_mask: int,
+        states: list[Any],
+        h_all: Any,
+        h_prev_all: Any,
+        mask_U: Any,
+    ) -> None:
         kernels = self.kernels
         U = self.params[1]
         rec = self.buffer("rec", (xw.shape[1], xw.shape[2]))
         for position, t in enumerate(order):
             h_prev = self._previous_state(position, order, h_all, states[0])
-            kernels.matmul(self._recurrent_input(h_prev, mask_U, t, h_prev_all), U,
-                           self.buffer("no_bias", (0,)), rec)
-            kernels.rnn_step_forward(xw, rec, t, mask, has_mask, h_prev, h_all, self.activation_code)
+            kernels.matmul(
+                self._recurrent_input(h_prev, mask_U, t, h_prev_all),
+                U,
+                self.buffer("no_bias", (0,)),
+                rec,
+            )
+            kernels.rnn_step_forward(
+                xw, rec, t, mask, has_mask, h_prev, h_all, self.activation_code
+            )
         self.keep_final_states([h_all[order[-1]]])
 
-    def run_backward_steps(self, order: Any, grad_tm: Any, grad_output: Any, dh: Any,
-                           dpre_all: Any) -> None:
+    def run_backward_steps(
+        self, order: Any, grad_tm: Any, grad_output: Any, dh: Any, dpre_all: Any
+    ) -> None:
         saved = self.saved()
         kernels = self.kernels
         dh_prev = self.buffer("dh_prev", tuple(dh.shape))
@@ -408,8 +465,17 @@ class SimpleRNN(Recurrent):
             t = order[position]
             self._step_gradient(grad_tm, grad_output, t, position == steps - 1, dh)
             h_prev = self._previous_state(position, order, saved["h_all"], saved["initial"][0])
-            kernels.rnn_step_backward(saved["h_all"], t, h_prev, saved["mask_tm"], saved["has_mask"],
-                                      dh, dpre_all, dh_prev, self.activation_code)
+            kernels.rnn_step_backward(
+                saved["h_all"],
+                t,
+                h_prev,
+                saved["mask_tm"],
+                saved["has_mask"],
+                dh,
+                dpre_all,
+                dh_prev,
+                self.activation_code,
+            )
             self._add_recurrent_gradient(dpre_all[t], self.params[1], dh_prev)
             dh, dh_prev = dh_prev, dh
 
@@ -449,8 +515,17 @@ class LSTM(Recurrent):
         bias[units : 2 * units] = forget
         return bias
 
-    def run_steps(self, order: Any, xw: Any, mask: Any, has_mask: int, states: list[Any],
-                  h_all: Any, h_prev_all: Any, mask_U: Any) -> None:
+    def run_steps(
+        self,
+        order: Any,
+        xw: Any,
+        mask: Any,
+        has_mask: int,
+        states: list[Any],
+        h_all: Any,
+        h_prev_all: Any,
+        mask_U: Any,
+    ) -> None:
         kernels = self.kernels
         U = self.params[1]
         steps, batch, width = xw.shape
@@ -460,15 +535,32 @@ class LSTM(Recurrent):
         for position, t in enumerate(order):
             h_prev = self._previous_state(position, order, h_all, states[0])
             c_prev = self._previous_state(position, order, c_all, states[1])
-            kernels.matmul(self._recurrent_input(h_prev, mask_U, t, h_prev_all), U,
-                           self.buffer("no_bias", (0,)), rec)
-            kernels.lstm_step_forward(xw, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all,
-                                      h_all, self.activation_code, self.inner_activation_code)
+            kernels.matmul(
+                self._recurrent_input(h_prev, mask_U, t, h_prev_all),
+                U,
+                self.buffer("no_bias", (0,)),
+                rec,
+            )
+            kernels.lstm_step_forward(
+                xw,
+                rec,
+                t,
+                mask,
+                has_mask,
+                h_prev,
+                c_prev,
+                gates_all,
+                c_all,
+                h_all,
+                self.activation_code,
+                self.inner_activation_code,
+            )
         self.save(gates_all=gates_all, c_all=c_all)
         self.keep_final_states([h_all[order[-1]], c_all[order[-1]]])
 
-    def run_backward_steps(self, order: Any, grad_tm: Any, grad_output: Any, dh: Any,
-                           dpre_all: Any) -> None:
+    def run_backward_steps(
+        self, order: Any, grad_tm: Any, grad_output: Any, dh: Any, dpre_all: Any
+    ) -> None:
         saved = self.saved()
         kernels = self.kernels
         dh_prev = self.buffer("dh_prev", tuple(dh.shape))
@@ -480,9 +572,21 @@ class LSTM(Recurrent):
             t = order[position]
             self._step_gradient(grad_tm, grad_output, t, position == steps - 1, dh)
             c_prev = self._previous_state(position, order, saved["c_all"], saved["initial"][1])
-            kernels.lstm_step_backward(saved["gates_all"], saved["c_all"], t, c_prev, saved["mask_tm"],
-                                       saved["has_mask"], dh, dc, dpre_all, dh_prev, dc_prev,
-                                       self.activation_code, self.inner_activation_code)
+            kernels.lstm_step_backward(
+                saved["gates_all"],
+                saved["c_all"],
+                t,
+                c_prev,
+                saved["mask_tm"],
+                saved["has_mask"],
+                dh,
+                dc,
+                dpre_all,
+                dh_prev,
+                dc_prev,
+                self.activation_code,
+                self.inner_activation_code,
+            )
             self._add_recurrent_gradient(dpre_all[t], self.params[1], dh_prev)
             dh, dh_prev = dh_prev, dh
             dc, dc_prev = dc_prev, dc
@@ -521,8 +625,17 @@ class GRU(Recurrent):
             ("b", (3 * units,), None, self.b_regularizer),
         ]
 
-    def run_steps(self, order: Any, xw: Any, mask: Any, has_mask: int, states: list[Any],
-                  h_all: Any, h_prev_all: Any, mask_U: Any) -> None:
+    def run_steps(
+        self,
+        order: Any,
+        xw: Any,
+        mask: Any,
+        has_mask: int,
+        states: list[Any],
+        h_all: Any,
+        h_prev_all: Any,
+        mask_U: Any,
+    ) -> None:
         kernels = self.kernels
         U_zr, U_h = self.params[1], self.params[2]
         steps, batch, _ = xw.shape
@@ -536,11 +649,13 @@ class GRU(Recurrent):
             h_prev = self._previous_state(position, order, h_all, states[0])
             h_in = self._recurrent_input(h_prev, mask_U, t, h_prev_all)
             kernels.matmul(h_in, U_zr, no_bias, rec_zr)
-            kernels.gru_step_gates(xw, rec_zr, t, h_in, gates_all, rh_all[t],
-                                   self.inner_activation_code)
+            kernels.gru_step_gates(
+                xw, rec_zr, t, h_in, gates_all, rh_all[t], self.inner_activation_code
+            )
             kernels.matmul(rh_all[t], U_h, no_bias, rec_h)
-            kernels.gru_step_output(xw, rec_h, t, mask, has_mask, h_prev, gates_all, h_all,
-                                    self.activation_code)
+            kernels.gru_step_output(
+                xw, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, self.activation_code
+            )
         self.save(gates_all=gates_all, rh_all=rh_all)
         self.keep_final_states([h_all[order[-1]]])
 
@@ -548,12 +663,14 @@ class GRU(Recurrent):
         """Columns ``start:start + width`` of a 2-D array, copied into a contiguous buffer."""
         rows = array.shape[0]
         out = self.buffer(slot, (rows, width))
-        self.kernels.concat_backward_part(array.reshape(rows, array.shape[1], 1), start,
-                                          out.reshape(rows, width, 1))
+        self.kernels.concat_backward_part(
+            array.reshape(rows, array.shape[1], 1), start, out.reshape(rows, width, 1)
+        )
         return out
 
-    def run_backward_steps(self, order: Any, grad_tm: Any, grad_output: Any, dh: Any,
-                           dpre_all: Any) -> None:
+    def run_backward_steps(
+        self, order: Any, grad_tm: Any, grad_output: Any, dh: Any, dpre_all: Any
+    ) -> None:
         saved = self.saved()
         kernels = self.kernels
         units = self.output_dim
@@ -566,14 +683,34 @@ class GRU(Recurrent):
             t = order[position]
             self._step_gradient(grad_tm, grad_output, t, position == steps - 1, dh)
             h_prev = self._previous_state(position, order, saved["h_all"], saved["initial"][0])
-            kernels.gru_step_backward_output(saved["gates_all"], saved["h_all"], t, h_prev,
-                                             saved["mask_tm"], saved["has_mask"], dh, dpre_all,
-                                             dh_prev, self.activation_code)
-            kernels.matmul_transpose_b(self._columns(dpre_all[t], 2 * units, units, "dpre_h"), U_h, d_rh)
+            kernels.gru_step_backward_output(
+                saved["gates_all"],
+                saved["h_all"],
+                t,
+                h_prev,
+                saved["mask_tm"],
+                saved["has_mask"],
+                dh,
+                dpre_all,
+                dh_prev,
+                self.activation_code,
+            )
+            kernels.matmul_transpose_b(
+                self._columns(dpre_all[t], 2 * units, units, "dpre_h"), U_h, d_rh
+            )
             kernels.fill(d_in, 0.0)  # gradient reaching the (dropped-out) state the GEMMs read
-            kernels.gru_step_backward_reset(saved["gates_all"], t, saved["h_prev_all"][t], d_rh,
-                                            dpre_all, d_in, self.inner_activation_code)
-            self._add_recurrent_gradient(self._columns(dpre_all[t], 0, 2 * units, "dpre_zr"), U_zr, d_in)
+            kernels.gru_step_backward_reset(
+                saved["gates_all"],
+                t,
+                saved["h_prev_all"][t],
+                d_rh,
+                dpre_all,
+                d_in,
+                self.inner_activation_code,
+            )
+            self._add_recurrent_gradient(
+                self._columns(dpre_all[t], 0, 2 * units, "dpre_zr"), U_zr, d_in
+            )
             if saved["mask_U"] is not None:
                 kernels.multiply_into(saved["mask_U"], d_in)
             kernels.add_into(d_in, dh_prev)
@@ -591,7 +728,13 @@ class GRU(Recurrent):
         units = self.output_dim
         rows = steps * batch
         flat = dpre_all.reshape(rows, width)
-        self.kernels.matmul_transpose_a(saved["h_prev_all"].reshape(rows, units),
-                                        self._columns(flat, 0, 2 * units, "dpre_zr_all"), self.grads[1])
-        self.kernels.matmul_transpose_a(saved["rh_all"].reshape(rows, units),
-                                        self._columns(flat, 2 * units, units, "dpre_h_all"), self.grads[2])
+        self.kernels.matmul_transpose_a(
+            saved["h_prev_all"].reshape(rows, units),
+            self._columns(flat, 0, 2 * units, "dpre_zr_all"),
+            self.grads[1],
+        )
+        self.kernels.matmul_transpose_a(
+            saved["rh_all"].reshape(rows, units),
+            self._columns(flat, 2 * units, units, "dpre_h_all"),
+            self.grads[2],
+        )

@@ -20,7 +20,9 @@ class WeightsOfInnerLayers(Layer):
         weights = list(weights)
         expected = sum(len(layer.params) for layer in self.weight_layers())
         if len(weights) != expected:
-            raise ValueError(f"{self.label} has {expected} weights, received a list of {len(weights)}")
+            raise ValueError(
+                f"{self.label} has {expected} weights, received a list of {len(weights)}"
+            )
         checked, start = [], 0
         for layer in self.weight_layers():
             checked.extend(layer.check_weights(weights[start : start + len(layer.params)]))
@@ -64,7 +66,8 @@ class Bidirectional(WeightsOfInnerLayers):
             raise TypeError(f"Bidirectional wraps a recurrent layer, received {layer!r}")
         if merge_mode not in ("concat", "sum", "mul", "ave"):
             raise ValueError(
-                f"Bidirectional: merge_mode must be concat, sum, mul or ave, received {merge_mode!r}"
+                "Bidirectional: merge_mode must be concat, sum, mul or ave, "
+                f"received {merge_mode!r}"
             )
         if layer.stateful:
             raise ValueError("Bidirectional cannot wrap a stateful layer")
@@ -85,8 +88,10 @@ class Bidirectional(WeightsOfInnerLayers):
         return True
 
     def produces_mask(self) -> bool:
-        return self.forward_layer.return_sequences and self.previous is not None and (
-            self.previous.produces_mask()
+        return (
+            self.forward_layer.return_sequences
+            and self.previous is not None
+            and (self.previous.produces_mask())
         )
 
     def build(self) -> None:
@@ -109,10 +114,14 @@ class Bidirectional(WeightsOfInnerLayers):
     def _forward(self, x: Any, train: bool) -> Any:
         mask = self.saved()["mask"]
         outputs = [layer.forward(x, train, mask=mask) for layer in self.weight_layers()]
-        self.save(outputs=outputs, output_mask=mask if self.forward_layer.return_sequences else None)
+        self.save(
+            outputs=outputs, output_mask=mask if self.forward_layer.return_sequences else None
+        )
         shape = tuple(outputs[0].shape)
         merged = self.merge.output_shape([shape, shape], ["forward", "backward"])
-        return self.merge.forward(self.kernels, outputs, tuple(int(d) for d in merged if d), self.buffer)
+        return self.merge.forward(
+            self.kernels, outputs, tuple(int(d) for d in merged if d), self.buffer
+        )
 
     def _backward(self, grad_output: Any) -> Any:
         grads = self.merge.backward(self.kernels, self.saved()["outputs"], grad_output, self.buffer)
@@ -135,12 +144,18 @@ class Bidirectional(WeightsOfInnerLayers):
         return config
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Layer:
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> Layer:
         from numlayers.layers import deserialize
 
         config = dict(config)
         config.pop("class_name", None)
         layer = deserialize(config.pop("layer"), custom_objects)
+        if not isinstance(layer, Recurrent):
+            raise TypeError(
+                f"Bidirectional config holds a {type(layer).__name__}, not a recurrent layer"
+            )
         return cls(layer, **config)
 
 
@@ -207,7 +222,9 @@ class TimeDistributed(WeightsOfInnerLayers):
         return config
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Layer:
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> Layer:
         from numlayers.layers import deserialize
 
         config = dict(config)

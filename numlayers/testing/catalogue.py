@@ -20,8 +20,8 @@ from numlayers.layers import (
     GRU,
     LSTM,
     Activation,
-    Bidirectional,
     ActivityRegularization,
+    Bidirectional,
     Dense,
     Dropout,
     Embedding,
@@ -138,8 +138,9 @@ def _hard_sigmoid(x: np.ndarray) -> np.ndarray:
     return np.clip(0.2 * x + 0.5, 0, 1)
 
 
-def _recurrent_reference(kind: str, return_sequences: bool, go_backwards: bool,
-                         activation: str = "tanh") -> Reference:
+def _recurrent_reference(
+    kind: str, return_sequences: bool, go_backwards: bool, activation: str = "tanh"
+) -> Reference:
     """Keras 0.3's SimpleRNN, GRU and LSTM equations, step by step in NumPy."""
     act = ACTIVATION_REFERENCES[activation]
 
@@ -334,8 +335,13 @@ def _catalogue() -> list[LayerCase]:
                 LayerCase(
                     f"{cls.__name__}-{suffix}",
                     lambda cls=cls, rs=return_sequences, gb=go_backwards, **kw: cls(
-                        3, input_shape=(4, 2), activation="tanh", return_sequences=rs,
-                        go_backwards=gb, seed=8, **kw
+                        3,
+                        input_shape=(4, 2),
+                        activation="tanh",
+                        return_sequences=rs,
+                        go_backwards=gb,
+                        seed=8,
+                        **kw,
                     ),
                     (2, 4, 2),
                     _recurrent_reference(kind, return_sequences, go_backwards),
@@ -344,22 +350,28 @@ def _catalogue() -> list[LayerCase]:
     cases += [
         LayerCase(
             "Bidirectional-LSTM-concat",
-            lambda **kw: Bidirectional(LSTM(3, activation="tanh", seed=9), input_shape=(4, 2), **kw),
+            lambda **kw: Bidirectional(
+                LSTM(3, activation="tanh", seed=9), input_shape=(4, 2), **kw
+            ),
             (2, 4, 2),
             _bidirectional_reference("lstm", "concat", False),
         ),
         LayerCase(
             "Bidirectional-GRU-sum-sequences",
             lambda **kw: Bidirectional(
-                GRU(3, activation="tanh", return_sequences=True, seed=10), merge_mode="sum",
-                input_shape=(4, 2), **kw
+                GRU(3, activation="tanh", return_sequences=True, seed=10),
+                merge_mode="sum",
+                input_shape=(4, 2),
+                **kw,
             ),
             (2, 4, 2),
             _bidirectional_reference("gru", "sum", True),
         ),
         LayerCase(
             "TimeDistributed-Dense",
-            lambda **kw: TimeDistributed(Dense(3, activation="relu", seed=11), input_shape=(4, 2), **kw),
+            lambda **kw: TimeDistributed(
+                Dense(3, activation="relu", seed=11), input_shape=(4, 2), **kw
+            ),
             (2, 4, 2),
             _dense_reference("relu"),
         ),
