@@ -17,6 +17,21 @@ c. When torch is importable: Dense and each activation forward + backward
    against PyTorch CPU autograd (``torch.set_num_threads`` = number of cores).
 d. When a GPU is present: ``out = a @ b`` at 4096 x 4096 through our tiled GEMM
    (the ``matmul`` kernel op) against ``torch.mm`` with TF32 off.
+e. When torch is importable: one training step of an MLP (Dense/relu layers, a
+   softmax output with categorical crossentropy, SGD): ``train_on_batch`` against
+   ``nn.Linear``/``nn.ReLU`` with ``CrossEntropyLoss`` on the logits and
+   ``zero_grad``/``backward``/``step`` (and ``loss.item()``, as ours returns the
+   loss). Small 64 -> 128 -> 128 -> 10 at batch 32: target ratio <= 0.5; large
+   784 -> 1024 -> 1024 -> 10 at batch 256: target <= 1.0.
+f. When torch is importable: Embedding(50000, 128) forward + backward on 64 x 64
+   ids against ``nn.Embedding`` with its dense gradient. Target <= 0.7.
+g. The same chain of 8 Dense(32) layers at batch 32 as a Graph (ours) and as a
+   Sequential (theirs): ``predict_on_batch`` and ``train_on_batch``. The ratio is
+   the Graph's per-node overhead; target <= 1.2. No torch needed.
+h. When torch is importable: LSTM and GRU (50 steps, batch 32, 64 -> 128 units,
+   tanh with sigmoid gates, as PyTorch's) forward + backward of the last output
+   against ``nn.LSTM``/``nn.GRU`` (``batch_first=True``), neither computing an
+   input gradient. Target <= 1.0 each.
 
 The sides alternate in blocks of samples, never call by call, with a pause
 before each block: NumPy's and Numba's BLAS are two OpenBLAS builds with thread
@@ -46,13 +61,21 @@ import numba
 import numpy as np
 
 import numlayers
-from numlayers.layers import Activation, Dense
+from numlayers.layers import GRU, LSTM, Activation, Dense, Embedding
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.bench_embeddings import token_ids  # noqa: E402
+from benchmarks.bench_graph import chain_data, chain_model  # noqa: E402
+from benchmarks.bench_training import classification_batch, mlp  # noqa: E402
 from benchmarks.common import disable_tf32, real_gpu  # noqa: E402
 
 DENSE_TARGET = 1.15
 ACTIVATION_TARGET = 1.0
+SMALL_MLP_TARGET = 0.5
+LARGE_MLP_TARGET = 1.0
+EMBEDDING_TARGET = 0.7
+GRAPH_TARGET = 1.2
+RECURRENT_TARGET = 1.0
 
 Timed = Callable[[], Any]
 
@@ -68,6 +91,15 @@ class Settings:
     features: int
     width: int
     gemm: int
+    #: (input, hidden, hidden, classes, batch) of the small and the large MLP
+    mlp_small: tuple[int, ...] = (64, 128, 128, 10, 32)
+    mlp_large: tuple[int, ...] = (784, 1024, 1024, 10, 256)
+    #: (vocabulary, dim, batch, length)
+    embedding: tuple[int, ...] = (50_000, 128, 64, 64)
+    #: (layers, units, batch) of the Dense chain
+    chain: tuple[int, ...] = (8, 32, 32)
+    #: (steps, batch, input features, units)
+    rnn: tuple[int, ...] = (50, 32, 64, 128)
 
 
 def settings(quick: bool, tiny: bool) -> Settings:
@@ -77,6 +109,8 @@ def settings(quick: bool, tiny: bool) -> Settings:
         return Settings(
             rounds=1, repeat=2, min_time=0.002, warmup=1, settle=0.0,
             batch=4, features=8, width=16, gemm=64,
+            mlp_small=(6, 5, 5, 3, 4), mlp_large=(7, 6, 6, 3, 4),
+            embedding=(11, 3, 2, 5), chain=(3, 4, 4), rnn=(3, 2, 3, 4),
         )  # fmt: skip
     if quick:
         return Settings(
@@ -377,6 +411,240 @@ def gemm_vs_cublas(torch: Any | None, config: Settings) -> list[Row]:
     ]
 
 
+# ------------------------------------------------------ (e) MLP training vs PyTorch
+def torch_mlp(torch: Any, model: Any) -> Any:
+    """nn.Linear/nn.ReLU layers holding a copy of the Sequential ``model``'s weights."""
+    modules = []
+    for index, layer in enumerate(model.layers):
+        W, b = layer.get_weights()
+        linear = torch.nn.Linear(W.shape[0], W.shape[1])
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(W.T.copy()))
+            linear.bias.copy_(torch.from_numpy(b))
+        modules.append(linear)
+        if index < len(model.layers) - 1:
+            modules.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*modules)
+
+
+def mlp_training_vs_torch(torch: Any, config: Settings) -> list[Row]:
+    rows = []
+    cases = (
+        ("small", config.mlp_small, SMALL_MLP_TARGET),
+        ("large", config.mlp_large, LARGE_MLP_TARGET),
+    )
+    for label, sizes, target in cases:
+        *widths, batch = sizes
+        lr = 0.01
+        model = mlp(tuple(widths), lr=lr)
+        x, y = classification_batch(batch, widths[0], widths[-1])
+        network = torch_mlp(torch, model)
+        optimizer = torch.optim.SGD(network.parameters(), lr=lr)
+        loss_function = torch.nn.CrossEntropyLoss()
+        tx = torch.from_numpy(x)
+        labels = torch.from_numpy(y.argmax(axis=1))
+
+        def ours(model: Any = model, x: np.ndarray = x, y: np.ndarray = y) -> float:
+            return model.train_on_batch(x, y)
+
+        def theirs(
+            network: Any = network,
+            optimizer: Any = optimizer,
+            loss_function: Any = loss_function,
+            tx: Any = tx,
+            labels: Any = labels,
+        ) -> float:
+            optimizer.zero_grad()  # set_to_none
+            loss = loss_function(network(tx), labels)
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+
+        # same weights, same first loss: both sides compute the same thing
+        first_ours, first_theirs = ours(), theirs()
+        note = f"first losses {first_ours:.5f} / {first_theirs:.5f}"
+        if not np.isclose(first_ours, first_theirs, rtol=1e-4, atol=1e-5):
+            note += " DIFFER"
+        t = measure({"ours": ours, "torch": theirs}, config)
+        shape = "-".join(str(w) for w in widths)
+        rows.append(
+            Row(
+                "e",
+                f"MLP {shape} batch {batch} train step vs torch ({label})",
+                t["ours"],
+                t["torch"],
+                target,
+                note,
+            )
+        )
+    return rows
+
+
+# --------------------------------------------------- (f) Embedding vs nn.Embedding
+def embedding_vs_torch(torch: Any, config: Settings) -> list[Row]:
+    vocabulary, dim, batch, length = config.embedding
+    layer = Embedding(vocabulary, dim, input_length=length, seed=0, dtype="float32")
+    layer.needs_input_gradient = False
+    ids = token_ids(vocabulary, batch, length)
+    g = rng_array((batch, length, dim), 8)
+    embedding = torch.nn.Embedding(vocabulary, dim)  # sparse=False: a dense gradient
+    with torch.no_grad():
+        embedding.weight.copy_(torch.from_numpy(layer.get_weights()[0]))
+    tids, tg = torch.from_numpy(ids), torch.from_numpy(g)
+
+    def ours() -> None:
+        layer.forward(ids, True)
+        layer.backward(g)
+
+    def theirs() -> None:
+        embedding.weight.grad = None  # zero_grad(set_to_none=True)
+        embedding(tids).backward(tg)
+
+    ours()
+    theirs()
+    assert embedding.weight.grad is not None
+    error = np.abs(layer.get_gradients()[0] - embedding.weight.grad.numpy()).max()
+    t = measure({"ours": ours, "torch": theirs}, config)
+    return [
+        Row(
+            "f",
+            f"Embedding {vocabulary}x{dim}, {batch}x{length} ids fwd+bwd vs nn.Embedding",
+            t["ours"],
+            t["torch"],
+            EMBEDDING_TARGET,
+            f"dense gradient, max abs difference {error:.1e}",
+        )
+    ]
+
+
+# ------------------------------------------------------ (g) Graph vs Sequential
+def graph_vs_sequential(config: Settings) -> list[Row]:
+    layers, units, batch = config.chain
+    models = {name: chain_model(name, layers, units) for name in ("graph", "sequential")}
+    data = {name: chain_data(name, batch, units) for name in models}
+    predicted = {name: models[name].predict_on_batch(data[name][0]) for name in models}
+    assert np.allclose(predicted["graph"]["y"], predicted["sequential"], rtol=1e-5, atol=1e-6)
+    rows = []
+    for method in ("predict_on_batch", "train_on_batch"):
+        functions: dict[str, Timed] = {}
+        for name, model in models.items():
+            inputs, train_args = data[name]
+            if method == "predict_on_batch":
+                functions[name] = functools.partial(model.predict_on_batch, inputs)
+            else:
+                functions[name] = functools.partial(model.train_on_batch, *train_args)
+        t = measure(functions, config)
+        per_node = (t["graph"] - t["sequential"]) / layers
+        rows.append(
+            Row(
+                "g",
+                f"Graph vs Sequential, {layers} x Dense({units}) batch {batch}: {method}",
+                t["graph"],
+                t["sequential"],
+                GRAPH_TARGET,
+                f"{per_node * 1e6:+.1f} us per node",
+            )
+        )
+    return rows
+
+
+# ------------------------------------------------- (h) LSTM and GRU vs PyTorch
+def torch_recurrent(torch: Any, kind: str, layer: Any) -> Any:
+    """nn.LSTM / nn.GRU (batch_first) with our layer's weights.
+
+    Both order the LSTM gates i, f, c (g), o and take ``W.T``, ``U.T``; our bias
+    goes into ``bias_ih`` (``bias_hh`` is zero). Our GRU is Keras 0.3's, whose
+    reset gate multiplies the state before ``U_h`` (PyTorch: after ``W_hn h``),
+    so its outputs differ slightly from nn.GRU's; the work is the same.
+    """
+    weights = layer.get_weights()
+    W, b = weights[0], weights[-1]
+    U = np.concatenate(weights[1:-1], axis=1)  # GRU: U_zr then U_h (z, r, h blocks)
+    units = layer.output_dim
+    module = (torch.nn.LSTM if kind == "LSTM" else torch.nn.GRU)(
+        W.shape[0], units, batch_first=True
+    )
+    if kind == "GRU":  # torch's gate order is r, z, n; ours z, r, h
+        order = np.r_[units : 2 * units, 0:units, 2 * units : 3 * units]
+        W, U, b = W[:, order], U[:, order], b[order]
+    with torch.no_grad():
+        module.weight_ih_l0.copy_(torch.from_numpy(W.T.copy()))
+        module.weight_hh_l0.copy_(torch.from_numpy(U.T.copy()))
+        module.bias_ih_l0.copy_(torch.from_numpy(b))
+        module.bias_hh_l0.zero_()
+    return module
+
+
+def recurrent_vs_torch(torch: Any, config: Settings) -> list[Row]:
+    steps, batch, features, units = config.rnn
+    x = rng_array((batch, steps, features), 9, -1.0, 1.0)
+    g = rng_array((batch, units), 10, -1.0, 1.0)
+    tx, tg = torch.from_numpy(x), torch.from_numpy(g)
+    rows = []
+    for kind, cls in (("LSTM", LSTM), ("GRU", GRU)):
+        layer = cls(
+            units,
+            activation="tanh",
+            inner_activation="sigmoid",
+            input_shape=(steps, features),
+            seed=0,
+            dtype="float32",
+        )
+        layer.needs_input_gradient = False  # x is data, as for torch's x without grad
+        module = torch_recurrent(torch, kind, layer)
+        parameters = list(module.parameters())
+
+        def ours_forward(layer: Any = layer) -> None:
+            layer.forward(x, True)
+
+        def ours(layer: Any = layer) -> None:
+            layer.forward(x, True)
+            layer.backward(g)
+
+        def torch_forward(module: Any = module) -> None:
+            module(tx)
+
+        def theirs(module: Any = module, parameters: list[Any] = parameters) -> None:
+            for parameter in parameters:
+                parameter.grad = None
+            output, _ = module(tx)
+            output[:, -1].backward(tg)
+
+        difference = np.abs(layer.forward(x, True) - module(tx)[0][:, -1].detach().numpy()).max()
+        note = f"max abs output difference {difference:.1e}"
+        if kind == "GRU":
+            note += " (Keras 0.3 GRU: reset before U_h)"
+        t = measure(
+            {
+                "ours": ours,
+                "torch": theirs,
+                "ours_forward": ours_forward,
+                "torch_forward": torch_forward,
+            },
+            config,
+        )
+        shape = f"{steps} steps, {batch}x{features}->{units}"
+        rows.append(
+            Row(
+                "h",
+                f"{kind} {shape} fwd+bwd vs nn.{kind}",
+                t["ours"],
+                t["torch"],
+                RECURRENT_TARGET,
+                note,
+            )
+        )
+        rows.append(
+            Row(
+                "h",
+                "  of which forward (train) vs autograd forward",
+                t["ours_forward"],
+                t["torch_forward"],
+            )
+        )
+    return rows
+
+
 # ------------------------------------------------------------------------ report
 def format_time(seconds: float) -> str:
     if seconds >= 1e-1:
@@ -416,7 +684,7 @@ def header(torch: Any | None) -> None:
     )
     print(f"CPU: {cpu}, {os.cpu_count()} cores, numba threads {numba.get_num_threads()}")
     if torch is None:
-        print("torch: not importable (section c and the cuBLAS side of d skipped)")
+        print("torch: not importable (sections c, e, f, h and the cuBLAS side of d skipped)")
     else:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"load average at start: {os.getloadavg()[0]:.2f} (busy neighbours slow threaded code)")
@@ -446,6 +714,11 @@ def main(argv: list[str] | None = None) -> int:
         rows += gemm_vs_cublas(torch, config)
     else:
         print("GPU: none (section d skipped)")
+    if torch is not None:
+        rows += mlp_training_vs_torch(torch, config) + embedding_vs_torch(torch, config)
+    rows += graph_vs_sequential(config)
+    if torch is not None:
+        rows += recurrent_vs_torch(torch, config)
     print()
     print_table(rows, args.tiny)
 
