@@ -72,10 +72,17 @@ class Device:
         return ()
 
     def kernels(self, dtype: Any) -> Any:
-        """The kernel set of this device for ``dtype`` (compiled lazily, cached)."""
-        from numlayers.kernels import kernel_set
+        """The kernel set of this device for ``dtype`` (compiled lazily, cached).
 
-        return kernel_set(self, resolve_dtype(dtype))
+        Layers ask for it on every call, so the lookup is one dict access.
+        """
+        sets = self.__dict__.setdefault("_kernel_sets", {})
+        found = sets.get(dtype)
+        if found is None:
+            from numlayers.kernels import kernel_set
+
+            found = sets[dtype] = kernel_set(self, resolve_dtype(dtype))
+        return found
 
     def __repr__(self) -> str:
         return f"Device({self.name!r})"

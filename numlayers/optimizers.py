@@ -65,7 +65,7 @@ class Optimizer:
     # ----------------------------------------------------------------- update
     def _ensure_states(self, params: Sequence[Any], device: Device, dtype: np.dtype) -> None:
         """(Re)create zeroed state arrays when the weights or their device changed."""
-        sizes = [int(np.prod(p.shape)) for p in params]
+        sizes = [p.size for p in params]
         if self._device is device and self._sizes == sizes:
             return
         self._device = device

@@ -31,6 +31,9 @@ from numlayers.layers.base import Layer
 from numlayers.random import get_generator
 from numlayers.weights_io import load_weights, save_weights
 
+#: per-output sample weights; None where every sample weighs 1
+Weights = list[np.ndarray | None]
+
 METRIC_NAMES = {"accuracy": "acc", "acc": "acc"}
 
 
@@ -175,7 +178,11 @@ class Model:
 
     # ---- one step ---------------------------------------------------------
     def _row_scales(
-        self, head: OutputHead, output_shape: tuple[int, ...], weights: np.ndarray, train: bool
+        self,
+        head: OutputHead,
+        output_shape: tuple[int, ...],
+        weights: np.ndarray | None,
+        train: bool,
     ) -> tuple[Any, Any]:
         """Per-row weights of the loss and of the metrics, as device vectors.
 
@@ -184,28 +191,42 @@ class Model:
         each row by ``mask / mean(mask)``, so masked steps count for nothing and
         the loss keeps its scale. Metrics average over the unmasked rows.
         """
+        samples = output_shape[0]
         rows_per_sample = int(np.prod(output_shape[1:-1])) if len(output_shape) > 2 else 1
-        rows = output_shape[0] * rows_per_sample
-        nonzero = max(int(np.count_nonzero(weights)), 1)
-        sample_scale = weights / (nonzero * rows_per_sample)
+        rows = samples * rows_per_sample
+        uniform = self._constant_vector(head, "uniform_rows", rows, 1.0 / rows)
+        if weights is None:  # the common case: nothing to compute or copy per batch
+            sample_scale = self._constant_vector(head, "uniform_samples", samples, 1.0 / rows)
+            loss_scale = uniform
+        else:
+            nonzero = max(int(np.count_nonzero(weights)), 1)
+            host_scale = weights / (nonzero * rows_per_sample)
+            sample_scale = self.device.asarray(host_scale, self.dtype)
+            loss_scale = self.device.asarray(np.repeat(host_scale, rows_per_sample), self.dtype)
         mask = head.layer.get_output_mask(train) if len(output_shape) > 2 else None
         if mask is None:
-            metric_key = ("metric_scale", (rows,))
-            if metric_key not in head._buffers:
-                uniform = np.full(rows, 1.0 / rows)
-                head._buffers[metric_key] = self.device.asarray(uniform, self.dtype)
-            loss_scale = np.repeat(sample_scale, rows_per_sample)
-            return self.device.asarray(loss_scale, self.dtype), head._buffers[metric_key]
+            return loss_scale, uniform
         kernels = self.device.kernels(self.dtype)
-        loss_scale = head.buffer("masked_loss_scale", (rows,))
-        kernels.mask_row_scale(mask, self.device.asarray(sample_scale, self.dtype), loss_scale)
+        masked_loss_scale = head.buffer("masked_loss_scale", (rows,))
+        kernels.mask_row_scale(mask, sample_scale, masked_loss_scale)
         metric_scale = head.buffer("masked_metric_scale", (rows,))
-        uniform_samples = np.full(output_shape[0], 1.0 / rows)
-        kernels.mask_row_scale(mask, self.device.asarray(uniform_samples, self.dtype), metric_scale)
-        return loss_scale, metric_scale
+        uniform_samples = self._constant_vector(head, "uniform_samples", samples, 1.0 / rows)
+        kernels.mask_row_scale(mask, uniform_samples, metric_scale)
+        return masked_loss_scale, metric_scale
+
+    def _constant_vector(self, head: OutputHead, slot: str, length: int, value: float) -> Any:
+        """A device vector filled with ``value``, made once per length."""
+        key = (slot, (length,))
+        if key not in head._buffers:
+            head._buffers[key] = self.device.asarray(np.full(length, value), self.dtype)
+        return head._buffers[key]
 
     def _loss_and_gradients(
-        self, outputs: list[Any], targets: list[Any], weights: list[np.ndarray], with_grads: bool
+        self,
+        outputs: list[Any],
+        targets: list[Any],
+        weights: Weights,
+        with_grads: bool,
     ) -> tuple[list[Any], list[bool]]:
         """Loss and metric values into the scalar slots, and the output gradients.
 
@@ -248,9 +269,7 @@ class Model:
                 grads.append(grad)
         return grads, [head.fused for head in self.heads]
 
-    def _step(
-        self, inputs: list[Any], targets: list[Any], weights: list[np.ndarray], train: bool
-    ) -> Any:
+    def _step(self, inputs: list[Any], targets: list[Any], weights: Weights, train: bool) -> Any:
         """One batch on the device; returns the device vector of its values."""
         kernels = self.device.kernels(self.dtype)
         scalars = self._scalar_slots()
@@ -298,7 +317,7 @@ class Model:
     # ---- data -------------------------------------------------------------
     def _prepare(
         self, X: Any, y: Any | None, sample_weight: Any, class_weight: Any
-    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    ) -> tuple[list[np.ndarray], list[np.ndarray], Weights]:
         inputs = self._cast_inputs(self.standardize_inputs(X))
         count = len(inputs[0])
         if y is None:
@@ -369,8 +388,9 @@ class Model:
 
     def _sample_weights(
         self, sample_weight: Any, class_weight: Any, targets: list[np.ndarray], count: int
-    ) -> list[np.ndarray]:
-        weights = []
+    ) -> list[np.ndarray | None]:
+        """Each output's per-sample weights, or None where every sample weighs 1."""
+        weights: Weights = []
         for head, target, given, classes in zip(
             self.heads,
             targets,
@@ -378,6 +398,9 @@ class Model:
             self._per_output(class_weight, "class_weight"),
             strict=True,
         ):
+            if given is None and not classes:
+                weights.append(None)
+                continue
             weight = np.ones(count)
             if given is not None:
                 given = np.asarray(given, dtype=np.float64)
@@ -403,8 +426,10 @@ class Model:
             labels = np.round(np.asarray(target).reshape(len(target), -1)[:, 0]).astype(np.int64)
         return np.array([float(classes.get(int(label), 1.0)) for label in labels])
 
-    def _batch(self, arrays: list[np.ndarray], index: np.ndarray) -> list[Any]:
-        """The rows ``index`` of each host array, on the model's device."""
+    def _batch(self, arrays: list[np.ndarray], index: np.ndarray | None) -> list[Any]:
+        """The rows ``index`` (all rows for None) of each host array, on the model's device."""
+        if index is None:
+            return [self.device.asarray(a) for a in arrays]
         return [self.device.asarray(a[index]) for a in arrays]
 
     # ---- public API -------------------------------------------------------
@@ -420,10 +445,7 @@ class Model:
 
     def _on_batch(self, X: Any, y: Any, class_weight: Any, sample_weight: Any, train: bool) -> Any:
         inputs, targets, weights = self._prepare(X, y, sample_weight, class_weight)
-        index = np.arange(len(inputs[0]))
-        scalars = self._step(
-            self._batch(inputs, index), self._batch(targets, index), weights, train
-        )
+        scalars = self._step(self._batch(inputs, None), self._batch(targets, None), weights, train)
         logs = self._scalars_to_logs(self.device.to_host(scalars))
         return self._logs_result(logs)
 
@@ -480,7 +502,7 @@ class Model:
         self,
         inputs: list[np.ndarray],
         targets: list[np.ndarray],
-        weights: list[np.ndarray],
+        weights: Weights,
         batch_size: int,
     ) -> dict[str, float]:
         count = len(inputs[0])
@@ -490,7 +512,7 @@ class Model:
             scalars = self._step(
                 self._batch(inputs, index),
                 self._batch(targets, index),
-                [w[index] for w in weights],
+                _rows_of(weights, index),
                 train=False,
             )
             for key, value in self._scalars_to_logs(self.device.to_host(scalars)).items():
@@ -559,12 +581,12 @@ class Model:
             validation = (
                 [a[split:] for a in inputs],
                 [t[split:] for t in targets],
-                [w[split:] for w in weights],
+                _rows_of(weights, slice(split, None)),
             )
             inputs, targets, weights = (
                 [a[:split] for a in inputs],
                 [t[:split] for t in targets],
-                [w[:split] for w in weights],
+                _rows_of(weights, slice(None, split)),
             )
 
         history = History()
@@ -605,7 +627,7 @@ class Model:
                 scalars = self._step(
                     self._batch(inputs, index),
                     self._batch(targets, index),
-                    [w[index] for w in weights],
+                    _rows_of(weights, index),
                     train=True,
                 )
                 seen += len(index)
@@ -738,6 +760,10 @@ class Model:
 
     def summary_rows(self) -> list[tuple[Layer, str]]:
         return [(layer, "") for layer in self.all_layers()]
+
+
+def _rows_of(weights: Weights, index: Any) -> Weights:
+    return [None if w is None else w[index] for w in weights]
 
 
 def _check_batch_size(batch_size: Any) -> None:
