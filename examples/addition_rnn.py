@@ -28,6 +28,8 @@ QUESTION_LENGTH = DIGITS + 1 + DIGITS  # "123+456"
 ANSWER_LENGTH = DIGITS + 1  # up to "999+999" = "1998"
 CHARACTERS = "0123456789+ "
 REQUIRED_ACCURACY = 0.95
+LEARNING_RATE = 0.003
+DECAY_AFTER = 5  # epochs at the full rate, then lr shrinks by 15% per epoch
 
 
 class CharacterTable:
@@ -70,7 +72,9 @@ def build_model(device: str, hidden: int) -> Sequential:
     model.add(LSTM(hidden, return_sequences=True))
     model.add(TimeDistributed(Dense(len(CHARACTERS))))
     model.add(Activation("softmax"))
-    model.compile(Adam(lr=0.003), "categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        Adam(lr=LEARNING_RATE, clipnorm=1.0), "categorical_crossentropy", metrics=["accuracy"]
+    )
     return model
 
 
@@ -98,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     model.summary()
     exact = 0.0
     for epoch in range(args.epochs):
+        # a shrinking step keeps late epochs from jumping out of a good solution
+        model.optimizer.lr = LEARNING_RATE * 0.85 ** max(0, epoch - DECAY_AFTER)
         model.fit(X_train, Y_train, batch_size=args.batch_size, nb_epoch=1, verbose=args.verbose)
         guesses = table.decode(model.predict(X_test, batch_size=1024))
         truths = table.decode(Y_test)
