@@ -33,6 +33,8 @@ class Optimizer:
         clipvalue: if > 0, clip every gradient element to [-clipvalue, clipvalue].
     """
 
+    #: the update kernel of this rule (see numlayers.kernels.optimizers)
+    kernel_name: ClassVar[str] = ""
     #: names of the state arrays each weight gets (all zero-initialised, weight-shaped)
     state_names: ClassVar[tuple[str, ...]] = ()
     #: hyperparameters (besides lr, clipnorm, clipvalue) and their Keras 0.3 defaults
@@ -102,7 +104,9 @@ class Optimizer:
     def apply(
         self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
     ) -> None:
-        raise NotImplementedError
+        """``<kernel_name>(param, grad, *states, *scalars)``: every rule's kernel takes
+        its state arrays, then this step's scalars."""
+        getattr(kernels, self.kernel_name)(param, grad, *states, *scalars)
 
     # ------------------------------------------------------------------ state
     def get_config(self) -> dict[str, Any]:
@@ -158,6 +162,7 @@ class SGD(Optimizer):
     the weight moves by ``v`` (or ``momentum * v - lr_t * g`` with Nesterov).
     """
 
+    kernel_name = "sgd_update"
     state_names = ("velocity",)
     defaults = {"momentum": 0.0, "decay": 0.0, "nesterov": False}
 
@@ -172,18 +177,14 @@ class SGD(Optimizer):
         super().__init__(lr, momentum=momentum, decay=decay, nesterov=bool(nesterov), **kwargs)
 
     def step_scalars(self) -> list[float]:
-        return [self.lr / (1.0 + self.hyper["decay"] * self.iterations), self.hyper["momentum"]]
-
-    def apply(
-        self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
-    ) -> None:
-        lr, momentum = scalars
-        kernels.sgd_update(param, grad, states[0], lr, momentum, self.hyper["nesterov"])
+        decayed = self.lr / (1.0 + self.hyper["decay"] * self.iterations)
+        return [decayed, self.hyper["momentum"], self.hyper["nesterov"]]
 
 
 class RMSprop(Optimizer):
     """RMSprop: ``a = rho * a + (1 - rho) * g**2``; ``w -= lr * g / sqrt(a + epsilon)``."""
 
+    kernel_name = "rmsprop_update"
     state_names = ("accumulator",)
     defaults = {"rho": 0.9, "epsilon": 1e-6}
 
@@ -193,15 +194,11 @@ class RMSprop(Optimizer):
     def step_scalars(self) -> list[float]:
         return [self.lr, self.hyper["rho"], self.hyper["epsilon"]]
 
-    def apply(
-        self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
-    ) -> None:
-        kernels.rmsprop_update(param, grad, states[0], *scalars)
-
 
 class Adagrad(Optimizer):
     """Adagrad: ``a += g**2``; ``w -= lr * g / sqrt(a + epsilon)``."""
 
+    kernel_name = "adagrad_update"
     state_names = ("accumulator",)
     defaults = {"epsilon": 1e-6}
 
@@ -211,15 +208,11 @@ class Adagrad(Optimizer):
     def step_scalars(self) -> list[float]:
         return [self.lr, self.hyper["epsilon"]]
 
-    def apply(
-        self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
-    ) -> None:
-        kernels.adagrad_update(param, grad, states[0], *scalars)
-
 
 class Adadelta(Optimizer):
     """Adadelta (Zeiler 2012) with Keras 0.3's learning-rate factor."""
 
+    kernel_name = "adadelta_update"
     state_names = ("accumulator", "delta_accumulator")
     defaults = {"rho": 0.95, "epsilon": 1e-6}
 
@@ -229,15 +222,11 @@ class Adadelta(Optimizer):
     def step_scalars(self) -> list[float]:
         return [self.lr, self.hyper["rho"], self.hyper["epsilon"]]
 
-    def apply(
-        self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
-    ) -> None:
-        kernels.adadelta_update(param, grad, states[0], states[1], *scalars)
-
 
 class Adam(Optimizer):
     """Adam (Kingma and Ba) with the bias correction folded into ``lr_t``."""
 
+    kernel_name = "adam_update"
     state_names = ("m", "v")
     defaults = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
 
@@ -257,15 +246,11 @@ class Adam(Optimizer):
         lr_t = self.lr * math.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t)
         return [lr_t, beta_1, beta_2, self.hyper["epsilon"]]
 
-    def apply(
-        self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
-    ) -> None:
-        kernels.adam_update(param, grad, states[0], states[1], *scalars)
-
 
 class Adamax(Optimizer):
     """Adamax: Adam with the infinity norm, ``lr_t = lr / (1 - beta_1**t)``."""
 
+    kernel_name = "adamax_update"
     state_names = ("m", "u")
     defaults = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
 
@@ -283,11 +268,6 @@ class Adamax(Optimizer):
         t = self.iterations + 1
         beta_1 = self.hyper["beta_1"]
         return [self.lr / (1.0 - beta_1**t), beta_1, self.hyper["beta_2"], self.hyper["epsilon"]]
-
-    def apply(
-        self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
-    ) -> None:
-        kernels.adamax_update(param, grad, states[0], states[1], *scalars)
 
 
 OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {

@@ -373,6 +373,24 @@ class Recurrent(Layer):
     def run_backward_steps(
         self, order: Any, grad_tm: Any, grad_output: Any, dh: Any, dpre_all: Any
     ) -> None:
+        """Backward through time, last processed step first: add the output's gradient
+        at each step to ``dh``, let :meth:`backward_step` turn it into that step's
+        pre-activation gradients and ``dh_prev``, then step back."""
+        dh_prev = self.buffer("dh_prev", tuple(dh.shape))
+        self.begin_backward(dh)
+        steps = len(order)
+        for position in range(steps - 1, -1, -1):
+            t = order[position]
+            self._step_gradient(grad_tm, grad_output, t, position == steps - 1, dh)
+            self.backward_step(position, order, dh, dh_prev, dpre_all)
+            dh, dh_prev = dh_prev, dh
+
+    def begin_backward(self, dh: Any) -> None:
+        """Prepare per-sequence backward buffers (the LSTM's cell gradient)."""
+
+    def backward_step(
+        self, position: int, order: Any, dh: Any, dh_prev: Any, dpre_all: Any
+    ) -> None:
         raise NotImplementedError
 
     def _recurrent_input(self, h_prev: Any, mask_U: Any, t: int, h_prev_all: Any) -> Any:
@@ -454,30 +472,24 @@ class SimpleRNN(Recurrent):
             )
         self.keep_final_states([h_all[order[-1]]])
 
-    def run_backward_steps(
-        self, order: Any, grad_tm: Any, grad_output: Any, dh: Any, dpre_all: Any
+    def backward_step(
+        self, position: int, order: Any, dh: Any, dh_prev: Any, dpre_all: Any
     ) -> None:
         saved = self.saved()
-        kernels = self.kernels
-        dh_prev = self.buffer("dh_prev", tuple(dh.shape))
-        steps = len(order)
-        for position in range(steps - 1, -1, -1):
-            t = order[position]
-            self._step_gradient(grad_tm, grad_output, t, position == steps - 1, dh)
-            h_prev = self._previous_state(position, order, saved["h_all"], saved["initial"][0])
-            kernels.rnn_step_backward(
-                saved["h_all"],
-                t,
-                h_prev,
-                saved["mask_tm"],
-                saved["has_mask"],
-                dh,
-                dpre_all,
-                dh_prev,
-                self.activation_code,
-            )
-            self._add_recurrent_gradient(dpre_all[t], self.params[1], dh_prev)
-            dh, dh_prev = dh_prev, dh
+        t = order[position]
+        h_prev = self._previous_state(position, order, saved["h_all"], saved["initial"][0])
+        self.kernels.rnn_step_backward(
+            saved["h_all"],
+            t,
+            h_prev,
+            saved["mask_tm"],
+            saved["has_mask"],
+            dh,
+            dpre_all,
+            dh_prev,
+            self.activation_code,
+        )
+        self._add_recurrent_gradient(dpre_all[t], self.params[1], dh_prev)
 
 
 class LSTM(Recurrent):
@@ -558,38 +570,34 @@ class LSTM(Recurrent):
         self.save(gates_all=gates_all, c_all=c_all)
         self.keep_final_states([h_all[order[-1]], c_all[order[-1]]])
 
-    def run_backward_steps(
-        self, order: Any, grad_tm: Any, grad_output: Any, dh: Any, dpre_all: Any
+    def begin_backward(self, dh: Any) -> None:
+        self._dc = self.buffer("dc", tuple(dh.shape))
+        self._dc_prev = self.buffer("dc_prev", tuple(dh.shape))
+        self.kernels.fill(self._dc, 0.0)
+
+    def backward_step(
+        self, position: int, order: Any, dh: Any, dh_prev: Any, dpre_all: Any
     ) -> None:
         saved = self.saved()
-        kernels = self.kernels
-        dh_prev = self.buffer("dh_prev", tuple(dh.shape))
-        dc = self.buffer("dc", tuple(dh.shape))
-        dc_prev = self.buffer("dc_prev", tuple(dh.shape))
-        kernels.fill(dc, 0.0)
-        steps = len(order)
-        for position in range(steps - 1, -1, -1):
-            t = order[position]
-            self._step_gradient(grad_tm, grad_output, t, position == steps - 1, dh)
-            c_prev = self._previous_state(position, order, saved["c_all"], saved["initial"][1])
-            kernels.lstm_step_backward(
-                saved["gates_all"],
-                saved["c_all"],
-                t,
-                c_prev,
-                saved["mask_tm"],
-                saved["has_mask"],
-                dh,
-                dc,
-                dpre_all,
-                dh_prev,
-                dc_prev,
-                self.activation_code,
-                self.inner_activation_code,
-            )
-            self._add_recurrent_gradient(dpre_all[t], self.params[1], dh_prev)
-            dh, dh_prev = dh_prev, dh
-            dc, dc_prev = dc_prev, dc
+        t = order[position]
+        c_prev = self._previous_state(position, order, saved["c_all"], saved["initial"][1])
+        self.kernels.lstm_step_backward(
+            saved["gates_all"],
+            saved["c_all"],
+            t,
+            c_prev,
+            saved["mask_tm"],
+            saved["has_mask"],
+            dh,
+            self._dc,
+            dpre_all,
+            dh_prev,
+            self._dc_prev,
+            self.activation_code,
+            self.inner_activation_code,
+        )
+        self._add_recurrent_gradient(dpre_all[t], self.params[1], dh_prev)
+        self._dc, self._dc_prev = self._dc_prev, self._dc
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -668,53 +676,45 @@ class GRU(Recurrent):
         )
         return out
 
-    def run_backward_steps(
-        self, order: Any, grad_tm: Any, grad_output: Any, dh: Any, dpre_all: Any
+    def backward_step(
+        self, position: int, order: Any, dh: Any, dh_prev: Any, dpre_all: Any
     ) -> None:
         saved = self.saved()
         kernels = self.kernels
         units = self.output_dim
-        U_zr, U_h = self.params[1], self.params[2]
-        dh_prev = self.buffer("dh_prev", tuple(dh.shape))
+        t = order[position]
         d_rh = self.buffer("d_rh", tuple(dh.shape))
         d_in = self.buffer("d_in", tuple(dh.shape))
-        steps = len(order)
-        for position in range(steps - 1, -1, -1):
-            t = order[position]
-            self._step_gradient(grad_tm, grad_output, t, position == steps - 1, dh)
-            h_prev = self._previous_state(position, order, saved["h_all"], saved["initial"][0])
-            kernels.gru_step_backward_output(
-                saved["gates_all"],
-                saved["h_all"],
-                t,
-                h_prev,
-                saved["mask_tm"],
-                saved["has_mask"],
-                dh,
-                dpre_all,
-                dh_prev,
-                self.activation_code,
-            )
-            kernels.matmul_transpose_b(
-                self._columns(dpre_all[t], 2 * units, units, "dpre_h"), U_h, d_rh
-            )
-            kernels.fill(d_in, 0.0)  # gradient reaching the (dropped-out) state the GEMMs read
-            kernels.gru_step_backward_reset(
-                saved["gates_all"],
-                t,
-                saved["h_prev_all"][t],
-                d_rh,
-                dpre_all,
-                d_in,
-                self.inner_activation_code,
-            )
-            self._add_recurrent_gradient(
-                self._columns(dpre_all[t], 0, 2 * units, "dpre_zr"), U_zr, d_in
-            )
-            if saved["mask_U"] is not None:
-                kernels.multiply_into(saved["mask_U"], d_in)
-            kernels.add_into(d_in, dh_prev)
-            dh, dh_prev = dh_prev, dh
+        h_prev = self._previous_state(position, order, saved["h_all"], saved["initial"][0])
+        kernels.gru_step_backward_output(
+            saved["gates_all"],
+            saved["h_all"],
+            t,
+            h_prev,
+            saved["mask_tm"],
+            saved["has_mask"],
+            dh,
+            dpre_all,
+            dh_prev,
+            self.activation_code,
+        )
+        dpre_h = self._columns(dpre_all[t], 2 * units, units, "dpre_h")
+        kernels.matmul_transpose_b(dpre_h, self.params[2], d_rh)
+        kernels.fill(d_in, 0.0)  # gradient reaching the (dropped-out) state the GEMMs read
+        kernels.gru_step_backward_reset(
+            saved["gates_all"],
+            t,
+            saved["h_prev_all"][t],
+            d_rh,
+            dpre_all,
+            d_in,
+            self.inner_activation_code,
+        )
+        dpre_zr = self._columns(dpre_all[t], 0, 2 * units, "dpre_zr")
+        self._add_recurrent_gradient(dpre_zr, self.params[1], d_in)
+        if saved["mask_U"] is not None:
+            kernels.multiply_into(saved["mask_U"], d_in)
+        kernels.add_into(d_in, dh_prev)
 
     def _add_recurrent_gradient(self, dpre: Any, U: Any, dh_prev: Any) -> None:
         """``dh_prev += dpre @ U.T`` (the dropout mask is applied once, by the caller)."""
