@@ -8,8 +8,9 @@ Operations (both devices):
   ``need_grad_x``, ``grad_x = grad_out @ weight.T`` (the first layer of a model
   skips that product).
 
-CPU: BLAS through ``np.dot`` with the bias add and bias reduction fused in one
-compiled function each way. CUDA: the tiled GEMM of :mod:`numlayers.kernels.matmul`.
+CPU: BLAS (:func:`~numlayers.kernels.blas.parallel_gemm`) with the bias add and bias
+reduction fused in one compiled function each way. CUDA: the tiled GEMM of
+:mod:`numlayers.kernels.matmul`.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ import numpy as np
 from numba import njit
 
 from numlayers.kernels.arrays import sum_rows_launcher
+from numlayers.kernels.blas import parallel_gemm, use_one_blas_thread
 from numlayers.kernels.cuda_support import empty_vector
 from numlayers.kernels.matmul import gemm_launcher
 
 
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
+    use_one_blas_thread()
+
     @njit(cache=True)
     def dense_forward(x, weight, bias, out):
-        np.dot(x, weight, out)
+        parallel_gemm(x, weight, out, False, False, 1.0, 0.0)
         if bias.shape[0] > 0:
             for i in range(out.shape[0]):
                 for j in range(out.shape[1]):
@@ -36,8 +40,8 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     @njit(cache=True)
     def dense_backward(x, weight, grad_out, grad_x, grad_weight, grad_bias, need_grad_x):
         if need_grad_x:
-            np.dot(grad_out, weight.T, grad_x)
-        np.dot(x.T, grad_out, grad_weight)
+            parallel_gemm(grad_out, weight, grad_x, False, True, 1.0, 0.0)
+        parallel_gemm(x, grad_out, grad_weight, True, False, 1.0, 0.0)
         if grad_bias.shape[0] > 0:
             grad_bias[:] = 0
             for i in range(grad_out.shape[0]):

@@ -1,4 +1,4 @@
-"""Matrix products: BLAS through ``np.dot`` on the CPU, a tiled GEMM of ours on CUDA.
+"""Matrix products: BLAS (:mod:`numlayers.kernels.blas`) on the CPU, a tiled GEMM of ours on CUDA.
 
 Operations (both devices, ``out`` is overwritten):
 
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from numlayers.kernels.blas import parallel_gemm, use_one_blas_thread
 from numlayers.kernels.cuda_support import CudaKernelRegistry, empty_vector, new_registry
 
 #: ``numba.cuda``, bound by :func:`new_registry` (kernels must see it as a module global)
@@ -39,9 +40,11 @@ B_LOADS = TILE_N * TILE_K // BLOCK_THREADS
 
 
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
+    use_one_blas_thread()
+
     @njit(cache=True)
     def matmul(a, b, bias, out):
-        np.dot(a, b, out)
+        parallel_gemm(a, b, out, False, False, 1.0, 0.0)
         if bias.shape[0] > 0:
             for i in range(out.shape[0]):
                 for j in range(out.shape[1]):
@@ -49,11 +52,11 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
 
     @njit(cache=True)
     def matmul_transpose_a(a, b, out):
-        np.dot(a.T, b, out)
+        parallel_gemm(a, b, out, True, False, 1.0, 0.0)
 
     @njit(cache=True)
     def matmul_transpose_b(a, b, out):
-        np.dot(a, b.T, out)
+        parallel_gemm(a, b, out, False, True, 1.0, 0.0)
 
     return {
         "matmul": matmul,

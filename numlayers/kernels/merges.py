@@ -24,11 +24,12 @@ Operations (both devices; outputs are overwritten unless the name says ``into``)
 
 A concat part is copied through 2-D views ``(outer, length * inner)``, so each
 ``x[o]`` moves as one contiguous run. On the CPU the batched product is a BLAS call
-per batch item through ``np.dot``; on CUDA it is :mod:`numlayers.kernels.matmul`'s
-tiling (64 x 64 output tiles, 4 x 4 per thread) with ``blockIdx.z`` walking the
-batch. A batch of 1 x 1 results (the 'dot' of two vectors per sample, whatever the
-transposes) is a row-wise dot product instead: a vectorised loop on the CPU, where a
-BLAS call per sample costs more than its sum, and the cosine's row reduction on CUDA.
+per batch item (:func:`~numlayers.kernels.blas.gemm`); on CUDA it is
+:mod:`numlayers.kernels.matmul`'s tiling (64 x 64 output tiles, 4 x 4 per thread)
+with ``blockIdx.z`` walking the batch. A batch of 1 x 1 results (the 'dot' of two
+vectors per sample, whatever the transposes) is a row-wise dot product instead: a
+vectorised loop on the CPU, where a BLAS call per sample costs more than its sum, and
+the cosine's row reduction on CUDA.
 The cosine's row sums and gradient formula are written once and compiled for both
 devices; on CUDA a block of :data:`ROW_THREADS` threads reduces each row in shared
 memory.
@@ -43,6 +44,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from numlayers.kernels.blas import gemm, use_one_blas_thread
 from numlayers.kernels.cuda_support import CudaKernelRegistry, blocks_for, new_registry
 from numlayers.kernels.dropout import compile_serial_and_parallel
 from numlayers.kernels.matmul import (
@@ -142,6 +144,7 @@ def merge_last_axes(array: Any) -> Any:
 
 
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
+    use_one_blas_thread()
     cast = dtype.type
     zero = dtype.type(0)
     one = dtype.type(1)
@@ -197,14 +200,7 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     @njit(cache=True)
     def blas_products(a, b, out, transpose_a, transpose_b):
         for z in range(out.shape[0]):
-            if transpose_a and transpose_b:
-                np.dot(a[z].T, b[z].T, out[z])
-            elif transpose_a:
-                np.dot(a[z].T, b[z], out[z])
-            elif transpose_b:
-                np.dot(a[z], b[z].T, out[z])
-            else:
-                np.dot(a[z], b[z], out[z])
+            gemm(a[z], b[z], out[z], transpose_a, transpose_b, 1.0, 0.0)
 
     multiply_into_serial, multiply_into_parallel = compile_serial_and_parallel(multiply_into_loop)
     multiply_two_serial, multiply_two_parallel = compile_serial_and_parallel(multiply_two_loop)
