@@ -51,7 +51,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from numba.extending import register_jitable
 
 from numlayers.kernels.cuda_support import (
@@ -61,6 +61,10 @@ from numlayers.kernels.cuda_support import (
     empty_vector,
     new_registry,
 )
+
+#: weights at least this long are updated on every core (a 1024 x 1024 SGD step:
+#: 0.35 ms on one core, about half on two)
+PARALLEL_MIN_SIZE = 1 << 16
 
 #: ``numba.cuda``, bound by :func:`new_registry` (kernels must see it as a module global)
 cuda: Any = None
@@ -397,7 +401,7 @@ def cpu_update_loop(step: Callable[..., None], k: KernelConstants) -> Callable[.
     """The CPU loop template applying the update rule ``step`` to every element."""
 
     def update_loop(param, grad, first, second, lr, h1, h2, h3):
-        for i in range(param.size):
+        for i in prange(param.size):
             step(param, grad, first, second, i, lr, h1, h2, h3, k)
 
     return update_loop
@@ -421,8 +425,9 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     k = kernel_constants(dtype)
     no_array = np.empty(0, dtype)
     updates = {
-        rule: compile_cpu(cpu_update_loop(step, k), f"{rule}_update")
+        (rule, parallel): compile_cpu(cpu_update_loop(step, k), f"{rule}_update", parallel)
         for rule, step in UPDATE_RULES.items()
+        for parallel in (False, True)
     }
     clips = {
         rule: compile_cpu(cpu_clip_loop(prepare, step, k), rule)
@@ -430,7 +435,8 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     }
 
     def update(rule: str, param: Any, grad: Any, first: Any, second: Any, *scalars: float) -> None:
-        updates[rule](param, grad, first, second, *(cast(s) for s in scalars))
+        parallel = param.size >= PARALLEL_MIN_SIZE
+        updates[rule, parallel](param, grad, first, second, *(cast(s) for s in scalars))
 
     def clip(rule: str, grad: Any, limit: float, total_sq: Any) -> None:
         clips[rule](grad, cast(limit), total_sq)
