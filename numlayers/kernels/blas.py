@@ -3,8 +3,8 @@
 The CPU kernels multiply matrices through :func:`gemm`, a BLAS ``sgemm``/``dgemm``
 call on row-major views of any row stride, with transposes and an
 ``out = alpha * product + beta * out`` update, so a kernel can multiply column
-blocks and accumulate without copies. :func:`parallel_gemm` cuts ``out`` into
-blocks, one BLAS call each, and runs the blocks on Numba's threads.
+blocks and accumulate without copies. :func:`product` cuts ``out`` into blocks, one
+BLAS call each, and runs the blocks on Numba's threads.
 
 Which BLAS (:data:`BLAS_NAME`): Intel MKL, sequential, where the ``mkl`` package is
 installed (a dependency on x86-64); otherwise scipy's (the OpenBLAS behind Numba's
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import importlib.metadata
 import os
 from pathlib import Path
@@ -45,13 +46,25 @@ from numba.extending import get_cython_function_address
 SMALL_BLOCK_WORK = 1 << 18
 #: products of up to this many multiply-adds are cut into small blocks
 SMALL_PRODUCT_WORK = 1 << 23
-#: products below this many multiply-adds run in one call on the calling thread
-SERIAL_WORK = 1 << 16
+#: products of up to this many multiply-adds run in one call on the calling thread:
+#: waking Numba's sleeping threads from Python cost about 20 us, the time one core
+#: takes for about 2 million multiply-adds
+SERIAL_WORK = 1 << 21
 #: Numba's thread count, a constant of the compiled (and cached) code: calling
 #: ``numba.get_num_threads()`` inside it would keep Numba from caching it
 THREADS: int = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
 #: MKL's ``MKL_Set_Threading_Layer`` value for its sequential library
 MKL_THREADING_SEQUENTIAL = 1
+#: a digest of this file, in the cached names of functions that call into it: Numba's
+#: cache notices edits only to the file of the function it caches
+DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def njit_calling_blas(function: Any) -> Any:
+    """``njit(cache=True)`` for a function that calls this module (cached under a name
+    that changes with this file)."""
+    function.__qualname__ = f"{function.__qualname__}_{DIGEST}"
+    return njit(cache=True)(function)
 
 
 def _mkl_runtime() -> ctypes.CDLL | None:
@@ -192,9 +205,8 @@ def gemm(a, b, out, transpose_a, transpose_b, alpha, beta):
         _dgemm(*arguments)
 
 
-@njit(cache=True)
-def block_count(m, n, k, threads):
-    """How many blocks :func:`parallel_gemm` cuts an ``m x n`` (depth ``k``) product into."""
+def block_count(m: int, n: int, k: int, threads: int = THREADS) -> int:
+    """How many blocks :func:`product` cuts an ``m x n`` (depth ``k``) product into."""
     work = m * n * k
     if work <= SERIAL_WORK or threads <= 1:
         return 1
@@ -205,10 +217,11 @@ def block_count(m, n, k, threads):
 
 
 @njit(cache=True)
-def gemm_block(a, b, out, transpose_a, transpose_b, alpha, beta, block, blocks):
+def gemm_block(a, b, out, transpose_a, transpose_b, alpha, beta, block, blocks, bias):
     """Block ``block`` of ``blocks`` of :func:`gemm` (bounds multiples of 16): a column
     block of ``out`` where ``out`` is at least as wide as tall, else a row block; row
-    blocks too for ``a.T @ b`` (a weight gradient), which measured faster that way."""
+    blocks too for ``a.T @ b`` (a weight gradient), which measured faster that way.
+    A non-empty ``bias`` is then added to every row of the block, while it is in cache."""
     m, n = out.shape
     by_columns = n >= m and not transpose_a
     extent = n if by_columns else m
@@ -221,23 +234,64 @@ def gemm_block(a, b, out, transpose_a, transpose_b, alpha, beta, block, blocks):
     if by_columns:
         b_part = b[lo:hi] if transpose_b else b[:, lo:hi]
         gemm(a, b_part, out[:, lo:hi], transpose_a, transpose_b, alpha, beta)
+        if bias.shape[0] > 0:
+            add_row_vector(bias[lo:hi], out[:, lo:hi])
     else:
         a_part = a[:, lo:hi] if transpose_a else a[lo:hi]
         gemm(a_part, b, out[lo:hi], transpose_a, transpose_b, alpha, beta)
-
-
-@njit(cache=True, parallel=True)
-def _gemm_blocks(a, b, out, transpose_a, transpose_b, alpha, beta, blocks):
-    for block in prange(blocks):
-        gemm_block(a, b, out, transpose_a, transpose_b, alpha, beta, block, blocks)
+        if bias.shape[0] > 0:
+            add_row_vector(bias, out[lo:hi])
 
 
 @njit(cache=True)
-def parallel_gemm(a, b, out, transpose_a, transpose_b, alpha, beta):
-    """:func:`gemm` cut into blocks that run on Numba's threads (one call when small)."""
+def add_row_vector(vector, out):
+    """``out[i, :] += vector`` for every row.
+
+    Indexed with unsigned offsets, not through row views: a view takes a reference to
+    its array, and threads taking references to one array contend for its count."""
+    for i in range(out.shape[0]):
+        for j in range(np.uint64(out.shape[1])):
+            out[i, j] += vector[j]
+
+
+@njit(cache=True)
+def gemm_one_block(a, b, out, transpose_a, transpose_b, alpha, beta, bias):
+    """The whole product as one block, on the calling thread."""
+    gemm_block(a, b, out, transpose_a, transpose_b, alpha, beta, 0, 1, bias)
+
+
+@njit(cache=True, parallel=True)
+def gemm_blocks(a, b, out, transpose_a, transpose_b, alpha, beta, blocks, bias):
+    """The blocks of the product on Numba's threads.
+
+    Called from Python (or from other parallel functions) only: a cached serial
+    function that calls a parallel one can crash when it is loaded from Numba's
+    cache (numba/numba#8578)."""
+    for block in prange(blocks):
+        gemm_block(a, b, out, transpose_a, transpose_b, alpha, beta, block, blocks, bias)
+
+
+def product(
+    a: np.ndarray,
+    b: np.ndarray,
+    out: np.ndarray,
+    transpose_a: bool = False,
+    transpose_b: bool = False,
+    alpha: float = 1.0,
+    beta: float = 0.0,
+    bias: np.ndarray | None = None,
+) -> None:
+    """``out = alpha * op(a) @ op(b) + beta * out (+ bias)``, in blocks on Numba's
+    threads (:func:`block_count`); ``bias`` is broadcast over the rows."""
     k = a.shape[0] if transpose_a else a.shape[1]
-    blocks = block_count(out.shape[0], out.shape[1], k, THREADS)
+    blocks = block_count(out.shape[0], out.shape[1], k)
+    row = _no_bias(out.dtype) if bias is None else bias
     if blocks == 1:
-        gemm(a, b, out, transpose_a, transpose_b, alpha, beta)
+        gemm_one_block(a, b, out, transpose_a, transpose_b, alpha, beta, row)
     else:
-        _gemm_blocks(a, b, out, transpose_a, transpose_b, alpha, beta, blocks)
+        gemm_blocks(a, b, out, transpose_a, transpose_b, alpha, beta, blocks, row)
+
+
+@functools.cache
+def _no_bias(dtype: np.dtype) -> np.ndarray:
+    return np.empty(0, dtype)

@@ -19,9 +19,8 @@ import functools
 from typing import Any
 
 import numpy as np
-from numba import njit
 
-from numlayers.kernels.blas import parallel_gemm, use_one_blas_thread
+from numlayers.kernels.blas import product, use_one_blas_thread
 from numlayers.kernels.cuda_support import CudaKernelRegistry, empty_vector, new_registry
 
 #: ``numba.cuda``, bound by :func:`new_registry` (kernels must see it as a module global)
@@ -42,21 +41,14 @@ B_LOADS = TILE_N * TILE_K // BLOCK_THREADS
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     use_one_blas_thread()
 
-    @njit(cache=True)
-    def matmul(a, b, bias, out):
-        parallel_gemm(a, b, out, False, False, 1.0, 0.0)
-        if bias.shape[0] > 0:
-            for i in range(out.shape[0]):
-                for j in range(out.shape[1]):
-                    out[i, j] += bias[j]
+    def matmul(a: Any, b: Any, bias: Any, out: Any) -> None:
+        product(a, b, out, bias=bias)
 
-    @njit(cache=True)
-    def matmul_transpose_a(a, b, out):
-        parallel_gemm(a, b, out, True, False, 1.0, 0.0)
+    def matmul_transpose_a(a: Any, b: Any, out: Any) -> None:
+        product(a, b, out, transpose_a=True)
 
-    @njit(cache=True)
-    def matmul_transpose_b(a, b, out):
-        parallel_gemm(a, b, out, False, True, 1.0, 0.0)
+    def matmul_transpose_b(a: Any, b: Any, out: Any) -> None:
+        product(a, b, out, transpose_b=True)
 
     return {
         "matmul": matmul,

@@ -44,7 +44,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from numlayers.kernels.blas import gemm, use_one_blas_thread
+from numlayers.kernels.blas import gemm, njit_calling_blas, use_one_blas_thread
 from numlayers.kernels.cuda_support import CudaKernelRegistry, blocks_for, new_registry
 from numlayers.kernels.dropout import compile_serial_and_parallel
 from numlayers.kernels.matmul import (
@@ -197,7 +197,7 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
                 total += a[z, k] * b[z, k]
             out[z] = total
 
-    @njit(cache=True)
+    @njit_calling_blas
     def blas_products(a, b, out, transpose_a, transpose_b):
         for z in range(out.shape[0]):
             gemm(a[z], b[z], out[z], transpose_a, transpose_b, 1.0, 0.0)

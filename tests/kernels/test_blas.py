@@ -28,7 +28,11 @@ def reference(a, b, out, transpose_a, transpose_b, alpha, beta):
     return alpha * product + beta * out.astype(np.float64)
 
 
-@pytest.mark.parametrize("function", [blas.gemm, blas.parallel_gemm], ids=["gemm", "parallel"])
+def product(a, b, out, transpose_a, transpose_b, alpha, beta):
+    blas.product(a, b, out, transpose_a, transpose_b, alpha, beta)
+
+
+@pytest.mark.parametrize("function", [blas.gemm, product], ids=["gemm", "product"])
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("transpose_b", [False, True])
 @pytest.mark.parametrize("shape", SHAPES)
@@ -74,12 +78,12 @@ def test_strided_rows_are_refused():
 
 @pytest.mark.parametrize(
     ("m", "n", "k", "expected"),
-    [(2, 2, 2, 1), (32, 512, 128, 8), (256, 1024, 1024, blas.THREADS)],
+    [(2, 2, 2, 1), (32, 128, 128, 1), (64, 512, 128, 16), (256, 1024, 1024, blas.THREADS)],
 )
 def test_block_count(m, n, k, expected):
     if blas.THREADS < 2:
         expected = 1
-    assert blas.block_count(m, n, k, blas.THREADS) == expected
+    assert blas.block_count(m, n, k) == expected
 
 
 def test_each_block_is_computed_once():
@@ -90,8 +94,24 @@ def test_each_block_is_computed_once():
         for blocks in (1, 2, 3, 5, 8):
             out = np.full((37, 53), 7.0)
             for block in range(blocks):
-                blas.gemm_block(left, b, out, transpose_a, False, 1.0, 1.0, block, blocks)
+                blas.gemm_block(
+                    left, b, out, transpose_a, False, 1.0, 1.0, block, blocks, np.empty(0)
+                )
             np.testing.assert_allclose(out, a @ b + 7.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4), (40, 300, 70), (300, 64, 50), (32, 128, 512)])
+def test_product_with_bias(shape, dtype):
+    m, k, n = shape
+    a, b, _ = operands(m, k, n, False, False, dtype)
+    bias = np.random.default_rng(2).standard_normal(n).astype(dtype)
+    out = np.full((m, n), np.nan, dtype)
+    blas.product(a, b, out, bias=bias)
+    expected = reference(a, b, np.zeros((m, n)), False, False, 1.0, 0.0) + bias
+    tolerance = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance * k)
+    blas.product(a, b, out)
+    np.testing.assert_allclose(out, expected - bias, rtol=tolerance, atol=tolerance * k)
 
 
 @pytest.mark.parametrize("choice", ["scipy", "default"])
@@ -109,7 +129,7 @@ def test_both_blas_libraries(choice):
         "a = rng.standard_normal((96, 80)).astype(np.float32)\n"
         "b = rng.standard_normal((80, 120)).astype(np.float32)\n"
         "out = np.empty((96, 120), np.float32)\n"
-        "blas.parallel_gemm(a, b, out, False, False, 1.0, 0.0)\n"
+        "blas.product(a, b, out)\n"
         "assert np.allclose(out, a @ b, rtol=1e-4, atol=1e-4)\n"
         "print(blas.BLAS_NAME)\n"
     )
