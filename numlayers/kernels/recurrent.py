@@ -1,12 +1,13 @@
-"""Fused per-timestep kernels of the recurrent layers (Keras 0.3's SimpleRNN, GRU, LSTM).
+"""Fused kernels of the recurrent layers (Keras 0.3's SimpleRNN, GRU, LSTM).
 
 The layer keeps sequences time-major and does the matrix products with
 :mod:`~numlayers.kernels.matmul`: ``xw (T, B, G*H) = x @ W + b`` for all steps at
 once, per step the recurrent product ``rec = h_prev @ U`` (``(B, G*H)``), and after
 the backward pass ``dU = H_prev^T @ DPRE``, ``dW = X^T @ DPRE``, ``db`` the column
-sums of ``DPRE``. These operations do everything in between, for one step ``t`` (an
-index into the time-major arrays; the layer picks the order, so ``go_backwards`` is
-only a different order). Gates are ``H`` wide, in Keras 0.3's order: ``i, f, c, o``
+sums of ``DPRE``. The SimpleRNN and GRU operations do everything in between for one
+step ``t`` (an index into the time-major arrays; the layer picks the order, so
+``go_backwards`` is only a different order); the LSTM's run every step, recurrent
+products included. Gates are ``H`` wide, in Keras 0.3's order: ``i, f, c, o``
 for the LSTM (``G = 4``), ``z, r, h`` for the GRU (``G = 3``); SimpleRNN has ``G = 1``.
 
 Arguments: ``xw (T, B, G*H)``; ``rec``, ``rec_zr``, ``rec_h`` the recurrent products of
@@ -30,15 +31,22 @@ Operations (both devices; ``act`` is ``activation``, ``inner`` is ``inner_activa
   ``dpre_all[t] = dh * act'``, ``dh_prev = 0`` (masked rows: ``dpre_all[t] = 0``,
   ``dh_prev = dh``). The layer then adds ``dpre_all[t] @ U^T`` into ``dh_prev``.
   ``h_prev`` is not read.
-- ``lstm_step_forward(xw, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all,
-  h_all, activation, inner_activation)``: ``i, f, o = inner(z_i, z_f, z_o)``,
-  ``g = act(z_c)`` (``z = xw[t] + rec``) into ``gates_all[t]``;
-  ``c = f * c_prev + i * g``, ``h = o * act(c)`` into ``c_all[t]``, ``h_all[t]``
-- ``lstm_step_backward(gates_all, c_all, t, c_prev, mask, has_mask, dh, dc, dpre_all,
-  dh_prev, dc_prev, activation, inner_activation)``: ``dh``, ``dc`` are the whole
-  gradients reaching ``h_t`` and ``c_t``; writes the gradients of ``z_i, z_f, z_c,
-  z_o`` into ``dpre_all[t]``, ``dc_prev`` and ``dh_prev = 0`` (masked rows: ``0``,
-  ``dc``, ``dh``)
+- ``lstm_sequence_forward(xw, U, order, mask, has_mask, mask_U, has_mask_U, h0, c0,
+  h_prev_all, gates_all, c_all, h_all, activation, inner_activation)``: for each step
+  ``t`` of ``order`` (an int64 array), from the previous step's states (``h0``, ``c0``
+  first): ``h_prev_all[t] = h_prev * mask_U`` (or ``h_prev`` when ``has_mask_U`` is 0:
+  the recurrent dropout), ``z = xw[t] + h_prev_all[t] @ U``; ``i, f, o = inner(z_i, z_f,
+  z_o)``, ``g = act(z_c)`` into ``gates_all[t]``; ``c = f * c_prev + i * g``,
+  ``h = o * act(c)`` into ``c_all[t]``, ``h_all[t]``
+- ``lstm_sequence_backward(gates_all, c_all, order, mask, has_mask, mask_U, has_mask_U,
+  c0, grad, grad_every_step, U, dh, dc, dpre_all, activation, inner_activation)``:
+  back through the steps of ``order``, last first. The gradient reaching ``h_t`` is
+  ``grad[t]`` (``grad_every_step``, ``grad (T, B, H)``) or ``grad[0]`` at the last step
+  only (``grad (1, B, H)``), plus ``(dpre_all[t_next] @ U^T) * mask_U`` from the step
+  after. Writes the gradients of ``z_i, z_f, z_c, z_o`` into ``dpre_all[t]``; ``dh``
+  and ``dc`` (zeros on entry) carry the state gradients between steps and are left
+  holding what reaches the initial states, except the first step's product through
+  ``U``, which is not made
 - ``gru_step_gates(xw, rec_zr, t, h_prev, gates_all, rh, inner_activation)``:
   ``z = inner(xw[t, :, :H] + rec_zr[:, :H])``, ``r = inner(xw[t, :, H:2H] + rec_zr[:, H:])``
   into ``gates_all[t, :, :2H]``; ``rh = r * h_prev`` (the layer's next product is
@@ -60,15 +68,20 @@ Operations (both devices; ``act`` is ``activation``, ``inner`` is ``inner_activa
 
 Derivatives are taken from the activations' outputs (:func:`activation_helpers`).
 
-CPU: one loop over the rows of the batch; within a row, passes over contiguous spans
-(the pre-activation sums, each gate's activation, the cell's combination, the
-derivatives). A loop that branches on a run-time activation code does not vectorise,
-so each activation pass picks one of six loops whose code is a constant
-(:func:`code_dispatched_span`), and the activations are those of
-:mod:`~numlayers.kernels.activations`, whose ``exp`` vectorises. One core: at
-``B = 32, H = 128`` an LSTM step takes about 20 us (float32), and loops over the batch
-on two cores measured slower, not faster.
-CUDA: one thread per ``(b, j)`` element, each doing all of its unit's gates.
+CPU, SimpleRNN and GRU: one loop over the rows of the batch; within a row, passes
+over contiguous spans (the pre-activation sums, each gate's activation, the cell's
+combination, the derivatives). A loop that branches on a run-time activation code
+does not vectorise, so each activation pass picks one of six loops whose code is a
+constant (:func:`code_dispatched_span`), and the activations are those of
+:mod:`~numlayers.kernels.activations`, whose ``exp`` vectorises.
+CPU, LSTM: compiled for each pair of activation codes it meets (constants of the
+code), one loop over the steps with, per step, a parallel loop over chunks of units
+(:func:`lstm_chunk_width`): a chunk's thread makes its columns of the recurrent
+product with BLAS calls small enough for the small-matrix code, then applies the
+gates to them. At ``B = 32, H = 128`` on 2 cores a step took about 31 us forward and
+36 us backward (float32), where separate product and gate kernels per step took 98.
+CUDA: one thread per ``(b, j)`` element, each doing all of its unit's gates; the
+LSTM's sequence operations launch the tiled GEMM and a step kernel per step.
 """
 
 from __future__ import annotations
@@ -81,8 +94,9 @@ from typing import Any
 
 import numba
 import numpy as np
+from numba import njit, prange
 
-from numlayers.kernels import activations
+from numlayers.kernels import activations, blas
 from numlayers.kernels.activations import (
     Constants,
     constants_for,
@@ -91,12 +105,15 @@ from numlayers.kernels.activations import (
     log1p_unit,
     scalar_formulas,
 )
+from numlayers.kernels.blas import SMALL_BLOCK_WORK, THREADS, gemm, use_one_blas_thread
 from numlayers.kernels.cuda_support import (
     THREADS_PER_BLOCK,
     CudaKernelRegistry,
     blocks_for,
+    empty_vector,
     new_registry,
 )
+from numlayers.kernels.matmul import gemm_launcher
 from numlayers.kernels.optimizers import compile_cpu, cpu_inline
 
 #: ``numba.cuda``, bound by :func:`new_registry` (kernels must see it as a module global)
@@ -120,7 +137,9 @@ SOFTPLUS = ACTIVATION_CODES["softplus"]
 #: Numba's cache watches only the file of the function it caches, and the CPU loops
 #: inline the formulas and the ``exp`` of activations.py: a digest of that file goes
 #: into the loops' cached names, so an edit there compiles them afresh.
-ACTIVATIONS_DIGEST = hashlib.sha256(Path(activations.__file__).read_bytes()).hexdigest()[:16]
+ACTIVATIONS_DIGEST = hashlib.sha256(
+    Path(activations.__file__).read_bytes() + Path(blas.__file__).read_bytes()
+).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- scalar helpers
@@ -186,13 +205,19 @@ def lstm_cell_state(i, f, g, c_prev):
 
 
 @cpu_inline
+def lstm_cell_total_gradient(dc, dh_da, o):
+    """The whole gradient reaching ``c_t``: its own and the one through ``h_t``."""
+    return dc + dh_da * o
+
+
+@cpu_inline
 def lstm_cell_backward(dh, dc, i, f, g, o, c_prev, a, dh_da):
     """Gradients of ``i, f, g, o`` (the activated gates) and of ``c_prev``.
 
     ``a = act(c_t)`` and ``dh_da = dh * act'(c_t)``; the gates' own derivatives are
     applied by the caller.
     """
-    dc_total = dc + dh_da * o
+    dc_total = lstm_cell_total_gradient(dc, dh_da, o)
     return dc_total * g, dc_total * c_prev, dc_total * i, dh * a, dc_total * f
 
 
@@ -225,19 +250,33 @@ def constant_code_span(formula: Callable[..., Any], code: int) -> Any:
     return cpu_inline(span)
 
 
-def code_dispatched_span(formula: Callable[..., Any]) -> Any:
-    """``span(code, x, y, out, c)``: the loop of :func:`constant_code_span` for ``code``.
+def constant_code_block(formula: Callable[..., Any], code: int) -> Any:
+    """The 2-D loop ``out[b, q] = formula(code, x[b, q], y[b, q], c)`` over views whose
+    rows are contiguous (a block of columns of a batch), for a fixed ``code``."""
+
+    def block(x, y, out, c):
+        for b in range(out.shape[0]):
+            for q in range(out.shape[1]):
+                out[b, q] = formula(code, x[b, q], y[b, q], c)
+
+    return cpu_inline(block)
+
+
+def code_dispatched(
+    formula: Callable[..., Any], loop: Callable[[Callable[..., Any], int], Any]
+) -> Any:
+    """``run(code, x, y, out, c)``: the loop ``loop(formula, code)`` for ``code``.
 
     LLVM vectorises a loop whose activation is a constant, not one that branches on
     a run-time code in every iteration: so the branch is taken once, to one of six
     loops. ``out`` may be ``x`` (an in-place update).
     """
     linear, relu, tanh, sigmoid, hard_sigmoid, softplus = (
-        constant_code_span(formula, ACTIVATION_CODES[name])
+        loop(formula, ACTIVATION_CODES[name])
         for name in ("linear", "relu", "tanh", "sigmoid", "hard_sigmoid", "softplus")
     )
 
-    def span(code, x, y, out, c):
+    def run(code, x, y, out, c):
         if code == TANH:
             tanh(x, y, out, c)
         elif code == SIGMOID:
@@ -251,7 +290,17 @@ def code_dispatched_span(formula: Callable[..., Any]) -> Any:
         else:
             linear(x, y, out, c)
 
-    return cpu_inline(span)
+    return cpu_inline(run)
+
+
+def code_dispatched_span(formula: Callable[..., Any]) -> Any:
+    """``span(code, x, y, out, c)`` over 1-D views (:func:`code_dispatched`)."""
+    return code_dispatched(formula, constant_code_span)
+
+
+def code_dispatched_block(formula: Callable[..., Any]) -> Any:
+    """``block(code, x, y, out, c)`` over 2-D views (:func:`code_dispatched`)."""
+    return code_dispatched(formula, constant_code_block)
 
 
 @cpu_inline
@@ -275,6 +324,10 @@ activate_sum_span = code_dispatched_span(activated_sum)
 activate_span = code_dispatched_span(activated)
 #: ``out = x * act'(y)`` (``y`` an activation's output)
 derivative_span = code_dispatched_span(times_derivative)
+#: the same three over 2-D blocks (the LSTM's chunks of units, every row of the batch)
+activate_sum_block = code_dispatched_block(activated_sum)
+activate_block = code_dispatched_block(activated)
+derivative_block = code_dispatched_block(times_derivative)
 
 # The CPU loops below take 1-D views of a row (``x[b, lo:hi]`` stays C-contiguous):
 # loops over views with one index vectorise where loops over offsets did not.
@@ -301,91 +354,295 @@ def rnn_cpu_loops(c: Constants) -> tuple[Callable[..., None], Callable[..., None
 
 
 @cpu_inline
-def lstm_gates(row, hidden):
-    """The ``i, f, c, o`` parts of a ``4 * hidden`` row, as views."""
-    return row[:hidden], row[hidden : 2 * hidden], row[2 * hidden : 3 * hidden], row[3 * hidden :]
+def lstm_unit_gates(row, hidden, j0, j1):
+    """Units ``j0:j1`` of the ``i, f, c, o`` parts of a ``4 * hidden`` row, as views."""
+    return (
+        row[j0:j1],
+        row[hidden + j0 : hidden + j1],
+        row[2 * hidden + j0 : 2 * hidden + j1],
+        row[3 * hidden + j0 : 3 * hidden + j1],
+    )
 
 
-def lstm_cpu_loops(c: Constants) -> tuple[Callable[..., None], Callable[..., None]]:
-    def lstm_step_forward(
+@cpu_inline
+def add_incoming_gradients(dh, product, has_product, mask_U, has_mask_U, grad, grad_step, j0, w):
+    """``dh[:, j0:j0 + w] += product * mask_U`` (the later step's gradient through U,
+    when ``has_product``) ``+ grad[grad_step]`` (the output's, when ``grad_step >= 0``)."""
+    for b in range(dh.shape[0]):
+        if has_product and has_mask_U:
+            for q in range(w):
+                dh[b, j0 + q] += product[b, q] * mask_U[b, j0 + q]
+        elif has_product:
+            for q in range(w):
+                dh[b, j0 + q] += product[b, q]
+        if grad_step >= 0:
+            for q in range(w):
+                dh[b, j0 + q] += grad[grad_step, b, j0 + q]
+
+
+@njit(cache=True)
+def lstm_chunk_width(batch, hidden):
+    """Units per chunk of the CPU LSTM passes: a chunk's four recurrent products
+    (``batch x hidden x width`` each) stay within BLAS's small-matrix size, and there
+    are at least as many chunks as threads; a multiple of 16 (vector width)."""
+    width = SMALL_BLOCK_WORK // max(batch * hidden, 1)
+    width = min(width, (hidden + THREADS - 1) // THREADS)
+    width = ((width + 15) // 16) * 16
+    return max(1, min(width, hidden))
+
+
+def lstm_cpu_loops(c: Constants, act: int, inner: int) -> tuple[Any, Any]:
+    """The LSTM's sequence passes for activation codes ``act`` and ``inner`` (constants
+    of the compiled code): a loop over the steps, each step one parallel loop over
+    chunks of units. A chunk's thread multiplies its columns of every gate (from
+    packed copies of ``U``) and then applies the gates to them, so a step needs one
+    fork and join, not one per kernel. Explicit loops, not array expressions, outside
+    the parallel loops: Numba would make each array expression a parallel loop too."""
+
+    # The blocks are closures over the activation codes, compiled on their own: with
+    # the codes passed down as arguments of an inlined function instead, Numba did not
+    # prune the other activations' branches and the loops did not vectorise.
+    def forward_block_function(
+        x, rec, h_prev, c_prev, mask, has_mask, t, gates, cells, hs, j0, w, hidden
+    ):
+        """Step ``t`` of units ``j0:j0 + w`` of every row: the gates from the
+        pre-activations ``x + rec`` (``rec`` this chunk's ``(4, B, w)`` products), the
+        cells and the outputs, into the step's ``(B, ...)`` rows ``gates``, ``cells``, ``hs``.
+
+        Offsets are unsigned and arrays are indexed, not sliced, so that LLVM vectorises
+        each loop (a slice is a view whose reference count two threads would contend
+        for); ``act`` and ``inner`` must be compile-time constants, for the same reason.
+        """
+        f0 = hidden + j0
+        g0 = f0 + hidden
+        o0 = g0 + hidden
+        for b in range(x.shape[0]):
+            for q in range(w):
+                gates[b, j0 + q] = apply_cpu(inner, x[b, j0 + q] + rec[0, b, q], c)
+            for q in range(w):
+                gates[b, f0 + q] = apply_cpu(inner, x[b, f0 + q] + rec[1, b, q], c)
+            for q in range(w):
+                gates[b, g0 + q] = apply_cpu(act, x[b, g0 + q] + rec[2, b, q], c)
+            for q in range(w):
+                gates[b, o0 + q] = apply_cpu(inner, x[b, o0 + q] + rec[3, b, q], c)
+            if is_masked(mask, has_mask, t, b, c):
+                for q in range(w):
+                    cells[b, j0 + q] = c_prev[b, j0 + q]
+                for q in range(w):
+                    hs[b, j0 + q] = h_prev[b, j0 + q]
+                continue
+            for q in range(w):
+                cells[b, j0 + q] = lstm_cell_state(
+                    gates[b, j0 + q], gates[b, f0 + q], gates[b, g0 + q], c_prev[b, j0 + q]
+                )
+            for q in range(w):
+                hs[b, j0 + q] = gates[b, o0 + q] * apply_cpu(act, cells[b, j0 + q], c)
+
+    def backward_block_function(
+        gates, cells, c_prev, mask, has_mask, t, dh, dc, dpre, scratch, j0, w, hidden
+    ):
+        """Backward of step ``t`` for units ``j0:j0 + w`` of every row, once ``dh`` holds
+        the whole gradient reaching ``h_t``: the pre-activation gradients into the step's
+        rows ``dpre``, ``dc`` becomes the gradient reaching ``c_prev`` and ``dh`` zero
+        (masked rows: ``dpre`` zero, ``dh`` and ``dc`` pass through); ``scratch`` is
+        ``(B, w)`` or wider. Written as ``forward_block_function``."""
+        f0 = hidden + j0
+        g0 = f0 + hidden
+        o0 = g0 + hidden
+        for b in range(dh.shape[0]):
+            if is_masked(mask, has_mask, t, b, c):
+                for q in range(w):
+                    dpre[b, j0 + q] = c.zero
+                    dpre[b, f0 + q] = c.zero
+                    dpre[b, g0 + q] = c.zero
+                    dpre[b, o0 + q] = c.zero
+                continue
+            # lstm_cell_backward, as loops that each write one array and so vectorise:
+            # a = act(c_t) waits in the o slot, the whole gradient of c_t in scratch
+            for q in range(w):
+                dpre[b, o0 + q] = apply_cpu(act, cells[b, j0 + q], c)
+            for q in range(w):
+                dh_da = dh[b, j0 + q] * derivative_cpu(act, dpre[b, o0 + q], c)
+                scratch[b, q] = lstm_cell_total_gradient(dc[b, j0 + q], dh_da, gates[b, o0 + q])
+            for q in range(w):
+                d_o = dh[b, j0 + q] * dpre[b, o0 + q]
+                dpre[b, o0 + q] = d_o * derivative_cpu(inner, gates[b, o0 + q], c)
+            for q in range(w):
+                d_i = scratch[b, q] * gates[b, g0 + q]
+                dpre[b, j0 + q] = d_i * derivative_cpu(inner, gates[b, j0 + q], c)
+            for q in range(w):
+                d_f = scratch[b, q] * c_prev[b, j0 + q]
+                dpre[b, f0 + q] = d_f * derivative_cpu(inner, gates[b, f0 + q], c)
+            for q in range(w):
+                d_g = scratch[b, q] * gates[b, j0 + q]
+                dpre[b, g0 + q] = d_g * derivative_cpu(act, gates[b, g0 + q], c)
+            for q in range(w):
+                dc[b, j0 + q] = scratch[b, q] * gates[b, f0 + q]
+                dh[b, j0 + q] = c.zero  # what reaches h_prev comes through U, next step
+
+    forward_block = compile_loop(forward_block_function, f"lstm_forward_block_{act}_{inner}")
+    backward_block = compile_loop(backward_block_function, f"lstm_backward_block_{act}_{inner}")
+
+    def lstm_sequence_forward(
         xw,
-        rec,
-        t,
+        U,
+        order,
         mask,
         has_mask,
-        h_prev,
-        c_prev,
+        mask_U,
+        has_mask_U,
+        h0,
+        c0,
+        h_prev_all,
         gates_all,
         c_all,
         h_all,
-        activation,
-        inner_activation,
     ):
-        hidden = h_prev.shape[1]
-        two, three = 2 * hidden, 3 * hidden
-        for b in range(h_prev.shape[0]):
-            x = xw[t, b]
-            r = rec[b]
-            gates = gates_all[t, b]
-            activate_sum_span(inner_activation, x[:two], r[:two], gates[:two], c)
-            activate_sum_span(activation, x[two:three], r[two:three], gates[two:three], c)
-            activate_sum_span(inner_activation, x[three:], r[three:], gates[three:], c)
-            cell = c_all[t, b]
-            h = h_all[t, b]
-            if is_masked(mask, has_mask, t, b, c):
-                cell[:] = c_prev[b]
-                h[:] = h_prev[b]
-                continue
-            i, f, g, o = lstm_gates(gates, hidden)
-            cp = c_prev[b]
-            for j in range(hidden):
-                cell[j] = lstm_cell_state(i[j], f[j], g[j], cp[j])
-            activate_span(activation, cell, cell, h, c)
-            for j in range(hidden):
-                h[j] *= o[j]
+        batch, hidden = h0.shape
+        width = lstm_chunk_width(batch, hidden)
+        chunks = (hidden + width - 1) // width
+        packed = np.empty((chunks, 4, hidden, width), U.dtype)  # U's columns of each chunk
+        for chunk in range(chunks):
+            j0 = chunk * width
+            for gate in range(4):
+                for k in range(hidden):
+                    for q in range(min(width, hidden - j0)):
+                        packed[chunk, gate, k, q] = U[k, gate * hidden + j0 + q]
+        rec = np.empty((chunks, 4, batch, width), U.dtype)
+        for position in range(order.shape[0]):
+            t = order[position]
+            h_prev, c_prev = h0, c0
+            if position > 0:
+                h_prev, c_prev = h_all[order[position - 1]], c_all[order[position - 1]]
+            h_in = h_prev_all[t]  # the state the product reads (dropped out), kept for dU
+            for b in range(batch):
+                for j in range(hidden):
+                    h_in[b, j] = h_prev[b, j] * mask_U[b, j] if has_mask_U else h_prev[b, j]
+            for chunk in prange(chunks):
+                j0 = chunk * width
+                w = min(j0 + width, hidden) - j0
+                for gate in range(4):
+                    gemm(
+                        h_in,
+                        packed[chunk, gate, :, :w],
+                        rec[chunk, gate, :, :w],
+                        False,
+                        False,
+                        1,
+                        0,
+                    )
+                forward_block(
+                    xw[t],
+                    rec[chunk],
+                    h_prev,
+                    c_prev,
+                    mask,
+                    has_mask,
+                    t,
+                    gates_all[t],
+                    c_all[t],
+                    h_all[t],
+                    np.uint64(j0),
+                    np.uint64(w),
+                    np.uint64(hidden),
+                )
 
-    def lstm_step_backward(
+    def lstm_sequence_backward(
         gates_all,
         c_all,
-        t,
-        c_prev,
+        order,
         mask,
         has_mask,
+        mask_U,
+        has_mask_U,
+        c0,
+        grad,
+        grad_every_step,
+        U,
         dh,
         dc,
         dpre_all,
-        dh_prev,
-        dc_prev,
-        activation,
-        inner_activation,
     ):
-        hidden = dh.shape[1]
-        for b in range(dh.shape[0]):
-            dpre = dpre_all[t, b]
-            if is_masked(mask, has_mask, t, b, c):
-                dpre[:] = c.zero
-                dc_prev[b, :] = dc[b]
-                dh_prev[b, :] = dh[b]
-                continue
-            gates = gates_all[t, b]
-            i, f, g, o = lstm_gates(gates, hidden)
-            d_i, d_f, d_g, d_o = lstm_gates(dpre, hidden)
-            # scratch in the o and g slots: a = act(c_t), then dh * act'(c_t) from a
-            activate_span(activation, c_all[t, b], c_all[t, b], d_o, c)
-            derivative_span(activation, dh[b], d_o, d_g, c)
-            dhb, dcb, cp, dcp = dh[b], dc[b], c_prev[b], dc_prev[b]
-            for j in range(hidden):
-                d_i[j], d_f[j], d_g[j], d_o[j], dcp[j] = lstm_cell_backward(
-                    dhb[j], dcb[j], i[j], f[j], g[j], o[j], cp[j], d_o[j], d_g[j]
+        batch, hidden = dh.shape
+        width = lstm_chunk_width(batch, hidden)
+        chunks = (hidden + width - 1) // width
+        packed = np.empty((chunks, 4 * hidden, width), U.dtype)  # U.T's columns of each chunk
+        for chunk in range(chunks):
+            j0 = chunk * width
+            for k in range(4 * hidden):
+                for q in range(min(width, hidden - j0)):
+                    packed[chunk, k, q] = U[j0 + q, k]
+        product = np.empty((chunks, batch, width), U.dtype)
+        steps = order.shape[0]
+        for position in range(steps - 1, -1, -1):
+            t = order[position]
+            t_next = order[position + 1] if position < steps - 1 else -1
+            c_prev = c0 if position == 0 else c_all[order[position - 1]]
+            grad_step = t if grad_every_step else (0 if position == steps - 1 else -1)
+            for chunk in prange(chunks):
+                j0 = chunk * width
+                w = min(j0 + width, hidden) - j0
+                if t_next >= 0:  # the later step's pre-activation gradients, back through U
+                    recurrent = product[chunk, :, :w]
+                    gemm(dpre_all[t_next], packed[chunk, :, :w], recurrent, False, False, 1, 0)
+                start, count = np.uint64(j0), np.uint64(w)
+                add_incoming_gradients(
+                    dh,
+                    product[chunk],
+                    t_next >= 0,
+                    mask_U,
+                    has_mask_U,
+                    grad,
+                    grad_step,
+                    start,
+                    count,
                 )
-            dh_prev[b, :] = c.zero
-            derivative_span(
-                inner_activation, dpre[: 2 * hidden], gates[: 2 * hidden], dpre[: 2 * hidden], c
-            )
-            derivative_span(activation, d_g, g, d_g, c)
-            derivative_span(inner_activation, d_o, o, d_o, c)
+                backward_block(
+                    gates_all[t],
+                    c_all[t],
+                    c_prev,
+                    mask,
+                    has_mask,
+                    t,
+                    dh,
+                    dc,
+                    dpre_all[t],
+                    product[chunk],  # its values are in dh now: scratch
+                    start,
+                    count,
+                    np.uint64(hidden),
+                )
 
-    return lstm_step_forward, lstm_step_backward
+    # parallel functions called from Python: a cached serial function that calls a
+    # parallel one can crash when Numba loads it from its cache (numba/numba#8578)
+    return (
+        compile_parallel(lstm_sequence_forward, f"lstm_sequence_forward_{act}_{inner}"),
+        compile_parallel(lstm_sequence_backward, f"lstm_sequence_backward_{act}_{inner}"),
+    )
+
+
+def lstm_cpu_operations(c: Constants) -> dict[str, Any]:
+    """``lstm_sequence_forward`` and ``lstm_sequence_backward``, each compiled for the
+    pair of activation codes it is called with (on first use of the pair)."""
+    passes: dict[tuple[int, int], tuple[Any, Any]] = {}
+
+    def compiled(act: int, inner: int) -> tuple[Any, Any]:
+        if (act, inner) not in passes:
+            passes[act, inner] = lstm_cpu_loops(c, act, inner)
+        return passes[act, inner]
+
+    def lstm_sequence_forward(*arguments: Any) -> None:
+        *arrays, act, inner = arguments
+        compiled(act, inner)[0](*arrays)
+
+    def lstm_sequence_backward(*arguments: Any) -> None:
+        *arrays, act, inner = arguments
+        compiled(act, inner)[1](*arrays)
+
+    return {
+        "lstm_sequence_forward": lstm_sequence_forward,
+        "lstm_sequence_backward": lstm_sequence_backward,
+    }
 
 
 def gru_cpu_loops(c: Constants) -> tuple[Callable[..., None], ...]:
@@ -445,18 +702,29 @@ def gru_cpu_loops(c: Constants) -> tuple[Callable[..., None], ...]:
     return gru_step_gates, gru_step_output, gru_step_backward_output, gru_step_backward_reset
 
 
-def build_cpu(dtype: np.dtype) -> dict[str, Any]:
-    c = constants_for(dtype)
-    templates = (*rnn_cpu_loops(c), *lstm_cpu_loops(c), *gru_cpu_loops(c))
+def compile_loop(template: Callable[..., Any], name: str, parallel: bool = False) -> Any:
+    """Compile a CPU loop of this module (cached under ``name`` and the digest)."""
     # the numpy error model lets the divisions of tanh and sigmoid vectorise
+    return compile_cpu(
+        template,
+        f"{name}_{ACTIVATIONS_DIGEST}",
+        parallel,
+        error_model="numpy",
+        fastmath={"contract"},
+    )
+
+
+def compile_parallel(template: Callable[..., Any], name: str) -> Any:
+    return compile_loop(template, name, parallel=True)
+
+
+def build_cpu(dtype: np.dtype) -> dict[str, Any]:
+    use_one_blas_thread()
+    c = constants_for(dtype)
+    templates = (*rnn_cpu_loops(c), *gru_cpu_loops(c))
     return {
-        template.__name__: compile_cpu(
-            template,
-            f"{template.__name__}_{ACTIVATIONS_DIGEST}",
-            error_model="numpy",
-            fastmath={"contract"},
-        )
-        for template in templates
+        **{template.__name__: compile_loop(template, template.__name__) for template in templates},
+        **lstm_cpu_operations(c),
     }
 
 
@@ -526,10 +794,26 @@ def rnn_cuda_operations(registry: CudaKernelRegistry, helpers: CudaHelpers, c: C
     }
 
 
-def lstm_cuda_operations(registry: CudaKernelRegistry, helpers: CudaHelpers, c: Constants) -> Any:
+def lstm_cuda_operations(
+    registry: CudaKernelRegistry, helpers: CudaHelpers, c: Constants, cuda_api: Any
+) -> Any:
+    """The LSTM's sequence passes on CUDA: per step, the recurrent product through the
+    tiled GEMM and one kernel with a thread per ``(b, j)`` unit doing all of its gates."""
     apply, derivative, masked = helpers.apply, helpers.derivative, helpers.is_masked
     cell_state, cell_backward = helpers.lstm_cell_state, helpers.lstm_cell_backward
     matrix, tensor, index = helpers.matrix, helpers.tensor, helpers.index
+    dtype = registry.dtype
+    gemm_nn = gemm_launcher(cuda_api, dtype, False, False)
+    gemm_nt = gemm_launcher(cuda_api, dtype, False, True)
+    no_bias = empty_vector(cuda_api, dtype)
+
+    @registry.jit(matrix, matrix, index, matrix)
+    def lstm_recurrent_input_kernel(h_prev, mask_U, has_mask_U, h_in):
+        unit = cuda.grid(1)
+        if unit < h_prev.size:
+            b = unit // h_prev.shape[1]
+            j = unit % h_prev.shape[1]
+            h_in[b, j] = h_prev[b, j] * mask_U[b, j] if has_mask_U != 0 else h_prev[b, j]
 
     @registry.jit(
         tensor, matrix, index, matrix, index, matrix, matrix, tensor, tensor, tensor, index, index
@@ -566,10 +850,14 @@ def lstm_cuda_operations(registry: CudaKernelRegistry, helpers: CudaHelpers, c: 
         matrix,
         index,
         matrix,
+        index,
+        matrix,
+        index,
+        tensor,
+        index,
+        matrix,
         matrix,
         tensor,
-        matrix,
-        matrix,
         index,
         index,
     )
@@ -580,11 +868,15 @@ def lstm_cuda_operations(registry: CudaKernelRegistry, helpers: CudaHelpers, c: 
         c_prev,
         mask,
         has_mask,
+        product,
+        has_product,
+        mask_U,
+        has_mask_U,
+        grad,
+        grad_step,
         dh,
         dc,
         dpre_all,
-        dh_prev,
-        dc_prev,
         activation,
         inner,
     ):
@@ -593,30 +885,127 @@ def lstm_cuda_operations(registry: CudaKernelRegistry, helpers: CudaHelpers, c: 
             hidden = dh.shape[1]
             b = unit // hidden
             j = unit % hidden
+            dh_total = dh[b, j]
+            if has_product != 0:
+                recurrent = product[b, j]
+                dh_total += recurrent * mask_U[b, j] if has_mask_U != 0 else recurrent
+            if grad_step >= 0:
+                dh_total += grad[grad_step, b, j]
             if masked(mask, has_mask, t, b, c):
                 for gate in range(4):
                     dpre_all[t, b, gate * hidden + j] = c.zero
-                dc_prev[b, j] = dc[b, j]
-                dh_prev[b, j] = dh[b, j]
+                dh[b, j] = dh_total
                 return
             i = gates_all[t, b, j]
             f = gates_all[t, b, hidden + j]
             g = gates_all[t, b, 2 * hidden + j]
             o = gates_all[t, b, 3 * hidden + j]
             a = apply(activation, c_all[t, b, j], c)
-            dh_da = dh[b, j] * derivative(activation, a, c)
-            d_i, d_f, d_g, d_o, dc_prev[b, j] = cell_backward(
-                dh[b, j], dc[b, j], i, f, g, o, c_prev[b, j], a, dh_da
+            dh_da = dh_total * derivative(activation, a, c)
+            d_i, d_f, d_g, d_o, dc[b, j] = cell_backward(
+                dh_total, dc[b, j], i, f, g, o, c_prev[b, j], a, dh_da
             )
             dpre_all[t, b, j] = d_i * derivative(inner, i, c)
             dpre_all[t, b, hidden + j] = d_f * derivative(inner, f, c)
             dpre_all[t, b, 2 * hidden + j] = d_g * derivative(activation, g, c)
             dpre_all[t, b, 3 * hidden + j] = d_o * derivative(inner, o, c)
-            dh_prev[b, j] = c.zero
+            dh[b, j] = c.zero
+
+    def lstm_sequence_forward(
+        xw: Any,
+        U: Any,
+        order: np.ndarray,
+        mask: Any,
+        has_mask: int,
+        mask_U: Any,
+        has_mask_U: int,
+        h0: Any,
+        c0: Any,
+        h_prev_all: Any,
+        gates_all: Any,
+        c_all: Any,
+        h_all: Any,
+        activation: int,
+        inner: int,
+    ) -> None:
+        batch, hidden = h0.shape
+        rec = cuda_api.device_array((batch, 4 * hidden), dtype=dtype)
+        blocks = blocks_for(batch * hidden)
+        for position, step in enumerate(order):
+            t = int(step)
+            h_prev, c_prev = h0, c0
+            if position > 0:
+                h_prev, c_prev = h_all[int(order[position - 1])], c_all[int(order[position - 1])]
+            h_in = h_prev_all[t]
+            lstm_recurrent_input_kernel[blocks, THREADS_PER_BLOCK](h_prev, mask_U, has_mask_U, h_in)
+            gemm_nn(h_in, U, no_bias(), rec)
+            lstm_step_forward_kernel[blocks, THREADS_PER_BLOCK](
+                xw,
+                rec,
+                t,
+                mask,
+                has_mask,
+                h_prev,
+                c_prev,
+                gates_all,
+                c_all,
+                h_all,
+                activation,
+                inner,
+            )
+
+    def lstm_sequence_backward(
+        gates_all: Any,
+        c_all: Any,
+        order: np.ndarray,
+        mask: Any,
+        has_mask: int,
+        mask_U: Any,
+        has_mask_U: int,
+        c0: Any,
+        grad: Any,
+        grad_every_step: int,
+        U: Any,
+        dh: Any,
+        dc: Any,
+        dpre_all: Any,
+        activation: int,
+        inner: int,
+    ) -> None:
+        batch, hidden = dh.shape
+        product = cuda_api.device_array((batch, hidden), dtype=dtype)
+        blocks = blocks_for(batch * hidden)
+        steps = len(order)
+        for position in range(steps - 1, -1, -1):
+            t = int(order[position])
+            has_product = position < steps - 1
+            if has_product:
+                gemm_nt(dpre_all[int(order[position + 1])], U, no_bias(), product)
+            grad_step = t if grad_every_step else (0 if position == steps - 1 else -1)
+            c_prev = c0 if position == 0 else c_all[int(order[position - 1])]
+            lstm_step_backward_kernel[blocks, THREADS_PER_BLOCK](
+                gates_all,
+                c_all,
+                t,
+                c_prev,
+                mask,
+                has_mask,
+                product,
+                int(has_product),
+                mask_U,
+                has_mask_U,
+                grad,
+                grad_step,
+                dh,
+                dc,
+                dpre_all,
+                activation,
+                inner,
+            )
 
     return {
-        "lstm_step_forward": launcher(lstm_step_forward_kernel, 5),  # h_prev
-        "lstm_step_backward": launcher(lstm_step_backward_kernel, 6),  # dh
+        "lstm_sequence_forward": lstm_sequence_forward,
+        "lstm_sequence_backward": lstm_sequence_backward,
     }
 
 
@@ -698,6 +1087,6 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     c = constants_for(dtype)
     return {
         **rnn_cuda_operations(registry, helpers, c),
-        **lstm_cuda_operations(registry, helpers, c),
+        **lstm_cuda_operations(registry, helpers, c, cuda_api),
         **gru_cuda_operations(registry, helpers, c),
     }

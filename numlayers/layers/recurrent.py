@@ -11,12 +11,15 @@ contiguous ``(batch, units)`` slices:
    gradients and one GEMM ``dh_prev += dpre @ U.T``; then the weight gradients are
    single GEMMs over all steps (``dU = H_prev.T @ DPRE``, ``dW = X.T @ DPRE``).
 
-No Python work per step beyond launching those kernels. A masked step keeps
-the state, passes the state's gradient straight through, and gets no gradient.
+SimpleRNN and GRU launch those per step from Python; the LSTM runs steps 2 and 3
+as one operation each (``lstm_sequence_forward``/``lstm_sequence_backward``), which
+on the CPU is one compiled loop over the steps. A masked step keeps the state,
+passes the state's gradient straight through, and gets no gradient.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -31,6 +34,17 @@ from numlayers.layers.core import _positive_int, _seed_config
 from numlayers.random import draw_seed, get_generator
 
 SWAP_BATCH_AND_TIME = (1, 0, 2)
+
+
+@functools.lru_cache(maxsize=64)
+def _order_array(start: int, stop: int, step: int) -> np.ndarray:
+    return np.arange(start, stop, step, dtype=np.int64)
+
+
+def order_array(order: range) -> np.ndarray:
+    """A processing order as the int64 array the sequence operations take (shared:
+    never written)."""
+    return _order_array(order.start, order.stop, order.step)
 
 
 def _activation_code(name: Any, owner: str) -> tuple[str, int]:
@@ -377,16 +391,12 @@ class Recurrent(Layer):
         at each step to ``dh``, let :meth:`backward_step` turn it into that step's
         pre-activation gradients and ``dh_prev``, then step back."""
         dh_prev = self.buffer("dh_prev", tuple(dh.shape))
-        self.begin_backward(dh)
         steps = len(order)
         for position in range(steps - 1, -1, -1):
             t = order[position]
             self._step_gradient(grad_tm, grad_output, t, position == steps - 1, dh)
             self.backward_step(position, order, dh, dh_prev, dpre_all)
             dh, dh_prev = dh_prev, dh
-
-    def begin_backward(self, dh: Any) -> None:
-        """Prepare per-sequence backward buffers (the LSTM's cell gradient)."""
 
     def backward_step(
         self, position: int, order: Any, dh: Any, dh_prev: Any, dpre_all: Any
@@ -538,66 +548,58 @@ class LSTM(Recurrent):
         h_prev_all: Any,
         mask_U: Any,
     ) -> None:
-        kernels = self.kernels
-        U = self.params[1]
         steps, batch, width = xw.shape
-        rec = self.buffer("rec", (batch, width))
         gates_all = self.buffer("gates_all", (steps, batch, width))
         c_all = self.buffer("c_all", (steps, batch, self.output_dim))
-        for position, t in enumerate(order):
-            h_prev = self._previous_state(position, order, h_all, states[0])
-            c_prev = self._previous_state(position, order, c_all, states[1])
-            kernels.matmul(
-                self._recurrent_input(h_prev, mask_U, t, h_prev_all),
-                U,
-                self.buffer("no_bias", (0,)),
-                rec,
-            )
-            kernels.lstm_step_forward(
-                xw,
-                rec,
-                t,
-                mask,
-                has_mask,
-                h_prev,
-                c_prev,
-                gates_all,
-                c_all,
-                h_all,
-                self.activation_code,
-                self.inner_activation_code,
-            )
-        self.save(gates_all=gates_all, c_all=c_all)
-        self.keep_final_states([h_all[order[-1]], c_all[order[-1]]])
-
-    def begin_backward(self, dh: Any) -> None:
-        self._dc = self.buffer("dc", tuple(dh.shape))
-        self._dc_prev = self.buffer("dc_prev", tuple(dh.shape))
-        self.kernels.fill(self._dc, 0.0)
-
-    def backward_step(
-        self, position: int, order: Any, dh: Any, dh_prev: Any, dpre_all: Any
-    ) -> None:
-        saved = self.saved()
-        t = order[position]
-        c_prev = self._previous_state(position, order, saved["c_all"], saved["initial"][1])
-        self.kernels.lstm_step_backward(
-            saved["gates_all"],
-            saved["c_all"],
-            t,
-            c_prev,
-            saved["mask_tm"],
-            saved["has_mask"],
-            dh,
-            self._dc,
-            dpre_all,
-            dh_prev,
-            self._dc_prev,
+        self.kernels.lstm_sequence_forward(
+            xw,
+            self.params[1],
+            order_array(order),
+            mask,
+            has_mask,
+            *self._dropout_U_arguments(mask_U),
+            states[0],
+            states[1],
+            h_prev_all,
+            gates_all,
+            c_all,
+            h_all,
             self.activation_code,
             self.inner_activation_code,
         )
-        self._add_recurrent_gradient(dpre_all[t], self.params[1], dh_prev)
-        self._dc, self._dc_prev = self._dc_prev, self._dc
+        self.save(gates_all=gates_all, c_all=c_all)
+        self.keep_final_states([h_all[order[-1]], c_all[order[-1]]])
+
+    def _dropout_U_arguments(self, mask_U: Any) -> tuple[Any, int]:
+        if mask_U is None:
+            return self.buffer("no_mask_U", (1, 1)), 0
+        return mask_U, 1
+
+    def run_backward_steps(
+        self, order: Any, grad_tm: Any, grad_output: Any, dh: Any, dpre_all: Any
+    ) -> None:
+        saved = self.saved()
+        dc = self.buffer("dc", tuple(dh.shape))
+        self.kernels.fill(dc, 0.0)
+        every_step = grad_tm is not None
+        grad = grad_tm if every_step else grad_output.reshape(1, *grad_output.shape)
+        self.kernels.lstm_sequence_backward(
+            saved["gates_all"],
+            saved["c_all"],
+            order_array(order),
+            saved["mask_tm"],
+            saved["has_mask"],
+            *self._dropout_U_arguments(saved["mask_U"]),
+            saved["initial"][1],
+            grad,
+            int(every_step),
+            self.params[1],
+            dh,
+            dc,
+            dpre_all,
+            self.activation_code,
+            self.inner_activation_code,
+        )
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -212,111 +212,177 @@ def lstm_gates(pre, name, inner):
     )
 
 
-@pytest.mark.parametrize("masked", [False, True], ids=["no_mask", "mask"])
-@pytest.mark.parametrize(("name", "inner"), PAIRS)
-def test_lstm_step_forward(device, dtype, name, inner, masked):
-    mask, has_mask = mask_arguments(masked)
-    x = rounded(
-        dtype,
-        xw=preactivations(STEPS, BATCH, 4 * HIDDEN),
-        rec=random(BATCH, 4 * HIDDEN),
-        h_prev=random(BATCH, HIDDEN),
-        c_prev=random(BATCH, HIDDEN),
-    )
-    a = on_device(
-        device,
-        dtype,
-        **vars(x),
-        mask=mask,
-        gates_all=untouched((STEPS, BATCH, 4 * HIDDEN)),
-        c_all=untouched((STEPS, BATCH, HIDDEN)),
-        h_all=untouched((STEPS, BATCH, HIDDEN)),
-    )
-    operations(device, dtype).lstm_step_forward(
-        a.xw,
-        a.rec,
-        STEP,
-        a.mask,
-        has_mask,
-        a.h_prev,
-        a.c_prev,
-        a.gates_all,
-        a.c_all,
-        a.h_all,
-        ACTIVATION_CODES[name],
-        ACTIVATION_CODES[inner],
-    )
-    i, f, g, o = lstm_gates(x.xw[STEP] + x.rec, name, inner)
-    c = f * x.c_prev + i * g
-    h = o * activation(name, c)
-    rows = row_is_masked(masked)
-    tol = tolerance(dtype)
-    np.testing.assert_allclose(at_step(device, a.gates_all), np.hstack([i, f, g, o]), **tol)
-    np.testing.assert_allclose(at_step(device, a.c_all), np.where(rows, x.c_prev, c), **tol)
-    np.testing.assert_allclose(at_step(device, a.h_all), np.where(rows, x.h_prev, h), **tol)
-    for array in (a.gates_all, a.c_all, a.h_all):
-        assert_other_steps_untouched(device, array)
+class LstmCase:
+    """Inputs of a whole LSTM sequence (time-major), rounded to ``dtype``, and the
+    NumPy reference of Keras 0.3's LSTM through them, forward and backward."""
+
+    def __init__(self, dtype, name, inner, masked, go_backwards, dropout, shape, every_step):
+        steps, batch, hidden = shape
+        rng = np.random.default_rng(hash((name, inner, masked, go_backwards, dropout)) % 2**32)
+        self.shape = shape
+        self.codes = ACTIVATION_CODES[name], ACTIVATION_CODES[inner]
+        self.names = name, inner
+        mask = (rng.random((steps, batch)) > 0.3).astype(np.float64)
+        mask_U = 1.5 * (rng.random((batch, hidden)) > 0.4)
+        grad_steps = steps if every_step else 1
+        x = rounded(
+            dtype,
+            xw=2 * rng.standard_normal((steps, batch, 4 * hidden)),
+            U=0.5 * rng.standard_normal((hidden, 4 * hidden)),
+            h0=rng.standard_normal((batch, hidden)),
+            c0=rng.standard_normal((batch, hidden)),
+            grad=rng.standard_normal((grad_steps, batch, hidden)),
+        )
+        self.x = x
+        self.mask, self.has_mask = (mask, 1) if masked else (np.zeros((1, 1)), 0)
+        self.mask_U, self.has_mask_U = (mask_U, 1) if dropout else (np.zeros((1, 1)), 0)
+        self.order = np.arange(steps)[::-1].copy() if go_backwards else np.arange(steps)
+        self.every_step = every_step
+        self.reference()
+
+    def reference(self):
+        x, (name, inner) = self.x, self.names
+        steps, batch, hidden = self.shape
+        self.h_in, self.gates, self.c, self.h, self.c_prev = {}, {}, {}, {}, {}
+        h, c = x.h0, x.c0
+        for t in self.order:
+            keep = self.mask[t][:, None] > 0 if self.has_mask else np.ones((batch, 1), bool)
+            self.h_in[t] = h * self.mask_U if self.has_mask_U else h
+            i, f, g, o = lstm_gates(x.xw[t] + self.h_in[t] @ x.U, name, inner)
+            self.gates[t] = np.hstack([i, f, g, o])
+            self.c_prev[t] = c
+            c_new = f * c + i * g
+            h_new = o * activation(name, c_new)
+            h, c = np.where(keep, h_new, h), np.where(keep, c_new, c)
+            self.h[t], self.c[t] = h, c
+        # backward through time, from the gradient of the outputs
+        dh, dc = np.zeros((batch, hidden)), np.zeros((batch, hidden))
+        self.dpre = {}
+        for position in range(steps - 1, -1, -1):
+            t = self.order[position]
+            if self.every_step:
+                dh = dh + x.grad[t]
+            elif position == steps - 1:
+                dh = dh + x.grad[0]
+            keep = self.mask[t][:, None] > 0 if self.has_mask else np.ones((batch, 1), bool)
+            i, f, g, o = np.split(self.gates[t], 4, axis=1)
+            z = x.xw[t] + self.h_in[t] @ x.U
+            z_i, z_f, z_c, z_o = np.split(z, 4, axis=1)
+            a = activation(name, self.c[t])
+            dc_total = dc + dh * o * derivative(name, self.c[t])
+            dpre = np.hstack(
+                [
+                    dc_total * g * derivative(inner, z_i),
+                    dc_total * self.c_prev[t] * derivative(inner, z_f),
+                    dc_total * i * derivative(name, z_c),
+                    dh * a * derivative(inner, z_o),
+                ]
+            )
+            dpre = np.where(keep, dpre, 0)
+            through_u = dpre @ x.U.T
+            if self.has_mask_U:
+                through_u = through_u * self.mask_U
+            self.dpre[t] = dpre
+            dh = np.where(keep, through_u, dh + through_u)
+            dc = np.where(keep, dc_total * f, dc)
+        # what the kernel leaves in dh: the last through-U product is not made
+        self.dh_final = dh - (self.dpre[self.order[0]] @ x.U.T) * (
+            self.mask_U if self.has_mask_U else 1
+        )
+        self.dc_final = dc
+
+    def run(self, device, dtype):
+        x, ops = self.x, operations(device, dtype)
+        steps, batch, hidden = self.shape
+        a = on_device(
+            device,
+            dtype,
+            **vars(x),
+            mask=self.mask,
+            mask_U=self.mask_U,
+            h_prev_all=untouched((steps, batch, hidden)),
+            gates_all=untouched((steps, batch, 4 * hidden)),
+            c_all=untouched((steps, batch, hidden)),
+            h_all=untouched((steps, batch, hidden)),
+            dh=np.zeros((batch, hidden)),
+            dc=np.zeros((batch, hidden)),
+            dpre_all=untouched((steps, batch, 4 * hidden)),
+        )
+        ops.lstm_sequence_forward(
+            a.xw,
+            a.U,
+            self.order,
+            a.mask,
+            self.has_mask,
+            a.mask_U,
+            self.has_mask_U,
+            a.h0,
+            a.c0,
+            a.h_prev_all,
+            a.gates_all,
+            a.c_all,
+            a.h_all,
+            *self.codes,
+        )
+        ops.lstm_sequence_backward(
+            a.gates_all,
+            a.c_all,
+            self.order,
+            a.mask,
+            self.has_mask,
+            a.mask_U,
+            self.has_mask_U,
+            a.c0,
+            a.grad,
+            int(self.every_step),
+            a.U,
+            a.dh,
+            a.dc,
+            a.dpre_all,
+            *self.codes,
+        )
+        return a
+
+    def check(self, device, dtype, a):
+        steps = self.shape[0]
+        host = {name: device.to_host(getattr(a, name)) for name in vars(a)}
+        tol = tolerance(dtype)
+        for label, computed, expected in (
+            ("h_prev_all", host["h_prev_all"], self.h_in),
+            ("gates_all", host["gates_all"], self.gates),
+            ("c_all", host["c_all"], self.c),
+            ("h_all", host["h_all"], self.h),
+            ("dpre_all", host["dpre_all"], self.dpre),
+        ):
+            for t in range(steps):
+                np.testing.assert_allclose(computed[t], expected[t], **tol, err_msg=f"{label}[{t}]")
+        np.testing.assert_allclose(host["dc"], self.dc_final, **tol, err_msg="dc")
+        np.testing.assert_allclose(host["dh"], self.dh_final, **tol, err_msg="dh")
 
 
+@pytest.mark.parametrize("every_step", [False, True], ids=["last_output", "sequences"])
+@pytest.mark.parametrize("dropout", [False, True], ids=["no_dropout_U", "dropout_U"])
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forwards", "go_backwards"])
 @pytest.mark.parametrize("masked", [False, True], ids=["no_mask", "mask"])
+def test_lstm_sequence_passes_match_numpy(device, dtype, masked, go_backwards, dropout, every_step):
+    case = LstmCase(
+        dtype, "tanh", "hard_sigmoid", masked, go_backwards, dropout, (4, 2, 3), every_step
+    )
+    case.check(device, dtype, case.run(device, dtype))
+
+
 @pytest.mark.parametrize(("name", "inner"), PAIRS)
-def test_lstm_step_backward(device, dtype, name, inner, masked):
-    mask, has_mask = mask_arguments(masked)
-    pre = preactivations(BATCH, 4 * HIDDEN)
-    c_prev = random(BATCH, HIDDEN)
-    i, f, g, o = lstm_gates(pre, name, inner)
-    c = f * c_prev + i * g
-    gates_all = untouched((STEPS, BATCH, 4 * HIDDEN))
-    gates_all[STEP] = np.hstack([i, f, g, o])
-    c_all = untouched((STEPS, BATCH, HIDDEN))
-    c_all[STEP] = c
-    dh, dc = random(BATCH, HIDDEN), random(BATCH, HIDDEN)
-    a = on_device(
-        device,
-        dtype,
-        gates_all=gates_all,
-        c_all=c_all,
-        c_prev=c_prev,
-        mask=mask,
-        dh=dh,
-        dc=dc,
-        dpre_all=untouched((STEPS, BATCH, 4 * HIDDEN)),
-        dh_prev=untouched((BATCH, HIDDEN)),
-        dc_prev=untouched((BATCH, HIDDEN)),
-    )
-    operations(device, dtype).lstm_step_backward(
-        a.gates_all,
-        a.c_all,
-        STEP,
-        a.c_prev,
-        a.mask,
-        has_mask,
-        a.dh,
-        a.dc,
-        a.dpre_all,
-        a.dh_prev,
-        a.dc_prev,
-        ACTIVATION_CODES[name],
-        ACTIVATION_CODES[inner],
-    )
-    z_i, z_f, z_c, z_o = np.split(pre, 4, axis=1)
-    dc_total = dc + dh * o * derivative(name, c)
-    dpre = np.concatenate(
-        [
-            dc_total * g * derivative(inner, z_i),
-            dc_total * c_prev * derivative(inner, z_f),
-            dc_total * i * derivative(name, z_c),
-            dh * activation(name, c) * derivative(inner, z_o),
-        ],
-        axis=1,
-    )
-    rows = row_is_masked(masked)
-    np.testing.assert_allclose(
-        at_step(device, a.dpre_all), np.where(rows, 0, dpre), **tolerance(dtype)
-    )
-    assert_close(device, dtype, a.dc_prev, np.where(rows, dc, dc_total * f))
-    assert_close(device, dtype, a.dh_prev, np.where(rows, dh, 0))
-    assert_other_steps_untouched(device, a.dpre_all)
+def test_lstm_sequence_every_activation(device, dtype, name, inner):
+    case = LstmCase(dtype, name, inner, True, False, False, (3, 2, 3), True)
+    case.check(device, dtype, case.run(device, dtype))
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 40), (2, 33, 128), (2, 3, 200)])
+def test_lstm_sequence_in_several_unit_chunks(dtype, shape):
+    """Sizes the CPU passes cut into several chunks of units, the last one partial."""
+    case = LstmCase(dtype, "tanh", "sigmoid", True, True, True, shape, True)
+    device = get_device("cpu")
+    case.check(device, dtype, case.run(device, dtype))
 
 
 # ---------------------------------------------------------------- GRU
@@ -497,32 +563,33 @@ class Sequence:
         self.c_all = np.zeros((steps, batch, hidden))
         self.h_all = np.zeros((steps, batch, hidden))
         self.h_prev_all = np.zeros((steps, batch, hidden))
-        self.c_prev_all = np.zeros((steps, batch, hidden))
         self.rh_all = np.zeros((steps, batch, hidden))
         h = np.zeros((batch, hidden))
         c = np.zeros((batch, hidden))
         mask, has_mask = self.mask, self.has_mask
+        if self.kind == "lstm":  # one operation runs the whole sequence
+            ops.lstm_sequence_forward(
+                xw,
+                u,
+                np.array(self.order),
+                mask,
+                has_mask,
+                np.zeros((1, 1)),
+                0,
+                h,
+                c,
+                self.h_prev_all,
+                self.gates_all,
+                self.c_all,
+                self.h_all,
+                act,
+                inner,
+            )
+            return self.h_all
         for t in self.order:
             self.h_prev_all[t] = h
-            self.c_prev_all[t] = c
             if self.kind == "rnn":
                 ops.rnn_step_forward(xw, h @ u, t, mask, has_mask, h, self.h_all, act)
-            elif self.kind == "lstm":
-                ops.lstm_step_forward(
-                    xw,
-                    h @ u,
-                    t,
-                    mask,
-                    has_mask,
-                    h,
-                    c,
-                    self.gates_all,
-                    self.c_all,
-                    self.h_all,
-                    act,
-                    inner,
-                )
-                c = self.c_all[t].copy()
             else:
                 rh = self.rh_all[t]
                 ops.gru_step_gates(xw, h @ u[:, : 2 * hidden], t, h, self.gates_all, rh, inner)
@@ -540,11 +607,28 @@ class Sequence:
         hidden = u.shape[0]
         dpre_all = np.zeros_like(self.gates_all)
         dh_next = np.zeros((batch, hidden))
-        dc_next = np.zeros((batch, hidden))
         dh_prev = np.zeros((batch, hidden))
-        dc_prev = np.zeros((batch, hidden))
         mask, has_mask = self.mask, self.has_mask
-        for t in reversed(self.order):
+        if self.kind == "lstm":
+            ops.lstm_sequence_backward(
+                self.gates_all,
+                self.c_all,
+                np.array(self.order),
+                mask,
+                has_mask,
+                np.zeros((1, 1)),
+                0,
+                np.zeros((batch, hidden)),
+                grad_h_all,
+                1,
+                u,
+                np.zeros((batch, hidden)),
+                np.zeros((batch, hidden)),
+                dpre_all,
+                act,
+                inner,
+            )
+        for t in reversed(self.order) if self.kind != "lstm" else ():
             dh = grad_h_all[t] + dh_next
             h_prev = self.h_prev_all[t]
             if self.kind == "rnn":
@@ -552,24 +636,6 @@ class Sequence:
                     self.h_all, t, h_prev, mask, has_mask, dh, dpre_all, dh_prev, act
                 )
                 dh_prev += dpre_all[t] @ u.T
-            elif self.kind == "lstm":
-                ops.lstm_step_backward(
-                    self.gates_all,
-                    self.c_all,
-                    t,
-                    self.c_prev_all[t],
-                    mask,
-                    has_mask,
-                    dh,
-                    dc_next,
-                    dpre_all,
-                    dh_prev,
-                    dc_prev,
-                    act,
-                    inner,
-                )
-                dh_prev += dpre_all[t] @ u.T
-                dc_next = dc_prev.copy()
             else:
                 ops.gru_step_backward_output(
                     self.gates_all,
