@@ -77,8 +77,8 @@ constant (:func:`code_dispatched_span`), and the activations are those of
 CPU, LSTM: compiled for each pair of activation codes it meets (constants of the
 code), one loop over the steps with, per step, a parallel loop over chunks of units
 (:func:`lstm_chunk_width`): a chunk's thread makes its columns of the recurrent
-product with BLAS calls small enough for the small-matrix code, then applies the
-gates to them. At ``B = 32, H = 128`` on 2 cores a step took about 31 us forward and
+product with one BLAS call (from a packed copy of those columns of ``U``), then
+applies the gates to them. At ``B = 32, H = 128`` on 2 cores a step took about 31 us forward and
 36 us backward (float32), where separate product and gate kernels per step took 98.
 CUDA: one thread per ``(b, j)`` element, each doing all of its unit's gates; the
 LSTM's sequence operations launch the tiled GEMM and a step kernel per step.
@@ -211,14 +211,32 @@ def lstm_cell_total_gradient(dc, dh_da, o):
 
 
 @cpu_inline
-def lstm_cell_backward(dh, dc, i, f, g, o, c_prev, a, dh_da):
+def lstm_cell_backward(dh, dc_total, i, f, g, o, c_prev, a):
     """Gradients of ``i, f, g, o`` (the activated gates) and of ``c_prev``.
 
-    ``a = act(c_t)`` and ``dh_da = dh * act'(c_t)``; the gates' own derivatives are
-    applied by the caller.
+    ``dc_total`` is :func:`lstm_cell_total_gradient`'s and ``a = act(c_t)``; the gates'
+    own derivatives are applied by the caller.
     """
-    dc_total = lstm_cell_total_gradient(dc, dh_da, o)
     return dc_total * g, dc_total * c_prev, dc_total * i, dh * a, dc_total * f
+
+
+@cpu_inline
+def cell_gradients(dh, dc_total, gates, c_prev, dpre, b, q, j0, hidden):
+    """:func:`lstm_cell_backward` of unit ``j0 + q`` of row ``b`` on the CPU's arrays
+    (``dc_total`` a ``(B, w)`` block, ``a`` waiting in ``dpre``'s o slot)."""
+    f0 = hidden + j0
+    g0 = f0 + hidden
+    o0 = g0 + hidden
+    return lstm_cell_backward(
+        dh[b, j0 + q],
+        dc_total[b, q],
+        gates[b, j0 + q],
+        gates[b, f0 + q],
+        gates[b, g0 + q],
+        gates[b, o0 + q],
+        c_prev[b, j0 + q],
+        dpre[b, o0 + q],
+    )
 
 
 @cpu_inline
@@ -382,9 +400,9 @@ def add_incoming_gradients(dh, product, has_product, mask_U, has_mask_U, grad, g
 
 @njit(cache=True)
 def lstm_chunk_width(batch, hidden):
-    """Units per chunk of the CPU LSTM passes: a chunk's four recurrent products
-    (``batch x hidden x width`` each) stay within BLAS's small-matrix size, and there
-    are at least as many chunks as threads; a multiple of 16 (vector width)."""
+    """Units per chunk of the CPU LSTM passes: each gate's share of a chunk's product
+    (``batch x hidden x width``) within BLAS's small-matrix size, at least as many
+    chunks as threads, and a multiple of 16 (vector width)."""
     width = SMALL_BLOCK_WORK // max(batch * hidden, 1)
     width = min(width, (hidden + THREADS - 1) // THREADS)
     width = ((width + 15) // 16) * 16
@@ -406,8 +424,9 @@ def lstm_cpu_loops(c: Constants, act: int, inner: int) -> tuple[Any, Any]:
         x, rec, h_prev, c_prev, mask, has_mask, t, gates, cells, hs, j0, w, hidden
     ):
         """Step ``t`` of units ``j0:j0 + w`` of every row: the gates from the
-        pre-activations ``x + rec`` (``rec`` this chunk's ``(4, B, w)`` products), the
-        cells and the outputs, into the step's ``(B, ...)`` rows ``gates``, ``cells``, ``hs``.
+        pre-activations ``x + rec`` (``rec`` this chunk's ``(B, 4 * width)`` products,
+        gate after gate), the cells and the outputs, into the step's ``(B, ...)`` rows
+        ``gates``, ``cells``, ``hs``.
 
         Offsets are unsigned and arrays are indexed, not sliced, so that LLVM vectorises
         each loop (a slice is a view whose reference count two threads would contend
@@ -416,15 +435,18 @@ def lstm_cpu_loops(c: Constants, act: int, inner: int) -> tuple[Any, Any]:
         f0 = hidden + j0
         g0 = f0 + hidden
         o0 = g0 + hidden
+        r1 = np.uint64(rec.shape[1] // 4)  # where each gate's products start in rec
+        r2 = r1 + r1
+        r3 = r2 + r1
         for b in range(x.shape[0]):
             for q in range(w):
-                gates[b, j0 + q] = apply_cpu(inner, x[b, j0 + q] + rec[0, b, q], c)
+                gates[b, j0 + q] = apply_cpu(inner, x[b, j0 + q] + rec[b, q], c)
             for q in range(w):
-                gates[b, f0 + q] = apply_cpu(inner, x[b, f0 + q] + rec[1, b, q], c)
+                gates[b, f0 + q] = apply_cpu(inner, x[b, f0 + q] + rec[b, r1 + q], c)
             for q in range(w):
-                gates[b, g0 + q] = apply_cpu(act, x[b, g0 + q] + rec[2, b, q], c)
+                gates[b, g0 + q] = apply_cpu(act, x[b, g0 + q] + rec[b, r2 + q], c)
             for q in range(w):
-                gates[b, o0 + q] = apply_cpu(inner, x[b, o0 + q] + rec[3, b, q], c)
+                gates[b, o0 + q] = apply_cpu(inner, x[b, o0 + q] + rec[b, r3 + q], c)
             if is_masked(mask, has_mask, t, b, c):
                 for q in range(w):
                     cells[b, j0 + q] = c_prev[b, j0 + q]
@@ -457,27 +479,30 @@ def lstm_cpu_loops(c: Constants, act: int, inner: int) -> tuple[Any, Any]:
                     dpre[b, g0 + q] = c.zero
                     dpre[b, o0 + q] = c.zero
                 continue
-            # lstm_cell_backward, as loops that each write one array and so vectorise:
-            # a = act(c_t) waits in the o slot, the whole gradient of c_t in scratch
+            # lstm_cell_backward, as loops that each write one array and so vectorise
+            # (each uses one of its results; LLVM drops the others): a = act(c_t)
+            # waits in the o slot, the whole gradient of c_t in scratch
             for q in range(w):
                 dpre[b, o0 + q] = apply_cpu(act, cells[b, j0 + q], c)
             for q in range(w):
                 dh_da = dh[b, j0 + q] * derivative_cpu(act, dpre[b, o0 + q], c)
                 scratch[b, q] = lstm_cell_total_gradient(dc[b, j0 + q], dh_da, gates[b, o0 + q])
             for q in range(w):
-                d_o = dh[b, j0 + q] * dpre[b, o0 + q]
-                dpre[b, o0 + q] = d_o * derivative_cpu(inner, gates[b, o0 + q], c)
-            for q in range(w):
-                d_i = scratch[b, q] * gates[b, g0 + q]
+                d_i = cell_gradients(dh, scratch, gates, c_prev, dpre, b, q, j0, hidden)[0]
                 dpre[b, j0 + q] = d_i * derivative_cpu(inner, gates[b, j0 + q], c)
             for q in range(w):
-                d_f = scratch[b, q] * c_prev[b, j0 + q]
+                d_f = cell_gradients(dh, scratch, gates, c_prev, dpre, b, q, j0, hidden)[1]
                 dpre[b, f0 + q] = d_f * derivative_cpu(inner, gates[b, f0 + q], c)
             for q in range(w):
-                d_g = scratch[b, q] * gates[b, j0 + q]
+                d_g = cell_gradients(dh, scratch, gates, c_prev, dpre, b, q, j0, hidden)[2]
                 dpre[b, g0 + q] = d_g * derivative_cpu(act, gates[b, g0 + q], c)
             for q in range(w):
-                dc[b, j0 + q] = scratch[b, q] * gates[b, f0 + q]
+                dc[b, j0 + q] = cell_gradients(dh, scratch, gates, c_prev, dpre, b, q, j0, hidden)[
+                    4
+                ]
+            for q in range(w):  # last: this overwrites a
+                d_o = cell_gradients(dh, scratch, gates, c_prev, dpre, b, q, j0, hidden)[3]
+                dpre[b, o0 + q] = d_o * derivative_cpu(inner, gates[b, o0 + q], c)
                 dh[b, j0 + q] = c.zero  # what reaches h_prev comes through U, next step
 
     forward_block = compile_loop(forward_block_function, f"lstm_forward_block_{act}_{inner}")
@@ -501,14 +526,15 @@ def lstm_cpu_loops(c: Constants, act: int, inner: int) -> tuple[Any, Any]:
         batch, hidden = h0.shape
         width = lstm_chunk_width(batch, hidden)
         chunks = (hidden + width - 1) // width
-        packed = np.empty((chunks, 4, hidden, width), U.dtype)  # U's columns of each chunk
+        # U's columns of each chunk, gate after gate (one product per chunk and step)
+        packed = np.zeros((chunks, hidden, 4 * width), U.dtype)
         for chunk in range(chunks):
             j0 = chunk * width
             for gate in range(4):
                 for k in range(hidden):
                     for q in range(min(width, hidden - j0)):
-                        packed[chunk, gate, k, q] = U[k, gate * hidden + j0 + q]
-        rec = np.empty((chunks, 4, batch, width), U.dtype)
+                        packed[chunk, k, gate * width + q] = U[k, gate * hidden + j0 + q]
+        rec = np.empty((chunks, batch, 4 * width), U.dtype)
         for position in range(order.shape[0]):
             t = order[position]
             h_prev, c_prev = h0, c0
@@ -521,16 +547,7 @@ def lstm_cpu_loops(c: Constants, act: int, inner: int) -> tuple[Any, Any]:
             for chunk in prange(chunks):
                 j0 = chunk * width
                 w = min(j0 + width, hidden) - j0
-                for gate in range(4):
-                    gemm(
-                        h_in,
-                        packed[chunk, gate, :, :w],
-                        rec[chunk, gate, :, :w],
-                        False,
-                        False,
-                        1,
-                        0,
-                    )
+                gemm(h_in, packed[chunk], rec[chunk], False, False, 1, 0)
                 forward_block(
                     xw[t],
                     rec[chunk],
@@ -741,6 +758,7 @@ class CudaHelpers:
         self.is_masked = registry.device_function(is_masked)
         self.lstm_cell_state = registry.device_function(lstm_cell_state)
         self.lstm_cell_backward = registry.device_function(lstm_cell_backward)
+        self.lstm_cell_total_gradient = registry.device_function(lstm_cell_total_gradient)
         self.gru_output = registry.device_function(gru_output)
         self.gru_output_backward = registry.device_function(gru_output_backward)
         self.matrix = registry.array(2)
@@ -801,6 +819,7 @@ def lstm_cuda_operations(
     tiled GEMM and one kernel with a thread per ``(b, j)`` unit doing all of its gates."""
     apply, derivative, masked = helpers.apply, helpers.derivative, helpers.is_masked
     cell_state, cell_backward = helpers.lstm_cell_state, helpers.lstm_cell_backward
+    total_gradient = helpers.lstm_cell_total_gradient
     matrix, tensor, index = helpers.matrix, helpers.tensor, helpers.index
     dtype = registry.dtype
     gemm_nn = gemm_launcher(cuda_api, dtype, False, False)
@@ -901,9 +920,9 @@ def lstm_cuda_operations(
             g = gates_all[t, b, 2 * hidden + j]
             o = gates_all[t, b, 3 * hidden + j]
             a = apply(activation, c_all[t, b, j], c)
-            dh_da = dh_total * derivative(activation, a, c)
+            dc_total = total_gradient(dc[b, j], dh_total * derivative(activation, a, c), o)
             d_i, d_f, d_g, d_o, dc[b, j] = cell_backward(
-                dh_total, dc[b, j], i, f, g, o, c_prev[b, j], a, dh_da
+                dh_total, dc_total, i, f, g, o, c_prev[b, j], a
             )
             dpre_all[t, b, j] = d_i * derivative(inner, i, c)
             dpre_all[t, b, hidden + j] = d_f * derivative(inner, f, c)
