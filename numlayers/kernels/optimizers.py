@@ -434,9 +434,19 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
         for rule, (prepare, step) in CLIP_RULES.items()
     }
 
-    def update(rule: str, param: Any, grad: Any, first: Any, second: Any, *scalars: float) -> None:
-        parallel = param.size >= PARALLEL_MIN_SIZE
-        updates[rule, parallel](param, grad, first, second, *(cast(s) for s in scalars))
+    def update(
+        rule: str,
+        param: Any,
+        grad: Any,
+        first: Any,
+        second: Any,
+        lr: float,
+        h1: float,
+        h2: float,
+        h3: float,
+    ) -> None:
+        loop = updates[rule, param.size >= PARALLEL_MIN_SIZE]
+        loop(param, grad, first, second, cast(lr), cast(h1), cast(h2), cast(h3))
 
     def clip(rule: str, grad: Any, limit: float, total_sq: Any) -> None:
         clips[rule](grad, cast(limit), total_sq)
