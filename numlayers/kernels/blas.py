@@ -18,9 +18,10 @@ spinning on the cores after each product, and a Numba loop that followed (a ReLU
 an optimizer update) ran several times slower than alone (a 256 x 1024 ReLU: 17 us
 alone, 330 us after a product, on 2 cores).
 
-Block sizes: small products (a recurrent step's) are cut into blocks of at most
-64 x 64 x 64 multiply-adds (:data:`SMALL_BLOCK_WORK`), which both BLAS run through
-their small-matrix code (``32 x 128 x 64`` at 150 GFLOP/s on one core, where one
+Block sizes (:func:`block_count`): products of up to :data:`SERIAL_WORK`
+multiply-adds run in one call on the calling thread; medium ones are cut into blocks
+of at most 64 x 64 x 64 (:data:`SMALL_BLOCK_WORK`), which both BLAS run through their
+small-matrix code (``32 x 128 x 64`` at 150 GFLOP/s on one core, where one
 ``32 x 128 x 512`` call through OpenBLAS ran at 85); large ones into one block per
 thread.
 """

@@ -268,33 +268,19 @@ def constant_code_span(formula: Callable[..., Any], code: int) -> Any:
     return cpu_inline(span)
 
 
-def constant_code_block(formula: Callable[..., Any], code: int) -> Any:
-    """The 2-D loop ``out[b, q] = formula(code, x[b, q], y[b, q], c)`` over views whose
-    rows are contiguous (a block of columns of a batch), for a fixed ``code``."""
-
-    def block(x, y, out, c):
-        for b in range(out.shape[0]):
-            for q in range(out.shape[1]):
-                out[b, q] = formula(code, x[b, q], y[b, q], c)
-
-    return cpu_inline(block)
-
-
-def code_dispatched(
-    formula: Callable[..., Any], loop: Callable[[Callable[..., Any], int], Any]
-) -> Any:
-    """``run(code, x, y, out, c)``: the loop ``loop(formula, code)`` for ``code``.
+def code_dispatched_span(formula: Callable[..., Any]) -> Any:
+    """``span(code, x, y, out, c)``: the loop of :func:`constant_code_span` for ``code``.
 
     LLVM vectorises a loop whose activation is a constant, not one that branches on
     a run-time code in every iteration: so the branch is taken once, to one of six
     loops. ``out`` may be ``x`` (an in-place update).
     """
     linear, relu, tanh, sigmoid, hard_sigmoid, softplus = (
-        loop(formula, ACTIVATION_CODES[name])
+        constant_code_span(formula, ACTIVATION_CODES[name])
         for name in ("linear", "relu", "tanh", "sigmoid", "hard_sigmoid", "softplus")
     )
 
-    def run(code, x, y, out, c):
+    def span(code, x, y, out, c):
         if code == TANH:
             tanh(x, y, out, c)
         elif code == SIGMOID:
@@ -308,27 +294,12 @@ def code_dispatched(
         else:
             linear(x, y, out, c)
 
-    return cpu_inline(run)
-
-
-def code_dispatched_span(formula: Callable[..., Any]) -> Any:
-    """``span(code, x, y, out, c)`` over 1-D views (:func:`code_dispatched`)."""
-    return code_dispatched(formula, constant_code_span)
-
-
-def code_dispatched_block(formula: Callable[..., Any]) -> Any:
-    """``block(code, x, y, out, c)`` over 2-D views (:func:`code_dispatched`)."""
-    return code_dispatched(formula, constant_code_block)
+    return cpu_inline(span)
 
 
 @cpu_inline
 def activated_sum(code, x, y, c):
     return apply_cpu(code, x + y, c)
-
-
-@cpu_inline
-def activated(code, x, y, c):
-    return apply_cpu(code, x, c)
 
 
 @cpu_inline
@@ -338,14 +309,8 @@ def times_derivative(code, x, y, c):
 
 #: ``out = act(x + y)``
 activate_sum_span = code_dispatched_span(activated_sum)
-#: ``out = act(x)`` (``y`` is not read)
-activate_span = code_dispatched_span(activated)
 #: ``out = x * act'(y)`` (``y`` an activation's output)
 derivative_span = code_dispatched_span(times_derivative)
-#: the same three over 2-D blocks (the LSTM's chunks of units, every row of the batch)
-activate_sum_block = code_dispatched_block(activated_sum)
-activate_block = code_dispatched_block(activated)
-derivative_block = code_dispatched_block(times_derivative)
 
 # The CPU loops below take 1-D views of a row (``x[b, lo:hi]`` stays C-contiguous):
 # loops over views with one index vectorise where loops over offsets did not.
@@ -369,17 +334,6 @@ def rnn_cpu_loops(c: Constants) -> tuple[Callable[..., None], Callable[..., None
                 dh_prev[b, :] = c.zero
 
     return rnn_step_forward, rnn_step_backward
-
-
-@cpu_inline
-def lstm_unit_gates(row, hidden, j0, j1):
-    """Units ``j0:j1`` of the ``i, f, c, o`` parts of a ``4 * hidden`` row, as views."""
-    return (
-        row[j0:j1],
-        row[hidden + j0 : hidden + j1],
-        row[2 * hidden + j0 : 2 * hidden + j1],
-        row[3 * hidden + j0 : 3 * hidden + j1],
-    )
 
 
 @cpu_inline
