@@ -116,7 +116,8 @@ _TRANSPOSE = ord("T")
 
 @functools.cache
 def use_one_blas_thread() -> None:
-    """Run scipy's BLAS on one thread when :func:`gemm` calls it (see the module doc).
+    """Run scipy's BLAS on one thread when :func:`gemm` calls it (see the module doc);
+    done when this module is imported.
 
     NumPy's own BLAS is a separate library and is not touched unless scipy shares it
     (a system BLAS). ``NUMLAYERS_BLAS_THREADS=keep`` leaves the thread count alone.
@@ -140,6 +141,9 @@ def use_one_blas_thread() -> None:
     ]
     for controller in controllers:
         controller.set_num_threads(1)
+
+
+use_one_blas_thread()  # before any kernel calls the BLAS
 
 
 @njit(cache=True)

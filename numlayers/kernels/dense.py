@@ -25,14 +25,12 @@ from numlayers.kernels.blas import (
     gemm,
     njit_calling_blas,
     product,
-    use_one_blas_thread,
 )
 from numlayers.kernels.cuda_support import empty_vector
 from numlayers.kernels.matmul import gemm_launcher
 
 
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
-    use_one_blas_thread()
     ones: dict[int, np.ndarray] = {}
 
     def dense_forward(x: Any, weight: Any, bias: Any, out: Any) -> None:

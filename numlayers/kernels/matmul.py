@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from numlayers.kernels.blas import product, use_one_blas_thread
+from numlayers.kernels.blas import product
 from numlayers.kernels.cuda_support import CudaKernelRegistry, empty_vector, new_registry
 
 #: ``numba.cuda``, bound by :func:`new_registry` (kernels must see it as a module global)
@@ -39,7 +39,6 @@ B_LOADS = TILE_N * TILE_K // BLOCK_THREADS
 
 
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
-    use_one_blas_thread()
 
     def matmul(a: Any, b: Any, bias: Any, out: Any) -> None:
         product(a, b, out, bias=bias)

@@ -44,7 +44,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from numlayers.kernels.blas import gemm, njit_calling_blas, use_one_blas_thread
+from numlayers.kernels.blas import gemm, njit_calling_blas
 from numlayers.kernels.cuda_support import CudaKernelRegistry, blocks_for, new_registry
 from numlayers.kernels.dropout import compile_serial_and_parallel
 from numlayers.kernels.matmul import (
@@ -144,7 +144,6 @@ def merge_last_axes(array: Any) -> Any:
 
 
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
-    use_one_blas_thread()
     cast = dtype.type
     zero = dtype.type(0)
     one = dtype.type(1)

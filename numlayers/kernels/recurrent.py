@@ -105,7 +105,7 @@ from numlayers.kernels.activations import (
     log1p_unit,
     scalar_formulas,
 )
-from numlayers.kernels.blas import SMALL_BLOCK_WORK, THREADS, gemm, use_one_blas_thread
+from numlayers.kernels.blas import SMALL_BLOCK_WORK, THREADS, gemm
 from numlayers.kernels.cuda_support import (
     THREADS_PER_BLOCK,
     CudaKernelRegistry,
@@ -690,7 +690,6 @@ def compile_parallel(template: Callable[..., Any], name: str) -> Any:
 
 
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
-    use_one_blas_thread()
     c = constants_for(dtype)
     templates = (*rnn_cpu_loops(c), *gru_cpu_loops(c))
     return {
