@@ -33,8 +33,9 @@ class Optimizer:
         clipvalue: if > 0, clip every gradient element to [-clipvalue, clipvalue].
     """
 
-    #: the update kernel of this rule (see numlayers.kernels.optimizers)
-    kernel_name: ClassVar[str] = ""
+    #: the update rule's name in numlayers.kernels.optimizers (its kernel is
+    #: ``<rule>_update``)
+    rule: ClassVar[str] = ""
     #: names of the state arrays each weight gets (all zero-initialised, weight-shaped)
     state_names: ClassVar[tuple[str, ...]] = ()
     #: hyperparameters (besides lr, clipnorm, clipvalue) and their Keras 0.3 defaults
@@ -53,7 +54,8 @@ class Optimizer:
             if not isinstance(value, bool):
                 self.hyper[name] = _non_negative(value, name, owner)
         self.iterations = 0
-        self._states: list[list[Any]] = []
+        self._set_states([])
+        self._plan: list[Any] = []
         self._sizes: list[int] = []
         self._device: Device | None = None
         self._norm_buffer: Any = None
@@ -72,8 +74,33 @@ class Optimizer:
             return
         self._device = device
         self._sizes = sizes
-        self._states = [[device.zeros((size,), dtype) for _ in self.state_names] for size in sizes]
+        self._set_states(
+            [[device.zeros((size,), dtype) for _ in self.state_names] for size in sizes]
+        )
         self._norm_buffer = device.zeros((1,), dtype)
+
+    def _set_states(self, states: list[list[Any]]) -> None:
+        self._states = states
+        self._plan_key: tuple[Any, ...] | None = None
+
+    def _update_plan(self, params: Sequence[Any], grads: Sequence[Any], kernels: Any) -> list[Any]:
+        """Per weight: its update launcher, flat weight, flat gradient and two states.
+
+        Made again only when the weight or gradient arrays, the states or the kernel
+        set change. The plan holds the arrays (through their flat views), so none of
+        the ids in its key can be taken by a new array while it is in use.
+        """
+        key = (id(kernels), *map(id, params), *map(id, grads))
+        if key == self._plan_key:
+            return self._plan
+        no_state = kernels.no_state()
+        plan = []
+        for param, grad, states in zip(params, grads, self._states, strict=True):
+            first, second = (*states, no_state, no_state)[:2]
+            launch = kernels.update_launcher(self.rule, param.size)
+            plan.append((launch, param.reshape(param.size), grad.reshape(grad.size), first, second))
+        self._plan, self._plan_key = plan, key
+        return plan
 
     def update(
         self, params: Sequence[Any], grads: Sequence[Any], device: Device, dtype: Any
@@ -82,31 +109,25 @@ class Optimizer:
         dtype = np.dtype(dtype)
         kernels = device.kernels(dtype)
         self._ensure_states(params, device, dtype)
-        flat_grads = [g.reshape(g.size) for g in grads]
+        plan = self._update_plan(params, grads, kernels)
         if self.clipnorm > 0:
             kernels.fill(self._norm_buffer, 0.0)
-            for grad in flat_grads:
-                kernels.sum_of_squares(grad, self._norm_buffer)
-            for grad in flat_grads:
-                kernels.scale_by_norm_limit(grad, self._norm_buffer, dtype.type(self.clipnorm))
+            for entry in plan:
+                kernels.sum_of_squares(entry[2], self._norm_buffer)
+            for entry in plan:
+                kernels.scale_by_norm_limit(entry[2], self._norm_buffer, dtype.type(self.clipnorm))
         if self.clipvalue > 0:
-            for grad in flat_grads:
-                kernels.clip_values(grad, dtype.type(self.clipvalue))
-        scalars = [dtype.type(s) for s in self.step_scalars()]
-        for param, grad, states in zip(params, flat_grads, self._states, strict=True):
-            self.apply(kernels, param.reshape(param.size), grad, states, scalars)
+            for entry in plan:
+                kernels.clip_values(entry[2], dtype.type(self.clipvalue))
+        lr, h1, h2, h3 = map(dtype.type, (*self.step_scalars(), 0.0, 0.0, 0.0)[:4])
+        for launch, param, grad, first, second in plan:
+            launch(param, grad, first, second, lr, h1, h2, h3)
         self.iterations += 1
 
     def step_scalars(self) -> list[float]:
-        """The host-side scalars of this step (learning rate, decay terms...)."""
+        """The host-side scalars of this step, in the order the rule's kernel takes them
+        (learning rate first, then up to three hyperparameters)."""
         raise NotImplementedError
-
-    def apply(
-        self, kernels: Any, param: Any, grad: Any, states: list[Any], scalars: list[Any]
-    ) -> None:
-        """``<kernel_name>(param, grad, *states, *scalars)``: every rule's kernel takes
-        its state arrays, then this step's scalars."""
-        getattr(kernels, self.kernel_name)(param, grad, *states, *scalars)
 
     # ------------------------------------------------------------------ state
     def get_config(self) -> dict[str, Any]:
@@ -141,9 +162,9 @@ class Optimizer:
                 )
         self.iterations = int(state["iterations"])
         self._device = target
-        self._states = [
-            [target.asarray(np.asarray(s)) for s in weight_states] for weight_states in states
-        ]
+        self._set_states(
+            [[target.asarray(np.asarray(s)) for s in weight_states] for weight_states in states]
+        )
         self._sizes = [int(w[0].size) if w else -1 for w in state["states"]]
         dtype = self._states[0][0].dtype if self._states and self._states[0] else np.float32
         self._norm_buffer = target.zeros((1,), dtype)
@@ -162,7 +183,7 @@ class SGD(Optimizer):
     the weight moves by ``v`` (or ``momentum * v - lr_t * g`` with Nesterov).
     """
 
-    kernel_name = "sgd_update"
+    rule = "sgd"
     state_names = ("velocity",)
     defaults = {"momentum": 0.0, "decay": 0.0, "nesterov": False}
 
@@ -184,7 +205,7 @@ class SGD(Optimizer):
 class RMSprop(Optimizer):
     """RMSprop: ``a = rho * a + (1 - rho) * g**2``; ``w -= lr * g / sqrt(a + epsilon)``."""
 
-    kernel_name = "rmsprop_update"
+    rule = "rmsprop"
     state_names = ("accumulator",)
     defaults = {"rho": 0.9, "epsilon": 1e-6}
 
@@ -198,7 +219,7 @@ class RMSprop(Optimizer):
 class Adagrad(Optimizer):
     """Adagrad: ``a += g**2``; ``w -= lr * g / sqrt(a + epsilon)``."""
 
-    kernel_name = "adagrad_update"
+    rule = "adagrad"
     state_names = ("accumulator",)
     defaults = {"epsilon": 1e-6}
 
@@ -212,7 +233,7 @@ class Adagrad(Optimizer):
 class Adadelta(Optimizer):
     """Adadelta (Zeiler 2012) with Keras 0.3's learning-rate factor."""
 
-    kernel_name = "adadelta_update"
+    rule = "adadelta"
     state_names = ("accumulator", "delta_accumulator")
     defaults = {"rho": 0.95, "epsilon": 1e-6}
 
@@ -226,7 +247,7 @@ class Adadelta(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma and Ba) with the bias correction folded into ``lr_t``."""
 
-    kernel_name = "adam_update"
+    rule = "adam"
     state_names = ("m", "v")
     defaults = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
 
@@ -250,7 +271,7 @@ class Adam(Optimizer):
 class Adamax(Optimizer):
     """Adamax: Adam with the infinity norm, ``lr_t = lr / (1 - beta_1**t)``."""
 
-    kernel_name = "adamax_update"
+    rule = "adamax"
     state_names = ("m", "u")
     defaults = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
 

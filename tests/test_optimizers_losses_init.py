@@ -133,6 +133,28 @@ def test_optimizer_state_round_trip_resumes_exactly():
     assert resumed.get_config()["beta_1"] == 0.9
 
 
+def test_optimizer_follows_restored_states_and_replaced_weights():
+    """The update binds its arrays once; restoring a state or passing other weight
+    arrays must rebind them, never update stale ones."""
+    cpu = get_device("cpu")
+    g = np.linspace(-1.0, 1.0, 5)
+    optimizer = optimizers.Adam()
+    w, grad = np.ones(5), g.copy()
+    optimizer.update([w], [grad], cpu, np.float64)
+    saved, w_saved = optimizer.get_state(), w.copy()
+    optimizer.update([w], [grad], cpu, np.float64)
+    w_two_steps = w.copy()
+    optimizer.set_state(saved)  # the same optimizer, back one step
+    w[:] = w_saved
+    optimizer.update([w], [grad], cpu, np.float64)
+    np.testing.assert_array_equal(w, w_two_steps)
+    other = np.ones(5)
+    before = w.copy()
+    optimizer.update([other], [grad], cpu, np.float64)
+    np.testing.assert_array_equal(w, before)
+    assert np.all((other < 1.0) == (g > 0)) and np.all((other > 1.0) == (g < 0))
+
+
 def test_optimizer_arguments_are_validated():
     with pytest.raises(ValueError, match="lr"):
         optimizers.SGD(lr=-1)

@@ -21,6 +21,11 @@ decays ``lr`` every step; every update is in place):
 - ``adamax_update(param, grad, m, u, lr_t, beta_1, beta_2, epsilon)``:
   ``m = b1 * m + (1 - b1) * g``; ``u = max(b2 * u, |g|)``; ``param -= lr_t * m / (u + epsilon)``
 - ``clip_values(grad, clipvalue)``: ``grad`` clipped to ``[-clipvalue, clipvalue]``
+- ``update_launcher(rule, size)``: the compiled update of ``rule`` (``"sgd"``, ``"adam"``...)
+  for weights of ``size`` elements, called as ``(param, grad, first, second, lr, h1, h2,
+  h3)`` with the scalars already in the dtype; ``no_state()`` is the empty array that
+  stands for an unused state. Optimizers bind these once and call them every step, so a
+  step costs one compiled call per weight
 - ``sum_of_squares(x, out)``: ``out[0] += sum(x**2)`` (the caller zeroes ``out``, then
   adds up every gradient of a model)
 - ``scale_by_norm_limit(grad, total_sq, clipnorm)``: ``grad *= clipnorm / sqrt(total_sq[0])``
@@ -434,6 +439,9 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
         for rule, (prepare, step) in CLIP_RULES.items()
     }
 
+    def update_launcher(rule: str, size: int) -> Any:
+        return updates[rule, size >= PARALLEL_MIN_SIZE]
+
     def update(
         rule: str,
         param: Any,
@@ -445,8 +453,8 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
         h2: float,
         h3: float,
     ) -> None:
-        loop = updates[rule, param.size >= PARALLEL_MIN_SIZE]
-        loop(param, grad, first, second, cast(lr), cast(h1), cast(h2), cast(h3))
+        launch = update_launcher(rule, param.size)
+        launch(param, grad, first, second, cast(lr), cast(h1), cast(h2), cast(h3))
 
     def clip(rule: str, grad: Any, limit: float, total_sq: Any) -> None:
         clips[rule](grad, cast(limit), total_sq)
@@ -458,6 +466,8 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
 
     return {
         **public_operations(update, clip, lambda: no_array, k),
+        "update_launcher": update_launcher,
+        "no_state": lambda: no_array,
         "sum_of_squares": sum_of_squares,
     }
 
@@ -501,10 +511,12 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     updates = {rule: cuda_update_kernel(registry, rule, k) for rule in UPDATE_RULES}
     clips = {rule: cuda_clip_kernel(registry, rule, k) for rule in CLIP_RULES}
 
+    def update_launcher(rule: str, size: int) -> Any:
+        return updates[rule][blocks_for(size), THREADS_PER_BLOCK]
+
     def update(rule: str, param: Any, grad: Any, first: Any, second: Any, *scalars: float) -> None:
-        updates[rule][blocks_for(param.size), THREADS_PER_BLOCK](
-            param, grad, first, second, *(cast(s) for s in scalars)
-        )
+        launch = update_launcher(rule, param.size)
+        launch(param, grad, first, second, *(cast(s) for s in scalars))
 
     def clip(rule: str, grad: Any, limit: float, total_sq: Any) -> None:
         clips[rule][blocks_for(grad.size), THREADS_PER_BLOCK](grad, cast(limit), total_sq)
@@ -516,5 +528,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
 
     return {
         **public_operations(update, clip, no_array, k),
+        "update_launcher": update_launcher,
+        "no_state": no_array,
         "sum_of_squares": sum_of_squares,
     }
