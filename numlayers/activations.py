@@ -15,6 +15,8 @@ ACTIVATIONS = ("softmax", "softplus", "relu", "tanh", "sigmoid", "hard_sigmoid",
 
 def _rows(array: Any) -> Any:
     """A 2-D view that puts the last axis in the columns (softmax works per row)."""
+    if len(array.shape) == 2:
+        return array
     last = tuple(array.shape)[-1]  # the simulator's shapes do not take negative indices
     return array.reshape(array.size // last, last)
 
@@ -30,22 +32,21 @@ class ActivationFunction:
         if name not in ACTIVATIONS:
             raise ValueError(f"{owner}: unknown activation {name!r}; choose one of {ACTIVATIONS}")
         self.name: str = name
-
-    @property
-    def is_identity(self) -> bool:
-        return self.name == "linear"
+        self.is_identity = name == "linear"
+        self._forward_operation = f"{name}_forward"
+        self._backward_operation = f"{name}_backward"
 
     def forward(self, kernels: Any, x: Any, out: Any) -> None:
         if self.name == "softmax":
             kernels.softmax_forward(_rows(x), _rows(out))
         else:
-            getattr(kernels, f"{self.name}_forward")(x, out)
+            getattr(kernels, self._forward_operation)(x, out)
 
     def backward(self, kernels: Any, x: Any, y: Any, grad_out: Any, grad_x: Any) -> None:
         if self.name == "softmax":
             kernels.softmax_backward(_rows(y), _rows(grad_out), _rows(grad_x))
         else:
-            getattr(kernels, f"{self.name}_backward")(x, y, grad_out, grad_x)
+            getattr(kernels, self._backward_operation)(x, y, grad_out, grad_x)
 
 
 def get(name: Any) -> ActivationFunction:

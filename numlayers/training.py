@@ -390,6 +390,8 @@ class Model:
         self, sample_weight: Any, class_weight: Any, targets: list[np.ndarray], count: int
     ) -> list[np.ndarray | None]:
         """Each output's per-sample weights, or None where every sample weighs 1."""
+        if sample_weight is None and class_weight is None:
+            return [None] * len(self.heads)
         weights: Weights = []
         for head, target, given, classes in zip(
             self.heads,

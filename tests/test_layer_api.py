@@ -74,6 +74,21 @@ def test_set_previous_builds_and_checks_rank():
         Dense(2).set_previous(repeat)
 
 
+def test_input_check_follows_a_change_of_shape_upstream():
+    """A layer remembers the last input it accepted; any layer changing shape anywhere
+    must make it check again."""
+    first = Activation("tanh", input_shape=(3,))
+    second = Activation("relu")
+    second.set_previous(first)
+    second.forward(np.zeros((2, 3), np.float32))
+    first.set_input_shape((None, 4))
+    with pytest.raises(ValueError, match=second.name):
+        second.forward(np.zeros((2, 3), np.float32))
+    second.forward(np.zeros((2, 4), np.float32))
+    with pytest.raises(TypeError, match=second.name):
+        second.forward(np.zeros((2, 4), np.float64))
+
+
 def test_non_masking_layer_refuses_a_masked_parent():
     source = MaskingSource(input_shape=(3,))
     Activation("relu").set_previous(source)  # value-only layers pass masks

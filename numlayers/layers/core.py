@@ -119,12 +119,13 @@ class Dense(Layer):
 
     def _forward(self, x: Any, train: bool) -> Any:
         bias, _ = self._bias_and_gradient()
+        kernels = self.kernels
         z = self.buffer("z", (x.shape[0], self.output_dim))
-        self.kernels.dense_forward(x, self.params[0], bias, z)
+        kernels.dense_forward(x, self.params[0], bias, z)
         y = z
         if not self.activation.is_identity:
-            y = self.buffer("y", tuple(z.shape))
-            self.activation.forward(self.kernels, z, y)
+            y = self.buffer("y", z.shape)
+            self.activation.forward(kernels, z, y)
         self.save(x=x, z=z, y=y)
         return y
 
