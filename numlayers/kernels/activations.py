@@ -36,6 +36,7 @@ reductions (no warp shuffles, so the simulator runs it too).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -447,6 +448,7 @@ def compile_softmax_loops(dtype: np.dtype, parallel: bool) -> tuple[Any, Any]:
     return loops[0], loops[1]
 
 
+@functools.cache  # the dense family composes its activations from these operations
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     dtype = np.dtype(dtype)
     operations: dict[str, Any] = {}
@@ -594,6 +596,7 @@ def softmax_cuda_operations(registry: CudaKernelRegistry, c: Constants) -> dict[
     return {"softmax_forward": softmax_forward, "softmax_backward": softmax_backward}
 
 
+@functools.cache  # as build_cpu
 def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     registry = new_registry(globals(), cuda_api, dtype)
     c = constants_for(dtype)

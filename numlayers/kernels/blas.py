@@ -56,9 +56,17 @@ SERIAL_WORK = 1 << 21
 THREADS: int = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
 #: MKL's ``MKL_Set_Threading_Layer`` value for its sequential library
 MKL_THREADING_SEQUENTIAL = 1
+
+
 #: a digest of this file, in the cached names of functions that call into it: Numba's
 #: cache notices edits only to the file of the function it caches
-DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+def source_digest(*files: str) -> str:
+    """A short digest of the bytes of ``files``, for cached names that must change when
+    code compiled into them (from other files) changes."""
+    return hashlib.sha256(b"".join(Path(file).read_bytes() for file in files)).hexdigest()[:16]
+
+
+DIGEST = source_digest(__file__)
 
 
 def njit_calling_blas(function: Any) -> Any:

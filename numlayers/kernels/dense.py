@@ -7,10 +7,20 @@ Operations (both devices):
   ``grad_weight = x.T @ grad_out``, ``grad_bias = grad_out.sum(0)`` and, when
   ``need_grad_x``, ``grad_x = grad_out @ weight.T`` (the first layer of a model
   skips that product).
+- ``dense_activation_forward(x, weight, bias, z, y, activation)``: ``dense_forward``
+  into ``z``, then ``y = f(z)`` for the activation named ``activation`` (any of
+  :data:`numlayers.activations.ACTIVATIONS`; softmax over the rows)
+- ``dense_activation_backward(x, weight, z, y, grad_y, grad_z, grad_x, grad_weight,
+  grad_bias, need_grad_x, activation)``: ``grad_z`` from ``grad_y`` through the
+  activation, then ``dense_backward`` from ``grad_z``
 
 CPU: :func:`~numlayers.kernels.blas.product` (BLAS in blocks on every core; the bias
-is added to each block while it is in cache, and summed as a product with ones).
-CUDA: the tiled GEMM of :mod:`numlayers.kernels.matmul`.
+is added to each block while it is in cache, and summed as a product with ones). A
+layer small enough for one block and an elementwise activation runs each pass as one
+compiled call (:func:`fused_cpu_passes`): per layer and pass, that saves a call
+through Python and a trip over memory. Otherwise the activation operations of
+:mod:`numlayers.kernels.activations` follow the products.
+CUDA: the tiled GEMM of :mod:`numlayers.kernels.matmul`, then the activation kernels.
 """
 
 from __future__ import annotations
@@ -18,16 +28,29 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numba import njit
 
+from numlayers.kernels import activations, blas
+from numlayers.kernels.activations import (
+    ELEMENTWISE_ACTIVATIONS,
+    activation,
+    activation_derivative,
+    constants_for,
+)
 from numlayers.kernels.arrays import sum_rows_launcher
 from numlayers.kernels.blas import (
     block_count,
     gemm,
+    gemm_one_block,
     njit_calling_blas,
     product,
 )
 from numlayers.kernels.cuda_support import empty_vector
 from numlayers.kernels.matmul import gemm_launcher
+
+#: the fused passes inline activations.py's formulas and call blas.py: their cached
+#: names change with either file
+FUSED_DIGEST = blas.source_digest(activations.__file__, blas.__file__)
 
 
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
@@ -57,7 +80,105 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
                 ones[rows] = np.ones((1, rows), dtype)
             product(ones[rows], grad_out, grad_bias.reshape(1, -1))
 
-    return {"dense_forward": dense_forward, "dense_backward": dense_backward}
+    composed = activation_passes(dense_forward, dense_backward, activations.build_cpu(dtype))
+    fused: dict[str, tuple[Any, Any]] = {}
+
+    def fused_passes(x: Any, out_columns: int, name: str) -> tuple[Any, Any] | None:
+        """The one-call passes of ``name`` where they apply, else None."""
+        rows, inputs = x.shape
+        if name not in ELEMENTWISE_ACTIVATIONS or block_count(rows, out_columns, inputs) > 1:
+            return None
+        if name not in fused:
+            fused[name] = fused_cpu_passes(dtype, name)
+        return fused[name]
+
+    # the public signatures (module doc) end with the activation's name, which the
+    # fused passes have compiled in
+    def dense_activation_forward(x: Any, weight: Any, bias: Any, z: Any, *arguments: Any) -> None:
+        passes = fused_passes(x, z.shape[1], arguments[-1])
+        if passes is None:
+            composed["dense_activation_forward"](x, weight, bias, z, *arguments)
+        else:
+            passes[0](x, weight, bias, z, *arguments[:-1])
+
+    def dense_activation_backward(x: Any, weight: Any, z: Any, *arguments: Any) -> None:
+        passes = fused_passes(x, z.shape[1], arguments[-1])
+        if passes is None:
+            composed["dense_activation_backward"](x, weight, z, *arguments)
+        else:
+            passes[1](x, weight, z, *arguments[:-1])
+
+    return {
+        "dense_forward": dense_forward,
+        "dense_backward": dense_backward,
+        "dense_activation_forward": dense_activation_forward,
+        "dense_activation_backward": dense_activation_backward,
+    }
+
+
+def activation_passes(
+    dense_forward: Any, dense_backward: Any, activation_operations: dict[str, Any]
+) -> dict[str, Any]:
+    """``dense_activation_forward`` and ``_backward`` as a product and an activation
+    operation in turn (both devices)."""
+
+    def dense_activation_forward(
+        x: Any, weight: Any, bias: Any, z: Any, y: Any, activation: str
+    ) -> None:
+        dense_forward(x, weight, bias, z)
+        activation_operations[f"{activation}_forward"](z, y)
+
+    def dense_activation_backward(
+        x: Any,
+        weight: Any,
+        z: Any,
+        y: Any,
+        grad_y: Any,
+        grad_z: Any,
+        grad_x: Any,
+        grad_weight: Any,
+        grad_bias: Any,
+        need_grad_x: bool,
+        activation: str,
+    ) -> None:
+        if activation == "softmax":
+            activation_operations["softmax_backward"](y, grad_y, grad_z)
+        else:
+            activation_operations[f"{activation}_backward"](z, y, grad_y, grad_z)
+        dense_backward(x, weight, grad_z, grad_x, grad_weight, grad_bias, need_grad_x)
+
+    return {
+        "dense_activation_forward": dense_activation_forward,
+        "dense_activation_backward": dense_activation_backward,
+    }
+
+
+def fused_cpu_passes(dtype: np.dtype, name: str) -> tuple[Any, Any]:
+    """The forward and backward of a one-block layer with elementwise activation
+    ``name``, each one compiled call on the calling thread."""
+    c = constants_for(dtype)
+
+    def forward(x, weight, bias, z, y):
+        gemm_one_block(x, weight, z, False, False, 1, 0, bias)
+        for i in range(z.shape[0]):
+            for j in range(np.uint64(z.shape[1])):
+                y[i, j] = activation(name, z[i, j], c)
+
+    def backward(x, weight, z, y, grad_y, grad_z, grad_x, grad_weight, grad_bias, need_grad_x):
+        for i in range(z.shape[0]):
+            for j in range(np.uint64(z.shape[1])):
+                derivative = activation_derivative(name, z[i, j], y[i, j], c)
+                grad_z[i, j] = grad_y[i, j] * derivative
+        dense_backward_serial(x, weight, grad_z, grad_x, grad_weight, grad_bias, need_grad_x)
+
+    passes = []
+    for function in (forward, backward):
+        function.__qualname__ = f"dense_{name}_{function.__name__}_{FUSED_DIGEST}"
+        # as the activation loops: contract fuses multiply-adds only, and the numpy
+        # error model lets the divisions vectorise
+        compile_pass = njit(cache=True, fastmath={"contract"}, error_model="numpy")
+        passes.append(compile_pass(function))
+    return passes[0], passes[1]
 
 
 @njit_calling_blas
@@ -98,4 +219,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         if grad_bias.shape[0] > 0:
             sum_rows(grad_out, grad_bias)
 
-    return {"dense_forward": dense_forward, "dense_backward": dense_backward}
+    return {
+        "dense_forward": dense_forward,
+        "dense_backward": dense_backward,
+        **activation_passes(dense_forward, dense_backward, activations.build_cuda(dtype, cuda_api)),
+    }

@@ -86,10 +86,8 @@ LSTM's sequence operations launch the tiled GEMM and a step kernel per step.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numba
@@ -137,9 +135,7 @@ SOFTPLUS = ACTIVATION_CODES["softplus"]
 #: Numba's cache watches only the file of the function it caches, and the CPU loops
 #: inline the formulas and the ``exp`` of activations.py: a digest of that file goes
 #: into the loops' cached names, so an edit there compiles them afresh.
-ACTIVATIONS_DIGEST = hashlib.sha256(
-    Path(activations.__file__).read_bytes() + Path(blas.__file__).read_bytes()
-).hexdigest()[:16]
+ACTIVATIONS_DIGEST = blas.source_digest(activations.__file__, blas.__file__)
 
 
 # ---------------------------------------------------------------- scalar helpers

@@ -121,11 +121,12 @@ class Dense(Layer):
         bias, _ = self._bias_and_gradient()
         kernels = self.kernels
         z = self.buffer("z", (x.shape[0], self.output_dim))
-        kernels.dense_forward(x, self.params[0], bias, z)
-        y = z
-        if not self.activation.is_identity:
+        if self.activation.is_identity:
+            kernels.dense_forward(x, self.params[0], bias, z)
+            y = z
+        else:
             y = self.buffer("y", z.shape)
-            self.activation.forward(kernels, z, y)
+            kernels.dense_activation_forward(x, self.params[0], bias, z, y, self.activation.name)
         self.save(x=x, z=z, y=y)
         return y
 
@@ -133,28 +134,29 @@ class Dense(Layer):
         return self.saved()["z"]
 
     def _backward(self, grad_output: Any) -> Any:
-        return self._dense_backward(self._activation_backward(grad_output))
+        return self._backward_rows(grad_output, through_activation=True)
 
     def _backward_preactivation(self, grad_z: Any) -> Any:
-        return self._dense_backward(grad_z)
+        return self._backward_rows(grad_z, through_activation=False)
 
-    def _activation_backward(self, grad_output: Any) -> Any:
-        """Gradient with respect to the pre-activation ``z`` (2-D rows)."""
-        if self.activation.is_identity:
-            return grad_output
+    def _backward_rows(self, grad: Any, through_activation: bool) -> Any:
+        """Gradients from ``grad`` (2-D rows) of the output, or of ``z`` when not
+        ``through_activation``; returns the input gradient (None when not needed)."""
         saved = self.saved()
-        grad_z = self.buffer("grad_z", tuple(saved["z"].shape))
-        self.activation.backward(self.kernels, saved["z"], saved["y"], grad_output, grad_z)
-        return grad_z
-
-    def _dense_backward(self, grad_z: Any) -> Any:
-        x = self.saved()["x"]
+        x = saved["x"]
         need = self.needs_input_gradient
         grad_x = self.buffer("grad_x", tuple(x.shape)) if need else self.buffer("no_grad_x", (0, 0))
         _, grad_bias = self._bias_and_gradient()
-        self.kernels.dense_backward(
-            x, self.params[0], grad_z, grad_x, self.grads[0], grad_bias, need
-        )
+        weight, grad_weight = self.params[0], self.grads[0]
+        if through_activation and not self.activation.is_identity:
+            z = saved["z"]
+            grad_z = self.buffer("grad_z", z.shape)
+            self.kernels.dense_activation_backward(
+                x, weight, z, saved["y"], grad, grad_z, grad_x, grad_weight, grad_bias, need,
+                self.activation.name,
+            )  # fmt: skip
+        else:
+            self.kernels.dense_backward(x, weight, grad, grad_x, grad_weight, grad_bias, need)
         return grad_x if need else None
 
     def get_config(self) -> dict[str, Any]:
@@ -223,13 +225,8 @@ class TimeDistributedDense(Dense):
             return None
         return grad_x.reshape(*self.saved()["steps"], grad_x.shape[1])
 
-    def _backward(self, grad_output: Any) -> Any:
-        return self._unrows(
-            self._dense_backward(self._activation_backward(self._rows(grad_output)))
-        )
-
-    def _backward_preactivation(self, grad_z: Any) -> Any:
-        return self._unrows(self._dense_backward(self._rows(grad_z)))
+    def _backward_rows(self, grad: Any, through_activation: bool) -> Any:
+        return self._unrows(super()._backward_rows(self._rows(grad), through_activation))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
