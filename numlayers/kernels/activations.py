@@ -422,24 +422,90 @@ def row_max(row):
     return largest
 
 
+@njit(error_model="numpy")
+def softmax_row(x, out, i, one):
+    """Row ``i`` of ``softmax(x)`` into ``out`` (``one`` in the dtype)."""
+    largest = row_max(x[i])
+    for j in range(x.shape[1]):
+        out[i, j] = exp_nonpositive(x[i, j] - largest)
+    scale = one / row_sum(out[i])
+    for j in range(x.shape[1]):
+        out[i, j] *= scale
+
+
+@njit(error_model="numpy")
+def softmax_gradient_row(y, grad_out, grad_x, i):
+    """Row ``i`` of the gradient through a softmax whose output is ``y``."""
+    dot = row_dot(grad_out[i], y[i])
+    for j in range(y.shape[1]):
+        grad_x[i, j] = y[i, j] * (grad_out[i, j] - dot)
+
+
+def activate_rows(name, x, out, c):
+    """``out = f(x)`` over 2-D arrays for activation ``name`` (a compile-time constant in
+    ``@njit`` code; softmax works per row), on the calling thread."""
+    raise NotImplementedError("only callable from @njit code")
+
+
+def activation_gradient_rows(name, x, y, grad_out, grad_x, c):
+    """``grad_x`` from ``grad_out`` through activation ``name`` over 2-D arrays, where ``y``
+    is the forward output (as :func:`activate_rows`)."""
+    raise NotImplementedError("only callable from @njit code")
+
+
+@overload(activate_rows, inline="always")
+def activate_rows_overload(name, x, out, c):
+    if not isinstance(name, types.StringLiteral):
+        return None
+    if name.literal_value == "softmax":
+
+        def softmax_rows(name, x, out, c):
+            for i in range(x.shape[0]):
+                softmax_row(x, out, i, c.one)
+
+        return softmax_rows
+    forward = CPU_FORMULAS[name.literal_value][0]
+
+    def elementwise_rows(name, x, out, c):
+        for i in range(x.shape[0]):
+            for j in range(np.uint64(x.shape[1])):
+                out[i, j] = forward(x[i, j], c)
+
+    return elementwise_rows
+
+
+@overload(activation_gradient_rows, inline="always")
+def activation_gradient_rows_overload(name, x, y, grad_out, grad_x, c):
+    if not isinstance(name, types.StringLiteral):
+        return None
+    if name.literal_value == "softmax":
+
+        def softmax_gradient_rows(name, x, y, grad_out, grad_x, c):
+            for i in range(y.shape[0]):
+                softmax_gradient_row(y, grad_out, grad_x, i)
+
+        return softmax_gradient_rows
+    derivative = CPU_FORMULAS[name.literal_value][1]
+
+    def elementwise_gradient_rows(name, x, y, grad_out, grad_x, c):
+        for i in range(x.shape[0]):
+            for j in range(np.uint64(x.shape[1])):
+                grad_x[i, j] = grad_out[i, j] * derivative(x[i, j], y[i, j], c)
+
+    return elementwise_gradient_rows
+
+
 def compile_softmax_loops(dtype: np.dtype, parallel: bool) -> tuple[Any, Any]:
     """Softmax forward and backward loops over the rows of a 2-D array."""
     one = np.dtype(dtype).type(1)
 
     def softmax_forward(x, out):
         for i in prange(x.shape[0]):
-            largest = row_max(x[i])
-            for j in range(x.shape[1]):
-                out[i, j] = exp_nonpositive(x[i, j] - largest)
-            scale = one / row_sum(out[i])
-            for j in range(x.shape[1]):
-                out[i, j] *= scale
+            softmax_row(x, out, i, one)
 
     def softmax_backward(y, grad_out, grad_x):
         for i in prange(y.shape[0]):
-            dot = row_dot(grad_out[i], y[i])
-            for j in range(y.shape[1]):
-                grad_x[i, j] = y[i, j] * (grad_out[i, j] - dot)
+            softmax_gradient_row(y, grad_out, grad_x, i)
 
     loops = []
     for function in (softmax_forward, softmax_backward):

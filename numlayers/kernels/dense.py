@@ -16,10 +16,10 @@ Operations (both devices):
 
 CPU: :func:`~numlayers.kernels.blas.product` (BLAS in blocks on every core; the bias
 is added to each block while it is in cache, and summed as a product with ones). A
-layer small enough for one block and an elementwise activation runs each pass as one
-compiled call (:func:`fused_cpu_passes`): per layer and pass, that saves a call
-through Python and a trip over memory. Otherwise the activation operations of
-:mod:`numlayers.kernels.activations` follow the products.
+layer small enough for one block runs each pass as one compiled call
+(:func:`fused_cpu_passes`): per layer and pass, that saves a call through Python and
+a trip over memory. Larger layers follow the products with the activation operations
+of :mod:`numlayers.kernels.activations`, which use every core.
 CUDA: the tiled GEMM of :mod:`numlayers.kernels.matmul`, then the activation kernels.
 """
 
@@ -32,9 +32,8 @@ from numba import njit
 
 from numlayers.kernels import activations, blas
 from numlayers.kernels.activations import (
-    ELEMENTWISE_ACTIVATIONS,
-    activation,
-    activation_derivative,
+    activate_rows,
+    activation_gradient_rows,
     constants_for,
 )
 from numlayers.kernels.arrays import sum_rows_launcher
@@ -86,7 +85,7 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     def fused_passes(x: Any, out_columns: int, name: str) -> tuple[Any, Any] | None:
         """The one-call passes of ``name`` where they apply, else None."""
         rows, inputs = x.shape
-        if name not in ELEMENTWISE_ACTIVATIONS or block_count(rows, out_columns, inputs) > 1:
+        if block_count(rows, out_columns, inputs) > 1:
             return None
         if name not in fused:
             fused[name] = fused_cpu_passes(dtype, name)
@@ -154,21 +153,16 @@ def activation_passes(
 
 
 def fused_cpu_passes(dtype: np.dtype, name: str) -> tuple[Any, Any]:
-    """The forward and backward of a one-block layer with elementwise activation
-    ``name``, each one compiled call on the calling thread."""
+    """The forward and backward of a one-block layer with activation ``name``, each one
+    compiled call on the calling thread."""
     c = constants_for(dtype)
 
     def forward(x, weight, bias, z, y):
         gemm_one_block(x, weight, z, False, False, 1, 0, bias)
-        for i in range(z.shape[0]):
-            for j in range(np.uint64(z.shape[1])):
-                y[i, j] = activation(name, z[i, j], c)
+        activate_rows(name, z, y, c)
 
     def backward(x, weight, z, y, grad_y, grad_z, grad_x, grad_weight, grad_bias, need_grad_x):
-        for i in range(z.shape[0]):
-            for j in range(np.uint64(z.shape[1])):
-                derivative = activation_derivative(name, z[i, j], y[i, j], c)
-                grad_z[i, j] = grad_y[i, j] * derivative
+        activation_gradient_rows(name, z, y, grad_y, grad_z, c)
         dense_backward_serial(x, weight, grad_z, grad_x, grad_weight, grad_bias, need_grad_x)
 
     passes = []

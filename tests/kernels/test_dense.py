@@ -1,8 +1,8 @@
 """The dense family's passes against NumPy on every device and dtype.
 
 ``dense_activation_forward`` / ``_backward`` run as one compiled call for a one-block
-layer with an elementwise activation on the CPU, and as a product followed by the
-activation operation otherwise (softmax, large layers, CUDA): each path is checked.
+layer on the CPU, and as a product followed by the activation operation otherwise
+(large layers, CUDA): each path is checked.
 """
 
 from __future__ import annotations
