@@ -175,11 +175,17 @@ class Sequential(Model):
         merge = self.merge_first
         if merge is not None:
             merge.forward_branches(X, train)
-        else:
-            self.layers[0].set_input(self.prepare_input(X))
-        output = None
+            output = None
+            for layer in self.layers:
+                output = layer.get_output(train)
+            return output
+        first = self.layers[0]
+        first.set_input(self.prepare_input(X))
+        # one new input token, which every layer's output then derives from
+        output, mask, token = first._input, first._input_mask, first._input_token
         for layer in self.layers:
-            output = layer.get_output(train)
+            output = layer.output_for(output, mask, token, train)
+            mask = layer.saved()["output_mask"]
         return output
 
     def backward(

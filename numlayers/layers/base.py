@@ -433,8 +433,13 @@ class Layer:
         if self.cache_enabled and cached is not None and cached[0] == token:
             self._active_train = train
             return cached[1]
-        x = self.get_input(train)
-        y = self.forward(x, train, mask=self.get_input_mask(train))
+        return self.output_for(self.get_input(train), self.get_input_mask(train), token, train)
+
+    def output_for(self, x: Any, mask: Any, token: int, train: bool) -> Any:
+        """Compute the output for ``x`` (this layer's current input, with its ``mask`` and
+        ``token``) and cache it: a container that already holds each layer's input calls
+        this rather than :meth:`get_output`, which would ask the layers before again."""
+        y = self.forward(x, train, mask=mask)
         if self.cache_enabled:
             self._cache[train] = (token, y)
         return y
