@@ -44,6 +44,9 @@ class Device:
     #: name of the builder function each kernel family module defines for this device
     kernel_builder: str = ""
 
+    def __init__(self) -> None:
+        self._kernel_sets: dict[np.dtype, Any] = {}
+
     def is_device_array(self, array: Any) -> bool:
         raise NotImplementedError
 
@@ -76,12 +79,11 @@ class Device:
 
         Layers ask for it on every call, so the lookup is one dict access.
         """
-        sets = self.__dict__.setdefault("_kernel_sets", {})
-        found = sets.get(dtype)
+        found = self._kernel_sets.get(dtype)
         if found is None:
             from numlayers.kernels import kernel_set
 
-            found = sets[dtype] = kernel_set(self, resolve_dtype(dtype))
+            found = self._kernel_sets[dtype] = kernel_set(self, resolve_dtype(dtype))
         return found
 
     def __repr__(self) -> str:
@@ -131,6 +133,7 @@ class CUDADevice(Device):
     kernel_builder = "build_cuda"
 
     def __init__(self) -> None:
+        super().__init__()
         cuda = cuda_module()
         if not cuda.is_available():
             raise DeviceError(

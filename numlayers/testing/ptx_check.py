@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from numlayers.devices import FLOAT_DTYPES, CUDADevice, cuda_module, simulator_enabled
+from numlayers.devices import FLOAT_DTYPES, CUDADevice, Device, cuda_module, simulator_enabled
 from numlayers.kernels import FAMILIES, build_family
 from numlayers.kernels.cuda_support import REGISTRIES
 
@@ -38,6 +38,7 @@ class _CompileOnlyDevice(CUDADevice):
     """The CUDA device's builders, without asking for a GPU."""
 
     def __init__(self) -> None:
+        Device.__init__(self)
         self.cuda = cuda_module()
 
 
