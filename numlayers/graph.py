@@ -172,6 +172,10 @@ class Graph(Model):
         self._order: list[Layer] = []  # every layer in topological order (merges too)
         self._shared: list[Layer] = []
         self._consumers: dict[int, int] = {}
+        self._complete_at: tuple[int, int, int] | None = None  # sizes when last found complete
+        self._needed: list[Layer] = []  # the layers outputs depend on, in topological order
+        self._reverse_plan: list[tuple[Layer, list[Layer | None], bool, Layer | None]] = []
+        self._weight_layers: tuple[int, list[Layer]] = (0, [])  # for a graph of this size
 
     def __repr__(self) -> str:
         return f"<Graph '{self.name}' with {len(self.nodes)} nodes on {self.device.name}>"
@@ -406,6 +410,10 @@ class Graph(Model):
         )
 
     def _check_complete(self) -> None:
+        # a graph only grows: its sizes tell whether it changed since the last check
+        sizes = (len(self.inputs), len(self._order), len(self.outputs))
+        if sizes == self._complete_at:
+            return
         if not self.inputs or not self.outputs:
             raise RuntimeError(f"{self.name} needs at least one input and one output")
         used: set[int] = set()
@@ -425,6 +433,22 @@ class Graph(Model):
         unused = [name for name, layer in self.inputs.items() if id(layer) not in used]
         if unused:
             raise ValueError(f"{self.name}: input(s) {unused} feed no output")
+        self._complete_at = sizes
+        self._needed = [layer for layer in self._order if id(layer) in used]
+        self._reverse_plan = [
+            self._reverse_step(layer) for layer in reversed(self._needed)
+            if not isinstance(layer, InputLayer)
+        ]  # fmt: skip
+
+    @staticmethod
+    def _reverse_step(layer: Layer) -> tuple[Layer, list[Layer | None], bool, Layer | None]:
+        """What the reverse pass needs of ``layer``: the parents that take a gradient
+        from it (None for an input, or no parent), whether it must compute its input
+        gradient at all, and the layer it shares weights with."""
+        parents = layer.parents if isinstance(layer, MergeNode) else [layer.previous]
+        receivers = [None if isinstance(p, InputLayer) else p for p in parents]
+        shared = layer.shared if isinstance(layer, SharedApplication) else None
+        return layer, receivers, any(p is not None for p in receivers), shared
 
     # ------------------------------------------------- what training needs
     @property
@@ -447,6 +471,11 @@ class Graph(Model):
 
     def all_layers(self) -> list[Layer]:
         """Layers with weights, in order (a shared layer once)."""
+        if self._weight_layers[0] != len(self._order):  # found again when the graph grew
+            self._weight_layers = (len(self._order), self._find_weight_layers())
+        return self._weight_layers[1]
+
+    def _find_weight_layers(self) -> list[Layer]:
         found: list[Layer] = []
         for layer in self._order:
             target = layer.shared if isinstance(layer, SharedApplication) else layer
@@ -489,8 +518,21 @@ class Graph(Model):
     def forward_outputs(self, inputs: list[Any], train: bool) -> list[Any]:
         for name, array in zip(self.input_order, inputs, strict=True):
             layer = self.inputs[name]
-            layer.set_input(layer.prepare_input(array))
-        return [self.outputs[name].get_output(train) for name in self.output_order]
+            layer.set_input(array)  # set_input prepares it
+        # Every layer an output needs, once, in order. A single-parent layer is handed its
+        # parent's output, mask and token (asking for them would walk back up the
+        # graph for every layer); inputs and merges fetch their own.
+        self._check_complete()
+        computed: dict[int, tuple[Any, int]] = {}
+        for node in self._needed:
+            parent = None if isinstance(node, MergeNode) else node.previous
+            if parent is None:
+                output, token = node.get_output(train), node._token()
+            else:
+                x, token = computed[id(parent)]
+                output = node.output_for(x, parent.saved()["output_mask"], token, train)
+            computed[id(node)] = (output, token)
+        return [computed[id(self.outputs[name])][0] for name in self.output_order]
 
     def backward_outputs(self, grads: list[Any], from_preactivation: list[bool]) -> None:
         """Reverse pass: each layer once, its gradient the sum over its consumers."""
@@ -514,13 +556,12 @@ class Graph(Model):
             accumulate(self.outputs[name], grad)
             fused[id(self.outputs[name])] = flag
         writes: dict[int, int] = {}
-        for layer in reversed(self._order):
+        self._check_complete()
+        for layer, receivers, needs_input_gradient, shared in self._reverse_plan:
             grad = pending.pop(id(layer), None)
-            if grad is None or isinstance(layer, InputLayer):
+            if grad is None:
                 continue
-            parents = layer.parents if isinstance(layer, MergeNode) else [layer.previous]
-            layer.needs_input_gradient = any(not isinstance(p, InputLayer) for p in parents)
-            shared = layer.shared if isinstance(layer, SharedApplication) else None
+            layer.needs_input_gradient = needs_input_gradient
             kept = None
             if shared is not None and writes.get(id(shared)):
                 kept = [
@@ -534,13 +575,9 @@ class Graph(Model):
                         kernels.add_into(grad_so_far, total)
                 writes[id(shared)] = writes.get(id(shared), 0) + 1
             results = result if isinstance(result, list) else [result]
-            for parent, parent_grad in zip(parents, results, strict=True):
-                if (
-                    parent is not None
-                    and parent_grad is not None
-                    and not isinstance(parent, InputLayer)
-                ):
-                    accumulate(parent, parent_grad)
+            for receiver, parent_grad in zip(receivers, results, strict=True):
+                if receiver is not None and parent_grad is not None:
+                    accumulate(receiver, parent_grad)
 
     def _gradient_buffer(self, layer: Layer, shape: tuple[int, ...]) -> Any:
         return self._scratch(f"grad:{id(layer)}", shape)

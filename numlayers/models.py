@@ -180,7 +180,7 @@ class Sequential(Model):
                 output = layer.get_output(train)
             return output
         first = self.layers[0]
-        first.set_input(self.prepare_input(X))
+        first.set_input(X)  # set_input prepares it
         # one new input token, which every layer's output then derives from
         output, mask, token = first._input, first._input_mask, first._input_token
         for layer in self.layers:
