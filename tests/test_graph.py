@@ -217,6 +217,25 @@ def test_a_node_read_by_several_nodes_runs_once_and_sums_their_gradients():
     np.testing.assert_allclose(grads[2], h.T @ d_out, rtol=1e-9)
 
 
+def test_nodes_no_output_needs_do_not_run_and_a_grown_graph_runs_its_new_nodes():
+    nl.set_seed(4)
+    g = Graph(dtype="float64")
+    g.add_input("x", input_shape=(3,))
+    g.add_node(Dense(2), name="kept", input="x")
+    g.add_node(Counting(2), name="dangling", input="x")
+    g.add_output("out", input="kept")
+    X = np.random.default_rng(1).normal(size=(4, 3))
+    Counting.calls = 0
+    first = g.predict({"x": X})
+    assert Counting.calls == 0 and set(first) == {"out"}
+    g.add_output("late", input="dangling")  # the graph grows after it has run
+    second = g.predict({"x": X})
+    assert Counting.calls == 1
+    np.testing.assert_array_equal(second["out"], first["out"])
+    W, b = g.nodes["dangling"].get_weights()
+    np.testing.assert_allclose(second["late"], X @ W + b, rtol=1e-12)
+
+
 def test_two_output_graph_trains_with_two_losses():
     nl.set_seed(2)
     rng = np.random.default_rng(2)
