@@ -1,4 +1,5 @@
-"""Core layers: Dense, Activation (each activation), Dropout in training, Lambda."""
+"""Core layers: Dense (without and with an activation), Activation (each activation),
+Dropout in training, Lambda."""
 
 from __future__ import annotations
 
@@ -20,6 +21,30 @@ class DenseBench(common.LayerBenchmark):
 
     def make_layer(self, shape: tuple[int, ...], dtype: str, **case: Any) -> Layer:
         return Dense(common.pick(1024, 5), input_shape=shape[1:], seed=0, dtype=dtype)
+
+
+class DenseActivationBench(common.LayerBenchmark):
+    """Dense 1024 -> 1024 with relu or softmax, batch 256: the products in blocks on
+    every core, then the activation's own operation."""
+
+    params = [["relu", "softmax"], common.DEVICES, common.DTYPES]
+    param_names = ["activation", "device", "dtype"]
+    shape = (256, 1024)
+    tiny_shape = (4, 6)
+    units = 1024
+
+    def make_layer(self, shape: tuple[int, ...], dtype: str, **case: Any) -> Layer:
+        units = common.pick(self.units, 5)
+        activation = case["activation"]
+        return Dense(units, input_shape=shape[1:], activation=activation, seed=0, dtype=dtype)
+
+
+class SmallDenseActivationBench(DenseActivationBench):
+    """Dense 128 -> 128 with relu or softmax, batch 32: on the CPU one compiled call per
+    pass (product, bias and activation together)."""
+
+    shape = (32, 128)
+    units = 128
 
 
 class ActivationBench(common.LayerBenchmark):
