@@ -56,6 +56,7 @@ class Optimizer:
         self.iterations = 0
         self._set_states([])
         self._plan: list[Any] = []
+        self._plan_arrays: tuple[Any, ...] = ()  # what the plan's key identifies, kept alive
         self._sizes: list[int] = []
         self._device: Device | None = None
         self._norm_buffer: Any = None
@@ -87,12 +88,14 @@ class Optimizer:
         """Per weight: its update launcher, flat weight, flat gradient and two states.
 
         Made again only when the weight or gradient arrays, the states or the kernel
-        set change. The plan holds the arrays (through their flat views), so none of
-        the ids in its key can be taken by a new array while it is in use.
+        set change. The optimizer holds the arrays the plan was made for (a flat view
+        of a CUDA array does not hold its parent), so no new array can take one of the
+        ids in its key while it is in use.
         """
         key = (id(kernels), *map(id, params), *map(id, grads))
         if key == self._plan_key:
             return self._plan
+        self._plan_arrays = (kernels, list(params), list(grads))
         no_state = kernels.no_state()
         plan = []
         for param, grad, states in zip(params, grads, self._states, strict=True):

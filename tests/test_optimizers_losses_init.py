@@ -155,6 +155,19 @@ def test_optimizer_follows_restored_states_and_replaced_weights():
     assert np.all((other < 1.0) == (g > 0)) and np.all((other > 1.0) == (g < 0))
 
 
+def test_optimizer_follows_new_gradient_arrays_every_step(device):
+    """A fresh gradient array every step, which may even take the id of the last one
+    once that is freed: each step must read its own."""
+    optimizer = optimizers.SGD(lr=0.5)
+    w = device.asarray(np.zeros(4))
+    expected = np.zeros(4)
+    for step in range(100):
+        g = np.full(4, float(step + 1))
+        optimizer.update([w], [device.asarray(g)], device, np.float64)
+        expected -= 0.5 * g
+    np.testing.assert_allclose(device.to_host(w), expected, rtol=1e-12)
+
+
 def test_optimizer_arguments_are_validated():
     with pytest.raises(ValueError, match="lr"):
         optimizers.SGD(lr=-1)
