@@ -45,21 +45,21 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from numlayers.kernels.cuda_support import (
-    THREADS_PER_BLOCK,
-    CudaKernelRegistry,
-    blocks_for,
-    new_registry,
+from numlayers.kernels.toolkit import (
+    DEVICE_SUBSTITUTES,
+    CpuLoop,
+    CudaKernels,
+    Elementwise,
+    bind_cuda,
+    cpu_inline,
+    elementwise_operations,
 )
 
-#: ``numba.cuda``, bound by :func:`new_registry` (kernels must see it as a module global)
+#: ``numba.cuda``, bound by :func:`bind_cuda` (softmax's kernels see it as a module global)
 cuda: Any = None
 
-#: the activations with elementwise ``NAME_forward`` / ``NAME_backward`` operations
-ELEMENTWISE_ACTIVATIONS = ("relu", "tanh", "sigmoid", "hard_sigmoid", "softplus", "linear")
-
-#: flat arrays at least this long use the two-core CPU loops
-PARALLEL_MIN_SIZE = 1 << 15
+#: a softmax row element: an ``exp``, a max and a sum (in multiply-adds, see the toolkit)
+SOFTMAX_COST = 4.0
 
 #: threads of a CUDA softmax block (a power of two: the tree reductions halve it)
 SOFTMAX_MAX_THREADS = 256
@@ -83,74 +83,115 @@ def constants_for(dtype: np.dtype) -> Constants:
     return Constants(cast(0), cast(1), cast(2), cast(0.5), cast(0.2), cast(2.5))
 
 
+# --------------------------------------------------------------------------- formulas
+# Each activation's ``f(x, c)`` and ``f'(x, y, c)``, written once for both devices:
+# ``c`` is a :class:`Constants` in the kernel's dtype and ``y`` the forward output.
+# The CPU inlines them with its vectorisable ``exp``; CUDA compiles them as device
+# functions with the hardware's (``exp_nonpositive`` and friends are swapped for
+# ``math.exp`` there, see :data:`CUDA_MATH`). ``exp`` and ``expm1`` only ever see
+# non-positive numbers.
+
+
+@cpu_inline
+def relu(x, c):
+    return c.zero if x <= c.zero else x  # NaN stays NaN, as in np.maximum
+
+
+@cpu_inline
+def relu_derivative(x, y, c):
+    return c.one if x > c.zero else c.zero
+
+
+@cpu_inline
+def tanh(x, c):
+    # tanh|x| = -expm1(-2|x|) / (2 + expm1(-2|x|)): no cancellation near 0
+    t = expm1_nonpositive(-c.two * abs(x))
+    return math.copysign(-t / (c.two + t), x)
+
+
+@cpu_inline
+def tanh_derivative(x, y, c):
+    return c.one - y * y
+
+
+@cpu_inline
+def sigmoid(x, c):
+    e = exp_nonpositive(-abs(x))
+    positive = c.one / (c.one + e)
+    return positive if x >= c.zero else e * positive
+
+
+@cpu_inline
+def sigmoid_derivative(x, y, c):
+    return y * (c.one - y)
+
+
+@cpu_inline
+def hard_sigmoid(x, c):
+    y = c.hard_slope * x + c.half
+    y = y if y > c.zero else c.zero
+    return y if y < c.one else c.one
+
+
+@cpu_inline
+def hard_sigmoid_derivative(x, y, c):
+    inside = x > -c.hard_limit and x < c.hard_limit
+    return c.hard_slope if inside else c.zero
+
+
+@cpu_inline
+def softplus(x, c):
+    # max(x, 0) + log(1 + exp(-|x|)): x for large x, exp(x) for very negative x
+    return (x if x > c.zero else c.zero) + log1p_unit(exp_nonpositive(-abs(x)))
+
+
+@cpu_inline
+def softplus_derivative(x, y, c):
+    return sigmoid(x, c)
+
+
+@cpu_inline
+def linear(x, c):
+    return x
+
+
+@cpu_inline
+def linear_derivative(x, y, c):
+    return c.one
+
+
+def elementwise_function(
+    forward: Callable[..., Any], derivative: Callable[..., Any]
+) -> Elementwise:
+    return Elementwise(forward.__name__, forward, derivative, constants=constants_for)
+
+
+#: every elementwise activation, by name (the operations ``NAME_forward`` and ``NAME_backward``)
+ELEMENTWISE_FUNCTIONS = {
+    function.name: function
+    for function in (
+        elementwise_function(relu, relu_derivative),
+        elementwise_function(tanh, tanh_derivative),
+        elementwise_function(sigmoid, sigmoid_derivative),
+        elementwise_function(hard_sigmoid, hard_sigmoid_derivative),
+        elementwise_function(softplus, softplus_derivative),
+        elementwise_function(linear, linear_derivative),
+    )
+}
+
+
+#: the names of :data:`ELEMENTWISE_FUNCTIONS`
+ELEMENTWISE_ACTIVATIONS = tuple(ELEMENTWISE_FUNCTIONS)
+
+
 def scalar_formulas(
     compile_function: Callable[[Callable[..., Any]], Any],
-    exp: Any,
-    expm1: Any,
-    log1p: Any,
 ) -> dict[str, tuple[Any, Any]]:
-    """Each activation's ``(f(x, c), derivative(x, y, c))``, compiled with ``compile_function``.
-
-    Written once for both devices: the CPU passes ``njit(inline="always")`` and its
-    vectorisable ``exp``; CUDA passes ``device_function`` and ``math.exp``. ``c`` is
-    a :class:`Constants` in the kernel's dtype. ``exp`` and ``expm1`` are only called
-    on non-positive numbers.
-    """
-
-    def relu(x, c):
-        return c.zero if x <= c.zero else x  # NaN stays NaN, as in np.maximum
-
-    def relu_derivative(x, y, c):
-        return c.one if x > c.zero else c.zero
-
-    def tanh(x, c):
-        # tanh|x| = -expm1(-2|x|) / (2 + expm1(-2|x|)): no cancellation near 0
-        t = expm1(-c.two * abs(x))
-        return math.copysign(-t / (c.two + t), x)
-
-    def tanh_derivative(x, y, c):
-        return c.one - y * y
-
-    def sigmoid(x, c):
-        e = exp(-abs(x))
-        positive = c.one / (c.one + e)
-        return positive if x >= c.zero else e * positive
-
-    def sigmoid_derivative(x, y, c):
-        return y * (c.one - y)
-
-    def hard_sigmoid(x, c):
-        y = c.hard_slope * x + c.half
-        y = y if y > c.zero else c.zero
-        return y if y < c.one else c.one
-
-    def hard_sigmoid_derivative(x, y, c):
-        inside = x > -c.hard_limit and x < c.hard_limit
-        return c.hard_slope if inside else c.zero
-
-    def softplus(x, c):
-        # max(x, 0) + log(1 + exp(-|x|)): x for large x, exp(x) for very negative x
-        return (x if x > c.zero else c.zero) + log1p(exp(-abs(x)))
-
-    def linear(x, c):
-        return x
-
-    def linear_derivative(x, y, c):
-        return c.one
-
-    compiled = {
-        formula.__name__: compile_function(formula)
-        for formula in (relu, relu_derivative, tanh, tanh_derivative, sigmoid, sigmoid_derivative)
-        + (hard_sigmoid, hard_sigmoid_derivative, softplus, linear, linear_derivative)
-    }
-    logistic = compiled["sigmoid"]
-
-    def softplus_derivative(x, y, c):
-        return logistic(x, c)
-
-    compiled["softplus_derivative"] = compile_function(softplus_derivative)
+    """Each activation's ``(f, f')``, compiled with ``compile_function`` (for the
+    recurrent cells: ``cpu_inline`` on the CPU, a device compiler on CUDA)."""
     return {
-        name: (compiled[name], compiled[f"{name}_derivative"]) for name in ELEMENTWISE_ACTIVATIONS
+        name: (compile_function(function.forward), compile_function(function.derivative))
+        for name, function in ELEMENTWISE_FUNCTIONS.items()
     }
 
 
@@ -303,79 +344,10 @@ def log1p_implementation(k: CpuMath) -> Callable[..., Any]:
     return log1p_impl
 
 
-CPU_FORMULAS = scalar_formulas(
-    njit(inline="always"), exp_nonpositive, expm1_nonpositive, log1p_unit
+# The CUDA versions of the CPU's vectorisable ``exp`` and ``log1p``: the hardware's.
+DEVICE_SUBSTITUTES.update(
+    {exp_nonpositive: math.exp, expm1_nonpositive: math.expm1, log1p_unit: math.log1p}
 )
-
-
-def activation(name, x, c):
-    """``f(x)`` of activation ``name`` (a compile-time constant in ``@njit`` code)."""
-    raise NotImplementedError("only callable from @njit code")
-
-
-def activation_derivative(name, x, y, c):
-    """``f'(x)`` of activation ``name`` (a compile-time constant in ``@njit`` code)."""
-    raise NotImplementedError("only callable from @njit code")
-
-
-# The cached loops capture the activation's name, not its compiled formula, and
-# these overloads look the formula up while compiling: a loop that captured a
-# compiled function in its closure would get a new cache key in every process
-# (Numba pickles a compiled function with a random id), so it would never hit.
-@overload(activation, inline="always")
-def activation_overload(name, x, c):
-    if not isinstance(name, types.StringLiteral):
-        return None
-    forward = CPU_FORMULAS[name.literal_value][0]
-    return lambda name, x, c: forward(x, c)
-
-
-@overload(activation_derivative, inline="always")
-def activation_derivative_overload(name, x, y, c):
-    if not isinstance(name, types.StringLiteral):
-        return None
-    derivative = CPU_FORMULAS[name.literal_value][1]
-    return lambda name, x, y, c: derivative(x, y, c)
-
-
-def compile_elementwise_loops(dtype: np.dtype, name: str, parallel: bool) -> tuple[Any, Any]:
-    """Flat forward and backward loops of activation ``name`` (serial: prange is range)."""
-    c = constants_for(dtype)
-
-    def forward(x, out):
-        for i in prange(out.size):
-            out[i] = activation(name, x[i], c)
-
-    def backward(x, y, grad_out, grad_x):
-        for i in prange(grad_x.size):
-            grad_x[i] = grad_out[i] * activation_derivative(name, x[i], y[i], c)
-
-    loops = []
-    for function in (forward, backward):
-        # Numba's cache keys on the function's name, not its flags: keep the variants apart.
-        variant = "parallel" if parallel else "serial"
-        function.__qualname__ = f"{name}_{function.__name__}_{variant}"
-        # contract only fuses multiply-adds; no flag assumes finite values
-        compile_loop = njit(
-            cache=True, parallel=parallel, fastmath={"contract"}, error_model="numpy"
-        )
-        loops.append(compile_loop(function))
-    return loops[0], loops[1]
-
-
-def elementwise_cpu_operations(dtype: np.dtype, name: str) -> dict[str, Any]:
-    forward_serial, backward_serial = compile_elementwise_loops(dtype, name, parallel=False)
-    forward_parallel, backward_parallel = compile_elementwise_loops(dtype, name, parallel=True)
-
-    def forward(x: np.ndarray, out: np.ndarray) -> None:
-        loop = forward_parallel if out.size >= PARALLEL_MIN_SIZE else forward_serial
-        loop(x.reshape(-1), out.reshape(-1))
-
-    def backward(x: np.ndarray, y: np.ndarray, grad_out: np.ndarray, grad_x: np.ndarray) -> None:
-        loop = backward_parallel if grad_x.size >= PARALLEL_MIN_SIZE else backward_serial
-        loop(x.reshape(-1), y.reshape(-1), grad_out.reshape(-1), grad_x.reshape(-1))
-
-    return {f"{name}_forward": forward, f"{name}_backward": backward}
 
 
 def larger(a, b):
@@ -464,7 +436,7 @@ def activate_rows_overload(name, x, out, c):
                 softmax_row(x, out, i, c.one)
 
         return softmax_rows
-    forward = CPU_FORMULAS[name.literal_value][0]
+    forward = ELEMENTWISE_FUNCTIONS[name.literal_value].forward
 
     def elementwise_rows(name, x, out, c):
         for i in range(x.shape[0]):
@@ -485,7 +457,7 @@ def activation_gradient_rows_overload(name, x, y, grad_out, grad_x, c):
                 softmax_gradient_row(y, grad_out, grad_x, i)
 
         return softmax_gradient_rows
-    derivative = CPU_FORMULAS[name.literal_value][1]
+    derivative = ELEMENTWISE_FUNCTIONS[name.literal_value].derivative
 
     def elementwise_gradient_rows(name, x, y, grad_out, grad_x, c):
         for i in range(x.shape[0]):
@@ -495,45 +467,39 @@ def activation_gradient_rows_overload(name, x, y, grad_out, grad_x, c):
     return elementwise_gradient_rows
 
 
-def compile_softmax_loops(dtype: np.dtype, parallel: bool) -> tuple[Any, Any]:
+def softmax_cpu_loops(dtype: np.dtype) -> tuple[CpuLoop, CpuLoop]:
     """Softmax forward and backward loops over the rows of a 2-D array."""
     one = np.dtype(dtype).type(1)
 
-    def softmax_forward(x, out):
+    def softmax_forward_rows(x, out):
         for i in prange(x.shape[0]):
             softmax_row(x, out, i, one)
 
-    def softmax_backward(y, grad_out, grad_x):
+    def softmax_backward_rows(y, grad_out, grad_x):
         for i in prange(y.shape[0]):
             softmax_gradient_row(y, grad_out, grad_x, i)
 
-    loops = []
-    for function in (softmax_forward, softmax_backward):
-        function.__qualname__ = f"{function.__name__}_{'parallel' if parallel else 'serial'}"
-        loops.append(njit(cache=True, parallel=parallel, error_model="numpy")(function))
-    return loops[0], loops[1]
+    return (
+        CpuLoop(softmax_forward_rows, cost=SOFTMAX_COST),
+        CpuLoop(softmax_backward_rows, cost=SOFTMAX_COST),
+    )
 
 
 @functools.cache  # the dense family composes its activations from these operations
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     dtype = np.dtype(dtype)
     operations: dict[str, Any] = {}
-    for name in ELEMENTWISE_ACTIVATIONS:
-        operations.update(elementwise_cpu_operations(dtype, name))
-    forward_serial, backward_serial = compile_softmax_loops(dtype, parallel=False)
-    forward_parallel, backward_parallel = compile_softmax_loops(dtype, parallel=True)
+    for function in ELEMENTWISE_FUNCTIONS.values():
+        operations.update(elementwise_operations(function, dtype))
+    softmax_forward_rows, softmax_backward_rows = softmax_cpu_loops(dtype)
 
     def softmax_forward(x: np.ndarray, out: np.ndarray) -> None:
-        if out.size == 0:  # the row loops read each row's first element
-            return
-        loop = forward_parallel if out.size >= PARALLEL_MIN_SIZE else forward_serial
-        loop(x, out)
+        if out.size > 0:  # the row loops read each row's first element
+            softmax_forward_rows(x, out)
 
     def softmax_backward(y: np.ndarray, grad_out: np.ndarray, grad_x: np.ndarray) -> None:
-        if grad_x.size == 0:
-            return
-        loop = backward_parallel if grad_x.size >= PARALLEL_MIN_SIZE else backward_serial
-        loop(y, grad_out, grad_x)
+        if grad_x.size > 0:
+            softmax_backward_rows(y, grad_out, grad_x)
 
     operations["softmax_forward"] = softmax_forward
     operations["softmax_backward"] = softmax_backward
@@ -576,48 +542,12 @@ def softmax_threads(columns: int) -> int:
     return threads
 
 
-def elementwise_cuda_operations(
-    registry: CudaKernelRegistry, name: str, forward: Any, derivative: Any, c: Constants
-) -> dict[str, Any]:
-    vector = registry.array(1)
-
-    def forward_kernel(x, out):
-        i = cuda.grid(1)
-        if i < out.size:
-            out[i] = forward(x[i], c)
-
-    def backward_kernel(x, y, grad_out, grad_x):
-        i = cuda.grid(1)
-        if i < grad_x.size:
-            grad_x[i] = grad_out[i] * derivative(x[i], y[i], c)
-
-    forward_kernel.__name__ = f"{name}_forward_kernel"
-    backward_kernel.__name__ = f"{name}_backward_kernel"
-    forward_launch = registry.jit(vector, vector)(forward_kernel)
-    backward_launch = registry.jit(vector, vector, vector, vector)(backward_kernel)
-
-    def forward_operation(x: Any, out: Any) -> None:
-        forward_launch[blocks_for(out.size), THREADS_PER_BLOCK](
-            x.reshape(x.size), out.reshape(out.size)
-        )
-
-    def backward_operation(x: Any, y: Any, grad_out: Any, grad_x: Any) -> None:
-        backward_launch[blocks_for(grad_x.size), THREADS_PER_BLOCK](
-            x.reshape(x.size),
-            y.reshape(y.size),
-            grad_out.reshape(grad_out.size),
-            grad_x.reshape(grad_x.size),
-        )
-
-    return {f"{name}_forward": forward_operation, f"{name}_backward": backward_operation}
-
-
-def softmax_cuda_operations(registry: CudaKernelRegistry, c: Constants) -> dict[str, Any]:
+def softmax_cuda_operations(registry: CudaKernels, c: Constants) -> dict[str, Any]:
     """One block per row: a block-wide max, then the exponentials and their sum."""
     matrix = registry.array(2)
     scalar = registry.scalar
-    reduce = registry.device_function(block_reduce)
-    larger_device = registry.device_function(larger)
+    reduce = registry.device(block_reduce)
+    larger_device = registry.device(larger)
 
     @registry.jit(matrix, matrix)
     def softmax_forward_kernel(x, out):
@@ -664,13 +594,9 @@ def softmax_cuda_operations(registry: CudaKernelRegistry, c: Constants) -> dict[
 
 @functools.cache  # as build_cpu
 def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
-    registry = new_registry(globals(), cuda_api, dtype)
-    c = constants_for(dtype)
-    # the hardware exp is fast: CUDA needs none of the CPU's vectorisable versions
-    formulas = scalar_formulas(registry.device_function, math.exp, math.expm1, math.log1p)
+    kernels = bind_cuda(globals(), cuda_api, dtype)  # softmax's kernels name ``cuda``
     operations: dict[str, Any] = {}
-    for name in ELEMENTWISE_ACTIVATIONS:
-        forward, derivative = formulas[name]
-        operations.update(elementwise_cuda_operations(registry, name, forward, derivative, c))
-    operations.update(softmax_cuda_operations(registry, c))
+    for function in ELEMENTWISE_FUNCTIONS.values():
+        operations.update(elementwise_operations(function, dtype, kernels))
+    operations.update(softmax_cuda_operations(kernels, constants_for(dtype)))
     return operations

@@ -136,7 +136,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     zero = dtype.type(0)
     one = dtype.type(1)
     vector = registry.array(1)
-    kept = registry.device_function(is_kept)
+    kept = registry.device(is_kept)
 
     @registry.jit(vector, numba.types.uint64, numba.types.int64, registry.scalar, vector)
     def apply_mask_kernel(x, seed, keep_threshold, scale, out):

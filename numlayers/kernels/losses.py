@@ -537,7 +537,7 @@ def cuda_mean_kernels(
     cast = registry.dtype.type
     matrix = registry.array(2)
     vector = registry.array(1)
-    term = registry.device_function(loss.term)
+    term = registry.device(loss.term)
 
     def mean_forward(y_true, y_pred, out):
         i = cuda.grid(1)
@@ -551,7 +551,7 @@ def cuda_mean_kernels(
     forward = registry.jit(matrix, matrix, vector)(mean_forward)
     if loss.gradient is None:
         return forward, None
-    gradient = registry.device_function(loss.gradient)
+    gradient = registry.device(loss.gradient)
 
     def mean_backward(y_true, y_pred, row_scale, grad):
         index = cuda.grid(1)
@@ -572,8 +572,8 @@ def cuda_row_kernels(
     matrix = registry.array(2)
     vector = registry.array(1)
     target_type = registry.array(1, np.int64) if loss.sparse else matrix
-    stats = registry.device_function(loss.stats)
-    row = registry.device_function(loss.row)
+    stats = registry.device(loss.stats)
+    row = registry.device(loss.row)
 
     def row_forward(target, pred, out):
         i = cuda.grid(1)
@@ -584,7 +584,7 @@ def cuda_row_kernels(
     forward = registry.jit(target_type, matrix, vector)(row_forward)
     if loss.gradient is None:
         return forward, None
-    gradient = registry.device_function(loss.gradient)
+    gradient = registry.device(loss.gradient)
 
     def row_backward(target, pred, row_scale, grad):
         index = cuda.grid(1)

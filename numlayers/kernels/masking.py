@@ -138,7 +138,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     scalar = registry.scalar
     vector = registry.array(1)
     matrix = registry.array(2)
-    scale_of_row = registry.device_function(row_scale)
+    scale_of_row = registry.device(row_scale)
     # the mask's sum stays on the device, in a one-element buffer made on first use
     sum_mask = block_sum_launcher(cuda_api, dtype, mask_entry, False)
     total_buffer = functools.cache(lambda: cuda_api.device_array(1, dtype=dtype))

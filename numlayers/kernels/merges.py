@@ -302,7 +302,7 @@ def make_batched_gemm_kernel(
     scalar = registry.scalar
     zero = registry.dtype.type(0)
     batch = registry.array(3)
-    load_tile = registry.device_function(make_tile_loader(zero))
+    load_tile = registry.device(make_tile_loader(zero))
 
     def batched_gemm(a, b, out):
         tx = cuda.threadIdx.x
@@ -364,9 +364,9 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     scalar = registry.scalar
     vector = registry.array(1)
     matrix = registry.array(2)
-    sums_of = registry.device_function(row_sums)
-    terms_of = registry.device_function(cosine_terms)
-    write_gradients = registry.device_function(write_cosine_gradients)
+    sums_of = registry.device(row_sums)
+    terms_of = registry.device(cosine_terms)
+    write_gradients = registry.device(write_cosine_gradients)
     gemms = {
         (transpose_a, transpose_b): make_batched_gemm_kernel(registry, transpose_a, transpose_b)
         for transpose_a in (False, True)
@@ -421,7 +421,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
             width //= 2
         return partial[0, 0], partial[1, 0], partial[2, 0]
 
-    reduce_row = registry.device_function(block_row_sums)
+    reduce_row = registry.device(block_row_sums)
 
     @registry.jit(matrix, matrix, matrix)
     def cosine_forward_kernel(a, b, out):

@@ -83,7 +83,7 @@ REDUCTION_BLOCKS = 512
 
 #: Marks a plain-Python scalar helper for inlining into the CPU loops. It returns the
 #: function itself, so the same helper is compiled again for CUDA by
-#: ``registry.device_function``. CPU loops capture these plain functions, not
+#: ``registry.device``. CPU loops capture these plain functions, not
 #: ``njit`` dispatchers: a dispatcher in a closure pickles with a random id and would
 #: defeat Numba's on-disk cache.
 cpu_inline = register_jitable(inline="always")
@@ -189,7 +189,7 @@ def block_sum_launcher(
     scalar = registry.scalar
     vector = registry.array(1)
     zero = registry.dtype.type(0)
-    term_device = registry.device_function(term)
+    term_device = registry.device(term)
 
     def block_sum(a, b, s1, s2, out):
         partial = cuda.shared.array(THREADS_PER_BLOCK, scalar)
@@ -474,7 +474,7 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
 
 def cuda_update_kernel(registry: CudaKernelRegistry, rule: str, k: KernelConstants) -> Any:
     """The CUDA kernel applying update rule ``rule``, one thread per element."""
-    step = registry.device_function(UPDATE_RULES[rule])
+    step = registry.device(UPDATE_RULES[rule])
     vector = registry.array(1)
     scalar = registry.scalar
 
@@ -491,7 +491,7 @@ def cuda_update_kernel(registry: CudaKernelRegistry, rule: str, k: KernelConstan
 
 def cuda_clip_kernel(registry: CudaKernelRegistry, rule: str, k: KernelConstants) -> Any:
     """The CUDA kernel applying clipping rule ``rule``, one thread per element."""
-    prepare, step = (registry.device_function(f) for f in CLIP_RULES[rule])
+    prepare, step = (registry.device(f) for f in CLIP_RULES[rule])
     vector = registry.array(1)
 
     def clip_kernel(grad, limit, total_sq):

@@ -152,7 +152,7 @@ def activation_helpers(
     :class:`~numlayers.kernels.activations.Constants`. An unknown code is linear (the
     layer validates codes).
     """
-    formulas = scalar_formulas(compile_function, exp, expm1, log1p)
+    formulas = scalar_formulas(compile_function)
     relu = formulas["relu"][0]
     tanh = formulas["tanh"][0]
     sigmoid = formulas["sigmoid"][0]
@@ -702,14 +702,14 @@ class CudaHelpers:
 
     def __init__(self, registry: CudaKernelRegistry) -> None:
         self.apply, self.derivative = activation_helpers(
-            registry.device_function, math.exp, math.expm1, math.log1p
+            registry.device, math.exp, math.expm1, math.log1p
         )
-        self.is_masked = registry.device_function(is_masked)
-        self.lstm_cell_state = registry.device_function(lstm_cell_state)
-        self.lstm_cell_backward = registry.device_function(lstm_cell_backward)
-        self.lstm_cell_total_gradient = registry.device_function(lstm_cell_total_gradient)
-        self.gru_output = registry.device_function(gru_output)
-        self.gru_output_backward = registry.device_function(gru_output_backward)
+        self.is_masked = registry.device(is_masked)
+        self.lstm_cell_state = registry.device(lstm_cell_state)
+        self.lstm_cell_backward = registry.device(lstm_cell_backward)
+        self.lstm_cell_total_gradient = registry.device(lstm_cell_total_gradient)
+        self.gru_output = registry.device(gru_output)
+        self.gru_output_backward = registry.device(gru_output_backward)
         self.matrix = registry.array(2)
         self.tensor = registry.array(3)
         self.index = numba.types.int64

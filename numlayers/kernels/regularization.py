@@ -189,7 +189,7 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
 
 
 def cuda_element_kernel(registry: CudaKernelRegistry, rule: str, k: KernelConstants) -> Any:
-    step = registry.device_function(ELEMENT_RULES[rule])
+    step = registry.device(ELEMENT_RULES[rule])
     vector = registry.array(1)
 
     def element_kernel(weight, grad, l1, l2):
@@ -202,9 +202,9 @@ def cuda_element_kernel(registry: CudaKernelRegistry, rule: str, k: KernelConsta
 
 
 def cuda_column_kernel(registry: CudaKernelRegistry, rule: str, k: KernelConstants) -> Any:
-    scale = registry.device_function(COLUMN_RULES[rule])
-    norm = registry.device_function(column_norm)
-    scale_column_device = registry.device_function(scale_column)
+    scale = registry.device(COLUMN_RULES[rule])
+    norm = registry.device(column_norm)
+    scale_column_device = registry.device(scale_column)
 
     def column_kernel(weight, max_value):
         j = cuda.grid(1)

@@ -183,7 +183,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     zero = dtype.type(0)
     vector = registry.array(1)
     indices = registry.array(1, np.int64)
-    offset_of = registry.device_function(source_offset)
+    offset_of = registry.device(source_offset)
 
     @registry.jit(vector, vector, indices, indices)
     def permute_kernel(x, out, out_shape, source_strides):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from numlayers.kernels.activations import ELEMENTWISE_ACTIVATIONS, PARALLEL_MIN_SIZE
+from numlayers.kernels.activations import ELEMENTWISE_ACTIVATIONS
+from numlayers.kernels.toolkit import PARALLEL_MIN_WORK as PARALLEL_MIN_SIZE
 from numlayers.testing import tolerance
 
 RNG = np.random.default_rng(2024)

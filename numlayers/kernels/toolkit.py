@@ -1,0 +1,529 @@
+"""The kernel toolkit: the one way a kernel family compiles its loops on each device.
+
+A family writes its mathematics once, as plain Python, and the toolkit turns it into
+CPU loops (``@njit``, serial or over every core) and CUDA kernels (``@cuda.jit``):
+
+- :func:`cpu_inline` marks a scalar or per-index helper: it is inlined into CPU
+  loops, and compiled again as a CUDA device function by :meth:`CudaKernels.device`.
+- :class:`CpuLoop` compiles a ``prange`` loop twice, serial and parallel, and picks
+  one per call by :func:`use_parallel` (the one rule for when to go parallel).
+- :func:`cpu_index_loop` and :meth:`CudaKernels.index_loop` run a per-index body
+  ``body(index, *arguments)`` (or ``body(row, column, *arguments)`` over a 2-D index
+  space) for every index: the CPU as a ``prange`` loop, CUDA as a grid-stride kernel
+  with the bounds check written here once and the block size :data:`BLOCK_SIZE`.
+- :class:`Elementwise` describes an elementwise function by its formula and its
+  derivative (with run-time parameters such as ``alpha``); :func:`elementwise_operations`
+  builds its ``NAME_forward`` and ``NAME_backward`` operations for either device.
+
+Numba's on-disk cache keys a function by its qualified name, its bytecode and the
+pickled contents of its closure, and looks for stale entries by the time stamp of
+its source file. So the generated loops are named after their body, are filed under
+the body's module (an edit there recompiles them), and capture module-level plain
+functions (pickled by name), never compiled dispatchers (pickled with a random id,
+which would miss the cache in every new process).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+from numba import njit, prange
+from numba.extending import register_jitable
+
+# ---------------------------------------------------------------- the parallel rule
+
+#: A CPU loop runs over every core when its work is at least this much. Work is the
+#: number of indices times the family's ``cost`` of one index, in units of one
+#: elementwise multiply-add over a float: waking Numba's threads from Python costs
+#: about 20 us, which one core spends on about 2**15 such elements, so below this a
+#: second core cannot pay for its own wake-up.
+PARALLEL_MIN_WORK = 1 << 15
+
+
+def use_parallel(count: int, cost: float = 1.0) -> bool:
+    """Whether a loop over ``count`` indices of ``cost`` each should use every core."""
+    return count * cost >= PARALLEL_MIN_WORK
+
+
+#: Marks a plain-Python helper for inlining into the CPU loops. It returns the function
+#: itself, so the same helper is compiled again for CUDA by :meth:`CudaKernels.device`.
+cpu_inline = register_jitable(inline="always")
+
+
+def compile_cpu(template: Any, name: str, parallel: bool = False, **options: Any) -> Any:
+    """Compile the CPU loop ``template`` with ``njit(cache=True)``, under its own ``name``.
+
+    Numba's cache names its files after the function's qualified name and does not key
+    on ``parallel``, so a parallel variant (a ``prange`` loop) gets a name of its own.
+    """
+    copy = types.FunctionType(
+        template.__code__,
+        template.__globals__,
+        name,
+        template.__defaults__,
+        template.__closure__,
+    )
+    copy.__qualname__ = f"{name}_parallel" if parallel else name
+    copy.__module__ = template.__module__
+    options.setdefault("error_model", "numpy")
+    return njit(cache=True, parallel=parallel, **options)(copy)
+
+
+class CpuLoop:
+    """A loop written with ``prange``, compiled serial and parallel (both lazily).
+
+    Calling it runs the parallel twin when :func:`use_parallel` says so for the size of
+    argument ``size_argument`` (by default the last, the output) times ``cost``.
+    """
+
+    def __init__(
+        self,
+        template: Callable[..., Any],
+        name: str | None = None,
+        *,
+        cost: float = 1.0,
+        size_argument: int = -1,
+        **options: Any,
+    ) -> None:
+        name = name or template.__name__
+        self.name = name
+        self.serial = compile_cpu(template, name, **options)
+        self.parallel = compile_cpu(template, name, parallel=True, **options)
+        self.cost = cost
+        self.size_argument = size_argument
+
+    def __call__(self, *arguments: Any) -> Any:
+        if use_parallel(arguments[self.size_argument].size, self.cost):
+            return self.parallel(*arguments)
+        return self.serial(*arguments)
+
+
+def cpu_loop(
+    *, cost: float = 1.0, size_argument: int = -1, **options: Any
+) -> Callable[[Callable[..., Any]], CpuLoop]:
+    """Decorator form of :class:`CpuLoop`."""
+
+    def decorate(template: Callable[..., Any]) -> CpuLoop:
+        return CpuLoop(template, cost=cost, size_argument=size_argument, **options)
+
+    return decorate
+
+
+# ---------------------------------------------------------------- generated loops
+
+
+def generate_function(
+    source: str,
+    name: str,
+    home: Callable[..., Any],
+    captured: dict[str, Any],
+    global_names: dict[str, Any],
+) -> Callable[..., Any]:
+    """Define function ``name`` from ``source`` as a closure over ``captured``.
+
+    The function is filed under ``home``'s source file and module (so that Numba's
+    cache finds a file to stamp, and an edit of ``home`` recompiles it).
+    """
+    outer = f"def make_{name}({', '.join(captured)}):\n"
+    body = "".join(f"    {line}\n" for line in source.strip("\n").splitlines())
+    namespace = dict(global_names)
+    code = compile(outer + body + f"    return {name}\n", inspect.getfile(home), "exec")
+    exec(code, namespace)
+    function: Callable[..., Any] = namespace[f"make_{name}"](**captured)
+    function.__module__ = home.__module__
+    function.__qualname__ = name
+    return function
+
+
+def argument_list(count: int) -> str:
+    return ", ".join(f"argument_{k}" for k in range(count))
+
+
+def index_loop_source(name: str, arity: int, dims: int, device: str) -> str:
+    """The source of a loop calling ``body`` at every index of a 1-D or 2-D space."""
+    arguments = argument_list(arity)
+    if dims == 1:
+        header = f"def {name}(count, {arguments}):\n"
+        if device == "cpu":
+            return header + f"    for index in prange(count):\n        body(index, {arguments})\n"
+        return (
+            header
+            + "    for index in range(cuda.grid(1), count, cuda.gridsize(1)):\n"
+            + f"        body(index, {arguments})\n"
+        )
+    header = f"def {name}(rows, columns, {arguments}):\n"
+    if device == "cpu":
+        return header + (
+            "    for row in prange(rows):\n"
+            "        for column in range(columns):\n"
+            f"            body(row, column, {arguments})\n"
+        )
+    return header + (
+        "    column, row = cuda.grid(2)\n"
+        "    if row < rows and column < columns:\n"
+        f"        body(row, column, {arguments})\n"
+    )
+
+
+def cpu_index_loop(
+    body: Callable[..., Any],
+    arity: int | None = None,
+    *,
+    dims: int = 1,
+    cost: float = 1.0,
+    name: str | None = None,
+    **options: Any,
+) -> Callable[..., None]:
+    """A CPU loop calling ``body(index, *arguments)`` for ``index`` in ``range(count)``.
+
+    Returns ``loop(count, *arguments)`` (``loop(rows, columns, *arguments)`` when
+    ``dims`` is 2, the body then taking ``(row, column, *arguments)``), serial or
+    parallel by :func:`use_parallel`. ``body`` must be a module-level :func:`cpu_inline`
+    function; ``arity`` (the number of ``arguments``) defaults to its own.
+    """
+    arity = arity if arity is not None else body_arity(body, dims)
+    loop_name = name or f"{body.__name__}_loop"
+    template = generate_function(
+        index_loop_source(loop_name, arity, dims, "cpu"),
+        loop_name,
+        body,
+        {"body": body},
+        {"prange": prange},
+    )
+    serial = compile_cpu(template, loop_name, **options)
+    parallel = compile_cpu(template, loop_name, parallel=True, **options)
+
+    if dims == 1:
+
+        def run(count: int, *arguments: Any) -> None:
+            (parallel if use_parallel(count, cost) else serial)(count, *arguments)
+
+    else:
+
+        def run(rows: int, columns: int, *arguments: Any) -> None:  # type: ignore[misc]
+            loop = parallel if use_parallel(rows * columns, cost) else serial
+            loop(rows, columns, *arguments)
+
+    return run
+
+
+def body_arity(body: Callable[..., Any], dims: int) -> int:
+    """The number of arguments of a per-index body after its ``dims`` indices."""
+    return len(inspect.signature(body).parameters) - dims
+
+
+# ---------------------------------------------------------------- CUDA
+
+#: threads of a 1-D block, for every kernel launched through the toolkit
+BLOCK_SIZE = 256
+#: threads of a 2-D block: 32 columns (one warp reads a row segment) by 8 rows
+BLOCK_SHAPE_2D = (32, 8)
+#: A grid-stride kernel needs no more blocks than this: 16 blocks of 256 threads on
+#: each of the 132 SMs of an H100 keep it full; more would only add block overhead.
+MAX_BLOCKS = 132 * 16
+
+
+def blocks_for(count: int, threads: int = BLOCK_SIZE) -> int:
+    """Number of blocks of ``threads`` that cover ``count`` threads (at least one)."""
+    return max(1, (count + threads - 1) // threads)
+
+
+#: CPU helpers and the functions CUDA code calls in their place (a family registers
+#: its own: the CPU's vectorisable ``exp``, say, is ``math.exp`` on a GPU)
+DEVICE_SUBSTITUTES: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+@dataclass
+class CudaKernels:
+    """Compiles a family's CUDA kernels for one dtype and remembers their argument types.
+
+    The argument types are what the PTX check compiles each kernel with, in the
+    dtype this was built for, so a float32 kernel that does float64 arithmetic is
+    caught without a GPU. ``cuda`` is the ``numba.cuda`` module that
+    :mod:`numlayers.devices` imported (real or simulated).
+    """
+
+    cuda: Any
+    dtype: np.dtype
+    kernels: dict[str, tuple[Any, tuple[Any, ...]]] = field(default_factory=dict)
+    _devices: dict[Any, Any] = field(default_factory=dict)
+
+    @property
+    def scalar(self) -> Any:
+        """The numba scalar type of the dtype."""
+        return numba.from_dtype(self.dtype)
+
+    def array(self, ndim: int, dtype: Any = None) -> Any:
+        """A C-contiguous numba array type of ``ndim`` dimensions."""
+        scalar = self.scalar if dtype is None else numba.from_dtype(np.dtype(dtype))
+        return numba.types.Array(scalar, ndim, "C")
+
+    def jit(self, *argtypes: Any) -> Callable[[Callable[..., None]], Any]:
+        """Decorator: compile a hand-written kernel lazily and record ``argtypes``.
+
+        The kernel's module must have ``cuda`` as a global (see :func:`bind_cuda`).
+        """
+
+        def decorate(function: Callable[..., None]) -> Any:
+            kernel = self.cuda.jit(function)
+            self.kernels[function.__name__] = (function, argtypes)
+            return kernel
+
+        return decorate
+
+    def device(self, function: Callable[..., Any]) -> Any:
+        """Compile ``function`` as an inlined ``cuda.jit(device=True)`` helper.
+
+        The plain-Python helpers it calls (module globals that are functions of
+        numlayers) are compiled the same way, and those named in
+        :data:`DEVICE_SUBSTITUTES` are replaced by their CUDA versions.
+        """
+        compiled = self._devices.get(function)
+        if compiled is None:
+            compiled = self.cuda.jit(device=True, inline=True)(self._with_device_globals(function))
+            self._devices[function] = compiled
+        return compiled
+
+    def _with_device_globals(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        replaced = {}
+        for name in function.__code__.co_names:
+            value = function.__globals__.get(name)
+            if value is None or isinstance(value, type):
+                continue
+            substitute = DEVICE_SUBSTITUTES.get(value) if callable(value) else None
+            if substitute is not None:
+                replaced[name] = substitute
+            elif inspect.isfunction(value) and value.__module__.startswith("numlayers."):
+                replaced[name] = self.device(value)
+        if not replaced:
+            return function
+        copy = types.FunctionType(
+            function.__code__,
+            {**function.__globals__, **replaced},
+            function.__name__,
+            function.__defaults__,
+            function.__closure__,
+        )
+        copy.__qualname__ = function.__qualname__
+        return copy
+
+    def index_loop(
+        self,
+        body: Callable[..., Any],
+        argtypes: Sequence[Any],
+        *,
+        dims: int = 1,
+        name: str | None = None,
+        device_body: Any = None,
+    ) -> Callable[..., None]:
+        """A kernel calling ``body(index, *arguments)`` at every index, and its launcher.
+
+        Returns ``launch(count, *arguments)`` (``launch(rows, columns, *arguments)`` for
+        ``dims`` 2), the CUDA twin of :func:`cpu_index_loop`. ``argtypes`` are the
+        numba types of ``arguments``. ``device_body`` is an already compiled body
+        (by default ``body`` is compiled with :meth:`device`).
+        """
+        kernel_name = name or f"{body.__name__}_kernel"
+        compiled_body = device_body if device_body is not None else self.device(body)
+        source = index_loop_source(kernel_name, len(argtypes), dims, "cuda")
+        function = generate_function(
+            source, kernel_name, body, {"body": compiled_body}, {"cuda": self.cuda}
+        )
+        if dims == 1:
+            kernel = self.jit(numba.types.int64, *argtypes)(function)
+
+            def launch(count: int, *arguments: Any) -> None:
+                if count > 0:
+                    kernel[min(blocks_for(count), MAX_BLOCKS), BLOCK_SIZE](count, *arguments)
+
+            return launch
+        kernel = self.jit(numba.types.int64, numba.types.int64, *argtypes)(function)
+
+        def launch_2d(rows: int, columns: int, *arguments: Any) -> None:
+            if rows > 0 and columns > 0:
+                kernel[grid_2d(rows, columns), BLOCK_SHAPE_2D](rows, columns, *arguments)
+
+        return launch_2d
+
+
+def grid_2d(rows: int, columns: int) -> tuple[int, int]:
+    """Blocks of :data:`BLOCK_SHAPE_2D` covering ``columns`` (x) by ``rows`` (y)."""
+    return blocks_for(columns, BLOCK_SHAPE_2D[0]), blocks_for(rows, BLOCK_SHAPE_2D[1])
+
+
+#: every :class:`CudaKernels` made by a CUDA builder, for the PTX check
+REGISTRIES: list[CudaKernels] = []
+
+
+def cuda_kernels(cuda: Any, dtype: np.dtype) -> CudaKernels:
+    """Start a :class:`CudaKernels` for a family's builder (recorded for the PTX check)."""
+    kernels = CudaKernels(cuda=cuda, dtype=np.dtype(dtype))
+    REGISTRIES.append(kernels)
+    return kernels
+
+
+def bind_cuda(module_globals: dict[str, Any], cuda: Any, dtype: np.dtype) -> CudaKernels:
+    """:func:`cuda_kernels` for a module with hand-written kernels (a shared-memory
+    reduction, a tiled product) that name ``cuda`` as a module global.
+
+    Numba resolves ``cuda.grid`` and friends from a kernel's globals, and the CUDA
+    simulator swaps exactly those globals for its per-thread fake, so the module's
+    ``cuda`` global is bound here to the ``numba.cuda`` that :mod:`numlayers.devices`
+    imported.
+    """
+    module_globals["cuda"] = cuda
+    return cuda_kernels(cuda, dtype)
+
+
+def empty_vector(cuda: Any, dtype: np.dtype) -> Callable[[], Any]:
+    """Return a function giving a length-0 device vector, allocated on first use.
+
+    Builders must not touch the GPU (the PTX check builds them on machines with
+    none), so constant device arrays are made when a kernel first runs.
+    """
+    return functools.cache(lambda: cuda.device_array(0, dtype=dtype))
+
+
+# ---------------------------------------------------------------- elementwise functions
+
+
+class Constants(NamedTuple):
+    """Scalars in a kernel's dtype, so that no formula writes a float64 literal."""
+
+    zero: Any
+    one: Any
+    two: Any
+    half: Any
+
+
+def constants_for(dtype: Any) -> Constants:
+    cast = np.dtype(dtype).type
+    return Constants(cast(0), cast(1), cast(2), cast(0.5))
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """An elementwise function ``y = f(x)`` by its formula and derivative.
+
+    Attributes:
+        name: the operation prefix (``NAME_forward``, ``NAME_backward``).
+        forward: ``forward(x, c, *parameters) -> y``, a module-level plain function
+            (``c`` is a :class:`Constants` in the kernel's dtype).
+        derivative: ``derivative(x, y, c, *parameters) -> dy/dx``, given ``x`` and the
+            forward output ``y`` (use whichever is cheaper).
+        parameters: the run-time parameters' names and default values, e.g.
+            ``(("alpha", 0.3),)``; the operations take them after their arrays.
+        cost: the work of one element, in the units of :data:`PARALLEL_MIN_WORK`.
+    """
+
+    name: str
+    forward: Callable[..., Any]
+    derivative: Callable[..., Any]
+    parameters: tuple[tuple[str, float], ...] = ()
+    cost: float = 1.0
+    constants: Callable[[Any], Any] = constants_for
+
+
+def elementwise_sources(function: Elementwise) -> tuple[str, str]:
+    """The per-index bodies of ``function``'s forward and backward passes."""
+    parameters = "".join(f", {name}" for name, _ in function.parameters)
+    forward = (
+        f"def {function.name}_forward_element(index, x, out{parameters}):\n"
+        f"    out[index] = forward(x[index], c{parameters})\n"
+    )
+    backward = (
+        f"def {function.name}_backward_element(index, x, y, grad_out, grad_x{parameters}):\n"
+        f"    grad_x[index] = grad_out[index] * derivative(x[index], y[index], c{parameters})\n"
+    )
+    return forward, backward
+
+
+def elementwise_bodies(
+    function: Elementwise, dtype: np.dtype, compile_formula: Callable[[Any], Any]
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``function``'s forward and backward per-index bodies, with the formulas compiled
+    by ``compile_formula`` (identity for the CPU, where they are inlined)."""
+    forward_source, backward_source = elementwise_sources(function)
+    captured = {
+        "forward": compile_formula(function.forward),
+        "derivative": compile_formula(function.derivative),
+        "c": function.constants(dtype),
+    }
+    forward = generate_function(
+        forward_source, f"{function.name}_forward_element", function.forward, captured, {}
+    )
+    backward = generate_function(
+        backward_source, f"{function.name}_backward_element", function.forward, captured, {}
+    )
+    return forward, backward
+
+
+def parameter_values(function: Elementwise, given: Sequence[float], cast: Any) -> tuple[Any, ...]:
+    """The run-time parameters of a call, cast to the dtype, defaults filled in."""
+    if len(given) > len(function.parameters):
+        raise TypeError(
+            f"{function.name} takes {len(function.parameters)} parameter(s) "
+            f"{[name for name, _ in function.parameters]}, received {len(given)}"
+        )
+    defaults = [default for _, default in function.parameters[len(given) :]]
+    return tuple(cast(value) for value in (*given, *defaults))
+
+
+def elementwise_operations(
+    function: Elementwise, dtype: np.dtype, cuda: CudaKernels | None = None
+) -> dict[str, Callable[..., None]]:
+    """``NAME_forward(x, out, *parameters)`` and
+    ``NAME_backward(x, y, grad_out, grad_x, *parameters)`` on the CPU, or on CUDA when
+    ``cuda`` is given. Arrays of any shape are taken as flat and C-contiguous."""
+    dtype = np.dtype(dtype)
+    cast = dtype.type
+    if cuda is None:
+        bodies = elementwise_bodies(function, dtype, cpu_inline)
+        forward_body, backward_body = (cpu_inline(body) for body in bodies)
+        forward_loop = cpu_index_loop(forward_body, cost=function.cost, fastmath={"contract"})
+        backward_loop = cpu_index_loop(backward_body, cost=function.cost, fastmath={"contract"})
+    else:
+        forward_body, backward_body = elementwise_bodies(function, dtype, cuda.device)
+        scalars = (cuda.scalar,) * len(function.parameters)
+        vector = cuda.array(1)
+        forward_loop = cuda.index_loop(forward_body, (vector, vector, *scalars))
+        backward_loop = cuda.index_loop(backward_body, (vector,) * 4 + scalars)
+
+    def forward(x: Any, out: Any, *parameters: float) -> None:
+        values = parameter_values(function, parameters, cast)
+        forward_loop(out.size, x.reshape(x.size), out.reshape(out.size), *values)
+
+    def backward(x: Any, y: Any, grad_out: Any, grad_x: Any, *parameters: float) -> None:
+        values = parameter_values(function, parameters, cast)
+        flat = (array.reshape(array.size) for array in (x, y, grad_out, grad_x))
+        backward_loop(grad_x.size, *flat, *values)
+
+    return {f"{function.name}_forward": forward, f"{function.name}_backward": backward}
+
+
+__all__ = [
+    "BLOCK_SIZE",
+    "PARALLEL_MIN_WORK",
+    "Constants",
+    "CpuLoop",
+    "CudaKernels",
+    "Elementwise",
+    "bind_cuda",
+    "blocks_for",
+    "compile_cpu",
+    "constants_for",
+    "cpu_index_loop",
+    "cpu_inline",
+    "cpu_loop",
+    "cuda_kernels",
+    "elementwise_operations",
+    "empty_vector",
+    "use_parallel",
+]
