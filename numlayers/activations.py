@@ -24,14 +24,18 @@ def _rows(array: Any) -> Any:
 class ActivationFunction:
     """One named activation: forward and backward through the device's kernels."""
 
-    def __init__(self, name: Any, owner: str = "Activation") -> None:
+    def __init__(
+        self, name: Any, owner: str = "Activation", parameters: tuple[float, ...] = ()
+    ) -> None:
         if callable(name) and hasattr(name, "__name__"):
             name = name.__name__  # Keras code passes activations.relu and the like
         if name is None:
             name = "linear"
-        if name not in ACTIVATIONS:
+        if name not in ACTIVATIONS and not parameters:
             raise ValueError(f"{owner}: unknown activation {name!r}; choose one of {ACTIVATIONS}")
         self.name: str = name
+        #: run-time parameters of a parametric function (LeakyReLU's ``alpha``)
+        self.parameters = parameters
         self.is_identity = name == "linear"
         self._forward_operation = f"{name}_forward"
         self._backward_operation = f"{name}_backward"
@@ -40,13 +44,13 @@ class ActivationFunction:
         if self.name == "softmax":
             kernels.softmax_forward(_rows(x), _rows(out))
         else:
-            getattr(kernels, self._forward_operation)(x, out)
+            getattr(kernels, self._forward_operation)(x, out, *self.parameters)
 
     def backward(self, kernels: Any, x: Any, y: Any, grad_out: Any, grad_x: Any) -> None:
         if self.name == "softmax":
             kernels.softmax_backward(_rows(y), _rows(grad_out), _rows(grad_x))
         else:
-            getattr(kernels, self._backward_operation)(x, y, grad_out, grad_x)
+            getattr(kernels, self._backward_operation)(x, y, grad_out, grad_x, *self.parameters)
 
 
 def get(name: Any) -> ActivationFunction:

@@ -1,8 +1,9 @@
-"""Core layers: Dense, TimeDistributedDense, Activation, ActivityRegularization, Dropout,
-Masking, Lambda."""
+"""Core layers: Dense, TimeDistributedDense, Activation (and the base of parametric
+activations), ActivityRegularization, Dropout, Masking, Lambda."""
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 
 from numlayers import constraints, initializations, regularizers
 from numlayers.activations import ActivationFunction
+from numlayers.kernels.activations import ELEMENTWISE_FUNCTIONS
 from numlayers.layers.base import Layer, Shape, as_shape
 from numlayers.random import draw_seed, get_generator
 
@@ -251,7 +253,9 @@ class Activation(Layer):
 
     def __init__(self, activation: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.activation = ActivationFunction(activation, self.label)
+        if not isinstance(activation, ActivationFunction):
+            activation = ActivationFunction(activation, self.label)
+        self.activation = activation
         self._finish_init()
 
     def _forward(self, x: Any, train: bool) -> Any:
@@ -280,6 +284,40 @@ class Activation(Layer):
         config = super().get_config()
         config["activation"] = self.activation.name
         return config
+
+
+class ParametricActivation(Activation):
+    """An Activation whose class fixes the function, with the function's parameters as
+    its arguments (LeakyReLU's ``alpha``).
+
+    A subclass sets ``function_name`` to an elementwise function of
+    :mod:`numlayers.kernels.activations` whose table row lists its parameters and
+    their defaults; they are taken positionally or by name, must be finite numbers,
+    become attributes, and are saved in the config.
+    """
+
+    function_name = ""
+
+    def __init__(self, *values: float, **kwargs: Any) -> None:
+        owner = type(self).__name__
+        parameters = ELEMENTWISE_FUNCTIONS[self.function_name].parameters
+        if len(values) > len(parameters):
+            raise TypeError(f"{owner} takes {len(parameters)} argument(s), received {values}")
+        chosen = {}
+        for index, (name, default) in enumerate(parameters):
+            value = values[index] if index < len(values) else kwargs.pop(name, default)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{owner}: {name} must be a number, received {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{owner}: {name} must be finite, received {value!r}")
+            chosen[name] = float(value)
+            setattr(self, name, float(value))
+        self.parameter_values = chosen
+        function = ActivationFunction(self.function_name, owner, tuple(chosen.values()))
+        super().__init__(function, **kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**Layer.get_config(self), **self.parameter_values}
 
 
 class ActivityRegularization(Layer):
