@@ -160,6 +160,16 @@ def linear_derivative(x, y, c):
     return c.one
 
 
+@cpu_inline
+def leaky_relu(x, c, alpha):
+    return x if x > c.zero else alpha * x
+
+
+@cpu_inline
+def leaky_relu_derivative(x, y, c, alpha):
+    return c.one if x > c.zero else alpha
+
+
 def elementwise_function(
     forward: Callable[..., Any], derivative: Callable[..., Any]
 ) -> Elementwise:
@@ -176,6 +186,7 @@ ELEMENTWISE_FUNCTIONS = {
         elementwise_function(hard_sigmoid, hard_sigmoid_derivative),
         elementwise_function(softplus, softplus_derivative),
         elementwise_function(linear, linear_derivative),
+        Elementwise("leaky_relu", leaky_relu, leaky_relu_derivative, (("alpha", 0.3),)),
     )
 }
 

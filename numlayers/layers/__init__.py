@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from numlayers.layers.advanced_activations import LeakyReLU
 from numlayers.layers.base import LAYER_CLASSES, Layer
 from numlayers.layers.core import (
     Activation,
@@ -32,6 +33,7 @@ __all__ = [
     "Flatten",
     "Lambda",
     "Layer",
+    "LeakyReLU",
     "Masking",
     "Merge",
     "MergeNode",

@@ -28,6 +28,7 @@ from numlayers.layers import (
     Flatten,
     Lambda,
     Layer,
+    LeakyReLU,
     Masking,
     Permute,
     RepeatVector,
@@ -238,6 +239,12 @@ def _catalogue() -> list[LayerCase]:
             _activation_reference("softmax"),
             low=-3.0,
             high=3.0,
+        ),
+        LayerCase(
+            "LeakyReLU-alpha0.2",
+            lambda **kw: LeakyReLU(0.2, input_shape=(3, 4), **kw),
+            (2, 3, 4),
+            lambda x, weights: np.where(x > 0, x, 0.2 * x),
         ),
         LayerCase(
             "Dropout-inference",

@@ -28,6 +28,8 @@ def reference_forward(name, x):
         return np.clip(0.2 * x + 0.5, 0, 1)
     if name == "softplus":
         return np.logaddexp(0, x)
+    if name == "leaky_relu":  # at its default alpha
+        return np.where(x > 0, x, 0.3 * x)
     assert name == "linear"
     return x
 
@@ -44,6 +46,8 @@ def reference_derivative(name, x):
         return np.where(np.abs(x) < 2.5, 0.2, 0.0)
     if name == "softplus":
         return expit(x)
+    if name == "leaky_relu":
+        return np.where(x > 0, 1.0, 0.3)
     assert name == "linear"
     return np.ones_like(x)
 
@@ -219,3 +223,18 @@ def test_cpu_parallel_loops_match_reference(dtype):
     y64 = y.astype(np.float64)
     expected = y64 * (grad_out - (grad_out * y64).sum(axis=1, keepdims=True))
     np.testing.assert_allclose(grad_x, expected, **tolerance(dtype))
+
+
+def test_leaky_relu_takes_its_slope_at_run_time(device, dtype):
+    kernels = device.kernels(dtype)
+    x = np.array([-2.0, -0.5, 0.0, 1.5], dtype)
+    out = device.empty(x.shape, dtype)
+    kernels.leaky_relu_forward(device.asarray(x), out, 0.1)
+    np.testing.assert_allclose(device.to_host(out), [-0.2, -0.05, 0.0, 1.5], **tolerance(dtype))
+    grad_x = device.empty(x.shape, dtype)
+    kernels.leaky_relu_backward(
+        device.asarray(x), out, device.asarray(np.ones_like(x)), grad_x, 0.1
+    )
+    np.testing.assert_allclose(device.to_host(grad_x), [0.1, 0.1, 0.1, 1.0], **tolerance(dtype))
+    with pytest.raises(TypeError, match="leaky_relu takes 1 parameter"):
+        kernels.leaky_relu_forward(device.asarray(x), out, 0.1, 0.2)
