@@ -52,21 +52,28 @@ def _load_suite() -> list[ModuleType]:
 MODULES = _load_suite()
 
 
+def benchmark_classes() -> list[type]:
+    """The suite's benchmark classes, the way asv discovers them (``tests/test_registry.py``
+    reads their ``layer_classes``)."""
+    return [
+        cls
+        for module in MODULES
+        for class_name, cls in vars(module).items()
+        if not class_name.startswith("_")
+        and inspect.isclass(cls)
+        and cls.__module__ == module.__name__
+        and not inspect.isabstract(cls)
+        and any(BENCHMARK_METHOD.match(name) for name in dir(cls))
+    ]
+
+
 def _benchmarks() -> list[Any]:
-    """One pytest param per (class, benchmark method), the way asv discovers them."""
+    """One pytest param per (class, benchmark method)."""
     cases = []
-    for module in MODULES:
-        for class_name, cls in vars(module).items():
-            if (
-                class_name.startswith("_")
-                or not inspect.isclass(cls)
-                or cls.__module__ != module.__name__
-                or inspect.isabstract(cls)
-            ):
-                continue
-            for method in sorted(name for name in dir(cls) if BENCHMARK_METHOD.match(name)):
-                short = module.__name__.rsplit(".", 1)[1]
-                cases.append(pytest.param(cls, method, id=f"{short}.{class_name}.{method}"))
+    for cls in benchmark_classes():
+        short = cls.__module__.rsplit(".", 1)[1]
+        for method in sorted(name for name in dir(cls) if BENCHMARK_METHOD.match(name)):
+            cases.append(pytest.param(cls, method, id=f"{short}.{cls.__name__}.{method}"))
     return cases
 
 
@@ -110,7 +117,13 @@ def _run_raw(codes: list[str]) -> None:
 
 def test_suite_is_found() -> None:
     names = {param.id for param in BENCHMARKS}
-    for family in ("bench_core", "bench_reshaping", "bench_cold_start", "bench_gemm"):
+    for family in (
+        "bench_core",
+        "bench_reshaping",
+        "bench_cold_start",
+        "bench_gemm",
+        "bench_catalogue",
+    ):
         assert any(name.startswith(family + ".") for name in names), family
     assert "bench_core.DenseBench.time_backward" in names
 

@@ -25,6 +25,7 @@ class MergeBench:
 
     params = [list(MERGE_MODES), common.DEVICES, common.DTYPES]
     param_names = ["mode", "device", "dtype"]
+    layer_classes = (MergeNode,)
     shape = (256, 1024)
     tiny_shape = (4, 6)
     timeout = 180

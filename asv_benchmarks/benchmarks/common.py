@@ -13,6 +13,10 @@
   their launches.
 - ``NUMLAYERS_BENCH_TINY=1`` shrinks every size (see :func:`pick`) so
   ``tests/test_benchmarks.py`` can run each benchmark once in seconds.
+- A benchmark class names the layer classes it times in a ``layer_classes``
+  class attribute (a tuple of :class:`Layer` subclasses): ``tests/test_registry.py``
+  requires every exported layer to be named by at least one benchmark.
+  ``bench_catalogue.CatalogueBench`` names every layer of the catalogue.
 
 asv re-runs ``setup`` before every sample, so what a setup prepares is kept in
 :data:`_PREPARED` per class and parameters: the layer is built and warmed once

@@ -77,6 +77,10 @@ class LayerCase:
         x = rng.uniform(self.low, self.high, self.input_shape)
         return np.where(np.abs(x) < 0.05, 0.05 + np.abs(x), x).astype(dtype)
 
+    def layer_class(self) -> type[Layer]:
+        """The class of the layer this row makes (a wrapper row gives the wrapper's)."""
+        return type(self.make())
+
     def __str__(self) -> str:
         return self.id
 
@@ -387,3 +391,11 @@ def _catalogue() -> list[LayerCase]:
 
 
 CATALOGUE: list[LayerCase] = _catalogue()
+
+
+def catalogue_case(case_id: str) -> LayerCase:
+    """The row of :data:`CATALOGUE` whose id is ``case_id``."""
+    for case in CATALOGUE:
+        if case.id == case_id:
+            return case
+    raise KeyError(f"no catalogue row has id {case_id!r}")
