@@ -7,141 +7,141 @@ Operations (both devices; arrays of any shape are taken as flat, C-contiguous):
 - ``add_into(x, out)``: ``out += x`` (sums fan-out gradients)
 - ``scale_add_into(x, alpha, out)``: ``out += alpha * x`` (epoch sums of batch values)
 - ``sum_rows(x, out)``: ``out[j] = sum_i x[i, j]`` for a 2-D ``x``
+
+Each elementwise operation is one per-index body, run by the toolkit's loops on both
+devices. ``sum_rows`` is the exception: on CUDA one thread sums one column (reads of
+neighbouring threads are neighbours in memory), but on the CPU that would walk memory
+a row apart at every step, so the CPU adds whole rows into ``out`` instead.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Protocol
 
+import numba
 import numpy as np
 from numba import njit
 
-from numlayers.kernels.cuda_support import blocks_for, new_registry
+from numlayers.kernels.toolkit import (
+    CudaKernels,
+    DeviceArray,
+    cpu_inline,
+    cuda_kernels,
+    device_index_loop,
+)
 
-#: ``numba.cuda``, bound by :func:`new_registry` (kernels must see it as a module global)
-cuda: Any = None
+#: The work of one element in the toolkit's units (one elementwise multiply-add, which
+#: ``scale_add_into`` is): the others only move memory as it does, and take 0.6 (fill)
+#: to 0.8 (copy) of its time (serial, on the 2-core development machine).
+COPY_COST = 1.0
+
+
+@cpu_inline
+def fill_element(index, value, out):
+    out[index] = value
+
+
+@cpu_inline
+def copy_element(index, x, out):
+    out[index] = x[index]
+
+
+@cpu_inline
+def add_into_element(index, x, out):
+    out[index] += x[index]
+
+
+@cpu_inline
+def scale_add_into_element(index, x, alpha, out):
+    out[index] += alpha * x[index]
+
+
+def sum_column(column, x, zero, out):
+    total = zero
+    for row in range(x.shape[0]):
+        total += x[row, column]
+    out[column] = total
+
+
+def flat(array: Any) -> Any:
+    """``array`` as a 1-D view (NumPy and CUDA device arrays alike)."""
+    return array.reshape(array.size)
+
+
+def array_operations(dtype: np.dtype, cuda: CudaKernels | None) -> dict[str, Any]:
+    """``fill``, ``copy``, ``add_into`` and ``scale_add_into`` on the CPU (``cuda`` None)
+    or on CUDA."""
+    cast = dtype.type
+    scalar = numba.from_dtype(dtype)
+    vector = scalar[::1]
+
+    def loop(body: Any, *argtypes: Any) -> Any:
+        return device_index_loop(cuda, body, argtypes, cost=COPY_COST)
+
+    fill_loop = loop(fill_element, scalar, vector)
+    copy_loop = loop(copy_element, vector, vector)
+    add_into_loop = loop(add_into_element, vector, vector)
+    scale_add_into_loop = loop(scale_add_into_element, vector, scalar, vector)
+
+    def fill(out: Any, value: float) -> None:
+        fill_loop(out.size, cast(value), flat(out))
+
+    def copy(x: Any, out: Any) -> None:
+        copy_loop(out.size, flat(x), flat(out))
+
+    def add_into(x: Any, out: Any) -> None:
+        add_into_loop(out.size, flat(x), flat(out))
+
+    def scale_add_into(x: Any, alpha: float, out: Any) -> None:
+        scale_add_into_loop(out.size, flat(x), cast(alpha), flat(out))
+
+    return {"fill": fill, "copy": copy, "add_into": add_into, "scale_add_into": scale_add_into}
+
+
+@njit(cache=True)
+def sum_rows_cpu(x, out):
+    # row by row, so that the inner loop reads and writes consecutive elements (and
+    # vectorises); a per-column sum would stride a whole row between reads
+    out[:] = 0
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[j] += x[i, j]
 
 
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
-    cast = dtype.type
-
-    @njit(cache=True)
-    def fill_flat(out, value):
-        for i in range(out.size):
-            out[i] = value
-
-    @njit(cache=True)
-    def copy_flat(x, out):
-        for i in range(out.size):
-            out[i] = x[i]
-
-    @njit(cache=True)
-    def add_into_flat(x, out):
-        for i in range(out.size):
-            out[i] += x[i]
-
-    @njit(cache=True)
-    def scale_add_into_flat(x, alpha, out):
-        for i in range(out.size):
-            out[i] += alpha * x[i]
-
-    @njit(cache=True)
-    def sum_rows(x, out):
-        out[:] = 0
-        for i in range(x.shape[0]):
-            for j in range(x.shape[1]):
-                out[j] += x[i, j]
-
-    def fill(out: np.ndarray, value: float) -> None:
-        fill_flat(out.reshape(-1), cast(value))
-
-    def copy(x: np.ndarray, out: np.ndarray) -> None:
-        copy_flat(x.reshape(-1), out.reshape(-1))
-
-    def add_into(x: np.ndarray, out: np.ndarray) -> None:
-        add_into_flat(x.reshape(-1), out.reshape(-1))
-
-    def scale_add_into(x: np.ndarray, alpha: float, out: np.ndarray) -> None:
-        scale_add_into_flat(x.reshape(-1), cast(alpha), out.reshape(-1))
-
-    return {
-        "fill": fill,
-        "copy": copy,
-        "add_into": add_into,
-        "scale_add_into": scale_add_into,
-        "sum_rows": sum_rows,
-    }
+    return {**array_operations(dtype, None), "sum_rows": sum_rows_cpu}
 
 
 @functools.cache
 def sum_rows_launcher(cuda_api: Any, dtype: np.dtype) -> Any:
     """Return ``launch(x, out)``: column sums of a 2-D array, one thread per column."""
-    registry = new_registry(globals(), cuda_api, dtype)
-    zero = registry.dtype.type(0)
-
-    @registry.jit(registry.array(2), registry.array(1))
-    def sum_rows_kernel(x, out):
-        j = cuda.grid(1)
-        if j < out.shape[0]:
-            total = zero
-            for i in range(x.shape[0]):
-                total += x[i, j]
-            out[j] = total
+    cuda = cuda_kernels(cuda_api, dtype)
+    zero = dtype.type(0)
+    sum_columns = cuda.index_loop(sum_column, (cuda.array(2), cuda.scalar, cuda.array(1)))
 
     def sum_rows(x: Any, out: Any) -> None:
-        sum_rows_kernel[blocks_for(out.shape[0]), 256](x, out)
+        sum_columns(out.shape[0], x, zero, out)
 
     return sum_rows
 
 
 def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
-    registry = new_registry(globals(), cuda_api, dtype)
-    cast = dtype.type
-    vector = registry.array(1)
-
-    @registry.jit(vector, registry.scalar)
-    def fill_kernel(out, value):
-        i = cuda.grid(1)
-        if i < out.size:
-            out[i] = value
-
-    @registry.jit(vector, vector)
-    def copy_kernel(x, out):
-        i = cuda.grid(1)
-        if i < out.size:
-            out[i] = x[i]
-
-    @registry.jit(vector, vector)
-    def add_into_kernel(x, out):
-        i = cuda.grid(1)
-        if i < out.size:
-            out[i] += x[i]
-
-    @registry.jit(vector, registry.scalar, vector)
-    def scale_add_into_kernel(x, alpha, out):
-        i = cuda.grid(1)
-        if i < out.size:
-            out[i] += alpha * x[i]
-
-    def fill(out: Any, value: float) -> None:
-        fill_kernel[blocks_for(out.size), 256](out.reshape(out.size), cast(value))
-
-    def copy(x: Any, out: Any) -> None:
-        copy_kernel[blocks_for(out.size), 256](x.reshape(x.size), out.reshape(out.size))
-
-    def add_into(x: Any, out: Any) -> None:
-        add_into_kernel[blocks_for(out.size), 256](x.reshape(x.size), out.reshape(out.size))
-
-    def scale_add_into(x: Any, alpha: float, out: Any) -> None:
-        scale_add_into_kernel[blocks_for(out.size), 256](
-            x.reshape(x.size), cast(alpha), out.reshape(out.size)
-        )
-
     return {
-        "fill": fill,
-        "copy": copy,
-        "add_into": add_into,
-        "scale_add_into": scale_add_into,
+        **array_operations(dtype, cuda_kernels(cuda_api, dtype)),
         "sum_rows": sum_rows_launcher(cuda_api, dtype),
     }
+
+
+class ArrayKernels(Protocol):
+    """The array family's operations, the same on both devices (module doc)."""
+
+    def fill(self, out: DeviceArray, value: float) -> None: ...
+
+    def copy(self, x: DeviceArray, out: DeviceArray) -> None: ...
+
+    def add_into(self, x: DeviceArray, out: DeviceArray) -> None: ...
+
+    def scale_add_into(self, x: DeviceArray, alpha: float, out: DeviceArray) -> None: ...
+
+    def sum_rows(self, x: DeviceArray, out: DeviceArray) -> None: ...

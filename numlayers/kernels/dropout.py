@@ -25,18 +25,18 @@ products vectorise on the CPU as 32 x 32 -> 64-bit multiplies.
 
 from __future__ import annotations
 
-import types
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numba
 import numpy as np
-from numba import njit, prange
 
-from numlayers.kernels.cuda_support import blocks_for, new_registry
-
-#: ``numba.cuda``, bound by :func:`new_registry` (kernels must see it as a module global)
-cuda: Any = None
+from numlayers.kernels.toolkit import (
+    CudaKernels,
+    DeviceArray,
+    cpu_inline,
+    cuda_kernels,
+    device_index_loop,
+)
 
 # Every constant is uint64: mixing uint64 with Numba's int64 promotes to float64.
 LOW_32_BITS = np.uint64(0xFFFFFFFF)
@@ -52,10 +52,14 @@ MIX_MULTIPLIER_2 = np.uint64(0x735A2D97)
 #: the hash gives values in ``[0, RANDOM_RANGE)``; ``keep_threshold = int(p * RANDOM_RANGE)``
 RANDOM_RANGE = 2**24
 
-#: arrays at least this long use the CPU loops over both cores (the hash is compute-bound)
-PARALLEL_MIN_SIZE = 1 << 14
+#: The work of one element in the toolkit's units (one elementwise multiply-add): the
+#: hash is four rounds of two 64-bit multiplies, three shifts and three xors, and an
+#: element takes 16 to 18 times as long as ``scale_add_into``'s (serial, measured on
+#: the 2-core development machine).
+HASH_COST = 16.0
 
 
+@cpu_inline
 def is_kept(seed, index, keep_threshold):
     """True when element ``index`` survives dropout under ``seed`` (a uint64).
 
@@ -78,94 +82,85 @@ def is_kept(seed, index, keep_threshold):
     return np.int64(state >> SHIFT_8) >= keep_threshold
 
 
-is_kept_cpu = njit(inline="always")(is_kept)
+# ``zero`` and ``one`` come in the layer dtype (a literal would be float64 on a GPU).
 
 
-def compile_serial_and_parallel(function: Callable[..., None]) -> tuple[Any, Any]:
-    """Compile a loop written with ``prange`` twice: on one core, and over all of them.
+@cpu_inline
+def dropout_element(index, x, seed, keep_threshold, scale, zero, out):
+    out[index] = x[index] * scale if is_kept(seed, index, keep_threshold) else zero
 
-    Without ``parallel=True`` Numba runs ``prange`` as ``range``. The copy gets its
-    own qualified name because Numba's on-disk cache names entries after that, not
-    after the compile flags, and would otherwise hand one variant the other's code.
-    """
-    serial = njit(cache=True)(function)
-    twin = types.FunctionType(
-        function.__code__, function.__globals__, function.__name__, None, function.__closure__
+
+@cpu_inline
+def dropout_mask_element(index, seed, keep_threshold, one, zero, out):
+    out[index] = one if is_kept(seed, index, keep_threshold) else zero
+
+
+def dropout_operations(dtype: np.dtype, cuda: CudaKernels | None) -> dict[str, Any]:
+    """The dropout operations on the CPU (``cuda`` None) or on CUDA."""
+    cast = dtype.type
+    zero = cast(0)
+    one = cast(1)
+    scalar = numba.from_dtype(dtype)
+    vector = scalar[::1]
+    seed_and_threshold = (numba.uint64, numba.int64)
+    apply_mask = device_index_loop(
+        cuda, dropout_element, (vector, *seed_and_threshold, scalar, scalar, vector), cost=HASH_COST
     )
-    twin.__qualname__ = f"{function.__qualname__}_parallel"
-    return serial, njit(cache=True, parallel=True)(twin)
-
-
-def build_cpu(dtype: np.dtype) -> dict[str, Any]:
-    cast = dtype.type
-    zero = dtype.type(0)
-    one = dtype.type(1)
-
-    def apply_mask(x, seed, keep_threshold, scale, out):
-        for i in prange(out.size):
-            out[i] = x[i] * scale if is_kept_cpu(seed, i, keep_threshold) else zero
-
-    def write_mask(seed, keep_threshold, out):
-        for i in prange(out.size):
-            out[i] = one if is_kept_cpu(seed, i, keep_threshold) else zero
-
-    apply_mask_serial, apply_mask_parallel = compile_serial_and_parallel(apply_mask)
-    write_mask_serial, write_mask_parallel = compile_serial_and_parallel(write_mask)
-
-    def dropout_forward(
-        x: np.ndarray, seed: int, keep_threshold: int, scale: float, out: np.ndarray
-    ) -> None:
-        loop = apply_mask_parallel if out.size >= PARALLEL_MIN_SIZE else apply_mask_serial
-        loop(x.reshape(-1), np.uint64(seed), np.int64(keep_threshold), cast(scale), out.reshape(-1))
-
-    def dropout_mask(seed: int, keep_threshold: int, out: np.ndarray) -> None:
-        loop = write_mask_parallel if out.size >= PARALLEL_MIN_SIZE else write_mask_serial
-        loop(np.uint64(seed), np.int64(keep_threshold), out.reshape(-1))
-
-    # the backward pass scales the incoming gradient by the very same mask
-    return {
-        "dropout_forward": dropout_forward,
-        "dropout_backward": dropout_forward,
-        "dropout_mask": dropout_mask,
-    }
-
-
-def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
-    registry = new_registry(globals(), cuda_api, dtype)
-    cast = dtype.type
-    zero = dtype.type(0)
-    one = dtype.type(1)
-    vector = registry.array(1)
-    kept = registry.device(is_kept)
-
-    @registry.jit(vector, numba.types.uint64, numba.types.int64, registry.scalar, vector)
-    def apply_mask_kernel(x, seed, keep_threshold, scale, out):
-        i = cuda.grid(1)
-        if i < out.size:
-            out[i] = x[i] * scale if kept(seed, i, keep_threshold) else zero
-
-    @registry.jit(numba.types.uint64, numba.types.int64, vector)
-    def write_mask_kernel(seed, keep_threshold, out):
-        i = cuda.grid(1)
-        if i < out.size:
-            out[i] = one if kept(seed, i, keep_threshold) else zero
+    write_mask = device_index_loop(
+        cuda, dropout_mask_element, (*seed_and_threshold, scalar, scalar, vector), cost=HASH_COST
+    )
 
     def dropout_forward(x: Any, seed: int, keep_threshold: int, scale: float, out: Any) -> None:
-        apply_mask_kernel[blocks_for(out.size), 256](
+        apply_mask(
+            out.size,
             x.reshape(x.size),
             np.uint64(seed),
             np.int64(keep_threshold),
             cast(scale),
+            zero,
             out.reshape(out.size),
         )
 
     def dropout_mask(seed: int, keep_threshold: int, out: Any) -> None:
-        write_mask_kernel[blocks_for(out.size), 256](
-            np.uint64(seed), np.int64(keep_threshold), out.reshape(out.size)
+        write_mask(
+            out.size, np.uint64(seed), np.int64(keep_threshold), one, zero, out.reshape(out.size)
         )
+
+    def dropout_backward(
+        grad_out: Any, seed: int, keep_threshold: int, scale: float, grad_x: Any
+    ) -> None:
+        # the incoming gradient, scaled by the very same mask
+        dropout_forward(grad_out, seed, keep_threshold, scale, grad_x)
 
     return {
         "dropout_forward": dropout_forward,
-        "dropout_backward": dropout_forward,
+        "dropout_backward": dropout_backward,
         "dropout_mask": dropout_mask,
     }
+
+
+def build_cpu(dtype: np.dtype) -> dict[str, Any]:
+    return dropout_operations(dtype, None)
+
+
+def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
+    return dropout_operations(dtype, cuda_kernels(cuda_api, dtype))
+
+
+class DropoutKernels(Protocol):
+    """The dropout family's operations, the same on both devices (module doc)."""
+
+    def dropout_forward(
+        self, x: DeviceArray, seed: int, keep_threshold: int, scale: float, out: DeviceArray
+    ) -> None: ...
+
+    def dropout_backward(
+        self,
+        grad_out: DeviceArray,
+        seed: int,
+        keep_threshold: int,
+        scale: float,
+        grad_x: DeviceArray,
+    ) -> None: ...
+
+    def dropout_mask(self, seed: int, keep_threshold: int, out: DeviceArray) -> None: ...

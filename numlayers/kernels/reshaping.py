@@ -16,22 +16,38 @@ The permutation is index arithmetic: output element ``i``'s multi-index over
 ``out_shape``, dotted with ``source_strides``, is its offset in ``x``. That helper is
 written once and compiled for both devices, so they agree for every rank. On CUDA
 each thread copies one output element (coalesced writes, reads at x's strides); the
-CPU copies in square tiles so that strided reads still use whole cache lines.
+CPU copies in square tiles so that strided reads still use whole cache lines. RepeatVector
+is one per-element body each way, run by the toolkit's loops on both devices.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from numlayers.kernels.cuda_support import blocks_for, new_registry
-from numlayers.kernels.dropout import compile_serial_and_parallel
+from numlayers.kernels.arrays import sum_column
+from numlayers.kernels.toolkit import (
+    CudaKernels,
+    DeviceArray,
+    cpu_inline,
+    cpu_loop,
+    cuda_kernels,
+    device_index_loop,
+)
 
-#: ``numba.cuda``, bound by :func:`new_registry` (kernels must see it as a module global)
-cuda: Any = None
+#: The work of one element in the toolkit's units (one elementwise multiply-add), from
+#: serial timings against ``scale_add_into`` on the 2-core development machine: the
+#: repeat writes a row it reads from cache (0.45); the backward adds (0.7); the permute
+#: reads at strides, through its tiles (5).
+REPEAT_COST = 0.5
+SUM_COST = 1.0
+PERMUTE_COST = 5.0
+#: side of the square tiles the CPU permute copies (32 x 32 float64 is 8 KiB, in L1)
+TILE = 32
 
 
 def permute_plan(in_shape: Sequence[int], axes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +87,7 @@ def inverse_axes(axes: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(axis) for axis in np.argsort(np.asarray(axes, dtype=np.int64)))
 
 
+@cpu_inline
 def source_offset(position, out_shape, source_strides):
     """Offset in the input of flat output element ``position`` (all int64)."""
     offset = 0
@@ -81,150 +98,150 @@ def source_offset(position, out_shape, source_strides):
     return offset
 
 
-source_offset_cpu = njit(inline="always")(source_offset)
+def permute_element(index, x, out_shape, source_strides, out):
+    out[index] = x[source_offset(index, out_shape, source_strides)]
 
-#: outputs at least this long are written by the CPU loops over both cores
-PARALLEL_MIN_SIZE = 1 << 14
-#: side of the square tiles the CPU permute copies (32 x 32 float64 is 8 KiB, in L1)
-TILE = 32
+
+@cpu_inline
+def repeat_element(row, column, x, repeats, out):
+    # ``out`` seen as (batch * repeats, dim): row ``b * repeats + t`` is a copy of x[b]
+    out[row, column] = x[row // repeats, column]
+
+
+def repeat_sum_element(sample, column, grad_out, zero, grad_x):
+    # CUDA: one thread sums one column of one sample's repeats (neighbouring threads
+    # read neighbouring elements)
+    sum_column(column, grad_out[sample], zero, grad_x[sample])
+
+
+@cpu_loop(cost=SUM_COST, size_argument=0)
+def sum_repeats(grad_out, grad_x):
+    # The CPU adds each sample's repeats row by row, so that the inner loop reads
+    # consecutive elements and vectorises (a column at a time would stride by a row).
+    for sample in prange(grad_x.shape[0]):
+        grad_x[sample, :] = 0
+        for t in range(grad_out.shape[1]):
+            for j in range(grad_x.shape[1]):
+                grad_x[sample, j] += grad_out[sample, t, j]
+
+
+@cpu_loop(cost=PERMUTE_COST, size_argument=1)
+def permute_tiles(x, out, out_shape, source_strides):
+    # A row is the last output axis merged with the axes before it that stay
+    # contiguous in x; (1, 0, 2, 3) copies whole x[i, j] blocks.
+    axis = out_shape.shape[0] - 1
+    row_stride = source_strides[axis]
+    row_length = out_shape[axis]
+    while axis > 0 and source_strides[axis - 1] == row_stride * row_length:
+        axis -= 1
+        row_length *= out_shape[axis]
+    # Rows are copied in TILE x TILE tiles across the earlier axis that steps least
+    # in x (usually 1), so a tile reads whole cache lines of x however far apart
+    # its rows are, as in a blocked matrix transpose.
+    tile_axis = axis
+    for candidate in range(axis):
+        if out_shape[candidate] > 1 and (
+            tile_axis == axis or source_strides[candidate] < source_strides[tile_axis]
+        ):
+            tile_axis = candidate
+    tile_extent = 1
+    tile_step = 0
+    inner_rows = 1  # rows between consecutive indices along the tile axis
+    if tile_axis < axis:
+        tile_extent = out_shape[tile_axis]
+        tile_step = source_strides[tile_axis]
+        for between in range(tile_axis + 1, axis):
+            inner_rows *= out_shape[between]
+    column_tile = row_length if row_stride == 1 else TILE
+    row_tiles = (tile_extent + TILE - 1) // TILE
+    for task in prange(out.size // (row_length * tile_extent) * row_tiles):
+        group = task // row_tiles  # the rows that differ only along the tile axis
+        first = (task % row_tiles) * TILE
+        last = min(first + TILE, tile_extent)
+        row0 = (group // inner_rows) * tile_extent * inner_rows + group % inner_rows
+        # the divisions of source_offset are paid once per tile, not per element
+        source0 = source_offset(row0 * row_length, out_shape, source_strides)
+        for column in range(0, row_length, column_tile):
+            end = min(column + column_tile, row_length)
+            for i in range(first, last):
+                target = (row0 + i * inner_rows) * row_length
+                source = source0 + i * tile_step
+                if row_stride == 1:  # a loop of its own, which LLVM vectorises
+                    for j in range(column, end):
+                        out[target + j] = x[source + j]
+                else:
+                    for j in range(column, end):
+                        out[target + j] = x[source + j * row_stride]
+
+
+def repeat_forward(dtype: np.dtype, cuda: CudaKernels | None) -> Any:
+    """RepeatVector's forward on the CPU (``cuda`` None) or on CUDA."""
+    matrix = numba.from_dtype(dtype)[:, ::1]
+    repeat = device_index_loop(
+        cuda, repeat_element, (matrix, numba.int64, matrix), dims=2, cost=REPEAT_COST
+    )
+
+    def repeat_vector_forward(x: Any, out: Any) -> None:
+        batch, repeats, dim = out.shape
+        repeat(batch * repeats, dim, x, repeats, out.reshape(batch * repeats, dim))
+
+    return repeat_vector_forward
 
 
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
-    zero = dtype.type(0)
-
-    def permute_tiles(x, out, out_shape, source_strides):
-        # A row is the last output axis merged with the axes before it that stay
-        # contiguous in x; (1, 0, 2, 3) copies whole x[i, j] blocks.
-        axis = out_shape.shape[0] - 1
-        row_stride = source_strides[axis]
-        row_length = out_shape[axis]
-        while axis > 0 and source_strides[axis - 1] == row_stride * row_length:
-            axis -= 1
-            row_length *= out_shape[axis]
-        # Rows are copied in TILE x TILE tiles across the earlier axis that steps least
-        # in x (usually 1), so a tile reads whole cache lines of x however far apart
-        # its rows are, as in a blocked matrix transpose.
-        tile_axis = axis
-        for candidate in range(axis):
-            if out_shape[candidate] > 1 and (
-                tile_axis == axis or source_strides[candidate] < source_strides[tile_axis]
-            ):
-                tile_axis = candidate
-        tile_extent = 1
-        tile_step = 0
-        inner_rows = 1  # rows between consecutive indices along the tile axis
-        if tile_axis < axis:
-            tile_extent = out_shape[tile_axis]
-            tile_step = source_strides[tile_axis]
-            for between in range(tile_axis + 1, axis):
-                inner_rows *= out_shape[between]
-        column_tile = row_length if row_stride == 1 else TILE
-        row_tiles = (tile_extent + TILE - 1) // TILE
-        for task in prange(out.size // (row_length * tile_extent) * row_tiles):
-            group = task // row_tiles  # the rows that differ only along the tile axis
-            first = (task % row_tiles) * TILE
-            last = min(first + TILE, tile_extent)
-            row0 = (group // inner_rows) * tile_extent * inner_rows + group % inner_rows
-            # the divisions of source_offset are paid once per tile, not per element
-            source0 = source_offset_cpu(row0 * row_length, out_shape, source_strides)
-            for column in range(0, row_length, column_tile):
-                end = min(column + column_tile, row_length)
-                for i in range(first, last):
-                    target = (row0 + i * inner_rows) * row_length
-                    source = source0 + i * tile_step
-                    if row_stride == 1:  # a loop of its own, which LLVM vectorises
-                        for j in range(column, end):
-                            out[target + j] = x[source + j]
-                    else:
-                        for j in range(column, end):
-                            out[target + j] = x[source + j * row_stride]
-
-    def repeat_rows(x, out):
-        for b in prange(out.shape[0]):
-            for t in range(out.shape[1]):
-                for j in range(out.shape[2]):
-                    out[b, t, j] = x[b, j]
-
-    def sum_repeats(grad_out, grad_x):
-        for b in prange(grad_x.shape[0]):
-            for j in range(grad_x.shape[1]):
-                grad_x[b, j] = zero
-            for t in range(grad_out.shape[1]):
-                for j in range(grad_x.shape[1]):
-                    grad_x[b, j] += grad_out[b, t, j]
-
-    permute_serial, permute_parallel = compile_serial_and_parallel(permute_tiles)
-    repeat_serial, repeat_parallel = compile_serial_and_parallel(repeat_rows)
-    sum_serial, sum_parallel = compile_serial_and_parallel(sum_repeats)
-
     def permute_forward(
         x: np.ndarray, out: np.ndarray, out_shape: np.ndarray, source_strides: np.ndarray
     ) -> None:
         if out.size == 0:  # nothing to copy, and a zero-length row would divide by zero
             return
-        permute = permute_parallel if out.size >= PARALLEL_MIN_SIZE else permute_serial
-        permute(x.reshape(-1), out.reshape(-1), out_shape, source_strides)
-
-    def repeat_vector_forward(x: np.ndarray, out: np.ndarray) -> None:
-        (repeat_parallel if out.size >= PARALLEL_MIN_SIZE else repeat_serial)(x, out)
+        permute_tiles(x.reshape(-1), out.reshape(-1), out_shape, source_strides)
 
     def repeat_vector_backward(grad_out: np.ndarray, grad_x: np.ndarray) -> None:
-        (sum_parallel if grad_out.size >= PARALLEL_MIN_SIZE else sum_serial)(grad_out, grad_x)
+        sum_repeats(grad_out, grad_x)
 
     return {
         "permute_forward": permute_forward,
-        "repeat_vector_forward": repeat_vector_forward,
+        "repeat_vector_forward": repeat_forward(dtype, None),
         "repeat_vector_backward": repeat_vector_backward,
     }
 
 
 def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
-    registry = new_registry(globals(), cuda_api, dtype)
+    cuda = cuda_kernels(cuda_api, dtype)
     zero = dtype.type(0)
-    vector = registry.array(1)
-    indices = registry.array(1, np.int64)
-    offset_of = registry.device(source_offset)
-
-    @registry.jit(vector, vector, indices, indices)
-    def permute_kernel(x, out, out_shape, source_strides):
-        i = cuda.grid(1)
-        if i < out.size:
-            out[i] = x[offset_of(i, out_shape, source_strides)]
-
-    @registry.jit(registry.array(2), registry.array(3))
-    def repeat_vector_kernel(x, out):
-        i = cuda.grid(1)
-        if i < out.size:
-            repeats = out.shape[1]
-            dim = out.shape[2]
-            row = i // dim  # row = b * repeats + t
-            out[row // repeats, row % repeats, i % dim] = x[row // repeats, i % dim]
-
-    @registry.jit(registry.array(3), registry.array(2))
-    def repeat_vector_backward_kernel(grad_out, grad_x):
-        i = cuda.grid(1)
-        if i < grad_x.size:
-            dim = grad_x.shape[1]
-            b = i // dim
-            j = i % dim
-            total = zero
-            for t in range(grad_out.shape[1]):
-                total += grad_out[b, t, j]
-            grad_x[b, j] = total
+    vector = cuda.array(1)
+    indices = cuda.array(1, np.int64)
+    # one thread per output element, which the CPU's tiles would only slow down
+    permute = cuda.index_loop(permute_element, (vector, indices, indices, vector))
+    repeat_sum = cuda.index_loop(
+        repeat_sum_element, (cuda.array(3), cuda.scalar, cuda.array(2)), dims=2
+    )
 
     def permute_forward(x: Any, out: Any, out_shape: Any, source_strides: Any) -> None:
-        permute_kernel[blocks_for(out.size), 256](
-            x.reshape(x.size), out.reshape(out.size), out_shape, source_strides
-        )
-
-    def repeat_vector_forward(x: Any, out: Any) -> None:
-        repeat_vector_kernel[blocks_for(out.size), 256](x, out)
+        permute(out.size, x.reshape(x.size), out_shape, source_strides, out.reshape(out.size))
 
     def repeat_vector_backward(grad_out: Any, grad_x: Any) -> None:
-        repeat_vector_backward_kernel[blocks_for(grad_x.size), 256](grad_out, grad_x)
+        batch, dim = grad_x.shape
+        repeat_sum(batch, dim, grad_out, zero, grad_x)
 
     return {
         "permute_forward": permute_forward,
-        "repeat_vector_forward": repeat_vector_forward,
+        "repeat_vector_forward": repeat_forward(dtype, cuda),
         "repeat_vector_backward": repeat_vector_backward,
     }
+
+
+class ReshapingKernels(Protocol):
+    """The reshaping family's operations, the same on both devices (module doc)."""
+
+    def permute_forward(
+        self,
+        x: DeviceArray,
+        out: DeviceArray,
+        out_shape: DeviceArray,
+        source_strides: DeviceArray,
+    ) -> None: ...
+
+    def repeat_vector_forward(self, x: DeviceArray, out: DeviceArray) -> None: ...
+
+    def repeat_vector_backward(self, grad_out: DeviceArray, grad_x: DeviceArray) -> None: ...

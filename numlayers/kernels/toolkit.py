@@ -30,20 +30,28 @@ import inspect
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 import numba
 import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
 
+#: An array on a device: a C-contiguous NumPy array on the CPU, a Numba device array (or
+#: any ``__cuda_array_interface__`` array wrapped as one) on CUDA. The family interfaces
+#: type their arrays with it; the operations check nothing about them (layers validate).
+DeviceArray: TypeAlias = Any
+
 # ---------------------------------------------------------------- the parallel rule
 
 #: A CPU loop runs over every core when its work is at least this much. Work is the
-#: number of indices times the family's ``cost`` of one index, in units of one
-#: elementwise multiply-add over a float: waking Numba's threads from Python costs
-#: about 20 us, which one core spends on about 2**15 such elements, so below this a
-#: second core cannot pay for its own wake-up.
+#: number of indices times the family's ``cost`` of one index, in units of one element
+#: of ``scale_add_into`` (``out[i] += alpha * x[i]``, vectorised: a fraction of a
+#: nanosecond). Waking Numba's threads from Python and joining them costs 5 to 20 us on
+#: the two-core machines this was measured on; below this much work the parallel twin
+#: did not beat the serial one there, and above it it did, for copies and
+#: elementwise activations alike. A family states its cost per index (measured against
+#: that unit, serially) in a named constant with a comment.
 PARALLEL_MIN_WORK = 1 << 15
 
 
@@ -165,10 +173,13 @@ def index_loop_source(name: str, arity: int, dims: int, device: str) -> str:
             "        for column in range(columns):\n"
             f"            body(row, column, {arguments})\n"
         )
+    # grid-stride in both axes: the grid's y extent is limited (65535 blocks)
     return header + (
-        "    column, row = cuda.grid(2)\n"
-        "    if row < rows and column < columns:\n"
-        f"        body(row, column, {arguments})\n"
+        "    start_column, start_row = cuda.grid(2)\n"
+        "    column_stride, row_stride = cuda.gridsize(2)\n"
+        "    for row in range(start_row, rows, row_stride):\n"
+        "        for column in range(start_column, columns, column_stride):\n"
+        f"            body(row, column, {arguments})\n"
     )
 
 
@@ -353,9 +364,16 @@ class CudaKernels:
         return launch_2d
 
 
+#: the most blocks of a 2-D grid along y (CUDA allows 65535); the kernels stride past it
+MAX_BLOCKS_Y = 1 << 15
+
+
 def grid_2d(rows: int, columns: int) -> tuple[int, int]:
-    """Blocks of :data:`BLOCK_SHAPE_2D` covering ``columns`` (x) by ``rows`` (y)."""
-    return blocks_for(columns, BLOCK_SHAPE_2D[0]), blocks_for(rows, BLOCK_SHAPE_2D[1])
+    """Blocks of :data:`BLOCK_SHAPE_2D` covering ``columns`` (x) by ``rows`` (y), at most
+    :data:`MAX_BLOCKS` in all (the 2-D kernels are grid-stride in both axes)."""
+    across = min(blocks_for(columns, BLOCK_SHAPE_2D[0]), MAX_BLOCKS)
+    down = min(blocks_for(rows, BLOCK_SHAPE_2D[1]), MAX_BLOCKS_Y, max(1, MAX_BLOCKS // across))
+    return across, down
 
 
 #: every :class:`CudaKernels` made by a CUDA builder, for the PTX check
@@ -391,6 +409,28 @@ def empty_vector(cuda: Any, dtype: np.dtype) -> Callable[[], Any]:
     return functools.cache(lambda: cuda.device_array(0, dtype=dtype))
 
 
+def device_index_loop(
+    cuda: CudaKernels | None,
+    body: Callable[..., Any],
+    argtypes: Sequence[Any],
+    *,
+    dims: int = 1,
+    cost: float = 1.0,
+    **options: Any,
+) -> Callable[..., None]:
+    """``body``'s loop on the CPU when ``cuda`` is None, else on CUDA: for a family that
+    builds both devices' operations with one function, as :func:`elementwise_operations`
+    does.
+
+    The CPU loop is :func:`cpu_index_loop` (with ``cost`` and the ``njit`` ``options``;
+    ``argtypes`` unused), the CUDA one :meth:`CudaKernels.index_loop` (with ``argtypes``,
+    the numba types of the arguments after the indices; ``cost`` unused).
+    """
+    if cuda is None:
+        return cpu_index_loop(body, dims=dims, cost=cost, **options)
+    return cuda.index_loop(body, argtypes, dims=dims)
+
+
 # ---------------------------------------------------------------- elementwise functions
 
 
@@ -406,6 +446,25 @@ class Constants(NamedTuple):
 def constants_for(dtype: Any) -> Constants:
     cast = np.dtype(dtype).type
     return Constants(cast(0), cast(1), cast(2), cast(0.5))
+
+
+class ElementwiseForward(Protocol):
+    """``NAME_forward(x, out, *parameters)``: ``out = f(x)``, flat."""
+
+    def __call__(self, x: DeviceArray, out: DeviceArray, *parameters: float) -> None: ...
+
+
+class ElementwiseBackward(Protocol):
+    """``NAME_backward(x, y, grad_out, grad_x, *parameters)``: ``grad_x = grad_out * f'(x)``."""
+
+    def __call__(
+        self,
+        x: DeviceArray,
+        y: DeviceArray,
+        grad_out: DeviceArray,
+        grad_x: DeviceArray,
+        *parameters: float,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -514,7 +573,10 @@ __all__ = [
     "Constants",
     "CpuLoop",
     "CudaKernels",
+    "DeviceArray",
     "Elementwise",
+    "ElementwiseBackward",
+    "ElementwiseForward",
     "bind_cuda",
     "blocks_for",
     "compile_cpu",
@@ -523,6 +585,7 @@ __all__ = [
     "cpu_inline",
     "cpu_loop",
     "cuda_kernels",
+    "device_index_loop",
     "elementwise_operations",
     "empty_vector",
     "use_parallel",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from numlayers.devices import get_device
-from numlayers.kernels import dropout
+from numlayers.kernels import dropout, toolkit
 from numlayers.testing import tolerance
 
 RNG = np.random.default_rng(2024)
@@ -136,11 +136,10 @@ def test_p_zero_keeps_everything_and_full_threshold_drops_everything(device, dty
 def test_serial_and_parallel_cpu_loops_agree(dtype, monkeypatch):
     cpu = get_device("cpu")
     kernels = cpu.kernels(dtype)
-    x = random((150, 160), dtype)  # above PARALLEL_MIN_SIZE
-    assert x.size >= dropout.PARALLEL_MIN_SIZE
+    x = random((150, 160), dtype)
     results = []
-    for minimum in (dropout.PARALLEL_MIN_SIZE, 2**62):
-        monkeypatch.setattr(dropout, "PARALLEL_MIN_SIZE", minimum)
+    for minimum in (0, 2**62):  # every loop parallel, then every loop serial
+        monkeypatch.setattr(toolkit, "PARALLEL_MIN_WORK", minimum)
         out = np.empty_like(x)
         mask = np.empty_like(x)
         kernels.dropout_forward(x, 77, threshold(0.25), 4 / 3, out)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from numlayers.devices import get_device
-from numlayers.kernels import build_family, embeddings
+from numlayers.kernels import build_family, embeddings, toolkit
 from numlayers.testing import tolerance
 
 RNG = np.random.default_rng(77)
@@ -124,7 +124,7 @@ def test_cpu_and_cuda_agree(dtype):
 def test_cpu_parallel_backward_splits_the_vocabulary(dtype, parts, monkeypatch):
     # rows of 37 elements straddle the clear chunks, and the row ranges of the parts
     # fall mid-chunk; a vocabulary smaller than the parts leaves some parts empty
-    monkeypatch.setattr(embeddings, "PARALLEL_MIN_SIZE", 0)
+    monkeypatch.setattr(toolkit, "PARALLEL_MIN_WORK", 0)
     monkeypatch.setattr(embeddings, "scatter_parts", lambda: parts)
     cpu = get_device("cpu")
     for vocabulary in (5, 301):
@@ -143,10 +143,9 @@ def test_cpu_serial_and_parallel_forward_agree(dtype, monkeypatch):
     cpu = get_device("cpu")
     weight = random((50, 16), dtype)
     indices = RNG.integers(0, 50, size=(40, 60))
-    assert indices.size * 16 >= embeddings.PARALLEL_MIN_SIZE
     results = []
-    for minimum in (embeddings.PARALLEL_MIN_SIZE, 2**62):
-        monkeypatch.setattr(embeddings, "PARALLEL_MIN_SIZE", minimum)
+    for minimum in (0, 2**62):  # every loop parallel, then every loop serial
+        monkeypatch.setattr(toolkit, "PARALLEL_MIN_WORK", minimum)
         out = np.empty(indices.shape + (16,), dtype)
         mask = np.empty(indices.shape, dtype)
         operations(cpu, dtype)["embedding_forward"](indices, weight, out)

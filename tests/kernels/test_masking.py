@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from numlayers.devices import get_device
-from numlayers.kernels import build_family, masking
+from numlayers.kernels import build_family, toolkit
 from numlayers.testing import tolerance
 
 RNG = np.random.default_rng(31)
@@ -127,16 +127,15 @@ def test_cpu_and_cuda_agree(dtype):
 
 def test_cpu_serial_and_parallel_loops_agree(dtype, monkeypatch):
     cpu = get_device("cpu")
-    x = random((16, 64, 40), dtype)  # above PARALLEL_MIN_SIZE
-    assert x.size >= masking.PARALLEL_MIN_SIZE
+    x = random((16, 64, 40), dtype)
     x[3, 7, :] = 0.5
     x[15, 63, :] = 0.5
     time_mask = random_mask((16, 64), dtype)
     wide_a = random_mask((256, 200), dtype)
     wide_b = random_mask((256, 200), dtype)
     results = []
-    for minimum in (masking.PARALLEL_MIN_SIZE, 2**62):
-        monkeypatch.setattr(masking, "PARALLEL_MIN_SIZE", minimum)
+    for minimum in (0, 2**62):  # every loop parallel, then every loop serial
+        monkeypatch.setattr(toolkit, "PARALLEL_MIN_WORK", minimum)
         ops = operations(cpu, dtype)
         out, mask = np.empty_like(x), np.empty(x.shape[:2], dtype)
         ops["masking_forward"](x, 0.5, out, mask)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from numlayers.devices import get_device
-from numlayers.kernels import reshaping
+from numlayers.kernels import toolkit
 from numlayers.kernels.reshaping import inverse_axes, permute_plan
 from numlayers.testing import tolerance
 
@@ -98,7 +98,7 @@ CPU_TILED_PERMUTES = [
 @pytest.mark.parametrize("minimum", [0, 2**62], ids=["parallel", "serial"])
 def test_cpu_permute_across_partial_tiles(dtype, monkeypatch, minimum):
     # extents above reshaping.TILE (32) and not multiples of it; CPU only, too big to simulate
-    monkeypatch.setattr(reshaping, "PARALLEL_MIN_SIZE", minimum)
+    monkeypatch.setattr(toolkit, "PARALLEL_MIN_WORK", minimum)
     cpu = get_device("cpu")
     for shape, axes in CPU_TILED_PERMUTES:
         x = random(shape, dtype)
@@ -107,7 +107,7 @@ def test_cpu_permute_across_partial_tiles(dtype, monkeypatch, minimum):
 
 @pytest.mark.parametrize("minimum", [0, 2**62], ids=["parallel", "serial"])
 def test_cpu_repeat_vector_serial_and_parallel(dtype, monkeypatch, minimum):
-    monkeypatch.setattr(reshaping, "PARALLEL_MIN_SIZE", minimum)
+    monkeypatch.setattr(toolkit, "PARALLEL_MIN_WORK", minimum)
     kernels = get_device("cpu").kernels(dtype)
     x = random((40, 50), dtype)
     out = np.empty((40, 12, 50), dtype)
