@@ -9,7 +9,6 @@ once, and its gradient is the sum of its consumers' gradients.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -68,16 +67,17 @@ class InputLayer(Layer):
 
 
 class SharedApplication(Layer):
-    """One application of a shared layer to one parent, with its own saved state.
+    """One application of a shared layer to one parent.
 
-    The shared layer's weights, and their gradients, are common to all its
+    This node is the shared layer's use key: the shared layer keeps what each
+    application's forward saved (and its buffers) apart, and each application's
+    backward reads its own. The weights, and their gradients, are common to all
     applications: the Graph sums the gradients of every application.
     """
 
     def __init__(self, shared: Layer, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.shared = shared
-        self._context: dict[str, Any] = {"_saved": {}, "_buffers": {}, "_active_train": False}
 
     def supports_masked_input(self) -> bool:
         return self.shared.supports_masked_input()
@@ -103,34 +103,14 @@ class SharedApplication(Layer):
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return self.shared.compute_output_shape(input_shape)
 
-    @contextmanager
-    def _shared_state(self) -> Any:
-        """Swap this application's saved state and buffers into the shared layer."""
-        shared = self.shared
-        names = tuple(self._context)
-        outer = {name: getattr(shared, name) for name in names}
-        for name in names:
-            setattr(shared, name, self._context[name])
-        try:
-            yield shared
-        finally:
-            for name in names:
-                self._context[name] = getattr(shared, name)
-                setattr(shared, name, outer[name])
-
-    def _on_device_change(self) -> None:
-        self._context = {"_saved": {}, "_buffers": {}, "_active_train": False}
-
     def _forward(self, x: Any, train: bool) -> Any:
-        with self._shared_state() as shared:
-            y = shared.forward(x, train, mask=self.saved()["mask"])
-            self.save(output_mask=shared.saved().get("output_mask"))
-            return y
+        y = self.shared.forward(x, train, mask=self.saved()["mask"], use=self)
+        self.save(output_mask=self.shared.use_state(self).saved[train]["output_mask"])
+        return y
 
     def _backward(self, grad_output: Any) -> Any:
-        with self._shared_state() as shared:
-            shared.needs_input_gradient = self.needs_input_gradient
-            return shared.backward(grad_output)
+        self.shared.needs_input_gradient = self.needs_input_gradient
+        return self.shared.backward(grad_output, use=self)
 
     def _check_input(self, x: Any) -> None:
         self.shared._check_input(x)
@@ -564,14 +544,16 @@ class Graph(Model):
             layer.needs_input_gradient = needs_input_gradient
             kept = None
             if shared is not None and writes.get(id(shared)):
+                # each application's backward overwrites the weight gradients: keep the sum
+                # of the applications before it
                 kept = [
                     self._copy_of(kernels, g, f"{id(shared)}:{i}")
-                    for i, g in enumerate(shared.grads)
+                    for i, g in enumerate(_weight_gradients(shared))
                 ]
             result = layer.backward(grad, from_preactivation=fused.get(id(layer), False))
             if shared is not None:
                 if kept is not None:
-                    for total, grad_so_far in zip(shared.grads, kept, strict=True):
+                    for total, grad_so_far in zip(_weight_gradients(shared), kept, strict=True):
                         kernels.add_into(grad_so_far, total)
                 writes[id(shared)] = writes.get(id(shared), 0) + 1
             results = result if isinstance(result, list) else [result]
@@ -682,3 +664,8 @@ class Graph(Model):
             else:
                 graph.add_output(**entry)
         return graph
+
+
+def _weight_gradients(layer: Layer) -> list[Any]:
+    """The gradients of ``layer``'s weights, those of the layers it wraps included."""
+    return [grad for owner in layer.weight_layers() for grad in owner.grads]

@@ -33,6 +33,8 @@ from numlayers.weights_io import load_weights, save_weights
 
 #: per-output sample weights; None where every sample weighs 1
 Weights = list[np.ndarray | None]
+#: a data set on the host: its inputs, its targets and their weights
+Arrays = tuple[list[np.ndarray], list[np.ndarray], Weights]
 
 METRIC_NAMES = {"accuracy": "acc", "acc": "acc"}
 
@@ -165,10 +167,14 @@ class Model:
                 names.append(f"{head.name}_{metric}" if several else metric)
         return names
 
+    def _scalar_count(self) -> int:
+        """Length of the vector of :meth:`_scalar_slots`."""
+        return 1 + sum(1 + len(head.metrics) for head in self.heads)
+
     def _scalar_slots(self) -> Any:
         """Device vector: [regularization, then per output: loss, metrics...]."""
         if self._scalars is None or self._compiled_device is not self.device:
-            count = 1 + sum(1 + len(head.metrics) for head in self.heads)
+            count = self._scalar_count()
             self._scalars = self.device.zeros((count,), self.dtype)
             self._scalar_views = [self._scalars[i : i + 1] for i in range(count)]
             self._compiled_device = self.device
@@ -315,9 +321,7 @@ class Model:
         return logs
 
     # ---- data -------------------------------------------------------------
-    def _prepare(
-        self, X: Any, y: Any | None, sample_weight: Any, class_weight: Any
-    ) -> tuple[list[np.ndarray], list[np.ndarray], Weights]:
+    def _prepare(self, X: Any, y: Any | None, sample_weight: Any, class_weight: Any) -> Arrays:
         inputs = self._cast_inputs(self.standardize_inputs(X))
         count = len(inputs[0])
         if y is None:
@@ -561,115 +565,51 @@ class Model:
             )
         if verbose not in (0, 1, 2):
             raise ValueError(f"{self.name}: verbose must be 0, 1 or 2, received {verbose!r}")
-        inputs, targets, weights = self._prepare(X, y, sample_weight, class_weight)
-        validation = None
+        training = self._prepare(X, y, sample_weight, class_weight)
+        training, validation = self._validation_set(training, validation_split, validation_data)
+        loop = _FitLoop(
+            self,
+            training,
+            validation,
+            batch_size=batch_size,
+            nb_epoch=nb_epoch,
+            verbose=verbose,
+            callbacks=list(callbacks or []),
+            shuffle=shuffle,
+            rng=get_generator(seed),
+        )
+        return loop.run()
+
+    def _validation_set(
+        self, training: Arrays, validation_split: float, validation_data: Any
+    ) -> tuple[Arrays, Arrays | None]:
+        """The arrays to train on and those to validate on (None: no validation).
+
+        ``validation_data`` is prepared like the training data; else a
+        ``validation_split`` holds out the last samples (before any shuffling).
+        """
         if validation_data is not None:
             if not isinstance(validation_data, tuple | list) or len(validation_data) not in (2, 3):
                 raise ValueError(
                     f"{self.name}: validation_data must be (X, y) or (X, y, sample_weight)"
                 )
             val_weight = validation_data[2] if len(validation_data) == 3 else None
-            validation = self._prepare(validation_data[0], validation_data[1], val_weight, None)
-        elif validation_split:
-            if not 0.0 < validation_split < 1.0:
-                raise ValueError(
-                    f"{self.name}: validation_split must be in (0, 1), received {validation_split}"
-                )
-            split = int(len(inputs[0]) * (1.0 - validation_split))
-            if split == 0 or split == len(inputs[0]):
-                raise ValueError(
-                    f"{self.name}: validation_split {validation_split} leaves an empty set"
-                )
-            validation = (
-                [a[split:] for a in inputs],
-                [t[split:] for t in targets],
-                _rows_of(weights, slice(split, None)),
+            return training, self._prepare(validation_data[0], validation_data[1], val_weight, None)
+        if not validation_split:
+            return training, None
+        if not 0.0 < validation_split < 1.0:
+            raise ValueError(
+                f"{self.name}: validation_split must be in (0, 1), received {validation_split}"
             )
-            inputs, targets, weights = (
-                [a[:split] for a in inputs],
-                [t[:split] for t in targets],
-                _rows_of(weights, slice(None, split)),
+        count = len(training[0][0])
+        split = int(count * (1.0 - validation_split))
+        if split == 0 or split == count:
+            raise ValueError(
+                f"{self.name}: validation_split {validation_split} leaves an empty set"
             )
-
-        history = History()
-        user_callbacks = list(callbacks or [])
-        callback_list = CallbackList([history, *user_callbacks])
-        callback_list.set_model(self)
-        count = len(inputs[0])
-        batches = math.ceil(count / batch_size)
-        callback_list.set_params(
-            {
-                "batch_size": batch_size,
-                "nb_epoch": nb_epoch,
-                "epochs": nb_epoch,
-                "nb_sample": count,
-                "verbose": verbose,
-                "do_validation": validation is not None,
-                "metrics": self.log_names
-                + ([f"val_{n}" for n in self.log_names] if validation else []),
-            }
-        )
-        per_batch_logs = verbose == 1 or bool(user_callbacks)
-        rng = get_generator(seed)
-        kernels = self.device.kernels(self.dtype)
-        self.stop_training = False
-        callback_list.on_train_begin()
-        for epoch in range(nb_epoch):
-            callback_list.on_epoch_begin(epoch)
-            started = time.perf_counter()
-            order = rng.permutation(count) if shuffle else np.arange(count)
-            sums = self.device.zeros((1 + sum(1 + len(h.metrics) for h in self.heads),), self.dtype)
-            progress = _progress_bar(epoch, nb_epoch, batches) if verbose == 1 else None
-            seen = 0
-            running: dict[str, float] = {}
-            for batch in range(batches):
-                index = np.sort(order[batch * batch_size : (batch + 1) * batch_size])
-                batch_logs: dict[str, float] = {"batch": batch, "size": len(index)}
-                callback_list.on_batch_begin(batch, batch_logs)
-                scalars = self._step(
-                    self._batch(inputs, index),
-                    self._batch(targets, index),
-                    _rows_of(weights, index),
-                    train=True,
-                )
-                seen += len(index)
-                if per_batch_logs:
-                    values = self._scalars_to_logs(self.device.to_host(scalars))
-                    batch_logs.update(values)
-                    for key, value in values.items():
-                        running[key] = running.get(key, 0.0) + value * len(index)
-                    if progress is not None:
-                        progress.set_postfix(
-                            {k: f"{v / seen:.4f}" for k, v in running.items()}, refresh=False
-                        )
-                        progress.update(1)
-                    callback_list.on_batch_end(batch, batch_logs)
-                else:
-                    kernels.scale_add_into(scalars, self.dtype.type(len(index)), sums)
-                if self.stop_training:
-                    break
-            if per_batch_logs:
-                epoch_logs = {key: value / seen for key, value in running.items()}
-            else:
-                epoch_logs = self._scalars_to_logs(self.device.to_host(sums) / seen)
-            if validation is not None:
-                val_logs = self._evaluate_arrays(*validation, batch_size)
-                epoch_logs.update({f"val_{key}": value for key, value in val_logs.items()})
-            if progress is not None:
-                progress.set_postfix({k: f"{v:.4f}" for k, v in epoch_logs.items()}, refresh=False)
-                progress.close()
-            elif verbose == 2:
-                shown = " - ".join(f"{k}: {v:.4f}" for k, v in epoch_logs.items())
-                print(
-                    f"Epoch {epoch + 1}/{nb_epoch} - "
-                    f"{time.perf_counter() - started:.2f}s - {shown}",
-                    flush=True,
-                )
-            callback_list.on_epoch_end(epoch, epoch_logs)
-            if self.stop_training:
-                break
-        callback_list.on_train_end()
-        return history
+        trained_on = _rows_of_arrays(training, slice(None, split))
+        held_out = _rows_of_arrays(training, slice(split, None))
+        return trained_on, held_out
 
     # ---- weights -------------------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:
@@ -764,8 +704,158 @@ class Model:
         return [(layer, "") for layer in self.all_layers()]
 
 
+class _FitLoop:
+    """One call of :meth:`Model.fit`: the epoch loop, the batch step and their logs.
+
+    Per-batch values come to the host only when something shows them (the progress
+    bar, a user callback); otherwise each batch adds its device vector of values,
+    scaled by its size, into a device sum that is read once per epoch.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        training: Arrays,
+        validation: Arrays | None,
+        *,
+        batch_size: int,
+        nb_epoch: int,
+        verbose: int,
+        callbacks: list[Callback],
+        shuffle: bool,
+        rng: np.random.Generator,
+    ) -> None:
+        self.model = model
+        self.inputs, self.targets, self.weights = training
+        self.validation = validation
+        self.batch_size = batch_size
+        self.nb_epoch = nb_epoch
+        self.verbose = verbose
+        self.shuffle = shuffle
+        self.rng = rng
+        self.count = len(self.inputs[0])
+        self.batches = math.ceil(self.count / batch_size)
+        self.history = History()
+        self.callbacks = CallbackList([self.history, *callbacks])
+        self.per_batch_logs = verbose == 1 or bool(callbacks)
+        self.kernels = model.device.kernels(model.dtype)
+        # the epoch running now: samples seen, and the sums of (batch size * value), on
+        # the host by name when logging per batch, else in the device vector ``sums``
+        self.seen = 0
+        self.running: dict[str, float] = {}
+        self.sums: Any = None
+        self.progress: Any = None
+
+    def run(self) -> History:
+        model, callbacks = self.model, self.callbacks
+        callbacks.set_model(model)
+        log_names = model.log_names
+        callbacks.set_params(
+            {
+                "batch_size": self.batch_size,
+                "nb_epoch": self.nb_epoch,
+                "epochs": self.nb_epoch,
+                "nb_sample": self.count,
+                "verbose": self.verbose,
+                "do_validation": self.validation is not None,
+                "metrics": log_names
+                + ([f"val_{n}" for n in log_names] if self.validation is not None else []),
+            }
+        )
+        model.stop_training = False
+        callbacks.on_train_begin()
+        for epoch in range(self.nb_epoch):
+            callbacks.on_epoch_begin(epoch)
+            started = time.perf_counter()
+            self._run_epoch(epoch)
+            logs = self._epoch_logs()
+            self._show_epoch(epoch, logs, time.perf_counter() - started)
+            callbacks.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+        callbacks.on_train_end()
+        return self.history
+
+    def _run_epoch(self, epoch: int) -> None:
+        """Every batch of one epoch (shuffled if asked), until a callback stops training."""
+        model = self.model
+        order = self.rng.permutation(self.count) if self.shuffle else np.arange(self.count)
+        self.seen = 0
+        self.running = {}
+        if not self.per_batch_logs:
+            self.sums = model.device.zeros((model._scalar_count(),), model.dtype)
+        if self.verbose == 1:
+            self.progress = _progress_bar(epoch, self.nb_epoch, self.batches)
+        batch_size = self.batch_size
+        for batch in range(self.batches):
+            self._run_batch(batch, np.sort(order[batch * batch_size : (batch + 1) * batch_size]))
+            if model.stop_training:
+                break
+
+    def _run_batch(self, batch: int, index: np.ndarray) -> None:
+        """One update on the samples ``index``, between its callbacks."""
+        model = self.model
+        size = len(index)
+        batch_logs: dict[str, float] = {"batch": batch, "size": size}
+        self.callbacks.on_batch_begin(batch, batch_logs)
+        scalars = model._step(
+            model._batch(self.inputs, index),
+            model._batch(self.targets, index),
+            _rows_of(self.weights, index),
+            train=True,
+        )
+        self.seen += size
+        if self.per_batch_logs:
+            self._log_batch(batch, batch_logs, scalars, size)
+        else:
+            self.kernels.scale_add_into(scalars, model.dtype.type(size), self.sums)
+
+    def _log_batch(self, batch: int, batch_logs: dict[str, float], scalars: Any, size: int) -> None:
+        """Show one batch's values: in the progress bar (as running means), to callbacks."""
+        values = self.model._scalars_to_logs(self.model.device.to_host(scalars))
+        batch_logs.update(values)
+        running = self.running
+        for key, value in values.items():
+            running[key] = running.get(key, 0.0) + value * size
+        if self.progress is not None:
+            seen = self.seen
+            self.progress.set_postfix(
+                {k: f"{v / seen:.4f}" for k, v in running.items()}, refresh=False
+            )
+            self.progress.update(1)
+        self.callbacks.on_batch_end(batch, batch_logs)
+
+    def _epoch_logs(self) -> dict[str, float]:
+        """The epoch's values as means over its samples, then the validation's as val_*."""
+        model = self.model
+        if self.per_batch_logs:
+            logs = {key: value / self.seen for key, value in self.running.items()}
+        else:
+            logs = model._scalars_to_logs(model.device.to_host(self.sums) / self.seen)
+        if self.validation is not None:
+            val_logs = model._evaluate_arrays(*self.validation, self.batch_size)
+            logs.update({f"val_{key}": value for key, value in val_logs.items()})
+        return logs
+
+    def _show_epoch(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
+        """Close the epoch's progress bar (verbose 1), or print its line (verbose 2)."""
+        if self.progress is not None:
+            self.progress.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+            self.progress.close()
+            self.progress = None
+        elif self.verbose == 2:
+            shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+            print(f"Epoch {epoch + 1}/{self.nb_epoch} - {seconds:.2f}s - {shown}", flush=True)
+
+
 def _rows_of(weights: Weights, index: Any) -> Weights:
     return [None if w is None else w[index] for w in weights]
+
+
+def _rows_of_arrays(arrays: Arrays, rows: slice) -> Arrays:
+    """The samples ``rows`` of every input, target and weight array."""
+    inputs, targets, weights = arrays
+    return [a[rows] for a in inputs], [t[rows] for t in targets], _rows_of(weights, rows)
 
 
 def _check_batch_size(batch_size: Any) -> None:

@@ -7,7 +7,9 @@ import pytest
 
 import numlayers as nl
 from numlayers.layers import (
+    GRU,
     Activation,
+    Bidirectional,
     Dense,
     Embedding,
     Flatten,
@@ -15,6 +17,7 @@ from numlayers.layers import (
     Layer,
     Masking,
     Merge,
+    TimeDistributed,
     TimeDistributedDense,
 )
 from numlayers.layers.merging import MergeNode
@@ -292,6 +295,77 @@ def test_shared_node_uses_one_weight_set_and_sums_gradients():
     grad_W = shared.get_gradients()[0]
     ha, hb = np.tanh(A @ W + b), np.tanh(B @ W + b)
     np.testing.assert_allclose(grad_W, A.T @ (1 - ha**2) + B.T @ (1 - hb**2))
+
+
+#: a layer to share, the layer before each of its uses, and the input shape of one sample
+SHARED_CASES = {
+    "dense": (lambda: Dense(3, activation="tanh"), lambda: Dense(4), (4,)),
+    "dense_activity_regularized": (
+        lambda: Dense(3, activation="tanh", activity_regularizer="l2"),
+        lambda: Dense(4),
+        (4,),
+    ),
+    "time_distributed": (
+        lambda: TimeDistributed(Dense(3, activation="tanh")),
+        lambda: TimeDistributedDense(4),
+        (2, 4),
+    ),
+    "bidirectional": (lambda: Bidirectional(GRU(2)), lambda: TimeDistributedDense(4), (3, 4)),
+}
+
+
+@pytest.mark.parametrize("case", list(SHARED_CASES))
+def test_each_use_of_a_shared_layer_back_propagates_its_own_forward(case):
+    """One layer applied to two inputs: the gradients of its weights (summed over the
+    uses) and of each use's input (seen in the weights of the layer before it) match
+    float64 central differences, so each use's backward read what its own forward saved."""
+    make_shared, make_before, sample_shape = SHARED_CASES[case]
+    nl.set_seed(5)
+    g = Graph(dtype="float64")
+    for name in ("a", "b"):
+        g.add_input(name, input_shape=sample_shape)
+        g.add_node(make_before(), name=f"before_{name}", input=name)
+    g.add_shared_node(
+        make_shared(), name="shared", inputs=["before_a", "before_b"], outputs=["use_a", "use_b"]
+    )
+    g.add_output("out_a", input="use_a")
+    g.add_output("out_b", input="use_b")
+    rng = np.random.default_rng(0)
+    inputs = [g.device.asarray(rng.normal(size=(2, *sample_shape))) for _ in range(2)]
+    projections = [rng.normal(size=(2, *g.outputs[name].output_shape[1:])) for name in g.outputs]
+
+    def loss() -> float:
+        """sum(out * R) over both outputs, plus the regularization penalties."""
+        outputs = g.forward_outputs(inputs, train=True)
+        penalties = g.device.zeros((1,), g.dtype)
+        for layer in g.all_layers():
+            layer.add_penalties(penalties)
+        projected = sum(
+            np.sum(g.device.to_host(o) * r) for o, r in zip(outputs, projections, strict=True)
+        )
+        return float(projected + g.device.to_host(penalties)[0])
+
+    loss()
+    g.backward_outputs([g.device.asarray(r) for r in projections], [False, False])
+    analytic = g.get_gradients()
+    weights = g.get_weights()
+    epsilon = 1e-6
+    for position, (values, gradient) in enumerate(zip(weights, analytic, strict=True)):
+        numerical = np.zeros_like(values)
+        for index in np.ndindex(values.shape):
+            original = values[index]
+            values[index] = original + epsilon
+            g.set_weights(weights)
+            plus = loss()
+            values[index] = original - epsilon
+            g.set_weights(weights)
+            minus = loss()
+            values[index] = original
+            numerical[index] = (plus - minus) / (2 * epsilon)
+        np.testing.assert_allclose(
+            gradient, numerical, rtol=1e-5, atol=1e-8, err_msg=f"weight {position} of {case}"
+        )
+    g.set_weights(weights)
 
 
 def test_shared_node_with_separate_outputs():

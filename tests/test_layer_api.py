@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from numlayers.layers import Activation, Dense, Dropout, Flatten, Lambda, Layer, RepeatVector
+from numlayers.layers import (
+    GRU,
+    LSTM,
+    Activation,
+    Dense,
+    Dropout,
+    Flatten,
+    Lambda,
+    Layer,
+    RepeatVector,
+    SimpleRNN,
+    TimeDistributedDense,
+)
+from numlayers.layers.base import _snake_case
 
 
 class CountingIdentity(Layer):
@@ -36,6 +51,42 @@ class MaskingSource(CountingIdentity):
 def test_unknown_keyword_raises_type_error_naming_it():
     with pytest.raises(TypeError, match="input_dimm"):
         Dense(3, input_dimm=4)
+
+
+#: class name -> the prefix of its automatic layer names: a run of capitals is one word
+#: (an acronym), a capital followed by a lowercase letter starts a new one, digits stay
+#: with the word before, and ReLU reads as one acronym
+AUTOMATIC_NAMES = {
+    "Dense": "dense",
+    "LSTM": "lstm",
+    "GRU": "gru",
+    "ELU": "elu",
+    "SimpleRNN": "simple_rnn",
+    "TimeDistributedDense": "time_distributed_dense",
+    "LeakyReLU": "leaky_relu",
+    "PReLU": "prelu",
+    "SReLU": "srelu",
+    "MaxPooling2D": "max_pooling2d",
+    "Convolution1D": "convolution1d",
+    "RNNCell": "rnn_cell",
+}
+
+
+@pytest.mark.parametrize(
+    ("class_name", "expected"), list(AUTOMATIC_NAMES.items()), ids=list(AUTOMATIC_NAMES)
+)
+def test_class_names_become_readable_snake_case(class_name, expected):
+    assert _snake_case(class_name) == expected
+
+
+@pytest.mark.parametrize(
+    "layer_class", [Dense, LSTM, GRU, SimpleRNN, TimeDistributedDense], ids=lambda c: c.__name__
+)
+def test_unnamed_layers_are_named_after_their_class_and_counted(layer_class):
+    prefix = AUTOMATIC_NAMES[layer_class.__name__]
+    first, second = layer_class(2), layer_class(2)
+    assert re.fullmatch(rf"{prefix}_\d+", first.name), first.name
+    assert second.name == f"{prefix}_{int(first.name.rsplit('_', 1)[1]) + 1}"
 
 
 def test_input_shape_and_batch_input_shape():

@@ -135,6 +135,69 @@ def test_validation_split_and_validation_data_add_val_logs(capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_epoch_logs_are_size_weighted_batch_means_whether_or_not_batches_are_logged():
+    """Silent fit sums the batch values on the device; with a callback each batch's values
+    come to the host: both give the mean over samples of the batch values."""
+    X, Y, _ = blobs(40)
+    batch_logs: list[dict] = []
+    recorder = LambdaCallback(on_batch_end=lambda batch, logs: batch_logs.append(dict(logs)))
+    histories = []
+    for callbacks in ([], [recorder]):
+        model = mlp(seed=3)
+        model.compile(SGD(lr=0.1), "categorical_crossentropy", metrics=["accuracy"])
+        history = model.fit(
+            X, Y, batch_size=16, nb_epoch=2, shuffle=False, verbose=0, callbacks=callbacks
+        )
+        histories.append(history.history)
+    silent, logged = histories
+    assert [logs["size"] for logs in batch_logs] == [16, 16, 8] * 2
+    for epoch in range(2):
+        batches = batch_logs[3 * epoch : 3 * epoch + 3]
+        for name in ("loss", "acc"):
+            expected = sum(logs[name] * logs["size"] for logs in batches) / 40
+            assert logged[name][epoch] == pytest.approx(expected, rel=1e-6)
+            assert silent[name][epoch] == pytest.approx(expected, rel=1e-5)
+
+
+def test_stop_training_during_a_batch_ends_the_epoch_there_and_the_run():
+    X, Y, _ = blobs(40)
+    model = mlp()
+    model.compile(SGD(lr=0.1), "categorical_crossentropy")
+    losses: list[float] = []
+
+    def stop_after_two_batches(batch, logs):
+        losses.append(logs["loss"])
+        model.stop_training = batch == 1
+
+    history = model.fit(
+        X,
+        Y,
+        batch_size=10,
+        nb_epoch=3,
+        shuffle=False,
+        verbose=0,
+        callbacks=[LambdaCallback(on_batch_end=stop_after_two_batches)],
+    )
+    assert len(losses) == 2
+    assert history.history["loss"] == [pytest.approx(sum(losses) / 2, rel=1e-6)]
+
+
+def test_validation_split_trains_on_the_first_samples_and_validates_on_the_last():
+    X, Y, _ = blobs(40)
+    model = mlp()
+    model.compile(SGD(lr=0.1), "categorical_crossentropy", metrics=["accuracy"])
+    params: list[dict] = []
+    recorder = LambdaCallback(on_train_begin=lambda logs: params.append(dict(recorder.params)))
+    history = model.fit(
+        X, Y, batch_size=8, nb_epoch=1, validation_split=0.25, verbose=0, callbacks=[recorder]
+    )
+    assert params[0]["nb_sample"] == 30 and params[0]["do_validation"]
+    assert params[0]["metrics"] == ["loss", "acc", "val_loss", "val_acc"]
+    val_loss, val_acc = model.evaluate(X[30:], Y[30:], batch_size=8)
+    assert history.history["val_loss"] == [pytest.approx(val_loss, rel=1e-6)]
+    assert history.history["val_acc"] == [pytest.approx(val_acc, rel=1e-6)]
+
+
 def test_verbose_one_shows_a_progress_bar(capsys):
     X, Y, _ = blobs(40)
     model = mlp()

@@ -13,8 +13,9 @@ Their ``__init__`` validates its arguments, then ends with ``self._finish_init()
 from __future__ import annotations
 
 import itertools
+import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,8 +38,20 @@ def _layout_changed() -> None:
     _layouts[0] += 1
 
 
+#: acronyms spelled with a lowercase letter: read as if all capitals, so that PReLU is one
+#: word (``prelu``) rather than ``p_re_lu``
+_MIXED_CASE_ACRONYMS = {"ReLU": "RELU"}
+#: where a new word starts: a capital after a lowercase letter (Simple|RNN), or a capital
+#: followed by a lowercase letter after a capital or digit (RNN|Cell, Conv2D|Transpose);
+#: so a run of capitals is one word, and digits stay with the word before (Pooling2D)
+_WORD_START = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z0-9])(?=[A-Z][a-z])")
+
+
 def _snake_case(name: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
+    """A class name as a layer name: ``SimpleRNN`` -> ``simple_rnn``, ``PReLU`` -> ``prelu``."""
+    for acronym, capitals in _MIXED_CASE_ACRONYMS.items():
+        name = name.replace(acronym, capitals)
+    return _WORD_START.sub("_", name).lower()
 
 
 def as_shape(shape: Any, what: str, owner: str) -> Shape:
@@ -51,6 +64,26 @@ def as_shape(shape: Any, what: str, owner: str) -> Shape:
         if dim is not None and dim <= 0:
             raise ValueError(f"{owner}: {what} must hold positive sizes, received {shape!r}")
     return tuple(None if d is None else int(d) for d in shape)
+
+
+class UseState:
+    """What one use of a layer keeps between its forward and its backward pass.
+
+    A layer applied at one place has one use, its own. A layer applied at several
+    (a Graph's shared node, the layers inside a shared wrapper) has one state per use,
+    named by a key its caller passes to ``forward`` and ``backward``: so each use's
+    backward reads what its own forward saved, and no use overwrites another's buffers.
+    """
+
+    __slots__ = ("buffers", "saved", "train")
+
+    def __init__(self) -> None:
+        #: train flag of this use's latest pass: which entry of ``saved`` backward reads
+        self.train = False
+        #: what forward saved for backward (input mask, output mask, arrays), per train flag
+        self.saved: dict[bool, dict[str, Any]] = {}
+        #: reusable arrays (outputs among them) by (slot, train flag)
+        self.buffers: dict[tuple[str, bool], Any] = {}
 
 
 class Layer:
@@ -121,9 +154,11 @@ class Layer:
         self._input_mask: Any = None
         self._input_token = 0
         self._cache: dict[bool, tuple[int, Any]] = {}
-        self._saved: dict[bool, dict[str, Any]] = {}
-        self._active_train = False
-        self._buffers: dict[tuple[str, bool], Any] = {}
+        #: state per use: None is the layer's own use (connected, or called directly)
+        self._uses: dict[Hashable, UseState] = {None: UseState()}
+        #: the use whose pass runs now (the latest forward or backward): the state that
+        #: save, saved and buffer read, so subclasses never name a use
+        self._current_use = self._uses[None]
         self._accepted_input: tuple[Any, ...] | None = None
 
         if input_shape is not None and batch_input_shape is not None:
@@ -200,7 +235,8 @@ class Layer:
         _layout_changed()
         self._batch_input_shape = shape
         self._cache.clear()
-        self._buffers.clear()
+        for state in self._uses.values():
+            state.buffers.clear()
         if self.built:
             self._check_rebuild(shape)
         else:
@@ -255,9 +291,11 @@ class Layer:
         for index, regularizer in self.regularizers:
             regularizer.add_penalty(self.kernels, self.params[index], total)
         if self.activity_regularizer is not None:
-            output = self._saved.get(self._active_train, {}).get("output")
-            if output is not None:
-                self.activity_regularizer.add_penalty(self.kernels, output, total)
+            # every use's output is regularized, as every use's backward adds its gradient
+            for state in self._uses.values():
+                output = state.saved.get(state.train, {}).get("output")
+                if output is not None:
+                    self.activity_regularizer.add_penalty(self.kernels, output, total)
 
     def add_regularizer_gradients(self) -> None:
         """Add the weight regularizers' gradients to ``self.grads`` (after backward)."""
@@ -365,8 +403,8 @@ class Layer:
     def _forget_state(self) -> None:
         _layout_changed()
         self._cache.clear()
-        self._saved.clear()
-        self._buffers.clear()
+        self._uses = {None: UseState()}
+        self._current_use = self._uses[None]
         self._input = None
         self._input_mask = None
 
@@ -397,7 +435,7 @@ class Layer:
         if not self.produces_mask():
             return None
         self.get_output(train)  # cached: computes nothing when the pass already ran
-        return self._saved[train].get("output_mask")
+        return self._uses[None].saved[train].get("output_mask")
 
     # ------------------------------------------------------ cached evaluation
     def set_input(self, x: Any, mask: Any = None) -> None:
@@ -431,7 +469,9 @@ class Layer:
         token = self._token()
         cached = self._cache.get(train)
         if self.cache_enabled and cached is not None and cached[0] == token:
-            self._active_train = train
+            # a backward after this reads the state of this flag's pass
+            own = self._current_use = self._uses[None]
+            own.train = train
             return cached[1]
         return self.output_for(self.get_input(train), self.get_input_mask(train), token, train)
 
@@ -464,10 +504,12 @@ class Layer:
         return self.device.asarray(host, self.dtype)
 
     # -------------------------------------------------------- forward/backward
-    def forward(self, x: Any, train: bool = False, mask: Any = None) -> Any:
+    def forward(self, x: Any, train: bool = False, mask: Any = None, use: Hashable = None) -> Any:
         """Check ``x`` and compute the output, saving what :meth:`backward` needs.
 
-        The returned array is this layer's buffer: valid until its next forward.
+        ``use`` names the place the layer is applied at when it is applied at several
+        (a shared Graph node passes itself); the state of each use is kept apart.
+        The returned array is a buffer of this use: valid until its next forward.
         """
         if not self.built:
             raise RuntimeError(
@@ -476,16 +518,25 @@ class Layer:
         self._check_input(x)
         if mask is not None and not self.supports_masked_input():
             raise ValueError(f"{self.label} cannot take a masked input")
-        self._active_train = train
-        self._saved[train] = {"mask": mask, "output_mask": mask if self.passes_mask else None}
+        state = self._uses.get(use)
+        if state is None:  # a first use (looked up inline: every layer runs on every batch)
+            state = self.use_state(use)
+        self._current_use = state
+        state.train = train
+        saved = state.saved[train] = {
+            "mask": mask,
+            "output_mask": mask if self.passes_mask else None,
+        }
         y = self._forward(x, train)
-        self._saved[train]["output_shape"] = tuple(y.shape)
+        saved["output_shape"] = tuple(y.shape)
         if self.activity_regularizer is not None:
-            self._saved[train]["output"] = y
+            saved["output"] = y
         return y
 
-    def backward(self, grad_output: Any, from_preactivation: bool = False) -> Any:
-        """Gradient with respect to the input of the last forward pass.
+    def backward(
+        self, grad_output: Any, from_preactivation: bool = False, use: Hashable = None
+    ) -> Any:
+        """Gradient with respect to the input of the last forward pass of ``use``.
 
         Weight gradients are written to ``self.grads`` (read them with
         :meth:`get_gradients`). Returns None when ``needs_input_gradient`` is off.
@@ -493,9 +544,11 @@ class Layer:
         to the layer's pre-activation (:meth:`preactivation`): losses fused with
         a softmax start there.
         """
-        saved = self._saved.get(self._active_train)
-        if saved is None:
+        state = self._uses.get(use)
+        saved = None if state is None else state.saved.get(state.train)
+        if state is None or saved is None:
             raise RuntimeError(f"{self.label}: backward called before forward")
+        self._current_use = state
         expected = saved.get("output_shape")
         if expected is not None and tuple(grad_output.shape) != expected:
             raise ValueError(
@@ -519,21 +572,32 @@ class Layer:
     def _backward_preactivation(self, grad_preactivation: Any) -> Any:
         raise NotImplementedError(f"{self.label} has no separate activation")
 
+    def use_state(self, use: Hashable = None) -> UseState:
+        """The state of one use of this layer (None: its own), made at its first forward."""
+        state = self._uses.get(use)
+        if state is None:
+            state = self._uses[use] = UseState()
+        return state
+
     def save(self, **arrays: Any) -> None:
-        """Keep arrays for the backward pass of the current forward."""
-        self._saved[self._active_train].update(arrays)
+        """Keep arrays for the backward pass of the current forward (of the current use)."""
+        state = self._current_use
+        state.saved[state.train].update(arrays)
 
     def saved(self) -> dict[str, Any]:
-        return self._saved[self._active_train]
+        """What the forward of the current use saved (the pass running now, or the latest)."""
+        state = self._current_use
+        return state.saved[state.train]
 
     def buffer(self, slot: str, shape: tuple[int, ...], dtype: Any = None) -> Any:
-        """A reusable array for ``slot`` (of this layer's dtype unless given), reallocated
-        only when the shape changes."""
-        key = (slot, self._active_train)
-        array = self._buffers.get(key)
+        """A reusable array for ``slot`` (of this layer's dtype unless given) of the current
+        use and train flag, reallocated only when the shape changes."""
+        state = self._current_use
+        key = (slot, state.train)
+        array = state.buffers.get(key)
         if array is None or tuple(array.shape) != shape:
             array = self.device.empty(shape, self.dtype if dtype is None else dtype)
-            self._buffers[key] = array
+            state.buffers[key] = array
         return array
 
     def _forward(self, x: Any, train: bool) -> Any:

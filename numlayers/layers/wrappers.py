@@ -11,7 +11,12 @@ from numlayers.layers.recurrent import Recurrent
 
 
 class WeightsOfInnerLayers(Layer):
-    """A wrapper whose weights are those of the layers it wraps (in order)."""
+    """A wrapper whose weights are those of the layers it wraps (in order).
+
+    The wrapped layers run once per use of the wrapper, with the wrapper's state of that
+    use (``self._current_use``) as their use key: so the uses of a shared wrapper keep
+    their wrapped layers' saved arrays apart too.
+    """
 
     def get_weights(self) -> list[Any]:
         return [w for layer in self.weight_layers() for w in layer.get_weights()]
@@ -41,6 +46,12 @@ class WeightsOfInnerLayers(Layer):
 
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.weight_layers())
+
+    def _forget_state(self) -> None:
+        super()._forget_state()
+        # the wrapped layers' states are keyed by the wrapper's uses just forgotten
+        for layer in self.weight_layers():
+            layer._forget_state()
 
 
 class Bidirectional(WeightsOfInnerLayers):
@@ -113,7 +124,10 @@ class Bidirectional(WeightsOfInnerLayers):
 
     def _forward(self, x: Any, train: bool) -> Any:
         mask = self.saved()["mask"]
-        outputs = [layer.forward(x, train, mask=mask) for layer in self.weight_layers()]
+        outputs = [
+            layer.forward(x, train, mask=mask, use=self._current_use)
+            for layer in self.weight_layers()
+        ]
         self.save(
             outputs=outputs, output_mask=mask if self.forward_layer.return_sequences else None
         )
@@ -128,7 +142,7 @@ class Bidirectional(WeightsOfInnerLayers):
         total = None
         for layer, grad in zip(self.weight_layers(), grads, strict=True):
             layer.needs_input_gradient = self.needs_input_gradient
-            grad_x = layer.backward(grad)
+            grad_x = layer.backward(grad, use=self._current_use)
             if grad_x is None:
                 continue
             if total is None:
@@ -207,13 +221,15 @@ class TimeDistributed(WeightsOfInnerLayers):
     def _forward(self, x: Any, train: bool) -> Any:
         batch, steps = x.shape[0], x.shape[1]
         self.save(steps=(batch, steps), input_shape=tuple(x.shape))
-        y = self.layer.forward(x.reshape(batch * steps, *x.shape[2:]), train)
+        y = self.layer.forward(x.reshape(batch * steps, *x.shape[2:]), train, use=self._current_use)
         return y.reshape(batch, steps, *y.shape[1:])
 
     def _backward(self, grad_output: Any) -> Any:
         batch, steps = self.saved()["steps"]
         self.layer.needs_input_gradient = self.needs_input_gradient
-        grad = self.layer.backward(grad_output.reshape(batch * steps, *grad_output.shape[2:]))
+        grad = self.layer.backward(
+            grad_output.reshape(batch * steps, *grad_output.shape[2:]), use=self._current_use
+        )
         return None if grad is None else grad.reshape(*self.saved()["input_shape"])
 
     def get_config(self) -> dict[str, Any]:
