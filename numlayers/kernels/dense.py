@@ -21,16 +21,18 @@ layer small enough for one block runs each pass as one compiled call
 a trip over memory. Larger layers follow the products with the activation operations
 of :mod:`numlayers.kernels.activations`, which use every core.
 CUDA: the tiled GEMM of :mod:`numlayers.kernels.matmul`, then the activation kernels.
+Both devices' operations are :func:`dense_operations` over the device's products.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from numba import njit
 
-from numlayers.kernels import activations, blas
+from numlayers.kernels import activations, blas, matmul
 from numlayers.kernels.activations import (
     activate_rows,
     activation_gradient_rows,
@@ -44,19 +46,38 @@ from numlayers.kernels.blas import (
     njit_calling_blas,
     product,
 )
-from numlayers.kernels.cuda_support import empty_vector
-from numlayers.kernels.matmul import gemm_launcher
+from numlayers.kernels.toolkit import DeviceArray
 
 #: the fused passes inline activations.py's formulas and call blas.py: their cached
 #: names change with either file
 FUSED_DIGEST = blas.source_digest(activations.__file__, blas.__file__)
 
 
-def build_cpu(dtype: np.dtype) -> dict[str, Any]:
-    ones: dict[int, np.ndarray] = {}
+class OneCallPasses(NamedTuple):
+    """The CPU's passes of a layer whose products are one BLAS block each, as one
+    compiled call per pass (:func:`~numlayers.kernels.blas.block_count`)."""
+
+    #: ``(x, weight, grad_out, grad_x, grad_weight, grad_bias, need_grad_x)``
+    backward: Callable[..., None]
+    #: the forward and backward passes with the activation of that name
+    with_activation: Callable[[str], tuple[Any, Any]]
+
+
+def dense_operations(
+    matmul_operations: dict[str, Any],
+    column_sums: Callable[[Any, Any], None],
+    activation_operations: dict[str, Any],
+    one_call: OneCallPasses | None = None,
+) -> dict[str, Any]:
+    """The dense operations (module doc) from a device's :mod:`~numlayers.kernels.matmul`
+    operations, its ``column_sums(x, out)`` and its activation operations; with
+    ``one_call`` (the CPU), small layers run each pass as one call."""
+    matmul = matmul_operations["matmul"]
+    matmul_transpose_a = matmul_operations["matmul_transpose_a"]
+    matmul_transpose_b = matmul_operations["matmul_transpose_b"]
 
     def dense_forward(x: Any, weight: Any, bias: Any, out: Any) -> None:
-        product(x, weight, out, bias=bias)
+        matmul(x, weight, bias, out)
 
     def dense_backward(
         x: Any,
@@ -68,63 +89,29 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
         need_grad_x: bool,
     ) -> None:
         rows, inputs = x.shape
-        if block_count(rows, inputs, grad_out.shape[1]) == 1:  # all three products small
-            dense_backward_serial(x, weight, grad_out, grad_x, grad_weight, grad_bias, need_grad_x)
+        if one_call is not None and block_count(rows, inputs, grad_out.shape[1]) == 1:
+            one_call.backward(x, weight, grad_out, grad_x, grad_weight, grad_bias, need_grad_x)
             return
         if need_grad_x:
-            product(grad_out, weight, grad_x, transpose_b=True)
-        product(x, grad_out, grad_weight, transpose_a=True)
-        if grad_bias.shape[0] > 0:  # column sums, as a product with a row of ones
-            if rows not in ones:
-                ones[rows] = np.ones((1, rows), dtype)
-            product(ones[rows], grad_out, grad_bias.reshape(1, -1))
+            matmul_transpose_b(grad_out, weight, grad_x)
+        matmul_transpose_a(x, grad_out, grad_weight)
+        if grad_bias.shape[0] > 0:
+            column_sums(grad_out, grad_bias)
 
-    composed = activation_passes(dense_forward, dense_backward, activations.build_cpu(dtype))
-    fused: dict[str, tuple[Any, Any]] = {}
-
-    def fused_passes(x: Any, out_columns: int, name: str) -> tuple[Any, Any] | None:
-        """The one-call passes of ``name`` where they apply, else None."""
-        rows, inputs = x.shape
-        if block_count(rows, out_columns, inputs) > 1:
+    def one_call_passes(x: Any, out_columns: int, activation: str) -> tuple[Any, Any] | None:
+        """The one-call passes with ``activation`` where they apply, else None."""
+        if one_call is None or block_count(x.shape[0], out_columns, x.shape[1]) > 1:
             return None
-        if name not in fused:
-            fused[name] = fused_cpu_passes(dtype, name)
-        return fused[name]
-
-    # the public signatures (module doc) end with the activation's name, which the
-    # fused passes have compiled in
-    def dense_activation_forward(x: Any, weight: Any, bias: Any, z: Any, *arguments: Any) -> None:
-        passes = fused_passes(x, z.shape[1], arguments[-1])
-        if passes is None:
-            composed["dense_activation_forward"](x, weight, bias, z, *arguments)
-        else:
-            passes[0](x, weight, bias, z, *arguments[:-1])
-
-    def dense_activation_backward(x: Any, weight: Any, z: Any, *arguments: Any) -> None:
-        passes = fused_passes(x, z.shape[1], arguments[-1])
-        if passes is None:
-            composed["dense_activation_backward"](x, weight, z, *arguments)
-        else:
-            passes[1](x, weight, z, *arguments[:-1])
-
-    return {
-        "dense_forward": dense_forward,
-        "dense_backward": dense_backward,
-        "dense_activation_forward": dense_activation_forward,
-        "dense_activation_backward": dense_activation_backward,
-    }
-
-
-def activation_passes(
-    dense_forward: Any, dense_backward: Any, activation_operations: dict[str, Any]
-) -> dict[str, Any]:
-    """``dense_activation_forward`` and ``_backward`` as a product and an activation
-    operation in turn (both devices)."""
+        return one_call.with_activation(activation)
 
     def dense_activation_forward(
         x: Any, weight: Any, bias: Any, z: Any, y: Any, activation: str
     ) -> None:
-        dense_forward(x, weight, bias, z)
+        passes = one_call_passes(x, z.shape[1], activation)
+        if passes is not None:
+            passes[0](x, weight, bias, z, y)
+            return
+        matmul(x, weight, bias, z)
         activation_operations[f"{activation}_forward"](z, y)
 
     def dense_activation_backward(
@@ -140,6 +127,10 @@ def activation_passes(
         need_grad_x: bool,
         activation: str,
     ) -> None:
+        passes = one_call_passes(x, z.shape[1], activation)
+        if passes is not None:
+            passes[1](x, weight, z, y, grad_y, grad_z, grad_x, grad_weight, grad_bias, need_grad_x)
+            return
         if activation == "softmax":
             activation_operations["softmax_backward"](y, grad_y, grad_z)
         else:
@@ -147,6 +138,8 @@ def activation_passes(
         dense_backward(x, weight, grad_z, grad_x, grad_weight, grad_bias, need_grad_x)
 
     return {
+        "dense_forward": dense_forward,
+        "dense_backward": dense_backward,
         "dense_activation_forward": dense_activation_forward,
         "dense_activation_backward": dense_activation_backward,
     }
@@ -188,33 +181,78 @@ def dense_backward_serial(x, weight, grad_out, grad_x, grad_weight, grad_bias, n
                 grad_bias[j] += grad_out[i, j]
 
 
-def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
-    no_bias = empty_vector(cuda_api, dtype)
-    gemm_nn = gemm_launcher(cuda_api, dtype, False, False)
-    gemm_tn = gemm_launcher(cuda_api, dtype, True, False)
-    gemm_nt = gemm_launcher(cuda_api, dtype, False, True)
-    sum_rows = sum_rows_launcher(cuda_api, dtype)
+def build_cpu(dtype: np.dtype) -> dict[str, Any]:
+    matmul_operations = matmul.build_cpu(dtype)
+    ones: dict[int, np.ndarray] = {}
 
-    def dense_forward(x: Any, weight: Any, bias: Any, out: Any) -> None:
-        gemm_nn(x, weight, bias, out)
+    def column_sums(x: Any, out: Any) -> None:
+        # a product with a row of ones: BLAS in blocks on every core
+        if x.shape[0] not in ones:
+            ones[x.shape[0]] = np.ones((1, x.shape[0]), dtype)
+        product(ones[x.shape[0]], x, out.reshape(1, -1))
+
+    fused: dict[str, tuple[Any, Any]] = {}
+
+    def with_activation(name: str) -> tuple[Any, Any]:
+        if name not in fused:
+            fused[name] = fused_cpu_passes(dtype, name)
+        return fused[name]
+
+    return dense_operations(
+        matmul_operations,
+        column_sums,
+        activations.build_cpu(dtype),
+        OneCallPasses(dense_backward_serial, with_activation),
+    )
+
+
+def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
+    return dense_operations(
+        matmul.build_cuda(dtype, cuda_api),
+        sum_rows_launcher(cuda_api, dtype),
+        activations.build_cuda(dtype, cuda_api),
+    )
+
+
+class DenseKernels(Protocol):
+    """The dense family's operations, the same on both devices (module doc)."""
+
+    def dense_forward(
+        self, x: DeviceArray, weight: DeviceArray, bias: DeviceArray, out: DeviceArray
+    ) -> None: ...
 
     def dense_backward(
-        x: Any,
-        weight: Any,
-        grad_out: Any,
-        grad_x: Any,
-        grad_weight: Any,
-        grad_bias: Any,
+        self,
+        x: DeviceArray,
+        weight: DeviceArray,
+        grad_out: DeviceArray,
+        grad_x: DeviceArray,
+        grad_weight: DeviceArray,
+        grad_bias: DeviceArray,
         need_grad_x: bool,
-    ) -> None:
-        if need_grad_x:
-            gemm_nt(grad_out, weight, no_bias(), grad_x)
-        gemm_tn(x, grad_out, no_bias(), grad_weight)
-        if grad_bias.shape[0] > 0:
-            sum_rows(grad_out, grad_bias)
+    ) -> None: ...
 
-    return {
-        "dense_forward": dense_forward,
-        "dense_backward": dense_backward,
-        **activation_passes(dense_forward, dense_backward, activations.build_cuda(dtype, cuda_api)),
-    }
+    def dense_activation_forward(
+        self,
+        x: DeviceArray,
+        weight: DeviceArray,
+        bias: DeviceArray,
+        z: DeviceArray,
+        y: DeviceArray,
+        activation: str,
+    ) -> None: ...
+
+    def dense_activation_backward(
+        self,
+        x: DeviceArray,
+        weight: DeviceArray,
+        z: DeviceArray,
+        y: DeviceArray,
+        grad_y: DeviceArray,
+        grad_z: DeviceArray,
+        grad_x: DeviceArray,
+        grad_weight: DeviceArray,
+        grad_bias: DeviceArray,
+        need_grad_x: bool,
+        activation: str,
+    ) -> None: ...

@@ -57,45 +57,46 @@ The caller validates shapes and labels. How the formulas are shared:
   (a tuple), ``row_loss(target, pred, i, stats, k)`` the loss and
   ``row_gradient(target, pred, i, j, stats, k)`` one element of the gradient.
 
-Each helper is compiled inline into the CPU loops and as a CUDA device function.
-On the CPU a loop runs over the rows (both cores for large batches); on CUDA the
-forward kernels take one thread per row and the backward kernels one thread per
-element, so a row-coupled gradient recomputes its row's ``stats`` per element (rows
-are short).
+Each helper is compiled inline into the CPU loops and as a CUDA device function, and
+the loops are per-index bodies compiled by the toolkit: the forward passes take a row
+per index on both devices, the averaged gradients an element per index on both. A
+row-coupled gradient takes a row per index on the CPU, which computes the row's
+``stats`` once, and an element per index on CUDA, which recomputes them per element
+(rows are short) so that every thread has work.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from numba import prange
 
-from numlayers.kernels.cuda_support import (
-    THREADS_PER_BLOCK,
-    CudaKernelRegistry,
-    blocks_for,
-    new_registry,
-)
 from numlayers.kernels.optimizers import (
     KernelConstants,
     block_sum_launcher,
-    compile_cpu,
-    cpu_inline,
     cpu_sum,
     kernel_constants,
     product_term,
 )
+from numlayers.kernels.toolkit import (
+    CpuLoop,
+    CudaKernels,
+    DeviceArray,
+    cpu_index_loop,
+    cpu_inline,
+    cuda_kernels,
+)
 
-#: ``numba.cuda``, bound by :func:`new_registry` (kernels must see it as a module global)
-cuda: Any = None
-
-#: Batches of at least this many elements use the two-core CPU loops. The rows of the
-#: logarithmic losses cost ~10 ns an element on one core (NumPy's SIMD logarithms are
-#: faster), so from here the second core's wake-up is a small part of the work.
-PARALLEL_MIN_SIZE = 1 << 18
+#: Work of one element, as the toolkit's parallel rule counts it
+#: (:func:`~numlayers.kernels.toolkit.use_parallel`). Most entries take a logarithm or an
+#: exponential per element (9 to 19 ns on one core, measured), yet a loss's batch is
+#: short, and two cores overtook one only from about 2**18 elements: at 8 (the
+#: logarithms' share of work) a 32 x 128 batch went parallel and took 0.5 ms instead of
+#: 25 us on a busy 2-core machine. So the cost keeps that measured threshold.
+LOSS_COST = 1 / 8
 
 
 # ---------------------------------------------------------------- per-element terms
@@ -237,12 +238,30 @@ def no_stats(target, pred, i, k):
 
 
 @cpu_inline
-def categorical_crossentropy_stats(t, p, i, k):
-    """``(1 / sum(p), sum of t where q = p / sum(p) is not clipped)``."""
+def inverse_row_sum(p, i, k):
+    """``1 / sum(p[i])``, which scales row ``i`` to a distribution."""
     total = k.zero
     for j in range(p.shape[1]):
         total += p[i, j]
-    inverse_total = k.one / total
+    return k.one / total
+
+
+@cpu_inline
+def log_sum_exp(z, i, k):
+    """``log(sum(exp(z[i])))``, shifted by the row's maximum so that exp never overflows."""
+    top = z[i, 0]
+    for j in range(1, z.shape[1]):
+        top = max(top, z[i, j])
+    exp_total = k.zero
+    for j in range(z.shape[1]):
+        exp_total += math.exp(z[i, j] - top)
+    return top + math.log(exp_total)
+
+
+@cpu_inline
+def categorical_crossentropy_stats(t, p, i, k):
+    """``(1 / sum(p), sum of t where q = p / sum(p) is not clipped)``."""
+    inverse_total = inverse_row_sum(p, i, k)
     unclipped_target = k.zero
     for j in range(p.shape[1]):
         if k.eps <= p[i, j] * inverse_total <= k.one_minus_eps:
@@ -273,10 +292,7 @@ def categorical_crossentropy_row_gradient(t, p, i, j, stats, k):
 @cpu_inline
 def sparse_categorical_crossentropy_stats(labels, p, i, k):
     """``(1 / sum(p), q = p[label] / sum(p), 1 if q is not clipped else 0)``."""
-    total = k.zero
-    for j in range(p.shape[1]):
-        total += p[i, j]
-    inverse_total = k.one / total
+    inverse_total = inverse_row_sum(p, i, k)
     q = p[i, labels[i]] * inverse_total
     return (inverse_total, q, k.one if k.eps <= q <= k.one_minus_eps else k.zero)
 
@@ -325,16 +341,11 @@ def cosine_proximity_row_gradient(t, p, i, j, stats, k):
 
 @cpu_inline
 def softmax_crossentropy_stats(t, z, i, k):
-    """``(log(sum(exp(z))), sum(t))`` of the row, shifted by its maximum so exp never overflows."""
-    top = z[i, 0]
-    for j in range(1, z.shape[1]):
-        top = max(top, z[i, j])
-    exp_total = k.zero
+    """``(log(sum(exp(z))), sum(t))`` of the row."""
     target_total = k.zero
     for j in range(z.shape[1]):
-        exp_total += math.exp(z[i, j] - top)
         target_total += t[i, j]
-    return (top + math.log(exp_total), target_total)
+    return (log_sum_exp(z, i, k), target_total)
 
 
 @cpu_inline
@@ -353,14 +364,8 @@ def softmax_crossentropy_row_gradient(t, z, i, j, stats, k):
 
 @cpu_inline
 def sparse_softmax_crossentropy_stats(labels, z, i, k):
-    """``(log(sum(exp(z))),)`` of the row, shifted by its maximum."""
-    top = z[i, 0]
-    for j in range(1, z.shape[1]):
-        top = max(top, z[i, j])
-    exp_total = k.zero
-    for j in range(z.shape[1]):
-        exp_total += math.exp(z[i, j] - top)
-    return (top + math.log(exp_total),)
+    """``(log(sum(exp(z))),)`` of the row."""
+    return (log_sum_exp(z, i, k),)
 
 
 @cpu_inline
@@ -441,190 +446,266 @@ def operation_names(name: str) -> tuple[str, str]:
     return f"{name}_forward", f"{name}_backward"
 
 
-# ---------------------------------------------------------------- CPU
+# ---------------------------------------------------------------- per-index bodies
+# Each builds a loss's body from its formulas (compiled for the device that runs it)
+# and the dtype's constants ``k``, named after the operation (the toolkit names the
+# loops and kernels after their body).
 
 
-def cpu_mean_loop(term: Callable[..., Any], k: KernelConstants) -> Callable[..., None]:
+def named(body: Callable[..., None], name: str) -> Callable[..., None]:
+    body.__name__ = body.__qualname__ = name
+    return body
+
+
+def mean_row_body(term: Callable[..., Any], k: KernelConstants, name: str) -> Callable[..., None]:
+    """``body(row, y_true, y_pred, loss_rows)``: the row's mean of ``term``."""
     cast = type(k.zero)
 
-    def mean_rows(y_true, y_pred, out):
-        cols = y_pred.shape[1]
-        for i in prange(y_pred.shape[0]):
-            total = k.zero
-            for j in range(cols):
-                total += term(y_true[i, j], y_pred[i, j], k)
-            out[i] = total / cast(cols)
+    def mean_row(row, y_true, y_pred, loss_rows):
+        total = k.zero
+        for j in range(y_pred.shape[1]):
+            total += term(y_true[row, j], y_pred[row, j], k)
+        loss_rows[row] = total / cast(y_pred.shape[1])
 
-    return mean_rows
+    return named(mean_row, name)
 
 
-def cpu_mean_gradient_loop(gradient: Callable[..., Any], k: KernelConstants) -> Callable[..., None]:
+def mean_gradient_body(
+    gradient: Callable[..., Any], k: KernelConstants, name: str
+) -> Callable[..., None]:
+    """``body(row, column, y_true, y_pred, row_scale, grad_pred)``: one element of the
+    gradient of a row's mean."""
     cast = type(k.zero)
 
-    def mean_gradient_rows(y_true, y_pred, row_scale, grad):
-        cols = y_pred.shape[1]
-        for i in prange(y_pred.shape[0]):
-            scale = row_scale[i] / cast(cols)
-            for j in range(cols):
-                grad[i, j] = scale * gradient(y_true[i, j], y_pred[i, j], k)
+    def mean_gradient(row, column, y_true, y_pred, row_scale, grad_pred):
+        # a division of shapes only, which the CPU loop hoists out of its rows
+        scale = row_scale[row] * (k.one / cast(y_pred.shape[1]))
+        grad_pred[row, column] = scale * gradient(y_true[row, column], y_pred[row, column], k)
 
-    return mean_gradient_rows
+    return named(mean_gradient, name)
 
 
-def cpu_row_loop(
-    stats: Callable[..., Any], row: Callable[..., Any], k: KernelConstants
+def row_body(
+    stats: Callable[..., Any], row_loss: Callable[..., Any], k: KernelConstants, name: str
 ) -> Callable[..., None]:
-    def rows(target, pred, out):
-        for i in prange(pred.shape[0]):
-            out[i] = row(target, pred, i, stats(target, pred, i, k), k)
+    """``body(row, y_true, y_pred, loss_rows)``: a row-coupled loss of one row."""
 
-    return rows
+    def row_value(row, y_true, y_pred, loss_rows):
+        loss_rows[row] = row_loss(y_true, y_pred, row, stats(y_true, y_pred, row, k), k)
+
+    return named(row_value, name)
 
 
-def cpu_row_gradient_loop(
-    stats: Callable[..., Any], gradient: Callable[..., Any], k: KernelConstants
+def row_gradient_body(
+    stats: Callable[..., Any], gradient: Callable[..., Any], k: KernelConstants, name: str
 ) -> Callable[..., None]:
-    def row_gradients(target, pred, row_scale, grad):
-        for i in prange(pred.shape[0]):
-            row_stats = stats(target, pred, i, k)
-            for j in range(pred.shape[1]):
-                grad[i, j] = row_scale[i] * gradient(target, pred, i, j, row_stats, k)
+    """``body(row, y_true, y_pred, row_scale, grad_pred)``: a row of a row-coupled
+    gradient, its ``stats`` computed once (the CPU's)."""
 
-    return row_gradients
+    def row_gradient(row, y_true, y_pred, row_scale, grad_pred):
+        row_stats = stats(y_true, y_pred, row, k)
+        for j in range(y_pred.shape[1]):
+            grad_pred[row, j] = row_scale[row] * gradient(y_true, y_pred, row, j, row_stats, k)
+
+    return named(row_gradient, name)
+
+
+def row_gradient_element_body(
+    stats: Callable[..., Any], gradient: Callable[..., Any], k: KernelConstants, name: str
+) -> Callable[..., None]:
+    """``body(row, column, y_true, y_pred, row_scale, grad_pred)``: one element of a
+    row-coupled gradient, its row's ``stats`` computed for it (CUDA's)."""
+
+    def row_gradient_element(row, column, y_true, y_pred, row_scale, grad_pred):
+        row_stats = stats(y_true, y_pred, row, k)
+        value = gradient(y_true, y_pred, row, column, row_stats, k)
+        grad_pred[row, column] = row_scale[row] * value
+
+    return named(row_gradient_element, name)
+
+
+# ---------------------------------------------------------------- loops
+
+
+def cpu_rows(body: Callable[..., None], arity: int) -> CpuLoop:
+    """``loop(y_true, y_pred, *rest)`` running ``body`` for every row of ``y_pred``.
+
+    A :class:`CpuLoop`, not a toolkit index loop: a row's work is its length, so the
+    parallel rule weighs the size of ``y_pred``, not the number of rows.
+    """
+    if arity == 3:
+
+        def forward_rows(y_true, y_pred, loss_rows):
+            for row in prange(y_pred.shape[0]):
+                body(row, y_true, y_pred, loss_rows)
+
+        return CpuLoop(forward_rows, body.__name__, cost=LOSS_COST, size_argument=1)
+
+    def backward_rows(y_true, y_pred, row_scale, grad_pred):
+        for row in prange(y_pred.shape[0]):
+            body(row, y_true, y_pred, row_scale, grad_pred)
+
+    return CpuLoop(backward_rows, body.__name__, cost=LOSS_COST, size_argument=1)
+
+
+class LossLoops:
+    """How a device compiles the losses' formulas and runs their bodies."""
+
+    def __init__(self, kernels: CudaKernels | None) -> None:
+        self.kernels = kernels
+
+    def formula(self, function: Callable[..., Any]) -> Any:
+        return cpu_inline(function) if self.kernels is None else self.kernels.device(function)
+
+    def argtypes(self, sparse: bool, backward: bool) -> tuple[Any, ...]:
+        """CUDA's types of ``(y_true, y_pred, loss_rows)``, or of ``(y_true, y_pred,
+        row_scale, grad_pred)`` for a ``backward`` pass."""
+        if self.kernels is None:
+            return ()
+        matrix, vector = self.kernels.array(2), self.kernels.array(1)
+        target = self.kernels.array(1, np.int64) if sparse else matrix
+        return (target, matrix, vector, matrix) if backward else (target, matrix, vector)
+
+    def forward(self, body: Callable[..., None], sparse: bool) -> Callable[..., None]:
+        """``NAME_forward(y_true, y_pred, loss_rows)`` from a per-row body."""
+        if self.kernels is None:
+            loop = cpu_rows(cpu_inline(body), 3)
+
+            def cpu_forward(y_true: Any, y_pred: Any, loss_rows: Any) -> None:
+                loop(y_true, y_pred, loss_rows)
+
+            return cpu_forward
+        launch = self.kernels.index_loop(body, self.argtypes(sparse, False))
+
+        def forward(y_true: Any, y_pred: Any, loss_rows: Any) -> None:
+            launch(y_pred.shape[0], y_true, y_pred, loss_rows)
+
+        return forward
+
+    def element_gradient(self, body: Callable[..., None], sparse: bool) -> Callable[..., None]:
+        """``NAME_backward(y_true, y_pred, row_scale, grad_pred)`` from a per-element body."""
+        if self.kernels is None:
+            launch = cpu_index_loop(cpu_inline(body), dims=2, cost=LOSS_COST)
+        else:
+            launch = self.kernels.index_loop(body, self.argtypes(sparse, True), dims=2)
+
+        def backward(y_true: Any, y_pred: Any, row_scale: Any, grad_pred: Any) -> None:
+            launch(y_pred.shape[0], y_pred.shape[1], y_true, y_pred, row_scale, grad_pred)
+
+        return backward
+
+    def row_gradient(self, body: Callable[..., None]) -> Callable[..., None]:
+        """``NAME_backward(y_true, y_pred, row_scale, grad_pred)`` from a per-row body (CPU)."""
+        loop = cpu_rows(cpu_inline(body), 4)
+
+        def backward(y_true: Any, y_pred: Any, row_scale: Any, grad_pred: Any) -> None:
+            loop(y_true, y_pred, row_scale, grad_pred)
+
+        return backward
+
+
+def loss_operations(dtype: np.dtype, kernels: CudaKernels | None) -> dict[str, Any]:
+    """Every loss's and metric's operations, on the CPU or (with ``kernels``) on CUDA."""
+    k = kernel_constants(dtype)
+    device = LossLoops(kernels)
+    operations: dict[str, Any] = {}
+    for name, elementwise in ELEMENTWISE.items():
+        forward_name, backward_name = operation_names(name)
+        term = device.formula(elementwise.term)
+        operations[forward_name] = device.forward(mean_row_body(term, k, forward_name), False)
+        if elementwise.gradient is not None:
+            gradient = device.formula(elementwise.gradient)
+            body = mean_gradient_body(gradient, k, backward_name)
+            operations[backward_name] = device.element_gradient(body, False)
+    for name, row_loss in ROW_COUPLED.items():
+        forward_name, backward_name = operation_names(name)
+        stats = device.formula(row_loss.stats)
+        body = row_body(stats, device.formula(row_loss.row), k, forward_name)
+        operations[forward_name] = device.forward(body, row_loss.sparse)
+        if row_loss.gradient is None:
+            continue
+        gradient = device.formula(row_loss.gradient)
+        if kernels is None:
+            body = row_gradient_body(stats, gradient, k, backward_name)
+            operations[backward_name] = device.row_gradient(body)
+        else:
+            body = row_gradient_element_body(stats, gradient, k, backward_name)
+            operations[backward_name] = device.element_gradient(body, row_loss.sparse)
+    return operations
 
 
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     k = kernel_constants(dtype)
-    operations: dict[str, Any] = {}
-
-    def add(public_name: str, template: Callable[..., None]) -> None:
-        serial = compile_cpu(template, public_name)
-        parallel = compile_cpu(template, public_name, parallel=True)
-
-        def operation(target: np.ndarray, pred: np.ndarray, *outputs: np.ndarray) -> None:
-            loop = parallel if pred.size >= PARALLEL_MIN_SIZE else serial
-            loop(target, pred, *outputs)
-
-        operations[public_name] = operation
-
-    for name, elementwise in ELEMENTWISE.items():
-        forward_name, backward_name = operation_names(name)
-        add(forward_name, cpu_mean_loop(elementwise.term, k))
-        if elementwise.gradient is not None:
-            add(backward_name, cpu_mean_gradient_loop(elementwise.gradient, k))
-    for name, row_loss in ROW_COUPLED.items():
-        forward_name, backward_name = operation_names(name)
-        add(forward_name, cpu_row_loop(row_loss.stats, row_loss.row, k))
-        if row_loss.gradient is not None:
-            add(backward_name, cpu_row_gradient_loop(row_loss.stats, row_loss.gradient, k))
-
     products = cpu_sum(dtype, product_term)
 
     def weighted_sum(values: np.ndarray, weights: np.ndarray, out: np.ndarray) -> None:
         out[0] = products(values, weights, k.zero, k.zero)
 
-    operations["weighted_sum"] = weighted_sum
-    return operations
-
-
-# ---------------------------------------------------------------- CUDA
-
-
-def cuda_mean_kernels(
-    registry: CudaKernelRegistry, name: str, loss: ElementwiseLoss, k: KernelConstants
-) -> tuple[Any, Any]:
-    """The forward kernel (a thread per row) and the backward kernel (a thread per element)."""
-    cast = registry.dtype.type
-    matrix = registry.array(2)
-    vector = registry.array(1)
-    term = registry.device(loss.term)
-
-    def mean_forward(y_true, y_pred, out):
-        i = cuda.grid(1)
-        if i < y_pred.shape[0]:
-            total = k.zero
-            for j in range(y_pred.shape[1]):
-                total += term(y_true[i, j], y_pred[i, j], k)
-            out[i] = total / cast(y_pred.shape[1])
-
-    mean_forward.__name__ = f"{name}_forward_kernel"
-    forward = registry.jit(matrix, matrix, vector)(mean_forward)
-    if loss.gradient is None:
-        return forward, None
-    gradient = registry.device(loss.gradient)
-
-    def mean_backward(y_true, y_pred, row_scale, grad):
-        index = cuda.grid(1)
-        if index < y_pred.size:
-            i = index // y_pred.shape[1]
-            j = index % y_pred.shape[1]
-            scale = row_scale[i] / cast(y_pred.shape[1])
-            grad[i, j] = scale * gradient(y_true[i, j], y_pred[i, j], k)
-
-    mean_backward.__name__ = f"{name}_backward_kernel"
-    return forward, registry.jit(matrix, matrix, vector, matrix)(mean_backward)
-
-
-def cuda_row_kernels(
-    registry: CudaKernelRegistry, name: str, loss: RowLoss, k: KernelConstants
-) -> tuple[Any, Any]:
-    """The forward kernel (a thread per row) and the backward kernel (a thread per element)."""
-    matrix = registry.array(2)
-    vector = registry.array(1)
-    target_type = registry.array(1, np.int64) if loss.sparse else matrix
-    stats = registry.device(loss.stats)
-    row = registry.device(loss.row)
-
-    def row_forward(target, pred, out):
-        i = cuda.grid(1)
-        if i < pred.shape[0]:
-            out[i] = row(target, pred, i, stats(target, pred, i, k), k)
-
-    row_forward.__name__ = f"{name}_forward_kernel"
-    forward = registry.jit(target_type, matrix, vector)(row_forward)
-    if loss.gradient is None:
-        return forward, None
-    gradient = registry.device(loss.gradient)
-
-    def row_backward(target, pred, row_scale, grad):
-        index = cuda.grid(1)
-        if index < pred.size:
-            i = index // pred.shape[1]
-            j = index % pred.shape[1]
-            row_stats = stats(target, pred, i, k)
-            grad[i, j] = row_scale[i] * gradient(target, pred, i, j, row_stats, k)
-
-    row_backward.__name__ = f"{name}_backward_kernel"
-    return forward, registry.jit(target_type, matrix, vector, matrix)(row_backward)
+    return {**loss_operations(dtype, None), "weighted_sum": weighted_sum}
 
 
 def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
-    registry = new_registry(globals(), cuda_api, dtype)
     k = kernel_constants(dtype)
-    operations: dict[str, Any] = {}
-
-    def add(name: str, forward_kernel: Any, backward_kernel: Any) -> None:
-        forward_name, backward_name = operation_names(name)
-
-        def forward(target: Any, pred: Any, out: Any) -> None:
-            forward_kernel[blocks_for(pred.shape[0]), THREADS_PER_BLOCK](target, pred, out)
-
-        def backward(target: Any, pred: Any, row_scale: Any, grad: Any) -> None:
-            backward_kernel[blocks_for(pred.size), THREADS_PER_BLOCK](target, pred, row_scale, grad)
-
-        operations[forward_name] = forward
-        if backward_kernel is not None:
-            operations[backward_name] = backward
-
-    for name, elementwise in ELEMENTWISE.items():
-        add(name, *cuda_mean_kernels(registry, name, elementwise, k))
-    for name, row_loss in ROW_COUPLED.items():
-        add(name, *cuda_row_kernels(registry, name, row_loss, k))
-
     products = block_sum_launcher(cuda_api, dtype, product_term, False)
 
     def weighted_sum(values: Any, weights: Any, out: Any) -> None:
         products(values, weights, k.zero, k.zero, out)
 
-    operations["weighted_sum"] = weighted_sum
-    return operations
+    operations = loss_operations(dtype, cuda_kernels(cuda_api, dtype))
+    return {**operations, "weighted_sum": weighted_sum}
+
+
+class LossRowsForward(Protocol):
+    """``NAME_forward(y_true, y_pred, loss_rows)`` (and the ``*_accuracy_rows``)."""
+
+    def __call__(
+        self, y_true: DeviceArray, y_pred: DeviceArray, loss_rows: DeviceArray
+    ) -> None: ...
+
+
+class LossRowsBackward(Protocol):
+    """``NAME_backward(y_true, y_pred, row_scale, grad_pred)``."""
+
+    def __call__(
+        self,
+        y_true: DeviceArray,
+        y_pred: DeviceArray,
+        row_scale: DeviceArray,
+        grad_pred: DeviceArray,
+    ) -> None: ...
+
+
+class LossKernels(Protocol):
+    """The loss family's operations, the same on both devices (module doc)."""
+
+    mean_squared_error_forward: LossRowsForward
+    mean_squared_error_backward: LossRowsBackward
+    mean_absolute_error_forward: LossRowsForward
+    mean_absolute_error_backward: LossRowsBackward
+    mean_absolute_percentage_error_forward: LossRowsForward
+    mean_absolute_percentage_error_backward: LossRowsBackward
+    mean_squared_logarithmic_error_forward: LossRowsForward
+    mean_squared_logarithmic_error_backward: LossRowsBackward
+    squared_hinge_forward: LossRowsForward
+    squared_hinge_backward: LossRowsBackward
+    hinge_forward: LossRowsForward
+    hinge_backward: LossRowsBackward
+    binary_crossentropy_forward: LossRowsForward
+    binary_crossentropy_backward: LossRowsBackward
+    poisson_forward: LossRowsForward
+    poisson_backward: LossRowsBackward
+    categorical_crossentropy_forward: LossRowsForward
+    categorical_crossentropy_backward: LossRowsBackward
+    sparse_categorical_crossentropy_forward: LossRowsForward
+    sparse_categorical_crossentropy_backward: LossRowsBackward
+    cosine_proximity_forward: LossRowsForward
+    cosine_proximity_backward: LossRowsBackward
+    softmax_crossentropy_forward: LossRowsForward
+    softmax_crossentropy_backward: LossRowsBackward
+    sparse_softmax_crossentropy_forward: LossRowsForward
+    sparse_softmax_crossentropy_backward: LossRowsBackward
+    binary_accuracy_rows: LossRowsForward
+    categorical_accuracy_rows: LossRowsForward
+    sparse_categorical_accuracy_rows: LossRowsForward
+
+    def weighted_sum(self, values: DeviceArray, weights: DeviceArray, out: DeviceArray) -> None: ...

@@ -30,48 +30,78 @@ with ``blockIdx.z`` walking the batch. A batch of 1 x 1 results (the 'dot' of tw
 vectors per sample, whatever the transposes) is a row-wise dot product instead: a
 vectorised loop on the CPU, where a BLAS call per sample costs more than its sum, and
 the cosine's row reduction on CUDA.
-The cosine's row sums and gradient formula are written once and compiled for both
-devices; on CUDA a block of :data:`ROW_THREADS` threads reduces each row in shared
-memory.
+The products, the scaling and the concat copies are per-index bodies written once and
+compiled for both devices by the toolkit. The cosine's row sums and gradient formula
+are written once too; on CUDA a block of :data:`ROW_THREADS` threads reduces each row
+in shared memory (hand-written kernels, as threads of a block cooperate).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol
 
 import numba
 import numpy as np
 from numba import njit, prange
 
 from numlayers.kernels.blas import gemm, njit_calling_blas
-from numlayers.kernels.cuda_support import CudaKernelRegistry, blocks_for, new_registry
-from numlayers.kernels.dropout import compile_serial_and_parallel
-from numlayers.kernels.matmul import (
-    A_LOADS,
-    B_LOADS,
-    BLOCK_THREADS,
-    PER_THREAD_M,
-    PER_THREAD_N,
-    THREADS_X,
-    THREADS_Y,
-    TILE_K,
-    TILE_M,
-    TILE_N,
+from numlayers.kernels.matmul import batched_gemm_launcher
+from numlayers.kernels.toolkit import (
+    CpuLoop,
+    CudaKernels,
+    DeviceArray,
+    bind_cuda,
+    cpu_inline,
+    device_index_loop,
 )
 
-#: ``numba.cuda``, bound by :func:`new_registry` (kernels must see it as a module global)
+#: ``numba.cuda``, bound by :func:`bind_cuda` (the row reductions name it as a module global)
 cuda: Any = None
 
 #: guard of the cosine's denominator, ``sqrt(max(|a|^2 |b|^2, COSINE_EPSILON))``
 COSINE_EPSILON = 1e-7
 #: threads of the CUDA block that reduces one row (a cosine, or a product of vectors)
 ROW_THREADS = 128
-#: arrays at least this long go through the CPU loops over both cores (measured: two
-#: cores overtake one at about 2**15 float64 or 2**16 float32 elements)
-PARALLEL_MIN_SIZE = 1 << 16
-#: the most blocks a CUDA grid may have along z; larger batches are walked in strides
-MAX_GRID_Z = 65535
+#: Work of one element (see :func:`~numlayers.kernels.toolkit.use_parallel`): the products,
+#: copies and row sums here are memory-bound, and two cores overtook one at about 2**15
+#: float64 or 2**16 float32 elements (measured), half the toolkit's threshold's worth
+MERGE_COST = 0.5
+
+
+# ---------------------------------------------------------------- per-index bodies
+
+
+@cpu_inline
+def multiply_into_element(index, x, out):
+    out[index] *= x[index]
+
+
+@cpu_inline
+def multiply_two_element(index, a, b, out):
+    out[index] = a[index] * b[index]
+
+
+@cpu_inline
+def scale_into_element(index, x, alpha, out):
+    out[index] = alpha * x[index]
+
+
+# ``start`` is unsigned: with a signed ``start + column`` Numba checks for a negative
+# index, which keeps LLVM from vectorising the copy (3x slower than NumPy, measured)
+
+
+@cpu_inline
+def copy_into_columns(row, column, x, out, start):
+    out[row, start + np.uint64(column)] = x[row, column]
+
+
+@cpu_inline
+def take_from_columns(row, column, grad_out, start, grad_x):
+    grad_x[row, column] = grad_out[row, start + np.uint64(column)]
+
+
+# ---------------------------------------------------------------- cosine formulas
 
 
 def row_sums(a, b, row, start, step, zero):
@@ -119,9 +149,9 @@ def write_cosine_gradients(a, b, row, start, step, grad, terms, grad_a, grad_b):
         grad_b[row, j] = scale * x - scale_b * y
 
 
-row_sums_cpu = njit(inline="always")(row_sums)
-cosine_terms_cpu = njit(inline="always")(cosine_terms)
-write_cosine_gradients_cpu = njit(inline="always")(write_cosine_gradients)
+row_sums_cpu = cpu_inline(row_sums)
+cosine_terms_cpu = cpu_inline(cosine_terms)
+write_cosine_gradients_cpu = cpu_inline(write_cosine_gradients)
 
 
 def flat(array: Any) -> Any:
@@ -143,38 +173,59 @@ def merge_last_axes(array: Any) -> Any:
     return array.reshape(array.shape[0], array.shape[1] * array.shape[2])
 
 
-def build_cpu(dtype: np.dtype) -> dict[str, Any]:
+def index_operations(dtype: np.dtype, kernels: CudaKernels | None) -> dict[str, Any]:
+    """The products, the scaling and the concat parts, on the CPU or (with ``kernels``)
+    on CUDA."""
     cast = dtype.type
+    vector = matrix = scalar = None
+    if kernels is not None:
+        vector, matrix, scalar = kernels.array(1), kernels.array(2), kernels.scalar
+    offset = numba.types.uint64
+
+    def loop(body: Any, argtypes: tuple[Any, ...], dims: int = 1) -> Any:
+        return device_index_loop(kernels, body, argtypes, dims=dims, cost=MERGE_COST)
+
+    multiply_into_loop = loop(multiply_into_element, (vector, vector))
+    multiply_two_loop = loop(multiply_two_element, (vector, vector, vector))
+    scale_into_loop = loop(scale_into_element, (vector, scalar, vector))
+    copy_loop = loop(copy_into_columns, (matrix, matrix, offset), dims=2)
+    take_loop = loop(take_from_columns, (matrix, offset, matrix), dims=2)
+
+    def multiply_into(x: Any, out: Any) -> None:
+        multiply_into_loop(out.size, flat(x), flat(out))
+
+    def multiply_two(a: Any, b: Any, out: Any) -> None:
+        multiply_two_loop(out.size, flat(a), flat(b), flat(out))
+
+    def scale_into(x: Any, alpha: float, out: Any) -> None:
+        scale_into_loop(out.size, flat(x), cast(alpha), flat(out))
+
+    def concat_forward_part(x: Any, out: Any, offset: int) -> None:
+        rows, columns = x.shape[0], x.shape[1] * x.shape[2]
+        start = np.uint64(offset * x.shape[2])
+        copy_loop(rows, columns, merge_last_axes(x), merge_last_axes(out), start)
+
+    def concat_backward_part(grad_out: Any, offset: int, grad_x: Any) -> None:
+        rows, columns = grad_x.shape[0], grad_x.shape[1] * grad_x.shape[2]
+        start = np.uint64(offset * grad_x.shape[2])
+        take_loop(rows, columns, merge_last_axes(grad_out), start, merge_last_axes(grad_x))
+
+    return {
+        "multiply_into": multiply_into,
+        "multiply_two": multiply_two,
+        "scale_into": scale_into,
+        "concat_forward_part": concat_forward_part,
+        "concat_backward_part": concat_backward_part,
+    }
+
+
+# ---------------------------------------------------------------- CPU
+
+
+def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     zero = dtype.type(0)
     one = dtype.type(1)
     epsilon = dtype.type(COSINE_EPSILON)
-
-    def multiply_into_loop(x, out):
-        for i in prange(out.size):
-            out[i] *= x[i]
-
-    def multiply_two_loop(a, b, out):
-        for i in prange(out.size):
-            out[i] = a[i] * b[i]
-
-    def scale_into_loop(x, alpha, out):
-        for i in prange(out.size):
-            out[i] = alpha * x[i]
-
-    # The rows are indexed through views that start at column ``start``: an index
-    # ``start + c`` could be negative as far as Numba knows, and its wraparound
-    # check keeps LLVM from vectorising the copy (3x slower than NumPy, measured).
-    def copy_columns(x, out, start):
-        for o in prange(x.shape[0]):
-            target = out[o, start:]
-            for c in range(x.shape[1]):
-                target[c] = x[o, c]
-
-    def take_columns(grad_out, start, grad_x):
-        for o in prange(grad_x.shape[0]):
-            source = grad_out[o, start:]
-            for c in range(grad_x.shape[1]):
-                grad_x[o, c] = source[c]
 
     def cosine_rows(a, b, out):
         for row in prange(a.shape[0]):
@@ -186,6 +237,10 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
             sums = row_sums_cpu(a, b, row, 0, 1, zero)
             terms = cosine_terms_cpu(sums[0], sums[1], sums[2], epsilon, zero, one)
             write_cosine_gradients_cpu(a, b, row, 0, 1, grad_out[row, 0], terms, grad_a, grad_b)
+
+    # a row per iteration: the work is the size of ``a``, not the number of rows
+    cosine_loop = CpuLoop(cosine_rows, cost=MERGE_COST, size_argument=0)
+    cosine_gradient_loop = CpuLoop(cosine_gradient_rows, cost=MERGE_COST, size_argument=0)
 
     # reassociating the sum lets LLVM vectorise it, as BLAS would
     @njit(cache=True, fastmath={"reassoc", "contract"})
@@ -201,33 +256,17 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
         for z in range(out.shape[0]):
             gemm(a[z], b[z], out[z], transpose_a, transpose_b, 1.0, 0.0)
 
-    multiply_into_serial, multiply_into_parallel = compile_serial_and_parallel(multiply_into_loop)
-    multiply_two_serial, multiply_two_parallel = compile_serial_and_parallel(multiply_two_loop)
-    scale_into_serial, scale_into_parallel = compile_serial_and_parallel(scale_into_loop)
-    copy_serial, copy_parallel = compile_serial_and_parallel(copy_columns)
-    take_serial, take_parallel = compile_serial_and_parallel(take_columns)
-    cosine_serial, cosine_parallel = compile_serial_and_parallel(cosine_rows)
-    gradient_serial, gradient_parallel = compile_serial_and_parallel(cosine_gradient_rows)
+    def cosine_forward(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        cosine_loop(a, b, out)
 
-    def multiply_into(x: np.ndarray, out: np.ndarray) -> None:
-        loop = multiply_into_parallel if out.size >= PARALLEL_MIN_SIZE else multiply_into_serial
-        loop(flat(x), flat(out))
-
-    def multiply_two(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-        loop = multiply_two_parallel if out.size >= PARALLEL_MIN_SIZE else multiply_two_serial
-        loop(flat(a), flat(b), flat(out))
-
-    def scale_into(x: np.ndarray, alpha: float, out: np.ndarray) -> None:
-        loop = scale_into_parallel if out.size >= PARALLEL_MIN_SIZE else scale_into_serial
-        loop(flat(x), cast(alpha), flat(out))
-
-    def concat_forward_part(x: np.ndarray, out: np.ndarray, offset: int) -> None:
-        loop = copy_parallel if x.size >= PARALLEL_MIN_SIZE else copy_serial
-        loop(merge_last_axes(x), merge_last_axes(out), offset * x.shape[2])
-
-    def concat_backward_part(grad_out: np.ndarray, offset: int, grad_x: np.ndarray) -> None:
-        loop = take_parallel if grad_x.size >= PARALLEL_MIN_SIZE else take_serial
-        loop(merge_last_axes(grad_out), offset * grad_x.shape[2], merge_last_axes(grad_x))
+    def cosine_backward(
+        a: np.ndarray,
+        b: np.ndarray,
+        grad_out: np.ndarray,
+        grad_a: np.ndarray,
+        grad_b: np.ndarray,
+    ) -> None:
+        cosine_gradient_loop(a, b, grad_out, grad_a, grad_b)
 
     def batched_matmul(
         a: np.ndarray, b: np.ndarray, out: np.ndarray, transpose_a: bool, transpose_b: bool
@@ -237,173 +276,34 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
         else:
             blas_products(a, b, out, bool(transpose_a), bool(transpose_b))
 
-    def cosine_forward(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-        (cosine_parallel if a.size >= PARALLEL_MIN_SIZE else cosine_serial)(a, b, out)
-
-    def cosine_backward(
-        a: np.ndarray,
-        b: np.ndarray,
-        grad_out: np.ndarray,
-        grad_a: np.ndarray,
-        grad_b: np.ndarray,
-    ) -> None:
-        loop = gradient_parallel if a.size >= PARALLEL_MIN_SIZE else gradient_serial
-        loop(a, b, grad_out, grad_a, grad_b)
-
     return {
-        "multiply_into": multiply_into,
-        "multiply_two": multiply_two,
-        "scale_into": scale_into,
-        "concat_forward_part": concat_forward_part,
-        "concat_backward_part": concat_backward_part,
+        **index_operations(dtype, None),
         "batched_matmul": batched_matmul,
         "cosine_forward": cosine_forward,
         "cosine_backward": cosine_backward,
     }
 
 
-def make_tile_loader(zero: Any) -> Any:
-    """Return ``load_tile``, which stages one operand's slice for the batched GEMM."""
-
-    def load_tile(operand, z, k0, depth, start, extent, width, loads, depth_major, thread, tile):
-        """``tile[k, e] = op(operand[z])[k0 + k, start + e]``, zero past the edges.
-
-        ``op(operand[z])`` is ``(depth, extent)``: ``operand[z]`` itself when
-        ``depth_major``, else its transpose. Consecutive threads walk the stored
-        array's contiguous axis, so the loads coalesce either way.
-        """
-        for load in range(loads):
-            index = thread + load * BLOCK_THREADS
-            if depth_major:
-                e = index % width
-                k = index // width
-            else:
-                k = index % TILE_K
-                e = index // TILE_K
-            value = zero
-            if k0 + k < depth and start + e < extent:
-                if depth_major:
-                    value = operand[z, k0 + k, start + e]
-                else:
-                    value = operand[z, start + e, k0 + k]
-            tile[k, e] = value
-
-    return load_tile
-
-
-def make_batched_gemm_kernel(
-    registry: CudaKernelRegistry, transpose_a: bool, transpose_b: bool
-) -> Any:
-    """Return a kernel ``out[z] = op(a[z]) @ op(b[z])`` for fixed transposes.
-
-    The tiling of :func:`numlayers.kernels.matmul.make_gemm_kernel` on a grid whose
-    z axis walks the batch (in strides of ``gridDim.z`` beyond :data:`MAX_GRID_Z`).
-    """
-    scalar = registry.scalar
-    zero = registry.dtype.type(0)
-    batch = registry.array(3)
-    load_tile = registry.device(make_tile_loader(zero))
-
-    def batched_gemm(a, b, out):
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        thread = ty * THREADS_X + tx
-        row0 = cuda.blockIdx.y * TILE_M
-        col0 = cuda.blockIdx.x * TILE_N
-        rows = out.shape[1]
-        cols = out.shape[2]
-        depth = a.shape[1] if transpose_a else a.shape[2]
-
-        a_tile = cuda.shared.array((TILE_K, TILE_M), scalar)
-        b_tile = cuda.shared.array((TILE_K, TILE_N), scalar)
-        acc = cuda.local.array((PER_THREAD_M, PER_THREAD_N), scalar)
-        a_values = cuda.local.array(PER_THREAD_M, scalar)
-        b_values = cuda.local.array(PER_THREAD_N, scalar)
-
-        for z in range(cuda.blockIdx.z, out.shape[0], cuda.gridDim.z):
-            for i in range(PER_THREAD_M):
-                for j in range(PER_THREAD_N):
-                    acc[i, j] = zero
-            for k0 in range(0, depth, TILE_K):
-                # a[z] is (depth, rows) when transposed, b[z] is (depth, cols) when not
-                load_tile(a, z, k0, depth, row0, rows, TILE_M, A_LOADS, transpose_a, thread, a_tile)
-                load_tile(
-                    b, z, k0, depth, col0, cols, TILE_N, B_LOADS, not transpose_b, thread, b_tile
-                )
-                cuda.syncthreads()
-                for k in range(TILE_K):
-                    for i in range(PER_THREAD_M):
-                        a_values[i] = a_tile[k, ty + i * THREADS_Y]
-                    for j in range(PER_THREAD_N):
-                        b_values[j] = b_tile[k, tx + j * THREADS_X]
-                    for i in range(PER_THREAD_M):
-                        for j in range(PER_THREAD_N):
-                            acc[i, j] += a_values[i] * b_values[j]
-                # the next item's (or tile's) loads must wait for every thread's reads
-                cuda.syncthreads()
-            for i in range(PER_THREAD_M):
-                row = row0 + ty + i * THREADS_Y
-                if row < rows:
-                    for j in range(PER_THREAD_N):
-                        col = col0 + tx + j * THREADS_X
-                        if col < cols:
-                            out[z, row, col] = acc[i, j]
-
-    batched_gemm.__name__ = (
-        f"batched_gemm_{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}"
-    )
-    return registry.jit(batch, batch, batch)(batched_gemm)
+# ---------------------------------------------------------------- CUDA
 
 
 def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
-    registry = new_registry(globals(), cuda_api, dtype)
-    cast = dtype.type
+    # the row reductions are hand-written: a block's threads sum a row in shared memory
+    kernels = bind_cuda(globals(), cuda_api, dtype)
     zero = dtype.type(0)
     one = dtype.type(1)
     epsilon = dtype.type(COSINE_EPSILON)
-    scalar = registry.scalar
-    vector = registry.array(1)
-    matrix = registry.array(2)
-    sums_of = registry.device(row_sums)
-    terms_of = registry.device(cosine_terms)
-    write_gradients = registry.device(write_cosine_gradients)
+    scalar = kernels.scalar
+    vector = kernels.array(1)
+    matrix = kernels.array(2)
+    sums_of = kernels.device(row_sums)
+    terms_of = kernels.device(cosine_terms)
+    write_gradients = kernels.device(write_cosine_gradients)
     gemms = {
-        (transpose_a, transpose_b): make_batched_gemm_kernel(registry, transpose_a, transpose_b)
+        (transpose_a, transpose_b): batched_gemm_launcher(cuda_api, dtype, transpose_a, transpose_b)
         for transpose_a in (False, True)
         for transpose_b in (False, True)
     }
-
-    @registry.jit(vector, vector)
-    def multiply_into_kernel(x, out):
-        i = cuda.grid(1)
-        if i < out.size:
-            out[i] *= x[i]
-
-    @registry.jit(vector, vector, vector)
-    def multiply_two_kernel(a, b, out):
-        i = cuda.grid(1)
-        if i < out.size:
-            out[i] = a[i] * b[i]
-
-    @registry.jit(vector, scalar, vector)
-    def scale_into_kernel(x, alpha, out):
-        i = cuda.grid(1)
-        if i < out.size:
-            out[i] = alpha * x[i]
-
-    @registry.jit(matrix, matrix, numba.types.int64)
-    def copy_columns_kernel(x, out, start):
-        i = cuda.grid(1)
-        if i < x.size:
-            width = x.shape[1]
-            out[i // width, start + i % width] = x[i // width, i % width]
-
-    @registry.jit(matrix, numba.types.int64, matrix)
-    def take_columns_kernel(grad_out, start, grad_x):
-        i = cuda.grid(1)
-        if i < grad_x.size:
-            width = grad_x.shape[1]
-            grad_x[i // width, i % width] = grad_out[i // width, start + i % width]
 
     def block_row_sums(a, b, partial):
         """Every thread of the block gets the row's three sums, reduced in ``partial``."""
@@ -421,23 +321,23 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
             width //= 2
         return partial[0, 0], partial[1, 0], partial[2, 0]
 
-    reduce_row = registry.device(block_row_sums)
+    reduce_row = kernels.device(block_row_sums)
 
-    @registry.jit(matrix, matrix, matrix)
+    @kernels.jit(matrix, matrix, matrix)
     def cosine_forward_kernel(a, b, out):
         partial = cuda.shared.array((3, ROW_THREADS), scalar)
         sums = reduce_row(a, b, partial)
         if cuda.threadIdx.x == 0:
             out[cuda.blockIdx.x, 0] = terms_of(sums[0], sums[1], sums[2], epsilon, zero, one)[0]
 
-    @registry.jit(matrix, matrix, vector)
+    @kernels.jit(matrix, matrix, vector)
     def row_dots_kernel(a, b, out):
         partial = cuda.shared.array((3, ROW_THREADS), scalar)
         sums = reduce_row(a, b, partial)
         if cuda.threadIdx.x == 0:
             out[cuda.blockIdx.x] = sums[0]
 
-    @registry.jit(matrix, matrix, matrix, matrix, matrix)
+    @kernels.jit(matrix, matrix, matrix, matrix, matrix)
     def cosine_backward_kernel(a, b, grad_out, grad_a, grad_b):
         partial = cuda.shared.array((3, ROW_THREADS), scalar)
         sums = reduce_row(a, b, partial)
@@ -445,25 +345,6 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         terms = terms_of(sums[0], sums[1], sums[2], epsilon, zero, one)
         write_gradients(
             a, b, row, cuda.threadIdx.x, ROW_THREADS, grad_out[row, 0], terms, grad_a, grad_b
-        )
-
-    def multiply_into(x: Any, out: Any) -> None:
-        multiply_into_kernel[blocks_for(out.size), 256](flat(x), flat(out))
-
-    def multiply_two(a: Any, b: Any, out: Any) -> None:
-        multiply_two_kernel[blocks_for(out.size), 256](flat(a), flat(b), flat(out))
-
-    def scale_into(x: Any, alpha: float, out: Any) -> None:
-        scale_into_kernel[blocks_for(out.size), 256](flat(x), cast(alpha), flat(out))
-
-    def concat_forward_part(x: Any, out: Any, offset: int) -> None:
-        copy_columns_kernel[blocks_for(x.size), 256](
-            merge_last_axes(x), merge_last_axes(out), np.int64(offset * x.shape[2])
-        )
-
-    def concat_backward_part(grad_out: Any, offset: int, grad_x: Any) -> None:
-        take_columns_kernel[blocks_for(grad_x.size), 256](
-            merge_last_axes(grad_out), np.int64(offset * grad_x.shape[2]), merge_last_axes(grad_x)
         )
 
     def batched_matmul(a: Any, b: Any, out: Any, transpose_a: bool, transpose_b: bool) -> None:
@@ -474,12 +355,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 merge_last_axes(a), merge_last_axes(b), flat(out)
             )
             return
-        blocks = (
-            (out.shape[2] + TILE_N - 1) // TILE_N,
-            (out.shape[1] + TILE_M - 1) // TILE_M,
-            min(out.shape[0], MAX_GRID_Z),
-        )
-        gemms[bool(transpose_a), bool(transpose_b)][blocks, (THREADS_X, THREADS_Y)](a, b, out)
+        gemms[bool(transpose_a), bool(transpose_b)](a, b, out)
 
     def cosine_forward(a: Any, b: Any, out: Any) -> None:
         if a.shape[0] > 0:
@@ -490,12 +366,39 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
             cosine_backward_kernel[a.shape[0], ROW_THREADS](a, b, grad_out, grad_a, grad_b)
 
     return {
-        "multiply_into": multiply_into,
-        "multiply_two": multiply_two,
-        "scale_into": scale_into,
-        "concat_forward_part": concat_forward_part,
-        "concat_backward_part": concat_backward_part,
+        **index_operations(dtype, kernels),
         "batched_matmul": batched_matmul,
         "cosine_forward": cosine_forward,
         "cosine_backward": cosine_backward,
     }
+
+
+class MergeKernels(Protocol):
+    """The merge family's operations, the same on both devices (module doc)."""
+
+    def multiply_into(self, x: DeviceArray, out: DeviceArray) -> None: ...
+
+    def multiply_two(self, a: DeviceArray, b: DeviceArray, out: DeviceArray) -> None: ...
+
+    def scale_into(self, x: DeviceArray, alpha: float, out: DeviceArray) -> None: ...
+
+    def concat_forward_part(self, x: DeviceArray, out: DeviceArray, offset: int) -> None: ...
+
+    def concat_backward_part(
+        self, grad_out: DeviceArray, offset: int, grad_x: DeviceArray
+    ) -> None: ...
+
+    def batched_matmul(
+        self, a: DeviceArray, b: DeviceArray, out: DeviceArray, transpose_a: bool, transpose_b: bool
+    ) -> None: ...
+
+    def cosine_forward(self, a: DeviceArray, b: DeviceArray, out: DeviceArray) -> None: ...
+
+    def cosine_backward(
+        self,
+        a: DeviceArray,
+        b: DeviceArray,
+        grad_out: DeviceArray,
+        grad_a: DeviceArray,
+        grad_b: DeviceArray,
+    ) -> None: ...

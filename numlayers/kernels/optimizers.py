@@ -40,39 +40,49 @@ a CUDA device function) with the same argument list
 ``(param, grad, first, second, i, lr, h1, h2, h3, k)``: ``first`` and ``second`` are the
 state arrays (an empty array where a rule keeps fewer), ``h1..h3`` the other
 hyperparameters, ``k`` the dtype's constants. So one CPU loop and one CUDA kernel
-shape serve every rule.
+shape serve every rule: the per-index body (:func:`update_body`) is compiled as a CPU
+``prange`` loop and as a CUDA grid-stride kernel by the toolkit.
 
 Shared with :mod:`~numlayers.kernels.losses` and :mod:`~numlayers.kernels.regularization`:
 :func:`kernel_constants` and the sum reduction (:func:`cpu_sum` and
-:func:`block_sum_launcher`) over a per-element term such as :func:`square_term`.
+:func:`block_sum_launcher`) over a per-element term such as :func:`square_term`. The
+CUDA reduction is hand-written: a block's threads add up in shared memory, and the
+blocks of an accumulating sum meet in an atomic add.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import types
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-from numba import njit, prange
-from numba.extending import register_jitable
+from numba import prange
 
-from numlayers.kernels.cuda_support import (
-    THREADS_PER_BLOCK,
-    CudaKernelRegistry,
+from numlayers.kernels.toolkit import (
+    BLOCK_SIZE,
+    CpuLoop,
+    DeviceArray,
+    bind_cuda,
     blocks_for,
+    compile_cpu,
+    cpu_index_loop,
+    cpu_inline,
+    cuda_kernels,
     empty_vector,
-    new_registry,
+    use_parallel,
 )
 
-#: weights at least this long are updated on every core (a 1024 x 1024 SGD step:
-#: 0.35 ms on one core, about half on two)
-PARALLEL_MIN_SIZE = 1 << 16
-
-#: ``numba.cuda``, bound by :func:`new_registry` (kernels must see it as a module global)
+#: ``numba.cuda``, bound by :func:`bind_cuda` (the sum reduction names it as a module global)
 cuda: Any = None
+
+#: Work of one element of an update or a clip (see
+#: :func:`~numlayers.kernels.toolkit.use_parallel`): a few multiply-adds over three or
+#: four arrays, memory-bound once vectorised, so half a multiply-add's time; it keeps the
+#: measured threshold of 2**16 elements (a 1024 x 1024 SGD step: 0.35 ms on one core,
+#: about half on two)
+UPDATE_COST = 0.5
 
 #: Keras' fuzz factor ``K.epsilon()``
 EPSILON = 1e-7
@@ -81,58 +91,29 @@ NORM_FLOOR = 1e-12
 #: the most blocks an accumulating CUDA reduction launches (each then loops over the input)
 REDUCTION_BLOCKS = 512
 
-#: Marks a plain-Python scalar helper for inlining into the CPU loops. It returns the
-#: function itself, so the same helper is compiled again for CUDA by
-#: ``registry.device``. CPU loops capture these plain functions, not
-#: ``njit`` dispatchers: a dispatcher in a closure pickles with a random id and would
-#: defeat Numba's on-disk cache.
-cpu_inline = register_jitable(inline="always")
-
 
 class KernelConstants(NamedTuple):
-    """Scalars of the kernel's dtype, so no kernel writes a float64 literal."""
+    """Scalars of the kernel's dtype, so that no kernel writes a float64 literal."""
 
-    zero: Any
-    one: Any
-    two: Any
-    hundred: Any
-    eps: Any
-    one_minus_eps: Any
-    norm_floor: Any
+    zero: np.floating[Any]
+    one: np.floating[Any]
+    two: np.floating[Any]
+    hundred: np.floating[Any]
+    eps: np.floating[Any]
+    one_minus_eps: np.floating[Any]
+    norm_floor: np.floating[Any]
     #: ``2**(mantissa bits)``: from there on every float is an integer
-    round_shift: Any
+    round_shift: np.floating[Any]
 
 
 def kernel_constants(dtype: np.dtype) -> KernelConstants:
     """The constants of :class:`KernelConstants` in ``dtype``."""
     cast = np.dtype(dtype).type
+    one, eps = cast(1), cast(EPSILON)
+    round_shift = cast(2 ** np.finfo(dtype).nmant)
     return KernelConstants(
-        zero=cast(0),
-        one=cast(1),
-        two=cast(2),
-        hundred=cast(100),
-        eps=cast(EPSILON),
-        one_minus_eps=cast(1) - cast(EPSILON),
-        norm_floor=cast(NORM_FLOOR),
-        round_shift=cast(2 ** np.finfo(dtype).nmant),
+        cast(0), one, cast(2), cast(100), eps, one - eps, cast(NORM_FLOOR), round_shift
     )
-
-
-def compile_cpu(template: Any, name: str, parallel: bool = False, **options: Any) -> Any:
-    """Compile the CPU loop ``template`` with ``njit(cache=True)``, under its own ``name``.
-
-    Numba's cache names its files after the function's qualified name and does not key
-    on ``parallel``, so a parallel variant (a ``prange`` loop) gets a name of its own.
-    """
-    copy = types.FunctionType(
-        template.__code__,
-        template.__globals__,
-        name,
-        template.__defaults__,
-        template.__closure__,
-    )
-    copy.__qualname__ = f"{name}_parallel" if parallel else name
-    return njit(cache=True, parallel=parallel, **options)(copy)
 
 
 # ---------------------------------------------------------------- sum reduction terms
@@ -185,21 +166,21 @@ def block_sum_launcher(
     ``accumulate`` the blocks add into ``out[0]`` atomically; without, one block
     writes ``out[0] = total`` (a deterministic sum for short inputs).
     """
-    registry = new_registry(globals(), cuda_api, dtype)
-    scalar = registry.scalar
-    vector = registry.array(1)
-    zero = registry.dtype.type(0)
-    term_device = registry.device(term)
+    kernels = bind_cuda(globals(), cuda_api, dtype)
+    scalar = kernels.scalar
+    vector = kernels.array(1)
+    zero = kernels.dtype.type(0)
+    term_device = kernels.device(term)
 
     def block_sum(a, b, s1, s2, out):
-        partial = cuda.shared.array(THREADS_PER_BLOCK, scalar)
+        partial = cuda.shared.array(BLOCK_SIZE, scalar)
         thread = cuda.threadIdx.x
         total = zero
         for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
             total += term_device(a, b, i, s1, s2)
         partial[thread] = total
         cuda.syncthreads()
-        width = THREADS_PER_BLOCK // 2
+        width = BLOCK_SIZE // 2
         while width > 0:
             if thread < width:
                 partial[thread] += partial[thread + width]
@@ -212,11 +193,11 @@ def block_sum_launcher(
                 out[0] = partial[0]
 
     block_sum.__name__ = f"{'accumulate' if accumulate else 'assign'}_sum_{term.__name__}_kernel"
-    kernel = registry.jit(vector, vector, scalar, scalar, vector)(block_sum)
+    kernel = kernels.jit(vector, vector, scalar, scalar, vector)(block_sum)
 
     def launch(a: Any, b: Any, s1: Any, s2: Any, out: Any) -> None:
         blocks = min(blocks_for(a.size), REDUCTION_BLOCKS) if accumulate else 1
-        kernel[blocks, THREADS_PER_BLOCK](a, b, s1, s2, out)
+        kernel[blocks, BLOCK_SIZE](a, b, s1, s2, out)
 
     return launch
 
@@ -325,20 +306,62 @@ CLIP_RULES = {
 }
 
 
-def public_operations(
-    update: Callable[..., Any], clip: Callable[..., Any], empty: Callable[[], Any], k: Any
-) -> dict[str, Any]:
-    """The public signatures, mapped onto the uniform update and clip launchers.
+def update_body(step: Callable[..., None], k: KernelConstants) -> Callable[..., None]:
+    """Update rule ``step`` (compiled for the device that runs it) as a per-index body
+    ``update_element(index, param, grad, first, second, lr, h1, h2, h3)``."""
 
-    ``update(rule, param, grad, first, second, lr, h1, h2, h3)`` and
-    ``clip(rule, grad, limit, total_sq)`` are the device's launchers; ``empty()``
-    gives the empty array that stands for an unused state or scalar array.
+    def update_element(index, param, grad, first, second, lr, h1, h2, h3):
+        step(param, grad, first, second, index, lr, h1, h2, h3, k)
+
+    return update_element
+
+
+def clip_body(
+    prepare: Callable[..., Any], step: Callable[..., None], k: KernelConstants
+) -> Callable[..., None]:
+    """A clipping rule as a per-index body ``clip_element(index, grad, limit, total_sq)``.
+
+    Every index prepares its own value: on CUDA the squared norm stays on the device.
     """
+
+    def clip_element(index, grad, limit, total_sq):
+        step(grad, index, prepare(limit, total_sq, k), k)
+
+    return clip_element
+
+
+def public_operations(
+    update_launcher: Callable[[str, int], Any],
+    clips: dict[str, Callable[..., None]],
+    empty: Callable[[], Any],
+    cast: Callable[[float], Any],
+) -> dict[str, Any]:
+    """The public signatures, mapped onto a device's update launchers and clip loops.
+
+    ``update_launcher(rule, size)`` gives the compiled update of ``rule``, called as
+    ``(param, grad, first, second, lr, h1, h2, h3)``; ``clips[rule]`` is a clipping
+    rule's index loop, called as ``(count, grad, limit, total_sq)``; ``empty()`` gives
+    the empty array that stands for an unused state or scalar array.
+    """
+
+    def update(
+        rule: str,
+        param: Any,
+        grad: Any,
+        first: Any,
+        second: Any,
+        lr: float,
+        h1: float,
+        h2: float,
+        h3: float,
+    ) -> None:
+        launch = update_launcher(rule, param.size)
+        launch(param, grad, first, second, cast(lr), cast(h1), cast(h2), cast(h3))
 
     def sgd_update(
         param: Any, grad: Any, velocity: Any, lr: float, momentum: float, nesterov: bool
     ) -> None:
-        flag = k.one if nesterov else k.zero
+        flag = 1.0 if nesterov else 0.0
         update("sgd", param, grad, velocity, empty(), lr, momentum, flag, 0.0)
 
     def rmsprop_update(
@@ -385,10 +408,10 @@ def public_operations(
         update("adamax", param, grad, m, u, lr_t, beta_1, beta_2, epsilon)
 
     def clip_values(grad: Any, clipvalue: float) -> None:
-        clip("clip_values", grad, clipvalue, empty())
+        clips["clip_values"](grad.size, grad, cast(clipvalue), empty())
 
     def scale_by_norm_limit(grad: Any, total_sq: Any, clipnorm: float) -> None:
-        clip("scale_by_norm_limit", grad, clipnorm, total_sq)
+        clips["scale_by_norm_limit"](grad.size, grad, cast(clipnorm), total_sq)
 
     return {
         "sgd_update": sgd_update,
@@ -399,65 +422,39 @@ def public_operations(
         "adamax_update": adamax_update,
         "clip_values": clip_values,
         "scale_by_norm_limit": scale_by_norm_limit,
+        "update_launcher": update_launcher,
+        "no_state": empty,
     }
 
 
-def cpu_update_loop(step: Callable[..., None], k: KernelConstants) -> Callable[..., None]:
-    """The CPU loop template applying the update rule ``step`` to every element."""
+def cpu_update_loop(rule: str, k: KernelConstants) -> CpuLoop:
+    """The CPU loop of update rule ``rule`` over every element of ``param``.
+
+    A loop of its own rather than :func:`~numlayers.kernels.toolkit.cpu_index_loop`'s:
+    ``update_launcher`` hands the optimizer the compiled loop itself (serial or parallel,
+    picked once per weight), so the count is the weight's size, not an argument.
+    """
+    body = cpu_inline(update_body(UPDATE_RULES[rule], k))
 
     def update_loop(param, grad, first, second, lr, h1, h2, h3):
         for i in prange(param.size):
-            step(param, grad, first, second, i, lr, h1, h2, h3, k)
+            body(i, param, grad, first, second, lr, h1, h2, h3)
 
-    return update_loop
-
-
-def cpu_clip_loop(
-    prepare: Callable[..., Any], step: Callable[..., None], k: KernelConstants
-) -> Callable[..., None]:
-    """The CPU loop template applying a clipping rule to every element."""
-
-    def clip_loop(grad, limit, total_sq):
-        value = prepare(limit, total_sq, k)
-        for i in range(grad.size):
-            step(grad, i, value, k)
-
-    return clip_loop
+    return CpuLoop(update_loop, f"{rule}_update", cost=UPDATE_COST, size_argument=0)
 
 
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
-    cast = dtype.type
     k = kernel_constants(dtype)
     no_array = np.empty(0, dtype)
-    updates = {
-        (rule, parallel): compile_cpu(cpu_update_loop(step, k), f"{rule}_update", parallel)
-        for rule, step in UPDATE_RULES.items()
-        for parallel in (False, True)
-    }
+    updates = {rule: cpu_update_loop(rule, k) for rule in UPDATE_RULES}
     clips = {
-        rule: compile_cpu(cpu_clip_loop(prepare, step, k), rule)
+        rule: cpu_index_loop(cpu_inline(clip_body(prepare, step, k)), name=rule, cost=UPDATE_COST)
         for rule, (prepare, step) in CLIP_RULES.items()
     }
 
     def update_launcher(rule: str, size: int) -> Any:
-        return updates[rule, size >= PARALLEL_MIN_SIZE]
-
-    def update(
-        rule: str,
-        param: Any,
-        grad: Any,
-        first: Any,
-        second: Any,
-        lr: float,
-        h1: float,
-        h2: float,
-        h3: float,
-    ) -> None:
-        launch = update_launcher(rule, param.size)
-        launch(param, grad, first, second, cast(lr), cast(h1), cast(h2), cast(h3))
-
-    def clip(rule: str, grad: Any, limit: float, total_sq: Any) -> None:
-        clips[rule](grad, cast(limit), total_sq)
+        loop = updates[rule]
+        return loop.parallel if use_parallel(size, loop.cost) else loop.serial
 
     squares = cpu_sum(dtype, square_term)
 
@@ -465,61 +462,36 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
         out[0] += squares(x, no_array, k.zero, k.zero)
 
     return {
-        **public_operations(update, clip, lambda: no_array, k),
-        "update_launcher": update_launcher,
-        "no_state": lambda: no_array,
+        **public_operations(update_launcher, clips, lambda: no_array, dtype.type),
         "sum_of_squares": sum_of_squares,
     }
 
 
-def cuda_update_kernel(registry: CudaKernelRegistry, rule: str, k: KernelConstants) -> Any:
-    """The CUDA kernel applying update rule ``rule``, one thread per element."""
-    step = registry.device(UPDATE_RULES[rule])
-    vector = registry.array(1)
-    scalar = registry.scalar
-
-    def update_kernel(param, grad, first, second, lr, h1, h2, h3):
-        i = cuda.grid(1)
-        if i < param.size:
-            step(param, grad, first, second, i, lr, h1, h2, h3, k)
-
-    update_kernel.__name__ = f"{rule}_update_kernel"
-    return registry.jit(vector, vector, vector, vector, scalar, scalar, scalar, scalar)(
-        update_kernel
-    )
-
-
-def cuda_clip_kernel(registry: CudaKernelRegistry, rule: str, k: KernelConstants) -> Any:
-    """The CUDA kernel applying clipping rule ``rule``, one thread per element."""
-    prepare, step = (registry.device(f) for f in CLIP_RULES[rule])
-    vector = registry.array(1)
-
-    def clip_kernel(grad, limit, total_sq):
-        i = cuda.grid(1)
-        if i < grad.size:
-            step(grad, i, prepare(limit, total_sq, k), k)
-
-    clip_kernel.__name__ = f"{rule}_kernel"
-    return registry.jit(vector, registry.scalar, vector)(clip_kernel)
-
-
 def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
-    registry = new_registry(globals(), cuda_api, dtype)
-    cast = dtype.type
+    kernels = cuda_kernels(cuda_api, dtype)
     k = kernel_constants(dtype)
     no_array = empty_vector(cuda_api, dtype)
-    updates = {rule: cuda_update_kernel(registry, rule, k) for rule in UPDATE_RULES}
-    clips = {rule: cuda_clip_kernel(registry, rule, k) for rule in CLIP_RULES}
+    vector = kernels.array(1)
+    scalar = kernels.scalar
+    updates = {
+        rule: kernels.index_loop(
+            update_body(kernels.device(step), k),
+            (vector, vector, vector, vector, scalar, scalar, scalar, scalar),
+            name=f"{rule}_update_kernel",
+        )
+        for rule, step in UPDATE_RULES.items()
+    }
+    clips = {
+        rule: kernels.index_loop(
+            clip_body(kernels.device(prepare), kernels.device(step), k),
+            (vector, scalar, vector),
+            name=f"{rule}_kernel",
+        )
+        for rule, (prepare, step) in CLIP_RULES.items()
+    }
 
     def update_launcher(rule: str, size: int) -> Any:
-        return updates[rule][blocks_for(size), THREADS_PER_BLOCK]
-
-    def update(rule: str, param: Any, grad: Any, first: Any, second: Any, *scalars: float) -> None:
-        launch = update_launcher(rule, param.size)
-        launch(param, grad, first, second, *(cast(s) for s in scalars))
-
-    def clip(rule: str, grad: Any, limit: float, total_sq: Any) -> None:
-        clips[rule][blocks_for(grad.size), THREADS_PER_BLOCK](grad, cast(limit), total_sq)
+        return functools.partial(updates[rule], size)
 
     squares = block_sum_launcher(cuda_api, dtype, square_term, True)
 
@@ -527,8 +499,86 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         squares(x, no_array(), k.zero, k.zero, out)
 
     return {
-        **public_operations(update, clip, no_array, k),
-        "update_launcher": update_launcher,
-        "no_state": no_array,
+        **public_operations(update_launcher, clips, no_array, dtype.type),
         "sum_of_squares": sum_of_squares,
     }
+
+
+class OptimizerKernels(Protocol):
+    """The optimizer family's operations, the same on both devices (module doc)."""
+
+    def sgd_update(
+        self,
+        param: DeviceArray,
+        grad: DeviceArray,
+        velocity: DeviceArray,
+        lr: float,
+        momentum: float,
+        nesterov: bool,
+    ) -> None: ...
+
+    def rmsprop_update(
+        self,
+        param: DeviceArray,
+        grad: DeviceArray,
+        accumulator: DeviceArray,
+        lr: float,
+        rho: float,
+        epsilon: float,
+    ) -> None: ...
+
+    def adagrad_update(
+        self,
+        param: DeviceArray,
+        grad: DeviceArray,
+        accumulator: DeviceArray,
+        lr: float,
+        epsilon: float,
+    ) -> None: ...
+
+    def adadelta_update(
+        self,
+        param: DeviceArray,
+        grad: DeviceArray,
+        accumulator: DeviceArray,
+        delta_accumulator: DeviceArray,
+        lr: float,
+        rho: float,
+        epsilon: float,
+    ) -> None: ...
+
+    def adam_update(
+        self,
+        param: DeviceArray,
+        grad: DeviceArray,
+        m: DeviceArray,
+        v: DeviceArray,
+        lr_t: float,
+        beta_1: float,
+        beta_2: float,
+        epsilon: float,
+    ) -> None: ...
+
+    def adamax_update(
+        self,
+        param: DeviceArray,
+        grad: DeviceArray,
+        m: DeviceArray,
+        u: DeviceArray,
+        lr_t: float,
+        beta_1: float,
+        beta_2: float,
+        epsilon: float,
+    ) -> None: ...
+
+    def clip_values(self, grad: DeviceArray, clipvalue: float) -> None: ...
+
+    def scale_by_norm_limit(
+        self, grad: DeviceArray, total_sq: DeviceArray, clipnorm: float
+    ) -> None: ...
+
+    def update_launcher(self, rule: str, size: int) -> Any: ...
+
+    def no_state(self) -> Any: ...
+
+    def sum_of_squares(self, x: DeviceArray, out: DeviceArray) -> None: ...

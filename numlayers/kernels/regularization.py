@@ -17,36 +17,39 @@ Operations (both devices):
 ``eps`` is Keras' ``1e-7``. The constraints work in place. The CPU reads the weight row
 by row (the column norms go to a buffer of one row, the only allocation of these
 kernels); CUDA takes one thread per column, so neighbouring threads read neighbouring
-elements of a row.
+elements of a row. The elementwise rules are per-index bodies compiled for both devices
+by the toolkit, as is CUDA's column rule.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from numlayers.kernels.cuda_support import (
-    THREADS_PER_BLOCK,
-    CudaKernelRegistry,
-    blocks_for,
-    empty_vector,
-    new_registry,
-)
 from numlayers.kernels.optimizers import (
     KernelConstants,
     block_sum_launcher,
-    compile_cpu,
-    cpu_inline,
     cpu_sum,
     kernel_constants,
     l1l2_term,
 )
+from numlayers.kernels.toolkit import (
+    CudaKernels,
+    DeviceArray,
+    compile_cpu,
+    cpu_inline,
+    cuda_kernels,
+    device_index_loop,
+    empty_vector,
+)
 
-#: ``numba.cuda``, bound by :func:`new_registry` (kernels must see it as a module global)
-cuda: Any = None
+#: Work of one element of a rule (see :func:`~numlayers.kernels.toolkit.use_parallel`):
+#: a multiply-add or a comparison on one or two arrays, memory-bound, as an optimizer
+#: update's element (:data:`~numlayers.kernels.optimizers.UPDATE_COST`)
+ELEMENT_COST = 0.5
 
 
 @cpu_inline
@@ -94,18 +97,39 @@ def scale_column(weight, j, factor):
         weight[i, j] *= factor
 
 
-def cpu_element_loop(step: Callable[..., None], k: KernelConstants) -> Callable[..., None]:
-    def element_loop(weight, grad, l1, l2):
-        for i in range(weight.size):
-            step(weight, grad, i, l1, l2, k)
+def element_body(step: Callable[..., None], k: KernelConstants, name: str) -> Callable[..., None]:
+    """Elementwise rule ``step`` (compiled for its device) as a per-index body
+    ``name(index, weight, grad, l1, l2)``."""
 
-    return element_loop
+    def element(index, weight, grad, l1, l2):
+        step(weight, grad, index, l1, l2, k)
+
+    element.__name__ = element.__qualname__ = name  # the toolkit names its loops after it
+    return element
+
+
+def element_loops(dtype: np.dtype, kernels: CudaKernels | None) -> dict[str, Callable[..., None]]:
+    """Each elementwise rule's loop ``(count, weight, grad, l1, l2)`` on the CPU, or on
+    CUDA when ``kernels`` is given."""
+    k = kernel_constants(dtype)
+    compile_formula = cpu_inline if kernels is None else kernels.device
+    argtypes: tuple[Any, ...] = ()
+    if kernels is not None:
+        argtypes = (kernels.array(1), kernels.array(1), kernels.scalar, kernels.scalar)
+    loops = {}
+    for rule, step in ELEMENT_RULES.items():
+        body = element_body(compile_formula(step), k, f"{rule}_element")
+        if kernels is None:
+            body = cpu_inline(body)
+        loops[rule] = device_index_loop(kernels, body, argtypes, cost=ELEMENT_COST)
+    return loops
 
 
 def cpu_column_loop(scale: Callable[..., Any], k: KernelConstants) -> Callable[..., None]:
+    # Not CUDA's per-column body: a column of a row-major weight is strided, so the CPU
+    # reads the weight row by row instead; the one allocation of the CPU kernels (a
+    # row's worth) holds the column norms, then the column factors.
     def column_loop(weight, max_value):
-        # Row by row, so memory is read in order; the one allocation of the CPU kernels
-        # (a row's worth) holds the column norms, then the column factors.
         factors = np.zeros(weight.shape[1], weight.dtype)
         for i in range(weight.shape[0]):
             for j in range(weight.shape[1]):
@@ -119,17 +143,30 @@ def cpu_column_loop(scale: Callable[..., Any], k: KernelConstants) -> Callable[.
     return column_loop
 
 
+def cuda_column_body(
+    scale: Callable[..., Any], k: KernelConstants, name: str
+) -> Callable[..., None]:
+    """Column rule ``scale`` (a device function) as a per-column body ``name(j, weight,
+    max_value)``, for CUDA: neighbouring threads read neighbouring elements of a row."""
+
+    def column(j, weight, max_value):
+        scale_column(weight, j, scale(column_norm(weight, j, k), max_value, k))
+
+    column.__name__ = column.__qualname__ = name
+    return column
+
+
 def public_operations(
-    elements: Callable[..., None],
-    columns: Callable[..., None],
+    elements: dict[str, Callable[..., None]],
+    columns: dict[str, Callable[..., None]],
     penalty: Callable[..., None],
     empty: Callable[[], Any],
     cast: Callable[[float], Any],
 ) -> dict[str, Any]:
-    """The public signatures, mapped onto the device's launchers.
+    """The public signatures, mapped onto the device's loops.
 
-    ``elements(rule, weight, grad, l1, l2)`` runs an elementwise rule over flat arrays,
-    ``columns(rule, weight, max_value)`` a column rule over a 2-D weight, and
+    ``elements[rule](count, weight, grad, l1, l2)`` runs an elementwise rule over flat
+    arrays, ``columns[rule](weight, max_value)`` a column rule over a 2-D weight, and
     ``penalty(weight, l1, l2, out)`` the penalty reduction over a flat weight.
     """
 
@@ -137,23 +174,19 @@ def public_operations(
         penalty(weight.reshape(weight.size), cast(l1), cast(l2), out)
 
     def l1l2_gradient(weight: Any, l1: float, l2: float, grad: Any) -> None:
-        elements(
-            "l1l2_gradient",
-            weight.reshape(weight.size),
-            grad.reshape(grad.size),
-            cast(l1),
-            cast(l2),
-        )
+        flat_weight = weight.reshape(weight.size)
+        flat_grad = grad.reshape(grad.size)
+        elements["l1l2_gradient"](weight.size, flat_weight, flat_grad, cast(l1), cast(l2))
 
     def maxnorm_constraint(weight: Any, max_value: float) -> None:
-        columns("maxnorm_constraint", weight, cast(max_value))
+        columns["maxnorm_constraint"](weight, cast(max_value))
 
     def nonneg_constraint(weight: Any) -> None:
         zero = cast(0)
-        elements("nonneg_constraint", weight.reshape(weight.size), empty(), zero, zero)
+        elements["nonneg_constraint"](weight.size, weight.reshape(weight.size), empty(), zero, zero)
 
     def unitnorm_constraint(weight: Any) -> None:
-        columns("unitnorm_constraint", weight, cast(0))
+        columns["unitnorm_constraint"](weight, cast(0))
 
     return {
         "l1l2_penalty": l1l2_penalty,
@@ -168,68 +201,54 @@ def public_operations(
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     k = kernel_constants(dtype)
     no_array = np.empty(0, dtype)
-    element_loops = {
-        rule: compile_cpu(cpu_element_loop(step, k), rule) for rule, step in ELEMENT_RULES.items()
-    }
     column_loops = {
         rule: compile_cpu(cpu_column_loop(scale, k), rule) for rule, scale in COLUMN_RULES.items()
     }
     penalty_sum = cpu_sum(dtype, l1l2_term)
 
-    def elements(rule: str, weight: np.ndarray, grad: np.ndarray, l1: Any, l2: Any) -> None:
-        element_loops[rule](weight, grad, l1, l2)
-
-    def columns(rule: str, weight: np.ndarray, max_value: Any) -> None:
-        column_loops[rule](weight, max_value)
-
     def penalty(weight: np.ndarray, l1: Any, l2: Any, out: np.ndarray) -> None:
         out[0] += penalty_sum(weight, no_array, l1, l2)
 
-    return public_operations(elements, columns, penalty, lambda: no_array, dtype.type)
-
-
-def cuda_element_kernel(registry: CudaKernelRegistry, rule: str, k: KernelConstants) -> Any:
-    step = registry.device(ELEMENT_RULES[rule])
-    vector = registry.array(1)
-
-    def element_kernel(weight, grad, l1, l2):
-        i = cuda.grid(1)
-        if i < weight.size:
-            step(weight, grad, i, l1, l2, k)
-
-    element_kernel.__name__ = f"{rule}_kernel"
-    return registry.jit(vector, vector, registry.scalar, registry.scalar)(element_kernel)
-
-
-def cuda_column_kernel(registry: CudaKernelRegistry, rule: str, k: KernelConstants) -> Any:
-    scale = registry.device(COLUMN_RULES[rule])
-    norm = registry.device(column_norm)
-    scale_column_device = registry.device(scale_column)
-
-    def column_kernel(weight, max_value):
-        j = cuda.grid(1)
-        if j < weight.shape[1]:
-            scale_column_device(weight, j, scale(norm(weight, j, k), max_value, k))
-
-    column_kernel.__name__ = f"{rule}_kernel"
-    return registry.jit(registry.array(2), registry.scalar)(column_kernel)
+    loops = element_loops(dtype, None)
+    return public_operations(loops, column_loops, penalty, lambda: no_array, dtype.type)
 
 
 def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
-    registry = new_registry(globals(), cuda_api, dtype)
+    kernels = cuda_kernels(cuda_api, dtype)
     k = kernel_constants(dtype)
     no_array = empty_vector(cuda_api, dtype)
-    element_kernels = {rule: cuda_element_kernel(registry, rule, k) for rule in ELEMENT_RULES}
-    column_kernels = {rule: cuda_column_kernel(registry, rule, k) for rule in COLUMN_RULES}
+    column_loops = {}
+    for rule, scale in COLUMN_RULES.items():
+        body = cuda_column_body(kernels.device(scale), k, f"{rule}_column")
+        launch = kernels.index_loop(body, (kernels.array(2), kernels.scalar))
+        # bind through a default: a closure over the loop variable would see the last rule
+        column_loops[rule] = lambda weight, max_value, launch=launch: launch(
+            weight.shape[1], weight, max_value
+        )
     penalty_sum = block_sum_launcher(cuda_api, dtype, l1l2_term, True)
-
-    def elements(rule: str, weight: Any, grad: Any, l1: Any, l2: Any) -> None:
-        element_kernels[rule][blocks_for(weight.size), THREADS_PER_BLOCK](weight, grad, l1, l2)
-
-    def columns(rule: str, weight: Any, max_value: Any) -> None:
-        column_kernels[rule][blocks_for(weight.shape[1]), THREADS_PER_BLOCK](weight, max_value)
 
     def penalty(weight: Any, l1: Any, l2: Any, out: Any) -> None:
         penalty_sum(weight, no_array(), l1, l2, out)
 
-    return public_operations(elements, columns, penalty, no_array, dtype.type)
+    loops = element_loops(dtype, kernels)
+    return public_operations(loops, column_loops, penalty, no_array, dtype.type)
+
+
+class RegularizationKernels(Protocol):
+    """The regularizer and constraint family's operations, the same on both devices."""
+
+    def l1l2_penalty(self, weight: DeviceArray, l1: float, l2: float, out: DeviceArray) -> None: ...
+
+    def l1l2_gradient(
+        self, weight: DeviceArray, l1: float, l2: float, grad: DeviceArray
+    ) -> None: ...
+
+    def activity_l1l2_gradient(
+        self, weight: DeviceArray, l1: float, l2: float, grad: DeviceArray
+    ) -> None: ...
+
+    def maxnorm_constraint(self, weight: DeviceArray, max_value: float) -> None: ...
+
+    def nonneg_constraint(self, weight: DeviceArray) -> None: ...
+
+    def unitnorm_constraint(self, weight: DeviceArray) -> None: ...

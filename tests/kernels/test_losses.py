@@ -12,7 +12,7 @@ import pytest
 from scipy.special import logsumexp, softmax
 
 from numlayers.devices import get_device
-from numlayers.kernels import losses
+from numlayers.kernels import toolkit
 from numlayers.testing import tolerance
 
 EPS = 1e-7
@@ -343,7 +343,7 @@ def test_two_core_cpu_loops_match_the_serial_ones(monkeypatch):
     ]
     results = {}
     for threshold in (1 << 62, 0):
-        monkeypatch.setattr(losses, "PARALLEL_MIN_SIZE", threshold)
+        monkeypatch.setattr(toolkit, "PARALLEL_MIN_WORK", threshold)
         results[threshold] = [
             (
                 run_forward(device, dtype, name, target, p),

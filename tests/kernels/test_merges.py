@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from numlayers.devices import get_device
-from numlayers.kernels import build_family, merges
+from numlayers.kernels import build_family, matmul, merges, toolkit
 from numlayers.testing import tolerance
 
 RNG = np.random.default_rng(2024)
@@ -147,7 +147,7 @@ def test_batched_matmul_of_vectors_and_empty_depth(device, dtype, transpose_a, t
 
 def test_cuda_batched_matmul_strides_over_a_short_grid(dtype, monkeypatch):
     # batches larger than the grid's z extent are walked in strides of gridDim.z
-    monkeypatch.setattr(merges, "MAX_GRID_Z", 2)
+    monkeypatch.setattr(matmul, "MAX_GRID_Z", 2)
     device = get_device("cuda")
     a, b, expected = batched_operands(5, 3, 2, 4, False, True, dtype)
     out = device.asarray(stale((5, 3, 2), dtype))
@@ -179,7 +179,7 @@ def test_batched_matmul_of_an_empty_batch(device, dtype):
 
 @pytest.mark.parametrize("minimum", [0, 2**62], ids=["parallel", "serial"])
 def test_cpu_elementwise_and_concat_serial_and_parallel(dtype, monkeypatch, minimum):
-    monkeypatch.setattr(merges, "PARALLEL_MIN_SIZE", minimum)
+    monkeypatch.setattr(toolkit, "PARALLEL_MIN_WORK", minimum)
     ops = operations(get_device("cpu"), dtype)
     x = random((40, 30), dtype)
     y = random((40, 30), dtype)
@@ -259,7 +259,7 @@ def test_cosine_forward_and_backward(device, dtype, dim):
 
 @pytest.mark.parametrize("minimum", [0, 2**62], ids=["parallel", "serial"])
 def test_cpu_cosine_backward_matches_finite_differences(monkeypatch, minimum):
-    monkeypatch.setattr(merges, "PARALLEL_MIN_SIZE", minimum)
+    monkeypatch.setattr(toolkit, "PARALLEL_MIN_WORK", minimum)
     ops = operations(get_device("cpu"), np.dtype(np.float64))
     a, b = cosine_inputs(3, 4, np.dtype(np.float64))
     projection = RNG.standard_normal((a.shape[0], 1))
