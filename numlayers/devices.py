@@ -14,9 +14,12 @@ from __future__ import annotations
 import functools
 import os
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numlayers.kernels.interfaces import Kernels
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -45,7 +48,7 @@ class Device:
     kernel_builder: str = ""
 
     def __init__(self) -> None:
-        self._kernel_sets: dict[np.dtype, Any] = {}
+        self._kernel_sets: dict[np.dtype, Kernels] = {}
 
     def is_device_array(self, array: Any) -> bool:
         raise NotImplementedError
@@ -74,7 +77,7 @@ class Device:
         """Extra arguments passed to each kernel family's builder."""
         return ()
 
-    def kernels(self, dtype: Any) -> Any:
+    def kernels(self, dtype: Any) -> Kernels:
         """The kernel set of this device for ``dtype`` (compiled lazily, cached).
 
         Layers ask for it on every call, so the lookup is one dict access.

@@ -19,12 +19,13 @@ from __future__ import annotations
 import functools
 import importlib
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 if TYPE_CHECKING:
     from numlayers.devices import Device
+    from numlayers.kernels.interfaces import Kernels
 
 FAMILIES = (
     "arrays",
@@ -59,12 +60,13 @@ def build_family(family: str, device: Device, dtype: np.dtype) -> dict[str, Any]
 
 
 @functools.cache
-def kernel_set(device: Device, dtype: np.dtype) -> KernelSet:
-    """Return the merged operations of all families for ``device`` and ``dtype``."""
+def kernel_set(device: Device, dtype: np.dtype) -> Kernels:
+    """Return the merged operations of all families for ``device`` and ``dtype``, typed by
+    the families' interfaces (:class:`~numlayers.kernels.interfaces.Kernels`)."""
     operations: dict[str, Any] = {}
     for family in FAMILIES:
         for name, operation in build_family(family, device, dtype).items():
             if name in operations:
                 raise RuntimeError(f"kernel operation {name!r} is defined by two families")
             operations[name] = operation
-    return KernelSet(device_name=device.name, dtype=dtype, **operations)
+    return cast("Kernels", KernelSet(device_name=device.name, dtype=dtype, **operations))

@@ -16,11 +16,14 @@ import itertools
 import re
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from numlayers.devices import Device, get_device, resolve_dtype
+
+if TYPE_CHECKING:
+    from numlayers.kernels.interfaces import Kernels
 
 Shape = tuple[int | None, ...]
 
@@ -191,8 +194,9 @@ class Layer:
         return f"{type(self).__name__} layer '{self.name}'"
 
     @property
-    def kernels(self) -> Any:
-        """The kernel set of this layer's device and dtype."""
+    def kernels(self) -> Kernels:
+        """The kernel set of this layer's device and dtype (typed by the families'
+        interfaces, so a misspelt or mis-called operation fails type checking)."""
         return self.device.kernels(self.dtype)
 
     # ----------------------------------------------------------------- shapes
