@@ -39,7 +39,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from numba import njit, prange, types
@@ -49,7 +49,10 @@ from numlayers.kernels.toolkit import (
     DEVICE_SUBSTITUTES,
     CpuLoop,
     CudaKernels,
+    DeviceArray,
     Elementwise,
+    ElementwiseBackward,
+    ElementwiseForward,
     bind_cuda,
     cpu_inline,
     elementwise_operations,
@@ -504,11 +507,11 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
         operations.update(elementwise_operations(function, dtype))
     softmax_forward_rows, softmax_backward_rows = softmax_cpu_loops(dtype)
 
-    def softmax_forward(x: np.ndarray, out: np.ndarray) -> None:
+    def softmax_forward(x: DeviceArray, out: DeviceArray) -> None:
         if out.size > 0:  # the row loops read each row's first element
             softmax_forward_rows(x, out)
 
-    def softmax_backward(y: np.ndarray, grad_out: np.ndarray, grad_x: np.ndarray) -> None:
+    def softmax_backward(y: DeviceArray, grad_out: DeviceArray, grad_x: DeviceArray) -> None:
         if grad_x.size > 0:
             softmax_backward_rows(y, grad_out, grad_x)
 
@@ -611,3 +614,28 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         operations.update(elementwise_operations(function, dtype, kernels))
     operations.update(softmax_cuda_operations(kernels, constants_for(dtype)))
     return operations
+
+
+class ActivationKernels(Protocol):
+    """The activation family's operations, the same on both devices (module doc)."""
+
+    relu_forward: ElementwiseForward
+    relu_backward: ElementwiseBackward
+    tanh_forward: ElementwiseForward
+    tanh_backward: ElementwiseBackward
+    sigmoid_forward: ElementwiseForward
+    sigmoid_backward: ElementwiseBackward
+    hard_sigmoid_forward: ElementwiseForward
+    hard_sigmoid_backward: ElementwiseBackward
+    softplus_forward: ElementwiseForward
+    softplus_backward: ElementwiseBackward
+    linear_forward: ElementwiseForward
+    linear_backward: ElementwiseBackward
+    leaky_relu_forward: ElementwiseForward
+    leaky_relu_backward: ElementwiseBackward
+
+    def softmax_forward(self, x: DeviceArray, out: DeviceArray) -> None: ...
+
+    def softmax_backward(
+        self, y: DeviceArray, grad_out: DeviceArray, grad_x: DeviceArray
+    ) -> None: ...
