@@ -31,7 +31,10 @@ g. The same chain of 8 Dense(32) layers at batch 32 as a Graph (ours) and as a
 h. When torch is importable: LSTM and GRU (50 steps, batch 32, 64 -> 128 units,
    tanh with sigmoid gates, as PyTorch's) forward + backward of the last output
    against ``nn.LSTM``/``nn.GRU`` (``batch_first=True``), neither computing an
-   input gradient. Target <= 1.0 each.
+   input gradient. Target <= 1.0 each. And the stacked-LSTM case: an LSTM with
+   ``return_sequences=True`` and Keras's default activations (tanh, hard_sigmoid
+   gates) forward + backward of every output, computing its input gradient, against
+   ``nn.LSTM`` on an input that requires grad. Target <= 1.0.
 
 The sides alternate in blocks of samples, never call by call, with a pause
 before each block: NumPy's and Numba's BLAS are two OpenBLAS builds with thread
@@ -76,6 +79,7 @@ LARGE_MLP_TARGET = 1.0
 EMBEDDING_TARGET = 0.7
 GRAPH_TARGET = 1.2
 RECURRENT_TARGET = 1.0
+STACKED_LSTM_TARGET = 1.0
 
 Timed = Callable[[], Any]
 
@@ -645,6 +649,46 @@ def recurrent_vs_torch(torch: Any, config: Settings) -> list[Row]:
     return rows
 
 
+def stacked_lstm_vs_torch(torch: Any, config: Settings) -> list[Row]:
+    """An LSTM inside a stack: every output and the input gradient, as a layer with
+    another recurrent layer above and below it needs them."""
+    steps, batch, features, units = config.rnn
+    x = rng_array((batch, steps, features), 9, -1.0, 1.0)
+    g = rng_array((batch, steps, units), 11, -1.0, 1.0)
+    tx = torch.from_numpy(x.copy()).requires_grad_()
+    tg = torch.from_numpy(g)
+    layer = LSTM(
+        units, return_sequences=True, input_shape=(steps, features), seed=0, dtype="float32"
+    )
+    layer.needs_input_gradient = True
+    module = torch_recurrent(torch, "LSTM", layer)
+    parameters = list(module.parameters())
+
+    def ours() -> None:
+        layer.forward(x, True)
+        layer.backward(g)
+
+    def theirs() -> None:
+        for parameter in parameters:
+            parameter.grad = None
+        tx.grad = None
+        output, _ = module(tx)
+        output.backward(tg)
+
+    t = measure({"ours": ours, "torch": theirs}, config)
+    return [
+        Row(
+            "h",
+            f"LSTM {steps} steps, {batch}x{features}->{units} return_sequences + input "
+            "gradient fwd+bwd vs nn.LSTM",
+            t["ours"],
+            t["torch"],
+            STACKED_LSTM_TARGET,
+            "Keras defaults (hard_sigmoid gates; torch's are sigmoid): same work",
+        )
+    ]
+
+
 # ------------------------------------------------------------------------ report
 def format_time(seconds: float) -> str:
     if seconds >= 1e-1:
@@ -718,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += mlp_training_vs_torch(torch, config) + embedding_vs_torch(torch, config)
     rows += graph_vs_sequential(config)
     if torch is not None:
-        rows += recurrent_vs_torch(torch, config)
+        rows += recurrent_vs_torch(torch, config) + stacked_lstm_vs_torch(torch, config)
     print()
     print_table(rows, args.tiny)
 

@@ -26,6 +26,7 @@ from numlayers.kernels.masking import MaskingKernels
 from numlayers.kernels.matmul import MatmulKernels
 from numlayers.kernels.merges import MergeKernels
 from numlayers.kernels.optimizers import OptimizerKernels
+from numlayers.kernels.recurrent import RecurrentKernels
 from numlayers.kernels.regularization import RegularizationKernels
 from numlayers.kernels.reshaping import ReshapingKernels
 
@@ -41,6 +42,7 @@ class Kernels(
     OptimizerKernels,
     RegularizationKernels,
     MergeKernels,
+    RecurrentKernels,
     EmbeddingKernels,
     MaskingKernels,
     Protocol,
@@ -63,6 +65,7 @@ FAMILY_INTERFACES: dict[str, type] = {
     "optimizers": OptimizerKernels,
     "regularization": RegularizationKernels,
     "merges": MergeKernels,
+    "recurrent": RecurrentKernels,
     "embeddings": EmbeddingKernels,
     "masking": MaskingKernels,
 }

@@ -5,16 +5,15 @@ Every recurrent layer runs time-major so that each step reads and writes
 contiguous ``(batch, units)`` slices:
 
 1. one GEMM projects the inputs of all steps: ``xw = x @ W + b``, ``(time, batch, gates)``;
-2. per step, the recurrent GEMM(s) ``h_prev @ U`` and ONE fused kernel that applies
-   the gate nonlinearities, the state update and the mask;
-3. backward through time, per step one fused kernel writing the pre-activation
-   gradients and one GEMM ``dh_prev += dpre @ U.T``; then the weight gradients are
-   single GEMMs over all steps (``dU = H_prev.T @ DPRE``, ``dW = X.T @ DPRE``).
+2. one sequence operation runs every step (the recurrent products and the cell),
+   forward and, later, backward through time (``KIND_sequence_forward`` and
+   ``KIND_sequence_backward`` of :mod:`numlayers.kernels.recurrent`; on the CPU each is
+   one compiled loop over the steps);
+3. the weight and input gradients are single GEMMs over all steps
+   (``dU = H_prev.T @ DPRE``, ``dW = X.T @ DPRE``, ``dx = DPRE @ W.T``).
 
-SimpleRNN and GRU launch those per step from Python; the LSTM runs steps 2 and 3
-as one operation each (``lstm_sequence_forward``/``lstm_sequence_backward``), which
-on the CPU is one compiled loop over the steps. A masked step keeps the state,
-passes the state's gradient straight through, and gets no gradient.
+A masked step keeps the state, passes the state's gradient straight through, and
+gets no gradient.
 """
 
 from __future__ import annotations
@@ -27,7 +26,14 @@ import numpy as np
 
 from numlayers import initializations, regularizers
 from numlayers.activations import ActivationFunction
-from numlayers.kernels.recurrent import ACTIVATION_CODES
+from numlayers.kernels.recurrent import (
+    ACTIVATION_CODES,
+    Gradients,
+    GruSequence,
+    LstmSequence,
+    RnnSequence,
+    Steps,
+)
 from numlayers.kernels.reshaping import permute_plan
 from numlayers.layers.base import Layer, Shape
 from numlayers.layers.core import _positive_int, _seed_config
@@ -273,9 +279,11 @@ class Recurrent(Layer):
             for t in range(steps):
                 kernels.multiply_two(x_tm[t], mask_W, dropped[t])
             x_tm = dropped
-        mask_U = None
+        # recurrent dropout, or a dummy the sequence operations do not read
+        mask_U, has_mask_U = self.buffer("no_mask_U", (1, 1)), 0
         if train and self.dropout_U > 0:
             mask_U = self._dropout_mask((batch, self.output_dim), self.dropout_U, "mask_U")
+            has_mask_U = 1
         width = self.gate_count * self.output_dim
         xw = self.buffer("xw", (steps, batch, width))
         kernels.dense_forward(
@@ -284,28 +292,45 @@ class Recurrent(Layer):
             self.params[-1],
             xw.reshape(steps * batch, width),
         )
-        mask, has_mask = self._mask_time_major(self.saved()["mask"], batch)
         order = range(steps - 1, -1, -1) if self.go_backwards else range(steps)
-        initial = self._initial_states(batch)
-        h_all = self.buffer("h_all", (steps, batch, self.output_dim))
-        h_prev_all = self.buffer("h_prev_all", (steps, batch, self.output_dim))
+        run = Steps(
+            order_array(order),
+            *self._mask_time_major(self.saved()["mask"], batch),
+            mask_U,
+            has_mask_U,
+            self.activation_code,
+            self.inner_activation_code,
+        )
+        sequence = self.run_sequence(run, xw, self._initial_states(batch))
         self.save(
             x_tm=x_tm,
-            xw=xw,
-            h_all=h_all,
-            h_prev_all=h_prev_all,
-            mask_tm=mask,
-            has_mask=has_mask,
-            order=order,
+            steps=run,
+            sequence=sequence,
             mask_W=mask_W,
-            mask_U=mask_U,
-            initial=initial,
             output_mask=self.saved()["mask"] if self.return_sequences else None,
         )
-        self.run_steps(order, xw, mask, has_mask, initial, h_all, h_prev_all, mask_U)
+        last = order[-1]
+        self.keep_final_states([states[last] for states in self.final_states(sequence)])
         if self.return_sequences:  # h_all[t] is the state after input step t: aligned with it
-            return self._swap(h_all, "y")
-        return h_all[order[-1]]
+            return self._swap(sequence.h_all, "y")
+        return sequence.h_all[last]
+
+    def state_buffers(self, xw: Any) -> dict[str, Any]:
+        """The ``(T, B, H)`` outputs every kind's forward pass writes, by field name."""
+        shape = (*xw.shape[:2], self.output_dim)
+        return {name: self.buffer(name, shape) for name in ("h_prev_all", "h_all")}
+
+    def run_sequence(self, steps: Steps, xw: Any, initial: list[Any]) -> Any:
+        """Run the kind's forward sequence operation; return its sequence tuple."""
+        raise NotImplementedError
+
+    def run_backward(self, steps: Steps, sequence: Any, gradients: Gradients) -> None:
+        """Run the kind's backward sequence operation."""
+        raise NotImplementedError
+
+    def final_states(self, sequence: Any) -> list[Any]:
+        """The ``(T, B, H)`` state arrays whose last step a stateful layer carries on."""
+        return [sequence.h_all]
 
     def keep_final_states(self, finals: list[Any]) -> None:
         """A stateful layer carries the final states into the next batch."""
@@ -316,14 +341,22 @@ class Recurrent(Layer):
     def _backward(self, grad_output: Any) -> Any:
         saved = self.saved()
         kernels = self.kernels
-        steps, batch, units = saved["h_all"].shape
-        order = saved["order"]
+        steps, batch, units = saved["sequence"].h_all.shape
         width = self.gate_count * units
-        grad_tm = self._swap(grad_output, "grad_tm") if self.return_sequences else None
+        if self.return_sequences:
+            grad = self._swap(grad_output, "grad_tm")
+        else:  # the output's gradient reaches the last processed step only
+            grad = grad_output.reshape(1, *grad_output.shape)
         dpre_all = self.buffer("dpre_all", (steps, batch, width))
         dh = self.buffer("dh", (batch, units))
         kernels.fill(dh, 0.0)
-        self.run_backward_steps(order, grad_tm, grad_output, dh, dpre_all)
+        if self.state_count == 2:  # the LSTM's cell state carries a gradient too
+            dc = self.buffer("dc", (batch, units))
+            kernels.fill(dc, 0.0)
+        else:
+            dc = self.buffer("no_dc", (1, 1))
+        gradients = Gradients(grad, int(self.return_sequences), dpre_all, dh, dc)
+        self.run_backward(saved["steps"], saved["sequence"], gradients)
         rows = steps * batch
         self.recurrent_weight_gradients(dpre_all)
         need = self.needs_input_gradient
@@ -354,71 +387,10 @@ class Recurrent(Layer):
         steps, batch, width = dpre_all.shape
         rows = steps * batch
         self.kernels.matmul_transpose_a(
-            self.saved()["h_prev_all"].reshape(rows, self.output_dim),
+            self.saved()["sequence"].h_prev_all.reshape(rows, self.output_dim),
             dpre_all.reshape(rows, width),
             self.grads[1],
         )
-
-    def _step_gradient(
-        self, grad_tm: Any, grad_output: Any, t: int, is_last: bool, dh: Any
-    ) -> None:
-        """Add the output's gradient at step ``t`` to ``dh``."""
-        if grad_tm is not None:
-            self.kernels.add_into(grad_tm[t], dh)
-        elif is_last:
-            self.kernels.add_into(grad_output, dh)
-
-    def _previous_state(self, position: int, order: Any, h_all: Any, initial: Any) -> Any:
-        return initial if position == 0 else h_all[order[position - 1]]
-
-    def run_steps(
-        self,
-        order: Any,
-        xw: Any,
-        mask: Any,
-        has_mask: int,
-        states: list[Any],
-        h_all: Any,
-        h_prev_all: Any,
-        mask_U: Any,
-    ) -> None:
-        raise NotImplementedError
-
-    def run_backward_steps(
-        self, order: Any, grad_tm: Any, grad_output: Any, dh: Any, dpre_all: Any
-    ) -> None:
-        """Backward through time, last processed step first: add the output's gradient
-        at each step to ``dh``, let :meth:`backward_step` turn it into that step's
-        pre-activation gradients and ``dh_prev``, then step back."""
-        dh_prev = self.buffer("dh_prev", tuple(dh.shape))
-        steps = len(order)
-        for position in range(steps - 1, -1, -1):
-            t = order[position]
-            self._step_gradient(grad_tm, grad_output, t, position == steps - 1, dh)
-            self.backward_step(position, order, dh, dh_prev, dpre_all)
-            dh, dh_prev = dh_prev, dh
-
-    def backward_step(
-        self, position: int, order: Any, dh: Any, dh_prev: Any, dpre_all: Any
-    ) -> None:
-        raise NotImplementedError
-
-    def _recurrent_input(self, h_prev: Any, mask_U: Any, t: int, h_prev_all: Any) -> Any:
-        """The state the recurrent GEMM reads (dropped out if asked), kept for dU."""
-        if mask_U is not None:
-            self.kernels.multiply_two(h_prev, mask_U, h_prev_all[t])
-        else:
-            self.kernels.copy(h_prev, h_prev_all[t])
-        return h_prev_all[t]
-
-    def _add_recurrent_gradient(self, dpre: Any, U: Any, dh_prev: Any) -> None:
-        """``dh_prev += (dpre @ U.T) * mask_U``."""
-        product = self.buffer("dh_recurrent", tuple(dh_prev.shape))
-        self.kernels.matmul_transpose_b(dpre, U, product)
-        mask_U = self.saved()["mask_U"]
-        if mask_U is not None:
-            self.kernels.multiply_into(mask_U, product)
-        self.kernels.add_into(product, dh_prev)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -455,51 +427,14 @@ class SimpleRNN(Recurrent):
     gate_count = 1
     default_activation = "sigmoid"
 
-    def run_steps(
-        self,
-        order: Any,
-        xw: Any,
-        mask: Any,
-        has_mask: int,
-        states: list[Any],
-        h_all: Any,
-        h_prev_all: Any,
-        mask_U: Any,
-    ) -> None:
-        kernels = self.kernels
-        U = self.params[1]
-        rec = self.buffer("rec", (xw.shape[1], xw.shape[2]))
-        for position, t in enumerate(order):
-            h_prev = self._previous_state(position, order, h_all, states[0])
-            kernels.matmul(
-                self._recurrent_input(h_prev, mask_U, t, h_prev_all),
-                U,
-                self.buffer("no_bias", (0,)),
-                rec,
-            )
-            kernels.rnn_step_forward(
-                xw, rec, t, mask, has_mask, h_prev, h_all, self.activation_code
-            )
-        self.keep_final_states([h_all[order[-1]]])
+    def run_sequence(self, steps: Steps, xw: Any, initial: list[Any]) -> RnnSequence:
+        buffers = self.state_buffers(xw)
+        sequence = RnnSequence(xw, self.params[1], initial[0], **buffers)
+        self.kernels.rnn_sequence_forward(steps, sequence)
+        return sequence
 
-    def backward_step(
-        self, position: int, order: Any, dh: Any, dh_prev: Any, dpre_all: Any
-    ) -> None:
-        saved = self.saved()
-        t = order[position]
-        h_prev = self._previous_state(position, order, saved["h_all"], saved["initial"][0])
-        self.kernels.rnn_step_backward(
-            saved["h_all"],
-            t,
-            h_prev,
-            saved["mask_tm"],
-            saved["has_mask"],
-            dh,
-            dpre_all,
-            dh_prev,
-            self.activation_code,
-        )
-        self._add_recurrent_gradient(dpre_all[t], self.params[1], dh_prev)
+    def run_backward(self, steps: Steps, sequence: Any, gradients: Gradients) -> None:
+        self.kernels.rnn_sequence_backward(steps, sequence, gradients)
 
 
 class LSTM(Recurrent):
@@ -537,69 +472,25 @@ class LSTM(Recurrent):
         bias[units : 2 * units] = forget
         return bias
 
-    def run_steps(
-        self,
-        order: Any,
-        xw: Any,
-        mask: Any,
-        has_mask: int,
-        states: list[Any],
-        h_all: Any,
-        h_prev_all: Any,
-        mask_U: Any,
-    ) -> None:
-        steps, batch, width = xw.shape
-        gates_all = self.buffer("gates_all", (steps, batch, width))
-        c_all = self.buffer("c_all", (steps, batch, self.output_dim))
-        self.kernels.lstm_sequence_forward(
+    def run_sequence(self, steps: Steps, xw: Any, initial: list[Any]) -> LstmSequence:
+        shape = (*xw.shape[:2], self.output_dim)
+        sequence = LstmSequence(
             xw,
             self.params[1],
-            order_array(order),
-            mask,
-            has_mask,
-            *self._dropout_U_arguments(mask_U),
-            states[0],
-            states[1],
-            h_prev_all,
-            gates_all,
-            c_all,
-            h_all,
-            self.activation_code,
-            self.inner_activation_code,
+            h0=initial[0],
+            c0=initial[1],
+            gates_all=self.buffer("gates_all", tuple(xw.shape)),
+            c_all=self.buffer("c_all", shape),
+            **self.state_buffers(xw),
         )
-        self.save(gates_all=gates_all, c_all=c_all)
-        self.keep_final_states([h_all[order[-1]], c_all[order[-1]]])
+        self.kernels.lstm_sequence_forward(steps, sequence)
+        return sequence
 
-    def _dropout_U_arguments(self, mask_U: Any) -> tuple[Any, int]:
-        if mask_U is None:
-            return self.buffer("no_mask_U", (1, 1)), 0
-        return mask_U, 1
+    def run_backward(self, steps: Steps, sequence: Any, gradients: Gradients) -> None:
+        self.kernels.lstm_sequence_backward(steps, sequence, gradients)
 
-    def run_backward_steps(
-        self, order: Any, grad_tm: Any, grad_output: Any, dh: Any, dpre_all: Any
-    ) -> None:
-        saved = self.saved()
-        dc = self.buffer("dc", tuple(dh.shape))
-        self.kernels.fill(dc, 0.0)
-        every_step = grad_tm is not None
-        grad = grad_tm if every_step else grad_output.reshape(1, *grad_output.shape)
-        self.kernels.lstm_sequence_backward(
-            saved["gates_all"],
-            saved["c_all"],
-            order_array(order),
-            saved["mask_tm"],
-            saved["has_mask"],
-            *self._dropout_U_arguments(saved["mask_U"]),
-            saved["initial"][1],
-            grad,
-            int(every_step),
-            self.params[1],
-            dh,
-            dc,
-            dpre_all,
-            self.activation_code,
-            self.inner_activation_code,
-        )
+    def final_states(self, sequence: Any) -> list[Any]:
+        return [sequence.h_all, sequence.c_all]
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -635,39 +526,22 @@ class GRU(Recurrent):
             ("b", (3 * units,), None, self.b_regularizer),
         ]
 
-    def run_steps(
-        self,
-        order: Any,
-        xw: Any,
-        mask: Any,
-        has_mask: int,
-        states: list[Any],
-        h_all: Any,
-        h_prev_all: Any,
-        mask_U: Any,
-    ) -> None:
-        kernels = self.kernels
-        U_zr, U_h = self.params[1], self.params[2]
-        steps, batch, _ = xw.shape
-        units = self.output_dim
-        no_bias = self.buffer("no_bias", (0,))
-        rec_zr = self.buffer("rec_zr", (batch, 2 * units))
-        rec_h = self.buffer("rec_h", (batch, units))
-        gates_all = self.buffer("gates_all", xw.shape)
-        rh_all = self.buffer("rh_all", (steps, batch, units))
-        for position, t in enumerate(order):
-            h_prev = self._previous_state(position, order, h_all, states[0])
-            h_in = self._recurrent_input(h_prev, mask_U, t, h_prev_all)
-            kernels.matmul(h_in, U_zr, no_bias, rec_zr)
-            kernels.gru_step_gates(
-                xw, rec_zr, t, h_in, gates_all, rh_all[t], self.inner_activation_code
-            )
-            kernels.matmul(rh_all[t], U_h, no_bias, rec_h)
-            kernels.gru_step_output(
-                xw, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, self.activation_code
-            )
-        self.save(gates_all=gates_all, rh_all=rh_all)
-        self.keep_final_states([h_all[order[-1]]])
+    def run_sequence(self, steps: Steps, xw: Any, initial: list[Any]) -> GruSequence:
+        shape = (*xw.shape[:2], self.output_dim)
+        sequence = GruSequence(
+            xw,
+            self.params[1],
+            self.params[2],
+            initial[0],
+            gates_all=self.buffer("gates_all", tuple(xw.shape)),
+            rh_all=self.buffer("rh_all", shape),
+            **self.state_buffers(xw),
+        )
+        self.kernels.gru_sequence_forward(steps, sequence)
+        return sequence
+
+    def run_backward(self, steps: Steps, sequence: Any, gradients: Gradients) -> None:
+        self.kernels.gru_sequence_backward(steps, sequence, gradients)
 
     def _columns(self, array: Any, start: int, width: int, slot: str) -> Any:
         """Columns ``start:start + width`` of a 2-D array, copied into a contiguous buffer."""
@@ -678,65 +552,19 @@ class GRU(Recurrent):
         )
         return out
 
-    def backward_step(
-        self, position: int, order: Any, dh: Any, dh_prev: Any, dpre_all: Any
-    ) -> None:
-        saved = self.saved()
-        kernels = self.kernels
-        units = self.output_dim
-        t = order[position]
-        d_rh = self.buffer("d_rh", tuple(dh.shape))
-        d_in = self.buffer("d_in", tuple(dh.shape))
-        h_prev = self._previous_state(position, order, saved["h_all"], saved["initial"][0])
-        kernels.gru_step_backward_output(
-            saved["gates_all"],
-            saved["h_all"],
-            t,
-            h_prev,
-            saved["mask_tm"],
-            saved["has_mask"],
-            dh,
-            dpre_all,
-            dh_prev,
-            self.activation_code,
-        )
-        dpre_h = self._columns(dpre_all[t], 2 * units, units, "dpre_h")
-        kernels.matmul_transpose_b(dpre_h, self.params[2], d_rh)
-        kernels.fill(d_in, 0.0)  # gradient reaching the (dropped-out) state the GEMMs read
-        kernels.gru_step_backward_reset(
-            saved["gates_all"],
-            t,
-            saved["h_prev_all"][t],
-            d_rh,
-            dpre_all,
-            d_in,
-            self.inner_activation_code,
-        )
-        dpre_zr = self._columns(dpre_all[t], 0, 2 * units, "dpre_zr")
-        self._add_recurrent_gradient(dpre_zr, self.params[1], d_in)
-        if saved["mask_U"] is not None:
-            kernels.multiply_into(saved["mask_U"], d_in)
-        kernels.add_into(d_in, dh_prev)
-
-    def _add_recurrent_gradient(self, dpre: Any, U: Any, dh_prev: Any) -> None:
-        """``dh_prev += dpre @ U.T`` (the dropout mask is applied once, by the caller)."""
-        product = self.buffer("dh_recurrent", tuple(dh_prev.shape))
-        self.kernels.matmul_transpose_b(dpre, U, product)
-        self.kernels.add_into(product, dh_prev)
-
     def recurrent_weight_gradients(self, dpre_all: Any) -> None:
-        saved = self.saved()
+        sequence = self.saved()["sequence"]
         steps, batch, width = dpre_all.shape
         units = self.output_dim
         rows = steps * batch
         flat = dpre_all.reshape(rows, width)
         self.kernels.matmul_transpose_a(
-            saved["h_prev_all"].reshape(rows, units),
+            sequence.h_prev_all.reshape(rows, units),
             self._columns(flat, 0, 2 * units, "dpre_zr_all"),
             self.grads[1],
         )
         self.kernels.matmul_transpose_a(
-            saved["rh_all"].reshape(rows, units),
+            sequence.rh_all.reshape(rows, units),
             self._columns(flat, 2 * units, units, "dpre_h_all"),
             self.grads[2],
         )
