@@ -5,10 +5,12 @@ Each family module defines two builders with the same result shape::
     build_cpu(dtype)        -> dict of operations made of @njit functions
     build_cuda(dtype, cuda) -> dict of operations that launch @cuda.jit kernels
 
-Both dicts have the same operation names and signatures: every operation takes
-its arrays (inputs first, outputs last) and writes its results into the output
-arrays it is given. Layers call operations through :func:`kernel_set`, which
-merges the families for one device and dtype, so no layer names a device.
+Both dicts have the operations and signatures of the family's interface (a
+``Protocol`` at the end of its module, see :mod:`numlayers.kernels.interfaces`):
+every operation takes its arrays (inputs first, outputs last) and writes its
+results into the output arrays it is given. Layers call operations through
+:func:`kernel_set`, which merges the families for one device and dtype (building
+each on first use), so no layer names a device.
 
 Builders receive the dtype so that constants inside kernels are built from it
 (a bare float literal would be float64 and silently slow float32 code on a GPU).
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -44,11 +45,48 @@ FAMILIES = (
 )
 
 
-class KernelSet(SimpleNamespace):
-    """The operations of every kernel family for one device and dtype."""
+class KernelSet:
+    """The operations of every kernel family for one device and dtype.
 
-    device_name: str
-    dtype: np.dtype
+    A family is built the first time one of its operations is asked for (its
+    interface says which operations it has), and its operations then become plain
+    attributes: a process that never runs a recurrent layer never builds that family,
+    and a call costs one attribute lookup.
+    """
+
+    def __init__(self, device: Device, dtype: np.dtype) -> None:
+        self.device_name = device.name
+        self.dtype = dtype
+        self._device = device
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for names that are not attributes yet
+        family = operation_families().get(name)
+        if family is None:
+            raise AttributeError(f"no kernel operation {name!r}")
+        operations = build_family(family, self._device, self.dtype)
+        for operation_name, operation in operations.items():
+            setattr(self, operation_name, operation)
+        if name not in operations:
+            raise RuntimeError(f"kernel family {family!r} did not build {name!r}")
+        return operations[name]
+
+    def __repr__(self) -> str:
+        return f"<KernelSet {self.device_name} {self.dtype}>"
+
+
+@functools.cache
+def operation_families() -> dict[str, str]:
+    """The family of each operation, from the families' interfaces."""
+    from numlayers.kernels.interfaces import FAMILY_INTERFACES, interface_signatures
+
+    families: dict[str, str] = {}
+    for family, interface in FAMILY_INTERFACES.items():
+        for name in interface_signatures(interface):
+            if name in families:
+                raise RuntimeError(f"kernel operation {name!r} is declared by two families")
+            families[name] = family
+    return families
 
 
 def build_family(family: str, device: Device, dtype: np.dtype) -> dict[str, Any]:
@@ -61,12 +99,7 @@ def build_family(family: str, device: Device, dtype: np.dtype) -> dict[str, Any]
 
 @functools.cache
 def kernel_set(device: Device, dtype: np.dtype) -> Kernels:
-    """Return the merged operations of all families for ``device`` and ``dtype``, typed by
-    the families' interfaces (:class:`~numlayers.kernels.interfaces.Kernels`)."""
-    operations: dict[str, Any] = {}
-    for family in FAMILIES:
-        for name, operation in build_family(family, device, dtype).items():
-            if name in operations:
-                raise RuntimeError(f"kernel operation {name!r} is defined by two families")
-            operations[name] = operation
-    return cast("Kernels", KernelSet(device_name=device.name, dtype=dtype, **operations))
+    """The operations of all families for ``device`` and ``dtype`` (each family built on
+    first use), typed by the families' interfaces
+    (:class:`~numlayers.kernels.interfaces.Kernels`)."""
+    return cast("Kernels", KernelSet(device, dtype))

@@ -20,7 +20,7 @@ import numpy as np
 
 from numlayers.devices import FLOAT_DTYPES, CUDADevice, Device, cuda_module, simulator_enabled
 from numlayers.kernels import FAMILIES, build_family
-from numlayers.kernels.cuda_support import REGISTRIES
+from numlayers.kernels.toolkit import REGISTRIES
 
 COMPUTE_CAPABILITY = (9, 0)
 FLOAT64_INSTRUCTION = re.compile(r"^\s*[a-z][a-z0-9._]*\.f64\b", re.MULTILINE)
