@@ -47,3 +47,49 @@ def dtype(request: pytest.FixtureRequest):
 
 def pytest_report_header(config: pytest.Config) -> str:
     return "CUDA: " + ("Numba simulator (no GPU)" if simulator_enabled() else "real GPU")
+
+
+# --- Compile-time report -----------------------------------------------------------------
+# NUMLAYERS_COMPILE_REPORT=DIR writes, per test process, one line per Numba compilation
+# (seconds spent in it excluding nested compilations, function, signature) to DIR, so that
+# the suite's compile budget can be read off a cold run:
+#   sort -rn DIR/*.tsv | head -40
+
+
+def _install_compile_report(directory: str) -> None:
+    import atexit
+    import time
+
+    from numba.core import event
+
+    rows: list[tuple[float, str, str]] = []
+    stack: list[list[float]] = []  # [start, time spent in nested compilations]
+
+    class CompileReport(event.Listener):
+        def on_start(self, ev: event.Event) -> None:
+            stack.append([time.perf_counter(), 0.0])
+
+        def on_end(self, ev: event.Event) -> None:
+            start, nested = stack.pop()
+            spent = time.perf_counter() - start
+            if stack:
+                stack[-1][1] += spent
+            dispatcher = ev.data.get("dispatcher")
+            name = getattr(getattr(dispatcher, "py_func", None), "__qualname__", repr(dispatcher))
+            module = getattr(getattr(dispatcher, "py_func", None), "__module__", "?")
+            rows.append((spent - nested, f"{module}.{name}", str(ev.data.get("args"))))
+
+    event.register("numba:compile", CompileReport())
+
+    def write() -> None:
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, f"{os.getpid()}.tsv")
+        with open(path, "w") as handle:
+            for seconds, name, signature in rows:
+                handle.write(f"{seconds:.3f}\t{name}\t{signature}\n")
+
+    atexit.register(write)
+
+
+if os.environ.get("NUMLAYERS_COMPILE_REPORT"):
+    _install_compile_report(os.environ["NUMLAYERS_COMPILE_REPORT"])

@@ -56,6 +56,7 @@ from numlayers.kernels.toolkit import (
     bind_cuda,
     cpu_inline,
     elementwise_operations,
+    launch_size,
 )
 
 #: ``numba.cuda``, bound by :func:`bind_cuda` (softmax's kernels see it as a module global)
@@ -65,9 +66,9 @@ cuda: Any = None
 SOFTMAX_COST = 4.0
 
 #: threads of a CUDA softmax block (a power of two: the tree reductions halve it)
-SOFTMAX_MAX_THREADS = 256
+SOFTMAX_MAX_THREADS = launch_size(256, 8)
 #: fewest threads of a softmax block: short rows still fill a warp
-SOFTMAX_MIN_THREADS = 32
+SOFTMAX_MIN_THREADS = launch_size(32, 2)
 
 
 class Constants(NamedTuple):

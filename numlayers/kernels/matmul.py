@@ -26,16 +26,22 @@ from typing import Any, Protocol
 import numpy as np
 
 from numlayers.kernels.blas import product
-from numlayers.kernels.toolkit import CudaKernels, DeviceArray, bind_cuda, empty_vector
+from numlayers.kernels.toolkit import (
+    CudaKernels,
+    DeviceArray,
+    bind_cuda,
+    empty_vector,
+    launch_size,
+)
 
 #: ``numba.cuda``, bound by :func:`bind_cuda` (kernels must see it as a module global)
 cuda: Any = None
 
-TILE_M = 64
-TILE_N = 64
-TILE_K = 16
-THREADS_X = 16  # threads along the columns of a tile
-THREADS_Y = 16  # threads along the rows of a tile
+TILE_M = launch_size(64, 4)
+TILE_N = launch_size(64, 4)
+TILE_K = launch_size(16, 2)
+THREADS_X = launch_size(16, 2)  # threads along the columns of a tile
+THREADS_Y = launch_size(16, 2)  # threads along the rows of a tile
 PER_THREAD_M = TILE_M // THREADS_Y
 PER_THREAD_N = TILE_N // THREADS_X
 BLOCK_THREADS = THREADS_X * THREADS_Y

@@ -54,6 +54,7 @@ from numlayers.kernels.toolkit import (
     bind_cuda,
     cpu_inline,
     device_index_loop,
+    launch_size,
 )
 
 #: ``numba.cuda``, bound by :func:`bind_cuda` (the row reductions name it as a module global)
@@ -62,7 +63,7 @@ cuda: Any = None
 #: guard of the cosine's denominator, ``sqrt(max(|a|^2 |b|^2, COSINE_EPSILON))``
 COSINE_EPSILON = 1e-7
 #: threads of the CUDA block that reduces one row (a cosine, or a product of vectors)
-ROW_THREADS = 128
+ROW_THREADS = launch_size(128, 4)
 #: Work of one element (see :func:`~numlayers.kernels.toolkit.use_parallel`): the products,
 #: copies and row sums here are memory-bound, and two cores overtook one at about 2**15
 #: float64 or 2**16 float32 elements (measured), half the toolkit's threshold's worth

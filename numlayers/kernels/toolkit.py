@@ -37,6 +37,8 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
 
+from numlayers.devices import simulator_enabled
+
 #: An array on a device: a C-contiguous NumPy array on the CPU, a Numba device array (or
 #: any ``__cuda_array_interface__`` array wrapped as one) on CUDA. The family interfaces
 #: type their arrays with it; the operations check nothing about them (layers validate).
@@ -232,13 +234,31 @@ def body_arity(body: Callable[..., Any], dims: int) -> int:
 
 # ---------------------------------------------------------------- CUDA
 
+#: True where Numba's CUDA simulator stands in for a GPU (see :func:`launch_size`)
+SIMULATOR = simulator_enabled()
+
+
+def launch_size(gpu: int, simulator: int) -> int:
+    """A launch constant: its ``gpu`` value, or its ``simulator`` value under the simulator.
+
+    The simulator runs every thread of a launch as a Python thread, so a launch costs
+    about 0.3 ms per thread, however little each does: a 256-thread block took 80 ms
+    for 12 elements, an 8-thread block 4 ms. Under the simulator every launch constant
+    (block sizes, grid caps, GEMM tiles, reduction widths) shrinks to a few threads.
+    The kernels are the same code with smaller constants, so the tiny test shapes still
+    cross tile edges, stride through grids and run multi-step tree reductions. The
+    PTX check and a real GPU use the ``gpu`` values.
+    """
+    return simulator if SIMULATOR else gpu
+
+
 #: threads of a 1-D block, for every kernel launched through the toolkit
-BLOCK_SIZE = 256
+BLOCK_SIZE = launch_size(256, 8)
 #: threads of a 2-D block: 32 columns (one warp reads a row segment) by 8 rows
-BLOCK_SHAPE_2D = (32, 8)
+BLOCK_SHAPE_2D = (launch_size(32, 4), launch_size(8, 2))
 #: A grid-stride kernel needs no more blocks than this: 16 blocks of 256 threads on
 #: each of the 132 SMs of an H100 keep it full; more would only add block overhead.
-MAX_BLOCKS = 132 * 16
+MAX_BLOCKS = launch_size(132 * 16, 2)
 
 
 def blocks_for(count: int, threads: int = BLOCK_SIZE) -> int:
@@ -570,6 +590,7 @@ def elementwise_operations(
 __all__ = [
     "BLOCK_SIZE",
     "PARALLEL_MIN_WORK",
+    "SIMULATOR",
     "Constants",
     "CpuLoop",
     "CudaKernels",
@@ -588,5 +609,6 @@ __all__ = [
     "device_index_loop",
     "elementwise_operations",
     "empty_vector",
+    "launch_size",
     "use_parallel",
 ]

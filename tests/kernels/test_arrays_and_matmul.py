@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from numlayers.kernels import matmul
 from numlayers.testing import tolerance
 
 RNG = np.random.default_rng(1234)
@@ -33,21 +34,23 @@ def test_sum_rows(device, dtype):
 
 
 def test_matmul_variants_cross_tile_edges(device, dtype):
-    # 67 x 19 @ 19 x 66: neither dimension is a multiple of the 64 x 64 x 16 CUDA tile
-    a = random((67, 19), dtype)
-    b = random((19, 66), dtype)
-    bias = random((66,), dtype)
+    # no dimension is a multiple of the CUDA tile (64 x 64 x 16 on a GPU, smaller under
+    # the simulator: the toolkit's launch_size)
+    rows, depth, cols = matmul.TILE_M + 3, matmul.TILE_K + 3, matmul.TILE_N + 2
+    a = random((rows, depth), dtype)
+    b = random((depth, cols), dtype)
+    bias = random((cols,), dtype)
     kernels = device.kernels(dtype)
-    out = device.empty((67, 66), dtype)
+    out = device.empty((rows, cols), dtype)
     kernels.matmul(device.asarray(a), device.asarray(b), device.asarray(bias), out)
     np.testing.assert_allclose(device.to_host(out), a @ b + bias, **tolerance(dtype))
 
-    c = random((67, 66), dtype)
-    out_ta = device.empty((19, 66), dtype)
+    c = random((rows, cols), dtype)
+    out_ta = device.empty((depth, cols), dtype)
     kernels.matmul_transpose_a(device.asarray(a), device.asarray(c), out_ta)
     np.testing.assert_allclose(device.to_host(out_ta), a.T @ c, **tolerance(dtype))
 
-    out_tb = device.empty((67, 19), dtype)
+    out_tb = device.empty((rows, depth), dtype)
     kernels.matmul_transpose_b(device.asarray(c), device.asarray(b), out_tb)
     np.testing.assert_allclose(device.to_host(out_tb), c @ b.T, **tolerance(dtype))
 

@@ -114,8 +114,12 @@ def batched_operands(batch, rows, cols, depth, transpose_a, transpose_b, dtype):
 
 TRANSPOSES = [(False, False), (True, False), (False, True), (True, True)]
 TRANSPOSE_IDS = ["nn", "tn", "nt", "tt"]
-# (batch, M, N, K): M, N cross the 64 x 64 output tile and K the 16-deep slice of CUDA
-TILE_EDGE_SHAPES = [(2, 65, 3, 17), (2, 3, 66, 18)]
+# (batch, M, N, K): M, N cross CUDA's output tile and K its slice of the depth (64 x 64
+# and 16 on a GPU, smaller under the simulator: the toolkit's launch_size)
+TILE_EDGE_SHAPES = [
+    (2, matmul.TILE_M + 1, 3, matmul.TILE_K + 1),
+    (2, 3, matmul.TILE_N + 2, matmul.TILE_K + 2),
+]
 
 
 @pytest.mark.parametrize(("transpose_a", "transpose_b"), TRANSPOSES, ids=TRANSPOSE_IDS)
