@@ -5,8 +5,8 @@ features)`` are seen as ``batch * time`` rows. Per row it computes Keras 0.3's
 value (the mean over the last axis, or the sum for the crossentropies and
 cosine proximity); a model weights the rows (sample weights, masks) and sums.
 
-Losses are callables too: ``losses.mse(y_true, y_pred)`` returns the per-sample
-values as NumPy, computed by the same CPU kernels the models use.
+Losses are callables too: ``losses.mse(y_true, y_pred)`` returns the values per
+sample (and per timestep for sequences) as NumPy, computed by the same CPU kernels the models use.
 
 Softmax followed by ``categorical_crossentropy`` (or its sparse form) is fused:
 models compute the loss from the logits with a log-sum-exp and its gradient as
@@ -82,7 +82,9 @@ class Loss:
                 )
 
     def __call__(self, y_true: Any, y_pred: Any) -> np.ndarray:
-        """Per-sample loss values of NumPy arrays (float64, on the CPU)."""
+        """Loss values of NumPy arrays (float64, on the CPU) for every index but the last
+        axis: one per sample, and one per sample and timestep for sequences, as Keras 0.3's
+        functions return before a model weights and averages them."""
         y_pred = np.ascontiguousarray(y_pred, dtype=np.float64)
         columns = y_pred.shape[-1]
         pred_rows = y_pred.reshape(-1, columns)
@@ -93,12 +95,7 @@ class Loss:
         )
         loss_rows = np.empty(len(pred_rows))
         self.forward(get_device("cpu").kernels(np.float64), true_rows, pred_rows, loss_rows)
-        per_sample = loss_rows.reshape(y_pred.shape[:-1])
-        return (
-            per_sample.mean(axis=tuple(range(1, per_sample.ndim)))
-            if per_sample.ndim > 1
-            else per_sample
-        )
+        return loss_rows.reshape(y_pred.shape[:-1])
 
 
 mean_squared_error = Loss("mean_squared_error")

@@ -98,7 +98,7 @@ class Sequential(Model):
     def input_names(self) -> list[str]:
         merge = self.merge_first
         if merge is not None:
-            return [f"input_{i}" for i in range(len(merge.branches))]
+            return [f"input_{i}" for i in range(len(merge.distinct_branches))]
         return ["input"]
 
     @property
@@ -108,7 +108,7 @@ class Sequential(Model):
     def input_shapes(self) -> list[tuple[int | None, ...]]:
         merge = self.merge_first
         if merge is not None:
-            return [branch.input_shape for branch in merge.branches]
+            return [branch.input_shape for branch in merge.distinct_branches]
         return [self.input_shape]
 
     def output_layers(self) -> list[Layer]:
@@ -117,7 +117,7 @@ class Sequential(Model):
 
     def input_dtype_kind(self, index: int) -> str:
         merge = self.merge_first
-        first = self.layers[0] if merge is None else merge.branches[index]
+        first = self.layers[0] if merge is None else merge.distinct_branches[index]
         first = first.layers[0] if isinstance(first, Sequential) else first
         return "int" if first.index_input else "float"
 
@@ -135,10 +135,11 @@ class Sequential(Model):
         self._require_layers()
         merge = self.merge_first
         if merge is not None:
-            if not isinstance(X, list | tuple) or len(X) != len(merge.branches):
+            count = len(merge.distinct_branches)
+            if not isinstance(X, list | tuple) or len(X) != count:
                 raise ValueError(
-                    f"{self.name} starts with a Merge of {len(merge.branches)} branches: "
-                    f"X must be a list of {len(merge.branches)} arrays"
+                    f"{self.name} starts with a Merge of {count} distinct branches: "
+                    f"X must be a list of {count} arrays"
                 )
             return [_host_array(x) for x in X]
         if isinstance(X, list | tuple) and len(X) == 1:

@@ -37,13 +37,22 @@ Weights = list[np.ndarray | None]
 Arrays = tuple[list[np.ndarray], list[np.ndarray], Weights]
 
 METRIC_NAMES = {"accuracy": "acc", "acc": "acc"}
+#: Keras 0.3's ``compile(class_mode=...)``: how accuracy reads an output (None: from
+#: the loss and the output's width)
+CLASS_MODES = (None, "categorical", "binary")
 
 
 class OutputHead:
     """One model output with its loss, metrics and device buffers."""
 
     def __init__(
-        self, name: str, layer: Layer, loss: losses_module.Loss, metrics: list[str], model: Model
+        self,
+        name: str,
+        layer: Layer,
+        loss: losses_module.Loss,
+        metrics: list[str],
+        model: Model,
+        class_mode: str | None = None,
     ) -> None:
         self.name = name
         self.layer = layer
@@ -55,8 +64,12 @@ class OutputHead:
             and getattr(layer, "activity_regularizer", None) is None
             and model.allows_fused_output(layer)
         )
-        self.binary_accuracy = loss.name == "binary_crossentropy" or (
-            not loss.sparse and layer.output_shape[-1] == 1
+        self.binary_accuracy = class_mode == "binary" or (
+            class_mode is None
+            and (
+                loss.name == "binary_crossentropy"
+                or (not loss.sparse and layer.output_shape[-1] == 1)
+            )
         )
         self._model = model
         self._buffers: dict[tuple[str, tuple[int, ...]], Any] = {}
@@ -116,14 +129,30 @@ class Model:
         raise NotImplementedError
 
     # ---- compile ----------------------------------------------------------
-    def compile(self, optimizer: Any, loss: Any, metrics: Sequence[str] | None = None) -> None:
+    def compile(
+        self,
+        optimizer: Any,
+        loss: Any,
+        metrics: Sequence[str] | None = None,
+        class_mode: str | None = None,
+    ) -> None:
         """Choose the optimizer, the loss of each output and the metrics.
 
         Args:
             optimizer: an Optimizer or a name ("sgd", "adam", ...).
             loss: a loss name or Loss (for several outputs, a dict by output name).
-            metrics: ``["accuracy"]`` or nothing.
+            metrics: ``["accuracy"]`` or nothing: reported by every call. Keras 0.3's
+                way, ``show_accuracy=True`` in ``fit`` and ``evaluate`` (``accuracy=True``
+                in ``train_on_batch`` and ``test_on_batch``), reports it in that call.
+            class_mode: how accuracy reads an output, as Keras 0.3: ``"categorical"``
+                (the arg-max matches) or ``"binary"`` (rounded values match); by default
+                binary for a binary cross-entropy loss or a one-unit output.
         """
+        if class_mode not in CLASS_MODES:
+            raise ValueError(
+                f"{self.name}: class_mode must be 'categorical', 'binary' or None, "
+                f"received {class_mode!r}"
+            )
         self.optimizer = optimizers_module.get(optimizer)
         names = self.output_names
         if isinstance(loss, dict):
@@ -142,14 +171,32 @@ class Model:
             if metric not in METRIC_NAMES:
                 raise ValueError(f"{self.name}: unknown metric {metric!r}; use 'accuracy'")
             metric_names.append(METRIC_NAMES[metric])
+        self.class_mode = class_mode
+        self._losses = chosen
+        #: the metrics compile asked for, reported by every call
+        self._compiled_metrics = metric_names
+        self._make_heads(metric_names)
+        self._reported_metrics = set(metric_names)
+        self.stop_training = False
+
+    def _make_heads(self, metric_names: list[str]) -> None:
+        """One :class:`OutputHead` per output, computing ``metric_names``."""
         self.heads = [
-            OutputHead(name, layer, chosen_loss, metric_names, self)
-            for name, layer, chosen_loss in zip(names, self.output_layers(), chosen, strict=True)
+            OutputHead(name, layer, chosen_loss, metric_names, self, self.class_mode)
+            for name, layer, chosen_loss in zip(
+                self.output_names, self.output_layers(), self._losses, strict=True
+            )
         ]
         self.metric_names = metric_names
-        self.stop_training = False
         self._scalars: Any = None
         self._compiled_device: Device | None = None
+
+    def _report_accuracy(self, accuracy: bool) -> None:
+        """Report accuracy in this call when ``accuracy`` (Keras 0.3's ``show_accuracy``),
+        computing it from now on; else report only what compile asked for."""
+        if accuracy and "acc" not in self.metric_names:
+            self._make_heads([*self.metric_names, "acc"])
+        self._reported_metrics = set(self.metric_names if accuracy else self._compiled_metrics)
 
     def _require_compiled(self) -> None:
         if not hasattr(self, "heads"):
@@ -164,7 +211,8 @@ class Model:
             if several:
                 names.append(f"{head.name}_loss")
             for metric in head.metrics:
-                names.append(f"{head.name}_{metric}" if several else metric)
+                if metric in self._reported_metrics:
+                    names.append(f"{head.name}_{metric}" if several else metric)
         return names
 
     def _scalar_count(self) -> int:
@@ -312,7 +360,8 @@ class Model:
             per_output[f"{head.name}_loss"] = values[slot]
             slot += 1
             for metric in head.metrics:
-                per_output[f"{head.name}_{metric}" if several else metric] = values[slot]
+                if metric in self._reported_metrics:
+                    per_output[f"{head.name}_{metric}" if several else metric] = values[slot]
                 slot += 1
         logs["loss"] = total
         for key, value in per_output.items():
@@ -440,23 +489,44 @@ class Model:
 
     # ---- public API -------------------------------------------------------
     def train_on_batch(
-        self, X: Any, y: Any, class_weight: Any = None, sample_weight: Any = None
+        self,
+        X: Any,
+        y: Any,
+        accuracy: bool = False,
+        class_weight: Any = None,
+        sample_weight: Any = None,
     ) -> Any:
-        """One update on one batch; returns the loss (and metrics) before the update."""
-        return self._on_batch(X, y, class_weight, sample_weight, train=True)
+        """One update on one batch; returns the loss (and metrics) before the update,
+        ``[loss, acc]`` with ``accuracy`` (Keras 0.3)."""
+        return self._on_batch(X, y, class_weight, sample_weight, train=True, accuracy=accuracy)
 
-    def test_on_batch(self, X: Any, y: Any, sample_weight: Any = None) -> Any:
-        """Loss (and metrics) of one batch, without updating."""
-        return self._on_batch(X, y, None, sample_weight, train=False)
+    def test_on_batch(
+        self, X: Any, y: Any, accuracy: bool = False, sample_weight: Any = None
+    ) -> Any:
+        """Loss (and metrics) of one batch, without updating; ``[loss, acc]`` with
+        ``accuracy`` (Keras 0.3)."""
+        return self._on_batch(X, y, None, sample_weight, train=False, accuracy=accuracy)
 
-    def _on_batch(self, X: Any, y: Any, class_weight: Any, sample_weight: Any, train: bool) -> Any:
+    def _on_batch(
+        self,
+        X: Any,
+        y: Any,
+        class_weight: Any,
+        sample_weight: Any,
+        train: bool,
+        accuracy: bool,
+    ) -> Any:
+        self._require_compiled()
+        self._report_accuracy(accuracy)
         inputs, targets, weights = self._prepare(X, y, sample_weight, class_weight)
         scalars = self._step(self._batch(inputs, None), self._batch(targets, None), weights, train)
         logs = self._scalars_to_logs(self.device.to_host(scalars))
         return self._logs_result(logs)
 
     def _logs_result(self, logs: dict[str, float]) -> Any:
-        names = self.log_names
+        """The total loss, or ``[loss, metrics...]`` when metrics are reported; several
+        outputs' own losses only in the logs of ``fit`` (Keras 0.3 returns the total)."""
+        names = [name for name in self.log_names if not name.endswith("_loss")]
         if len(names) == 1:
             return logs["loss"]
         return [logs[name] for name in names]
@@ -496,11 +566,19 @@ class Model:
         return (proba > 0.5).astype(np.int64)
 
     def evaluate(
-        self, X: Any, y: Any, batch_size: int = 32, verbose: int = 0, sample_weight: Any = None
+        self,
+        X: Any,
+        y: Any,
+        batch_size: int = 32,
+        show_accuracy: bool = False,
+        verbose: int = 0,
+        sample_weight: Any = None,
     ) -> Any:
-        """Loss (and metrics) over all of ``X``, averaged over samples."""
+        """Loss (and metrics) over all of ``X``, averaged over samples; ``[loss, acc]``
+        with ``show_accuracy`` (Keras 0.3)."""
         _check_batch_size(batch_size)
         self._require_compiled()
+        self._report_accuracy(show_accuracy)
         inputs, targets, weights = self._prepare(X, y, sample_weight, None)
         return self._logs_result(self._evaluate_arrays(inputs, targets, weights, batch_size))
 
@@ -536,6 +614,7 @@ class Model:
         validation_split: float = 0.0,
         validation_data: Any = None,
         shuffle: bool = True,
+        show_accuracy: bool = False,
         class_weight: Any = None,
         sample_weight: Any = None,
         epochs: int | None = None,
@@ -551,6 +630,8 @@ class Model:
                 shuffling, as in Keras 0.3) held out for validation.
             validation_data: ``(X_val, y_val)`` or ``(X_val, y_val, sample_weight)``.
             shuffle: shuffle the training samples every epoch.
+            show_accuracy: log ``acc`` (and ``val_acc``) as Keras 0.3 did, whatever
+                compile's ``metrics``.
             class_weight: ``{class: weight}`` (a dict of those by output for Graph).
             sample_weight: one weight per sample (a dict by output for Graph).
             seed: int or Generator for the shuffling (default: the global seed).
@@ -565,6 +646,7 @@ class Model:
             )
         if verbose not in (0, 1, 2):
             raise ValueError(f"{self.name}: verbose must be 0, 1 or 2, received {verbose!r}")
+        self._report_accuracy(show_accuracy)
         training = self._prepare(X, y, sample_weight, class_weight)
         training, validation = self._validation_set(training, validation_split, validation_data)
         loop = _FitLoop(

@@ -321,7 +321,8 @@ class MergeNode(Layer):
 class Merge(MergeNode):
     """Merge the outputs of several Sequential models (Keras 0.3's Merge layer).
 
-    A Sequential that starts with a Merge takes a list of inputs, one per branch.
+    A Sequential that starts with a Merge takes a list of inputs, one per branch; a
+    branch merged with itself (``Merge([left, left])``) takes one input, as in Keras 0.3.
 
     Args:
         layers: the branch models (Sequential), or layers.
@@ -353,10 +354,26 @@ class Merge(MergeNode):
         ]
         super().__init__(outputs, mode, concat_axis, dot_axes, **kwargs)
 
+    @property
+    def distinct_branches(self) -> list[Any]:
+        """The branches, each once (in order of first appearance): one input each."""
+        distinct: list[Any] = []
+        for branch in self.branches:
+            if not any(branch is seen for seen in distinct):
+                distinct.append(branch)
+        return distinct
+
+    def _branch_positions(self) -> list[int]:
+        """For each branch, its index in :attr:`distinct_branches`."""
+        distinct = self.distinct_branches
+        return [
+            next(i for i, seen in enumerate(distinct) if seen is branch) for branch in self.branches
+        ]
+
     def branch_layers(self) -> list[Layer]:
         """Every layer inside the branches (their weights train with the merged model)."""
         found: list[Layer] = []
-        for branch in self.branches:
+        for branch in self.distinct_branches:
             found.extend(
                 branch.all_layers() if hasattr(branch, "all_layers") else branch.weight_layers()
             )
@@ -364,17 +381,27 @@ class Merge(MergeNode):
 
     def forward_branches(self, inputs: Sequence[Any], train: bool) -> Any:
         """Run each branch on its input, then merge (the Sequential's first step)."""
-        if len(inputs) != len(self.branches):
+        distinct = self.distinct_branches
+        if len(inputs) != len(distinct):
             raise ValueError(
-                f"{self.label} has {len(self.branches)} branches, received {len(inputs)} inputs"
+                f"{self.label} has {len(distinct)} distinct branches, "
+                f"received {len(inputs)} inputs"
             )
-        for branch, x in zip(self.branches, inputs, strict=True):
+        for branch, x in zip(distinct, inputs, strict=True):
             branch.forward(x, train) if hasattr(branch, "forward_outputs") else branch.set_input(x)
         return self.get_output(train)
 
     def backward_branches(self, grad_output: Any) -> None:
+        # a branch merged more than once gets the sum of its inputs' gradients
+        totals: dict[int, Any] = {}
         grads = self.backward(grad_output)
-        for branch, grad in zip(self.branches, grads, strict=True):
+        for position, grad in zip(self._branch_positions(), grads, strict=True):
+            if position in totals:
+                self.kernels.add_into(grad, totals[position])
+            else:
+                totals[position] = grad
+        for position, branch in enumerate(self.distinct_branches):
+            grad = totals[position]
             if hasattr(branch, "forward_outputs"):
                 branch.backward(grad, need_input_gradient=False)
             else:
@@ -388,7 +415,9 @@ class Merge(MergeNode):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config["layers"] = [branch.get_config() for branch in self.branches]
+        config["layers"] = [branch.get_config() for branch in self.distinct_branches]
+        if len(config["layers"]) < len(self.branches):
+            config["branch_order"] = self._branch_positions()
         return config
 
     @classmethod
@@ -406,4 +435,5 @@ class Merge(MergeNode):
                 branches.append(Sequential.from_config(branch, custom_objects))
             else:
                 branches.append(deserialize(branch, custom_objects))
-        return cls(branches, **config)
+        order = config.pop("branch_order", range(len(branches)))
+        return cls([branches[position] for position in order], **config)

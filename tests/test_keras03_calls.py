@@ -1,0 +1,105 @@
+"""Keras 0.3 calls that run unchanged: accuracy flags, class modes, per-timestep losses,
+a multi-output Graph's total loss, a branch merged with itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from numlayers import losses
+from numlayers.graph import Graph
+from numlayers.layers import Dense, Merge
+from numlayers.models import Sequential
+
+
+def classifier(units: int = 3, activation: str = "softmax") -> Sequential:
+    model = Sequential()
+    model.add(Dense(units, input_shape=(4,), activation=activation))
+    return model
+
+
+def labelled_data(units: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((12, 4)).astype("float32")
+    Y = np.eye(units, dtype="float32")[np.arange(12) % units]
+    return X, Y
+
+
+def test_show_accuracy_reports_acc_in_that_call_only():
+    model = classifier()
+    model.compile("sgd", "categorical_crossentropy", class_mode="categorical")
+    X, Y = labelled_data()
+    assert isinstance(model.evaluate(X, Y), float)
+    loss, acc = model.evaluate(X, Y, show_accuracy=True)
+    expected = np.mean(model.predict(X).argmax(1) == Y.argmax(1))
+    assert acc == pytest.approx(expected)
+    assert loss == pytest.approx(model.evaluate(X, Y))
+    assert len(model.train_on_batch(X, Y, accuracy=True)) == 2
+    assert isinstance(model.test_on_batch(X, Y), float)
+    history = model.fit(X, Y, nb_epoch=1, verbose=0, show_accuracy=True, validation_split=0.25)
+    assert {"loss", "acc", "val_loss", "val_acc"} <= set(history.history)
+    history = model.fit(X, Y, nb_epoch=1, verbose=0)
+    assert "acc" not in history.history
+
+
+def test_binary_class_mode_rounds_each_output():
+    model = classifier(units=2, activation="sigmoid")
+    model.compile("sgd", "mse", class_mode="binary")
+    X, Y = labelled_data(units=2)
+    _, acc = model.evaluate(X, Y, show_accuracy=True)
+    assert acc == pytest.approx(np.mean(np.round(model.predict(X)) == Y))
+    with pytest.raises(ValueError, match="class_mode must be"):
+        model.compile("sgd", "mse", class_mode="multi")
+
+
+def test_loss_functions_return_one_value_per_timestep_of_a_sequence():
+    rng = np.random.default_rng(1)
+    y_true, y_pred = rng.random((2, 3, 5)), rng.random((2, 3, 5))
+    values = losses.mean_squared_error(y_true, y_pred)
+    np.testing.assert_allclose(values, ((y_true - y_pred) ** 2).mean(axis=-1))
+    assert losses.mse(y_true[:, 0], y_pred[:, 0]).shape == (2,)
+
+
+def test_multi_output_graph_evaluate_returns_the_total_loss():
+    graph = Graph()
+    graph.add_input("x", input_shape=(4,))
+    graph.add_node(Dense(2), name="a", input="x")
+    graph.add_node(Dense(3), name="b", input="x")
+    graph.add_output("out_a", input="a")
+    graph.add_output("out_b", input="b")
+    graph.compile("sgd", {"out_a": "mse", "out_b": "mse"})
+    X = np.ones((5, 4), "float32")
+    data = {"x": X, "out_a": np.zeros((5, 2)), "out_b": np.zeros((5, 3))}
+    total = graph.evaluate(data)
+    assert isinstance(total, float)
+    predicted = graph.predict({"x": X})
+    expected = np.mean(predicted["out_a"] ** 2) + np.mean(predicted["out_b"] ** 2)
+    assert total == pytest.approx(expected, rel=1e-5)
+    assert isinstance(graph.train_on_batch(data), float)
+
+
+def test_a_branch_merged_with_itself_takes_one_input_and_trains_once():
+    left = Sequential()
+    left.add(Dense(3, input_shape=(4,)))
+    model = Sequential()
+    model.add(Merge([left, left], mode="mul"))
+    model.add(Dense(1))
+    model.compile("sgd", "mse")
+    X = np.random.default_rng(2).standard_normal((6, 4)).astype("float32")
+    W, b = left.layers[0].get_weights()
+    head_W, head_b = model.layers[-1].get_weights()
+    branch = X @ W + b
+    out = (branch * branch) @ head_W + head_b
+    np.testing.assert_allclose(model.predict([X]), out, rtol=1e-5)
+    assert model.count_params() == left.count_params() + model.layers[-1].count_params()
+
+    # the branch's gradient is the sum over both of its uses: d(v * v)/dv = 2 v
+    y = np.zeros((6, 1), "float32")
+    model.train_on_batch([X], y)
+    grad_branch = 2 * branch * ((2 * (out - y) / 6) @ head_W.T)
+    step = W - left.layers[0].get_weights()[0]
+    np.testing.assert_allclose(step, 0.01 * X.T @ grad_branch, rtol=1e-3, atol=1e-6)
+
+    copy = Sequential.from_config(model.get_config())
+    merge = copy.layers[0]
+    assert merge.branches[0] is merge.branches[1]
