@@ -61,31 +61,48 @@ class UnitNorm(Constraint):
         kernels.unitnorm_constraint(_as_matrix(weight))
 
 
+class Identity(Constraint):
+    """Leaves the weight as it is (Keras 0.3's ``constraints.identity``)."""
+
+    name = "identity"
+
+    def apply(self, kernels: Any, weight: Any) -> None:
+        pass
+
+
 maxnorm = MaxNorm
 nonneg = NonNeg
 unitnorm = UnitNorm
+identity = Identity
 CONSTRAINTS: dict[str, type[Constraint]] = {
     "maxnorm": MaxNorm,
     "nonneg": NonNeg,
     "unitnorm": UnitNorm,
+    "identity": Identity,
     "MaxNorm": MaxNorm,
     "NonNeg": NonNeg,
     "UnitNorm": UnitNorm,
+    "Identity": Identity,
 }
 
 
 def get(identifier: Any) -> Constraint | None:
-    """A constraint from None, an instance, a name or a config dict."""
+    """A constraint from None, an instance, a name or a config dict (None for the
+    identity, which does nothing)."""
+    if isinstance(identifier, Identity):
+        return None
     if identifier is None or isinstance(identifier, Constraint):
         return identifier
     if isinstance(identifier, dict):
         config = dict(identifier)
         cls = CONSTRAINTS.get(config.pop("class_name", ""))
         if cls is not None:
-            return cls(**config)
+            return get(cls(**config))
     if isinstance(identifier, str) and identifier in CONSTRAINTS:
-        return CONSTRAINTS[identifier]()
-    raise ValueError(f"unknown constraint {identifier!r}; use maxnorm, nonneg or unitnorm")
+        return get(CONSTRAINTS[identifier]())
+    raise ValueError(
+        f"unknown constraint {identifier!r}; use maxnorm, nonneg, unitnorm or identity"
+    )
 
 
 def config_of(constraint: Constraint | None) -> dict[str, Any] | None:

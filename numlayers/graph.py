@@ -8,6 +8,7 @@ once, and its gradient is the sum of its consumers' gradients.
 
 from __future__ import annotations
 
+import pprint
 from collections.abc import Sequence
 from typing import Any
 
@@ -635,14 +636,23 @@ class Graph(Model):
                     rows.append((layer, source))
         return rows
 
-    def get_config(self) -> dict[str, Any]:
+    def get_config(self, verbose: int = 0) -> dict[str, Any]:
+        """The graph as plain data (printed too with ``verbose``, as Keras 0.3)."""
         nodes = []
         for entry in self.node_config:
             entry = dict(entry)
             if "layer" in entry:
                 entry["layer"] = entry["layer"].get_config()
             nodes.append(entry)
-        return {"class_name": "Graph", "name": self.name, "dtype": self.dtype.name, "nodes": nodes}
+        config = {
+            "class_name": "Graph",
+            "name": self.name,
+            "dtype": self.dtype.name,
+            "nodes": nodes,
+        }
+        if verbose:
+            pprint.pprint(config)
+        return config
 
     @classmethod
     def from_config(

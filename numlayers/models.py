@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pprint
 from collections.abc import Sequence
 from typing import Any
 
@@ -222,13 +223,17 @@ class Sequential(Model):
         return result
 
     # ----------------------------------------------------------------- config
-    def get_config(self) -> dict[str, Any]:
-        return {
+    def get_config(self, verbose: int = 0) -> dict[str, Any]:
+        """The model as plain data (printed too with ``verbose``, as Keras 0.3)."""
+        config = {
             "class_name": "Sequential",
             "name": self.name,
             "dtype": self.dtype.name,
             "layers": [layer.get_config() for layer in self.layers],
         }
+        if verbose:
+            pprint.pprint(config)
+        return config
 
     @classmethod
     def from_config(

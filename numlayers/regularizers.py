@@ -84,8 +84,15 @@ def activity_l1l2(l1: float = 0.01, l2: float = 0.01) -> Regularizer:
     return Regularizer(l1=l1, l2=l2, activity=True)
 
 
+#: Keras 0.3's ``regularizers.identity()``: a regularizer that adds nothing
+identity = Regularizer
+
+
 def get(identifier: Any, activity: bool = False) -> Regularizer | None:
-    """A regularizer from None, an instance, a name ("l1", "l2", "l1l2") or a config dict."""
+    """A regularizer from None, an instance, a name ("l1", "l2", "l1l2") or a config dict
+    (None for one that adds nothing, such as ``identity()``, so it costs no kernel)."""
+    if isinstance(identifier, Regularizer) and identifier.l1 == identifier.l2 == 0:
+        return None
     if identifier is None or isinstance(identifier, Regularizer):
         return identifier
     if isinstance(identifier, dict):

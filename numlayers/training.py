@@ -694,6 +694,13 @@ class Model:
         return trained_on, held_out
 
     # ---- weights -------------------------------------------------------------
+    def reset_states(self) -> None:
+        """Zero the carried states of every stateful layer (Keras 0.3); a model with none
+        is left as it is."""
+        for layer in self.all_layers():
+            if getattr(layer, "stateful", False):
+                layer.reset_states()  # type: ignore[attr-defined]
+
     def get_weights(self) -> list[np.ndarray]:
         """Every layer's weights (NumPy copies), layer by layer."""
         return [w for layer in self.all_layers() for w in layer.get_weights()]

@@ -1,14 +1,16 @@
 """Keras 0.3 calls that run unchanged: accuracy flags, class modes, per-timestep losses,
-a multi-output Graph's total loss, a branch merged with itself."""
+a multi-output Graph's total loss, a branch merged with itself, the identity base layer,
+constraint and regularizer, initialisers without a generator, reset_states."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from numlayers import losses
+from numlayers import constraints, initializations, losses, regularizers, set_seed
 from numlayers.graph import Graph
-from numlayers.layers import Dense, Merge
+from numlayers.layers import Dense, Merge, SimpleRNN
+from numlayers.layers.base import Layer
 from numlayers.models import Sequential
 
 
@@ -103,3 +105,42 @@ def test_a_branch_merged_with_itself_takes_one_input_and_trains_once():
     copy = Sequential.from_config(model.get_config())
     merge = copy.layers[0]
     assert merge.branches[0] is merge.branches[1]
+
+
+def test_the_base_layer_used_directly_is_the_identity():
+    layer = Layer(input_shape=(3,))
+    x = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(layer(x), x)
+    model = Sequential()
+    model.add(Layer(input_shape=(3,)))
+    model.add(Dense(2))
+    model.compile("sgd", "mse")
+    assert isinstance(model.train_on_batch(x, np.zeros((2, 2))), float)
+
+
+def test_identity_constraint_and_regularizer_and_initialisers_without_a_generator():
+    layer = Dense(2, input_shape=(3,), W_constraint=constraints.identity(),
+                  W_regularizer=regularizers.identity())  # fmt: skip
+    assert layer.constraints == [] and layer.regularizers == []
+    assert constraints.get("identity") is None
+    set_seed(3)
+    first = initializations.glorot_uniform((3, 4))
+    set_seed(3)
+    np.testing.assert_array_equal(initializations.get("glorot_uniform")((3, 4)), first)
+    assert initializations.orthogonal((4, 4)).shape == (4, 4)
+
+
+def test_reset_states_resets_every_stateful_layer_of_a_model(capsys):
+    model = Sequential()
+    model.add(SimpleRNN(3, batch_input_shape=(2, 4, 2), stateful=True, return_sequences=True))
+    model.add(SimpleRNN(2, stateful=True))
+    X = np.random.default_rng(4).standard_normal((2, 4, 2)).astype("float32")
+    first = model.predict(X, batch_size=2)
+    assert not np.allclose(model.predict(X, batch_size=2), first)
+    model.reset_states()
+    np.testing.assert_allclose(model.predict(X, batch_size=2), first, rtol=1e-6)
+    Sequential().reset_states()  # nothing stateful: nothing to do
+
+    config = model.get_config(verbose=1)
+    assert "'class_name': 'Sequential'" in capsys.readouterr().out
+    assert config["layers"][0]["stateful"]

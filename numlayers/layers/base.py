@@ -175,6 +175,8 @@ class Layer:
             self._pending_shape = as_shape(batch_input_shape, "batch_input_shape", cls_name)
         else:
             self._pending_shape = None
+        if type(self) is Layer:  # used directly: an identity layer (Keras 0.3)
+            self._finish_init()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -605,10 +607,12 @@ class Layer:
         return array
 
     def _forward(self, x: Any, train: bool) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} does not implement _forward")
+        """The output of input ``x``: the base layer is the identity (Keras 0.3)."""
+        return x
 
     def _backward(self, grad_output: Any) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} does not implement _backward")
+        """The input gradient of ``grad_output``: the identity's."""
+        return grad_output
 
     def _check_array(self, x: Any, what: str) -> None:
         if not self.device.is_device_array(x):
