@@ -13,6 +13,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 from numlayers import activations, initializations, layers, models  # noqa: E402
 from numlayers.devices import cuda_available, get_device  # noqa: E402
 from numlayers.random import set_seed  # noqa: E402
+from numlayers.serialization import register_function  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -24,5 +25,6 @@ __all__ = [
     "initializations",
     "layers",
     "models",
+    "register_function",
     "set_seed",
 ]

@@ -18,6 +18,7 @@ from numlayers.devices import Device, get_device, resolve_dtype
 from numlayers.layers import Layer, deserialize
 from numlayers.layers.base import Shape, as_shape
 from numlayers.layers.merging import MergeNode
+from numlayers.serialization import safe_mode_scope
 from numlayers.training import Model
 
 
@@ -656,8 +657,18 @@ class Graph(Model):
 
     @classmethod
     def from_config(
-        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+        cls,
+        config: dict[str, Any],
+        custom_objects: dict[str, Any] | None = None,
+        safe_mode: bool | None = None,
     ) -> Graph:
+        """Rebuild a graph from :meth:`get_config`, running no code (``safe_mode`` as in
+        :func:`numlayers.layers.deserialize`)."""
+        with safe_mode_scope(safe_mode):
+            return cls._from_config(config, custom_objects)
+
+    @classmethod
+    def _from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None) -> Graph:
         graph = cls(name=config.get("name", "graph"), dtype=config.get("dtype", "float32"))
         for entry in config["nodes"]:
             entry = dict(entry)

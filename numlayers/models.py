@@ -12,6 +12,7 @@ from numlayers.devices import Device, get_device, resolve_dtype
 from numlayers.graph import Graph
 from numlayers.layers import Layer, deserialize
 from numlayers.layers.merging import Merge
+from numlayers.serialization import safe_mode_scope
 from numlayers.training import Model
 
 __all__ = ["Graph", "Sequential"]
@@ -237,11 +238,17 @@ class Sequential(Model):
 
     @classmethod
     def from_config(
-        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+        cls,
+        config: dict[str, Any],
+        custom_objects: dict[str, Any] | None = None,
+        safe_mode: bool | None = None,
     ) -> Sequential:
+        """Rebuild a model from :meth:`get_config`, running no code (``safe_mode`` as in
+        :func:`numlayers.layers.deserialize`)."""
         model = cls(name=config.get("name", "sequential"), dtype=config.get("dtype", "float32"))
-        for layer_config in config.get("layers", []):
-            model.add(deserialize(layer_config, custom_objects))
+        with safe_mode_scope(safe_mode):
+            for layer_config in config.get("layers", []):
+                model.add(deserialize(layer_config, custom_objects))
         return model
 
 

@@ -322,11 +322,13 @@ def test_lambda_config_names_module_functions_and_never_imports():
     layer = Lambda(square, input_shape=(2,))
     config = layer.get_config()
     assert config["function"] == f"{__name__}:square"
-    rebuilt = deserialize(config)
-    assert rebuilt.function is square
+    with pytest.raises(ValueError, match="neither in custom_objects nor registered"):
+        deserialize(config)
+    assert deserialize(config, custom_objects={"square": square}).function is square
+    assert deserialize(config, safe_mode=False).function is square  # a trusted file
     config["function"] = "some_module_never_imported:evil"
     with pytest.raises(ValueError, match="not imported"):
-        deserialize(config)
+        deserialize(config, safe_mode=False)
 
 
 def test_flatten_of_unknown_dimension_is_a_clear_error():

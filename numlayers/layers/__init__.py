@@ -20,6 +20,7 @@ from numlayers.layers.merging import Merge, MergeNode
 from numlayers.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from numlayers.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
 from numlayers.layers.wrappers import Bidirectional, TimeDistributed
+from numlayers.serialization import safe_mode_scope
 
 __all__ = [
     "GRU",
@@ -48,8 +49,18 @@ __all__ = [
 ]
 
 
-def deserialize(config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Layer:
-    """Rebuild any layer from its ``get_config()`` (dispatching on ``class_name``)."""
+def deserialize(
+    config: dict[str, Any],
+    custom_objects: dict[str, Any] | None = None,
+    safe_mode: bool | None = None,
+) -> Layer:
+    """Rebuild any layer from its ``get_config()`` (dispatching on ``class_name``).
+
+    Loading runs no code: functions a config names (a Lambda's) resolve only through
+    ``custom_objects`` and :func:`numlayers.register_function`, unless ``safe_mode`` is
+    False (trusted files only; None keeps the enclosing load's setting, by default safe).
+    See :mod:`numlayers.serialization`.
+    """
     class_name = config.get("class_name")
     if custom_objects and class_name in custom_objects:
         cls = custom_objects[class_name]
@@ -57,4 +68,5 @@ def deserialize(config: dict[str, Any], custom_objects: dict[str, Any] | None = 
         cls = LAYER_CLASSES[class_name]
     else:
         raise ValueError(f"unknown layer class {class_name!r} in config")
-    return cls.from_config(config, custom_objects)
+    with safe_mode_scope(safe_mode):
+        return cls.from_config(config, custom_objects)

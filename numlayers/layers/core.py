@@ -4,7 +4,6 @@ activations), ActivityRegularization, Dropout, Masking, Lambda."""
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +14,7 @@ from numlayers.activations import ActivationFunction
 from numlayers.kernels.activations import ELEMENTWISE_FUNCTIONS
 from numlayers.layers.base import Layer, Shape, as_shape
 from numlayers.random import draw_seed, get_generator
+from numlayers.serialization import function_reference, resolve_function
 
 
 def _positive_int(value: Any, what: str, owner: str) -> int:
@@ -450,50 +450,6 @@ class Masking(Layer):
         return config
 
 
-def function_reference(function: Callable[..., Any]) -> Any:
-    """``"module:qualname"`` for a module-level function, else the function itself.
-
-    A lambda or closure cannot be named, so configs keep the object; nothing is
-    ever serialised as bytecode.
-    """
-    qualname = getattr(function, "__qualname__", "")
-    module = getattr(function, "__module__", None)
-    if module and qualname and "<" not in qualname:
-        return f"{module}:{qualname}"
-    return function
-
-
-def resolve_function(
-    reference: Any, owner: str, custom_objects: dict[str, Any] | None = None
-) -> Callable[..., Any] | None:
-    """Turn a config's function reference back into a function, importing nothing.
-
-    A ``"module:qualname"`` string is looked up in ``custom_objects`` and then in
-    modules that are already imported: loading a config never runs new code.
-    """
-    if reference is None or callable(reference):
-        return reference
-    if not isinstance(reference, str) or ":" not in reference:
-        raise TypeError(
-            f"{owner}: expected a function or 'module:qualname', received {reference!r}"
-        )
-    module_name, qualname = reference.split(":", 1)
-    if custom_objects and (reference in custom_objects or qualname in custom_objects):
-        found = custom_objects.get(reference, custom_objects.get(qualname))
-        return found
-    target: Any = sys.modules.get(module_name)
-    if target is None:
-        raise ValueError(
-            f"{owner}: function {reference!r} is in a module that is not imported; import it "
-            "first or pass it in custom_objects (configs never import code themselves)"
-        )
-    for part in qualname.split("."):
-        target = getattr(target, part, None)
-    if not callable(target):
-        raise ValueError(f"{owner}: {reference!r} does not name a function")
-    return target
-
-
 class Lambda(Layer):
     """Applies a Python function to the whole batch.
 
@@ -593,6 +549,8 @@ class Lambda(Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         output_shape = self._output_shape
+        if self.built:  # loading then learns the shape without calling any function
+            output_shape = self.output_shape[1:]
         config.update(
             function=function_reference(self.function),
             output_shape=function_reference(output_shape)

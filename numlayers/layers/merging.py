@@ -384,8 +384,7 @@ class Merge(MergeNode):
         distinct = self.distinct_branches
         if len(inputs) != len(distinct):
             raise ValueError(
-                f"{self.label} has {len(distinct)} distinct branches, "
-                f"received {len(inputs)} inputs"
+                f"{self.label} has {len(distinct)} distinct branches, received {len(inputs)} inputs"
             )
         for branch, x in zip(distinct, inputs, strict=True):
             branch.forward(x, train) if hasattr(branch, "forward_outputs") else branch.set_input(x)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from numlayers import register_function
 from numlayers.layers import (
     GRU,
     LSTM,
@@ -190,10 +191,12 @@ def _bidirectional_reference(kind: str, merge: str, return_sequences: bool) -> R
     return reference
 
 
+@register_function
 def _square(x: np.ndarray) -> np.ndarray:
     return x * x
 
 
+@register_function
 def _square_backward(x: np.ndarray, grad: np.ndarray) -> np.ndarray:
     return 2 * x * grad
 

@@ -1,0 +1,100 @@
+"""Loading a config runs no code: functions resolve only through custom_objects and the
+registry, unless the caller trusts the file (safe_mode=False)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numlayers
+from numlayers.layers import Dense, Lambda, deserialize
+from numlayers.models import Sequential
+from numlayers.serialization import function_reference
+
+CALLS: list[str] = []
+
+
+def unregistered(x):
+    CALLS.append("unregistered")
+    return x
+
+
+@numlayers.register_function
+def counted_double(x):
+    CALLS.append("counted_double")
+    return 2 * x
+
+
+@numlayers.register_function(name="halve")
+def halve(x):
+    return x / 2
+
+
+def lambda_config(reference: str) -> dict:
+    return {"class_name": "Lambda", "name": "lambda_evil", "function": reference,
+            "batch_input_shape": [None, 2]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "builtins:exec",
+        "builtins:eval",
+        "builtins:input",
+        "os:system",
+        "pickle:loads",
+        "sys:exit",
+        "shutil:rmtree",
+        "subprocess:Popen",
+        "os.path:join",
+        "numpy:load",
+        f"{__name__}:unregistered",
+        "numlayers.serialization:resolve_function",
+        "numlayers:layers.core.np.save",
+    ],
+)
+def test_a_config_naming_an_unregistered_callable_is_refused_and_nothing_runs(reference):
+    CALLS.clear()
+    with pytest.raises(ValueError, match="lambda_evil.*neither in custom_objects nor registered"):
+        deserialize(lambda_config(reference))
+    model_config = {"class_name": "Sequential", "layers": [lambda_config(reference)]}
+    with pytest.raises(ValueError, match="lambda_evil"):
+        Sequential.from_config(model_config)
+    assert CALLS == []
+
+
+def test_registered_functions_load_and_loading_calls_no_function():
+    layer = Lambda(counted_double, input_shape=(2,))
+    config = layer.get_config()
+    assert config["function"] == f"{__name__}:counted_double"
+    assert config["output_shape"] == [2]  # saved, so loading needs no probe call
+    CALLS.clear()
+    rebuilt = deserialize(config)
+    assert rebuilt.function is counted_double and CALLS == []
+    np.testing.assert_allclose(rebuilt(np.ones((1, 2))), [[2.0, 2.0]])
+
+    named = Lambda(halve, input_shape=(2,))
+    assert named.get_config()["function"] == "halve"
+    assert deserialize(named.get_config()).function is halve
+
+
+def test_custom_objects_and_trusted_files_resolve_functions():
+    config = lambda_config(f"{__name__}:unregistered")
+    assert deserialize(config, custom_objects={"unregistered": unregistered}).function is (
+        unregistered
+    )
+    assert deserialize(config, safe_mode=False).function is unregistered
+    # the trust given to a model's load reaches the layers inside it
+    model = Sequential.from_config(
+        {"class_name": "Sequential", "layers": [config, Dense(2).get_config()]}, safe_mode=False
+    )
+    assert model.layers[0].function is unregistered
+    with pytest.raises(ValueError, match="does not name a function"):
+        deserialize(lambda_config("numpy:pi"), safe_mode=False)
+
+
+def test_functions_without_a_module_level_name_stay_objects():
+    function = lambda x: x  # noqa: E731
+    assert function_reference(function) is function
+    with pytest.raises(ValueError, match="no module-level name"):
+        numlayers.register_function(function)
