@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import string
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -200,6 +201,25 @@ class ModelCheckpoint(Callback):
         self._better = _improvement_test(mode, monitor, "ModelCheckpoint")
         self.best = -math.inf if self._better(1.0, 0.0) else math.inf
 
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        """Refuse, before the first epoch, a path or monitor naming a value this fit
+        does not log (``{val_loss}`` without validation data, say)."""
+        logged = set(self.params.get("metrics", []))
+        fields = {
+            field.split(".")[0].split("[")[0]
+            for _, field, _, _ in string.Formatter().parse(self.filepath)
+            if field
+        }
+        missing = sorted(fields - logged - {"epoch"})
+        if self.save_best_only and self.monitor not in logged:
+            missing.append(self.monitor)
+        if missing:
+            raise ValueError(
+                f"ModelCheckpoint: {self.filepath!r} (monitor {self.monitor!r}) needs "
+                f"{missing}, which this fit does not log; it logs {sorted(logged)} "
+                "(val_* values need validation data)"
+            )
+
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         logs = logs or {}
         path = self.filepath.format(epoch=epoch, **logs)
@@ -240,7 +260,8 @@ class LearningRateScheduler(Callback):
 
 
 class CSVLogger(Callback):
-    """Append each epoch's logs as a row of a CSV file.
+    """Append each epoch's logs as a row of a CSV file (opened for each row, so no file
+    stays open if training stops with an error).
 
     Args:
         filename: the CSV file.
@@ -259,23 +280,20 @@ class CSVLogger(Callback):
         self._had_rows = (
             self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
         )
-        self._file = open(self.filename, "a" if self.append else "w", newline="")  # noqa: SIM115
-        self._writer: Any = None
+        if not self.append:
+            open(self.filename, "w").close()
+        self._keys = None
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         logs = logs or {}
-        if self._writer is None:
-            self._keys = sorted(logs)
-            self._writer = csv.DictWriter(
-                self._file, ["epoch", *self._keys], delimiter=self.separator
-            )
-            if not self._had_rows:
-                self._writer.writeheader()
-        self._writer.writerow({"epoch": epoch, **{k: logs.get(k, "") for k in self._keys or []}})
-        self._file.flush()
-
-    def on_train_end(self, logs: Logs | None = None) -> None:
-        self._file.close()
+        with open(self.filename, "a", newline="") as file:
+            first_row = self._keys is None
+            if self._keys is None:
+                self._keys = sorted(logs)
+            writer = csv.DictWriter(file, ["epoch", *self._keys], delimiter=self.separator)
+            if first_row and not self._had_rows:
+                writer.writeheader()
+            writer.writerow({"epoch": epoch, **{k: logs.get(k, "") for k in self._keys}})
 
 
 class TerminateOnNaN(Callback):

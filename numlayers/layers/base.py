@@ -349,7 +349,15 @@ class Layer:
                 raise TypeError(
                     f"{self.label}: weight {index} has dtype {value.dtype}, expected numbers"
                 )
-            host_values.append(np.ascontiguousarray(value, dtype=self.dtype))
+            with np.errstate(over="ignore"):
+                host = np.ascontiguousarray(value, dtype=self.dtype)
+            overflow = np.isinf(host) & np.isfinite(value)
+            if overflow.any():
+                raise ValueError(
+                    f"{self.label}: weight {index} ('{self.param_names[index]}') holds "
+                    f"{value[overflow].flat[0]!r}, too large for {self.dtype}"
+                )
+            host_values.append(host)
         return host_values
 
     def write_weights(self, host_values: Sequence[np.ndarray]) -> None:
