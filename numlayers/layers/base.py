@@ -13,6 +13,7 @@ Their ``__init__`` validates its arguments, then ends with ``self._finish_init()
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
@@ -57,8 +58,13 @@ def _snake_case(name: str) -> str:
     return _WORD_START.sub("_", name).lower()
 
 
+#: the most elements an array can have (NumPy indexes with signed pointer-sized ints)
+MAX_ELEMENTS = int(np.iinfo(np.intp).max)
+
+
 def as_shape(shape: Any, what: str, owner: str) -> Shape:
-    """Validate a shape given as a tuple or list of positive ints (None allowed)."""
+    """Validate a shape given as a tuple or list of positive ints (None allowed), whose
+    known sizes multiply (in Python integers) to a size an array can have."""
     if not isinstance(shape, tuple | list):
         raise TypeError(f"{owner}: {what} must be a tuple or list, received {shape!r}")
     for dim in shape:
@@ -66,6 +72,8 @@ def as_shape(shape: Any, what: str, owner: str) -> Shape:
             raise TypeError(f"{owner}: {what} must hold ints, received {shape!r}")
         if dim is not None and dim <= 0:
             raise ValueError(f"{owner}: {what} must hold positive sizes, received {shape!r}")
+    if math.prod(int(d) for d in shape if d is not None) > MAX_ELEMENTS:
+        raise ValueError(f"{owner}: {what} {shape!r} has more elements than an array can hold")
     return tuple(None if d is None else int(d) for d in shape)
 
 
@@ -246,7 +254,19 @@ class Layer:
         if self.built:
             self._check_rebuild(shape)
         else:
-            self.build()
+            try:
+                self.build()
+            except MemoryError as error:
+                raise MemoryError(
+                    f"{self.label}: no memory for its weights with input shape {shape}"
+                ) from error
+            except ValueError as error:
+                if "too big" not in str(error):  # NumPy's: an allocation beyond any memory
+                    raise
+                raise ValueError(
+                    f"{self.label}: its weights for input shape {shape} are larger than an "
+                    "array can be"
+                ) from error
             self.built = True
         self.output_shape  # noqa: B018 - validates the shape now, not at the first forward
 

@@ -6,13 +6,14 @@ the fastest correct reshape is none); Permute and RepeatVector run kernels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from numlayers.kernels.reshaping import permute_plan
-from numlayers.layers.base import Layer, Shape
+from numlayers.layers.base import MAX_ELEMENTS, Layer, Shape
 from numlayers.layers.core import _positive_int
 
 
@@ -20,7 +21,18 @@ def _known_size(shape: Shape, owner: str) -> int:
     known = [d for d in shape if d is not None]
     if len(known) != len(shape):
         raise ValueError(f"{owner} needs fully known sample dimensions, received {shape}")
-    return int(np.prod(known)) if known else 1
+    return _checked_size(known, shape, owner)
+
+
+def _checked_size(dims: Sequence[int], shape: Any, owner: str) -> int:
+    """The product of ``dims`` in Python integers (NumPy's would wrap at 2**64), refused
+    when no array could have that many elements."""
+    size = math.prod(dims)
+    if size > MAX_ELEMENTS:
+        raise ValueError(
+            f"{owner}: {shape} has {size} elements per sample, more than an array holds"
+        )
+    return size
 
 
 class Flatten(Layer):
@@ -65,9 +77,9 @@ class Reshape(Layer):
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         size = _known_size(input_shape[1:], self.label)
-        known = int(np.prod([d for d in self.dims if d != -1]))
+        known = _checked_size([d for d in self.dims if d != -1], self.dims, self.label)
         dims = tuple(size // known if d == -1 else d for d in self.dims)
-        if int(np.prod(dims)) != size:
+        if math.prod(dims) != size:
             raise ValueError(
                 f"{self.label} cannot reshape samples of shape {input_shape[1:]} "
                 f"({size} values) to {self.dims}"
