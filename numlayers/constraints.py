@@ -1,6 +1,7 @@
 """Weight constraints applied in place after every update (Keras 0.3's maxnorm, nonneg, unitnorm).
 
-Norms are taken over axis 0, one per output unit, as in Keras 0.3.
+As in Keras 0.3, MaxNorm takes norms over axis 0 (one per output unit) and UnitNorm
+over the last axis.
 """
 
 from __future__ import annotations
@@ -55,10 +56,12 @@ class NonNeg(Constraint):
 
 
 class UnitNorm(Constraint):
-    """Scale each column to unit L2 norm."""
+    """Scale the weight to unit L2 norm along its last axis, as Keras 0.3 (each embedding
+    vector, or each input's row of a Dense weight)."""
 
     def apply(self, kernels: Any, weight: Any) -> None:
-        kernels.unitnorm_constraint(_as_matrix(weight))
+        last = weight.shape[-1] if weight.ndim else 1
+        kernels.unitnorm_constraint(weight.reshape(weight.size // max(last, 1), last))
 
 
 class Identity(Constraint):

@@ -12,13 +12,16 @@ Operations (both devices):
   weight, each column ``w[:, j]`` times ``clip(norm_j, 0, max_value) / (eps + norm_j)``
   where ``norm_j = sqrt(sum_i w[i, j]**2)``: Keras 0.3's MaxNorm (axis 0)
 - ``nonneg_constraint(weight)``: negative elements become ``0``
-- ``unitnorm_constraint(weight)``: each column ``w[:, j]`` divided by ``eps + norm_j``
+- ``unitnorm_constraint(weight)``: each row ``w[i, :]`` divided by ``eps + norm_i``
+  (Keras 0.3's UnitNorm normalises along the last axis: an embedding vector, or the
+  weights out of one input of a Dense layer)
 
 ``eps`` is Keras' ``1e-7``. The constraints work in place. The CPU reads the weight row
 by row (the column norms go to a buffer of one row, the only allocation of these
 kernels); CUDA takes one thread per column, so neighbouring threads read neighbouring
-elements of a row. The elementwise rules are per-index bodies compiled for both devices
-by the toolkit, as is CUDA's column rule.
+elements of a row. UnitNorm's rows are contiguous: one index per row on both devices.
+The elementwise and row rules are per-index bodies compiled for both devices by the
+toolkit, as is CUDA's column rule.
 """
 
 from __future__ import annotations
@@ -75,12 +78,18 @@ def maxnorm_scale(norm, max_value, k):
     return min(norm, max_value) / (k.eps + norm)
 
 
+COLUMN_RULES = {"maxnorm_constraint": maxnorm_scale}
+
+
 @cpu_inline
-def unitnorm_scale(norm, max_value, k):
-    return k.one / (k.eps + norm)
-
-
-COLUMN_RULES = {"maxnorm_constraint": maxnorm_scale, "unitnorm_constraint": unitnorm_scale}
+def unitnorm_row(i, weight, eps, one):
+    """Row ``i`` of ``weight`` divided by ``eps`` plus its L2 norm."""
+    squares = weight[i, 0] - weight[i, 0]
+    for j in range(weight.shape[1]):
+        squares += weight[i, j] * weight[i, j]
+    factor = one / (eps + math.sqrt(squares))
+    for j in range(weight.shape[1]):
+        weight[i, j] *= factor
 
 
 @cpu_inline
@@ -156,9 +165,21 @@ def cuda_column_body(
     return column
 
 
+def unitnorm_rows_loop(kernels: CudaKernels | None, k: KernelConstants) -> Callable[[Any], None]:
+    """UnitNorm's row rule over a 2-D weight, on the CPU or (with ``kernels``) CUDA."""
+    argtypes = () if kernels is None else (kernels.array(2), kernels.scalar, kernels.scalar)
+    loop = device_index_loop(kernels, unitnorm_row, argtypes, cost=ELEMENT_COST)
+
+    def unitnorm_rows(weight: Any) -> None:
+        loop(weight.shape[0], weight, k.eps, k.one)
+
+    return unitnorm_rows
+
+
 def public_operations(
     elements: dict[str, Callable[..., None]],
     columns: dict[str, Callable[..., None]],
+    unitnorm_rows: Callable[..., None],
     penalty: Callable[..., None],
     empty: Callable[[], Any],
     cast: Callable[[float], Any],
@@ -166,7 +187,8 @@ def public_operations(
     """The public signatures, mapped onto the device's loops.
 
     ``elements[rule](count, weight, grad, l1, l2)`` runs an elementwise rule over flat
-    arrays, ``columns[rule](weight, max_value)`` a column rule over a 2-D weight, and
+    arrays, ``columns[rule](weight, max_value)`` a column rule over a 2-D weight,
+    ``unitnorm_rows(weight)`` UnitNorm's row rule over a 2-D weight, and
     ``penalty(weight, l1, l2, out)`` the penalty reduction over a flat weight.
     """
 
@@ -186,7 +208,8 @@ def public_operations(
         elements["nonneg_constraint"](weight.size, weight.reshape(weight.size), empty(), zero, zero)
 
     def unitnorm_constraint(weight: Any) -> None:
-        columns["unitnorm_constraint"](weight, cast(0))
+        if weight.shape[1] > 0:
+            unitnorm_rows(weight)
 
     return {
         "l1l2_penalty": l1l2_penalty,
@@ -210,7 +233,8 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
         out[0] += penalty_sum(weight, no_array, l1, l2)
 
     loops = element_loops(dtype, None)
-    return public_operations(loops, column_loops, penalty, lambda: no_array, dtype.type)
+    rows = unitnorm_rows_loop(None, k)
+    return public_operations(loops, column_loops, rows, penalty, lambda: no_array, dtype.type)
 
 
 def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
@@ -231,7 +255,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         penalty_sum(weight, no_array(), l1, l2, out)
 
     loops = element_loops(dtype, kernels)
-    return public_operations(loops, column_loops, penalty, no_array, dtype.type)
+    rows = unitnorm_rows_loop(kernels, k)
+    return public_operations(loops, column_loops, rows, penalty, no_array, dtype.type)
 
 
 class RegularizationKernels(Protocol):
