@@ -62,6 +62,13 @@ def _snake_case(name: str) -> str:
 MAX_ELEMENTS = int(np.iinfo(np.intp).max)
 
 
+def _c_contiguous(x: Any) -> bool:
+    """Whether array ``x`` (NumPy or a CUDA device array) is C-contiguous: the only layout
+    the kernels take (BLAS read reversed or broadcast views wrongly)."""
+    check = getattr(x, "is_c_contiguous", None)
+    return bool(check()) if check is not None else bool(x.flags.c_contiguous)
+
+
 def as_shape(shape: Any, what: str, owner: str) -> Shape:
     """Validate a shape given as a tuple or list of positive ints (None allowed), whose
     known sizes multiply (in Python integers) to a size an array can have."""
@@ -652,12 +659,18 @@ class Layer:
             raise TypeError(
                 f"{self.label} expects {what} of dtype {self.dtype}, received {x.dtype}"
             )
+        if not _c_contiguous(x):
+            raise ValueError(
+                f"{self.label} expects its {what} as a C-contiguous array, received a view "
+                f"with strides {tuple(x.strides)} (reversed, broadcast or transposed): pass "
+                "a contiguous copy (np.ascontiguousarray on the CPU)"
+            )
 
     def _check_input(self, x: Any) -> None:
         # an array like the last one accepted, with no layer changed since, passes at
         # once (models call this for every layer on every batch)
         try:
-            accepted = (type(x), x.dtype, x.shape, _layouts[0])
+            accepted = (type(x), x.dtype, x.shape, _c_contiguous(x), _layouts[0])
         except AttributeError:  # not an array: _check_array says what it is
             accepted = None
         if accepted is not None and accepted == self._accepted_input:

@@ -1,0 +1,55 @@
+"""Shape arithmetic in Python integers: sizes that wrap NumPy's int64, or that no memory
+holds, get an error naming the layer instead of a wrong shape or NumPy's own message; and
+array layouts the kernels cannot read are refused or copied, never read wrongly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from numlayers.layers import Dense, Flatten, Reshape
+from numlayers.models import Sequential
+
+
+def test_reshape_to_a_size_that_wraps_at_2_to_the_64_is_refused():
+    # 3 * 6148914691236517206 is 2 modulo 2**64: NumPy's product said it fits 2 values
+    with pytest.raises(ValueError, match="Reshape layer .* more than an array holds"):
+        Reshape((3, 6148914691236517206), input_shape=(2,))
+
+
+def test_flatten_of_more_elements_than_an_array_holds_is_refused():
+    with pytest.raises(ValueError, match="Flatten .* more elements than an array can hold"):
+        Flatten(input_shape=(2**32, 2**32))
+
+
+def test_weights_larger_than_memory_name_the_layer():
+    with pytest.raises(ValueError, match="Dense layer .* larger than an array can be"):
+        Dense(2**40, input_shape=(2**30,))
+    with pytest.raises(MemoryError, match="Dense layer .* no memory for its weights"):
+        Dense(2**20, input_shape=(2**20,))
+
+
+@pytest.mark.parametrize("layout", ["reversed", "broadcast", "transposed", "every-other"])
+def test_views_the_kernels_cannot_read_are_refused_at_every_entry_point(device, layout):
+    layer = Dense(3, input_shape=(4,), device=device.name)
+    base = np.arange(32, dtype="float32").reshape(8, 4)
+    view = {
+        "reversed": base[::-1],
+        "broadcast": np.broadcast_to(base[:1], (8, 4)),
+        "transposed": np.asfortranarray(base),
+        "every-other": base[::2],
+    }[layout]
+    x = device.asarray(np.ascontiguousarray(view))
+    expected = device.to_host(layer.forward(x)).copy()
+    if device.name == "cpu":  # CUDA arrays are made contiguous when moved there
+        with pytest.raises(ValueError, match="Dense layer .* C-contiguous"):
+            layer.forward(view)
+        layer.forward(x)
+        grad = np.ones((len(view), 3), "float32")
+        with pytest.raises(ValueError, match="Dense layer .* C-contiguous"):
+            layer.backward(np.broadcast_to(grad[:1], grad.shape))
+    # layer(x) and predict copy any layout into the kernels' own
+    np.testing.assert_allclose(layer(view), expected, rtol=1e-6)
+    model = Sequential([Dense(3, input_shape=(4,))], device=device.name)
+    model.layers[0].set_weights(layer.get_weights())
+    np.testing.assert_allclose(model.predict(view), expected, rtol=1e-6)
