@@ -1,7 +1,8 @@
 """Graph: a model of named inputs, nodes and outputs (Keras 0.3's Graph container).
 
-Every node is a layer; a node with several ``inputs`` gets a MergeNode in
-front; a shared node applies one layer (one set of weights) to several inputs.
+Every node is a layer (a Sequential or Graph added as a node is nested as one); a node
+with several ``inputs`` gets a MergeNode in front; a shared node applies one layer (one
+set of weights) to several inputs.
 Outputs are cached per pass, so a node read by several consumers is computed
 once, and its gradient is the sum of its consumers' gradients.
 """
@@ -17,9 +18,13 @@ import numpy as np
 from numlayers.devices import Device, get_device, resolve_dtype
 from numlayers.layers import Layer, deserialize
 from numlayers.layers.base import Shape, as_shape
+from numlayers.layers.containers import Container, as_layer, shapes_fit
 from numlayers.layers.merging import MergeNode
 from numlayers.serialization import safe_mode_scope
 from numlayers.training import Model
+
+#: what the reverse pass needs of one layer (see :meth:`Graph._reverse_step`)
+ReverseStep = tuple[Layer, list[Layer | None], bool, Layer | None]
 
 
 class InputLayer(Layer):
@@ -93,10 +98,7 @@ class SharedApplication(Layer):
         shape = self.input_shape
         if not self.shared.built:
             self.shared.set_input_shape(shape)
-        elif len(self.shared.input_shape) != len(shape) or any(
-            a is not None and b is not None and a != b
-            for a, b in zip(self.shared.input_shape[1:], shape[1:], strict=False)
-        ):
+        elif not shapes_fit(self.shared.input_shape, shape):
             raise ValueError(
                 f"shared {self.shared.label} was built for inputs {self.shared.input_shape}, "
                 f"cannot also take {shape} (from {self.previous.label if self.previous else '?'})"
@@ -153,10 +155,13 @@ class Graph(Model):
         self.node_config: list[dict[str, Any]] = []
         self._order: list[Layer] = []  # every layer in topological order (merges too)
         self._shared: list[Layer] = []
+        #: shared node name -> its applications, for a shared node not merged
+        self._unmerged_shared: dict[str, list[Layer]] = {}
         self._consumers: dict[int, int] = {}
         self._complete_at: tuple[int, int, int] | None = None  # sizes when last found complete
         self._needed: list[Layer] = []  # the layers outputs depend on, in topological order
-        self._reverse_plan: list[tuple[Layer, list[Layer | None], bool, Layer | None]] = []
+        #: the reverse pass, with or without the gradients of the inputs
+        self._reverse_plans: dict[bool, list[ReverseStep]] = {}
         self._weight_layers: tuple[int, list[Layer]] = (0, [])  # for a graph of this size
 
     def __repr__(self) -> str:
@@ -168,10 +173,15 @@ class Graph(Model):
             raise TypeError(
                 f"{self.name}: {what} name must be a non-empty string, received {name!r}"
             )
-        if name in self.nodes:
+        if name in self.nodes or name in self._unmerged_shared:
             raise ValueError(f"{self.name}: duplicate name '{name}' (already a node or input)")
 
     def _resolve(self, name: Any, owner: str) -> Layer:
+        if name in self._unmerged_shared:
+            raise ValueError(
+                f"{self.name}: '{owner}' takes input '{name}', a shared node with one output "
+                "per input: take one of its outputs, or give it a merge_mode"
+            )
         if name not in self.nodes:
             raise ValueError(
                 f"{self.name}: '{owner}' takes input '{name}', which is not defined yet; "
@@ -179,6 +189,12 @@ class Graph(Model):
                 "cannot be built)"
             )
         return self.nodes[name]
+
+    def _resolve_shared_input(self, name: Any, owner: str) -> list[Layer]:
+        """The node ``name``, or each output of an unmerged shared node (shared nodes chain)."""
+        if name in self._unmerged_shared:
+            return list(self._unmerged_shared[name])
+        return [self._resolve(name, owner)]
 
     def _adopt(self, layer: Layer) -> None:
         if not isinstance(layer, Layer):
@@ -266,7 +282,7 @@ class Graph(Model):
 
     def add_node(
         self,
-        layer: Layer,
+        layer: Layer | Model,
         name: str,
         input: str | None = None,
         inputs: Sequence[str] = (),
@@ -275,8 +291,13 @@ class Graph(Model):
         dot_axes: Any = -1,
         create_output: bool = False,
     ) -> None:
-        """Add ``layer`` as node ``name``, fed by ``input`` or by a merge of ``inputs``."""
+        """Add ``layer`` as node ``name``, fed by ``input`` or by a merge of ``inputs``.
+
+        A Sequential or Graph (of one input and one output) is nested as one layer
+        (a :class:`~numlayers.layers.Container`): its layers train with this graph.
+        """
         self._check_new_name(name, "node")
+        layer = as_layer(layer)
         if input == name or name in inputs:
             raise ValueError(f"{self.name}: node '{name}' cannot take its own output (no cycles)")
         if any(layer is node for node in self.nodes.values()):
@@ -314,29 +335,47 @@ class Graph(Model):
     ) -> None:
         """Apply one layer (one set of weights) to each of ``inputs``.
 
-        With ``merge_mode`` the applications are merged into node ``name``;
-        without it, ``outputs`` names one node per application.
+        With ``merge_mode`` the applications are merged into node ``name``. Without
+        it each application is a node of its own, named by ``outputs`` (one name per
+        input), and ``name`` stands for all of them: a later shared node with
+        ``inputs=[name]`` takes each one (shared nodes chain, as in Keras 0.3).
+        ``create_output`` makes node ``name`` an output, or each of ``outputs``.
         """
-        self._check_new_name(name, "node")
-        if len(inputs) < 2:
-            raise ValueError(f"{self.name}: shared node '{name}' needs at least 2 inputs")
-        if merge_mode is None and len(outputs) != len(inputs):
+        if isinstance(layer, Model | Container):
+            raise ValueError(
+                f"{self.name}: shared node '{name}' cannot share the model '{layer.name}' "
+                "(a nested model runs at one place only): share its layers"
+            )
+        unmerged_names = list(outputs) if merge_mode is None else []
+        for node_name in [name, *unmerged_names]:
+            self._check_new_name(node_name, "node")
+        if len(set(unmerged_names) | {name}) != 1 + len(unmerged_names):
+            raise ValueError(f"{self.name}: shared node '{name}' repeats a name in {outputs}")
+        parents = [p for input_name in inputs for p in self._resolve_shared_input(input_name, name)]
+        if len(parents) < 2:
+            raise ValueError(
+                f"{self.name}: shared node '{name}' needs at least 2 inputs, "
+                f"received {list(inputs)}"
+            )
+        if unmerged_names and len(unmerged_names) != len(parents):
             raise ValueError(
                 f"{self.name}: shared node '{name}' without merge_mode needs one output name "
-                f"per input, received outputs={list(outputs)}"
+                f"per input ({len(parents)}), received outputs={list(outputs)}"
+            )
+        if create_output and merge_mode is None and not unmerged_names:
+            raise ValueError(
+                f"{self.name}: shared node '{name}' has no merge_mode: create_output needs "
+                "outputs=[...] to name each output"
             )
         self._adopt(layer)
-        applications = []
-        for index, input_name in enumerate(inputs):
-            parent = self._resolve(input_name, name)
-            label = outputs[index] if merge_mode is None else f"{name}_{index}"
-            if merge_mode is None:
-                self._check_new_name(label, "output")
+        applications: list[Layer] = []
+        for index, parent in enumerate(parents):
+            label = unmerged_names[index] if unmerged_names else f"{name}_{index}"
             application = SharedApplication(layer, name=label, dtype=self.dtype, device=self.device)
             application.set_previous(parent)
             self._register(application)
             applications.append(application)
-            if merge_mode is None:
+            if unmerged_names:
                 self.nodes[label] = application
         self._shared.append(layer)
         if merge_mode is not None:
@@ -345,6 +384,8 @@ class Graph(Model):
             merge.set_parents(applications)
             self._register(merge)
             self.nodes[name] = merge
+        else:
+            self._unmerged_shared[name] = applications
         self.node_config.append(
             {
                 "kind": "shared",
@@ -358,7 +399,8 @@ class Graph(Model):
             }
         )
         if create_output:
-            self.add_output(name, input=name)
+            for output_name in unmerged_names or [name]:
+                self.add_output(output_name, input=output_name)
 
     def add_output(
         self,
@@ -417,18 +459,21 @@ class Graph(Model):
             raise ValueError(f"{self.name}: input(s) {unused} feed no output")
         self._complete_at = sizes
         self._needed = [layer for layer in self._order if id(layer) in used]
-        self._reverse_plan = [
-            self._reverse_step(layer) for layer in reversed(self._needed)
-            if not isinstance(layer, InputLayer)
-        ]  # fmt: skip
+        self._reverse_plans = {
+            into_inputs: [
+                self._reverse_step(layer, into_inputs) for layer in reversed(self._needed)
+                if not isinstance(layer, InputLayer)
+            ]
+            for into_inputs in (False, True)
+        }  # fmt: skip
 
     @staticmethod
-    def _reverse_step(layer: Layer) -> tuple[Layer, list[Layer | None], bool, Layer | None]:
+    def _reverse_step(layer: Layer, into_inputs: bool) -> ReverseStep:
         """What the reverse pass needs of ``layer``: the parents that take a gradient
-        from it (None for an input, or no parent), whether it must compute its input
-        gradient at all, and the layer it shares weights with."""
+        from it (None for no parent, or an input unless ``into_inputs``), whether it must
+        compute its input gradient at all, and the layer it shares weights with."""
         parents = layer.parents if isinstance(layer, MergeNode) else [layer.previous]
-        receivers = [None if isinstance(p, InputLayer) else p for p in parents]
+        receivers = [None if isinstance(p, InputLayer) and not into_inputs else p for p in parents]
         shared = layer.shared if isinstance(layer, SharedApplication) else None
         return layer, receivers, any(p is not None for p in receivers), shared
 
@@ -444,12 +489,15 @@ class Graph(Model):
     def input_shapes(self) -> list[tuple[int | None, ...]]:
         return [self.inputs[name].input_shape for name in self.input_order]
 
-    def input_dtype_kind(self, index: int) -> str:
-        return "int" if self.inputs[self.input_order[index]].index_input else "float"
+    def input_layers(self) -> list[Layer]:
+        return [self.inputs[name] for name in self.input_order]
 
     def output_layers(self) -> list[Layer]:
         self._check_complete()
         return [self.outputs[name] for name in self.output_order]
+
+    def applied_layers(self) -> list[Layer]:
+        return list(self._order)
 
     def all_layers(self) -> list[Layer]:
         """Layers with weights, in order (a shared layer once)."""
@@ -497,10 +545,12 @@ class Graph(Model):
     def wrap_outputs(self, outputs: list[Any]) -> Any:
         return dict(zip(self.output_order, outputs, strict=True))
 
-    def forward_outputs(self, inputs: list[Any], train: bool) -> list[Any]:
-        for name, array in zip(self.input_order, inputs, strict=True):
-            layer = self.inputs[name]
-            layer.set_input(array)  # set_input prepares it
+    def forward_outputs(
+        self, inputs: list[Any], train: bool, masks: Sequence[Any] | None = None
+    ) -> list[Any]:
+        masks = masks or [None] * len(inputs)
+        for name, array, mask in zip(self.input_order, inputs, masks, strict=True):
+            self.inputs[name].set_input(array, mask)  # set_input prepares it
         # Every layer an output needs, once, in order. A single-parent layer is handed its
         # parent's output, mask and token (asking for them would walk back up the
         # graph for every layer); inputs and merges fetch their own.
@@ -516,7 +566,9 @@ class Graph(Model):
             computed[id(node)] = (output, token)
         return [computed[id(self.outputs[name])][0] for name in self.output_order]
 
-    def backward_outputs(self, grads: list[Any], from_preactivation: list[bool]) -> None:
+    def backward_outputs(
+        self, grads: list[Any], from_preactivation: list[bool], need_input_gradients: bool = False
+    ) -> list[Any] | None:
         """Reverse pass: each layer once, its gradient the sum over its consumers."""
         kernels = self.device.kernels(self.dtype)
         pending: dict[int, Any] = {}
@@ -539,7 +591,9 @@ class Graph(Model):
             fused[id(self.outputs[name])] = flag
         writes: dict[int, int] = {}
         self._check_complete()
-        for layer, receivers, needs_input_gradient, shared in self._reverse_plan:
+        for layer, receivers, needs_input_gradient, shared in self._reverse_plans[
+            need_input_gradients
+        ]:
             grad = pending.pop(id(layer), None)
             if grad is None:
                 continue
@@ -562,6 +616,9 @@ class Graph(Model):
             for receiver, parent_grad in zip(receivers, results, strict=True):
                 if receiver is not None and parent_grad is not None:
                     accumulate(receiver, parent_grad)
+        if not need_input_gradients:
+            return None
+        return [pending.get(id(layer)) for layer in self.input_layers()]
 
     def _gradient_buffer(self, layer: Layer, shape: tuple[int, ...]) -> Any:
         return self._scratch(f"grad:{id(layer)}", shape)
@@ -580,8 +637,6 @@ class Graph(Model):
 
     def to(self, device: Any) -> Graph:
         super().to(device)
-        for layer in self._order:
-            layer.to(self.device)
         self.__dict__.pop("_scratch_buffers", None)
         return self
 
@@ -627,15 +682,11 @@ class Graph(Model):
 
     # ------------------------------------------------------ config, summary
     def summary_rows(self) -> list[tuple[Layer, str]]:
-        rows = []
-        for entry in self.node_config:
-            if entry["kind"] in ("node", "shared"):
-                layer = self.nodes.get(entry["name"])
-                layer = layer.shared if isinstance(layer, SharedApplication) else layer
-                source = entry.get("input") or ", ".join(entry.get("inputs", []))
-                if layer is not None:
-                    rows.append((layer, source))
-        return rows
+        return [
+            (entry["layer"], entry.get("input") or ", ".join(entry["inputs"]))
+            for entry in self.node_config
+            if entry["kind"] in ("node", "shared")
+        ]
 
     def get_config(self, verbose: int = 0) -> dict[str, Any]:
         """The graph as plain data (printed too with ``verbose``, as Keras 0.3)."""

@@ -11,18 +11,19 @@ import numpy as np
 from numlayers.devices import Device, get_device, resolve_dtype
 from numlayers.graph import Graph
 from numlayers.layers import Layer, deserialize
+from numlayers.layers.containers import as_layer
 from numlayers.layers.merging import Merge
 from numlayers.serialization import safe_mode_scope
 from numlayers.training import Model
 
-__all__ = ["Graph", "Sequential"]
+__all__ = ["Graph", "Sequential", "model_from_config"]
 
 
 class Sequential(Model):
     """A linear stack of layers, on one device and in one dtype.
 
     Args:
-        layers: layers to add in order.
+        layers: layers (or nested Sequential and Graph models) to add in order.
         device: ``"cpu"`` (default) or ``"cuda"``; :meth:`to` moves the model.
         dtype: ``"float32"`` (default) or ``"float64"``, given to every layer
             that does not name its own.
@@ -54,8 +55,13 @@ class Sequential(Model):
         return f"<Sequential '{self.name}' with {len(self.layers)} layers on {self.device.name}>"
 
     # ------------------------------------------------------------ structure
-    def add(self, layer: Layer) -> None:
-        """Append ``layer``, connecting it to the previous one (which builds it)."""
+    def add(self, layer: Layer | Model) -> None:
+        """Append ``layer``, connecting it to the previous one (which builds it).
+
+        A Sequential or Graph added here becomes one layer of this model (a
+        :class:`~numlayers.layers.Container`): its layers train with this model.
+        """
+        layer = as_layer(layer)
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add expects a Layer, received {layer!r}")
         if any(existing is layer for existing in self.layers):
@@ -77,7 +83,7 @@ class Sequential(Model):
 
     def _require_layers(self) -> None:
         if not self.layers:
-            raise RuntimeError("this Sequential has no layers: add some first")
+            raise RuntimeError(f"Sequential '{self.name}' has no layers: add some first")
 
     @property
     def input_shape(self) -> tuple[int | None, ...]:
@@ -113,15 +119,22 @@ class Sequential(Model):
             return [branch.input_shape for branch in merge.distinct_branches]
         return [self.input_shape]
 
+    def input_layers(self) -> list[Layer]:
+        self._require_layers()
+        merge = self.merge_first
+        if merge is None:
+            return [self.layers[0]]
+        return [
+            branch.layers[0] if isinstance(branch, Sequential) else branch
+            for branch in merge.distinct_branches
+        ]
+
     def output_layers(self) -> list[Layer]:
         self._require_layers()
         return [self.layers[-1]]
 
-    def input_dtype_kind(self, index: int) -> str:
-        merge = self.merge_first
-        first = self.layers[0] if merge is None else merge.distinct_branches[index]
-        first = first.layers[0] if isinstance(first, Sequential) else first
-        return "int" if first.index_input else "float"
+    def applied_layers(self) -> list[Layer]:
+        return list(self.layers)
 
     def all_layers(self) -> list[Layer]:
         merge = self.merge_first
@@ -156,11 +169,22 @@ class Sequential(Model):
     def wrap_outputs(self, outputs: list[Any]) -> Any:
         return outputs[0]
 
-    def forward_outputs(self, inputs: list[Any], train: bool) -> list[Any]:
-        return [self.forward(inputs if self.merge_first is not None else inputs[0], train)]
+    def forward_outputs(
+        self, inputs: list[Any], train: bool, masks: Sequence[Any] | None = None
+    ) -> list[Any]:
+        if self.merge_first is not None:
+            return [self.forward(inputs, train)]
+        return [self.forward(inputs[0], train, mask=masks[0] if masks else None)]
 
-    def backward_outputs(self, grads: list[Any], from_preactivation: list[bool]) -> None:
-        self.backward(grads[0], need_input_gradient=False, from_preactivation=from_preactivation[0])
+    def backward_outputs(
+        self, grads: list[Any], from_preactivation: list[bool], need_input_gradients: bool = False
+    ) -> list[Any] | None:
+        grad = self.backward(
+            grads[0],
+            need_input_gradient=need_input_gradients,
+            from_preactivation=from_preactivation[0],
+        )
+        return [grad] if need_input_gradients else None
 
     # ------------------------------------------------------ forward/backward
     def prepare_input(self, X: Any) -> Any:
@@ -168,8 +192,9 @@ class Sequential(Model):
         self._require_layers()
         return self.layers[0].prepare_input(X)
 
-    def forward(self, X: Any, train: bool = False) -> Any:
-        """Run every layer once on ``X``; returns the last layer's output buffer.
+    def forward(self, X: Any, train: bool = False, mask: Any = None) -> Any:
+        """Run every layer once on ``X`` (with its ``mask``, if any); returns the last
+        layer's output buffer.
 
         Each layer's output is cached for this input and train flag, so asking a
         layer for ``get_output(train)`` afterwards computes nothing again.
@@ -183,7 +208,7 @@ class Sequential(Model):
                 output = layer.get_output(train)
             return output
         first = self.layers[0]
-        first.set_input(X)  # set_input prepares it
+        first.set_input(X, mask)  # set_input prepares it
         # one new input token, which every layer's output then derives from
         output, mask, token = first._input, first._input_mask, first._input_token
         for layer in self.layers:
@@ -250,6 +275,23 @@ class Sequential(Model):
             for layer_config in config.get("layers", []):
                 model.add(deserialize(layer_config, custom_objects))
         return model
+
+
+def model_from_config(
+    config: dict[str, Any],
+    custom_objects: dict[str, Any] | None = None,
+    safe_mode: bool | None = None,
+) -> Sequential | Graph:
+    """Rebuild a Sequential or a Graph from its ``get_config()`` (Keras 0.3's function),
+    running no code (``safe_mode`` as in :func:`numlayers.layers.deserialize`)."""
+    kinds: dict[str, type[Sequential] | type[Graph]] = {"Sequential": Sequential, "Graph": Graph}
+    kind = kinds.get(config.get("class_name", ""))
+    if kind is None:
+        raise ValueError(
+            "model config must be of a Sequential or a Graph, "
+            f"received {config.get('class_name')!r}"
+        )
+    return kind.from_config(config, custom_objects, safe_mode)
 
 
 def _host_array(X: Any) -> np.ndarray:

@@ -90,6 +90,8 @@ class Model:
     device: Device
     dtype: np.dtype
     name: str
+    #: the layer that nests this model in other containers (made once per model)
+    nested_as: Layer | None = None
 
     # ---- what a container provides --------------------------------------
     @property
@@ -103,21 +105,37 @@ class Model:
     def input_shapes(self) -> list[tuple[int | None, ...]]:
         raise NotImplementedError
 
+    def input_layers(self) -> list[Layer]:
+        """The layers that take the inputs, in the order of :attr:`input_names`."""
+        raise NotImplementedError
+
     def output_layers(self) -> list[Layer]:
+        raise NotImplementedError
+
+    def applied_layers(self) -> list[Layer]:
+        """The layers this container applies itself, in order (wrappers, merges and
+        nested containers as they are, not the layers inside them)."""
         raise NotImplementedError
 
     def all_layers(self) -> list[Layer]:
         raise NotImplementedError
 
-    def forward_outputs(self, inputs: list[Any], train: bool) -> list[Any]:
+    def forward_outputs(
+        self, inputs: list[Any], train: bool, masks: Sequence[Any] | None = None
+    ) -> list[Any]:
+        """The outputs of ``inputs`` (device arrays, with their ``masks`` or none)."""
         raise NotImplementedError
 
-    def backward_outputs(self, grads: list[Any], from_preactivation: list[bool]) -> None:
+    def backward_outputs(
+        self, grads: list[Any], from_preactivation: list[bool], need_input_gradients: bool = False
+    ) -> list[Any] | None:
+        """Back-propagate the output gradients of the last forward pass; returns the
+        input gradients when ``need_input_gradients`` (a nested container's), else None."""
         raise NotImplementedError
 
     def input_dtype_kind(self, index: int) -> str:
-        """ "float" for float inputs, "int" for index inputs (Graph inputs of dtype int)."""
-        return "float"
+        """ "float" for float inputs, "int" for index inputs (token ids for Embedding)."""
+        return "int" if self.input_layers()[index].index_input else "float"
 
     def standardize_inputs(self, X: Any) -> list[Any]:
         raise NotImplementedError
@@ -126,6 +144,9 @@ class Model:
         raise NotImplementedError
 
     def wrap_outputs(self, outputs: list[Any]) -> Any:
+        raise NotImplementedError
+
+    def get_config(self, verbose: int = 0) -> dict[str, Any]:
         raise NotImplementedError
 
     # ---- compile ----------------------------------------------------------
@@ -734,7 +755,7 @@ class Model:
         from numlayers.devices import get_device
 
         self.device = get_device(device)
-        for layer in self.all_layers():
+        for layer in [*self.applied_layers(), *self.all_layers()]:
             layer.to(self.device)
         if hasattr(self, "optimizer"):
             self.optimizer.to(self.device)

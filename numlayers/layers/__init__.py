@@ -6,6 +6,7 @@ from typing import Any
 
 from numlayers.layers.advanced_activations import LeakyReLU
 from numlayers.layers.base import LAYER_CLASSES, Layer
+from numlayers.layers.containers import Container
 from numlayers.layers.core import (
     Activation,
     ActivityRegularization,
@@ -27,6 +28,7 @@ __all__ = [
     "LSTM",
     "Activation",
     "Bidirectional",
+    "Container",
     "ActivityRegularization",
     "Dense",
     "Dropout",

@@ -23,6 +23,7 @@ from numlayers.layers import (
     Activation,
     ActivityRegularization,
     Bidirectional,
+    Container,
     Dense,
     Dropout,
     Embedding,
@@ -38,6 +39,7 @@ from numlayers.layers import (
     TimeDistributed,
     TimeDistributedDense,
 )
+from numlayers.models import Sequential
 
 Reference = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
 
@@ -388,6 +390,18 @@ def _catalogue() -> list[LayerCase]:
             ),
             (2, 4, 2),
             _dense_reference("relu"),
+        ),
+        LayerCase(
+            "Container-Sequential-Dense-tanh-Dense",
+            lambda dtype=None, **kw: Container(
+                Sequential(
+                    [Dense(3, activation="tanh", input_shape=(2,), seed=12), Dense(2, seed=13)],
+                    dtype=dtype,
+                ),
+                **kw,
+            ),
+            (3, 2),
+            lambda x, w: _dense_reference("linear")(_dense_reference("tanh")(x, w[:2]), w[2:]),
         ),
     ]
     return cases
