@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
 import pytest
 
+from numlayers import activations
 from numlayers.layers import (
+    ELU,
     GRU,
     LSTM,
     Activation,
@@ -16,8 +19,12 @@ from numlayers.layers import (
     Flatten,
     Lambda,
     Layer,
+    ParametricSoftplus,
+    PReLU,
     RepeatVector,
     SimpleRNN,
+    SReLU,
+    ThresholdedReLU,
     TimeDistributedDense,
 )
 from numlayers.layers.base import _snake_case
@@ -66,6 +73,9 @@ AUTOMATIC_NAMES = {
     "LeakyReLU": "leaky_relu",
     "PReLU": "prelu",
     "SReLU": "srelu",
+    "ParametricSoftplus": "parametric_softplus",
+    "ThresholdedReLU": "thresholded_relu",
+    "ThresholdedLinear": "thresholded_linear",
     "MaxPooling2D": "max_pooling2d",
     "Convolution1D": "convolution1d",
     "RNNCell": "rnn_cell",
@@ -334,3 +344,77 @@ def test_lambda_config_names_module_functions_and_never_imports():
 def test_flatten_of_unknown_dimension_is_a_clear_error():
     with pytest.raises(ValueError, match="fully known"):
         Flatten(batch_input_shape=(None, None, 3))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ELU(),
+        lambda: ThresholdedReLU(0.5),
+        lambda: PReLU(),
+        lambda: ParametricSoftplus(),
+        lambda: SReLU(seed=0),
+    ],
+    ids=["ELU", "ThresholdedReLU", "PReLU", "ParametricSoftplus", "SReLU"],
+)
+def test_advanced_activations_pass_masks_through(make):
+    source = CountingIdentity(input_shape=(2, 3))
+    layer = make()
+    layer.set_previous(source)
+    mask = np.array([[1, 0], [1, 1]], dtype=bool)
+    source.set_input(np.ones((2, 2, 3)), mask=mask)
+    assert layer.get_output_mask() is mask
+
+
+def test_trainable_activations_have_a_parameter_per_feature_and_clear_errors():
+    layer = SReLU(input_shape=(2, 3), seed=0)
+    assert layer.weight_names() == ["t_left", "a_left", "t_right", "a_right"]
+    assert [w.shape for w in layer.get_weights()] == [(2, 3)] * 4
+    assert PReLU(input_shape=(4,)).get_weights()[0].tolist() == [0.0] * 4  # Keras: "zero"
+    alphas, betas = ParametricSoftplus(input_shape=(2,), dtype="float64").get_weights()
+    assert alphas.tolist() == [0.2, 0.2] and betas.tolist() == [5.0, 5.0]
+    with pytest.raises(ValueError, match=r"PReLU layer 'p'.*every input dimension"):
+        PReLU(batch_input_shape=(None, None), name="p")
+    with pytest.raises(ValueError, match=r"SReLU layer 's': a_left: unknown initialisation"):
+        SReLU(a_left_init="nope", name="s")
+    with pytest.raises(ValueError, match=r"ParametricSoftplus layer 'q'.*finite"):
+        ParametricSoftplus(float("inf"), name="q")
+    built = PReLU(input_shape=(3,), name="built")
+    with pytest.raises(ValueError, match=r"'built' has parameters for features of shape \(3,\)"):
+        built.set_input_shape((None, 4))
+
+
+def test_trainable_activation_without_input_gradient_still_trains():
+    layer = PReLU(input_shape=(3,), weights=[np.array([0.1, 0.2, 0.3])], dtype="float64")
+    layer.needs_input_gradient = False
+    x = np.array([[-1.0, -2.0, 3.0], [-4.0, 5.0, -6.0]])
+    layer.forward(x)
+    assert layer.backward(np.ones_like(x)) is None
+    assert layer.get_gradients()[0].tolist() == [-5.0, -2.0, -6.0]
+
+
+def test_relu_arguments_reach_activation_and_dense_and_their_configs():
+    activation = activations.get("relu", alpha=0.5, max_value=2.0)
+    assert activation.config == {"name": "relu", "alpha": 0.5, "max_value": 2.0}
+    layer = Activation(activation, input_shape=(4,), dtype="float64")
+    assert layer(np.array([[-2.0, 1.0, 3.0, 0.0]])).tolist() == [[-1.0, 1.0, 2.0, 0.0]]
+    assert layer.get_config()["activation"] == activation.config
+
+    # Keras 0.3 code passes its relu with arguments bound
+    def relu(x, alpha=0.0, max_value=None):
+        raise AssertionError("the kernels run, not this")
+
+    dense = Dense(2, input_dim=2, activation=functools.partial(relu, alpha=0.25), dtype="float64")
+    dense.set_weights([np.eye(2), np.zeros(2)])
+    assert dense(np.array([[-4.0, 8.0]])).tolist() == [[-1.0, 8.0]]
+    assert dense.get_config()["activation"] == {"name": "relu", "alpha": 0.25, "max_value": None}
+    # relu's defaults keep the plain relu (and its fused Dense passes)
+    assert activations.get("relu", alpha=0, max_value=None).config == "relu"
+    with pytest.raises(ValueError, match=r"Dense layer 'd': activation 'relu' takes the arguments"):
+        Dense(2, activation={"name": "relu", "beta": 1.0}, name="d")
+    with pytest.raises(ValueError, match="activation 'tanh' takes no arguments"):
+        Activation({"name": "tanh", "alpha": 1.0})
+    with pytest.raises(TypeError, match="relu max_value must be a number"):
+        Activation(activations.get("relu", max_value="6"))
+    with pytest.raises(ValueError, match="cannot run inside a recurrent step"):
+        SimpleRNN(3, activation=activations.get("relu", max_value=6.0))

@@ -46,6 +46,8 @@ BASE_CLASSES = {
     "Recurrent": "the shared base of SimpleRNN, GRU and LSTM, with no cell of its own",
     "ParametricActivation": "the base of activations with parameters (LeakyReLU), which "
     "name their function",
+    "TrainableActivation": "the base of activations with trainable per-feature parameters "
+    "(PReLU, ParametricSoftplus, SReLU), which name their kernels",
     "WeightsOfInnerLayers": "the base of the wrappers: weights are those of the wrapped layers",
 }
 

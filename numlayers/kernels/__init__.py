@@ -33,6 +33,7 @@ FAMILIES = (
     "matmul",
     "dense",
     "activations",
+    "parametric_activations",
     "dropout",
     "reshaping",
     "losses",

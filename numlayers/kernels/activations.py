@@ -19,6 +19,12 @@ The functions are
   else ``0``
 - ``softplus = log(1 + exp(x))``, derivative ``sigmoid(x)``
 - ``linear``: the identity
+- with run-time parameters (Keras 0.3's advanced activations and ``relu`` arguments):
+  ``leaky_relu = x if x > 0 else alpha x``; ``elu = x if x > 0 else alpha (exp(x) - 1)``,
+  derivative ``y + alpha`` below 0; ``thresholded_linear = x if |x| > theta else 0``;
+  ``thresholded_relu = x if x > theta else 0``; ``clipped_leaky_relu =
+  min(leaky_relu(x), max_value)`` (Keras 0.3's ``relu(x, alpha, max_value)``),
+  derivative ``0`` where clipped
 
 Everything that exponentiates only ever takes ``exp`` of a non-positive number
 (``exp(-|x|)``, ``exp(x - max)``), so nothing overflows for any finite input and the
@@ -174,6 +180,48 @@ def leaky_relu_derivative(x, y, c, alpha):
     return c.one if x > c.zero else alpha
 
 
+@cpu_inline
+def elu(x, c, alpha):
+    negative = x if x < c.zero else c.zero  # expm1 only ever sees non-positive numbers
+    return alpha * expm1_nonpositive(negative) if x <= c.zero else x
+
+
+@cpu_inline
+def elu_derivative(x, y, c, alpha):
+    return c.one if x > c.zero else y + alpha  # alpha exp(x) = y + alpha
+
+
+@cpu_inline
+def thresholded_linear(x, c, theta):
+    return c.zero if abs(x) <= theta else x
+
+
+@cpu_inline
+def thresholded_linear_derivative(x, y, c, theta):
+    return c.zero if abs(x) <= theta else c.one
+
+
+@cpu_inline
+def thresholded_relu(x, c, theta):
+    return c.zero if x <= theta else x
+
+
+@cpu_inline
+def thresholded_relu_derivative(x, y, c, theta):
+    return c.zero if x <= theta else c.one
+
+
+@cpu_inline
+def clipped_leaky_relu(x, c, alpha, max_value):
+    leaky = leaky_relu(x, c, alpha)
+    return max_value if leaky > max_value else leaky  # NaN stays NaN, as in np.minimum
+
+
+@cpu_inline
+def clipped_leaky_relu_derivative(x, y, c, alpha, max_value):
+    return c.zero if leaky_relu(x, c, alpha) > max_value else leaky_relu_derivative(x, y, c, alpha)
+
+
 def elementwise_function(
     forward: Callable[..., Any], derivative: Callable[..., Any]
 ) -> Elementwise:
@@ -191,6 +239,22 @@ ELEMENTWISE_FUNCTIONS = {
         elementwise_function(softplus, softplus_derivative),
         elementwise_function(linear, linear_derivative),
         Elementwise("leaky_relu", leaky_relu, leaky_relu_derivative, (("alpha", 0.3),)),
+        Elementwise("elu", elu, elu_derivative, (("alpha", 1.0),)),
+        Elementwise(
+            "thresholded_linear",
+            thresholded_linear,
+            thresholded_linear_derivative,
+            (("theta", 1.0),),
+        ),
+        Elementwise(
+            "thresholded_relu", thresholded_relu, thresholded_relu_derivative, (("theta", 1.0),)
+        ),
+        Elementwise(
+            "clipped_leaky_relu",
+            clipped_leaky_relu,
+            clipped_leaky_relu_derivative,
+            (("alpha", 0.0), ("max_value", math.inf)),
+        ),
     )
 }
 
@@ -634,6 +698,14 @@ class ActivationKernels(Protocol):
     linear_backward: ElementwiseBackward
     leaky_relu_forward: ElementwiseForward
     leaky_relu_backward: ElementwiseBackward
+    elu_forward: ElementwiseForward
+    elu_backward: ElementwiseBackward
+    thresholded_linear_forward: ElementwiseForward
+    thresholded_linear_backward: ElementwiseBackward
+    thresholded_relu_forward: ElementwiseForward
+    thresholded_relu_backward: ElementwiseBackward
+    clipped_leaky_relu_forward: ElementwiseForward
+    clipped_leaky_relu_backward: ElementwiseBackward
 
     def softmax_forward(self, x: DeviceArray, out: DeviceArray) -> None: ...
 

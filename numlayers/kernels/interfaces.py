@@ -26,6 +26,7 @@ from numlayers.kernels.masking import MaskingKernels
 from numlayers.kernels.matmul import MatmulKernels
 from numlayers.kernels.merges import MergeKernels
 from numlayers.kernels.optimizers import OptimizerKernels
+from numlayers.kernels.parametric_activations import ParametricActivationKernels
 from numlayers.kernels.recurrent import RecurrentKernels
 from numlayers.kernels.regularization import RegularizationKernels
 from numlayers.kernels.reshaping import ReshapingKernels
@@ -36,6 +37,7 @@ class Kernels(
     MatmulKernels,
     DenseKernels,
     ActivationKernels,
+    ParametricActivationKernels,
     DropoutKernels,
     ReshapingKernels,
     LossKernels,
@@ -59,6 +61,7 @@ FAMILY_INTERFACES: dict[str, type] = {
     "matmul": MatmulKernels,
     "dense": DenseKernels,
     "activations": ActivationKernels,
+    "parametric_activations": ParametricActivationKernels,
     "dropout": DropoutKernels,
     "reshaping": ReshapingKernels,
     "losses": LossKernels,

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from numlayers.layers.advanced_activations import LeakyReLU
+from numlayers.layers.advanced_activations import (
+    ELU,
+    LeakyReLU,
+    ParametricSoftplus,
+    PReLU,
+    SReLU,
+    ThresholdedLinear,
+    ThresholdedReLU,
+)
 from numlayers.layers.base import LAYER_CLASSES, Layer
 from numlayers.layers.containers import Container
 from numlayers.layers.core import (
@@ -24,6 +32,7 @@ from numlayers.layers.wrappers import Bidirectional, TimeDistributed
 from numlayers.serialization import safe_mode_scope
 
 __all__ = [
+    "ELU",
     "GRU",
     "LSTM",
     "Activation",
@@ -40,11 +49,16 @@ __all__ = [
     "Masking",
     "Merge",
     "MergeNode",
+    "PReLU",
+    "ParametricSoftplus",
     "Permute",
     "Recurrent",
     "RepeatVector",
     "Reshape",
+    "SReLU",
     "SimpleRNN",
+    "ThresholdedLinear",
+    "ThresholdedReLU",
     "TimeDistributed",
     "TimeDistributedDense",
     "deserialize",

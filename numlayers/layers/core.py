@@ -34,7 +34,8 @@ class Dense(Layer):
     Args:
         output_dim: number of output units.
         init: weight initialisation name (see :mod:`numlayers.initializations`).
-        activation: activation name (see :mod:`numlayers.activations`), default linear.
+        activation: activation name (see :mod:`numlayers.activations`), default linear;
+            ``activations.get("relu", alpha=..., max_value=...)`` for relu's arguments.
         weights: initial ``[W, b]`` (or ``[W]`` without bias).
         input_dim: shortcut for ``input_shape=(input_dim,)``.
         bias: whether to add a bias vector.
@@ -126,6 +127,10 @@ class Dense(Layer):
         if self.activation.is_identity:
             kernels.dense_forward(x, self.params[0], bias, z)
             y = z
+        elif self.activation.parameters:  # the fused passes take named activations only
+            kernels.dense_forward(x, self.params[0], bias, z)
+            y = self.buffer("y", z.shape)
+            self.activation.forward(kernels, z, y)
         else:
             y = self.buffer("y", z.shape)
             kernels.dense_activation_forward(x, self.params[0], bias, z, y, self.activation.name)
@@ -153,10 +158,14 @@ class Dense(Layer):
         if through_activation and not self.activation.is_identity:
             z = saved["z"]
             grad_z = self.buffer("grad_z", z.shape)
-            self.kernels.dense_activation_backward(
-                x, weight, z, saved["y"], grad, grad_z, grad_x, grad_weight, grad_bias, need,
-                self.activation.name,
-            )  # fmt: skip
+            if self.activation.parameters:  # as in the forward pass: not fused
+                self.activation.backward(self.kernels, z, saved["y"], grad, grad_z)
+                self.kernels.dense_backward(x, weight, grad_z, grad_x, grad_weight, grad_bias, need)
+            else:
+                self.kernels.dense_activation_backward(
+                    x, weight, z, saved["y"], grad, grad_z, grad_x, grad_weight, grad_bias, need,
+                    self.activation.name,
+                )  # fmt: skip
         else:
             self.kernels.dense_backward(x, weight, grad, grad_x, grad_weight, grad_bias, need)
         return grad_x if need else None
@@ -166,7 +175,7 @@ class Dense(Layer):
         config.update(
             output_dim=self.output_dim,
             init=self.init,
-            activation=self.activation.name,
+            activation=self.activation.config,
             bias=self.bias,
             W_regularizer=regularizers.config_of(self.W_regularizer),
             b_regularizer=regularizers.config_of(self.b_regularizer),
@@ -240,7 +249,9 @@ class Activation(Layer):
     """Applies an activation function elementwise (softmax: over the last axis).
 
     Args:
-        activation: one of softmax, softplus, relu, tanh, sigmoid, hard_sigmoid, linear.
+        activation: one of softmax, softplus, relu, tanh, sigmoid, hard_sigmoid, linear;
+            relu takes Keras 0.3's ``alpha`` and ``max_value`` (see
+            :mod:`numlayers.activations`).
 
     Input shape: any. Output shape: the input shape. Masks pass through.
 
@@ -282,7 +293,7 @@ class Activation(Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config["activation"] = self.activation.name
+        config["activation"] = self.activation.config
         return config
 
 

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from numlayers import register_function
+from numlayers import activations, register_function
 from numlayers.layers import (
+    ELU,
     GRU,
     LSTM,
     Activation,
@@ -32,10 +33,15 @@ from numlayers.layers import (
     Layer,
     LeakyReLU,
     Masking,
+    ParametricSoftplus,
     Permute,
+    PReLU,
     RepeatVector,
     Reshape,
     SimpleRNN,
+    SReLU,
+    ThresholdedLinear,
+    ThresholdedReLU,
     TimeDistributed,
     TimeDistributedDense,
 )
@@ -123,6 +129,21 @@ def _dense_reference(activation: str) -> Reference:
 
 def _activation_reference(name: str) -> Reference:
     return lambda x, weights: ACTIVATION_REFERENCES[name](x)
+
+
+def _clipped_leaky_relu(alpha: float, max_value: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Keras 0.3's ``relu(x, alpha, max_value)``."""
+    return lambda x: np.minimum(np.where(x > 0, x, alpha * x), max_value)
+
+
+def _srelu_reference(x: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
+    """Keras 0.3.3's SReLU.call, in NumPy."""
+    t_left, a_left, t_right, a_right = weights
+    t_right_actual = t_left + np.abs(t_right)
+    left_and_center = t_left + np.minimum(
+        np.where(x > t_left, x - t_left, a_left * (x - t_left)), t_right_actual - t_left
+    )
+    return left_and_center + np.maximum(x - t_right_actual, 0) * a_right
 
 
 def _token_ids(rng: np.random.Generator) -> np.ndarray:
@@ -254,6 +275,68 @@ def _catalogue() -> list[LayerCase]:
             lambda **kw: LeakyReLU(0.2, input_shape=(3, 4), **kw),
             (2, 3, 4),
             lambda x, weights: np.where(x > 0, x, 0.2 * x),
+        ),
+        LayerCase(
+            "ELU-alpha0.5",
+            lambda **kw: ELU(0.5, input_shape=(5,), **kw),
+            (2, 5),
+            lambda x, weights: np.where(x > 0, x, 0.5 * np.expm1(x)),
+            low=-3.0,
+            high=3.0,
+        ),
+        LayerCase(
+            "ThresholdedLinear-theta0.5",
+            lambda **kw: ThresholdedLinear(0.5, input_shape=(5,), **kw),
+            (2, 5),
+            lambda x, weights: x * (np.abs(x) > 0.5),
+        ),
+        LayerCase(
+            "ThresholdedReLU-theta0.5",
+            lambda **kw: ThresholdedReLU(0.5, input_shape=(5,), **kw),
+            (2, 5),
+            lambda x, weights: x * (x > 0.5),
+        ),
+        LayerCase(
+            "Activation-relu-alpha-max_value",
+            lambda **kw: Activation(
+                activations.get("relu", alpha=0.1, max_value=2.0), input_shape=(5,), **kw
+            ),
+            (2, 5),
+            lambda x, weights: _clipped_leaky_relu(0.1, 2.0)(x),
+            low=-3.0,
+            high=3.0,
+        ),
+        LayerCase(
+            "Dense-relu-alpha-max_value",
+            lambda **kw: Dense(
+                3,
+                input_shape=(4,),
+                activation={"name": "relu", "alpha": 0.2, "max_value": 0.3},
+                seed=3,
+                **kw,
+            ),
+            (2, 4),
+            lambda x, weights: _clipped_leaky_relu(0.2, 0.3)(x @ weights[0] + weights[1]),
+        ),
+        LayerCase(
+            "PReLU-3d",
+            lambda **kw: PReLU("glorot_uniform", input_shape=(3, 4), seed=12, **kw),
+            (2, 3, 4),
+            lambda x, weights: np.where(x > 0, x, weights[0] * x),
+        ),
+        LayerCase(
+            "ParametricSoftplus",
+            lambda **kw: ParametricSoftplus(input_shape=(5,), **kw),
+            (2, 5),
+            lambda x, weights: weights[0] * np.logaddexp(0, weights[1] * x),
+        ),
+        LayerCase(
+            "SReLU",
+            lambda **kw: SReLU(input_shape=(2, 3), seed=13, **kw),
+            (3, 2, 3),
+            _srelu_reference,
+            low=-2.0,
+            high=2.0,
         ),
         LayerCase(
             "Dropout-inference",

@@ -28,8 +28,16 @@ def reference_forward(name, x):
         return np.clip(0.2 * x + 0.5, 0, 1)
     if name == "softplus":
         return np.logaddexp(0, x)
-    if name == "leaky_relu":  # at its default alpha
+    if name == "leaky_relu":  # at its default alpha, and the others at theirs
         return np.where(x > 0, x, 0.3 * x)
+    if name == "elu":
+        return np.where(x > 0, x, np.expm1(x))
+    if name == "thresholded_linear":
+        return x * (np.abs(x) > 1)
+    if name == "thresholded_relu":
+        return x * (x > 1)
+    if name == "clipped_leaky_relu":  # no slope, no bound: relu
+        return np.maximum(x, 0)
     assert name == "linear"
     return x
 
@@ -48,6 +56,14 @@ def reference_derivative(name, x):
         return expit(x)
     if name == "leaky_relu":
         return np.where(x > 0, 1.0, 0.3)
+    if name == "elu":
+        return np.where(x > 0, 1.0, np.exp(x))
+    if name == "thresholded_linear":
+        return (np.abs(x) > 1).astype(np.float64)
+    if name == "thresholded_relu":
+        return (x > 1).astype(np.float64)
+    if name == "clipped_leaky_relu":
+        return (x > 0).astype(np.float64)
     assert name == "linear"
     return np.ones_like(x)
 
@@ -200,6 +216,12 @@ def test_cpu_exponentials_are_accurate_over_their_whole_range(dtype):
         )
 
 
+#: the functions whose parallel loops are checked: every function's loop is the same
+#: generated template, so these cover each kind of formula (vectorised exponentials,
+#: branches, a run-time parameter) without compiling a parallel twin of every one
+PARALLEL_CHECKED = ("relu", "tanh", "sigmoid", "hard_sigmoid", "softplus", "linear", "leaky_relu")
+
+
 def test_cpu_parallel_loops_match_reference(dtype):
     """Arrays past PARALLEL_MIN_SIZE take the two-core loops (too big for the simulator)."""
     from numlayers.devices import get_device
@@ -208,7 +230,7 @@ def test_cpu_parallel_loops_match_reference(dtype):
     kernels = device.kernels(dtype)
     x = (3 * RNG.standard_normal((64, PARALLEL_MIN_SIZE // 64))).astype(dtype)
     grad_out = RNG.standard_normal(x.shape).astype(dtype)
-    for name in ELEMENTWISE_ACTIVATIONS:
+    for name in PARALLEL_CHECKED:
         y = forward(device, dtype, name, x)
         np.testing.assert_allclose(y, reference_forward(name, x), **tolerance(dtype))
         grad_x = np.empty_like(x)
@@ -238,3 +260,46 @@ def test_leaky_relu_takes_its_slope_at_run_time(device, dtype):
     np.testing.assert_allclose(device.to_host(grad_x), [0.1, 0.1, 0.1, 1.0], **tolerance(dtype))
     with pytest.raises(TypeError, match="leaky_relu takes 1 parameter"):
         kernels.leaky_relu_forward(device.asarray(x), out, 0.1, 0.2)
+
+
+@pytest.mark.parametrize(
+    ("name", "parameters", "expected_y", "expected_slope"),
+    [
+        (
+            "elu",
+            (0.5,),
+            [0.5 * np.expm1(-2.0), 0.5 * np.expm1(-0.5), 0.0, 1.5],
+            [0.5 * np.exp(-2.0), 0.5 * np.exp(-0.5), 0.5, 1.0],
+        ),
+        ("thresholded_linear", (0.5,), [-2.0, 0.0, 0.0, 1.5], [1.0, 0.0, 0.0, 1.0]),
+        ("thresholded_relu", (0.5,), [0.0, 0.0, 0.0, 1.5], [0.0, 0.0, 0.0, 1.0]),
+        ("clipped_leaky_relu", (0.1, 1.0), [-0.2, -0.05, 0.0, 1.0], [0.1, 0.1, 0.1, 0.0]),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_advanced_activations_take_their_parameters_at_run_time(
+    device, dtype, name, parameters, expected_y, expected_slope
+):
+    kernels = device.kernels(dtype)
+    x = np.array([-2.0, -0.5, 0.0, 1.5], dtype)
+    out = device.empty(x.shape, dtype)
+    getattr(kernels, f"{name}_forward")(device.asarray(x), out, *parameters)
+    np.testing.assert_allclose(device.to_host(out), expected_y, **tolerance(dtype))
+    grad_x = device.empty(x.shape, dtype)
+    grad_out = np.full_like(x, 2.0)
+    getattr(kernels, f"{name}_backward")(
+        device.asarray(x), out, device.asarray(grad_out), grad_x, *parameters
+    )
+    np.testing.assert_allclose(
+        device.to_host(grad_x), 2.0 * np.array(expected_slope), **tolerance(dtype)
+    )
+
+
+def test_elu_and_clipped_relu_keep_nan_and_never_overflow(device, dtype):
+    x = np.array([np.nan, -1000.0, 1000.0], dtype)
+    elu = forward(device, dtype, "elu", x)  # no RuntimeWarning: exp only of non-positives
+    assert np.isnan(elu[0]) and elu[1] == -1.0 and elu[2] == 1000.0
+    out = device.empty(x.shape, dtype)
+    device.kernels(dtype).clipped_leaky_relu_forward(device.asarray(x), out, 0.5, 6.0)
+    clipped = device.to_host(out)
+    assert np.isnan(clipped[0]) and clipped[1] == -500.0 and clipped[2] == 6.0
