@@ -35,6 +35,15 @@ h. When torch is importable: LSTM and GRU (50 steps, batch 32, 64 -> 128 units,
    ``return_sequences=True`` and Keras's default activations (tanh, hard_sigmoid
    gates) forward + backward of every output, computing its input gradient, against
    ``nn.LSTM`` on an input that requires grad. Target <= 1.0.
+i. When torch is importable: each advanced activation forward + backward (the input
+   gradient, and the parameters' for the trainable ones) on 256 x 4096 against what a
+   PyTorch user writes: ``nn.LeakyReLU``, ``nn.ELU``, ``nn.Threshold``, ``x * (|x| >
+   theta)``, ``nn.PReLU(4096)``, ``alpha * softplus(beta * x)`` and Keras' SReLU
+   expression with trainable per-feature tensors. Target <= 1.0 each.
+j. When torch is importable: BatchNormalization (mode 0, training: batch statistics,
+   running statistics updated) forward + backward, input and gamma/beta gradients, on
+   256 x 1024 against ``nn.BatchNorm1d`` and on a 64 x 32 x 32 x 32 channels-first
+   image batch (``axis=1``) against ``nn.BatchNorm2d``. Target <= 1.0 each.
 
 The sides alternate in blocks of samples, never call by call, with a pause
 before each block: NumPy's and Numba's BLAS are two OpenBLAS builds with thread
@@ -64,7 +73,22 @@ import numba
 import numpy as np
 
 import numlayers
-from numlayers.layers import GRU, LSTM, Activation, Dense, Embedding
+from numlayers.layers import (
+    ELU,
+    GRU,
+    LSTM,
+    Activation,
+    BatchNormalization,
+    Dense,
+    Embedding,
+    Layer,
+    LeakyReLU,
+    ParametricSoftplus,
+    PReLU,
+    SReLU,
+    ThresholdedLinear,
+    ThresholdedReLU,
+)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmarks.bench_embeddings import token_ids  # noqa: E402
@@ -80,6 +104,8 @@ EMBEDDING_TARGET = 0.7
 GRAPH_TARGET = 1.2
 RECURRENT_TARGET = 1.0
 STACKED_LSTM_TARGET = 1.0
+ADVANCED_ACTIVATION_TARGET = 1.0
+BATCH_NORM_TARGET = 1.0
 
 Timed = Callable[[], Any]
 
@@ -104,6 +130,8 @@ class Settings:
     chain: tuple[int, ...] = (8, 32, 32)
     #: (steps, batch, input features, units)
     rnn: tuple[int, ...] = (50, 32, 64, 128)
+    #: (batch, channels, height, width) of the channels-first BatchNormalization input
+    batch_norm_image: tuple[int, ...] = (64, 32, 32, 32)
 
 
 def settings(quick: bool, tiny: bool) -> Settings:
@@ -115,6 +143,7 @@ def settings(quick: bool, tiny: bool) -> Settings:
             batch=4, features=8, width=16, gemm=64,
             mlp_small=(6, 5, 5, 3, 4), mlp_large=(7, 6, 6, 3, 4),
             embedding=(11, 3, 2, 5), chain=(3, 4, 4), rnn=(3, 2, 3, 4),
+            batch_norm_image=(2, 3, 2, 2),
         )  # fmt: skip
     if quick:
         return Settings(
@@ -689,6 +718,121 @@ def stacked_lstm_vs_torch(torch: Any, config: Settings) -> list[Row]:
     ]
 
 
+# ------------------------------------------ (i) advanced activations vs PyTorch
+def srelu_torch(torch: Any) -> Callable[..., Any]:
+    """Keras 0.3.3's SReLU.call in torch operations."""
+
+    def srelu(x: Any, t_left: Any, a_left: Any, t_right: Any, a_right: Any) -> Any:
+        d = x - t_left
+        width = t_right.abs()
+        left_and_center = t_left + torch.minimum(torch.where(d > 0, d, a_left * d), width)
+        return left_and_center + torch.relu(d - width) * a_right
+
+    return srelu
+
+
+def advanced_activations_vs_torch(torch: Any, config: Settings) -> list[Row]:
+    shape = (config.batch, config.width)
+    x, g = rng_array(shape, 12), rng_array(shape, 13)
+    tx = torch.from_numpy(x).requires_grad_()
+    tg = torch.from_numpy(g)
+    features = shape[1:]
+    # (our layer, their function of x and the parameters, what they write)
+    cases: list[tuple[Layer, Callable[..., Any], str]] = [
+        (LeakyReLU(0.3, input_shape=features), torch.nn.LeakyReLU(0.3), "nn.LeakyReLU"),
+        (ELU(1.0, input_shape=features), torch.nn.ELU(1.0), "nn.ELU"),
+        (ThresholdedReLU(1.0, input_shape=features), torch.nn.Threshold(1.0, 0.0), "nn.Threshold"),
+        (
+            ThresholdedLinear(1.0, input_shape=features),
+            lambda x: x * (x.abs() > 1.0),
+            "x * (|x| > theta)",
+        ),
+        (
+            PReLU("glorot_uniform", input_shape=features, seed=0),
+            lambda x, weight: torch.nn.functional.prelu(x, weight),
+            f"nn.PReLU({shape[1]})'s F.prelu",
+        ),
+        (
+            ParametricSoftplus(input_shape=features),
+            lambda x, alpha, beta: alpha * torch.nn.functional.softplus(beta * x),
+            "alpha * softplus(beta * x)",
+        ),
+        (SReLU(input_shape=features, seed=0), srelu_torch(torch), "Keras' SReLU expression"),
+    ]
+    rows = []
+    for layer, function, expression in cases:
+        parameters = [torch.from_numpy(w).requires_grad_() for w in layer.get_weights()]
+
+        def ours(layer: Layer = layer) -> None:
+            layer.forward(x, True)
+            layer.backward(g)
+
+        def theirs(
+            function: Callable[..., Any] = function, parameters: list[Any] = parameters
+        ) -> None:
+            tx.grad = None
+            for parameter in parameters:
+                parameter.grad = None
+            function(tx, *parameters).backward(tg)
+
+        expected = function(tx, *parameters).detach().numpy()
+        difference = np.abs(layer.forward(x, True) - expected).max()
+        t = measure({"ours": ours, "torch": theirs}, config)
+        rows.append(
+            Row(
+                "i",
+                f"{type(layer).__name__} fwd+bwd {shape[0]}x{shape[1]} vs {expression}",
+                t["ours"],
+                t["torch"],
+                ADVANCED_ACTIVATION_TARGET,
+                f"max abs output difference {difference:.1e}",
+            )
+        )
+    return rows
+
+
+# ------------------------------------------------ (j) BatchNormalization vs PyTorch
+def batch_norm_vs_torch(torch: Any, config: Settings) -> list[Row]:
+    return [
+        batch_norm_row(torch, config, (config.batch, config.features), -1, "BatchNorm1d"),
+        batch_norm_row(torch, config, config.batch_norm_image, 1, "BatchNorm2d"),
+    ]
+
+
+def batch_norm_row(
+    torch: Any, config: Settings, shape: tuple[int, ...], axis: int, module_name: str
+) -> Row:
+    x, g = rng_array(shape, 14), rng_array(shape, 15)
+    tx = torch.from_numpy(x).requires_grad_()
+    tg = torch.from_numpy(g)
+    # PyTorch's momentum weighs the batch: Keras' 0.9 is its 0.1
+    layer = BatchNormalization(epsilon=1e-5, axis=axis, input_shape=shape[1:])
+    module = getattr(torch.nn, module_name)(shape[1], eps=1e-5, momentum=0.1)
+    parameters = list(module.parameters())
+
+    def ours() -> None:
+        layer.forward(x, True)
+        layer.backward(g)
+
+    def theirs() -> None:
+        tx.grad = None
+        for parameter in parameters:
+            parameter.grad = None
+        module(tx).backward(tg)
+
+    difference = np.abs(layer.forward(x, True) - module(tx).detach().numpy()).max()
+    t = measure({"ours": ours, "torch": theirs}, config)
+    return Row(
+        "j",
+        f"BatchNormalization(axis={axis}) train fwd+bwd {'x'.join(map(str, shape))} "
+        f"vs nn.{module_name}",
+        t["ours"],
+        t["torch"],
+        BATCH_NORM_TARGET,
+        f"max abs output difference {difference:.1e}",
+    )
+
+
 # ------------------------------------------------------------------------ report
 def format_time(seconds: float) -> str:
     if seconds >= 1e-1:
@@ -728,7 +872,7 @@ def header(torch: Any | None) -> None:
     )
     print(f"CPU: {cpu}, {os.cpu_count()} cores, numba threads {numba.get_num_threads()}")
     if torch is None:
-        print("torch: not importable (sections c, e, f, h and the cuBLAS side of d skipped)")
+        print("torch: not importable (sections c, e, f, h, i and the cuBLAS side of d skipped)")
     else:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"load average at start: {os.getloadavg()[0]:.2f} (busy neighbours slow threaded code)")
@@ -763,6 +907,8 @@ def main(argv: list[str] | None = None) -> int:
     rows += graph_vs_sequential(config)
     if torch is not None:
         rows += recurrent_vs_torch(torch, config) + stacked_lstm_vs_torch(torch, config)
+        rows += advanced_activations_vs_torch(torch, config)
+        rows += batch_norm_vs_torch(torch, config)
     print()
     print_table(rows, args.tiny)
 

@@ -360,9 +360,9 @@ class Model:
         params, param_grads = [], []
         for layer in layers:
             layer.add_regularizer_gradients()
-            if layer.trainable:
-                params.extend(layer.params)
-                param_grads.extend(layer.grads)
+            trained, trained_grads = layer.trained_weights()
+            params.extend(trained)
+            param_grads.extend(trained_grads)
         self.optimizer.update(params, param_grads, self.device, self.dtype)
         for layer in layers:
             layer.apply_constraints()
@@ -805,7 +805,7 @@ class Model:
             )
             print(line if number == 0 else line.replace("=", "_"), file=out)
         total = sum(layer.count_params() for layer in self.all_layers())
-        trainable = sum(layer.count_params() for layer in self.all_layers() if layer.trainable)
+        trainable = sum(layer.count_trained_params() for layer in self.all_layers())
         print(f"Total params: {total:,}", file=out)
         print(f"Trainable params: {trainable:,}", file=out)
         print(f"Non-trainable params: {total - trainable:,}", file=out)

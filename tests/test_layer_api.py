@@ -65,6 +65,7 @@ def test_unknown_keyword_raises_type_error_naming_it():
 #: with the word before, and ReLU reads as one acronym
 AUTOMATIC_NAMES = {
     "Dense": "dense",
+    "BatchNormalization": "batch_normalization",
     "LSTM": "lstm",
     "GRU": "gru",
     "ELU": "elu",

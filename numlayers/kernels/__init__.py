@@ -43,6 +43,7 @@ FAMILIES = (
     "recurrent",
     "embeddings",
     "masking",
+    "normalization",
 )
 
 

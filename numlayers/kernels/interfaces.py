@@ -25,6 +25,7 @@ from numlayers.kernels.losses import LossKernels
 from numlayers.kernels.masking import MaskingKernels
 from numlayers.kernels.matmul import MatmulKernels
 from numlayers.kernels.merges import MergeKernels
+from numlayers.kernels.normalization import NormalizationKernels
 from numlayers.kernels.optimizers import OptimizerKernels
 from numlayers.kernels.parametric_activations import ParametricActivationKernels
 from numlayers.kernels.recurrent import RecurrentKernels
@@ -47,6 +48,7 @@ class Kernels(
     RecurrentKernels,
     EmbeddingKernels,
     MaskingKernels,
+    NormalizationKernels,
     Protocol,
 ):
     """The operations of every family for one device and dtype."""
@@ -71,6 +73,7 @@ FAMILY_INTERFACES: dict[str, type] = {
     "recurrent": RecurrentKernels,
     "embeddings": EmbeddingKernels,
     "masking": MaskingKernels,
+    "normalization": NormalizationKernels,
 }
 
 

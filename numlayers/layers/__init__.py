@@ -26,6 +26,7 @@ from numlayers.layers.core import (
 )
 from numlayers.layers.embeddings import Embedding
 from numlayers.layers.merging import Merge, MergeNode
+from numlayers.layers.normalization import BatchNormalization
 from numlayers.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from numlayers.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
 from numlayers.layers.wrappers import Bidirectional, TimeDistributed
@@ -36,6 +37,7 @@ __all__ = [
     "GRU",
     "LSTM",
     "Activation",
+    "BatchNormalization",
     "Bidirectional",
     "Container",
     "ActivityRegularization",

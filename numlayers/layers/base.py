@@ -124,6 +124,9 @@ class Layer:
     passes_mask: ClassVar[bool] = False
     #: layers whose input is integer ids (Embedding), not floats
     index_input: bool = False
+    #: how many of the last weights no optimizer updates (BatchNormalization's running
+    #: statistics): saved, loaded and moved with the others, counted as non-trainable
+    untrained_weight_count: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -399,6 +402,18 @@ class Layer:
 
     def count_params(self) -> int:
         return int(sum(int(np.prod(p.shape)) for p in self.params))
+
+    def trained_weights(self) -> tuple[list[Any], list[Any]]:
+        """The weights an optimizer updates and their gradients: none when the layer is
+        not ``trainable``, else all but the last :attr:`untrained_weight_count`."""
+        if not self.trainable:
+            return [], []
+        count = len(self.params) - self.untrained_weight_count
+        return self.params[:count], self.grads[:count]
+
+    def count_trained_params(self) -> int:
+        """The number of values an optimizer updates (see :meth:`trained_weights`)."""
+        return int(sum(int(np.prod(p.shape)) for p in self.trained_weights()[0]))
 
     def weight_layers(self) -> list[Layer]:
         """The layers that own this layer's weights: itself, or those a wrapper wraps."""

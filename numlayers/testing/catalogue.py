@@ -23,6 +23,7 @@ from numlayers.layers import (
     LSTM,
     Activation,
     ActivityRegularization,
+    BatchNormalization,
     Bidirectional,
     Container,
     Dense,
@@ -222,6 +223,37 @@ def _square(x: np.ndarray) -> np.ndarray:
 @register_function
 def _square_backward(x: np.ndarray, grad: np.ndarray) -> np.ndarray:
     return 2 * x * grad
+
+
+def _batch_norm_weights(features: int) -> list[np.ndarray]:
+    """``[gamma, beta, running_mean, running_var]``, none of them trivial."""
+    rng = np.random.default_rng(12)
+    gamma, beta, running_mean = rng.uniform(-1.0, 1.0, (3, features))
+    return [gamma + 2.0, beta, running_mean, rng.uniform(0.5, 2.0, features)]
+
+
+def _batch_norm_reference(mode: int, axis: int, train: bool, epsilon: float) -> Reference:
+    """Mode 0 normalises over every axis but ``axis`` (batch statistics when training,
+    else the running ones), mode 1 over ``axis`` alone; then ``gamma * . + beta``."""
+
+    def reference(x: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
+        gamma, beta, running_mean, running_var = weights
+        feature_shape = [1] * x.ndim
+        feature_shape[axis] = -1
+        if mode == 1:
+            mean = x.mean(axis=axis, keepdims=True)
+            variance = x.var(axis=axis, keepdims=True)
+        elif train:
+            others = tuple(a for a in range(x.ndim) if a != axis % x.ndim)
+            mean = x.mean(axis=others, keepdims=True)
+            variance = x.var(axis=others, keepdims=True)
+        else:
+            mean = running_mean.reshape(feature_shape)
+            variance = running_var.reshape(feature_shape)
+        normalised = (x - mean) / np.sqrt(variance + epsilon)
+        return gamma.reshape(feature_shape) * normalised + beta.reshape(feature_shape)
+
+    return reference
 
 
 def _catalogue() -> list[LayerCase]:
@@ -487,6 +519,35 @@ def _catalogue() -> list[LayerCase]:
             lambda x, w: _dense_reference("linear")(_dense_reference("tanh")(x, w[:2]), w[2:]),
         ),
     ]
+    # BatchNormalization: (mode, axis, input shape, train)
+    for mode, axis, shape, train in (
+        (0, -1, (4, 3), True),
+        (0, -1, (4, 3), False),
+        (0, -1, (2, 3, 4), True),
+        (0, 1, (2, 3, 2, 2), True),
+        (0, 1, (2, 3, 2, 2), False),
+        (1, -1, (3, 4), True),
+        (1, 1, (2, 3, 2, 2), False),
+    ):
+        cases.append(
+            LayerCase(
+                f"BatchNormalization-mode{mode}-{len(shape)}d"
+                + ("-axis1" if axis == 1 else "")
+                + ("-train" if train else "-test"),
+                lambda mode=mode, axis=axis, shape=shape, **kw: BatchNormalization(
+                    epsilon=1e-3,
+                    mode=mode,
+                    axis=axis,
+                    momentum=0.8,
+                    weights=_batch_norm_weights(shape[axis]),
+                    input_shape=shape[1:],
+                    **kw,
+                ),
+                shape,
+                _batch_norm_reference(mode, axis, train, 1e-3),
+                train=train,
+            )
+        )
     return cases
 
 
