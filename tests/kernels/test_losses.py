@@ -331,13 +331,24 @@ def test_weighted_sum(device, dtype, length):
     np.testing.assert_allclose(device.to_host(out), [expected], **tolerance(dtype))
 
 
+#: one loss of each loop shape: a per-element term, rows coupled by sums (with and without
+#: a softmax), a cosine, and both sparse forms; every loss of a shape runs the same
+#: generated loop, and each formula is checked above through the serial loops
+PARALLEL_CASES = [
+    "mean_squared_error",
+    "categorical_crossentropy",
+    "softmax_crossentropy",
+    "cosine_proximity",
+]
+
+
 def test_two_core_cpu_loops_match_the_serial_ones(monkeypatch):
     """The parallel CPU variants (used for large batches) give the serial results."""
     device = get_device("cpu")
     dtype = np.dtype(np.float64)
     generator = rng()
     row_scale = row_scale_of(generator, dtype)
-    cases = [(name, *REFERENCES[name][1](generator)) for name in REFERENCES]
+    cases = [(name, *REFERENCES[name][1](generator)) for name in PARALLEL_CASES]
     cases += [
         (name, labels_of(generator), SPARSE_INPUTS[name](generator)[1]) for name in SPARSE_INPUTS
     ]
