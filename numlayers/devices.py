@@ -67,6 +67,11 @@ class Device:
         """Copy the host array ``host`` into the existing array ``target`` (same shape)."""
         raise NotImplementedError
 
+    def copy(self, source: Any, target: Any) -> None:
+        """Copy array ``source`` into array ``target`` of the same shape and dtype, both on
+        this device (no kernel: a memory copy)."""
+        raise NotImplementedError
+
     def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
         raise NotImplementedError
 
@@ -113,6 +118,9 @@ class CPUDevice(Device):
 
     def write(self, target: Any, host: np.ndarray) -> None:
         np.copyto(target, host)
+
+    def copy(self, source: Any, target: Any) -> None:
+        np.copyto(target, source)
 
     def zeros(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         return np.zeros(shape, dtype=dtype)
@@ -177,6 +185,9 @@ class CUDADevice(Device):
 
     def write(self, target: Any, host: np.ndarray) -> None:
         target.copy_to_device(np.ascontiguousarray(host, dtype=target.dtype))
+
+    def copy(self, source: Any, target: Any) -> None:
+        target.copy_to_device(source)
 
     def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
         array = self.cuda.device_array(shape, dtype=dtype)

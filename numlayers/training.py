@@ -399,6 +399,11 @@ class Model:
         self._require_compiled()
         targets = self.standardize_targets(y)
         for head, target in zip(self.heads, targets, strict=True):
+            if target.dtype.kind not in "biuf":
+                raise TypeError(
+                    f"{self.name}: the targets of '{head.name}' must be real numbers, "
+                    f"received dtype {target.dtype}"
+                )
             if len(target) != count:
                 raise ValueError(
                     f"{self.name}: X has {count} samples but the targets of '{head.name}' have "
@@ -425,10 +430,18 @@ class Model:
 
     def _check_inputs(self, inputs: list[np.ndarray]) -> int:
         counts = set()
-        for name, array, shape in zip(self.input_names, inputs, self.input_shapes(), strict=True):
+        for index, (name, array, shape) in enumerate(
+            zip(self.input_names, inputs, self.input_shapes(), strict=True)
+        ):
             if array.dtype.kind not in "biuf":
                 raise TypeError(
                     f"{self.name}: input '{name}' must hold numbers, received {array.dtype}"
+                )
+            if self.input_dtype_kind(index) == "int" and array.dtype.kind not in "iu":
+                # as the Embedding layer itself: 2.7 must not silently become token 2
+                raise TypeError(
+                    f"{self.name}: input '{name}' holds token ids and must be of an integer "
+                    f"dtype, received {array.dtype}"
                 )
             if len(array.shape) != len(shape) or any(
                 e is not None and e != s for e, s in zip(shape[1:], array.shape[1:], strict=False)
@@ -487,6 +500,7 @@ class Model:
                     )
                 weight = weight * given
             if classes:
+                _check_class_weight(classes, self.name)
                 weight = weight * self._class_weights(head, target, classes)
             weights.append(weight)
         return weights
@@ -661,10 +675,11 @@ class Model:
         _check_batch_size(batch_size)
         if epochs is not None:
             nb_epoch = epochs
-        if isinstance(nb_epoch, bool) or not isinstance(nb_epoch, int) or nb_epoch < 0:
+        if not _is_int(nb_epoch) or nb_epoch < 0:
             raise ValueError(
                 f"{self.name}: nb_epoch must be a non-negative int, received {nb_epoch!r}"
             )
+        batch_size, nb_epoch = int(batch_size), int(nb_epoch)
         if verbose not in (0, 1, 2):
             raise ValueError(f"{self.name}: verbose must be 0, 1 or 2, received {verbose!r}")
         self._report_accuracy(show_accuracy)
@@ -698,6 +713,13 @@ class Model:
                 )
             val_weight = validation_data[2] if len(validation_data) == 3 else None
             return training, self._prepare(validation_data[0], validation_data[1], val_weight, None)
+        if isinstance(validation_split, bool) or not isinstance(
+            validation_split, int | float | np.integer | np.floating
+        ):
+            raise TypeError(
+                f"{self.name}: validation_split must be a number in [0, 1), "
+                f"received {validation_split!r}"
+            )
         if not validation_split:
             return training, None
         if not 0.0 < validation_split < 1.0:
@@ -969,8 +991,35 @@ def _rows_of_arrays(arrays: Arrays, rows: slice) -> Arrays:
 
 
 def _check_batch_size(batch_size: Any) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+    if not _is_int(batch_size) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, received {batch_size!r}")
+
+
+def _is_int(value: Any) -> bool:
+    """An int, NumPy's included (``np.int64(32)``), but not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _check_class_weight(classes: Any, owner: str) -> None:
+    """``class_weight`` must map class indices to non-negative finite weights."""
+    if not isinstance(classes, dict):
+        raise TypeError(
+            f"{owner}: class_weight must be a dict of class index to weight, "
+            f"received {type(classes).__name__}"
+        )
+    for key, value in classes.items():
+        if not _is_int(key):
+            raise TypeError(f"{owner}: class_weight keys must be class indices, received {key!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float | np.integer | np.floating)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ValueError(
+                f"{owner}: class_weight of class {key} must be a non-negative number, "
+                f"received {value!r}"
+            )
 
 
 def _progress_bar(epoch: int, nb_epoch: int, batches: int) -> Any:

@@ -9,7 +9,7 @@ import pytest
 
 from numlayers import constraints, initializations, losses, regularizers, set_seed
 from numlayers.graph import Graph
-from numlayers.layers import Dense, Merge, SimpleRNN
+from numlayers.layers import Dense, Embedding, Flatten, Merge, SimpleRNN
 from numlayers.layers.base import Layer
 from numlayers.models import Sequential
 
@@ -144,3 +144,30 @@ def test_reset_states_resets_every_stateful_layer_of_a_model(capsys):
     config = model.get_config(verbose=1)
     assert "'class_name': 'Sequential'" in capsys.readouterr().out
     assert config["layers"][0]["stateful"]
+
+
+def test_fit_arguments_are_checked_and_numpy_integers_accepted():
+    model = classifier()
+    model.compile("sgd", "categorical_crossentropy")
+    X, Y = labelled_data()
+    model.fit(X, Y, batch_size=np.int64(4), nb_epoch=np.int32(1), verbose=0)
+    with pytest.raises(TypeError, match="validation_split must be a number"):
+        model.fit(X, Y, nb_epoch=1, verbose=0, validation_split="0.2")
+    for bad, error in (([1.0, 2.0], TypeError), ({"a": 1.0}, TypeError), ({0: -1.0}, ValueError),
+                       ({0: float("nan")}, ValueError)):  # fmt: skip
+        with pytest.raises(error, match="class_weight"):
+            model.fit(X, Y, nb_epoch=1, verbose=0, class_weight=bad)
+    with pytest.raises(TypeError, match="real numbers"):
+        model.fit(X, Y.astype(np.complex64), nb_epoch=1, verbose=0)
+
+
+def test_token_ids_must_be_integers_everywhere():
+    model = Sequential()
+    model.add(Embedding(5, 2, input_length=3))
+    model.add(Flatten())
+    model.compile("sgd", "mse")
+    ids = np.array([[0, 1, 2], [3, 4, 0]])
+    assert model.predict(ids).shape == (2, 6)
+    for bad in (ids + 0.7, ids.astype(bool)):
+        with pytest.raises(TypeError, match="token ids .* integer dtype"):
+            model.predict(bad)

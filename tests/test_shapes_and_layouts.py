@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from numlayers.layers import Dense, Flatten, Reshape
+from numlayers.layers import Dense, Embedding, Flatten, Reshape
 from numlayers.models import Sequential
 
 
@@ -53,3 +53,22 @@ def test_views_the_kernels_cannot_read_are_refused_at_every_entry_point(device, 
     model = Sequential([Dense(3, input_shape=(4,))], device=device.name)
     model.layers[0].set_weights(layer.get_weights())
     np.testing.assert_allclose(model.predict(view), expected, rtol=1e-6)
+
+
+def test_embedding_backward_uses_the_ids_its_forward_checked(device):
+    layer = Embedding(4, 2, input_length=3, device=device.name)
+    ids = np.array([[0, 1, 3], [2, 2, 1]])
+    grad = device.asarray(np.ones((2, 3, 2), "float32"))
+    layer.forward(device.asarray(ids))
+    layer.backward(grad)
+    expected = device.to_host(layer.grads[0]).copy()
+
+    mutable = device.asarray(ids)
+    layer.forward(mutable)
+    changed = np.full_like(ids, 10**9)  # ids far past the vocabulary
+    if device.name == "cpu":
+        mutable[...] = changed
+    else:
+        mutable.copy_to_device(changed)
+    layer.backward(grad)
+    np.testing.assert_array_equal(device.to_host(layer.grads[0]), expected)

@@ -143,7 +143,11 @@ class Embedding(Layer):
         if train and self.dropout > 0:
             word_scale = self._word_dropout_scale(x)
             self.kernels.apply_time_mask(out, word_scale, out)
-        self.save(indices=x, word_scale=word_scale)
+        # backward scatters into the weights at these ids: keep a copy of the ids checked
+        # here, so a caller changing its array in between cannot send them out of range
+        indices = self.buffer("indices", tuple(x.shape), x.dtype)
+        self.device.copy(x, indices)
+        self.save(indices=indices, word_scale=word_scale)
         return out
 
     def _word_dropout_scale(self, x: Any) -> Any:
