@@ -139,8 +139,9 @@ def sigmoid_derivative(x, y, c):
 @cpu_inline
 def hard_sigmoid(x, c):
     y = c.hard_slope * x + c.half
-    y = y if y > c.zero else c.zero
-    return y if y < c.one else c.one
+    # NaN fails both comparisons and stays NaN (clipping must not make it finite)
+    y = c.zero if y < c.zero else y
+    return c.one if y > c.one else y
 
 
 @cpu_inline

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from numlayers.kernels.activations import ELEMENTWISE_ACTIVATIONS
+from numlayers.kernels.activations import ELEMENTWISE_ACTIVATIONS, ELEMENTWISE_FUNCTIONS
 from numlayers.kernels.toolkit import PARALLEL_MIN_WORK as PARALLEL_MIN_SIZE
 from numlayers.testing import tolerance
 
@@ -303,3 +303,28 @@ def test_elu_and_clipped_relu_keep_nan_and_never_overflow(device, dtype):
     device.kernels(dtype).clipped_leaky_relu_forward(device.asarray(x), out, 0.5, 6.0)
     clipped = device.to_host(out)
     assert np.isnan(clipped[0]) and clipped[1] == -500.0 and clipped[2] == 6.0
+
+
+@pytest.mark.parametrize("name", [*ELEMENTWISE_FUNCTIONS, "softmax"])
+def test_every_activation_propagates_nan_forward_and_backward(device, dtype, name):
+    # a NaN sample must reach the loss (and TerminateOnNaN) as NaN, never as a finite value,
+    # and a NaN gradient must reach the weights' gradients (multiplied, not selected away)
+    x = np.array([[np.nan, 0.5, -2.0]], dtype)
+    finite = np.array([[0.25, 0.5, -2.0]], dtype)
+    nan_gradient = np.array([[np.nan, 1.0, 1.0]], dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        y = softmax(device, dtype, x) if name == "softmax" else forward(device, dtype, name, x)
+    if name == "softmax":
+        assert np.isnan(y).all()  # the row's sum is NaN
+        y = softmax(device, dtype, finite)
+        grad_x = device.empty(x.shape, dtype)
+        device.kernels(dtype).softmax_backward(
+            device.asarray(y), device.asarray(nan_gradient), grad_x
+        )
+        assert np.isnan(device.to_host(grad_x)).all()
+        return
+    assert np.isnan(y[0, 0]) and np.isfinite(y[0, 1:]).all()
+    y = forward(device, dtype, name, finite)
+    grad = backward(device, dtype, name, finite, y, nan_gradient)
+    assert np.isnan(grad[0, 0]) and np.isfinite(grad[0, 1:]).all()
