@@ -15,11 +15,15 @@ copied to the host once per batch only when something shows per-batch values
 
 from __future__ import annotations
 
+import functools
 import math
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,6 +34,93 @@ from numlayers.devices import Device
 from numlayers.layers.base import Layer
 from numlayers.random import get_generator
 from numlayers.weights_io import load_weights, save_weights
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+#: guards the creation of each model's lock
+_LOCK_CREATION = threading.Lock()
+
+
+def one_call_at_a_time(method: Method) -> Method:
+    """Run ``method`` holding the model's lock. Layers keep outputs and gradients in
+    buffers of their own, so two threads running one model at once would read each
+    other's results: concurrent calls on one model take turns (see the README's
+    Safety section); different models run in parallel."""
+
+    @functools.wraps(method)
+    def locked(self: Model, *args: Any, **kwargs: Any) -> Any:
+        lock = self.__dict__.get("_call_lock")
+        if lock is None:
+            with _LOCK_CREATION:
+                lock = self.__dict__.setdefault("_call_lock", threading.RLock())
+        with lock:
+            return method(self, *args, **kwargs)
+
+    return locked  # type: ignore[return-value]
+
+
+class _UpdateGuard:
+    """While ``fit`` runs in the main thread, a Ctrl-C that lands during a step's weight
+    update is held until the update ends, so weights are never left half-stepped."""
+
+    def __init__(self) -> None:
+        self.updating = False
+        self.interrupted = False
+
+    def on_interrupt(self, signum: int, frame: Any) -> None:
+        if self.updating:
+            self.interrupted = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def update(self) -> Iterator[None]:
+        self.updating = True
+        try:
+            yield
+        finally:
+            self.updating = False
+        if self.interrupted:
+            self.interrupted = False
+            raise KeyboardInterrupt
+
+
+#: the guard of the ``fit`` running now (None outside fit or off the main thread)
+_active_guard: _UpdateGuard | None = None
+
+
+@contextmanager
+def _interrupts_held_during_updates() -> Iterator[None]:
+    """Install an :class:`_UpdateGuard` for the block, where Python's own Ctrl-C handler
+    is in place in the main thread (else leave the handling as it is)."""
+    global _active_guard
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        or _active_guard is not None
+    ):
+        yield
+        return
+    guard = _UpdateGuard()
+    signal.signal(signal.SIGINT, guard.on_interrupt)
+    _active_guard = guard
+    try:
+        yield
+    finally:
+        _active_guard = None
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextmanager
+def _update_section() -> Iterator[None]:
+    """A weight update that an interrupt must not cut in two (see :class:`_UpdateGuard`)."""
+    guard = _active_guard
+    if guard is None:
+        yield
+    else:
+        with guard.update():
+            yield
+
 
 #: per-output sample weights; None where every sample weighs 1
 Weights = list[np.ndarray | None]
@@ -363,9 +454,10 @@ class Model:
             trained, trained_grads = layer.trained_weights()
             params.extend(trained)
             param_grads.extend(trained_grads)
-        self.optimizer.update(params, param_grads, self.device, self.dtype)
-        for layer in layers:
-            layer.apply_constraints()
+        with _update_section():
+            self.optimizer.update(params, param_grads, self.device, self.dtype)
+            for layer in layers:
+                layer.apply_constraints()
         return scalars
 
     def _scalars_to_logs(self, host: np.ndarray) -> dict[str, float]:
@@ -542,6 +634,7 @@ class Model:
         ``accuracy`` (Keras 0.3)."""
         return self._on_batch(X, y, None, sample_weight, train=False, accuracy=accuracy)
 
+    @one_call_at_a_time
     def _on_batch(
         self,
         X: Any,
@@ -566,11 +659,13 @@ class Model:
             return logs["loss"]
         return [logs[name] for name in names]
 
+    @one_call_at_a_time
     def predict_on_batch(self, X: Any) -> Any:
         inputs = self._cast_inputs(self.standardize_inputs(X))
         outputs = self.forward_outputs([self.device.asarray(a) for a in inputs], train=False)
         return self.wrap_outputs([np.array(self.device.to_host(o), copy=True) for o in outputs])
 
+    @one_call_at_a_time
     def predict(self, X: Any, batch_size: int = 128, verbose: int = 0) -> Any:
         """Outputs for ``X`` in batches, as NumPy arrays on every device."""
         _check_batch_size(batch_size)
@@ -600,6 +695,7 @@ class Model:
             return np.asarray(proba.argmax(axis=-1))
         return (proba > 0.5).astype(np.int64)
 
+    @one_call_at_a_time
     def evaluate(
         self,
         X: Any,
@@ -638,6 +734,7 @@ class Model:
                 totals[key] = totals.get(key, 0.0) + value * len(index)
         return {key: value / count for key, value in totals.items()}
 
+    @one_call_at_a_time
     def fit(
         self,
         X: Any,
@@ -696,7 +793,8 @@ class Model:
             shuffle=shuffle,
             rng=get_generator(seed),
         )
-        return loop.run()
+        with _interrupts_held_during_updates():
+            return loop.run()
 
     def _validation_set(
         self, training: Arrays, validation_split: float, validation_data: Any

@@ -1,0 +1,72 @@
+"""Concurrent calls on one model take turns, and a Ctrl-C during fit never leaves the
+weights half-updated."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from numlayers.layers import Dense
+from numlayers.models import Sequential
+
+
+def two_layer_model(seed: int = 0) -> Sequential:
+    model = Sequential()
+    model.add(Dense(8, input_shape=(4,), activation="tanh", seed=seed))
+    model.add(Dense(3, seed=seed + 1))
+    model.compile("sgd", "mse")
+    return model
+
+
+def test_threads_predicting_with_one_model_get_their_own_results():
+    model = two_layer_model()
+    inputs = [np.random.default_rng(i).standard_normal((60, 4)).astype("float32") for i in range(4)]
+    expected = [model.predict(x, batch_size=7) for x in inputs]
+    results: dict[int, list[np.ndarray]] = {i: [] for i in range(4)}
+
+    def work(i: int) -> None:
+        for _ in range(20):
+            results[i].append(model.predict(inputs[i], batch_size=7))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads between almost every bytecode
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    for i in range(4):
+        for result in results[i]:
+            np.testing.assert_array_equal(result, expected[i])
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signals: main thread"
+)
+def test_an_interrupt_during_the_update_waits_until_every_weight_is_stepped():
+    X = np.random.default_rng(5).standard_normal((8, 4)).astype("float32")
+    y = np.zeros((8, 3), "float32")
+    reference = two_layer_model()
+    reference.fit(X, y, batch_size=8, nb_epoch=1, verbose=0, shuffle=False)
+
+    model = two_layer_model()
+    update = model.optimizer.update
+
+    def interrupted_update(params, grads, device, dtype):
+        update(params[:2], grads[:2], device, dtype)
+        signal.raise_signal(signal.SIGINT)  # lands between the first and the last weights
+        update(params[2:], grads[2:], device, dtype)
+
+    model.optimizer.update = interrupted_update
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, batch_size=8, nb_epoch=3, verbose=0, shuffle=False)
+    for stepped, expected in zip(model.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_allclose(stepped, expected, rtol=1e-6)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
