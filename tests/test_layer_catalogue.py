@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,35 @@ def test_bad_inputs_raise_errors_naming_the_layer(case, device):
         layer.forward(layer.device.asarray(wrong_dtype))
     with pytest.raises(TypeError, match=layer.name):
         layer.forward(host.tolist())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hostile_layouts_empty_batches_and_nan_inputs(case, device):
+    """Views the kernels cannot read, empty batches and odd dtypes get errors naming the
+    layer; ``layer(x)`` copies any layout; a NaN input gives the reference's NaNs."""
+    layer = make_layer(case, device, np.float32)
+    host = layer.device.to_host(layer.prepare_input(case.sample(np.float32)))
+    if device.name == "cpu" and len(host) > 1:  # CUDA arrays are made contiguous when moved
+        for view in (host[::-1], np.broadcast_to(host[:1], host.shape)):
+            with pytest.raises(ValueError, match=f"{layer.name}.*C-contiguous"):
+                layer.forward(view)
+        np.testing.assert_allclose(
+            layer(host[::-1]), run(layer, np.ascontiguousarray(host[::-1]), False), rtol=1e-6
+        )
+    with pytest.raises(ValueError, match=f"{layer.name}.*empty batch"):
+        layer.forward(layer.device.asarray(host[:0]))
+    # the layer, or for a container the inner layer that received it, is named
+    names = "|".join(re.escape(owner.name) for owner in [layer, *layer.weight_layers()])
+    for dtype in (np.complex64, np.str_):
+        with pytest.raises(TypeError, match=names):
+            layer(host.astype(dtype))
+    y = run(layer, host, case.train)
+    with pytest.raises(ValueError, match=layer.name):
+        layer.backward(layer.device.asarray(np.ones((*y.shape[:-1], y.shape[-1] + 1), "float32")))
+    if host.dtype.kind == "f":
+        poisoned = host.copy()
+        poisoned.flat[0] = np.nan
+        with np.errstate(invalid="ignore"):
+            expected = case.reference(poisoned.astype(np.float64), layer.get_weights())
+        result = run(layer, poisoned, case.train)
+        np.testing.assert_array_equal(np.isnan(result), np.isnan(expected))

@@ -674,6 +674,10 @@ class Layer:
             raise TypeError(
                 f"{self.label} expects {what} of dtype {self.dtype}, received {x.dtype}"
             )
+        self._check_layout(x, what)
+
+    def _check_layout(self, x: Any, what: str) -> None:
+        """Refuse a view the kernels cannot read (they take C-contiguous arrays only)."""
         if not _c_contiguous(x):
             raise ValueError(
                 f"{self.label} expects its {what} as a C-contiguous array, received a view "

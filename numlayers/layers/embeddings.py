@@ -109,6 +109,7 @@ class Embedding(Layer):
             )
         if np.dtype(x.dtype) != np.int64:
             raise TypeError(f"{self.label} expects int64 token ids, received dtype {x.dtype}")
+        self._check_layout(x, "input")
         expected = self.input_shape
         shape = tuple(x.shape)
         if len(shape) != 2 or (expected[1] is not None and shape[1] != expected[1]):
