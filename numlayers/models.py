@@ -106,7 +106,7 @@ class Sequential(Model):
     def input_names(self) -> list[str]:
         merge = self.merge_first
         if merge is not None:
-            return [f"input_{i}" for i in range(len(merge.distinct_branches))]
+            return [f"input_{i}" for i in range(len(merge.input_branches()))]
         return ["input"]
 
     @property
@@ -116,7 +116,7 @@ class Sequential(Model):
     def input_shapes(self) -> list[tuple[int | None, ...]]:
         merge = self.merge_first
         if merge is not None:
-            return [branch.input_shape for branch in merge.distinct_branches]
+            return [branch.input_shape for branch in merge.input_branches()]
         return [self.input_shape]
 
     def input_layers(self) -> list[Layer]:
@@ -126,7 +126,7 @@ class Sequential(Model):
             return [self.layers[0]]
         return [
             branch.layers[0] if isinstance(branch, Sequential) else branch
-            for branch in merge.distinct_branches
+            for branch in merge.input_branches()
         ]
 
     def output_layers(self) -> list[Layer]:
@@ -150,10 +150,10 @@ class Sequential(Model):
         self._require_layers()
         merge = self.merge_first
         if merge is not None:
-            count = len(merge.distinct_branches)
+            count = len(merge.input_branches())
             if not isinstance(X, list | tuple) or len(X) != count:
                 raise ValueError(
-                    f"{self.name} starts with a Merge of {count} distinct branches: "
+                    f"{self.name} starts with a Merge of {count} input branches: "
                     f"X must be a list of {count} arrays"
                 )
             return [_host_array(x) for x in X]

@@ -39,6 +39,24 @@ REGISTERED_FUNCTIONS: dict[str, Callable[..., Any]] = {}
 #: whether loading refuses references outside ``custom_objects`` and the registry
 _SAFE_MODE: contextvars.ContextVar[bool] = contextvars.ContextVar("safe_mode", default=True)
 
+#: how deep layer configs may nest (a Merge of Sequentials of Merges...)
+MAX_CONFIG_DEPTH = 64
+_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("config_depth", default=0)
+
+
+@contextmanager
+def nested_config(what: str) -> Iterator[None]:
+    """Load one level of nested configs inside the block, refusing configs nested past
+    :data:`MAX_CONFIG_DEPTH` (a hostile file would otherwise exhaust the stack)."""
+    depth = _DEPTH.get()
+    if depth >= MAX_CONFIG_DEPTH:
+        raise ValueError(f"config of {what} nests layers more than {MAX_CONFIG_DEPTH} deep")
+    token = _DEPTH.set(depth + 1)
+    try:
+        yield
+    finally:
+        _DEPTH.reset(token)
+
 
 @overload
 def register_function(function: Callable[..., Any], *, name: str | None = None) -> Any: ...
@@ -157,6 +175,7 @@ def _callable(found: Any, reference: str, owner: str) -> Callable[..., Any]:
 __all__ = [
     "REGISTERED_FUNCTIONS",
     "function_reference",
+    "nested_config",
     "register_function",
     "resolve_function",
     "safe_mode_scope",

@@ -171,3 +171,21 @@ def test_token_ids_must_be_integers_everywhere():
     for bad in (ids + 0.7, ids.astype(bool)):
         with pytest.raises(TypeError, match="token ids .* integer dtype"):
             model.predict(bad)
+
+
+def test_a_merge_of_a_merge_takes_one_flat_list_of_inputs():
+    a, b, c = (Sequential([Dense(2, input_shape=(3,))]) for _ in range(3))
+    inner = Sequential()
+    inner.add(Merge([a, b], mode="sum"))
+    outer = Sequential()
+    outer.add(Merge([inner, c], mode="concat"))
+    outer.add(Dense(1))
+    outer.compile("sgd", "mse")
+    xs = [np.random.default_rng(i).standard_normal((4, 3)).astype("float32") for i in range(3)]
+    branch = [m.predict(x) for m, x in zip((a, b, c), xs, strict=True)]
+    W, bias = outer.layers[-1].get_weights()
+    expected = np.concatenate([branch[0] + branch[1], branch[2]], axis=1) @ W + bias
+    np.testing.assert_allclose(outer.predict(xs), expected, rtol=1e-5)
+    assert isinstance(outer.train_on_batch(xs, np.zeros((4, 1))), float)
+    with pytest.raises(ValueError, match="list of 3 arrays"):
+        outer.predict(xs[:2])

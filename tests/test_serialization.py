@@ -98,3 +98,11 @@ def test_functions_without_a_module_level_name_stay_objects():
     assert function_reference(function) is function
     with pytest.raises(ValueError, match="no module-level name"):
         numlayers.register_function(function)
+
+
+def test_configs_nested_past_the_limit_are_refused_without_exhausting_the_stack():
+    config: dict = Dense(2, input_shape=(3,)).get_config()
+    for _ in range(2000):
+        config = {"class_name": "TimeDistributed", "layer": config}
+    with pytest.raises(ValueError, match="nests layers more than 64 deep"):
+        deserialize(config)

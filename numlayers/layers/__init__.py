@@ -30,7 +30,7 @@ from numlayers.layers.normalization import BatchNormalization
 from numlayers.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from numlayers.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
 from numlayers.layers.wrappers import Bidirectional, TimeDistributed
-from numlayers.serialization import safe_mode_scope
+from numlayers.serialization import nested_config, safe_mode_scope
 
 __all__ = [
     "ELU",
@@ -86,5 +86,5 @@ def deserialize(
         cls = LAYER_CLASSES[class_name]
     else:
         raise ValueError(f"unknown layer class {class_name!r} in config")
-    with safe_mode_scope(safe_mode):
+    with safe_mode_scope(safe_mode), nested_config(repr(class_name)):
         return cls.from_config(config, custom_objects)

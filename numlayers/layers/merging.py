@@ -370,6 +370,25 @@ class Merge(MergeNode):
             next(i for i, seen in enumerate(distinct) if seen is branch) for branch in self.branches
         ]
 
+    def input_branches(self) -> list[Any]:
+        """The branches that take the model's inputs, in order: each distinct branch, or,
+        for a branch that itself starts with a Merge, that Merge's input branches (Keras
+        0.3 flattens them: a Merge of a Merge takes one flat list of arrays)."""
+        found: list[Any] = []
+        for branch in self.distinct_branches:
+            inner = getattr(branch, "merge_first", None)
+            found.extend(inner.input_branches() if inner is not None else [branch])
+        return found
+
+    def _input_counts(self) -> list[int]:
+        """How many of the model's inputs each distinct branch takes."""
+        return [
+            len(branch.merge_first.input_branches())
+            if getattr(branch, "merge_first", None) is not None
+            else 1
+            for branch in self.distinct_branches
+        ]
+
     def branch_layers(self) -> list[Layer]:
         """Every layer inside the branches (their weights train with the merged model)."""
         found: list[Layer] = []
@@ -380,13 +399,18 @@ class Merge(MergeNode):
         return found
 
     def forward_branches(self, inputs: Sequence[Any], train: bool) -> Any:
-        """Run each branch on its input, then merge (the Sequential's first step)."""
-        distinct = self.distinct_branches
-        if len(inputs) != len(distinct):
+        """Run each branch on its input (a branch starting with a Merge on its slice of
+        the inputs), then merge (the Sequential's first step)."""
+        counts = self._input_counts()
+        if len(inputs) != sum(counts):
             raise ValueError(
-                f"{self.label} has {len(distinct)} distinct branches, received {len(inputs)} inputs"
+                f"{self.label} takes {sum(counts)} inputs (one per input branch), "
+                f"received {len(inputs)}"
             )
-        for branch, x in zip(distinct, inputs, strict=True):
+        start = 0
+        for branch, count in zip(self.distinct_branches, counts, strict=True):
+            x = inputs[start] if count == 1 else list(inputs[start : start + count])
+            start += count
             branch.forward(x, train) if hasattr(branch, "forward_outputs") else branch.set_input(x)
         return self.get_output(train)
 
