@@ -108,7 +108,8 @@ class CPUDevice(Device):
     def asarray(self, array: Any, dtype: Any = None) -> np.ndarray:
         if hasattr(array, "copy_to_host"):
             array = array.copy_to_host()
-        return np.ascontiguousarray(array, dtype=dtype)
+        # not ascontiguousarray, which makes a 0-d array (a scalar) 1-d
+        return np.asarray(array, dtype=dtype, order="C")
 
     def to_host(self, array: Any) -> np.ndarray:
         return np.asarray(array)
@@ -173,7 +174,7 @@ class CUDADevice(Device):
             if not device_array.is_c_contiguous():
                 raise ValueError("CUDA arrays must be C-contiguous")
             return device_array
-        return cuda.to_device(np.ascontiguousarray(array, dtype=dtype))
+        return cuda.to_device(np.asarray(array, dtype=dtype, order="C"))
 
     def to_host(self, array: Any) -> np.ndarray:
         if isinstance(array, np.ndarray):

@@ -226,6 +226,8 @@ class Sequential(Model):
         ``from_preactivation`` starts below the last layer's activation (fused losses).
         """
         self._require_layers()
+        if not self.device.is_device_array(grad_output):  # as forward takes host arrays
+            grad_output = self.device.asarray(grad_output, self.dtype)
         merge = self.merge_first
         self.layers[0].needs_input_gradient = need_input_gradient or merge is not None
         if merge is not None and len(self.layers) == 1:

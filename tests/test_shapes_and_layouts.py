@@ -7,7 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from numlayers.layers import Dense, Embedding, Flatten, Reshape
+from numlayers.layers import (
+    LSTM,
+    Bidirectional,
+    Dense,
+    Embedding,
+    Flatten,
+    Reshape,
+    TimeDistributed,
+)
 from numlayers.models import Sequential
 
 
@@ -72,3 +80,22 @@ def test_embedding_backward_uses_the_ids_its_forward_checked(device):
         mutable.copy_to_device(changed)
     layer.backward(grad)
     np.testing.assert_array_equal(device.to_host(layer.grads[0]), expected)
+
+
+def test_a_scalar_input_is_reported_as_a_scalar():
+    with pytest.raises(ValueError, match=r"Dense layer .* received an array of shape \(\)"):
+        Dense(2, input_shape=(3,))(np.float32(3))
+
+
+def test_sequential_backward_takes_host_arrays_as_forward_does(device):
+    model = Sequential([Dense(2, input_shape=(3,))], device=device.name)
+    model.forward(np.ones((4, 3), "float32"), train=True)
+    grad = model.backward(np.ones((4, 2), "float32"))
+    W = model.layers[0].get_weights()[0]
+    np.testing.assert_allclose(device.to_host(grad), np.ones((4, 2)) @ W.T, rtol=1e-6)
+
+
+def test_wrappers_take_the_dtype_their_inner_layer_was_given():
+    assert Bidirectional(LSTM(3, dtype="float64"), input_shape=(4, 2)).dtype == np.float64
+    assert TimeDistributed(Dense(3, dtype="float64"), input_shape=(4, 2)).dtype == np.float64
+    assert TimeDistributed(Dense(3), input_shape=(4, 2)).dtype == np.float32

@@ -10,6 +10,14 @@ from numlayers.layers.merging import MergeFunction
 from numlayers.layers.recurrent import Recurrent
 
 
+def with_inner_dtype(kwargs: dict[str, Any], layer: Layer) -> dict[str, Any]:
+    """A wrapper's arguments, taking the dtype its inner layer was given (unless the
+    wrapper is given one itself)."""
+    if getattr(layer, "_explicit_dtype", False) and kwargs.get("dtype") is None:
+        return {**kwargs, "dtype": layer.dtype}
+    return kwargs
+
+
 class WeightsOfInnerLayers(Layer):
     """A wrapper whose weights are those of the layers it wraps (in order).
 
@@ -82,7 +90,7 @@ class Bidirectional(WeightsOfInnerLayers):
             )
         if layer.stateful:
             raise ValueError("Bidirectional cannot wrap a stateful layer")
-        super().__init__(**kwargs)
+        super().__init__(**with_inner_dtype(kwargs, layer))
         self.forward_layer = layer
         config = layer.get_config()
         config.update(go_backwards=not layer.go_backwards, name=f"{layer.name}_backward")
@@ -193,7 +201,7 @@ class TimeDistributed(WeightsOfInnerLayers):
     def __init__(self, layer: Layer, **kwargs: Any) -> None:
         if not isinstance(layer, Layer):
             raise TypeError(f"TimeDistributed wraps a layer, received {layer!r}")
-        super().__init__(**kwargs)
+        super().__init__(**with_inner_dtype(kwargs, layer))
         self.layer = layer
         self._finish_init()
 
