@@ -32,6 +32,7 @@ FAMILIES = (
     "arrays",
     "matmul",
     "dense",
+    "dense_variants",
     "activations",
     "parametric_activations",
     "dropout",

@@ -19,6 +19,7 @@ import numpy as np
 from numlayers.kernels.activations import ActivationKernels
 from numlayers.kernels.arrays import ArrayKernels
 from numlayers.kernels.dense import DenseKernels
+from numlayers.kernels.dense_variants import DenseVariantKernels
 from numlayers.kernels.dropout import DropoutKernels
 from numlayers.kernels.embeddings import EmbeddingKernels
 from numlayers.kernels.losses import LossKernels
@@ -37,6 +38,7 @@ class Kernels(
     ArrayKernels,
     MatmulKernels,
     DenseKernels,
+    DenseVariantKernels,
     ActivationKernels,
     ParametricActivationKernels,
     DropoutKernels,
@@ -62,6 +64,7 @@ FAMILY_INTERFACES: dict[str, type] = {
     "arrays": ArrayKernels,
     "matmul": MatmulKernels,
     "dense": DenseKernels,
+    "dense_variants": DenseVariantKernels,
     "activations": ActivationKernels,
     "parametric_activations": ParametricActivationKernels,
     "dropout": DropoutKernels,

@@ -24,6 +24,7 @@ from numlayers.layers.core import (
     Masking,
     TimeDistributedDense,
 )
+from numlayers.layers.dense_variants import Highway, MaxoutDense
 from numlayers.layers.embeddings import Embedding
 from numlayers.layers.merging import Merge, MergeNode
 from numlayers.layers.normalization import BatchNormalization
@@ -45,10 +46,12 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "Highway",
     "Lambda",
     "Layer",
     "LeakyReLU",
     "Masking",
+    "MaxoutDense",
     "Merge",
     "MergeNode",
     "PReLU",

@@ -30,10 +30,12 @@ from numlayers.layers import (
     Dropout,
     Embedding,
     Flatten,
+    Highway,
     Lambda,
     Layer,
     LeakyReLU,
     Masking,
+    MaxoutDense,
     ParametricSoftplus,
     Permute,
     PReLU,
@@ -252,6 +254,23 @@ def _batch_norm_reference(mode: int, axis: int, train: bool, epsilon: float) -> 
             variance = running_var.reshape(feature_shape)
         normalised = (x - mean) / np.sqrt(variance + epsilon)
         return gamma.reshape(feature_shape) * normalised + beta.reshape(feature_shape)
+
+    return reference
+
+
+def _maxout_reference(x: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
+    """Keras 0.3's MaxoutDense: the maximum over the pieces ``x @ W[k] + b[k]``."""
+    weight, bias = weights
+    return (np.einsum("ni,kio->kno", x, weight) + bias[:, None, :]).max(axis=0)
+
+
+def _highway_reference(activation: str) -> Reference:
+    """Keras 0.3's Highway: ``f(x @ W + b) * t + x * (1 - t)``, ``t`` the sigmoid gate."""
+
+    def reference(x: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
+        weight, bias, weight_carry, bias_carry = weights
+        gate = _sigmoid(x @ weight_carry + bias_carry)
+        return ACTIVATION_REFERENCES[activation](x @ weight + bias) * gate + x * (1 - gate)
 
     return reference
 
@@ -517,6 +536,28 @@ def _catalogue() -> list[LayerCase]:
             ),
             (3, 2),
             lambda x, w: _dense_reference("linear")(_dense_reference("tanh")(x, w[:2]), w[2:]),
+        ),
+    ]
+    cases += [
+        LayerCase(
+            "MaxoutDense-3-features",
+            lambda **kw: MaxoutDense(2, nb_feature=3, input_dim=4, seed=14, **kw),
+            (3, 4),
+            _maxout_reference,
+        ),
+        LayerCase(
+            "Highway-linear",
+            lambda **kw: Highway(input_shape=(4,), seed=15, **kw),
+            (3, 4),
+            _highway_reference("linear"),
+        ),
+        LayerCase(
+            "Highway-tanh-transform_bias",
+            lambda **kw: Highway(
+                transform_bias=-0.5, activation="tanh", input_dim=3, seed=16, **kw
+            ),
+            (2, 3),
+            _highway_reference("tanh"),
         ),
     ]
     # BatchNormalization: (mode, axis, input shape, train)
