@@ -27,6 +27,7 @@ from numlayers.layers.core import (
 from numlayers.layers.dense_variants import Highway, MaxoutDense
 from numlayers.layers.embeddings import Embedding
 from numlayers.layers.merging import Merge, MergeNode
+from numlayers.layers.noise import GaussianDropout, GaussianNoise
 from numlayers.layers.normalization import BatchNormalization
 from numlayers.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from numlayers.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
@@ -46,6 +47,8 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "GaussianDropout",
+    "GaussianNoise",
     "Highway",
     "Lambda",
     "Layer",

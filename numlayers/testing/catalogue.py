@@ -30,6 +30,8 @@ from numlayers.layers import (
     Dropout,
     Embedding,
     Flatten,
+    GaussianDropout,
+    GaussianNoise,
     Highway,
     Lambda,
     Layer,
@@ -401,6 +403,18 @@ def _catalogue() -> list[LayerCase]:
             (2, 4),
             lambda x, weights: x,
             train=True,
+        ),
+        LayerCase(
+            "GaussianNoise-inference",
+            lambda **kw: GaussianNoise(0.3, seed=7, input_shape=(4,), **kw),
+            (2, 4),
+            lambda x, weights: x,
+        ),
+        LayerCase(
+            "GaussianDropout-inference",
+            lambda **kw: GaussianDropout(0.4, seed=7, input_shape=(2, 3), **kw),
+            (2, 2, 3),
+            lambda x, weights: x,
         ),
         LayerCase(
             "Flatten",
