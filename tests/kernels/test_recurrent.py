@@ -296,12 +296,25 @@ def test_sequence_passes_with_every_activation(device, dtype, kind, name, inner)
     Case(kind, dtype, (name, inner), "mask_sequences", (3, 2, 3)).check(device)
 
 
-@pytest.mark.parametrize("shape", [(3, 5, 40), (2, 33, 128), (2, 3, 200)])
+#: (dtype, shape): several chunks of units, the last one partial; the larger shapes run
+#: the parallel step loops (two cores), in the default float32 only: their parfor
+#: compiles cost 10 to 30 s each, and float64 runs the same loops' serial twins above
+CHUNKED = [
+    (np.float32, (3, 5, 40)),
+    (np.float64, (3, 5, 40)),
+    (np.float32, (2, 33, 128)),
+    (np.float32, (2, 3, 200)),
+]
+
+
+@pytest.mark.parametrize(("dtype", "shape"), CHUNKED, ids=lambda v: str(getattr(v, "__name__", v)))
 @pytest.mark.parametrize("kind", KINDS)
 def test_sequence_passes_in_several_unit_chunks(dtype, kind, shape):
     """Sizes the CPU passes cut into several chunks of units, the last one partial
     (the larger ones on both cores)."""
-    case = Case(kind, dtype, ("tanh", "sigmoid"), "mask_go_backwards_dropout_U_sequences", shape)
+    case = Case(
+        kind, np.dtype(dtype), ("tanh", "sigmoid"), "mask_go_backwards_dropout_U_sequences", shape
+    )
     case.check(get_device("cpu"))
 
 
