@@ -19,6 +19,8 @@ import functools
 import math
 from typing import Any
 
+import numpy as np
+
 ACTIVATIONS = ("softmax", "softplus", "relu", "tanh", "sigmoid", "hard_sigmoid", "linear")
 
 #: the activations that take arguments: their arguments with Keras 0.3's defaults, and
@@ -116,6 +118,20 @@ class ActivationFunction:
         # an absent bound is an infinite one for the kernels
         return function, tuple(math.inf if value is None else value for value in values.values())
 
+    def __call__(self, x: Any) -> np.ndarray:
+        """The activation of the NumPy array ``x`` on the CPU, by the same kernels (in
+        ``x``'s float dtype, float64 for other dtypes): Keras 0.3's activations were
+        functions of arrays."""
+        from numlayers.devices import get_device
+
+        values = np.asarray(x)
+        dtype = values.dtype if values.dtype in (np.float32, np.float64) else np.float64
+        values = np.ascontiguousarray(values, dtype)
+        out = np.empty_like(values)
+        if values.size:
+            self.forward(get_device("cpu").kernels(dtype), values, out)
+        return out
+
     def forward(self, kernels: Any, x: Any, out: Any) -> None:
         if self.name == "softmax":
             kernels.softmax_forward(_rows(x), _rows(out))
@@ -142,3 +158,42 @@ def get(name: Any, **arguments: Any) -> ActivationFunction:
     if arguments:
         return ActivationFunction({"name": name, **arguments})
     return ActivationFunction(name)
+
+
+# Keras 0.3's activations as functions of arrays (``activations.relu(x)``); passed to a
+# layer (``activation=activations.relu``) they name its kernels.
+
+
+def softmax(x: Any) -> np.ndarray:
+    """Softmax over the last axis of ``x``."""
+    return ActivationFunction("softmax")(x)
+
+
+def softplus(x: Any) -> np.ndarray:
+    """``log(1 + exp(x))``."""
+    return ActivationFunction("softplus")(x)
+
+
+def relu(x: Any, alpha: float = 0.0, max_value: float | None = None) -> np.ndarray:
+    """``max(x, 0)``, with slope ``alpha`` below zero and clipped at ``max_value``."""
+    return get("relu", alpha=alpha, max_value=max_value)(x)
+
+
+def tanh(x: Any) -> np.ndarray:
+    """The hyperbolic tangent."""
+    return ActivationFunction("tanh")(x)
+
+
+def sigmoid(x: Any) -> np.ndarray:
+    """``1 / (1 + exp(-x))``."""
+    return ActivationFunction("sigmoid")(x)
+
+
+def hard_sigmoid(x: Any) -> np.ndarray:
+    """``clip(0.2 * x + 0.5, 0, 1)``."""
+    return ActivationFunction("hard_sigmoid")(x)
+
+
+def linear(x: Any) -> np.ndarray:
+    """The identity (a copy of ``x``)."""
+    return ActivationFunction("linear")(x)

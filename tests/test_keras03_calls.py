@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from numlayers import constraints, initializations, losses, regularizers, set_seed
+from numlayers import activations, constraints, initializations, losses, regularizers, set_seed
 from numlayers.graph import Graph
 from numlayers.layers import Dense, Embedding, Flatten, Merge, SimpleRNN
 from numlayers.layers.base import Layer
@@ -189,3 +189,15 @@ def test_a_merge_of_a_merge_takes_one_flat_list_of_inputs():
     assert isinstance(outer.train_on_batch(xs, np.zeros((4, 1))), float)
     with pytest.raises(ValueError, match="list of 3 arrays"):
         outer.predict(xs[:2])
+
+
+def test_activations_are_functions_of_arrays_as_in_keras_03():
+    x = np.array([[-2.0, 0.5, 3.0]])
+    np.testing.assert_allclose(activations.relu(x), [[0.0, 0.5, 3.0]])
+    np.testing.assert_allclose(activations.relu(x, alpha=0.1, max_value=2.0), [[-0.2, 0.5, 2.0]])
+    np.testing.assert_allclose(activations.get("tanh")(x), np.tanh(x), rtol=1e-12)
+    np.testing.assert_allclose(activations.linear(x), x)
+    np.testing.assert_allclose(activations.softmax(x).sum(axis=-1), [1.0])
+    assert activations.sigmoid(x.astype("float32")).dtype == np.float32
+    layer = Dense(3, input_shape=(3,), activation=activations.relu)
+    assert layer.get_config()["activation"] == "relu"
