@@ -43,6 +43,8 @@ from numlayers.testing.catalogue import CATALOGUE
 #: or export needed
 BASE_CLASSES = {
     "Layer": "the abstract base of every layer",
+    "FullyConnected": "the shared options of Dense, MaxoutDense and Highway",
+    "TrainingNoise": "the shared seeding of Dropout, GaussianNoise and GaussianDropout",
     "Recurrent": "the shared base of SimpleRNN, GRU and LSTM, with no cell of its own",
     "ParametricActivation": "the base of activations with parameters (LeakyReLU), which "
     "name their function",

@@ -28,7 +28,94 @@ def _seed_config(seed: Any) -> Any:
     return seed if isinstance(seed, int) else None
 
 
-class Dense(Layer):
+def _checked_init(init: Any, owner: str) -> Any:
+    """``init`` if it names an initialisation, else a ValueError naming ``owner``."""
+    try:
+        initializations.get(init)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{owner}: {error}") from error
+    return init
+
+
+class FullyConnected(Layer):
+    """What the fully connected layers share (Dense, MaxoutDense, Highway): the
+    ``input_dim`` shortcut; the weights' ``init``, ``weights``, regularizers,
+    constraints and ``seed``; a known input dimension to build from; their config.
+
+    A subclass sets its own options, then calls ``_finish_init``; its ``build`` takes
+    :meth:`known_input_dim` and ends with :meth:`set_initial_weights`.
+    """
+
+    input_ndim = 2
+
+    def __init__(
+        self,
+        *,
+        init: Any = "glorot_uniform",
+        weights: Sequence[Any] | None = None,
+        input_dim: int | None = None,
+        W_regularizer: Any = None,
+        b_regularizer: Any = None,
+        activity_regularizer: Any = None,
+        W_constraint: Any = None,
+        b_constraint: Any = None,
+        seed: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        owner = type(self).__name__
+        if input_dim is not None:
+            if "input_shape" in kwargs or "batch_input_shape" in kwargs:
+                raise ValueError(f"{owner}: give input_dim or input_shape, not both")
+            kwargs["input_shape"] = (_positive_int(input_dim, "input_dim", owner),)
+        super().__init__(**kwargs)
+        self.init = _checked_init(init, self.label)
+        self.W_regularizer = regularizers.get(W_regularizer)
+        self.b_regularizer = regularizers.get(b_regularizer)
+        self.activity_regularizer = regularizers.get(activity_regularizer, activity=True)
+        self.W_constraint = constraints.get(W_constraint)
+        self.b_constraint = constraints.get(b_constraint)
+        self.seed = seed
+        self.initial_weights = weights
+        self._built_input_dim: int | None = None
+
+    def known_input_dim(self) -> int:
+        """The input dimension to build the weights for (refused when unknown)."""
+        input_dim = self.input_shape[-1]
+        if input_dim is None:
+            raise ValueError(
+                f"{self.label} needs a known input dimension, received {self.input_shape}"
+            )
+        self._built_input_dim = input_dim
+        return input_dim
+
+    def set_initial_weights(self) -> None:
+        """Load the ``weights`` given to the constructor, once the weights exist."""
+        if self.initial_weights is not None:
+            self.set_weights(self.initial_weights)
+            self.initial_weights = None
+
+    def _check_rebuild(self, shape: Shape) -> None:
+        if shape[-1] != self._built_input_dim:
+            raise ValueError(
+                f"{self.label} was built for input dimension {self._built_input_dim}, "
+                f"received input shape {shape}"
+            )
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            init=self.init,
+            W_regularizer=regularizers.config_of(self.W_regularizer),
+            b_regularizer=regularizers.config_of(self.b_regularizer),
+            activity_regularizer=regularizers.config_of(self.activity_regularizer),
+            W_constraint=constraints.config_of(self.W_constraint),
+            b_constraint=constraints.config_of(self.b_constraint),
+            seed=_seed_config(self.seed),
+        )
+        return config
+
+
+class Dense(FullyConnected):
     """Fully connected layer: ``output = activation(input @ W + b)``.
 
     Args:
@@ -52,8 +139,6 @@ class Dense(Layer):
         (2, 3)
     """
 
-    input_ndim = 2
-
     def __init__(
         self,
         output_dim: int,
@@ -70,49 +155,33 @@ class Dense(Layer):
         seed: Any = None,
         **kwargs: Any,
     ) -> None:
-        if input_dim is not None:
-            if "input_shape" in kwargs or "batch_input_shape" in kwargs:
-                raise ValueError("Dense: give input_dim or input_shape, not both")
-            kwargs["input_shape"] = (_positive_int(input_dim, "input_dim", "Dense"),)
-        super().__init__(**kwargs)
+        super().__init__(
+            init=init,
+            weights=weights,
+            input_dim=input_dim,
+            W_regularizer=W_regularizer,
+            b_regularizer=b_regularizer,
+            activity_regularizer=activity_regularizer,
+            W_constraint=W_constraint,
+            b_constraint=b_constraint,
+            seed=seed,
+            **kwargs,
+        )
         self.output_dim = _positive_int(output_dim, "output_dim", self.label)
-        initializations.get(init)  # fails early on an unknown name
-        self.init = init
         self.activation = ActivationFunction(activation, self.label)
         self.bias = bool(bias)
-        self.W_regularizer = regularizers.get(W_regularizer)
-        self.b_regularizer = regularizers.get(b_regularizer)
-        self.activity_regularizer = regularizers.get(activity_regularizer, activity=True)
-        self.W_constraint = constraints.get(W_constraint)
-        self.b_constraint = constraints.get(b_constraint)
-        self.seed = seed
-        self.initial_weights = weights
         self._finish_init()
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return (input_shape[0], self.output_dim)
 
     def build(self) -> None:
-        input_dim = self.input_shape[-1]
-        if input_dim is None:
-            raise ValueError(
-                f"{self.label} needs a known input dimension, received {self.input_shape}"
-            )
         rng = get_generator(self.seed)
-        weight = initializations.get(self.init)((input_dim, self.output_dim), rng)
+        weight = initializations.get(self.init)((self.known_input_dim(), self.output_dim), rng)
         self.add_weight("W", weight, self.W_regularizer, self.W_constraint)
         if self.bias:
             self.add_weight("b", np.zeros(self.output_dim), self.b_regularizer, self.b_constraint)
-        if self.initial_weights is not None:
-            self.set_weights(self.initial_weights)
-            self.initial_weights = None
-
-    def _check_rebuild(self, shape: Shape) -> None:
-        if shape[-1] != self.params[0].shape[0]:
-            raise ValueError(
-                f"{self.label} was built for input dimension {self.params[0].shape[0]}, "
-                f"received input shape {shape}"
-            )
+        self.set_initial_weights()
 
     def _bias_and_gradient(self) -> tuple[Any, Any]:
         if self.bias:
@@ -172,18 +241,7 @@ class Dense(Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(
-            output_dim=self.output_dim,
-            init=self.init,
-            activation=self.activation.config,
-            bias=self.bias,
-            W_regularizer=regularizers.config_of(self.W_regularizer),
-            b_regularizer=regularizers.config_of(self.b_regularizer),
-            activity_regularizer=regularizers.config_of(self.activity_regularizer),
-            W_constraint=constraints.config_of(self.W_constraint),
-            b_constraint=constraints.config_of(self.b_constraint),
-            seed=_seed_config(self.seed),
-        )
+        config.update(output_dim=self.output_dim, activation=self.activation.config, bias=self.bias)
         return config
 
 
@@ -359,7 +417,31 @@ class ActivityRegularization(Layer):
         return config
 
 
-class Dropout(Layer):
+class TrainingNoise(Layer):
+    """What the layers that draw new randomness on every training pass share (Dropout,
+    GaussianNoise, GaussianDropout): a ``seed`` (an int, a Generator, or None for the
+    global one) that gives each pass a seed of its own, masks passed through, and the
+    seed in the config. A subclass sets its own options, then calls ``_finish_init``.
+    """
+
+    passes_mask = True
+
+    def __init__(self, seed: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seed = seed
+        self._generator = None if seed is None else get_generator(seed)
+
+    def pass_seed(self) -> int:
+        """A new seed for this training pass."""
+        return draw_seed(self._generator)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["seed"] = _seed_config(self.seed)
+        return config
+
+
+class Dropout(TrainingNoise):
     """Inverted dropout: in training, zero each input with probability ``p`` and scale the rest.
 
     Outside training (``train=False``) the layer is the identity. Masks come
@@ -373,15 +455,11 @@ class Dropout(Layer):
     Input shape: any. Output shape: the input shape. Masks pass through.
     """
 
-    passes_mask = True
-
     def __init__(self, p: float, seed: Any = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(seed, **kwargs)
         if isinstance(p, bool) or not isinstance(p, int | float | np.floating) or not 0 <= p < 1:
             raise ValueError(f"{self.label}: p must be a number in [0, 1), received {p!r}")
         self.p = float(p)
-        self.seed = seed
-        self._generator = None if seed is None else get_generator(seed)
         self._finish_init()
 
     @property
@@ -392,7 +470,7 @@ class Dropout(Layer):
     def _forward(self, x: Any, train: bool) -> Any:
         if not train or self.p == 0:
             return x
-        seed = draw_seed(self._generator)
+        seed = self.pass_seed()
         scale = self.dtype.type(1.0 / (1.0 - self.p))
         out = self.buffer("y", tuple(x.shape))
         self.kernels.dropout_forward(x, seed, self.keep_threshold, scale, out)
@@ -411,7 +489,7 @@ class Dropout(Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(p=self.p, seed=_seed_config(self.seed))
+        config["p"] = self.p
         return config
 
 

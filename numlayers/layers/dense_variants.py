@@ -11,32 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from numlayers import constraints, initializations, regularizers
+from numlayers import initializations
 from numlayers.activations import ActivationFunction
-from numlayers.layers.base import Layer, Shape
-from numlayers.layers.core import _positive_int, _seed_config
+from numlayers.layers.base import Shape
+from numlayers.layers.core import FullyConnected, _positive_int
 from numlayers.random import get_generator
 
 
-def _input_dim_shape(kwargs: dict[str, Any], input_dim: int | None, owner: str) -> None:
-    """Turn the ``input_dim`` shortcut into ``input_shape`` in ``kwargs``."""
-    if input_dim is None:
-        return
-    if "input_shape" in kwargs or "batch_input_shape" in kwargs:
-        raise ValueError(f"{owner}: give input_dim or input_shape, not both")
-    kwargs["input_shape"] = (_positive_int(input_dim, "input_dim", owner),)
-
-
-def _checked_init(init: Any, owner: str) -> Any:
-    """``init`` if it names an initialisation, else a ValueError naming ``owner``."""
-    try:
-        initializations.get(init)
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{owner}: {error}") from error
-    return init
-
-
-class MaxoutDense(Layer):
+class MaxoutDense(FullyConnected):
     """Maxout over ``nb_feature`` linear pieces: ``output = max_k(input @ W[k] + b[k])``.
 
     Args:
@@ -62,8 +44,6 @@ class MaxoutDense(Layer):
         (5, 3)
     """
 
-    input_ndim = 2
-
     def __init__(
         self,
         output_dim: int,
@@ -79,46 +59,34 @@ class MaxoutDense(Layer):
         seed: Any = None,
         **kwargs: Any,
     ) -> None:
-        _input_dim_shape(kwargs, input_dim, "MaxoutDense")
-        super().__init__(**kwargs)
+        super().__init__(
+            init=init,
+            weights=weights,
+            input_dim=input_dim,
+            W_regularizer=W_regularizer,
+            b_regularizer=b_regularizer,
+            activity_regularizer=activity_regularizer,
+            W_constraint=W_constraint,
+            b_constraint=b_constraint,
+            seed=seed,
+            **kwargs,
+        )
         self.output_dim = _positive_int(output_dim, "output_dim", self.label)
         self.nb_feature = _positive_int(nb_feature, "nb_feature", self.label)
-        self.init = _checked_init(init, self.label)
-        self.W_regularizer = regularizers.get(W_regularizer)
-        self.b_regularizer = regularizers.get(b_regularizer)
-        self.activity_regularizer = regularizers.get(activity_regularizer, activity=True)
-        self.W_constraint = constraints.get(W_constraint)
-        self.b_constraint = constraints.get(b_constraint)
-        self.seed = seed
-        self.initial_weights = weights
         self._finish_init()
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return (input_shape[0], self.output_dim)
 
     def build(self) -> None:
-        input_dim = self.input_shape[-1]
-        if input_dim is None:
-            raise ValueError(
-                f"{self.label} needs a known input dimension, received {self.input_shape}"
-            )
         rng = get_generator(self.seed)
-        shape = (self.nb_feature, input_dim, self.output_dim)
+        shape = (self.nb_feature, self.known_input_dim(), self.output_dim)
         self.add_weight(
             "W", initializations.get(self.init)(shape, rng), self.W_regularizer, self.W_constraint
         )
         bias = np.zeros((self.nb_feature, self.output_dim))
         self.add_weight("b", bias, self.b_regularizer, self.b_constraint)
-        if self.initial_weights is not None:
-            self.set_weights(self.initial_weights)
-            self.initial_weights = None
-
-    def _check_rebuild(self, shape: Shape) -> None:
-        if shape[-1] != self.params[0].shape[1]:
-            raise ValueError(
-                f"{self.label} was built for input dimension {self.params[0].shape[1]}, "
-                f"received input shape {shape}"
-            )
+        self.set_initial_weights()
 
     def _forward(self, x: Any, train: bool) -> Any:
         kernels = self.kernels
@@ -157,21 +125,11 @@ class MaxoutDense(Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(
-            output_dim=self.output_dim,
-            nb_feature=self.nb_feature,
-            init=self.init,
-            W_regularizer=regularizers.config_of(self.W_regularizer),
-            b_regularizer=regularizers.config_of(self.b_regularizer),
-            activity_regularizer=regularizers.config_of(self.activity_regularizer),
-            W_constraint=constraints.config_of(self.W_constraint),
-            b_constraint=constraints.config_of(self.b_constraint),
-            seed=_seed_config(self.seed),
-        )
+        config.update(output_dim=self.output_dim, nb_feature=self.nb_feature)
         return config
 
 
-class Highway(Layer):
+class Highway(FullyConnected):
     """Highway layer: ``y = activation(x @ W + b) * t + x * (1 - t)`` with the transform
     gate ``t = sigmoid(x @ W_carry + b_carry)``.
 
@@ -199,8 +157,6 @@ class Highway(Layer):
         (2, 3)
     """
 
-    input_ndim = 2
-
     def __init__(
         self,
         init: Any = "glorot_uniform",
@@ -216,9 +172,18 @@ class Highway(Layer):
         seed: Any = None,
         **kwargs: Any,
     ) -> None:
-        _input_dim_shape(kwargs, input_dim, "Highway")
-        super().__init__(**kwargs)
-        self.init = _checked_init(init, self.label)
+        super().__init__(
+            init=init,
+            weights=weights,
+            input_dim=input_dim,
+            W_regularizer=W_regularizer,
+            b_regularizer=b_regularizer,
+            activity_regularizer=activity_regularizer,
+            W_constraint=W_constraint,
+            b_constraint=b_constraint,
+            seed=seed,
+            **kwargs,
+        )
         if isinstance(transform_bias, bool) or not isinstance(
             transform_bias, int | float | np.integer | np.floating
         ):
@@ -231,37 +196,17 @@ class Highway(Layer):
             )
         self.transform_bias = float(transform_bias)
         self.activation = ActivationFunction(activation, self.label)
-        self.W_regularizer = regularizers.get(W_regularizer)
-        self.b_regularizer = regularizers.get(b_regularizer)
-        self.activity_regularizer = regularizers.get(activity_regularizer, activity=True)
-        self.W_constraint = constraints.get(W_constraint)
-        self.b_constraint = constraints.get(b_constraint)
-        self.seed = seed
-        self.initial_weights = weights
         self._finish_init()
 
     def build(self) -> None:
-        dim = self.input_shape[-1]
-        if dim is None:
-            raise ValueError(
-                f"{self.label} needs a known input dimension, received {self.input_shape}"
-            )
+        dim = self.known_input_dim()
         rng = get_generator(self.seed)
         init = initializations.get(self.init)
         self.add_weight("W", init((dim, dim), rng), self.W_regularizer, self.W_constraint)
         self.add_weight("b", np.zeros(dim), self.b_regularizer, self.b_constraint)
         self.add_weight("W_carry", init((dim, dim), rng))
         self.add_weight("b_carry", np.full(dim, self.transform_bias))
-        if self.initial_weights is not None:
-            self.set_weights(self.initial_weights)
-            self.initial_weights = None
-
-    def _check_rebuild(self, shape: Shape) -> None:
-        if shape[-1] != self.params[0].shape[0]:
-            raise ValueError(
-                f"{self.label} was built for input dimension {self.params[0].shape[0]}, "
-                f"received input shape {shape}"
-            )
+        self.set_initial_weights()
 
     def _forward(self, x: Any, train: bool) -> Any:
         kernels = self.kernels
@@ -312,15 +257,5 @@ class Highway(Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(
-            init=self.init,
-            transform_bias=self.transform_bias,
-            activation=self.activation.config,
-            W_regularizer=regularizers.config_of(self.W_regularizer),
-            b_regularizer=regularizers.config_of(self.b_regularizer),
-            activity_regularizer=regularizers.config_of(self.activity_regularizer),
-            W_constraint=constraints.config_of(self.W_constraint),
-            b_constraint=constraints.config_of(self.b_constraint),
-            seed=_seed_config(self.seed),
-        )
+        config.update(transform_bias=self.transform_bias, activation=self.activation.config)
         return config

@@ -13,16 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from numlayers.layers.base import Layer
-from numlayers.layers.core import _seed_config
-from numlayers.random import draw_seed, get_generator
+from numlayers.layers.core import TrainingNoise
 
 
 def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
 
 
-class GaussianNoise(Layer):
+class GaussianNoise(TrainingNoise):
     """Additive zero-centred Gaussian noise: in training, ``x + sigma * N(0, 1)``.
 
     Outside training (``train=False``) the layer is the identity; its gradient is
@@ -41,23 +39,19 @@ class GaussianNoise(Layer):
         [[1.0, 1.0, 1.0]]
     """
 
-    passes_mask = True
-
     def __init__(self, sigma: float, seed: Any = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(seed, **kwargs)
         if not _is_number(sigma) or not math.isfinite(sigma) or sigma < 0:
             raise ValueError(
                 f"{self.label}: sigma must be a finite number >= 0, received {sigma!r}"
             )
         self.sigma = float(sigma)
-        self.seed = seed
-        self._generator = None if seed is None else get_generator(seed)
         self._finish_init()
 
     def _forward(self, x: Any, train: bool) -> Any:
         if not train or self.sigma == 0:
             return x
-        seed = draw_seed(self._generator)
+        seed = self.pass_seed()
         out = self.buffer("y", tuple(x.shape))
         self.kernels.gaussian_noise_forward(x, seed, self.dtype.type(self.sigma), out)
         return out
@@ -67,11 +61,11 @@ class GaussianNoise(Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(sigma=self.sigma, seed=_seed_config(self.seed))
+        config["sigma"] = self.sigma
         return config
 
 
-class GaussianDropout(Layer):
+class GaussianDropout(TrainingNoise):
     """Multiplicative one-centred Gaussian noise: in training,
     ``x * N(1, sqrt(p / (1 - p)))``.
 
@@ -91,15 +85,11 @@ class GaussianDropout(Layer):
         [[1.0, 1.0, 1.0]]
     """
 
-    passes_mask = True
-
     def __init__(self, p: float, seed: Any = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(seed, **kwargs)
         if not _is_number(p) or not 0 <= p < 1:
             raise ValueError(f"{self.label}: p must be a number in [0, 1), received {p!r}")
         self.p = float(p)
-        self.seed = seed
-        self._generator = None if seed is None else get_generator(seed)
         self._finish_init()
 
     @property
@@ -110,7 +100,7 @@ class GaussianDropout(Layer):
     def _forward(self, x: Any, train: bool) -> Any:
         if not train or self.p == 0:
             return x
-        seed = draw_seed(self._generator)
+        seed = self.pass_seed()
         std = self.dtype.type(self.std)
         out = self.buffer("y", tuple(x.shape))
         self.kernels.gaussian_dropout_forward(x, seed, std, out)
@@ -128,5 +118,5 @@ class GaussianDropout(Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(p=self.p, seed=_seed_config(self.seed))
+        config["p"] = self.p
         return config
