@@ -138,9 +138,9 @@ def _is_layer_entry(entry: Any) -> bool:
 
 
 def _read_array(archive: Any, key: str, shape: tuple[int, ...] | None, path: str) -> np.ndarray:
-    """Array ``key`` of ``archive``, its header checked first: a number dtype, ``shape``
-    (the manifest: a 1-D byte vector) and a member as long as that header says, so a
-    lying header cannot make the reader allocate more than the file holds."""
+    """Array ``key`` of ``archive``, its header checked first: row-major, a number dtype,
+    ``shape`` (the manifest: a 1-D byte vector) and a member as long as that header says,
+    so a lying header cannot make the reader allocate more than the file holds."""
     if key not in archive.files:
         raise WeightsFileError(f"{path} has no array {key!r}")
     member = archive.zip.getinfo(f"{key}.npy")
@@ -152,8 +152,10 @@ def _read_array(archive: Any, key: str, shape: tuple[int, ...] | None, path: str
         }
         if version not in readers:
             raise WeightsFileError(f"{path}: array {key!r} has .npy format {version}")
-        stored_shape, _, dtype = readers[version](stream)
+        stored_shape, fortran_order, dtype = readers[version](stream)
         data_start = stream.tell()
+    if fortran_order:  # never written here: column-major data would load transposed
+        raise WeightsFileError(f"{path}: array {key!r} is stored in Fortran order")
     if dtype.kind not in "biuf" or dtype.hasobject:
         raise WeightsFileError(f"{path}: array {key!r} has dtype {dtype}, expected numbers")
     expected = (

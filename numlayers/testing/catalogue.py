@@ -347,7 +347,7 @@ def _catalogue() -> list[LayerCase]:
             "ThresholdedReLU-theta0.5",
             lambda **kw: ThresholdedReLU(0.5, input_shape=(5,), **kw),
             (2, 5),
-            lambda x, weights: x * (x > 0.5),
+            lambda x, weights: np.where((x > 0.5) | np.isnan(x), x, 0.0),  # -inf: 0, NaN: NaN
         ),
         LayerCase(
             "Activation-relu-alpha-max_value",
