@@ -45,6 +45,7 @@ FAMILIES = (
     "embeddings",
     "masking",
     "normalization",
+    "time_merge",
 )
 
 

@@ -32,6 +32,7 @@ from numlayers.kernels.parametric_activations import ParametricActivationKernels
 from numlayers.kernels.recurrent import RecurrentKernels
 from numlayers.kernels.regularization import RegularizationKernels
 from numlayers.kernels.reshaping import ReshapingKernels
+from numlayers.kernels.time_merge import TimeMergeKernels
 
 
 class Kernels(
@@ -51,6 +52,7 @@ class Kernels(
     EmbeddingKernels,
     MaskingKernels,
     NormalizationKernels,
+    TimeMergeKernels,
     Protocol,
 ):
     """The operations of every family for one device and dtype."""
@@ -77,6 +79,7 @@ FAMILY_INTERFACES: dict[str, type] = {
     "embeddings": EmbeddingKernels,
     "masking": MaskingKernels,
     "normalization": NormalizationKernels,
+    "time_merge": TimeMergeKernels,
 }
 
 

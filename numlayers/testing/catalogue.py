@@ -49,6 +49,7 @@ from numlayers.layers import (
     ThresholdedReLU,
     TimeDistributed,
     TimeDistributedDense,
+    TimeDistributedMerge,
 )
 from numlayers.models import Sequential
 
@@ -572,6 +573,26 @@ def _catalogue() -> list[LayerCase]:
             ),
             (2, 3),
             _highway_reference("tanh"),
+        ),
+    ]
+    cases += [
+        LayerCase(
+            "TimeDistributedMerge-sum",
+            lambda **kw: TimeDistributedMerge(input_shape=(3, 2), **kw),
+            (2, 3, 2),
+            lambda x, weights: x.sum(axis=1),
+        ),
+        LayerCase(
+            "TimeDistributedMerge-ave-4d",
+            lambda **kw: TimeDistributedMerge("ave", input_shape=(3, 2, 2), **kw),
+            (2, 3, 2, 2),
+            lambda x, weights: x.mean(axis=1),
+        ),
+        LayerCase(
+            "TimeDistributedMerge-mul",
+            lambda **kw: TimeDistributedMerge("mul", input_shape=(4, 3), **kw),
+            (2, 4, 3),
+            lambda x, weights: x.prod(axis=1),
         ),
     ]
     # BatchNormalization: (mode, axis, input shape, train)
