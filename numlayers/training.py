@@ -402,6 +402,11 @@ class Model:
         slot = 1
         for head, output, target, weight in zip(self.heads, outputs, targets, weights, strict=True):
             shape = tuple(output.shape)
+            if tuple(target.shape) != (shape[:-1] if head.loss.sparse else shape):
+                raise ValueError(
+                    f"{self.name}: output '{head.name}' gives {'train' if with_grads else 'test'}"
+                    f" outputs of shape {shape}, its targets have shape {tuple(target.shape)}"
+                )
             columns = shape[-1]
             rows = output.size // columns
             pred_rows = output.reshape(rows, columns)
@@ -501,7 +506,7 @@ class Model:
                     f"{self.name}: X has {count} samples but the targets of '{head.name}' have "
                     f"{len(target)}"
                 )
-            head.loss.check_targets(target, head.layer.output_shape, self.name)
+            head.loss.check_targets(target, head.layer.training_output_shape, self.name)
         weights = self._sample_weights(sample_weight, class_weight, targets, count)
         cast = [
             np.ascontiguousarray(t, dtype=np.int64 if head.loss.sparse else self.dtype)

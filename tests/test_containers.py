@@ -321,3 +321,27 @@ def test_bad_shared_nodes_raise_clear_errors(build, match):
     graph.add_shared_node(Dense(2), name="s1", inputs=["a", "b"], outputs=["a1", "b1"])
     with pytest.raises(ValueError, match=match):
         build(graph)
+
+
+def test_keras_03_autoencoder_script_trains_on_reconstructions_and_predicts_codes(tmp_path):
+    from numlayers.layers import AutoEncoder, containers
+
+    X = np.random.default_rng(0).uniform(size=(32, 6)).astype("float32")
+    encoder = containers.Sequential([Dense(4, input_dim=6), Dense(2)])
+    decoder = containers.Sequential([Dense(4, input_dim=2), Dense(6)])
+    autoencoder = Sequential()
+    autoencoder.add(AutoEncoder(encoder=encoder, decoder=decoder, output_reconstruction=False))
+    autoencoder.compile(loss="mean_squared_error", optimizer=SGD(lr=0.5))
+    history = autoencoder.fit(X, X, nb_epoch=20, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    codes = autoencoder.predict(X)
+    np.testing.assert_allclose(codes, encoder.predict(X), rtol=1e-6)
+    assert codes.shape == (32, 2) and autoencoder.count_params() == 28 + 10 + 12 + 30
+    # evaluating compares test outputs, the codes, with the targets: a clear error
+    with pytest.raises(ValueError, match="test outputs of shape \\(32, 2\\).*\\(32, 6\\)"):
+        autoencoder.evaluate(X, X)
+    path = str(tmp_path / "autoencoder.npz")
+    autoencoder.save_weights(path)
+    rebuilt = model_from_config(json.loads(json.dumps(autoencoder.get_config())))
+    rebuilt.load_weights(path)
+    np.testing.assert_array_equal(rebuilt.predict(X), codes)

@@ -161,7 +161,7 @@ def test_fit_on_any_layout_trains_as_on_the_contiguous_input(case: LayerCase, la
         model.compile("sgd", "mse")
         models.append(model)
     x = host_sample(case, models[0].layers[0])
-    y_shape = (len(x), *models[0].output_shape[1:])
+    y_shape = (len(x), *models[0].layers[-1].training_output_shape[1:])
     y = np.random.default_rng(3).uniform(-1, 1, y_shape).astype(np.float32)
     view = view_of(x, layout)
     for model, inputs in zip(models, (view, np.ascontiguousarray(view)), strict=True):

@@ -14,7 +14,7 @@ from numlayers.layers.advanced_activations import (
     ThresholdedReLU,
 )
 from numlayers.layers.base import LAYER_CLASSES, Layer
-from numlayers.layers.containers import Container
+from numlayers.layers.containers import AutoEncoder, Container
 from numlayers.layers.core import (
     Activation,
     ActivityRegularization,
@@ -44,6 +44,7 @@ __all__ = [
     "Bidirectional",
     "Container",
     "ActivityRegularization",
+    "AutoEncoder",
     "Dense",
     "Dropout",
     "Embedding",

@@ -299,6 +299,12 @@ class Layer:
         """Output shape with the batch axis."""
         return self.compute_output_shape(self.input_shape)
 
+    @property
+    def training_output_shape(self) -> Shape:
+        """The shape of the outputs training compares with its targets: the output shape,
+        but for a layer whose training output differs (an AutoEncoder giving codes)."""
+        return self.output_shape
+
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
 

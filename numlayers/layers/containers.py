@@ -192,3 +192,126 @@ def as_layer(layer: Layer | Model) -> Layer:
     if not isinstance(layer, Model):
         return layer
     return layer.nested_as or Container(layer)
+
+
+class AutoEncoder(Container):
+    """An encoder followed by a decoder, as one layer (Keras 0.3).
+
+    Fit it on its own input (``fit(X, X)``): training always runs both halves and
+    compares the reconstruction with the targets. With ``output_reconstruction`` (the
+    default) predictions are reconstructions too; without it, ``predict`` gives the
+    encoder's codes, as Keras 0.3's did (the layer's ``output_shape`` is then the
+    codes', and it must be a model's last layer, since training still outputs the
+    reconstruction).
+
+    Args:
+        encoder: a layer, a Sequential or a Graph (one input, one output).
+        decoder: the same, taking the encoder's output.
+        output_reconstruction: whether predictions are reconstructions (True) or codes.
+
+    Input shape:
+        The encoder's input shape.
+
+    Output shape:
+        The decoder's output shape; the encoder's without ``output_reconstruction``.
+
+    Example:
+        >>> encoder = Sequential([Dense(2, input_shape=(4,))])
+        >>> autoencoder = AutoEncoder(encoder, Dense(4), output_reconstruction=False)
+        >>> model = Sequential([autoencoder])
+        >>> model.compile("sgd", "mse")
+        >>> history = model.fit(np.ones((3, 4)), np.ones((3, 4)), nb_epoch=1, verbose=0)
+        >>> model.predict(np.ones((3, 4))).shape
+        (3, 2)
+    """
+
+    def __init__(
+        self,
+        encoder: Layer | Model,
+        decoder: Layer | Model,
+        output_reconstruction: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        from numlayers.models import Sequential
+
+        if not isinstance(output_reconstruction, bool):
+            raise TypeError(
+                f"AutoEncoder: output_reconstruction must be True or False, "
+                f"received {output_reconstruction!r}"
+            )
+        halves = [as_layer(encoder), as_layer(decoder)]
+        model = Sequential(
+            halves,
+            device=kwargs.pop("device", halves[0].device),
+            dtype=kwargs.pop("dtype", halves[0].dtype),
+            name=f"autoencoder_model_{next(_name_counters['AutoEncoderModel'])}",
+        )
+        self.output_reconstruction = output_reconstruction
+        self.halves = halves
+        kind = type(self).__name__
+        kwargs.setdefault("name", f"{_snake_case(kind)}_{next(_name_counters[kind])}")
+        super().__init__(model, **kwargs)
+
+    @property
+    def encoder(self) -> Layer:
+        return self.halves[0]
+
+    @property
+    def decoder(self) -> Layer:
+        return self.halves[1]
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        half = self.decoder if self.output_reconstruction else self.encoder
+        return (input_shape[0], *half.output_shape[1:])
+
+    @property
+    def training_output_shape(self) -> Shape:
+        """The shape of the outputs training compares with its targets: reconstructions."""
+        return (self.output_shape[0], *self.decoder.output_shape[1:])
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        codes_only = not (train or self.output_reconstruction)
+        self.save(codes_only=codes_only)
+        if not codes_only:
+            return super()._forward(x, train)
+        # the encoder's own use: the whole model's pass, which it also runs in, never
+        # runs with this flag
+        y = self.encoder.forward(x, train, mask=self.saved()["mask"])
+        self.save(output_mask=self.encoder.saved()["output_mask"])
+        return y
+
+    def _backward(self, grad_output: Any) -> Any:
+        if not self.saved()["codes_only"]:
+            return super()._backward(grad_output)
+        self.encoder.needs_input_gradient = self.needs_input_gradient
+        return self.encoder.backward(grad_output)
+
+    def get_config(self) -> dict[str, Any]:
+        config = Layer.get_config(self)
+        config.pop("batch_input_shape", None)  # the encoder's config holds it
+        config["encoder"] = self.encoder.get_config()
+        config["decoder"] = self.decoder.get_config()
+        config["output_reconstruction"] = self.output_reconstruction
+        return config
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> Layer:
+        from numlayers.layers import deserialize
+
+        config = dict(config)
+        config.pop("class_name", None)
+        encoder = deserialize(config.pop("encoder"), custom_objects)
+        decoder = deserialize(config.pop("decoder"), custom_objects)
+        return cls(encoder, decoder, **config)
+
+
+def __getattr__(name: str) -> Any:
+    """Keras 0.3's ``containers.Sequential`` and ``containers.Graph`` (its encoders and
+    decoders were written with them): the models of :mod:`numlayers.models`."""
+    if name in ("Sequential", "Graph"):
+        from numlayers import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,6 +23,7 @@ from numlayers.layers import (
     LSTM,
     Activation,
     ActivityRegularization,
+    AutoEncoder,
     BatchNormalization,
     Bidirectional,
     Container,
@@ -593,6 +594,28 @@ def _catalogue() -> list[LayerCase]:
             lambda **kw: TimeDistributedMerge("mul", input_shape=(4, 3), **kw),
             (2, 4, 3),
             lambda x, weights: x.prod(axis=1),
+        ),
+    ]
+    cases += [
+        LayerCase(
+            "AutoEncoder-Dense-tanh-Dense",
+            lambda **kw: AutoEncoder(
+                Dense(2, input_shape=(4,), activation="tanh", seed=17), Dense(4, seed=18), **kw
+            ),
+            (3, 4),
+            lambda x, w: _dense_reference("linear")(_dense_reference("tanh")(x, w[:2]), w[2:]),
+            train=True,
+        ),
+        LayerCase(
+            "AutoEncoder-codes",
+            lambda **kw: AutoEncoder(
+                Dense(2, input_shape=(3,), seed=19),
+                Dense(3, seed=20),
+                output_reconstruction=False,
+                **kw,
+            ),
+            (2, 3),
+            lambda x, w: _dense_reference("linear")(x, w[:2]),
         ),
     ]
     # BatchNormalization: (mode, axis, input shape, train)
