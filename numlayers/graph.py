@@ -17,9 +17,10 @@ import numpy as np
 
 from numlayers.devices import Device, get_device, resolve_dtype
 from numlayers.layers import Layer, deserialize
-from numlayers.layers.base import Shape, as_shape
-from numlayers.layers.containers import Container, as_layer, shapes_fit
+from numlayers.layers.base import as_shape
+from numlayers.layers.containers import Container, as_layer
 from numlayers.layers.merging import MergeNode
+from numlayers.layers.siamese import SharedApplication
 from numlayers.serialization import safe_mode_scope
 from numlayers.training import Model
 
@@ -71,53 +72,6 @@ class InputLayer(Layer):
         config = super().get_config()
         config["index_input"] = self.index_input
         return config
-
-
-class SharedApplication(Layer):
-    """One application of a shared layer to one parent.
-
-    This node is the shared layer's use key: the shared layer keeps what each
-    application's forward saved (and its buffers) apart, and each application's
-    backward reads its own. The weights, and their gradients, are common to all
-    applications: the Graph sums the gradients of every application.
-    """
-
-    def __init__(self, shared: Layer, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.shared = shared
-
-    def supports_masked_input(self) -> bool:
-        return self.shared.supports_masked_input()
-
-    def produces_mask(self) -> bool:
-        return (
-            self.shared.passes_mask and self.previous is not None and self.previous.produces_mask()
-        )
-
-    def build(self) -> None:
-        shape = self.input_shape
-        if not self.shared.built:
-            self.shared.set_input_shape(shape)
-        elif not shapes_fit(self.shared.input_shape, shape):
-            raise ValueError(
-                f"shared {self.shared.label} was built for inputs {self.shared.input_shape}, "
-                f"cannot also take {shape} (from {self.previous.label if self.previous else '?'})"
-            )
-
-    def compute_output_shape(self, input_shape: Shape) -> Shape:
-        return self.shared.compute_output_shape(input_shape)
-
-    def _forward(self, x: Any, train: bool) -> Any:
-        y = self.shared.forward(x, train, mask=self.saved()["mask"], use=self)
-        self.save(output_mask=self.shared.use_state(self).saved[train]["output_mask"])
-        return y
-
-    def _backward(self, grad_output: Any) -> Any:
-        self.shared.needs_input_gradient = self.needs_input_gradient
-        return self.shared.backward(grad_output, use=self)
-
-    def _check_input(self, x: Any) -> None:
-        self.shared._check_input(x)
 
 
 class Graph(Model):

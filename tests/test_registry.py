@@ -51,17 +51,22 @@ BASE_CLASSES = {
     "TrainableActivation": "the base of activations with trainable per-feature parameters "
     "(PReLU, ParametricSoftplus, SReLU), which name their kernels",
     "WeightsOfInnerLayers": "the base of the wrappers: weights are those of the wrapped layers",
+    "SharedApplication": "one application of a shared layer, made by Graph.add_shared_node "
+    "and Siamese",
 }
 
 #: exported layers without a catalogue row, and why
 NO_CATALOGUE_ROW_YET = {
     "MergeNode": "merges several inputs; a catalogue row feeds one array",
     "Merge": "merges several Sequential branches; a catalogue row feeds one array",
+    "Siamese": "applies a layer to several Sequential branches; a catalogue row feeds one array",
 }
 
 #: exported layers no benchmark names in ``layer_classes``, and why
 NO_BENCHMARK_YET = {
     "Merge": "no benchmark of its own (its merge is MergeNode's)",
+    "Siamese": "no benchmark of its own (its merge is MergeNode's, its applications the "
+    "shared layer's)",
 }
 
 

@@ -31,6 +31,7 @@ from numlayers.layers.noise import GaussianDropout, GaussianNoise
 from numlayers.layers.normalization import BatchNormalization
 from numlayers.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from numlayers.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
+from numlayers.layers.siamese import Siamese, SiameseHead, add_shared_layer
 from numlayers.layers.time_merge import TimeDistributedMerge
 from numlayers.layers.wrappers import Bidirectional, TimeDistributed
 from numlayers.serialization import nested_config, safe_mode_scope
@@ -66,12 +67,15 @@ __all__ = [
     "RepeatVector",
     "Reshape",
     "SReLU",
+    "Siamese",
+    "SiameseHead",
     "SimpleRNN",
     "ThresholdedLinear",
     "ThresholdedReLU",
     "TimeDistributed",
     "TimeDistributedDense",
     "TimeDistributedMerge",
+    "add_shared_layer",
     "deserialize",
 ]
 

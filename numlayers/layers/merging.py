@@ -390,13 +390,13 @@ class Merge(MergeNode):
         ]
 
     def branch_layers(self) -> list[Layer]:
-        """Every layer inside the branches (their weights train with the merged model)."""
-        found: list[Layer] = []
+        """Every layer inside the branches (their weights train with the merged model),
+        each once: a layer shared by several branches trains once."""
+        found: dict[int, Layer] = {}
         for branch in self.distinct_branches:
-            found.extend(
-                branch.all_layers() if hasattr(branch, "all_layers") else branch.weight_layers()
-            )
-        return found
+            for owner in _weight_owners(branch):
+                found.setdefault(id(owner), owner)
+        return list(found.values())
 
     def forward_branches(self, inputs: Sequence[Any], train: bool) -> Any:
         """Run each branch on its input (a branch starting with a Merge on its slice of
@@ -415,21 +415,54 @@ class Merge(MergeNode):
         return self.get_output(train)
 
     def backward_branches(self, grad_output: Any) -> None:
-        # a branch merged more than once gets the sum of its inputs' gradients
+        self.backward_into_branches(self.backward(grad_output))
+
+    def backward_into_branches(self, grads: Sequence[Any]) -> None:
+        """Back-propagate each branch's gradient (``grads``, one per branch, in order)
+        through its branch. A branch merged more than once gets the sum of its inputs'
+        gradients; a layer shared by several branches (``add_shared_layer``) the sum of
+        its weight gradients over them (each branch's backward overwrites them)."""
         totals: dict[int, Any] = {}
-        grads = self.backward(grad_output)
         for position, grad in zip(self._branch_positions(), grads, strict=True):
             if position in totals:
                 self.kernels.add_into(grad, totals[position])
             else:
                 totals[position] = grad
+        shared = self._layers_shared_by_branches()
+        written: set[int] = set()
         for position, branch in enumerate(self.distinct_branches):
+            owners = [owner for owner in _weight_owners(branch) if id(owner) in written]
+            kept = self._kept_gradients(owners)
             grad = totals[position]
             if hasattr(branch, "forward_outputs"):
                 branch.backward(grad, need_input_gradient=False)
             else:
                 branch.needs_input_gradient = False
                 branch.backward(grad)
+            totals_now = [g for owner in owners for g in owner.grads]
+            for total, so_far in zip(totals_now, kept, strict=True):
+                self.kernels.add_into(so_far, total)
+            written.update(id(owner) for owner in _weight_owners(branch) if id(owner) in shared)
+
+    def _layers_shared_by_branches(self) -> set[int]:
+        """The ids of the weight layers that more than one branch holds."""
+        seen: set[int] = set()
+        shared: set[int] = set()
+        for branch in self.distinct_branches:
+            ids = {id(owner) for owner in _weight_owners(branch)}
+            shared |= ids & seen
+            seen |= ids
+        return shared
+
+    def _kept_gradients(self, owners: list[Layer]) -> list[Any]:
+        """Copies of ``owners``' weight gradients (the sum over the branches so far)."""
+        kept = []
+        for owner in owners:
+            for index, grad in enumerate(owner.grads):
+                copy = self.buffer(f"kept:{id(owner)}:{index}", tuple(grad.shape))
+                self.kernels.copy(grad, copy)
+                kept.append(copy)
+        return kept
 
     def to(self, device: Any) -> Layer:
         for branch in getattr(self, "branches", []):
@@ -447,16 +480,31 @@ class Merge(MergeNode):
     def from_config(
         cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
     ) -> Layer:
+        config = dict(config)
+        config.pop("class_name", None)
+        branches = cls.branches_from_config(config, custom_objects)
+        config.pop("layers")
+        config.pop("branch_order", None)
+        return cls(branches, **config)
+
+    @staticmethod
+    def branches_from_config(
+        config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> list[Any]:
+        """The branches a Merge config names (models or layers), in merge order."""
         from numlayers.layers import deserialize
         from numlayers.models import Sequential
 
-        config = dict(config)
-        config.pop("class_name", None)
         branches: list[Any] = []
-        for branch in config.pop("layers"):
+        for branch in config["layers"]:
             if branch.get("class_name") == "Sequential":
                 branches.append(Sequential.from_config(branch, custom_objects))
             else:
                 branches.append(deserialize(branch, custom_objects))
-        order = config.pop("branch_order", range(len(branches)))
-        return cls([branches[position] for position in order], **config)
+        order = config.get("branch_order", range(len(branches)))
+        return [branches[position] for position in order]
+
+
+def _weight_owners(branch: Any) -> list[Layer]:
+    """The layers holding a branch's weights (a model's, or a layer's)."""
+    return branch.all_layers() if hasattr(branch, "all_layers") else branch.weight_layers()

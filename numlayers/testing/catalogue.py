@@ -44,6 +44,7 @@ from numlayers.layers import (
     PReLU,
     RepeatVector,
     Reshape,
+    SiameseHead,
     SimpleRNN,
     SReLU,
     ThresholdedLinear,
@@ -618,6 +619,16 @@ def _catalogue() -> list[LayerCase]:
             lambda x, w: _dense_reference("linear")(x, w[:2]),
         ),
     ]
+    cases.append(
+        LayerCase(
+            "SiameseHead-Dense-relu",
+            lambda dtype=None, **kw: SiameseHead(
+                0, Dense(3, activation="relu", seed=21, dtype=dtype), input_shape=(4,), **kw
+            ),
+            (2, 4),
+            _dense_reference("relu"),
+        )
+    )
     # BatchNormalization: (mode, axis, input shape, train)
     for mode, axis, shape, train in (
         (0, -1, (4, 3), True),
