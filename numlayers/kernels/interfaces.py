@@ -29,6 +29,7 @@ from numlayers.kernels.merges import MergeKernels
 from numlayers.kernels.normalization import NormalizationKernels
 from numlayers.kernels.optimizers import OptimizerKernels
 from numlayers.kernels.parametric_activations import ParametricActivationKernels
+from numlayers.kernels.pooling import PoolingKernels
 from numlayers.kernels.recurrent import RecurrentKernels
 from numlayers.kernels.regularization import RegularizationKernels
 from numlayers.kernels.reshaping import ReshapingKernels
@@ -53,6 +54,7 @@ class Kernels(
     MaskingKernels,
     NormalizationKernels,
     TimeMergeKernels,
+    PoolingKernels,
     Protocol,
 ):
     """The operations of every family for one device and dtype."""
@@ -80,6 +82,7 @@ FAMILY_INTERFACES: dict[str, type] = {
     "masking": MaskingKernels,
     "normalization": NormalizationKernels,
     "time_merge": TimeMergeKernels,
+    "pooling": PoolingKernels,
 }
 
 

@@ -29,6 +29,16 @@ from numlayers.layers.embeddings import Embedding
 from numlayers.layers.merging import Merge, MergeNode
 from numlayers.layers.noise import GaussianDropout, GaussianNoise
 from numlayers.layers.normalization import BatchNormalization
+from numlayers.layers.pooling import (
+    AveragePooling1D,
+    AveragePooling2D,
+    MaxPooling1D,
+    MaxPooling2D,
+    UpSampling1D,
+    UpSampling2D,
+    ZeroPadding1D,
+    ZeroPadding2D,
+)
 from numlayers.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from numlayers.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
 from numlayers.layers.siamese import Siamese, SiameseHead, add_shared_layer
@@ -37,6 +47,14 @@ from numlayers.layers.wrappers import Bidirectional, TimeDistributed
 from numlayers.serialization import nested_config, safe_mode_scope
 
 __all__ = [
+    "AveragePooling1D",
+    "AveragePooling2D",
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "UpSampling1D",
+    "UpSampling2D",
+    "ZeroPadding1D",
+    "ZeroPadding2D",
     "ELU",
     "GRU",
     "LSTM",

@@ -658,7 +658,10 @@ def _catalogue() -> list[LayerCase]:
                 train=train,
             )
         )
-    return cases
+    # the families with catalogue modules of their own (imported here: they import this)
+    from numlayers.testing.catalogue_pooling import pooling_cases
+
+    return cases + pooling_cases()
 
 
 CATALOGUE: list[LayerCase] = _catalogue()
