@@ -75,6 +75,11 @@ class Device:
     def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
         raise NotImplementedError
 
+    def read_only(self, array: Any) -> Any:
+        """A view of ``array`` that refuses writes where the device can say so (the CPU's
+        NumPy arrays); ``array`` itself elsewhere."""
+        return array
+
     def synchronize(self) -> None:
         """Wait for queued kernels (a no-op on the CPU)."""
 
@@ -122,6 +127,11 @@ class CPUDevice(Device):
 
     def copy(self, source: Any, target: Any) -> None:
         np.copyto(target, source)
+
+    def read_only(self, array: Any) -> Any:
+        view = array.view()
+        view.flags.writeable = False
+        return view
 
     def zeros(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         return np.zeros(shape, dtype=dtype)

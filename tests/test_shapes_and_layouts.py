@@ -82,6 +82,35 @@ def test_embedding_backward_uses_the_ids_its_forward_checked(device):
     np.testing.assert_array_equal(device.to_host(layer.grads[0]), expected)
 
 
+@pytest.mark.parametrize(
+    "make", [lambda: Dense(3, input_shape=(4,)), lambda: LSTM(3, input_shape=(2, 4))]
+)
+def test_changing_the_input_between_forward_and_backward_changes_nothing(device, make):
+    layer = make().to(device)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, *layer.input_shape[1:])).astype("float32")
+    grad = device.asarray(np.ones((2, *layer.output_shape[1:]), "float32"))
+    layer.forward(device.asarray(x), train=True)
+    expected = [device.to_host(g).copy() for g in [layer.backward(grad), *layer.grads]]
+
+    mutable = device.asarray(x)
+    layer.forward(mutable, train=True)
+    if device.name == "cpu":
+        mutable[...] = 1e6
+    else:
+        mutable.copy_to_device(np.full_like(x, 1e6))
+    got = [device.to_host(g) for g in [layer.backward(grad), *layer.grads]]
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_forward_results_are_read_only_on_the_cpu_and_chain_into_other_layers():
+    first, second = Dense(3, input_shape=(4,)), Dense(2, input_shape=(3,))
+    y = first.forward(np.ones((2, 4), "float32"))
+    with pytest.raises(ValueError, match="read-only"):
+        y[0, 0] = 1.0
+    np.testing.assert_allclose(second.forward(y), second(first(np.ones((2, 4)))), rtol=1e-6)
+
+
 def test_a_scalar_input_is_reported_as_a_scalar():
     with pytest.raises(ValueError, match=r"Dense layer .* received an array of shape \(\)"):
         Dense(2, input_shape=(3,))(np.float32(3))

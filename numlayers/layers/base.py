@@ -541,7 +541,7 @@ class Layer:
         """Compute the output for ``x`` (this layer's current input, with its ``mask`` and
         ``token``) and cache it: a container that already holds each layer's input calls
         this rather than :meth:`get_output`, which would ask the layers before again."""
-        y = self.forward(x, train, mask=mask)
+        y = self.run_forward(x, train, mask=mask)
         if self.cache_enabled:
             self._cache[train] = (token, y)
         return y
@@ -571,8 +571,36 @@ class Layer:
 
         ``use`` names the place the layer is applied at when it is applied at several
         (a shared Graph node passes itself); the state of each use is kept apart.
-        The returned array is a buffer of this use: valid until its next forward.
+        The layer works on a copy of ``x`` that it owns, so changing the caller's array
+        before :meth:`backward` changes nothing. The returned array is a buffer of this
+        use, valid until its next forward: on the CPU it is read-only, so a write to it
+        fails instead of corrupting the next pass (copy it to keep or change it).
+        Models run their layers with :meth:`run_forward`, on arrays they own.
         """
+        if self.built:
+            self._check_input(x)
+            x = self._owned_copy(x, train, use)
+        return self.device.read_only(self.run_forward(x, train, mask, use))
+
+    def _owned_copy(self, x: Any, train: bool, use: Hashable) -> Any:
+        """``x`` (or each array of a list of inputs) copied into buffers of ``use``."""
+        state = self.use_state(use)
+        arrays = x if isinstance(x, list) else [x]
+        copies = []
+        for index, array in enumerate(arrays):
+            key = (f"caller_input_{index}", train)
+            copy = state.buffers.get(key)
+            if copy is None or tuple(copy.shape) != tuple(array.shape) or copy.dtype != array.dtype:
+                copy = state.buffers[key] = self.device.empty(tuple(array.shape), array.dtype)
+            self.device.copy(array, copy)
+            copies.append(copy)
+        return copies if isinstance(x, list) else copies[0]
+
+    def run_forward(
+        self, x: Any, train: bool = False, mask: Any = None, use: Hashable = None
+    ) -> Any:
+        """:meth:`forward` on an array the caller owns and keeps unchanged until
+        :meth:`backward` (a model's own buffers), with no copy in and a writable result."""
         if not self.built:
             raise RuntimeError(
                 f"{self.label} is not built: give it an input shape or add it to a model"

@@ -276,7 +276,7 @@ class AutoEncoder(Container):
             return super()._forward(x, train)
         # the encoder's own use: the whole model's pass, which it also runs in, never
         # runs with this flag
-        y = self.encoder.forward(x, train, mask=self.saved()["mask"])
+        y = self.encoder.run_forward(x, train, mask=self.saved()["mask"])
         self.save(output_mask=self.encoder.saved()["output_mask"])
         return y
 

@@ -55,7 +55,7 @@ class SharedApplication(Layer):
         return self.shared.compute_output_shape(input_shape)
 
     def _forward(self, x: Any, train: bool) -> Any:
-        y = self.shared.forward(x, train, mask=self.saved()["mask"], use=self)
+        y = self.shared.run_forward(x, train, mask=self.saved()["mask"], use=self)
         self.save(output_mask=self.shared.use_state(self).saved[train]["output_mask"])
         return y
 

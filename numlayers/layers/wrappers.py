@@ -133,7 +133,7 @@ class Bidirectional(WeightsOfInnerLayers):
     def _forward(self, x: Any, train: bool) -> Any:
         mask = self.saved()["mask"]
         outputs = [
-            layer.forward(x, train, mask=mask, use=self._current_use)
+            layer.run_forward(x, train, mask=mask, use=self._current_use)
             for layer in self.weight_layers()
         ]
         self.save(
@@ -229,7 +229,9 @@ class TimeDistributed(WeightsOfInnerLayers):
     def _forward(self, x: Any, train: bool) -> Any:
         batch, steps = x.shape[0], x.shape[1]
         self.save(steps=(batch, steps), input_shape=tuple(x.shape))
-        y = self.layer.forward(x.reshape(batch * steps, *x.shape[2:]), train, use=self._current_use)
+        y = self.layer.run_forward(
+            x.reshape(batch * steps, *x.shape[2:]), train, use=self._current_use
+        )
         return y.reshape(batch, steps, *y.shape[1:])
 
     def _backward(self, grad_output: Any) -> Any:
