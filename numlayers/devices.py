@@ -11,8 +11,11 @@ imported) the CUDA device runs every ``cuda.jit`` kernel on the CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +29,49 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 class DeviceError(RuntimeError):
     """Raised when a device cannot be used (no GPU, no CUDA driver)."""
+
+
+@dataclasses.dataclass
+class CudaActivity:
+    """The CUDA work numlayers asked for: kernel launches (counted by the toolkit's
+    launcher, so the simulator counts what a GPU would get), copies between host and
+    device each way, copies within the device, and synchronisations.
+
+    On a GPU a launch from Python costs about as much as a small layer's kernel, and a
+    device-to-host copy waits for every queued kernel: a step is fast when these counts
+    are low (see :func:`cuda_activity`).
+    """
+
+    launches: int = 0
+    to_host: int = 0
+    to_device: int = 0
+    within_device: int = 0
+    synchronizations: int = 0
+
+
+#: the process's counts so far (:func:`cuda_activity` reads the work of a block)
+CUDA_ACTIVITY = CudaActivity()
+
+
+@contextmanager
+def cuda_activity() -> Iterator[CudaActivity]:
+    """Count the CUDA work of a block of code: yields a :class:`CudaActivity` that holds
+    the block's counts when it ends (every thread's work in that time is counted).
+
+    Example:
+        >>> with cuda_activity() as activity:
+        ...     pass
+        >>> activity.launches
+        0
+    """
+    start = dataclasses.replace(CUDA_ACTIVITY)
+    counted = CudaActivity()
+    try:
+        yield counted
+    finally:
+        for field in dataclasses.fields(CudaActivity):
+            now, before = getattr(CUDA_ACTIVITY, field.name), getattr(start, field.name)
+            setattr(counted, field.name, now - before)
 
 
 def resolve_dtype(dtype: Any) -> np.dtype:
@@ -184,20 +230,24 @@ class CUDADevice(Device):
             if not device_array.is_c_contiguous():
                 raise ValueError("CUDA arrays must be C-contiguous")
             return device_array
+        CUDA_ACTIVITY.to_device += 1
         return cuda.to_device(np.asarray(array, dtype=dtype, order="C"))
 
     def to_host(self, array: Any) -> np.ndarray:
         if isinstance(array, np.ndarray):
             return array
+        CUDA_ACTIVITY.to_host += 1
         return array.copy_to_host()
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
         return self.cuda.device_array(shape, dtype=dtype)
 
     def write(self, target: Any, host: np.ndarray) -> None:
+        CUDA_ACTIVITY.to_device += 1
         target.copy_to_device(np.ascontiguousarray(host, dtype=target.dtype))
 
     def copy(self, source: Any, target: Any) -> None:
+        CUDA_ACTIVITY.within_device += 1
         target.copy_to_device(source)
 
     def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
@@ -206,6 +256,7 @@ class CUDADevice(Device):
         return array
 
     def synchronize(self) -> None:
+        CUDA_ACTIVITY.synchronizations += 1
         self.cuda.synchronize()
 
 

@@ -46,7 +46,7 @@ class InputLayer(Layer):
         return np.dtype(np.int64) if self.index_input else self.dtype
 
     def prepare_input(self, x: Any) -> Any:
-        if hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray):
+        if self._on_a_gpu(x):
             return self.device.asarray(x)
         host = np.asarray(x)
         if host.dtype.kind not in ("iu" if self.index_input else "biuf"):

@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
 
-from numlayers.devices import simulator_enabled
+from numlayers.devices import CUDA_ACTIVITY, simulator_enabled
 
 #: An array on a device: a C-contiguous NumPy array on the CPU, a Numba device array (or
 #: any ``__cuda_array_interface__`` array wrapped as one) on CUDA. The family interfaces
@@ -305,7 +305,7 @@ class CudaKernels:
         def decorate(function: Callable[..., None]) -> Any:
             kernel = self.cuda.jit(function)
             self.kernels[function.__name__] = (function, argtypes)
-            return kernel
+            return CountedKernel(kernel)
 
         return decorate
 
@@ -382,6 +382,23 @@ class CudaKernels:
                 kernel[grid_2d(rows, columns), BLOCK_SHAPE_2D](rows, columns, *arguments)
 
         return launch_2d
+
+
+class CountedKernel:
+    """A CUDA kernel whose launches ``kernel[grid, block](*arguments)`` are counted in
+    :data:`numlayers.devices.CUDA_ACTIVITY` (every kernel of every family is one)."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+
+    def __getitem__(self, configuration: Any) -> Callable[..., None]:
+        configured = self.kernel[configuration]
+
+        def launch(*arguments: Any) -> None:
+            CUDA_ACTIVITY.launches += 1
+            configured(*arguments)
+
+        return launch
 
 
 #: the most blocks of a 2-D grid along y (CUDA allows 65535); the kernels stride past it

@@ -556,9 +556,16 @@ class Layer:
         self.kernels.copy(y, out)
         return out
 
+    def _on_a_gpu(self, x: Any) -> bool:
+        """Whether ``x`` is a GPU array (this device's, or any with a CUDA array interface:
+        the simulator's have none), which ``prepare_input`` must not copy to the host."""
+        return not isinstance(x, np.ndarray) and (
+            self.device.is_device_array(x) or hasattr(x, "__cuda_array_interface__")
+        )
+
     def prepare_input(self, x: Any) -> Any:
         """Bring user data to this layer's device and dtype (numbers only)."""
-        if hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray):
+        if self._on_a_gpu(x):
             return self.device.asarray(x, self.dtype)
         host = np.asarray(x)
         if host.dtype.kind not in "biuf":

@@ -94,7 +94,7 @@ class Embedding(Layer):
 
     # ------------------------------------------------------------ indices
     def prepare_input(self, x: Any) -> Any:
-        if hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray):
+        if self._on_a_gpu(x):
             return self.device.asarray(x)
         host = np.asarray(x)
         if host.dtype.kind not in "iu":
