@@ -19,7 +19,8 @@ from numlayers.devices import Device, get_device, resolve_dtype
 from numlayers.layers import Layer, deserialize
 from numlayers.layers.base import as_shape
 from numlayers.layers.containers import Container, as_layer
-from numlayers.layers.merging import MergeNode
+from numlayers.layers.core import Lambda
+from numlayers.layers.merging import MergeNode, _TracedMerge
 from numlayers.layers.siamese import SharedApplication
 from numlayers.serialization import safe_mode_scope
 from numlayers.training import Model
@@ -199,6 +200,23 @@ class Graph(Model):
         self._register(merge)
         return merge
 
+    def _function_of_inputs(
+        self, layer: Layer, name: str, inputs: Sequence[str], merge_mode: str | None
+    ) -> Layer | None:
+        """For ``add_node(Lambda(f), inputs=[...], merge_mode=None)``: a node applying ``f``
+        to the list of the inputs' outputs (None for any other node)."""
+        if merge_mode is not None or len(inputs) < 2 or not isinstance(layer, Lambda):
+            return None
+        parents = [self._resolve(input_name, name) for input_name in inputs]
+        return _TracedMerge(
+            parents,
+            layer.function,
+            layer._output_shape,
+            name=layer.name,
+            dtype=self.dtype,
+            device=self.device,
+        )
+
     def add_input(
         self,
         name: str,
@@ -240,12 +258,15 @@ class Graph(Model):
         name: str,
         input: str | None = None,
         inputs: Sequence[str] = (),
-        merge_mode: str = "concat",
+        merge_mode: str | None = "concat",
         concat_axis: int = -1,
         dot_axes: Any = -1,
         create_output: bool = False,
     ) -> None:
         """Add ``layer`` as node ``name``, fed by ``input`` or by a merge of ``inputs``.
+
+        A :class:`~numlayers.layers.Lambda` with ``inputs`` and ``merge_mode=None`` takes
+        the list of the inputs' outputs (its function is traced, so it trains too).
 
         A Sequential or Graph (of one input and one output) is nested as one layer
         (a :class:`~numlayers.layers.Container`): its layers train with this graph.
@@ -257,10 +278,13 @@ class Graph(Model):
         if any(layer is node for node in self.nodes.values()):
             raise ValueError(f"{self.name}: {layer.label} is already a node (use add_shared_node)")
         self._adopt(layer)
-        parent = self._parent(name, input, inputs, merge_mode, concat_axis, dot_axes)
-        layer.set_previous(parent)
-        self.nodes[name] = layer
-        self._register(layer)
+        node = self._function_of_inputs(layer, name, inputs, merge_mode)
+        if node is None:
+            parent = self._parent(name, input, inputs, merge_mode, concat_axis, dot_axes)
+            layer.set_previous(parent)
+            node = layer
+        self.nodes[name] = node
+        self._register(node)
         self.node_config.append(
             {
                 "kind": "node",

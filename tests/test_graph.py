@@ -153,19 +153,10 @@ def sum_over_features_backward(x, grad):
     return np.repeat(grad[:, :, None], x.shape[2], axis=2)
 
 
-def test_seed_example_predicts_without_a_lambda_backward_and_refuses_to_train():
+def test_seed_example_trains_as_written_without_a_lambda_backward():
+    # the Lambda's function is traced: its gradient and kernels come from the trace
     nl.set_seed(0)
     g = seed_graph()
-    W, P, y = seed_data()
-    out = g.predict({"words": W, "points": P})["output"]
-    assert out.shape == (64, 1) and np.all((out > 0) & (out < 1))
-    with pytest.raises(RuntimeError, match="no backward function"):
-        g.fit({"words": W, "points": P, "output": y}, nb_epoch=1, verbose=0)
-
-
-def test_seed_example_trains_with_a_lambda_backward():
-    nl.set_seed(0)
-    g = seed_graph(backward=sum_over_features_backward)
     W, P, y = seed_data()
     history = g.fit({"words": W, "points": P, "output": y}, nb_epoch=5, verbose=0)
     losses = history.history["loss"]
@@ -173,15 +164,29 @@ def test_seed_example_trains_with_a_lambda_backward():
     assert g.evaluate({"words": W, "points": P, "output": y}) < losses[0]
 
 
-def test_seed_example_on_cuda_matches_cpu():
+def test_seed_example_trains_with_an_explicit_lambda_backward():
+    # an explicit backward wins over the traced gradient (and agrees with it)
+    W, P, y = seed_data(8, vocabulary=20)
+    losses = []
+    for backward in (sum_over_features_backward, None):
+        nl.set_seed(0)
+        g = seed_graph(backward=backward, vocabulary=20, dim=4)
+        history = g.fit({"words": W, "points": P, "output": y}, nb_epoch=3, verbose=0)
+        losses.append(history.history["loss"])
+    assert losses[0][-1] < losses[0][0]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+def test_seed_example_on_cuda_matches_cpu_without_a_lambda_backward():
     W, P, y = seed_data(4, vocabulary=20)
     results = []
     for device in ("cpu", "cuda"):
         nl.set_seed(3)
-        g = seed_graph(device, backward=sum_over_features_backward, vocabulary=20, dim=4)
-        g.train_on_batch({"words": W, "points": P, "output": y})
-        results.append(g.predict({"words": W, "points": P})["output"])
-    np.testing.assert_allclose(results[1], results[0], rtol=1e-4, atol=1e-6)
+        g = seed_graph(device, vocabulary=20, dim=4)
+        history = g.fit({"words": W, "points": P, "output": y}, nb_epoch=2, verbose=0)
+        results.append((history.history["loss"], g.predict({"words": W, "points": P})["output"]))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-4, atol=1e-6)
 
 
 class Counting(Dense):

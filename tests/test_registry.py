@@ -60,6 +60,7 @@ NO_CATALOGUE_ROW_YET = {
     "MergeNode": "merges several inputs; a catalogue row feeds one array",
     "Merge": "merges several Sequential branches; a catalogue row feeds one array",
     "Siamese": "applies a layer to several Sequential branches; a catalogue row feeds one array",
+    "LambdaMerge": "a function of several branches' outputs; a catalogue row feeds one array",
 }
 
 #: exported layers no benchmark names in ``layer_classes``, and why

@@ -47,6 +47,7 @@ FAMILIES = (
     "normalization",
     "time_merge",
     "pooling",
+    "traced",
 )
 
 

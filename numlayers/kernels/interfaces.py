@@ -34,6 +34,7 @@ from numlayers.kernels.recurrent import RecurrentKernels
 from numlayers.kernels.regularization import RegularizationKernels
 from numlayers.kernels.reshaping import ReshapingKernels
 from numlayers.kernels.time_merge import TimeMergeKernels
+from numlayers.kernels.traced import TracedKernels
 
 
 class Kernels(
@@ -55,6 +56,7 @@ class Kernels(
     NormalizationKernels,
     TimeMergeKernels,
     PoolingKernels,
+    TracedKernels,
     Protocol,
 ):
     """The operations of every family for one device and dtype."""
@@ -83,6 +85,7 @@ FAMILY_INTERFACES: dict[str, type] = {
     "normalization": NormalizationKernels,
     "time_merge": TimeMergeKernels,
     "pooling": PoolingKernels,
+    "traced": TracedKernels,
 }
 
 

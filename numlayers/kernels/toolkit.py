@@ -468,6 +468,59 @@ def device_index_loop(
     return cuda.index_loop(body, argtypes, dims=dims)
 
 
+def generated_index_loop(
+    source: str,
+    name: str,
+    home: Callable[..., Any],
+    captured: dict[str, Any],
+    global_names: dict[str, Any],
+    cuda: CudaKernels | None,
+    argtypes: Sequence[Any] = (),
+    *,
+    cost: float = 1.0,
+) -> Callable[..., None]:
+    """The loop of a per-index body generated from ``source`` (defining function ``name``,
+    a closure over ``captured`` with ``global_names``, filed under ``home``): on the CPU
+    when ``cuda`` is None (:func:`cpu_index_loop`), else on CUDA
+    (:meth:`CudaKernels.index_loop` with ``argtypes``). For bodies made at run time, such
+    as the fused groups of a traced program; the module-level plain functions among
+    ``global_names`` are compiled for CUDA as device functions, as any body's helpers are.
+    """
+    if cuda is None:
+        # the body's statements written into the loop: one function to compile, not two
+        # (a long body compiled as its own inlined function doubled the compile time)
+        loop_name = f"{name}_loop"
+        template = generate_function(
+            inline_index_loop_source(source, loop_name),
+            loop_name,
+            home,
+            captured,
+            {**global_names, "prange": prange},
+        )
+        serial = compile_cpu(template, loop_name, fastmath={"contract"})
+        parallel = compile_cpu(template, loop_name, parallel=True, fastmath={"contract"})
+
+        def run(count: int, *arguments: Any) -> None:
+            (parallel if use_parallel(count, cost) else serial)(count, *arguments)
+
+        return run
+    body = generate_function(source, name, home, captured, global_names)
+    return cuda.index_loop(body, argtypes)
+
+
+def inline_index_loop_source(source: str, loop_name: str) -> str:
+    """The source of :func:`index_loop_source`'s 1-D CPU loop with the per-index body
+    ``source`` (``def body(index, *arguments):`` and statements, no ``return``) written
+    into it."""
+    header, statements = source.strip("\n").split("\n", 1)
+    parameters = header[header.index("(") + 1 : header.rindex(")")].split(", ", 1)
+    if parameters[0] != "index":
+        raise ValueError(f"a per-index body takes index first, received {header!r}")
+    arguments = parameters[1] if len(parameters) > 1 else ""
+    indented = "".join(f"    {line}\n" for line in statements.splitlines())
+    return f"def {loop_name}(count, {arguments}):\n    for index in prange(count):\n{indented}"
+
+
 # ---------------------------------------------------------------- elementwise functions
 
 
@@ -626,6 +679,8 @@ __all__ = [
     "device_index_loop",
     "elementwise_operations",
     "empty_vector",
+    "generated_index_loop",
+    "inline_index_loop_source",
     "launch_size",
     "use_parallel",
 ]

@@ -26,7 +26,7 @@ from numlayers.layers.core import (
 )
 from numlayers.layers.dense_variants import Highway, MaxoutDense
 from numlayers.layers.embeddings import Embedding
-from numlayers.layers.merging import Merge, MergeNode
+from numlayers.layers.merging import LambdaMerge, Merge, MergeNode
 from numlayers.layers.noise import GaussianDropout, GaussianNoise
 from numlayers.layers.normalization import BatchNormalization
 from numlayers.layers.pooling import (
@@ -72,6 +72,7 @@ __all__ = [
     "GaussianNoise",
     "Highway",
     "Lambda",
+    "LambdaMerge",
     "Layer",
     "LeakyReLU",
     "Masking",

@@ -15,6 +15,8 @@ from numlayers.kernels.activations import ELEMENTWISE_FUNCTIONS
 from numlayers.layers.base import Layer, Shape, as_shape
 from numlayers.random import draw_seed, get_generator
 from numlayers.serialization import function_reference, resolve_function
+from numlayers.tracing.execute import Executable
+from numlayers.tracing.layer import TracedCall, batched, known
 
 
 def _positive_int(value: Any, what: str, owner: str) -> int:
@@ -540,22 +542,33 @@ class Masking(Layer):
 
 
 class Lambda(Layer):
-    """Applies a Python function to the whole batch.
+    """Applies a NumPy-style function to the whole batch, on the layer's device, with
+    automatic gradients.
 
-    The function receives and returns NumPy arrays on every device (on CUDA the
-    layer copies its input to the host and the result back): write it with NumPy.
+    The function is traced once per input signature (the shapes without the batch axis,
+    the dtype): operators, NumPy ufuncs and functions, array methods and slicing are
+    recorded (see :mod:`numlayers.tracing`), the output shape is read from the trace, and
+    the recorded program and its reverse pass run as fused kernels on the layer's device.
+    A function that cannot be traced (a Python ``if`` on a value, ``float()``, a NumPy
+    function not supported) makes the layer warn once and run it with NumPy on the host
+    (copying the batch there on CUDA); it then trains only with an explicit ``backward``.
 
     Args:
-        function: ``f(x) -> y`` on NumPy arrays (batch axis included).
-        output_shape: None (same as the input), a tuple (without the batch axis),
-            or a function of the input shape (with the batch axis) returning the
-            output shape (with it).
-        backward: optional ``g(x, grad_output) -> grad_x``; without it the layer
-            predicts but cannot be trained through.
+        function: ``f(x) -> y`` on arrays with the batch axis first (``numlayers.backend``
+            names work too).
+        output_shape: None (read from the trace), a tuple (without the batch axis), or a
+            function of the input shape (with the batch axis) returning the output shape
+            (with it); a traced output of another shape is an error naming the layer.
+        backward: optional ``g(x, grad_output) -> grad_x`` on NumPy arrays; when given it
+            is used (on the host) instead of the traced gradient.
+
+    Input shape: any. Output shape: the function's.
 
     Example:
         >>> Lambda(lambda x: 2 * x, input_shape=(3,))(np.ones((1, 3))).tolist()
         [[2.0, 2.0, 2.0]]
+        >>> Lambda(lambda x: x.sum(axis=-1, keepdims=True), input_shape=(3,)).output_shape
+        (None, 1)
     """
 
     def __init__(
@@ -576,10 +589,22 @@ class Lambda(Layer):
         self.backward_function = backward
         self._output_shape = output_shape
         self._inferred: dict[Shape, Shape] = {}
+        self.traced_call = TracedCall(function, self.label)
+        self._checked: set[int] = set()
         self._finish_init()
+
+    def _traced_shape(self, input_shape: Shape) -> Shape | None:
+        """The output shape the trace gives (None: an explicit backward, unknown input sizes,
+        or a function that cannot be traced)."""
+        if self.backward_function is not None or not known(input_shape):
+            return None
+        return self.traced_call.output_shape([batched(input_shape)], self.dtype)
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         if self._output_shape is None:
+            traced = self._traced_shape(input_shape)
+            if traced is not None:
+                return (input_shape[0], *traced[1:])
             return self._inferred_shape(input_shape)
         if callable(self._output_shape):
             shape = as_shape(self._output_shape(input_shape), "output_shape()", self.label)
@@ -618,18 +643,46 @@ class Lambda(Layer):
             )
         return self.device.asarray(host, self.dtype)
 
+    def _executable(self, x: Any) -> Executable | None:
+        """The traced program for ``x``'s signature on this device (None: run on the host)."""
+        if self.backward_function is not None:
+            return None
+        executable = self.traced_call.executable([(None, *x.shape[1:])], self.dtype, self.device)
+        if executable is not None and id(executable) not in self._checked:
+            traced = executable.program.nodes[executable.program.outputs[0]].shape
+            expected = self.output_shape
+            if len(traced) != len(expected) or any(
+                e is not None and e != t for e, t in zip(expected[1:], traced[1:], strict=False)
+            ):
+                raise ValueError(
+                    f"{self.label}: function returned shape {(x.shape[0], *traced[1:])}, "
+                    f"expected {expected}"
+                )
+            self._checked.add(id(executable))
+        return executable
+
     def _forward(self, x: Any, train: bool) -> Any:
-        host_x = self.device.to_host(x)
-        expected = (x.shape[0], *self.output_shape[1:])
-        y = self._to_device(self.function(host_x), expected, "function")
-        self.save(x=host_x)
+        executable = self._executable(x)
+        if executable is None:
+            host_x = self.device.to_host(x)
+            expected = (x.shape[0], *self.output_shape[1:])
+            y = self._to_device(self.function(host_x), expected, "function")
+            self.save(x=host_x)
+            return y
+        y, values = executable.forward([x], self.buffer)
+        self.save(traced=(executable, values))
         return y
 
     def _backward(self, grad_output: Any) -> Any:
+        traced = self.saved().get("traced")
+        if traced is not None:
+            executable, values = traced
+            return executable.backward(values, grad_output, self.buffer)[0]
         if self.backward_function is None:
             raise RuntimeError(
-                f"{self.label} has no backward function, so a model cannot be trained through "
-                "it: pass Lambda(function, backward=lambda x, grad: ...)"
+                f"{self.label} has no backward function and its function cannot be traced "
+                f"({self.traced_call.failure}), so a model cannot be trained through it: pass "
+                "Lambda(function, backward=lambda x, grad: ...)"
             )
         host_x = self.saved()["x"]
         grad = self.backward_function(host_x, self.device.to_host(grad_output))

@@ -508,3 +508,172 @@ class Merge(MergeNode):
 def _weight_owners(branch: Any) -> list[Layer]:
     """The layers holding a branch's weights (a model's, or a layer's)."""
     return branch.all_layers() if hasattr(branch, "all_layers") else branch.weight_layers()
+
+
+class _TracedMerge(MergeNode):
+    """A node merging its parents' outputs by a function of their list, traced (see
+    :mod:`numlayers.tracing`): the merge's kernels and gradients come from the trace.
+
+    A Graph node ``add_node(Lambda(f), inputs=[...], merge_mode=None)`` is one; a
+    function that cannot be traced runs with NumPy on the host and cannot be trained
+    through (a warning says why).
+    """
+
+    def __init__(
+        self,
+        parents: Sequence[Layer],
+        function: Callable[..., Any],
+        output_shape: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if not callable(function):
+            raise TypeError(
+                f"{type(self).__name__}: function must be callable, received {function!r}"
+            )
+        # read by set_parents, which the base constructor calls
+        self.function = function
+        self._given_output_shape = output_shape
+        self._traced_call: Any = None
+        super().__init__(parents, **kwargs)
+
+    @property
+    def traced_call(self) -> Any:
+        if self._traced_call is None:
+            from numlayers.tracing.layer import TracedCall
+
+            self._traced_call = TracedCall(self.function, self.label, as_list=True)
+        return self._traced_call
+
+    def set_parents(self, parents: Sequence[Layer]) -> None:
+        parents = list(parents)
+        dtypes = {parent.dtype for parent in parents}
+        if len(dtypes) > 1:
+            raise TypeError(
+                f"{self.label}: inputs {[p.name for p in parents]} have different dtypes "
+                f"{sorted(map(str, dtypes))}"
+            )
+        self._change_dtype(parents[0].dtype)
+        self.to(parents[0].device)
+        self.parents = parents
+        self.output_shape_value = self._merged_shape([p.output_shape for p in parents])
+        self.built = True
+
+    def _merged_shape(self, shapes: list[Shape]) -> Shape:
+        batch = shapes[0][0]
+        given = self._given_output_shape
+        if callable(given):
+            return tuple(given(shapes))
+        traced = None
+        if all(None not in s[1:] for s in shapes):
+            traced = self.traced_call.output_shape([(None, *s[1:]) for s in shapes], self.dtype)
+        if given is not None:
+            expected = (batch, *given)
+            if traced is not None and tuple(traced[1:]) != tuple(given):
+                raise ValueError(
+                    f"{self.label}: function returned shape {(batch, *traced[1:])}, expected "
+                    f"{expected}"
+                )
+            return expected
+        if traced is None:
+            probe = [
+                np.zeros((2, *(1 if d is None else d for d in s[1:])), self.dtype) for s in shapes
+            ]
+            return (batch, *np.shape(self.function(probe))[1:])
+        return (batch, *traced[1:])
+
+    def produces_mask(self) -> bool:
+        return False
+
+    def supports_masked_input(self) -> bool:
+        return False
+
+    def get_input_mask(self, train: bool = False) -> Any:
+        return None
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        shapes = [(None, *a.shape[1:]) for a in x]
+        executable = self.traced_call.executable(shapes, self.dtype, self.device)
+        if executable is None:
+            host = [self.device.to_host(a) for a in x]
+            y = np.asarray(self.function(host))
+            if y.dtype.kind not in "biuf":
+                raise TypeError(
+                    f"{self.label}: function returned dtype {y.dtype}, expected numbers"
+                )
+            return self.device.asarray(y, self.dtype)
+        y, values = executable.forward(list(x), self.buffer)
+        self.save(traced=(executable, values))
+        return y
+
+    def _backward(self, grad_output: Any) -> list[Any]:
+        traced = self.saved().get("traced")
+        if traced is None:
+            raise RuntimeError(
+                f"{self.label}: its function cannot be traced ({self.traced_call.failure}), so "
+                "a model cannot be trained through it"
+            )
+        executable, values = traced
+        grads: list[Any] = executable.backward(values, grad_output, self.buffer)
+        return grads
+
+    def get_config(self) -> dict[str, Any]:
+        from numlayers.serialization import function_reference
+
+        config = Layer.get_config(self)
+        given = self._given_output_shape
+        config.update(
+            function=function_reference(self.function),
+            output_shape=function_reference(given)
+            if callable(given)
+            else (None if given is None else list(given)),
+        )
+        return config
+
+
+class LambdaMerge(_TracedMerge, Merge):
+    """Merge several Sequential branches (or layers) by a function of the list of their
+    outputs (Keras 0.3's LambdaMerge), traced: differentiable with no backward written.
+
+    Args:
+        layers: the branch models (Sequential), or layers.
+        function: ``f([x1, x2, ...]) -> y`` written with NumPy operations (see Lambda).
+        output_shape: None (read from the trace), a tuple without the batch axis, or a
+            function of the list of input shapes.
+
+    Example:
+        >>> left, right = Sequential(), Sequential()
+        >>> left.add(Dense(4, input_shape=(3,))); right.add(Dense(4, input_shape=(5,)))
+        >>> model = Sequential()
+        >>> model.add(LambdaMerge([left, right], lambda xs: xs[0] * xs[1]))
+        >>> model.predict([np.ones((2, 3)), np.ones((2, 5))]).shape
+        (2, 4)
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Any],
+        function: Callable[[list[Any]], Any],
+        output_shape: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(layers, function, output_shape, **kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["layers"] = [branch.get_config() for branch in self.distinct_branches]
+        if len(config["layers"]) < len(self.branches):
+            config["branch_order"] = self._branch_positions()
+        return config
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> Layer:
+        from numlayers.serialization import resolve_function
+
+        config = dict(config)
+        owner = f"LambdaMerge '{config.get('name')}'"
+        config["function"] = resolve_function(config["function"], owner, custom_objects)
+        if isinstance(config.get("output_shape"), str):
+            config["output_shape"] = resolve_function(config["output_shape"], owner, custom_objects)
+        return super().from_config(config, custom_objects)

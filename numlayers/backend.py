@@ -1,0 +1,223 @@
+"""Keras 0.3 backend names (``K``) for Lambda functions.
+
+Each function is written with NumPy operations, so it works on NumPy arrays and on the
+traced arrays a :class:`~numlayers.layers.Lambda` records (see :mod:`numlayers.tracing`):
+``Lambda(lambda x: K.l2_normalize(x, axis=-1))`` runs as kernels on the layer's device
+and trains with no backward written. Semantics follow Keras 0.3 (``sqrt`` clips at 0,
+``repeat`` adds an axis, ``batch_dot`` multiplies per sample).
+
+Example:
+    >>> from numlayers import backend as K
+    >>> K.sum(np.ones((2, 3)), axis=-1).tolist()
+    [3.0, 3.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+_EPSILON = 1e-7
+_FLOATX = "float32"
+
+
+def epsilon() -> float:
+    """The fuzz factor of numeric expressions (Keras 0.3's ``K.epsilon()``)."""
+    return _EPSILON
+
+
+def floatx() -> str:
+    return _FLOATX
+
+
+# ------------------------------------------------------------------ reductions
+def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:  # noqa: A001 - Keras' name
+    return np.sum(x, axis=axis, keepdims=keepdims)
+
+
+def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    return np.mean(x, axis=axis, keepdims=keepdims)
+
+
+def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:  # noqa: A001
+    return np.max(x, axis=axis, keepdims=keepdims)
+
+
+def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:  # noqa: A001
+    return np.min(x, axis=axis, keepdims=keepdims)
+
+
+def prod(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    return np.prod(x, axis=axis, keepdims=keepdims)
+
+
+def std(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    return np.std(x, axis=axis, keepdims=keepdims)
+
+
+# ----------------------------------------------------------------- elementwise
+def square(x: Any) -> Any:
+    return x * x
+
+
+def sqrt(x: Any) -> Any:
+    """The square root of ``x`` clipped at 0 (Keras 0.3)."""
+    return np.sqrt(np.maximum(x, 0.0))
+
+
+def abs(x: Any) -> Any:  # noqa: A001
+    return np.abs(x)
+
+
+def exp(x: Any) -> Any:
+    return np.exp(x)
+
+
+def log(x: Any) -> Any:
+    return np.log(x)
+
+
+def pow(x: Any, a: Any) -> Any:  # noqa: A001
+    return x**a
+
+
+def clip(x: Any, min_value: float, max_value: float) -> Any:
+    """``x`` clipped to ``[min_value, max_value]`` (a max below the min is the min)."""
+    if max_value < min_value:
+        max_value = min_value
+    return np.clip(x, min_value, max_value)
+
+
+def maximum(x: Any, y: Any) -> Any:
+    return np.maximum(x, y)
+
+
+def minimum(x: Any, y: Any) -> Any:
+    return np.minimum(x, y)
+
+
+# -------------------------------------------------------------------- products
+def dot(x: Any, y: Any) -> Any:
+    return np.dot(x, y)
+
+
+def batch_dot(x: Any, y: Any, axes: Any = None) -> Any:
+    """Per-sample products of ``x`` and ``y`` (batch axis first).
+
+    For rank-2 inputs, the per-sample dot products ``(batch, 1)``; for rank 3,
+    ``x[b] @ y[b]``, with ``axes`` ``[[ax], [ay]]`` naming the contracted axes (the last
+    of ``x`` and the middle of ``y`` by default).
+    """
+    if np.ndim(x) == 2 and np.ndim(y) == 2:
+        return np.sum(x * y, axis=1, keepdims=True)
+    if np.ndim(x) != 3 or np.ndim(y) != 3:
+        raise ValueError(
+            f"batch_dot takes rank 2 or 3 inputs, received ranks {np.ndim(x)}, {np.ndim(y)}"
+        )
+    if axes is not None:
+        axis_x, axis_y = int(axes[0][0]) % 3, int(axes[1][0]) % 3
+        if axis_x == 1:
+            x = np.transpose(x, (0, 2, 1))
+        if axis_y == 2:
+            y = np.transpose(y, (0, 2, 1))
+    return np.matmul(x, y)
+
+
+# -------------------------------------------------------------------- shapes
+def concatenate(tensors: Sequence[Any], axis: int = -1) -> Any:
+    return np.concatenate(list(tensors), axis=axis)
+
+
+def reshape(x: Any, shape: Any) -> Any:
+    return np.reshape(x, shape)
+
+
+def permute_dimensions(x: Any, pattern: Sequence[int]) -> Any:
+    return np.transpose(x, tuple(pattern))
+
+
+def repeat(x: Any, n: int) -> Any:
+    """``(samples, dim)`` to ``(samples, n, dim)`` (Keras 0.3's ``K.repeat``)."""
+    return np.repeat(np.expand_dims(x, 1), n, axis=1)
+
+
+def expand_dims(x: Any, dim: int = -1) -> Any:
+    return np.expand_dims(x, dim)
+
+
+def squeeze(x: Any, axis: int) -> Any:
+    return np.squeeze(x, axis)
+
+
+# ------------------------------------------------------------------ activations
+def softmax(x: Any) -> Any:
+    """Softmax over the last axis (shifted by the maximum: exact for large inputs)."""
+    shifted = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    return shifted / np.sum(shifted, axis=-1, keepdims=True)
+
+
+def relu(x: Any, alpha: float = 0.0, max_value: float | None = None) -> Any:
+    """``max(x, 0)``, with slope ``alpha`` below 0 and capped at ``max_value`` (Keras 0.3)."""
+    result = np.maximum(x, 0.0)
+    if alpha:
+        result = result + alpha * np.minimum(x, 0.0)
+    if max_value is not None:
+        result = np.minimum(result, max_value)
+    return result
+
+
+def sigmoid(x: Any) -> Any:
+    """``1 / (1 + exp(-x))``, computed without overflow for large ``|x|``."""
+    decay = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + decay), decay / (1.0 + decay))
+
+
+def hard_sigmoid(x: Any) -> Any:
+    return np.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+
+def tanh(x: Any) -> Any:
+    return np.tanh(x)
+
+
+def l2_normalize(x: Any, axis: int) -> Any:
+    """``x`` divided by its L2 norm along ``axis`` (a norm below 1e-6 counts as 1e-6)."""
+    squares = np.sum(x * x, axis=axis, keepdims=True)
+    return x / np.sqrt(np.maximum(squares, 1e-12))
+
+
+__all__ = [
+    "abs",
+    "batch_dot",
+    "clip",
+    "concatenate",
+    "dot",
+    "epsilon",
+    "exp",
+    "expand_dims",
+    "floatx",
+    "hard_sigmoid",
+    "l2_normalize",
+    "log",
+    "max",
+    "maximum",
+    "mean",
+    "min",
+    "minimum",
+    "permute_dimensions",
+    "pow",
+    "prod",
+    "relu",
+    "repeat",
+    "reshape",
+    "sigmoid",
+    "softmax",
+    "sqrt",
+    "square",
+    "squeeze",
+    "std",
+    "sum",
+    "tanh",
+]

@@ -1,0 +1,171 @@
+"""Traced functions inside layers: :class:`TracedCall` (what Lambda, the Lambda merges and
+custom layers share) and :class:`TracedLayer`, the base of custom layers written as a
+NumPy-style ``call``.
+
+A :class:`TracedCall` traces its function once per input signature (the shapes without
+the batch axis, the dtype) and builds an :class:`~numlayers.tracing.Executable` per
+device. When the function cannot be traced, it warns once (naming the operation and
+the layer) and says so: the owner then runs the function with NumPy on the host.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from numlayers.devices import Device
+from numlayers.layers.base import Layer, Shape
+from numlayers.tracing.execute import Executable
+from numlayers.tracing.gradients import add_gradients
+from numlayers.tracing.program import Program, TraceError
+from numlayers.tracing.traced import trace
+
+
+class TracingFallbackWarning(UserWarning):
+    """A function could not be traced: it runs with NumPy on the host, without gradients."""
+
+
+Signature = tuple[tuple[Shape, ...], str]
+
+
+class TracedCall:
+    """``function`` of one or more arrays, traced per signature (see module doc).
+
+    Args:
+        function: the NumPy-style function.
+        label: how messages name the owner (``"Lambda layer 'lambda_1'"``).
+        as_list: pass the inputs as one list (a Lambda of several inputs).
+    """
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        label: str,
+        as_list: bool = False,
+    ) -> None:
+        self.function = function
+        self.label = label
+        self.as_list = as_list
+        self.failure: str | None = None
+        self._programs: dict[Signature, Program | None] = {}
+        self._executables: dict[tuple[Signature, str], Executable] = {}
+
+    def program(self, shapes: Sequence[Shape], dtype: Any) -> Program | None:
+        """The program for arguments of symbolic ``shapes`` (None where it cannot be traced).
+
+        Shapes are full shapes, ``None`` for the batch axis.
+        """
+        key = (tuple(tuple(s) for s in shapes), np.dtype(dtype).name)
+        if key in self._programs:
+            return self._programs[key]
+        try:
+            program = trace(self.function, shapes, dtype, as_list=self.as_list)
+            add_gradients(program)
+        except Exception as error:  # noqa: BLE001 - any failure falls back, never crashes
+            self._fail(error)
+            program = None
+        self._programs[key] = program
+        return program
+
+    def executable(self, shapes: Sequence[Shape], dtype: Any, device: Device) -> Executable | None:
+        program = self.program(shapes, dtype)
+        if program is None:
+            return None
+        key = ((tuple(tuple(s) for s in shapes), np.dtype(dtype).name), device.name)
+        found = self._executables.get(key)
+        if found is None:
+            found = self._executables[key] = Executable(program, device)
+        return found
+
+    def output_shape(self, shapes: Sequence[Shape], dtype: Any) -> Shape | None:
+        """The traced output shape (``None`` for the batch axis), or None if untraceable."""
+        program = self.program(shapes, dtype)
+        return None if program is None else program.nodes[program.outputs[0]].shape
+
+    def _fail(self, error: Exception) -> None:
+        if self.failure is not None:
+            return
+        reason = str(error) if isinstance(error, TraceError) else f"{type(error).__name__}: {error}"
+        self.failure = reason
+        warnings.warn(
+            f"{self.label}: its function cannot be traced ({reason}); it runs with NumPy on "
+            "the host and trains only with an explicit backward",
+            TracingFallbackWarning,
+            stacklevel=4,
+        )
+
+
+def batched(shape: Shape) -> Shape:
+    """A layer input shape with its batch axis symbolic (a fixed batch size forgotten)."""
+    return (None, *shape[1:])
+
+
+def known(shape: Shape) -> bool:
+    """Whether every axis but the batch axis has a known size."""
+    return all(d is not None for d in shape[1:])
+
+
+class TracedLayer(Layer):
+    """Base of custom layers whose forward is a NumPy-style ``call``; the backward pass and
+    the kernels come from tracing it.
+
+    A subclass creates its weights in ``build`` (with :meth:`add_weight`) and defines
+    ``call(self, x, *weights)``: ``x`` has the batch axis first, the weights come in the
+    order they were added; it uses the operations a traced Lambda may (operators, NumPy
+    ufuncs and functions, slicing). Its output shape is read from the trace.
+
+    Example:
+        >>> class Scale(TracedLayer):
+        ...     def build(self):
+        ...         self.add_weight("gain", np.ones(self.input_shape[1:]))
+        ...     def call(self, x, gain):
+        ...         return np.tanh(x * gain)
+        >>> Scale(input_shape=(3,))(np.zeros((2, 3))).shape
+        (2, 3)
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.traced_call = TracedCall(self._call_weights, self.label)
+        self._finish_init()
+
+    def call(self, x: Any, *weights: Any) -> Any:
+        """The forward pass, written with NumPy operations (see the class doc)."""
+        raise NotImplementedError(f"{self.label} must define call(x, *weights)")
+
+    def _call_weights(self, x: Any, *weights: Any) -> Any:
+        return self.call(x, *weights)
+
+    def _shapes(self, input_shape: Shape) -> list[Shape]:
+        return [batched(input_shape), *(tuple(p.shape) for p in self.params)]
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        if not known(input_shape):
+            raise ValueError(f"{self.label} needs known input sizes, received {input_shape}")
+        shape = self.traced_call.output_shape(self._shapes(input_shape), self.dtype)
+        if shape is None:
+            raise ValueError(f"{self.label}: call cannot be traced ({self.traced_call.failure})")
+        return (input_shape[0], *shape[1:])
+
+    def _executable(self, x: Any) -> Executable:
+        shapes = self._shapes((None, *x.shape[1:]))
+        executable = self.traced_call.executable(shapes, self.dtype, self.device)
+        if executable is None:
+            raise ValueError(f"{self.label}: call cannot be traced ({self.traced_call.failure})")
+        return executable
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        executable = self._executable(x)
+        y, values = executable.forward([x, *self.params], self.buffer)
+        self.save(traced=(executable, values))
+        return y
+
+    def _backward(self, grad_output: Any) -> Any:
+        executable, values = self.saved()["traced"]
+        grads = executable.backward(values, grad_output, self.buffer)
+        for grad, target in zip(grads[1:], self.grads, strict=True):
+            self.kernels.copy(grad, target)
+        return grads[0]

@@ -1,0 +1,101 @@
+"""``numlayers.backend``: Keras 0.3's backend names, on NumPy arrays and inside traced Lambdas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from numlayers import backend as K
+from numlayers.layers import Lambda
+
+
+def sample(shape, seed=0):
+    x = np.random.default_rng(seed).uniform(-1, 1, shape)
+    return np.where(np.abs(x) < 0.05, 0.05 + np.abs(x), x)
+
+
+#: each backend function applied to a (batch, 3, 4) array, with its NumPy reference
+CASES = {
+    "sum": (lambda x: K.sum(x, axis=-1), lambda x: x.sum(-1)),
+    "mean": (lambda x: K.mean(x, axis=1, keepdims=True), lambda x: x.mean(1, keepdims=True)),
+    "max": (lambda x: K.max(x, axis=2), lambda x: x.max(2)),
+    "min": (lambda x: K.min(x, axis=-1, keepdims=True), lambda x: x.min(-1, keepdims=True)),
+    "prod": (lambda x: K.prod(x, axis=1), lambda x: x.prod(1)),
+    "std": (lambda x: K.std(x, axis=-1), lambda x: x.std(-1)),
+    "square-sqrt": (lambda x: K.sqrt(K.square(x) + 1.0), lambda x: np.sqrt(x * x + 1.0)),
+    "sqrt-clips-at-zero": (lambda x: K.sqrt(x), lambda x: np.sqrt(np.maximum(x, 0.0))),
+    "abs-exp-log": (lambda x: K.log(K.exp(x) + K.abs(x)), lambda x: np.log(np.exp(x) + abs(x))),
+    "pow": (lambda x: K.pow(K.abs(x) + 1.0, 1.5), lambda x: (abs(x) + 1.0) ** 1.5),
+    "clip": (lambda x: K.clip(x, 0.5, -1.0), lambda x: np.clip(x, 0.5, 0.5)),
+    "maximum-minimum": (
+        lambda x: K.maximum(x, 0.2) + K.minimum(x, -0.2),
+        lambda x: np.maximum(x, 0.2) + np.minimum(x, -0.2),
+    ),
+    "dot": (lambda x: K.dot(x, np.ones((4, 2))), lambda x: x @ np.ones((4, 2))),
+    "batch_dot": (
+        lambda x: K.batch_dot(x, x, axes=[[2], [2]]),
+        lambda x: np.einsum("bik,bjk->bij", x, x),
+    ),
+    "concatenate": (lambda x: K.concatenate([x, 2 * x]), lambda x: np.concatenate([x, 2 * x], -1)),
+    "reshape": (lambda x: K.reshape(x, (x.shape[0], 12)), lambda x: x.reshape(len(x), 12)),
+    "permute_dimensions": (
+        lambda x: K.permute_dimensions(x, (0, 2, 1)),
+        lambda x: x.transpose(0, 2, 1),
+    ),
+    "repeat": (lambda x: K.repeat(x[:, 0], 2), lambda x: np.stack([x[:, 0]] * 2, 1)),
+    "expand_dims-squeeze": (
+        lambda x: K.squeeze(K.expand_dims(x, 1), 1),
+        lambda x: x,
+    ),
+    "softmax": (
+        lambda x: K.softmax(x),
+        lambda x: np.exp(x) / np.exp(x).sum(-1, keepdims=True),
+    ),
+    "relu": (
+        lambda x: K.relu(x, alpha=0.1, max_value=0.5),
+        lambda x: np.minimum(np.where(x > 0, x, 0.1 * x), 0.5),
+    ),
+    "sigmoid-hard_sigmoid-tanh": (
+        lambda x: K.sigmoid(x) + K.hard_sigmoid(3 * x) + K.tanh(x),
+        lambda x: 1 / (1 + np.exp(-x)) + np.clip(0.6 * x + 0.5, 0, 1) + np.tanh(x),
+    ),
+    "l2_normalize": (
+        lambda x: K.l2_normalize(x, axis=-1),
+        lambda x: x / np.sqrt((x * x).sum(-1, keepdims=True)),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_backend_function_on_numpy_arrays(name):
+    function, reference = CASES[name]
+    x = sample((2, 3, 4))
+    np.testing.assert_allclose(function(x), reference(x), rtol=1e-12, atol=1e-12)
+
+
+def every_function(x):
+    """Every case's result, flattened per sample and side by side (one traced program)."""
+    return np.concatenate(
+        [np.reshape(function(x), (x.shape[0], -1)) for function, _ in CASES.values()], axis=1
+    )
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero")  # sqrt's gradient at 0, not chosen
+def test_backend_functions_trace_with_their_gradients():
+    # on CUDA (the simulator without a GPU), which compiles nothing: the CPU runs the same
+    # operations in tests/test_tracing.py
+    x = sample((2, 3, 4))
+    layer = Lambda(every_function, input_shape=(3, 4), dtype="float64").to("cuda")
+    assert layer.traced_call.failure is None, layer.traced_call.failure
+    device = layer.device
+    y = device.to_host(layer.forward(device.asarray(x), train=True))
+    np.testing.assert_allclose(y, every_function(x), rtol=1e-12, atol=1e-12)
+    projection = np.random.default_rng(1).standard_normal(y.shape)
+    grad = device.to_host(layer.backward(device.asarray(projection)))
+    expected = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[index] += 1e-6
+        down[index] -= 1e-6
+        expected[index] = np.sum((every_function(up) - every_function(down)) * projection) / 2e-6
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-6)
