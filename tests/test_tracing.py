@@ -225,6 +225,18 @@ def test_structural_operations_forward_and_gradient_on_the_cpu(shape):
     check_forward_and_gradient(side_by_side(names), x, y, grad, projection, str(names))
 
 
+def test_the_gradient_of_a_product_is_exact_at_zeros(device):
+    """No division by the element: one zero in a slice gets the product of the rest,
+    the others 0; two zeros give 0 everywhere."""
+    x = np.array([[1.5, 0.0, 2.0, -1.0], [0.5, 2.0, 3.0, 4.0], [0.0, 0.0, 1.0, 2.0]])
+    layer = Lambda(lambda v: v.prod(axis=1, keepdims=True), input_shape=(4,), dtype="float64")
+    layer.to(device)
+    layer.forward(layer.device.asarray(x), True)
+    grad = layer.device.to_host(layer.backward(layer.device.asarray(np.ones((3, 1)))))
+    others = [[0.0, -3.0, 0.0, 0.0], [24.0, 6.0, 4.0, 3.0], [0.0, 0.0, 0.0, 0.0]]
+    np.testing.assert_array_equal(grad, others)
+
+
 def test_one_program_serves_every_batch_size_and_float32():
     layer = Lambda(lambda x: np.tanh(x).sum(-1) * x[:, 0], input_shape=(3,))
     for batch in (1, 4, 2):

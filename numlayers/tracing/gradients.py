@@ -10,6 +10,7 @@ gradients of a gather (an index, a repeat) are summed over repeated indices.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from numlayers.tracing.program import Program, Shape, TraceError
 from numlayers.tracing.traced import BATCH, Traced, Tracer, reduce, reshape
@@ -121,8 +122,22 @@ def _reduce_rule(g: Traced, y: Traced, x: Traced, kind: str, start: int, stop: i
         return _broadcast(g_kept, shape)
     y_kept = reshape(y, as_kept)
     if kind == "prod":
-        return g_kept * y_kept / x
+        return g_kept * _product_of_others(x, start, stop, as_kept)
     return _where(x == y_kept, g_kept, 0.0)  # max, min: to every element equal to the extreme
+
+
+def _product_of_others(x: Traced, start: int, stop: int, kept: tuple[Any, ...]) -> Traced:
+    """For each element of ``x``, the product of the other elements of its slice over
+    axes ``start:stop``, without dividing by zero: with no zero in the slice it is the
+    product over the element; with one zero, the product of the rest at the zero and 0
+    elsewhere; with more, 0 everywhere."""
+    axes = tuple(range(start, stop))
+    is_zero = x == 0.0
+    safe = _where(is_zero, 1.0, x)
+    nonzero_product = reshape(reduce(safe, "prod", axes), kept)
+    zeros = reshape(reduce(_where(is_zero, 1.0, 0.0), "sum", axes), kept)
+    at_the_only_zero = _where(is_zero, _where(zeros == 1.0, nonzero_product, 0.0), 0.0)
+    return _where(zeros == 0.0, nonzero_product / safe, at_the_only_zero)
 
 
 def _where(condition: Traced, a: Traced | float, b: Traced | float) -> Traced:
