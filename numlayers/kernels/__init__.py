@@ -46,6 +46,7 @@ FAMILIES = (
     "masking",
     "normalization",
     "time_merge",
+    "convolutional",
     "pooling",
     "traced",
 )

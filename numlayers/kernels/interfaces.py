@@ -18,6 +18,7 @@ import numpy as np
 
 from numlayers.kernels.activations import ActivationKernels
 from numlayers.kernels.arrays import ArrayKernels
+from numlayers.kernels.convolutional import ConvolutionalKernels
 from numlayers.kernels.dense import DenseKernels
 from numlayers.kernels.dense_variants import DenseVariantKernels
 from numlayers.kernels.dropout import DropoutKernels
@@ -55,6 +56,7 @@ class Kernels(
     MaskingKernels,
     NormalizationKernels,
     TimeMergeKernels,
+    ConvolutionalKernels,
     PoolingKernels,
     TracedKernels,
     Protocol,
@@ -84,6 +86,7 @@ FAMILY_INTERFACES: dict[str, type] = {
     "masking": MaskingKernels,
     "normalization": NormalizationKernels,
     "time_merge": TimeMergeKernels,
+    "convolutional": ConvolutionalKernels,
     "pooling": PoolingKernels,
     "traced": TracedKernels,
 }

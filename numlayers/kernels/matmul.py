@@ -12,6 +12,13 @@ register tile (rows ``ty + 16 i``, columns ``tx + 16 j``, so shared-memory reads
 are conflict-free and global writes coalesced). Transposes are compile-time
 constants of separate kernels, so the loads are specialised, not branched.
 
+The tile product is pluggable (:func:`make_tile_product`): its tile loaders take an
+``element`` function, so an operand need not be a stored matrix, and its ``store``
+decides where each result goes. The convolutions of
+:mod:`numlayers.kernels.convolutional` are this product with loaders that compute
+patch elements from the image (implicit GEMM) and stores that add the bias per filter
+or accumulate split-K slices atomically.
+
 The same kernel multiplies batches of matrices (:func:`batched_gemm_launcher`, for the
 'dot' merge of :mod:`numlayers.kernels.merges`): on 3-D operands the grid's z axis
 walks the batch. The tiled GEMM is hand-written (``cuda`` bound by :func:`bind_cuda`),
@@ -69,17 +76,33 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     }
 
 
-def make_tile_loader(zero: Any, batched: bool) -> Any:
-    """Return ``load_tile``, which stages one operand's slice in shared memory."""
+def matrix_element(batched: bool, depth_major: bool) -> Any:
+    """Return ``element(operand, z, k, e, geometry)``: ``op(operand)[k, e]`` of a stored
+    matrix (of batch item ``z`` when ``batched``), ``op`` the identity when
+    ``depth_major``, else the transpose (``geometry`` unused)."""
 
-    def load_tile(operand, z, k0, depth, start, extent, width, loads, depth_major, thread, tile):
-        """``tile[k, e] = op(operand)[k0 + k, start + e]`` (of batch item ``z`` when
-        ``batched``), zero past the edges.
+    def element(operand, z, k, e, geometry):
+        # ``batched`` and ``depth_major`` are constants of the closure: Numba drops the
+        # other branches before typing, so each kernel indexes its operands directly
+        row, column = (k, e) if depth_major else (e, k)
+        return operand[z, row, column] if batched else operand[row, column]
 
-        ``op(operand)`` is ``(depth, extent)``: the operand itself when ``depth_major``,
-        else its transpose. Consecutive threads walk the stored array's contiguous
-        axis, so the loads coalesce either way.
-        """
+    return element
+
+
+def make_tile_loader(zero: Any, element: Any, depth_major: bool) -> Any:
+    """Return ``load_tile``, which stages one operand's slice in shared memory.
+
+    ``element(operand, z, k, e, geometry)`` is the value at depth ``k`` and position ``e``
+    of the operand (the matrix product's operand need not be stored: a convolution's
+    patches are computed from its input). ``depth_major`` says which of ``k`` and ``e``
+    walks the operand's memory contiguously: consecutive threads walk that one, so the
+    loads coalesce.
+    """
+
+    def load_tile(operand, z, k0, depth, start, extent, width, loads, thread, tile, geometry):
+        """``tile[k, e] = element(operand, z, k0 + k, start + e)``, zero past ``depth``
+        and ``extent``."""
         for load in range(loads):
             index = thread + load * BLOCK_THREADS
             if depth_major:
@@ -88,41 +111,37 @@ def make_tile_loader(zero: Any, batched: bool) -> Any:
             else:
                 k = index % TILE_K
                 e = index // TILE_K
-            row, column = (k0 + k, start + e) if depth_major else (start + e, k0 + k)
             value = zero
             if k0 + k < depth and start + e < extent:
-                # ``batched`` is a constant of the closure: Numba drops the other branch
-                # before typing, so each kernel indexes its operands directly
-                value = operand[z, row, column] if batched else operand[row, column]
+                value = element(operand, z, k0 + k, start + e, geometry)
             tile[k, e] = value
 
     return load_tile
 
 
-def make_gemm_kernel(
-    kernels: CudaKernels, transpose_a: bool, transpose_b: bool, batched: bool = False
-) -> Any:
-    """Return a tiled GEMM kernel ``out = op(a) @ op(b) + bias`` for fixed transposes.
+def make_tile_product(kernels: CudaKernels, load_a: Any, load_b: Any, store: Any) -> Any:
+    """Return the device function ``tile_product(a, b, bias, out, z, rows, cols, k_begin,
+    k_end, geometry)``: this block's 64 x 64 tile of ``op(a) @ op(b)`` over depths
+    ``k_begin`` to ``k_end``, each value handed to ``store(out, bias, z, row, col, value,
+    geometry)``.
 
-    With ``batched`` the operands are 3-D and ``out[z] = op(a[z]) @ op(b[z]) + bias`` for
-    every ``z`` (in strides of ``gridDim.z``).
+    ``load_a`` and ``load_b`` are :func:`make_tile_loader`'s loaders (compiled as device
+    functions) of ``op(a)`` (``rows`` by depth) and ``op(b)`` (depth by ``cols``). The
+    plain GEMM below and the implicit-GEMM convolutions of
+    :mod:`numlayers.kernels.convolutional` are this one product with other loaders and
+    stores.
     """
     scalar = kernels.scalar
     zero = kernels.dtype.type(0)
-    operand = kernels.array(3 if batched else 2)
-    load_tile = kernels.device(make_tile_loader(zero, batched))
-    axis = 1 if batched else 0  # the first axis of a matrix
+    # the product reads ``cuda`` as a global of this module, whichever family builds it
+    globals()["cuda"] = kernels.cuda
 
-    def tile_product(a, b, bias, out, z):
-        """This block's tile of ``out`` (of batch item ``z`` when ``batched``)."""
+    def tile_product(a, b, bias, out, z, rows, cols, k_begin, k_end, geometry):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         thread = ty * THREADS_X + tx
         row0 = cuda.blockIdx.y * TILE_M
         col0 = cuda.blockIdx.x * TILE_N
-        rows = out.shape[axis]
-        cols = out.shape[axis + 1]
-        depth = a.shape[axis] if transpose_a else a.shape[axis + 1]
 
         a_tile = cuda.shared.array((TILE_K, TILE_M), scalar)
         b_tile = cuda.shared.array((TILE_K, TILE_N), scalar)
@@ -133,10 +152,9 @@ def make_gemm_kernel(
             for j in range(PER_THREAD_N):
                 acc[i, j] = zero
 
-        for k0 in range(0, depth, TILE_K):
-            # a is (depth, rows) when transposed, b is (depth, cols) when not
-            load_tile(a, z, k0, depth, row0, rows, TILE_M, A_LOADS, transpose_a, thread, a_tile)
-            load_tile(b, z, k0, depth, col0, cols, TILE_N, B_LOADS, not transpose_b, thread, b_tile)
+        for k0 in range(k_begin, k_end, TILE_K):
+            load_a(a, z, k0, k_end, row0, rows, TILE_M, A_LOADS, thread, a_tile, geometry)
+            load_b(b, z, k0, k_end, col0, cols, TILE_N, B_LOADS, thread, b_tile, geometry)
             cuda.syncthreads()
             for k in range(TILE_K):
                 for i in range(PER_THREAD_M):
@@ -149,31 +167,71 @@ def make_gemm_kernel(
             # the next slice's (or item's) loads must wait for every thread's reads
             cuda.syncthreads()
 
-        has_bias = bias.shape[0] > 0
         for i in range(PER_THREAD_M):
             row = row0 + ty + i * THREADS_Y
             if row < rows:
                 for j in range(PER_THREAD_N):
                     col = col0 + tx + j * THREADS_X
                     if col < cols:
-                        value = acc[i, j]
-                        if has_bias:
-                            value += bias[col]
-                        if batched:
-                            out[z, row, col] = value
-                        else:
-                            out[row, col] = value
+                        store(out, bias, z, row, col, acc[i, j], geometry)
 
-    product_of_tiles = kernels.device(tile_product)
+    return kernels.device(tile_product)
+
+
+def matrix_store(batched: bool) -> Any:
+    """Return ``store``: ``out[(z,) row, col] = value + bias[col]`` (``bias`` may be empty)."""
+
+    def store(out, bias, z, row, col, value, geometry):
+        if bias.shape[0] > 0:
+            value += bias[col]
+        if batched:
+            out[z, row, col] = value
+        else:
+            out[row, col] = value
+
+    return store
+
+
+#: the plain GEMM's ``geometry`` argument: it has none
+NO_GEOMETRY = (0,)
+
+
+def make_gemm_kernel(
+    kernels: CudaKernels, transpose_a: bool, transpose_b: bool, batched: bool = False
+) -> Any:
+    """Return a tiled GEMM kernel ``out = op(a) @ op(b) + bias`` for fixed transposes.
+
+    With ``batched`` the operands are 3-D and ``out[z] = op(a[z]) @ op(b[z]) + bias`` for
+    every ``z`` (in strides of ``gridDim.z``).
+    """
+    zero = kernels.dtype.type(0)
+    operand = kernels.array(3 if batched else 2)
+    # a is (depth, rows) when transposed, b is (depth, cols) when not
+    load_a = kernels.device(
+        make_tile_loader(zero, kernels.device(matrix_element(batched, transpose_a)), transpose_a)
+    )
+    b_depth_major = not transpose_b
+    load_b = kernels.device(
+        make_tile_loader(
+            zero, kernels.device(matrix_element(batched, b_depth_major)), b_depth_major
+        )
+    )
+    product_of_tiles = make_tile_product(
+        kernels, load_a, load_b, kernels.device(matrix_store(batched))
+    )
+    axis = 1 if batched else 0  # the first axis of a matrix
 
     def gemm(a, b, bias, out):
+        rows = out.shape[axis]
+        cols = out.shape[axis + 1]
+        depth = a.shape[axis] if transpose_a else a.shape[axis + 1]
         # A matrix's kernel has no loop over items: around the whole product, even one
         # that runs once slowed a 1024 x 1024 x 1024 GEMM by a third (H200, measured).
         if batched:
             for z in range(cuda.blockIdx.z, out.shape[0], cuda.gridDim.z):
-                product_of_tiles(a, b, bias, out, z)
+                product_of_tiles(a, b, bias, out, z, rows, cols, 0, depth, NO_GEOMETRY)
         else:
-            product_of_tiles(a, b, bias, out, 0)
+            product_of_tiles(a, b, bias, out, 0, rows, cols, 0, depth, NO_GEOMETRY)
 
     transposes = f"{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}"
     gemm.__name__ = f"{'batched_' if batched else ''}gemm_{transposes}"

@@ -15,6 +15,7 @@ from numlayers.layers.advanced_activations import (
 )
 from numlayers.layers.base import LAYER_CLASSES, Layer
 from numlayers.layers.containers import AutoEncoder, Container
+from numlayers.layers.convolutional import Convolution1D, Convolution2D, convert_kernel
 from numlayers.layers.core import (
     Activation,
     ActivityRegularization,
@@ -62,6 +63,8 @@ __all__ = [
     "BatchNormalization",
     "Bidirectional",
     "Container",
+    "Convolution1D",
+    "Convolution2D",
     "ActivityRegularization",
     "AutoEncoder",
     "Dense",
@@ -94,6 +97,7 @@ __all__ = [
     "TimeDistributed",
     "TimeDistributedDense",
     "TimeDistributedMerge",
+    "convert_kernel",
     "add_shared_layer",
     "deserialize",
 ]

@@ -1,0 +1,109 @@
+"""Convolution kernels: the CPU's parallel blocks against its serial pass, CUDA's split-K
+weight gradient, and the interface of both devices (the catalogue checks the rest)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from numlayers.devices import get_device
+from numlayers.kernels import blas, build_family, convolutional
+from numlayers.kernels.convolutional import ConvolutionGeometry
+from numlayers.kernels.toolkit import SIMULATOR
+from numlayers.testing import tolerance
+
+#: "th", same, 3 x 2 filter, strides (1, 2): every border of both axes is crossed
+GEOMETRY = ConvolutionGeometry(
+    "th", channels=2, rows=4, cols=5, filters=3, kernel_rows=3, kernel_cols=2,
+    out_rows=4, out_cols=3, stride_cols=2, pad_rows=1, pad_cols=0,
+)  # fmt: skip
+
+
+def passes(device, dtype, geometry, samples, seed=0):
+    """Forward output and the three gradients of a random convolution, on the host."""
+    device = get_device(device)
+    ops = build_family("convolutional", device, np.dtype(dtype))
+    rng = np.random.default_rng(seed)
+    g = geometry
+    x = rng.standard_normal((samples, g.channels, g.rows, g.cols))
+    weight = rng.standard_normal((g.filters, g.channels, g.kernel_rows, g.kernel_cols))
+    bias = rng.standard_normal(g.filters)
+    grad_out = rng.standard_normal((samples, g.filters, g.out_rows, g.out_cols))
+    if g.layout == "tf":  # the same arrays, channels last
+        x, weight, grad_out = (
+            x.transpose(0, 2, 3, 1),
+            weight.transpose(2, 3, 1, 0),
+            grad_out.transpose(0, 2, 3, 1),
+        )
+        x, weight, grad_out = (np.ascontiguousarray(a) for a in (x, weight, grad_out))
+    x, weight, bias, grad_out = (
+        device.asarray(a.astype(dtype)) for a in (x, weight, bias, grad_out)
+    )
+    outputs = [device.zeros(tuple(a.shape), np.dtype(dtype)) for a in (grad_out, x, weight, bias)]
+    out, grad_x, grad_weight, grad_bias = outputs
+    workspace = device.empty((ops["convolution_workspace"](g, samples),), np.dtype(dtype))
+    ops["convolution_forward"](x, weight, bias, out, g, workspace)
+    ops["convolution_backward"](
+        x, weight, grad_out, grad_x, grad_weight, grad_bias, g, workspace, True
+    )
+    return [device.to_host(a).copy() for a in outputs]
+
+
+#: the CPU's paths: patches (strides above 1), rows of channels (channels last at
+#: stride 1) in chunks of samples, and shifted images ("th" at stride 1) in thread blocks
+CHUNKED = [
+    pytest.param(GEOMETRY, "chunk_size", id="patches-th"),
+    pytest.param(GEOMETRY._replace(layout="tf"), "chunk_size", id="patches-tf"),
+    pytest.param(
+        GEOMETRY._replace(layout="tf", stride_cols=1, out_cols=5, pad_cols=0),
+        "rows_chunk",
+        id="rows-tf",
+    ),
+]
+SHIFTED = GEOMETRY._replace(stride_cols=1, out_cols=5, pad_cols=0)
+
+
+@pytest.mark.parametrize(("geometry", "chunk"), CHUNKED)
+def test_cpu_chunks_of_samples_match_one_chunk(monkeypatch, geometry, chunk):
+    assert not convolutional.shifted_path(geometry)
+    assert convolutional.rows_path(geometry) == (chunk == "rows_chunk")
+    whole = passes("cpu", np.float64, geometry, samples=3)
+    monkeypatch.setattr(convolutional, "CHUNK_ELEMENTS", 1)  # a sample per product
+    assert getattr(convolutional, chunk)(geometry, 3) == 1
+    for got, expected in zip(passes("cpu", np.float64, geometry, samples=3), whole, strict=True):
+        np.testing.assert_allclose(got, expected, **tolerance(np.float64))
+
+
+def test_cpu_stride_one_blocks_on_threads_match_one_block(monkeypatch):
+    assert convolutional.shifted_path(SHIFTED)
+    serial = passes("cpu", np.float64, SHIFTED, samples=3)
+    monkeypatch.setattr(blas, "SERIAL_WORK", 0)  # every product is worth the threads now
+    monkeypatch.setattr(blas, "THREADS", 2)
+    assert convolutional.cpu_blocks(SHIFTED, 3) == 2
+    parallel = passes("cpu", np.float64, SHIFTED, samples=3)
+    for got, expected in zip(parallel, serial, strict=True):
+        np.testing.assert_allclose(got, expected, **tolerance(np.float64))
+
+
+def test_cuda_weight_gradient_split_into_depth_slices_matches_cpu(monkeypatch):
+    # 4 samples of 12 positions: 48 products per weight, cut into 3 slices of 16 by the
+    # simulator's tiles (a GPU's 64 x 64 tiles keep so short a depth whole)
+    monkeypatch.setattr(convolutional, "WEIGHT_GRADIENT_BLOCKS", 64)
+    tiles = np.prod(convolutional.tiles(GEOMETRY.filters, GEOMETRY.depth + 1))
+    assert convolutional.split_depth(int(tiles), 48)[0] == (3 if SIMULATOR else 1)
+    cuda = passes("cuda", np.float64, GEOMETRY, samples=4)
+    cpu = passes("cpu", np.float64, GEOMETRY, samples=4)
+    for got, expected in zip(cuda, cpu, strict=True):
+        np.testing.assert_allclose(got, expected, **tolerance(np.float64))
+
+
+def test_workspace_is_sized_per_path_on_cpu_and_empty_on_cuda():
+    cpu = build_family("convolutional", get_device("cpu"), np.dtype(np.float32))
+    cuda = build_family("convolutional", get_device("cuda"), np.dtype(np.float32))
+    g = GEOMETRY  # patches (K, S P) and the outputs (F, S P) of the chunk
+    assert cpu["convolution_workspace"](g, 2) == (g.depth + g.filters) * 2 * g.positions
+    padded = (4 + 2) * (5 + 1) + 1  # (Hp, Wp) = (OH + 2, OW + 1), one value more
+    taps = 3 * 2 * g.filters * g.channels  # the taps' (F, C) weights, and their sums
+    per_block = 2 * g.channels * padded + g.filters * 4 * 6 + taps
+    assert cpu["convolution_workspace"](SHIFTED, 2) == taps + per_block
+    assert cuda["convolution_workspace"](g, 64) == 0
