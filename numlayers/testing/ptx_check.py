@@ -5,15 +5,19 @@ proves the kernels compile, and that the float32 version of each does no float64
 arithmetic (a bare float literal or a float64 helper would show up as ``.f64``
 instructions). Run it where the simulator is off::
 
-    python -m numlayers.testing.ptx_check
+    python -m numlayers.testing.ptx_check [--dtype float32] [--families dense,matmul]
+
+(by default every family in both dtypes).
 
 It needs the CUDA toolkit packages of the ``[cuda]`` extra (NVVM), not a driver.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,14 +46,17 @@ class _CompileOnlyDevice(CUDADevice):
         self.cuda = cuda_module()
 
 
-def check_all_kernels() -> list[PtxResult]:
-    """Build every family for float32 and float64 and compile each kernel to PTX."""
+def check_all_kernels(
+    families: Sequence[str] = FAMILIES, dtypes: Sequence[np.dtype] = FLOAT_DTYPES
+) -> list[PtxResult]:
+    """Build ``families`` (by default every one) for ``dtypes`` (by default float32 and
+    float64) and compile each of their kernels to PTX."""
     if simulator_enabled():
         raise RuntimeError("the PTX check needs the real numba.cuda: unset NUMBA_ENABLE_CUDASIM")
     device = _CompileOnlyDevice()
     REGISTRIES.clear()
-    for dtype in FLOAT_DTYPES:
-        for family in FAMILIES:
+    for dtype in dtypes:
+        for family in families:
             build_family(family, device, dtype)
     results = []
     seen: set[tuple[str, str]] = set()
@@ -84,8 +91,17 @@ def problems(results: list[PtxResult]) -> list[str]:
     return found
 
 
-def main() -> int:
-    results = check_all_kernels()
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", choices=[d.name for d in FLOAT_DTYPES], help="one dtype only")
+    parser.add_argument("--families", help="comma-separated kernel families (default: all)")
+    arguments = parser.parse_args(argv)
+    families = arguments.families.split(",") if arguments.families else FAMILIES
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        parser.error(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
+    dtypes = [np.dtype(arguments.dtype)] if arguments.dtype else FLOAT_DTYPES
+    results = check_all_kernels(families, dtypes)
     for result in results:
         status = "error" if result.error else f"{result.float64_instructions} f64 instructions"
         print(f"{result.kernel:40s} {result.dtype.name:8s} {status}")

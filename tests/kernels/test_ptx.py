@@ -11,11 +11,30 @@ import os
 import subprocess
 import sys
 
+import pytest
 
-def test_every_cuda_kernel_compiles_to_ptx_without_float64_in_float32():
+from numlayers.kernels import FAMILIES
+
+#: the families in two halves, each checked in its own process per dtype, so that the
+#: test processes share the compilation (it takes minutes in one)
+HALVES = {"first-half": FAMILIES[::2], "second-half": FAMILIES[1::2]}
+
+
+@pytest.mark.parametrize("half", list(HALVES))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_cuda_kernel_compiles_to_ptx_without_float64_in_float32(dtype, half):
     environment = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    families = ",".join(HALVES[half])
     completed = subprocess.run(
-        [sys.executable, "-m", "numlayers.testing.ptx_check"],
+        [
+            sys.executable,
+            "-m",
+            "numlayers.testing.ptx_check",
+            "--dtype",
+            dtype,
+            "--families",
+            families,
+        ],  # fmt: skip
         env=environment,
         capture_output=True,
         text=True,
