@@ -44,6 +44,14 @@ j. When torch is importable: BatchNormalization (mode 0, training: batch statist
    running statistics updated) forward + backward, input and gamma/beta gradients, on
    256 x 1024 against ``nn.BatchNorm1d`` and on a 64 x 32 x 32 x 32 channels-first
    image batch (``axis=1``) against ``nn.BatchNorm2d``. Target <= 1.0 each.
+k. When torch is importable: Convolution2D, Convolution1D and MaxPooling2D forward +
+   backward, and a training step of the digits CNN, against PyTorch CPU (targets 1.3,
+   1.3, 1.0, 1.0); with a GPU, the convolution's forward against cuDNN. See
+   ``compare_convolutional.py``.
+l. A traced Lambda (``tanh(x) * 2 + x * x``) on 256 x 4096: forward against NumPy and,
+   when torch is importable, forward + backward against PyTorch autograd (targets 0.5);
+   and a training step of the seed Graph against the same model in PyTorch (target 1.0).
+   See ``compare_tracing.py``.
 
 The sides alternate in blocks of samples, never call by call, with a pause
 before each block: NumPy's and Numba's BLAS are two OpenBLAS builds with thread
@@ -63,10 +71,7 @@ import functools
 import os
 import platform
 import sys
-import time
-import timeit
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numba
@@ -95,6 +100,17 @@ from benchmarks.bench_embeddings import token_ids  # noqa: E402
 from benchmarks.bench_graph import chain_data, chain_model  # noqa: E402
 from benchmarks.bench_training import classification_batch, mlp  # noqa: E402
 from benchmarks.common import disable_tf32, real_gpu  # noqa: E402
+from compare_convolutional import convolutional_vs_torch  # noqa: E402
+from compare_tracing import tracing_vs_numpy_and_torch  # noqa: E402
+from harness import (  # noqa: E402
+    Row,
+    Settings,
+    Timed,
+    measure,
+    print_table,
+    rng_array,
+    settings,
+)
 
 DENSE_TARGET = 1.15
 ACTIVATION_TARGET = 1.0
@@ -106,100 +122,6 @@ RECURRENT_TARGET = 1.0
 STACKED_LSTM_TARGET = 1.0
 ADVANCED_ACTIVATION_TARGET = 1.0
 BATCH_NORM_TARGET = 1.0
-
-Timed = Callable[[], Any]
-
-
-@dataclass
-class Settings:
-    rounds: int
-    repeat: int
-    min_time: float
-    warmup: int
-    settle: float
-    batch: int
-    features: int
-    width: int
-    gemm: int
-    #: (input, hidden, hidden, classes, batch) of the small and the large MLP
-    mlp_small: tuple[int, ...] = (64, 128, 128, 10, 32)
-    mlp_large: tuple[int, ...] = (784, 1024, 1024, 10, 256)
-    #: (vocabulary, dim, batch, length)
-    embedding: tuple[int, ...] = (50_000, 128, 64, 64)
-    #: (layers, units, batch) of the Dense chain
-    chain: tuple[int, ...] = (8, 32, 32)
-    #: (steps, batch, input features, units)
-    rnn: tuple[int, ...] = (50, 32, 64, 128)
-    #: (batch, channels, height, width) of the channels-first BatchNormalization input
-    batch_norm_image: tuple[int, ...] = (64, 32, 32, 32)
-
-
-def settings(quick: bool, tiny: bool) -> Settings:
-    # many short samples rather than a few long ones: on a shared machine the
-    # best sample is one that no other process disturbed
-    if tiny:
-        return Settings(
-            rounds=1, repeat=2, min_time=0.002, warmup=1, settle=0.0,
-            batch=4, features=8, width=16, gemm=64,
-            mlp_small=(6, 5, 5, 3, 4), mlp_large=(7, 6, 6, 3, 4),
-            embedding=(11, 3, 2, 5), chain=(3, 4, 4), rnn=(3, 2, 3, 4),
-            batch_norm_image=(2, 3, 2, 2),
-        )  # fmt: skip
-    if quick:
-        return Settings(
-            rounds=2, repeat=3, min_time=0.02, warmup=2, settle=0.1,
-            batch=256, features=1024, width=4096, gemm=4096,
-        )  # fmt: skip
-    return Settings(
-        rounds=3, repeat=5, min_time=0.05, warmup=3, settle=0.2,
-        batch=256, features=1024, width=4096, gemm=4096,
-    )  # fmt: skip
-
-
-@dataclass
-class Row:
-    section: str
-    case: str
-    ours: float
-    theirs: float
-    target: float | None = None
-    note: str = ""
-
-    @property
-    def ratio(self) -> float:
-        return self.ours / self.theirs
-
-    @property
-    def verdict(self) -> str:
-        if self.target is None:
-            return ""
-        return "ok" if self.ratio <= self.target else "MISS"
-
-
-def measure(functions: dict[str, Timed], config: Settings) -> dict[str, float]:
-    """Best seconds per call of each function, in rounds of blocks (see the module doc)."""
-    numbers = {}
-    for name, function in functions.items():
-        for _ in range(config.warmup):
-            function()
-        timer = timeit.Timer(function)
-        number = 1
-        while timer.timeit(number) < config.min_time and number < 1_000_000:
-            number *= 2
-        numbers[name] = number
-    best = dict.fromkeys(functions, float("inf"))
-    for _ in range(config.rounds):
-        for name, function in functions.items():
-            time.sleep(config.settle)  # the other side's idle threads stop spinning
-            function()  # and this side's wake up
-            timer = timeit.Timer(function)
-            for _ in range(config.repeat):
-                best[name] = min(best[name], timer.timeit(numbers[name]) / numbers[name])
-    return best
-
-
-def rng_array(shape: tuple[int, ...], seed: int, low: float = -3.0, high: float = 3.0) -> Any:
-    return np.random.default_rng(seed).uniform(low, high, shape).astype(np.float32)
 
 
 # --------------------------------------------------------------- (a) Dense vs NumPy
@@ -833,32 +755,6 @@ def batch_norm_row(
     )
 
 
-# ------------------------------------------------------------------------ report
-def format_time(seconds: float) -> str:
-    if seconds >= 1e-1:
-        return f"{seconds:8.3f} s "
-    if seconds >= 1e-4:
-        return f"{seconds * 1e3:8.3f} ms"
-    return f"{seconds * 1e6:8.2f} us"
-
-
-def print_table(rows: list[Row], tiny: bool) -> None:
-    width = max(len(row.case) for row in rows)
-    print(f"{'':2}{'case':<{width}}  {'ours':>11}  {'theirs':>11}  {'ratio':>6}  target")
-    section = None
-    for row in rows:
-        if row.section != section:
-            section = row.section
-            print()
-        target = "" if row.target is None else f"<= {row.target:.2f}"
-        verdict = "" if tiny else row.verdict
-        print(
-            f"{row.section} {row.case:<{width}}  {format_time(row.ours)}  "
-            f"{format_time(row.theirs)}  {row.ratio:6.3f}  {target:<7} {verdict}"
-            + (f"  ({row.note})" if row.note else "")
-        )
-
-
 def header(torch: Any | None) -> None:
     cpu = platform.processor() or platform.machine()
     try:
@@ -872,7 +768,7 @@ def header(torch: Any | None) -> None:
     )
     print(f"CPU: {cpu}, {os.cpu_count()} cores, numba threads {numba.get_num_threads()}")
     if torch is None:
-        print("torch: not importable (sections c, e, f, h, i and the cuBLAS side of d skipped)")
+        print("torch: not importable (sections c, e, f, h-k and the cuBLAS side of d skipped)")
     else:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"load average at start: {os.getloadavg()[0]:.2f} (busy neighbours slow threaded code)")
@@ -909,6 +805,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += recurrent_vs_torch(torch, config) + stacked_lstm_vs_torch(torch, config)
         rows += advanced_activations_vs_torch(torch, config)
         rows += batch_norm_vs_torch(torch, config)
+        rows += convolutional_vs_torch(torch, config, real_gpu())
+    rows += tracing_vs_numpy_and_torch(torch, config)
     print()
     print_table(rows, args.tiny)
 

@@ -5,6 +5,9 @@
   softmax-crossentropy, backward, update, the loss copied to the host):
   ``small`` is 64 -> 128 -> 128 -> 10 at batch 32 (per-call overheads dominate),
   ``large`` is 784 -> 1024 -> 1024 -> 10 at batch 256 (the GEMMs dominate).
+- ``CNNTrainStep``: one Adam ``train_on_batch`` of the CNN of
+  ``examples/digits_cnn.py`` (two 3 x 3 convolutions, 2 x 2 max pooling, dropout,
+  two dense layers) on 8 x 8 one-channel images, batch 64.
 - ``DigitsEpoch``: one ``fit`` epoch (batch 32, shuffled, silent) of the model of
   ``examples/digits_mlp.py`` on scikit-learn's digits (skipped without sklearn).
 
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from numlayers.devices import Device
-from numlayers.layers import Dense, Dropout
+from numlayers.layers import Convolution2D, Dense, Dropout, Flatten, MaxPooling2D
 from numlayers.models import Sequential
 from numlayers.optimizers import SGD, Adam
 
@@ -77,6 +80,56 @@ class MLPTrainStep:
         return {"model": model, "x": x, "y": y}
 
     def time_train_on_batch(self, size: str, device: str) -> None:
+        self.model.train_on_batch(self.x, self.y)
+        self.device.synchronize()
+
+
+def small_cnn(device: Any = "cpu", filters: int = 32, hidden: int = 128) -> Sequential:
+    """The CNN of ``examples/digits_cnn.py`` (``build_model``), seeded: keep the two alike."""
+    model = Sequential(device=device, dtype="float32")
+    model.add(
+        Convolution2D(
+            filters, 3, 3, border_mode="same", activation="relu", input_shape=(1, 8, 8), seed=0
+        )
+    )
+    model.add(Convolution2D(filters, 3, 3, activation="relu", seed=1))
+    model.add(MaxPooling2D(pool_size=(2, 2)))
+    model.add(Dropout(0.25, seed=2))
+    model.add(Flatten())
+    model.add(Dense(hidden, activation="relu", seed=3))
+    model.add(Dropout(0.5, seed=4))
+    model.add(Dense(10, activation="softmax", seed=5))
+    model.compile(optimizer=Adam(lr=1e-3), loss="categorical_crossentropy")
+    return model
+
+
+class CNNTrainStep:
+    """One Adam ``train_on_batch`` of the digits CNN at batch 64 (tiny: 3 filters, batch 2)."""
+
+    params = [common.DEVICES]
+    param_names = ["device"]
+    layer_classes = (Convolution2D, MaxPooling2D)
+    timeout = 180
+
+    def setup(self, device: str) -> None:
+        dev = common.bench_device(device)
+        state = common.prepared(("cnn_train", device), lambda: self._prepare(dev))
+        self.device = dev
+        self.model = state["model"]
+        self.x = state["x"]
+        self.y = state["y"]
+
+    def _prepare(self, device: Device) -> dict[str, Any]:
+        model = small_cnn(device, *common.pick((32, 128), (3, 4)))
+        batch = common.pick(64, 2)
+        x, y = classification_batch(batch, 64, 10)
+        x = x.reshape(batch, 1, 8, 8)
+        for _ in range(common.WARMUP_CALLS):
+            model.train_on_batch(x, y)
+        device.synchronize()
+        return {"model": model, "x": x, "y": y}
+
+    def time_train_on_batch(self, device: str) -> None:
         self.model.train_on_batch(self.x, self.y)
         self.device.synchronize()
 
