@@ -33,7 +33,7 @@ from numlayers.testing.catalogue import CATALOGUE, LayerCase
 from numlayers.weights_io import WeightsFileError
 
 #: examples per test and catalogue row (on CUDA, where the simulator is slow, fewer)
-EXAMPLES = 4
+EXAMPLES = 3
 CUDA_EXAMPLES = 1
 
 corpus = settings(

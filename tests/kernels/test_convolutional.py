@@ -74,6 +74,7 @@ def test_cpu_chunks_of_samples_match_one_chunk(monkeypatch, geometry, chunk):
         np.testing.assert_allclose(got, expected, **tolerance(np.float64))
 
 
+@pytest.mark.extended  # compiles the parallel block loop: CI runs it apart
 def test_cpu_stride_one_blocks_on_threads_match_one_block(monkeypatch):
     assert convolutional.shifted_path(SHIFTED)
     serial = passes("cpu", np.float64, SHIFTED, samples=3)

@@ -298,12 +298,13 @@ def test_sequence_passes_with_every_activation(device, dtype, kind, name, inner)
 
 #: (dtype, shape): several chunks of units, the last one partial; the larger shapes run
 #: the parallel step loops (two cores), in the default float32 only: their parfor
-#: compiles cost 10 to 30 s each, and float64 runs the same loops' serial twins above
+#: compiles cost 10 to 30 s each, so they are extended checks (CI runs them apart from
+#: the test command), and float64 runs the same loops' serial twins above
 CHUNKED = [
     (np.float32, (3, 5, 40)),
     (np.float64, (3, 5, 40)),
-    (np.float32, (2, 33, 128)),
-    (np.float32, (2, 3, 200)),
+    pytest.param(np.float32, (2, 33, 128), marks=pytest.mark.extended),
+    pytest.param(np.float32, (2, 3, 200), marks=pytest.mark.extended),
 ]
 
 
