@@ -12,14 +12,11 @@ curves (``digits_cnn_curves.png``).
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from digits_mlp import load_data, save_curves
+from digits_mlp import load_data, parse_arguments, train_and_report
 
 import numlayers as nl
-from numlayers.callbacks import EarlyStopping, ModelCheckpoint
 from numlayers.layers import Convolution2D, Dense, Dropout, Flatten, MaxPooling2D
 from numlayers.models import Sequential
 from numlayers.optimizers import Adam
@@ -45,43 +42,12 @@ def build_model(device: str) -> Sequential:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
-    parser.add_argument("--plot", default=str(Path(__file__).with_name("digits_cnn_curves.png")))
-    parser.add_argument("--weights", default=str(Path(__file__).with_name("digits_cnn_best.npz")))
-    args = parser.parse_args(argv)
-
+    args = parse_arguments(argv, __doc__.splitlines()[0], epochs=40, name="digits_cnn")
     nl.set_seed(args.seed)
     X_train, X_test, Y_train, Y_test = load_data(args.seed)
-    X_train = X_train.reshape(-1, *IMAGE_SHAPE)
-    X_test = X_test.reshape(-1, *IMAGE_SHAPE)
-    model = build_model(args.device)
-    model.summary()
-    history = model.fit(
-        X_train,
-        Y_train,
-        batch_size=args.batch_size,
-        nb_epoch=args.epochs,
-        validation_split=0.1,
-        verbose=args.verbose,
-        callbacks=[
-            EarlyStopping(monitor="val_loss", patience=8),
-            ModelCheckpoint(args.weights, monitor="val_loss", save_best_only=True),
-        ],
-    )
-    model.load_weights(args.weights)  # the epoch with the best validation loss
-    loss, accuracy = model.evaluate(X_test, Y_test, batch_size=256)
-    print(f"held-out test set ({len(X_test)} digits): loss {loss:.4f}, accuracy {accuracy:.2%}")
-    save_curves(history, Path(args.plot))
-    print(f"training curves saved to {args.plot}")
-    if accuracy < REQUIRED_ACCURACY:
-        print(f"accuracy below the expected {REQUIRED_ACCURACY:.0%}", file=sys.stderr)
-        return 1
-    return 0
+    images = (X_train.reshape(-1, *IMAGE_SHAPE), X_test.reshape(-1, *IMAGE_SHAPE))
+    data = (images[0], images[1], Y_train, Y_test)
+    return train_and_report(build_model(args.device), data, args, 8, REQUIRED_ACCURACY)
 
 
 if __name__ == "__main__":

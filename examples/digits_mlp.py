@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.datasets import load_digits
@@ -72,20 +73,29 @@ def save_curves(history: nl.callbacks.History, path: Path) -> None:
     plt.close(figure)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_arguments(argv: list[str] | None, description: str, epochs: int, name: str) -> Any:
+    """The examples' command line; ``name`` names the weights and curves files."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
-    parser.add_argument("--plot", default=str(Path(__file__).with_name("digits_mlp_curves.png")))
-    parser.add_argument("--weights", default=str(Path(__file__).with_name("digits_mlp_best.npz")))
-    args = parser.parse_args(argv)
+    parser.add_argument("--plot", default=str(Path(__file__).with_name(f"{name}_curves.png")))
+    parser.add_argument("--weights", default=str(Path(__file__).with_name(f"{name}_best.npz")))
+    return parser.parse_args(argv)
 
-    nl.set_seed(args.seed)
-    X_train, X_test, Y_train, Y_test = load_data(args.seed)
-    model = build_model(args.device)
+
+def train_and_report(
+    model: Sequential,
+    data: tuple[np.ndarray, ...],
+    args: Any,
+    patience: int,
+    required_accuracy: float,
+) -> int:
+    """Fit ``model`` (progress bar, early stopping, the best epoch's weights kept), report
+    its held-out accuracy, save the curves; 1 when the accuracy is below the required."""
+    X_train, X_test, Y_train, Y_test = data
     model.summary()
     history = model.fit(
         X_train,
@@ -95,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         validation_split=0.1,
         verbose=args.verbose,
         callbacks=[
-            EarlyStopping(monitor="val_loss", patience=10),
+            EarlyStopping(monitor="val_loss", patience=patience),
             ModelCheckpoint(args.weights, monitor="val_loss", save_best_only=True),
         ],
     )
@@ -104,10 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"held-out test set ({len(X_test)} digits): loss {loss:.4f}, accuracy {accuracy:.2%}")
     save_curves(history, Path(args.plot))
     print(f"training curves saved to {args.plot}")
-    if accuracy < REQUIRED_ACCURACY:
-        print(f"accuracy below the expected {REQUIRED_ACCURACY:.0%}", file=sys.stderr)
+    if accuracy < required_accuracy:
+        print(f"accuracy below the expected {required_accuracy:.0%}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv, __doc__.splitlines()[0], epochs=60, name="digits_mlp")
+    nl.set_seed(args.seed)
+    data = load_data(args.seed)
+    return train_and_report(build_model(args.device), data, args, 10, REQUIRED_ACCURACY)
 
 
 if __name__ == "__main__":
