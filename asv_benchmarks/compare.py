@@ -59,7 +59,9 @@ pools of their own, and the idle threads of one spin for a while after each
 call, stealing cores from the other (alternating call by call slowed both by
 about 40 % on 2 cores). A user's program runs one or the other.
 
-Ratios are ours / theirs: below 1 we are faster. ``--quick`` takes fewer and
+Layers run as a model runs them: ``run_forward`` (``Layer.forward`` adds one copy of
+its input, which a user calling a layer directly pays). Ratios are ours / theirs:
+below 1 we are faster. ``--quick`` takes fewer and
 shorter samples; ``--tiny`` shrinks every shape (a smoke test, not a
 measurement); ``--strict`` exits with status 1 when a target is missed.
 """
@@ -135,13 +137,13 @@ def dense_vs_numpy(config: Settings) -> list[Row]:
     layer.set_weights([W, b])
 
     def ours_forward() -> None:
-        layer.forward(x)
+        layer.run_forward(x)
 
     def ours_backward() -> None:
         layer.backward(g)
 
     def ours() -> None:
-        layer.forward(x)
+        layer.run_forward(x)
         layer.backward(g)
 
     def numpy_forward() -> None:
@@ -163,7 +165,7 @@ def dense_vs_numpy(config: Settings) -> list[Row]:
         g @ W.T
         x.T @ g
 
-    layer.forward(x)
+    layer.run_forward(x)
     t = measure(
         {
             "ours": ours,
@@ -230,7 +232,7 @@ def activations_vs_numpy(config: Settings) -> list[Row]:
     rows = []
     for name, (expression, reference) in NUMPY_ACTIVATIONS.items():
         layer = Activation(name, input_shape=shape[1:], dtype="float32")
-        np.testing.assert_allclose(layer.forward(x), reference(x), rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(layer.run_forward(x), reference(x), rtol=2e-4, atol=2e-5)
         functions: dict[str, Timed] = {
             "ours": functools.partial(layer.forward, x),
             "numpy": functools.partial(reference, x),
@@ -275,7 +277,7 @@ def versus_torch(torch: Any, config: Settings) -> list[Row]:
     tg = torch.from_numpy(g)
 
     def ours_dense() -> None:
-        layer.forward(x)
+        layer.run_forward(x)
         layer.backward(g)
 
     def torch_dense() -> None:
@@ -294,7 +296,7 @@ def versus_torch(torch: Any, config: Settings) -> list[Row]:
         activation = Activation(name, input_shape=shape[1:], dtype="float32")
 
         def ours(layer: Activation = activation) -> None:
-            layer.forward(x)
+            layer.run_forward(x)
             layer.backward(g)
 
         def theirs(function: Callable[[Any], Any] = function) -> None:
@@ -448,7 +450,7 @@ def embedding_vs_torch(torch: Any, config: Settings) -> list[Row]:
     tids, tg = torch.from_numpy(ids), torch.from_numpy(g)
 
     def ours() -> None:
-        layer.forward(ids, True)
+        layer.run_forward(ids, True)
         layer.backward(g)
 
     def theirs() -> None:
@@ -550,10 +552,10 @@ def recurrent_vs_torch(torch: Any, config: Settings) -> list[Row]:
         parameters = list(module.parameters())
 
         def ours_forward(layer: Any = layer) -> None:
-            layer.forward(x, True)
+            layer.run_forward(x, True)
 
         def ours(layer: Any = layer) -> None:
-            layer.forward(x, True)
+            layer.run_forward(x, True)
             layer.backward(g)
 
         def torch_forward(module: Any = module) -> None:
@@ -565,7 +567,9 @@ def recurrent_vs_torch(torch: Any, config: Settings) -> list[Row]:
             output, _ = module(tx)
             output[:, -1].backward(tg)
 
-        difference = np.abs(layer.forward(x, True) - module(tx)[0][:, -1].detach().numpy()).max()
+        difference = np.abs(
+            layer.run_forward(x, True) - module(tx)[0][:, -1].detach().numpy()
+        ).max()
         note = f"max abs output difference {difference:.1e}"
         if kind == "GRU":
             note += " (Keras 0.3 GRU: reset before U_h)"
@@ -616,7 +620,7 @@ def stacked_lstm_vs_torch(torch: Any, config: Settings) -> list[Row]:
     parameters = list(module.parameters())
 
     def ours() -> None:
-        layer.forward(x, True)
+        layer.run_forward(x, True)
         layer.backward(g)
 
     def theirs() -> None:
@@ -686,7 +690,7 @@ def advanced_activations_vs_torch(torch: Any, config: Settings) -> list[Row]:
         parameters = [torch.from_numpy(w).requires_grad_() for w in layer.get_weights()]
 
         def ours(layer: Layer = layer) -> None:
-            layer.forward(x, True)
+            layer.run_forward(x, True)
             layer.backward(g)
 
         def theirs(
@@ -698,7 +702,7 @@ def advanced_activations_vs_torch(torch: Any, config: Settings) -> list[Row]:
             function(tx, *parameters).backward(tg)
 
         expected = function(tx, *parameters).detach().numpy()
-        difference = np.abs(layer.forward(x, True) - expected).max()
+        difference = np.abs(layer.run_forward(x, True) - expected).max()
         t = measure({"ours": ours, "torch": theirs}, config)
         rows.append(
             Row(
@@ -733,7 +737,7 @@ def batch_norm_row(
     parameters = list(module.parameters())
 
     def ours() -> None:
-        layer.forward(x, True)
+        layer.run_forward(x, True)
         layer.backward(g)
 
     def theirs() -> None:
@@ -742,7 +746,7 @@ def batch_norm_row(
             parameter.grad = None
         module(tx).backward(tg)
 
-    difference = np.abs(layer.forward(x, True) - module(tx).detach().numpy()).max()
+    difference = np.abs(layer.run_forward(x, True) - module(tx).detach().numpy()).max()
     t = measure({"ours": ours, "torch": theirs}, config)
     return Row(
         "j",

@@ -58,7 +58,7 @@ def layer_and_torch_timings(
     (both computing their input gradient), and the largest output difference (outputs
     compared in PyTorch's layout, ``torch_x``'s, by :func:`to_torch_layout`)."""
     layer.needs_input_gradient = True
-    y = layer.forward(x, True)
+    y = layer.run_forward(x, True)
     g = rng_array(y.shape, 21)
     tx = torch.from_numpy(torch_x).requires_grad_()
     ty = module(tx)
@@ -67,7 +67,7 @@ def layer_and_torch_timings(
     parameters = list(module.parameters())
 
     def ours() -> None:
-        layer.forward(x, True)
+        layer.run_forward(x, True)
         layer.backward(g)
 
     def theirs() -> None:
@@ -233,7 +233,7 @@ def convolution_2d_cudnn_row(torch: Any, config: Settings) -> Row:
     tx = torch.from_numpy(x).cuda()
 
     def ours() -> None:
-        layer.forward(ours_x, False)
+        layer.run_forward(ours_x, False)
         layer.device.synchronize()
 
     def theirs() -> None:

@@ -40,10 +40,10 @@ def tracing_vs_numpy_and_torch(torch: Any | None, config: Settings) -> list[Row]
 def lambda_forward_vs_numpy(config: Settings) -> Row:
     x = rng_array((config.batch, config.width), 0)
     layer = Lambda(tanh_expression, input_shape=(config.width,))
-    y = layer.forward(x, False)
+    y = layer.run_forward(x, False)
     error = float(np.abs(y - tanh_expression(x)).max())
     t = measure(
-        {"ours": lambda: layer.forward(x, False), "numpy": lambda: tanh_expression(x)}, config
+        {"ours": lambda: layer.run_forward(x, False), "numpy": lambda: tanh_expression(x)}, config
     )
     return Row(
         "l",
@@ -63,7 +63,7 @@ def lambda_vs_torch(torch: Any, config: Settings) -> Row:
     tg = torch.from_numpy(g)
 
     def ours() -> Any:
-        layer.forward(x, True)
+        layer.run_forward(x, True)
         return layer.backward(g)
 
     def theirs() -> Any:

@@ -66,17 +66,17 @@ class CatalogueBench:
         layer.needs_input_gradient = case.input_gradient
         sample = case.sample(np.float32)
         x = layer.prepare_input(batch_of(sample, layer, BATCH))
-        y = layer.forward(x, case.train)
+        y = layer.run_forward(x, case.train)
         rng = np.random.default_rng(0)
         grad = device.asarray(rng.standard_normal(tuple(y.shape)), "float32")
         for _ in range(common.WARMUP_CALLS):
-            layer.forward(x, case.train)
+            layer.run_forward(x, case.train)
             layer.backward(grad)
         device.synchronize()
         return {"layer": layer, "x": x, "grad": grad, "train": case.train}
 
     def time_forward(self, case: str) -> None:
-        self.layer.forward(self.x, self.train)
+        self.layer.run_forward(self.x, self.train)
         self.layer.device.synchronize()
 
     def time_backward(self, case: str) -> None:

@@ -47,17 +47,17 @@ class EmbeddingBench:
         layer.to(device)
         layer.needs_input_gradient = False
         ids = device.asarray(token_ids(vocabulary, batch, length))
-        y = layer.forward(ids, True)
+        y = layer.run_forward(ids, True)
         rng = np.random.default_rng(1)
         grad = device.asarray(rng.standard_normal(tuple(y.shape)), dtype)
         for _ in range(common.WARMUP_CALLS):
-            layer.forward(ids, True)
+            layer.run_forward(ids, True)
             layer.backward(grad)
         device.synchronize()
         return {"layer": layer, "ids": ids, "grad": grad}
 
     def time_forward(self, device: str, dtype: str) -> None:
-        self.layer.forward(self.ids, True)
+        self.layer.run_forward(self.ids, True)
         self.device.synchronize()
 
     def time_backward(self, device: str, dtype: str) -> None:

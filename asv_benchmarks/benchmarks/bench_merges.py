@@ -49,16 +49,16 @@ class MergeBench:
         rng = np.random.default_rng(0)
         # away from zero, so cos has no near-zero norms
         inputs = [device.asarray(rng.uniform(0.5, 1.5, shape), dtype) for _ in sources]
-        y = node.forward(inputs, False)
+        y = node.run_forward(inputs, False)
         grad = device.asarray(rng.standard_normal(tuple(y.shape)), dtype)
         for _ in range(common.WARMUP_CALLS):
-            node.forward(inputs, False)
+            node.run_forward(inputs, False)
             node.backward(grad)
         device.synchronize()
         return {"node": node, "inputs": inputs, "grad": grad}
 
     def time_forward(self, mode: str, device: str, dtype: str) -> None:
-        self.node.forward(self.inputs, False)
+        self.node.run_forward(self.inputs, False)
         self.device.synchronize()
 
     def time_backward(self, mode: str, device: str, dtype: str) -> None:

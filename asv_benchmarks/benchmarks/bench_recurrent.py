@@ -63,16 +63,16 @@ class RecurrentBench:
         rng = np.random.default_rng(0)
         x = device.asarray(rng.uniform(-1.0, 1.0, (batch, steps, features)), np.float32)
         mask = device.asarray(trailing_mask(batch, steps), np.float32) if masked else None
-        y = layer.forward(x, True, mask=mask)
+        y = layer.run_forward(x, True, mask=mask)
         grad = device.asarray(rng.standard_normal(tuple(y.shape)), np.float32)
         for _ in range(common.WARMUP_CALLS):
-            layer.forward(x, True, mask=mask)
+            layer.run_forward(x, True, mask=mask)
             layer.backward(grad)
         device.synchronize()
         return {"layer": layer, "x": x, "mask": mask, "grad": grad}
 
     def time_forward(self, layer: str, mask: str, device: str) -> None:
-        self.layer.forward(self.x, True, mask=self.mask)
+        self.layer.run_forward(self.x, True, mask=self.mask)
         self.device.synchronize()
 
     def time_backward(self, layer: str, mask: str, device: str) -> None:

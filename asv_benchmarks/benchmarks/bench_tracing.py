@@ -152,7 +152,7 @@ import numpy as np
 from numlayers.layers import Lambda
 layer = Lambda(lambda x: np.tanh(x) * 2.0 + x * x, input_shape=(64,))
 x = np.ones((8, 64), dtype="float32")
-layer.forward(x, train=True)
+layer.run_forward(x, train=True)
 layer.backward(x)
 """
 

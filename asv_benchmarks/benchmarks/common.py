@@ -7,7 +7,10 @@
   somewhere.
 - :class:`LayerBenchmark` is the whole recipe for a layer: a subclass names its
   sizes and how to make the layer, and inherits ``setup``, ``time_forward`` and
-  ``time_backward`` over every device and dtype. Compilation happens in
+  ``time_backward`` over every device and dtype. Layers run as a model runs them,
+  through ``run_forward`` on arrays the caller keeps (``Layer.forward`` adds one copy
+  of its input, so that a caller's later change cannot reach the backward pass).
+  Compilation happens in
   ``setup`` (warm-up calls), never inside a timed call, and every timed call
   ends by synchronising the device so CUDA timings cover the kernels, not only
   their launches.
@@ -152,17 +155,17 @@ class LayerBenchmark(abc.ABC):
         layer.to(device)
         rng = np.random.default_rng(0)
         x = device.asarray(rng.uniform(self.low, self.high, shape), dtype)
-        y = layer.forward(x, self.train)
+        y = layer.run_forward(x, self.train)
         grad = device.asarray(rng.standard_normal(tuple(y.shape)), dtype)
         for _ in range(WARMUP_CALLS):
-            layer.forward(x, self.train)
+            layer.run_forward(x, self.train)
             layer.backward(grad)
         device.synchronize()
         # the layer keeps its last forward's state, so time_backward can run at once
         return {"layer": layer, "x": x, "grad": grad}
 
     def time_forward(self, *params: Any) -> None:
-        self.layer.forward(self.x, self.train)
+        self.layer.run_forward(self.x, self.train)
         self.device.synchronize()
 
     def time_backward(self, *params: Any) -> None:
