@@ -66,8 +66,6 @@ NO_CATALOGUE_ROW_YET = {
 #: exported layers no benchmark names in ``layer_classes``, and why
 NO_BENCHMARK_YET = {
     "Merge": "no benchmark of its own (its merge is MergeNode's)",
-    "Siamese": "no benchmark of its own (its merge is MergeNode's, its applications the "
-    "shared layer's)",
 }
 
 

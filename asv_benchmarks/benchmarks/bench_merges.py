@@ -1,4 +1,5 @@
-"""Merge modes: a MergeNode (what a Graph node with ``inputs=[...]`` gets) of two inputs.
+"""Merge modes: a MergeNode (what a Graph node with ``inputs=[...]`` gets) of two inputs;
+and a Siamese (one layer shared by two branches) in a training step.
 
 Each mode (sum, mul, ave, concat, dot, cos) merges two (256, 1024) arrays, fed by
 two Graph input layers; forward and backward are timed apart, as for layers.
@@ -15,7 +16,10 @@ import numpy as np
 
 from numlayers.devices import Device
 from numlayers.graph import InputLayer
+from numlayers.layers import Dense, Siamese
 from numlayers.layers.merging import MERGE_MODES, MergeNode
+from numlayers.models import Sequential
+from numlayers.optimizers import SGD
 
 from . import common
 
@@ -63,4 +67,48 @@ class MergeBench:
 
     def time_backward(self, mode: str, device: str, dtype: str) -> None:
         self.node.backward(self.grad)
+        self.device.synchronize()
+
+
+class SiameseBench:
+    """One shared Dense(256, relu) applied to two Dense branches (256 x 512 inputs) and
+    summed: ``predict_on_batch`` (forward) and ``train_on_batch`` (forward, backward with
+    the shared weights' gradients summed, SGD update) of the Sequential it starts."""
+
+    params = [common.DEVICES]
+    param_names = ["device"]
+    layer_classes = (Siamese,)
+    timeout = 180
+
+    def setup(self, device: str) -> None:
+        dev = common.bench_device(device)
+        state = common.prepared(("siamese", device), lambda: self._prepare(dev))
+        self.device = dev
+        self.model = state["model"]
+        self.inputs = state["inputs"]
+        self.target = state["target"]
+
+    def _prepare(self, device: Device) -> dict[str, Any]:
+        batch, features, units = common.pick((256, 512, 256), (4, 3, 2))
+        branches = [
+            Sequential([Dense(units, input_shape=(features,), seed=i)], device=device)
+            for i in range(2)
+        ]
+        model = Sequential(device=device)
+        model.add(Siamese(Dense(units, activation="relu", seed=2), branches, merge_mode="sum"))
+        model.compile(SGD(lr=0.01), "mse")
+        rng = np.random.default_rng(0)
+        inputs = [rng.standard_normal((batch, features)).astype(np.float32) for _ in branches]
+        target = rng.standard_normal((batch, units)).astype(np.float32)
+        for _ in range(common.WARMUP_CALLS):
+            model.train_on_batch(inputs, target)
+        device.synchronize()
+        return {"model": model, "inputs": inputs, "target": target}
+
+    def time_predict_on_batch(self, device: str) -> None:
+        self.model.predict_on_batch(self.inputs)
+        self.device.synchronize()
+
+    def time_train_on_batch(self, device: str) -> None:
+        self.model.train_on_batch(self.inputs, self.target)
         self.device.synchronize()
