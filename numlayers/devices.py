@@ -122,9 +122,9 @@ class Device:
         raise NotImplementedError
 
     def read_only(self, array: Any) -> Any:
-        """A view of ``array`` that refuses writes where the device can say so (the CPU's
-        NumPy arrays); ``array`` itself elsewhere."""
-        return array
+        """A view of ``array`` (same memory) whose writes from Python raise ``ValueError``:
+        what :meth:`Layer.forward <numlayers.layers.base.Layer.forward>` returns."""
+        raise NotImplementedError
 
     def synchronize(self) -> None:
         """Wait for queued kernels (a no-op on the CPU)."""
@@ -255,9 +255,42 @@ class CUDADevice(Device):
         self.kernels(dtype).fill(array.reshape(array.size), 0.0)
         return array
 
+    def read_only(self, array: Any) -> Any:
+        """A view of the device array ``array`` that refuses the host's writes
+        (``view[...] = x``, ``setitem``, ``copy_to_device``), and slices and reshapes of it
+        likewise. Kernels still read it as any device array (with no new compile); a CUDA
+        array has no flag that would stop a kernel from writing it."""
+        if simulator_enabled():  # the simulator's arrays hold a NumPy array: flag it
+            host = array._ary.view()
+            host.flags.writeable = False
+            return type(array)(host, stream=array.stream)
+        return read_only_device_array_class()(
+            array.shape, array.strides, array.dtype, stream=array.stream, gpu_data=array.gpu_data
+        )
+
     def synchronize(self) -> None:
         CUDA_ACTIVITY.synchronizations += 1
         self.cuda.synchronize()
+
+
+@functools.cache
+def read_only_device_array_class() -> type:
+    """numba-cuda's device array with the host's writes refused (made on first use, so
+    that importing numlayers does not import numba.cuda)."""
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    def refuse(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise ValueError(
+            "this CUDA array is a layer's output buffer, valid until its next forward, and "
+            "read-only: copy it (copy_to_host, or into a device array of your own) to keep "
+            "or change it"
+        )
+
+    return type(
+        "ReadOnlyDeviceNDArray",
+        (DeviceNDArray,),
+        {"__setitem__": refuse, "setitem": refuse, "copy_to_device": refuse},
+    )
 
 
 _DEVICES: dict[str, Device] = {}

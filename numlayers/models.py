@@ -45,6 +45,7 @@ class Sequential(Model):
         name: str = "sequential",
     ) -> None:
         self.layers: list[Layer] = []
+        self._caller_inputs: dict[int, Any] = {}  # forward's copies of its input
         self.device = get_device(device)
         self.dtype = resolve_dtype(dtype)
         self.name = name
@@ -173,8 +174,8 @@ class Sequential(Model):
         self, inputs: list[Any], train: bool, masks: Sequence[Any] | None = None
     ) -> list[Any]:
         if self.merge_first is not None:
-            return [self.forward(inputs, train)]
-        return [self.forward(inputs[0], train, mask=masks[0] if masks else None)]
+            return [self.run_forward(inputs, train)]
+        return [self.run_forward(inputs[0], train, mask=masks[0] if masks else None)]
 
     def backward_outputs(
         self, grads: list[Any], from_preactivation: list[bool], need_input_gradients: bool = False
@@ -197,8 +198,38 @@ class Sequential(Model):
         layer's output buffer.
 
         Each layer's output is cached for this input and train flag, so asking a
-        layer for ``get_output(train)`` afterwards computes nothing again.
+        layer for ``get_output(train)`` afterwards computes nothing again. As a layer's
+        :meth:`~numlayers.layers.base.Layer.forward`, the model works on a copy of ``X``
+        that it owns (changing ``X`` before :meth:`backward` changes nothing) and returns
+        its buffer read-only, valid until the next forward.
         """
+        self._require_layers()
+        if self.merge_first is not None and isinstance(X, list | tuple):
+            X = [self._owned_input(index, x) for index, x in enumerate(X)]
+        else:
+            X = self._owned_input(0, X)
+        return self.device.read_only(self.run_forward(X, train, mask))
+
+    def _owned_input(self, index: int, x: Any) -> Any:
+        """``x`` on the model's device, copied into the model's input buffer ``index``
+        (its dtype kept: the first layer converts it, as for any input)."""
+        if not self.device.is_device_array(x):
+            x = self.device.asarray(_host_array(x))
+        buffer = self._caller_inputs.get(index)
+        if (
+            buffer is None
+            or not self.device.is_device_array(buffer)  # the model moved since
+            or tuple(buffer.shape) != tuple(x.shape)
+            or buffer.dtype != x.dtype
+        ):
+            buffer = self._caller_inputs[index] = self.device.empty(tuple(x.shape), x.dtype)
+        self.device.copy(x, buffer)
+        return buffer
+
+    def run_forward(self, X: Any, train: bool = False, mask: Any = None) -> Any:
+        """:meth:`forward` on input the caller keeps unchanged until :meth:`backward`
+        (the training loop's batches, a nested model's input): no copy in, and the last
+        layer's buffer itself is returned."""
         self._require_layers()
         merge = self.merge_first
         if merge is not None:
@@ -245,7 +276,7 @@ class Sequential(Model):
 
     def __call__(self, X: Any, train: bool = False) -> Any:
         """Apply the model to ``X``; returns a new array on the model's device."""
-        output = self.forward(X, train)
+        output = self.run_forward(X, train)
         result = self.device.empty(tuple(output.shape), self.dtype)
         self.layers[-1].kernels.copy(output, result)
         return result

@@ -103,12 +103,44 @@ def test_changing_the_input_between_forward_and_backward_changes_nothing(device,
         np.testing.assert_array_equal(a, b)
 
 
-def test_forward_results_are_read_only_on_the_cpu_and_chain_into_other_layers():
-    first, second = Dense(3, input_shape=(4,)), Dense(2, input_shape=(3,))
-    y = first.forward(np.ones((2, 4), "float32"))
+def _refuses_writes(device, y):
     with pytest.raises(ValueError, match="read-only"):
         y[0, 0] = 1.0
-    np.testing.assert_allclose(second.forward(y), second(first(np.ones((2, 4)))), rtol=1e-6)
+    if device.name == "cuda":
+        with pytest.raises(ValueError, match="read-only"):
+            y.copy_to_device(np.zeros(tuple(y.shape), y.dtype))
+        with pytest.raises(ValueError, match="read-only"):
+            y.reshape(y.size)[0] = 1.0
+
+
+def test_forward_results_are_read_only_and_chain_into_other_layers(device):
+    first = Dense(3, input_shape=(4,)).to(device)
+    second = Dense(2, input_shape=(3,)).to(device)
+    y = first.forward(device.asarray(np.ones((2, 4), "float32")))
+    _refuses_writes(device, y)
+    np.testing.assert_allclose(
+        device.to_host(second.forward(y)),
+        device.to_host(second(first(np.ones((2, 4))))),
+        rtol=1e-6,
+    )
+
+
+def test_sequential_forward_owns_its_input_and_returns_a_read_only_result(device):
+    model = Sequential([Dense(3, input_shape=(4,)), Dense(2)], device=device.name)
+    x = np.random.default_rng(2).uniform(-1, 1, (5, 4)).astype("float32")
+    grad = np.ones((5, 2), "float32")
+    model.forward(x, train=True)
+    expected = [device.to_host(g).copy() for g in [model.backward(grad), *model.layers[0].grads]]
+
+    mutable = device.asarray(x)
+    _refuses_writes(device, model.forward(mutable, train=True))
+    if device.name == "cpu":
+        mutable[...] = 1e6
+    else:
+        mutable.copy_to_device(np.full_like(x, 1e6))
+    got = [device.to_host(g) for g in [model.backward(grad), *model.layers[0].grads]]
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_scalar_input_is_reported_as_a_scalar():

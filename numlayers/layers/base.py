@@ -580,8 +580,9 @@ class Layer:
         (a shared Graph node passes itself); the state of each use is kept apart.
         The layer works on a copy of ``x`` that it owns, so changing the caller's array
         before :meth:`backward` changes nothing. The returned array is a buffer of this
-        use, valid until its next forward: on the CPU it is read-only, so a write to it
-        fails instead of corrupting the next pass (copy it to keep or change it).
+        use, valid until its next forward, and read-only (on CUDA, to writes from Python),
+        so a write to it fails instead of corrupting the next pass (copy it to keep or
+        change it).
         Models run their layers with :meth:`run_forward`, on arrays they own.
         """
         if self.built:

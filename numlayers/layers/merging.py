@@ -411,7 +411,10 @@ class Merge(MergeNode):
         for branch, count in zip(self.distinct_branches, counts, strict=True):
             x = inputs[start] if count == 1 else list(inputs[start : start + count])
             start += count
-            branch.forward(x, train) if hasattr(branch, "forward_outputs") else branch.set_input(x)
+            if hasattr(branch, "forward_outputs"):  # a nested model: no copy of its input
+                branch.run_forward(x, train)
+            else:
+                branch.set_input(x)
         return self.get_output(train)
 
     def backward_branches(self, grad_output: Any) -> None:
