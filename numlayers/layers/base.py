@@ -777,3 +777,15 @@ class Layer:
         if class_name != cls.__name__:
             raise ValueError(f"{cls.__name__}.from_config received a config of {class_name}")
         return cls(**config)
+
+
+def inner_layers_from_config(
+    config: dict[str, Any], keys: Sequence[str], custom_objects: dict[str, Any] | None
+) -> tuple[list[Layer], dict[str, Any]]:
+    """The layers that a wrapper's ``config`` holds under ``keys``, rebuilt, and a copy of
+    the rest of ``config`` (its ``class_name`` left out): what a wrapper's ``from_config``
+    passes to its constructor."""
+    from numlayers.layers import deserialize
+
+    rest = {key: value for key, value in config.items() if key != "class_name"}
+    return [deserialize(rest.pop(key), custom_objects) for key in keys], rest

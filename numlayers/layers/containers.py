@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from numlayers.layers.base import Layer, Shape, _name_counters, _snake_case
+from numlayers.layers.base import (
+    Layer,
+    Shape,
+    _name_counters,
+    _snake_case,
+    inner_layers_from_config,
+)
 from numlayers.layers.wrappers import WeightsOfInnerLayers
 from numlayers.training import Model
 
@@ -298,13 +304,10 @@ class AutoEncoder(Container):
     def from_config(
         cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
     ) -> Layer:
-        from numlayers.layers import deserialize
-
-        config = dict(config)
-        config.pop("class_name", None)
-        encoder = deserialize(config.pop("encoder"), custom_objects)
-        decoder = deserialize(config.pop("decoder"), custom_objects)
-        return cls(encoder, decoder, **config)
+        (encoder, decoder), rest = inner_layers_from_config(
+            config, ["encoder", "decoder"], custom_objects
+        )
+        return cls(encoder, decoder, **rest)
 
 
 def __getattr__(name: str) -> Any:

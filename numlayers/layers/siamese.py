@@ -14,7 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from numlayers.layers.base import Layer, Shape, _name_counters, _snake_case
+from numlayers.layers.base import (
+    Layer,
+    Shape,
+    _name_counters,
+    _snake_case,
+    inner_layers_from_config,
+)
 from numlayers.layers.containers import shapes_fit
 from numlayers.layers.merging import Merge, MergeNode
 from numlayers.layers.wrappers import WeightsOfInnerLayers
@@ -159,19 +165,11 @@ class Siamese(Merge):
     def from_config(
         cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
     ) -> Layer:
-        from numlayers.layers import deserialize
-
-        config = dict(config)
-        config["layer"] = deserialize(config["layer"], custom_objects)
-        merge_config = dict(config)
-        layer = merge_config.pop("layer")
-        merge_config["mode"] = merge_config.pop("merge_mode")
+        (layer,), merge_config = inner_layers_from_config(config, ["layer"], custom_objects)
         branches = Merge.branches_from_config(merge_config, custom_objects)
         merge_config.pop("layers", None)
         merge_config.pop("branch_order", None)
-        merge_config.pop("class_name", None)
-        mode = merge_config.pop("mode")
-        return cls(layer, branches, merge_mode=mode, **merge_config)
+        return cls(layer, branches, **merge_config)
 
 
 def application_backward(
@@ -249,12 +247,8 @@ class SiameseHead(WeightsOfInnerLayers, SharedApplication):
     def from_config(
         cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
     ) -> Layer:
-        from numlayers.layers import deserialize
-
-        config = dict(config)
-        config.pop("class_name", None)
-        layer = deserialize(config.pop("layer"), custom_objects)
-        return cls(config.pop("head"), layer, **config)
+        (layer,), rest = inner_layers_from_config(config, ["layer"], custom_objects)
+        return cls(rest.pop("head"), layer, **rest)
 
 
 def add_shared_layer(layer: Layer, inputs: Sequence[Any]) -> None:

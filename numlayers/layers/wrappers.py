@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from numlayers.layers.base import Layer, Shape
+from numlayers.layers.base import Layer, Shape, inner_layers_from_config
 from numlayers.layers.merging import MergeFunction
 from numlayers.layers.recurrent import Recurrent
 
@@ -169,16 +169,12 @@ class Bidirectional(WeightsOfInnerLayers):
     def from_config(
         cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
     ) -> Layer:
-        from numlayers.layers import deserialize
-
-        config = dict(config)
-        config.pop("class_name", None)
-        layer = deserialize(config.pop("layer"), custom_objects)
+        (layer,), rest = inner_layers_from_config(config, ["layer"], custom_objects)
         if not isinstance(layer, Recurrent):
             raise TypeError(
                 f"Bidirectional config holds a {type(layer).__name__}, not a recurrent layer"
             )
-        return cls(layer, **config)
+        return cls(layer, **rest)
 
 
 class TimeDistributed(WeightsOfInnerLayers):
@@ -251,8 +247,5 @@ class TimeDistributed(WeightsOfInnerLayers):
     def from_config(
         cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
     ) -> Layer:
-        from numlayers.layers import deserialize
-
-        config = dict(config)
-        config.pop("class_name", None)
-        return cls(deserialize(config.pop("layer"), custom_objects), **config)
+        (layer,), rest = inner_layers_from_config(config, ["layer"], custom_objects)
+        return cls(layer, **rest)
