@@ -6,18 +6,26 @@ Operations (both devices, ``out`` is overwritten):
 - ``matmul_transpose_a(a, b, out)``: ``out = a.T @ b``
 - ``matmul_transpose_b(a, b, out)``: ``out = a @ b.T``
 
-The CUDA kernel tiles ``out`` into 64 x 64 blocks; 256 threads stage 64 x 16
-slices of both operands in shared memory and each thread accumulates a 4 x 4
-register tile (rows ``ty + 16 i``, columns ``tx + 16 j``, so shared-memory reads
-are conflict-free and global writes coalesced). Transposes are compile-time
-constants of separate kernels, so the loads are specialised, not branched.
+The CUDA kernel is register blocked. A block computes one ``rows x cols`` tile of
+``out`` (a :class:`Tiling`); its threads stage ``depth``-deep slices of both operands in
+shared memory and each thread accumulates a ``per_thread_m x per_thread_n`` tile of
+outputs in registers, reading runs of 4 consecutive rows (columns) of each slice, so
+the shared-memory reads are wide and free of bank conflicts. The slices are double
+buffered: the next slice's global loads are in flight (in registers) while the
+current one is multiplied, and one barrier per slice suffices. Transposes are
+compile-time constants of separate kernels, so the loads are specialised, not
+branched. The launcher picks the tiling by the shape of ``out``
+(:func:`pick_tiling`): the widest one that still gives the GPU :data:`FULL_GRID`
+blocks, so a 4096 x 4096 product runs 128 x 128 tiles of 8 x 8 per thread and a
+smaller layer's product 64 x 64 tiles of 4 x 4, which keep more of the GPU busy.
 
 The tile product is pluggable (:func:`make_tile_product`): its tile loaders take an
 ``element`` function, so an operand need not be a stored matrix, and its ``store``
 decides where each result goes. The convolutions of
 :mod:`numlayers.kernels.convolutional` are this product with loaders that compute
 patch elements from the image (implicit GEMM) and stores that add the bias per filter
-or accumulate split-K slices atomically.
+or accumulate split-K slices atomically; they use :data:`DEFAULT_TILING` (a loader and
+its product must be made with the same tiling).
 
 The same kernel multiplies batches of matrices (:func:`batched_gemm_launcher`, for the
 'dot' merge of :mod:`numlayers.kernels.merges`): on 3-D operands the grid's z axis
@@ -28,12 +36,15 @@ not a toolkit index loop: its threads cooperate through shared memory.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numba
 import numpy as np
 
 from numlayers.kernels.blas import product
 from numlayers.kernels.toolkit import (
+    SIMULATOR,
     CudaKernels,
     DeviceArray,
     bind_cuda,
@@ -44,18 +55,121 @@ from numlayers.kernels.toolkit import (
 #: ``numba.cuda``, bound by :func:`bind_cuda` (kernels must see it as a module global)
 cuda: Any = None
 
-TILE_M = launch_size(64, 4)
-TILE_N = launch_size(64, 4)
-TILE_K = launch_size(16, 2)
-THREADS_X = launch_size(16, 2)  # threads along the columns of a tile
-THREADS_Y = launch_size(16, 2)  # threads along the rows of a tile
-PER_THREAD_M = TILE_M // THREADS_Y
-PER_THREAD_N = TILE_N // THREADS_X
-BLOCK_THREADS = THREADS_X * THREADS_Y
-A_LOADS = TILE_M * TILE_K // BLOCK_THREADS
-B_LOADS = TILE_N * TILE_K // BLOCK_THREADS
+#: consecutive rows (columns) of a slice one thread reads: four float32 make one
+#: 16-byte shared-memory load
+RUN = 4
+#: extra elements at the end of each row of a shared slice: loaders that walk the depth
+#: write a slice's column, and a row length that is a multiple of 32 banks would put
+#: all of those writes in one bank (4 keeps the rows 16-byte aligned)
+SHARED_PAD = 4
+#: alignment of the shared slices in bytes, so runs load as one wide access (the
+#: simulator refuses the argument)
+SHARED_ALIGNMENT = None if SIMULATOR else 16
+#: at most this much static shared memory per block (CUDA's limit without opting in)
+MAX_SHARED_BYTES = 48 * 1024
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How a GEMM block covers ``out``: a ``rows x cols`` tile, staged ``depth`` deep, by
+    ``threads_x x threads_y`` threads (x along the columns), each accumulating
+    ``per_thread_m x per_thread_n`` outputs."""
+
+    rows: int
+    cols: int
+    depth: int
+    threads_x: int
+    threads_y: int
+
+    def __post_init__(self) -> None:
+        threads = self.threads_x * self.threads_y
+        if self.rows % self.threads_y or self.cols % self.threads_x:
+            raise ValueError(f"{self}: the tile must split evenly over the threads")
+        if (self.rows * self.depth) % threads or (self.cols * self.depth) % threads:
+            raise ValueError(f"{self}: each thread must load as many elements as the others")
+        if self.shared_bytes(4) > MAX_SHARED_BYTES:
+            raise ValueError(f"{self}: more than {MAX_SHARED_BYTES} bytes of shared memory")
+
+    @property
+    def per_thread_m(self) -> int:
+        return self.rows // self.threads_y
+
+    @property
+    def per_thread_n(self) -> int:
+        return self.cols // self.threads_x
+
+    @property
+    def block_threads(self) -> int:
+        return self.threads_x * self.threads_y
+
+    @property
+    def threads(self) -> tuple[int, int]:
+        """The block's shape, ``(x, y)``."""
+        return self.threads_x, self.threads_y
+
+    @property
+    def a_loads(self) -> int:
+        """Elements of ``op(a)``'s slice each thread loads."""
+        return self.rows * self.depth // self.block_threads
+
+    @property
+    def b_loads(self) -> int:
+        return self.cols * self.depth // self.block_threads
+
+    def shared_bytes(self, itemsize: int) -> int:
+        """Static shared memory of a block: both operands' slices, twice (the tiling
+        refuses more than :data:`MAX_SHARED_BYTES` in float32)."""
+        return 2 * self.depth * (self.rows + self.cols + 2 * SHARED_PAD) * itemsize
+
+    def blocks(self, rows: int, cols: int) -> tuple[int, int]:
+        """The tiles covering a ``rows x cols`` product, as a grid's ``(x, y)``."""
+        return (cols + self.cols - 1) // self.cols, (rows + self.rows - 1) // self.rows
+
+
+#: 128 x 128 tiles 16 deep, 8 x 8 outputs per thread: large float32 products. On an
+#: H200 at 4096 it ran 23.8 TFLOP/s (cuBLAS 50.7, the 64 x 64 tiling 17.9, the earlier
+#: 64 x 64 kernel 13.5); 8 deep was 5% slower, 128 x 64 tiles 8%. 34 KB of shared memory
+#: in float32, too much in float64.
+WIDE_TILING = Tiling(
+    launch_size(128, 8), launch_size(128, 8), launch_size(16, 2), launch_size(16, 2),
+    launch_size(16, 2),
+)  # fmt: skip
+#: 64 x 64 tiles, 4 x 4 per thread: products too small to give the wide tiling a full
+#: grid, the convolutions, and float64
+DEFAULT_TILING = Tiling(
+    launch_size(64, 4), launch_size(64, 4), launch_size(16, 2), launch_size(16, 2),
+    launch_size(16, 2),
+)  # fmt: skip
+#: the tilings a plain GEMM picks from (:func:`pick_tiling`), widest first, per dtype
+#: (each within :data:`MAX_SHARED_BYTES` in its dtype). On an H200, 1024 x 1024 x 1024
+#: ran at 15 to 16 TFLOP/s on 64 x 64 tiles (256 blocks), 12 on 128 x 128 (64). (Narrower
+#: tiles than 64 x 64 would not make a small product faster: its time is the chain of
+#: depth slices each block walks, the same for any tile, plus the launch.)
+GEMM_TILINGS = {
+    np.dtype(np.float32): (WIDE_TILING, DEFAULT_TILING),
+    np.dtype(np.float64): (DEFAULT_TILING,),
+}
+#: blocks that keep the GPU busy: one per SM of an H100 or H200 (132)
+FULL_GRID = launch_size(132, 4)
+
+# the default tiling under the names the convolutions use
+TILE_M = DEFAULT_TILING.rows
+TILE_N = DEFAULT_TILING.cols
+TILE_K = DEFAULT_TILING.depth
+#: threads of a GEMM block of the default tiling (x along the columns, y along the rows)
+GEMM_THREADS = DEFAULT_TILING.threads
 #: the most blocks a CUDA grid may have along z; larger batches are walked in strides
 MAX_GRID_Z = 65535
+
+
+def pick_tiling(rows: int, cols: int, tilings: tuple[Tiling, ...]) -> Tiling:
+    """The widest of ``tilings`` (widest first) that covers a ``rows x cols`` product with
+    at least :data:`FULL_GRID` blocks, else the narrowest."""
+    for tiling in tilings:
+        across, down = tiling.blocks(rows, cols)
+        if across * down >= FULL_GRID:
+            return tiling
+    return tilings[-1]
 
 
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
@@ -90,88 +204,136 @@ def matrix_element(batched: bool, depth_major: bool) -> Any:
     return element
 
 
-def make_tile_loader(zero: Any, element: Any, depth_major: bool) -> Any:
-    """Return ``load_tile``, which stages one operand's slice in shared memory.
+def make_tile_loader(
+    zero: Any, element: Any, depth_major: bool, tiling: Tiling = DEFAULT_TILING
+) -> Any:
+    """Return ``load_tile``, which stages one operand's slices in shared memory through
+    registers: each call puts the slice fetched by the previous call into a shared
+    buffer, then fetches the slice at depth ``k0`` into registers, so that its global
+    loads are in flight while the product multiplies the slice just put.
 
     ``element(operand, z, k, e, geometry)`` is the value at depth ``k`` and position ``e``
     of the operand (the matrix product's operand need not be stored: a convolution's
     patches are computed from its input). ``depth_major`` says which of ``k`` and ``e``
     walks the operand's memory contiguously: consecutive threads walk that one, so the
-    loads coalesce.
+    loads coalesce. ``tiling`` must be the product's.
     """
+    depth_step = tiling.depth
+    block_threads = tiling.block_threads
 
-    def load_tile(operand, z, k0, depth, start, extent, width, loads, thread, tile, geometry):
-        """``tile[k, e] = element(operand, z, k0 + k, start + e)``, zero past ``depth``
-        and ``extent``."""
+    def load_tile(operand, z, k0, depth, start, extent, width, loads, thread, staged, tile,
+                  geometry):  # fmt: skip
+        """``tile[k, e] = staged[load]``, then ``staged[load] = element(operand, z, k0 + k,
+        start + e)`` (zero past ``depth`` and ``extent``), for this thread's ``loads``
+        positions ``(k, e)`` of a slice."""
         for load in range(loads):
-            index = thread + load * BLOCK_THREADS
+            index = thread + load * block_threads
             if depth_major:
                 e = index % width
                 k = index // width
             else:
-                k = index % TILE_K
-                e = index // TILE_K
+                k = index % depth_step
+                e = index // depth_step
+            tile[k, e] = staged[load]
             value = zero
             if k0 + k < depth and start + e < extent:
                 value = element(operand, z, k0 + k, start + e, geometry)
-            tile[k, e] = value
+            staged[load] = value
 
     return load_tile
 
 
-def make_tile_product(kernels: CudaKernels, load_a: Any, load_b: Any, store: Any) -> Any:
+def make_tile_product(
+    kernels: CudaKernels, load_a: Any, load_b: Any, store: Any, tiling: Tiling = DEFAULT_TILING
+) -> Any:
     """Return the device function ``tile_product(a, b, bias, out, z, rows, cols, k_begin,
-    k_end, geometry)``: this block's 64 x 64 tile of ``op(a) @ op(b)`` over depths
-    ``k_begin`` to ``k_end``, each value handed to ``store(out, bias, z, row, col, value,
-    geometry)``.
+    k_end, geometry)``: this block's tile of ``op(a) @ op(b)`` over depths ``k_begin`` to
+    ``k_end`` (``blockIdx.x`` walks the tiles along the columns, ``blockIdx.y`` along
+    the rows), each value handed to ``store(out, bias, z, row, col, value, geometry)``.
 
     ``load_a`` and ``load_b`` are :func:`make_tile_loader`'s loaders (compiled as device
-    functions) of ``op(a)`` (``rows`` by depth) and ``op(b)`` (depth by ``cols``). The
-    plain GEMM below and the implicit-GEMM convolutions of
+    functions, with the same ``tiling``) of ``op(a)`` (``rows`` by depth) and ``op(b)``
+    (depth by ``cols``). Launch it with ``tiling.threads`` threads per block. The plain
+    GEMM below and the implicit-GEMM convolutions of
     :mod:`numlayers.kernels.convolutional` are this one product with other loaders and
     stores.
+
+    A thread owns the rows ``ty * run + r + q * threads_y * run`` (``r`` below ``run``,
+    ``q`` below ``per_thread_m / run``), and likewise the columns: runs of consecutive
+    rows, read from a slice as one wide load. The indices of the shared slices are
+    unsigned, so Numba drops its negative-index checks, which cost more instructions
+    than the loads they guard.
     """
     scalar = kernels.scalar
     zero = kernels.dtype.type(0)
     # the product reads ``cuda`` as a global of this module, whichever family builds it
     globals()["cuda"] = kernels.cuda
+    tile_m, tile_n, tile_k = tiling.rows, tiling.cols, tiling.depth
+    threads_x, threads_y = tiling.threads
+    per_m, per_n = tiling.per_thread_m, tiling.per_thread_n
+    run_m, run_n = min(RUN, per_m), min(RUN, per_n)
+    stride_m, stride_n = threads_y * run_m, threads_x * run_n
+    a_loads, b_loads = tiling.a_loads, tiling.b_loads
+    a_shape = (2, tile_k, tile_m + SHARED_PAD)
+    b_shape = (2, tile_k, tile_n + SHARED_PAD)
+    alignment = SHARED_ALIGNMENT
 
     def tile_product(a, b, bias, out, z, rows, cols, k_begin, k_end, geometry):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
-        thread = ty * THREADS_X + tx
-        row0 = cuda.blockIdx.y * TILE_M
-        col0 = cuda.blockIdx.x * TILE_N
+        thread = ty * threads_x + tx
+        row0 = cuda.blockIdx.y * tile_m
+        col0 = cuda.blockIdx.x * tile_n
+        first_row = ty * run_m  # of this thread's rows in the tile
+        first_col = tx * run_n
 
-        a_tile = cuda.shared.array((TILE_K, TILE_M), scalar)
-        b_tile = cuda.shared.array((TILE_K, TILE_N), scalar)
-        acc = cuda.local.array((PER_THREAD_M, PER_THREAD_N), scalar)
-        a_values = cuda.local.array(PER_THREAD_M, scalar)
-        b_values = cuda.local.array(PER_THREAD_N, scalar)
-        for i in range(PER_THREAD_M):
-            for j in range(PER_THREAD_N):
+        a_tiles = cuda.shared.array(a_shape, scalar, alignment)
+        b_tiles = cuda.shared.array(b_shape, scalar, alignment)
+        a_staged = cuda.local.array(a_loads, scalar)
+        b_staged = cuda.local.array(b_loads, scalar)
+        acc = cuda.local.array((per_m, per_n), scalar)
+        a_values = cuda.local.array(per_m, scalar)
+        b_values = cuda.local.array(per_n, scalar)
+        for i in range(per_m):
+            for j in range(per_n):
                 acc[i, j] = zero
+        for load in range(a_loads):
+            a_staged[load] = zero
+        for load in range(b_loads):
+            b_staged[load] = zero
 
-        for k0 in range(k_begin, k_end, TILE_K):
-            load_a(a, z, k0, k_end, row0, rows, TILE_M, A_LOADS, thread, a_tile, geometry)
-            load_b(b, z, k0, k_end, col0, cols, TILE_N, B_LOADS, thread, b_tile, geometry)
+        # Step s puts slice s - 1 (fetched by step s - 1) into buffer s & 1, fetches
+        # slice s and multiplies slice s - 1. The buffer a put overwrites was last read
+        # two steps before, by threads that have all passed the barrier of the step
+        # between, so one barrier per step suffices.
+        for step in range((k_end - k_begin + tile_k - 1) // tile_k + 1):
+            buffer = numba.uint64(step & 1)
+            k0 = k_begin + step * tile_k
+            load_a(a, z, k0, k_end, row0, rows, tile_m, a_loads, thread, a_staged,
+                   a_tiles[buffer], geometry)  # fmt: skip
+            load_b(b, z, k0, k_end, col0, cols, tile_n, b_loads, thread, b_staged,
+                   b_tiles[buffer], geometry)  # fmt: skip
             cuda.syncthreads()
-            for k in range(TILE_K):
-                for i in range(PER_THREAD_M):
-                    a_values[i] = a_tile[k, ty + i * THREADS_Y]
-                for j in range(PER_THREAD_N):
-                    b_values[j] = b_tile[k, tx + j * THREADS_X]
-                for i in range(PER_THREAD_M):
-                    for j in range(PER_THREAD_N):
-                        acc[i, j] += a_values[i] * b_values[j]
-            # the next slice's (or item's) loads must wait for every thread's reads
-            cuda.syncthreads()
+            if step > 0:
+                for depth_index in range(tile_k):
+                    k = numba.uint64(depth_index)
+                    for i in range(per_m):
+                        row = first_row + i % run_m + (i // run_m) * stride_m
+                        a_values[i] = a_tiles[buffer, k, numba.uint64(row)]
+                    for j in range(per_n):
+                        col = first_col + j % run_n + (j // run_n) * stride_n
+                        b_values[j] = b_tiles[buffer, k, numba.uint64(col)]
+                    for i in range(per_m):
+                        for j in range(per_n):
+                            acc[i, j] += a_values[i] * b_values[j]
+        # a caller's next product (the next item of a batch) puts into these buffers again
+        cuda.syncthreads()
 
-        for i in range(PER_THREAD_M):
-            row = row0 + ty + i * THREADS_Y
+        for i in range(per_m):
+            row = row0 + first_row + i % run_m + (i // run_m) * stride_m
             if row < rows:
-                for j in range(PER_THREAD_N):
-                    col = col0 + tx + j * THREADS_X
+                for j in range(per_n):
+                    col = col0 + first_col + j % run_n + (j // run_n) * stride_n
                     if col < cols:
                         store(out, bias, z, row, col, acc[i, j], geometry)
 
@@ -197,27 +359,29 @@ NO_GEOMETRY = (0,)
 
 
 def make_gemm_kernel(
-    kernels: CudaKernels, transpose_a: bool, transpose_b: bool, batched: bool = False
+    kernels: CudaKernels,
+    transpose_a: bool,
+    transpose_b: bool,
+    batched: bool = False,
+    tiling: Tiling = DEFAULT_TILING,
 ) -> Any:
-    """Return a tiled GEMM kernel ``out = op(a) @ op(b) + bias`` for fixed transposes.
+    """Return a tiled GEMM kernel ``out = op(a) @ op(b) + bias`` for fixed transposes,
+    launched with ``tiling.blocks`` of ``out`` and ``tiling.threads``.
 
     With ``batched`` the operands are 3-D and ``out[z] = op(a[z]) @ op(b[z]) + bias`` for
     every ``z`` (in strides of ``gridDim.z``).
     """
     zero = kernels.dtype.type(0)
     operand = kernels.array(3 if batched else 2)
+
+    def loader(depth_major: bool) -> Any:
+        element = kernels.device(matrix_element(batched, depth_major))
+        return kernels.device(make_tile_loader(zero, element, depth_major, tiling))
+
+    store = kernels.device(matrix_store(batched))
     # a is (depth, rows) when transposed, b is (depth, cols) when not
-    load_a = kernels.device(
-        make_tile_loader(zero, kernels.device(matrix_element(batched, transpose_a)), transpose_a)
-    )
-    b_depth_major = not transpose_b
-    load_b = kernels.device(
-        make_tile_loader(
-            zero, kernels.device(matrix_element(batched, b_depth_major)), b_depth_major
-        )
-    )
     product_of_tiles = make_tile_product(
-        kernels, load_a, load_b, kernels.device(matrix_store(batched))
+        kernels, loader(transpose_a), loader(not transpose_b), store, tiling
     )
     axis = 1 if batched else 0  # the first axis of a matrix
 
@@ -234,30 +398,47 @@ def make_gemm_kernel(
             product_of_tiles(a, b, bias, out, 0, rows, cols, 0, depth, NO_GEOMETRY)
 
     transposes = f"{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}"
-    gemm.__name__ = f"{'batched_' if batched else ''}gemm_{transposes}"
+    size = f"{tiling.rows}x{tiling.cols}x{tiling.depth}"
+    gemm.__name__ = f"{'batched_' if batched else ''}gemm_{transposes}_{size}"
     return kernels.jit(operand, operand, kernels.array(1), operand)(gemm)
 
 
-#: threads of a GEMM block (x along the columns of a tile, y along its rows)
-GEMM_THREADS = (THREADS_X, THREADS_Y)
-
-
-def gemm_blocks(out: Any) -> tuple[int, int, int]:
-    """The GEMM's grid: tiles of the last two axes of ``out`` by items of the batch (if any)."""
+def gemm_blocks(out: Any, tiling: Tiling = DEFAULT_TILING) -> tuple[int, int, int]:
+    """The GEMM's grid: ``tiling``'s tiles of the last two axes of ``out`` by items of the
+    batch (if any)."""
     batch, rows, cols = out.shape if out.ndim == 3 else (1, *out.shape)
-    return (cols + TILE_N - 1) // TILE_N, (rows + TILE_M - 1) // TILE_M, min(batch, MAX_GRID_Z)
+    return (*tiling.blocks(rows, cols), min(batch, MAX_GRID_Z))
+
+
+@functools.cache
+def gemm_kernel(
+    cuda_api: Any, dtype: np.dtype, transpose_a: bool, transpose_b: bool, tiling: Tiling
+) -> Any:
+    """Return ``launch(a, b, bias, out)``: the tiled GEMM over ``out`` with ``tiling``."""
+    kernels = bind_cuda(globals(), cuda_api, dtype)
+    kernel = make_gemm_kernel(kernels, transpose_a, transpose_b, tiling=tiling)
+
+    def launch(a: Any, b: Any, bias: Any, out: Any) -> None:
+        if out.size > 0:  # a grid with no blocks cannot be launched
+            kernel[gemm_blocks(out, tiling), tiling.threads](a, b, bias, out)
+
+    return launch
 
 
 @functools.cache
 def gemm_launcher(cuda_api: Any, dtype: np.dtype, transpose_a: bool, transpose_b: bool) -> Any:
-    """Return ``launch(a, b, bias, out)`` running the tiled GEMM over ``out``.
+    """Return ``launch(a, b, bias, out)`` running the tiled GEMM over ``out``, with the
+    tiling :func:`pick_tiling` picks for its shape.
 
-    Cached, so every family that multiplies matrices shares one compiled kernel.
+    Cached, so every family that multiplies matrices shares the compiled kernels.
     """
-    kernel = make_gemm_kernel(bind_cuda(globals(), cuda_api, dtype), transpose_a, transpose_b)
+    tilings = GEMM_TILINGS[np.dtype(dtype)]
+    launchers = {
+        tiling: gemm_kernel(cuda_api, dtype, transpose_a, transpose_b, tiling) for tiling in tilings
+    }
 
     def launch(a: Any, b: Any, bias: Any, out: Any) -> None:
-        kernel[gemm_blocks(out), GEMM_THREADS](a, b, bias, out)
+        launchers[pick_tiling(out.shape[0], out.shape[1], tilings)](a, b, bias, out)
 
     return launch
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from numlayers.devices import get_device
 from numlayers.kernels import matmul
 from numlayers.testing import tolerance
 
@@ -60,3 +62,55 @@ def test_scale_add_into(device, dtype):
     out = device.asarray(np.ones((2, 3), dtype))
     device.kernels(dtype).scale_add_into(device.asarray(x), 3.0, out)
     np.testing.assert_allclose(device.to_host(out), 1 + 3 * x, **tolerance(dtype))
+
+
+#: the transposes of the CUDA GEMM: (transpose_a, transpose_b) -> its operands' shapes
+#: for ``out`` of ``rows x cols`` and depth ``depth``
+TRANSPOSES = {
+    "nn": (False, False),
+    "tn": (True, False),
+    "nt": (False, True),
+}
+
+
+@pytest.mark.parametrize("transposes", list(TRANSPOSES))
+def test_every_cuda_gemm_tiling_handles_sizes_off_every_tile(transposes):
+    # float32: the dtype with every tiling (float64 has the default one only, which the
+    # test above runs in both dtypes)
+    dtype = np.dtype(np.float32)
+    # a multiple of no tile size (161 x 67 x 65 on a GPU, 11 x 7 x 9 under the simulator's
+    # tiny tiles): every tiling the launcher may pick runs full and partial tiles in the
+    # rows and partial ones in the columns, over five depth slices
+    device = get_device("cuda")
+    transpose_a, transpose_b = TRANSPOSES[transposes]
+    wide = matmul.WIDE_TILING
+    rows, cols, depth = wide.rows + wide.rows // 4 + 1, wide.cols // 2 + 3, 4 * wide.depth + 1
+    a = random((depth, rows) if transpose_a else (rows, depth), dtype)
+    b = random((cols, depth) if transpose_b else (depth, cols), dtype)
+    bias = random((cols,), dtype)
+    expected = (a.T if transpose_a else a) @ (b.T if transpose_b else b) + bias
+    for tiling in matmul.GEMM_TILINGS[dtype]:
+        launch = matmul.gemm_kernel(device.cuda, dtype, transpose_a, transpose_b, tiling)
+        out = device.empty((rows, cols), dtype)
+        launch(device.asarray(a), device.asarray(b), device.asarray(bias), out)
+        np.testing.assert_allclose(
+            device.to_host(out), expected, err_msg=str(tiling), **tolerance(dtype)
+        )
+
+
+def test_the_gemm_picks_wide_tiles_for_large_products_and_narrower_ones_for_small():
+    tilings = matmul.GEMM_TILINGS[np.dtype(np.float32)]
+    wide = matmul.WIDE_TILING
+    large = wide.rows * matmul.FULL_GRID
+    assert matmul.pick_tiling(large, large, tilings) is wide
+    assert matmul.pick_tiling(wide.rows, 2 * wide.cols, tilings) is matmul.DEFAULT_TILING
+    # on a GPU: 128 x 128 x 16 tiles with 8 x 8 per thread, within static shared memory
+    wide = matmul.Tiling(128, 128, 16, 16, 16)
+    assert (wide.per_thread_m, wide.per_thread_n, wide.a_loads) == (8, 8, 8)
+    for dtype, tilings in matmul.GEMM_TILINGS.items():
+        for tiling in tilings:
+            assert tiling.shared_bytes(dtype.itemsize) <= matmul.MAX_SHARED_BYTES
+    with pytest.raises(ValueError, match="split evenly"):
+        matmul.Tiling(100, 128, 8, 16, 16)
+    with pytest.raises(ValueError, match="shared memory"):
+        matmul.Tiling(256, 256, 32, 16, 16)
