@@ -15,16 +15,23 @@
   (``torch.backends.cudnn``, TF32 off), reported without a target.
 
 Both sides hold the same weights; each row notes the largest output difference.
+
+Run alone (section k only, with PyTorch importable)::
+
+    python asv_benchmarks/compare_convolutional.py [--quick] [--tiny]
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
 from typing import Any
 
 import numpy as np
 from benchmarks.bench_training import classification_batch, small_cnn
-from benchmarks.common import disable_tf32
-from harness import Row, Settings, measure, rng_array
+from benchmarks.common import disable_tf32, real_gpu
+from harness import Row, Settings, measure, print_table, rng_array, settings
 
 from numlayers.layers import Convolution1D, Convolution2D, Layer, MaxPooling2D
 
@@ -249,3 +256,23 @@ def convolution_2d_cudnn_row(torch: Any, config: Settings) -> Row:
         t["ours"],
         t["cudnn"],
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Section k alone: its rows against PyTorch CPU (and cuDNN with a GPU)."""
+    parser = argparse.ArgumentParser(description="Section k of compare.py alone")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter samples")
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test)")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    rows = convolutional_vs_torch(torch, settings(args.quick, args.tiny), real_gpu())
+    print_table(rows, args.tiny)
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -216,19 +216,29 @@ class _Convolution(FullyConnected):
         """``array`` (an input or output) as the kernels' 4-D layout."""
         return array
 
+    def fused_activation(self) -> str:
+        """The activation the kernels apply with the bias, in the same pass over the
+        output: the layer's, except softmax (over the last axis) and activations with
+        run-time parameters, which run after the kernels as the Activation layer's do."""
+        activation = self.activation
+        if activation.parameters or activation.name == "softmax":
+            return "linear"
+        return activation.name
+
     def _forward(self, x: Any, train: bool) -> Any:
         geometry = self.geometry(tuple(x.shape))
         kernels = self.kernels
         batch = x.shape[0]
         z = self.buffer("z", (batch, *self.compute_output_shape(tuple(x.shape))[1:]))  # type: ignore[arg-type]
+        y = z if self.activation.is_identity else self.buffer("y", tuple(z.shape))
+        fused = self.fused_activation()
         workspace = self.buffer("workspace", (kernels.convolution_workspace(geometry, batch),))
         bias, _ = self._bias_and_gradient()
         kernels.convolution_forward(
-            self.kernel_view(x), self.params[0], bias, self.kernel_view(z), geometry, workspace
-        )
-        y = z
-        if not self.activation.is_identity:
-            y = self.buffer("y", tuple(z.shape))
+            self.kernel_view(x), self.params[0], bias, self.kernel_view(z),
+            self.kernel_view(y if fused != "linear" else z), geometry, workspace, fused,
+        )  # fmt: skip
+        if fused == "linear" and not self.activation.is_identity:
             self.activation.forward(kernels, z, y)
         self.save(x=x, z=z, y=y, geometry=geometry)
         return y
@@ -237,26 +247,35 @@ class _Convolution(FullyConnected):
         return self.saved()["z"]
 
     def _backward(self, grad_output: Any) -> Any:
+        fused = self.fused_activation()
+        if fused != "linear" or self.activation.is_identity:
+            return self._backward_through(grad_output, fused)
         saved = self.saved()
-        if self.activation.is_identity:
-            return self._backward_preactivation(grad_output)
         grad_z = self.buffer("grad_z", tuple(grad_output.shape))
         self.activation.backward(self.kernels, saved["z"], saved["y"], grad_output, grad_z)
-        return self._backward_preactivation(grad_z)
+        return self._backward_through(grad_z, "linear")
 
     def _backward_preactivation(self, grad_z: Any) -> Any:
+        return self._backward_through(grad_z, "linear")
+
+    def _backward_through(self, grad_y: Any, activation: str) -> Any:
+        """The gradients from ``grad_y``, the gradient of the kernels' ``activation``
+        output (``"linear"``: of ``z``); returns the input gradient (None when not
+        needed)."""
         saved = self.saved()
-        x = saved["x"]
+        x, z, y = saved["x"], saved["z"], saved["y"]
         need = self.needs_input_gradient
         grad_x = self.buffer("grad_x", tuple(x.shape)) if need else x
+        grad_z = grad_y if activation == "linear" else self.buffer("grad_z", tuple(z.shape))
         _, grad_bias = self._bias_and_gradient()
         geometry = saved["geometry"]
         workspace = self.buffer(
             "workspace", (self.kernels.convolution_workspace(geometry, x.shape[0]),)
         )
+        view = self.kernel_view
         self.kernels.convolution_backward(
-            self.kernel_view(x), self.params[0], self.kernel_view(grad_z),
-            self.kernel_view(grad_x), self.grads[0], grad_bias, geometry, workspace, need,
+            view(x), self.params[0], view(z), view(y), view(grad_y), view(grad_z), view(grad_x),
+            self.grads[0], grad_bias, geometry, workspace, need, activation,
         )  # fmt: skip
         return grad_x if need else None
 

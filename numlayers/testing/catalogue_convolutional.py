@@ -147,14 +147,21 @@ def convolution_cases() -> list[LayerCase]:
             _convolution_reference("1d", "full", (1, 1), (1, 1), "tanh"),
         ),
         LayerCase(
-            "Convolution2D-th-valid-odd-3channels-dilation(2,1)",
+            "Convolution2D-th-valid-odd-3channels-dilation(2,1)-tanh",
             _random_bias(
                 lambda **kw: Convolution2D(
-                    2, 3, 3, dilation=(2, 1), input_shape=(3, 6, 4), seed=34, **kw
-                )
+                    2,
+                    3,
+                    3,
+                    dilation=(2, 1),
+                    activation="tanh",
+                    input_shape=(3, 6, 4),
+                    seed=34,
+                    **kw,
+                )  # fmt: skip
             ),
             (2, 3, 6, 4),
-            _convolution_reference("th", "valid", (1, 1), (2, 1)),
+            _convolution_reference("th", "valid", (1, 1), (2, 1), "tanh"),
         ),
         LayerCase(
             "Convolution2D-th-same-even-stride2-no-bias",

@@ -1,5 +1,6 @@
-"""Convolution kernels: the CPU's parallel blocks against its serial pass, CUDA's split-K
-weight gradient, and the interface of both devices (the catalogue checks the rest)."""
+"""Convolution kernels: the CPU's stride-1 paths against its patches, its chunks and
+parallel blocks against one serial pass, which inputs take which path, CUDA's split-K
+weight gradient, and the workspaces (the catalogue checks the rest)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import numpy as np
 import pytest
 
 from numlayers.devices import get_device
-from numlayers.kernels import blas, build_family, convolutional
+from numlayers.kernels import blas, build_family
 from numlayers.kernels.convolutional import ConvolutionGeometry
+from numlayers.kernels.convolutional import cpu as convolution_cpu
+from numlayers.kernels.convolutional import cuda as convolution_cuda
 from numlayers.kernels.toolkit import SIMULATOR
 from numlayers.testing import tolerance
 
@@ -42,10 +45,11 @@ def passes(device, dtype, geometry, samples, seed=0):
     outputs = [device.zeros(tuple(a.shape), np.dtype(dtype)) for a in (grad_out, x, weight, bias)]
     out, grad_x, grad_weight, grad_bias = outputs
     workspace = device.empty((ops["convolution_workspace"](g, samples),), np.dtype(dtype))
-    ops["convolution_forward"](x, weight, bias, out, g, workspace)
+    ops["convolution_forward"](x, weight, bias, out, out, g, workspace, "linear")
     ops["convolution_backward"](
-        x, weight, grad_out, grad_x, grad_weight, grad_bias, g, workspace, True
-    )
+        x, weight, out, out, grad_out, grad_out, grad_x, grad_weight, grad_bias, g, workspace,
+        True, "linear",
+    )  # fmt: skip
     return [device.to_host(a).copy() for a in outputs]
 
 
@@ -61,26 +65,64 @@ CHUNKED = [
     ),
 ]
 SHIFTED = GEOMETRY._replace(stride_cols=1, out_cols=5, pad_cols=0)
+#: Convolution1D, 128 features (it takes the patches whatever its features)
+STEPS = ConvolutionGeometry(
+    "steps", channels=128, rows=6, cols=1, filters=3, kernel_rows=3, kernel_cols=1,
+    out_rows=6, out_cols=1, dilation_rows=2, pad_rows=2,
+)  # fmt: skip
+
+
+@pytest.fixture
+def direct_paths(monkeypatch):
+    """The stride-1 paths for the tests' few channels (they take 16 and more)."""
+    monkeypatch.setattr(convolution_cpu, "DIRECT_MIN_CHANNELS", 1)
+
+
+def test_cpu_stride_one_paths_take_images_of_many_channels_and_conv1d_the_patches():
+    many = SHIFTED._replace(channels=16)
+    assert convolution_cpu.shifted_path(many)
+    assert convolution_cpu.rows_path(many._replace(layout="tf"))
+    for geometry in (many._replace(channels=1), many._replace(stride_rows=2)):
+        assert not convolution_cpu.direct_path(geometry)
+    assert not convolution_cpu.shifted_path(STEPS) and not convolution_cpu.rows_path(STEPS)
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        pytest.param(SHIFTED, id="shifted-th"),
+        pytest.param(SHIFTED._replace(layout="tf"), id="rows-tf"),
+    ],
+)
+def test_cpu_stride_one_paths_match_the_patches(monkeypatch, geometry):
+    # the catalogue's layers have few channels, so they check the patches
+    monkeypatch.setattr(convolution_cpu, "DIRECT_MIN_CHANNELS", 1)
+    assert convolution_cpu.shifted_path(geometry) or convolution_cpu.rows_path(geometry)
+    direct = passes("cpu", np.float64, geometry, samples=3)
+    monkeypatch.setattr(convolution_cpu, "DIRECT_MIN_CHANNELS", geometry.channels + 1)
+    patches = passes("cpu", np.float64, geometry, samples=3)
+    for got, expected in zip(direct, patches, strict=True):
+        np.testing.assert_allclose(got, expected, **tolerance(np.float64))
 
 
 @pytest.mark.parametrize(("geometry", "chunk"), CHUNKED)
-def test_cpu_chunks_of_samples_match_one_chunk(monkeypatch, geometry, chunk):
-    assert not convolutional.shifted_path(geometry)
-    assert convolutional.rows_path(geometry) == (chunk == "rows_chunk")
+def test_cpu_chunks_of_samples_match_one_chunk(direct_paths, monkeypatch, geometry, chunk):
+    assert not convolution_cpu.shifted_path(geometry)
+    assert convolution_cpu.rows_path(geometry) == (chunk == "rows_chunk")
     whole = passes("cpu", np.float64, geometry, samples=3)
-    monkeypatch.setattr(convolutional, "CHUNK_ELEMENTS", 1)  # a sample per product
-    assert getattr(convolutional, chunk)(geometry, 3) == 1
+    monkeypatch.setattr(convolution_cpu, "CHUNK_ELEMENTS", 1)  # a sample per product
+    assert getattr(convolution_cpu, chunk)(geometry, 3) == 1
     for got, expected in zip(passes("cpu", np.float64, geometry, samples=3), whole, strict=True):
         np.testing.assert_allclose(got, expected, **tolerance(np.float64))
 
 
 @pytest.mark.extended  # compiles the parallel block loop: CI runs it apart
-def test_cpu_stride_one_blocks_on_threads_match_one_block(monkeypatch):
-    assert convolutional.shifted_path(SHIFTED)
+def test_cpu_stride_one_blocks_on_threads_match_one_block(direct_paths, monkeypatch):
+    assert convolution_cpu.shifted_path(SHIFTED)
     serial = passes("cpu", np.float64, SHIFTED, samples=3)
     monkeypatch.setattr(blas, "SERIAL_WORK", 0)  # every product is worth the threads now
     monkeypatch.setattr(blas, "THREADS", 2)
-    assert convolutional.cpu_blocks(SHIFTED, 3) == 2
+    assert convolution_cpu.cpu_blocks(SHIFTED, 3) == 2
     parallel = passes("cpu", np.float64, SHIFTED, samples=3)
     for got, expected in zip(parallel, serial, strict=True):
         np.testing.assert_allclose(got, expected, **tolerance(np.float64))
@@ -89,16 +131,16 @@ def test_cpu_stride_one_blocks_on_threads_match_one_block(monkeypatch):
 def test_cuda_weight_gradient_split_into_depth_slices_matches_cpu(monkeypatch):
     # 4 samples of 12 positions: 48 products per weight, cut into 3 slices of 16 by the
     # simulator's tiles (a GPU's 64 x 64 tiles keep so short a depth whole)
-    monkeypatch.setattr(convolutional, "WEIGHT_GRADIENT_BLOCKS", 64)
-    tiles = np.prod(convolutional.tiles(GEOMETRY.filters, GEOMETRY.depth + 1))
-    assert convolutional.split_depth(int(tiles), 48)[0] == (3 if SIMULATOR else 1)
+    monkeypatch.setattr(convolution_cuda, "WEIGHT_GRADIENT_BLOCKS", 64)
+    tiles = np.prod(convolution_cuda.tiles(GEOMETRY.filters, GEOMETRY.depth + 1))
+    assert convolution_cuda.split_depth(int(tiles), 48)[0] == (3 if SIMULATOR else 1)
     cuda = passes("cuda", np.float64, GEOMETRY, samples=4)
     cpu = passes("cpu", np.float64, GEOMETRY, samples=4)
     for got, expected in zip(cuda, cpu, strict=True):
         np.testing.assert_allclose(got, expected, **tolerance(np.float64))
 
 
-def test_workspace_is_sized_per_path_on_cpu_and_empty_on_cuda():
+def test_workspace_is_sized_per_path_on_cpu_and_empty_on_cuda(direct_paths):
     cpu = build_family("convolutional", get_device("cpu"), np.dtype(np.float32))
     cuda = build_family("convolutional", get_device("cuda"), np.dtype(np.float32))
     g = GEOMETRY  # patches (K, S P) and the outputs (F, S P) of the chunk

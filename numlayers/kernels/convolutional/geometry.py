@@ -1,0 +1,108 @@
+"""Shapes and windows of a convolution: :class:`ConvolutionGeometry`, the index
+constants the kernels read it by, and the index helpers both devices' kernels use
+(inlined into the CPU loops, compiled as device functions on CUDA)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from numlayers.kernels.toolkit import cpu_inline
+
+
+class ConvolutionGeometry(NamedTuple):
+    """Sizes of one convolution (see the module doc for the layouts).
+
+    ``pad_*`` are the zeros before the first input along an axis
+    (:func:`numlayers.layers.spatial.padding_before`); the zeros after it are implied
+    by the output size.
+    """
+
+    layout: str
+    channels: int
+    rows: int
+    cols: int
+    filters: int
+    kernel_rows: int
+    kernel_cols: int
+    out_rows: int
+    out_cols: int
+    stride_rows: int = 1
+    stride_cols: int = 1
+    dilation_rows: int = 1
+    dilation_cols: int = 1
+    pad_rows: int = 0
+    pad_cols: int = 0
+
+    @property
+    def depth(self) -> int:
+        """``K``: the values under one window position."""
+        return self.channels * self.kernel_rows * self.kernel_cols
+
+    @property
+    def positions(self) -> int:
+        """``P``: the output positions of one sample."""
+        return self.out_rows * self.out_cols
+
+    def numbers(self) -> tuple[int, ...]:
+        """The sizes as the kernels take them (indexed by the module's constants)."""
+        return (
+            *self[1:],
+            int(self.layout == "tf"),  # WEIGHT_K_MAJOR: the weight is (K, F)
+        )
+
+
+# indices into ConvolutionGeometry.numbers(), which the kernels receive as a tuple
+CHANNELS, ROWS, COLS, FILTERS, KERNEL_ROWS, KERNEL_COLS, OUT_ROWS, OUT_COLS = range(8)
+STRIDE_ROWS, STRIDE_COLS, DILATION_ROWS, DILATION_COLS, PAD_ROWS, PAD_COLS = range(8, 14)
+WEIGHT_K_MAJOR = 14
+GEOMETRY_LENGTH = 15
+
+
+# ------------------------------------------------------------------ shared index helpers
+@cpu_inline
+def tap_of(k, g):
+    """``(c, kr, kc)`` of patch index ``k`` in the weight's order."""
+    kernel_cols = g[KERNEL_COLS]
+    if g[WEIGHT_K_MAJOR]:  # (kr, kc, c)
+        c = k % g[CHANNELS]
+        t = k // g[CHANNELS]
+        return c, t // kernel_cols, t % kernel_cols
+    t = k % (g[KERNEL_ROWS] * kernel_cols)  # (c, kr, kc)
+    return k // (g[KERNEL_ROWS] * kernel_cols), t // kernel_cols, t % kernel_cols
+
+
+@cpu_inline
+def patch_index(c, kr, kc, g):
+    """The patch index ``k`` of tap ``(kr, kc)`` of channel ``c`` (weight's order)."""
+    if g[WEIGHT_K_MAJOR]:
+        return (kr * g[KERNEL_COLS] + kc) * g[CHANNELS] + c
+    return (c * g[KERNEL_ROWS] + kr) * g[KERNEL_COLS] + kc
+
+
+@cpu_inline
+def input_row(out_row, kr, g):
+    """The input row under tap row ``kr`` of output row ``out_row`` (may be padding)."""
+    return out_row * g[STRIDE_ROWS] - g[PAD_ROWS] + kr * g[DILATION_ROWS]
+
+
+@cpu_inline
+def input_col(out_col, kc, g):
+    """The input column under tap column ``kc`` of output column ``out_col``."""
+    return out_col * g[STRIDE_COLS] - g[PAD_COLS] + kc * g[DILATION_COLS]
+
+
+@cpu_inline
+def source_position(position, tap, stride, pad, dilation, outputs):
+    """The output position whose window puts ``tap`` on input ``position``, or -1."""
+    shifted = position + pad - tap * dilation
+    if shifted < 0 or shifted % stride != 0 or shifted // stride >= outputs:
+        return -1
+    return shifted // stride
+
+
+def weight_matrix(weight: Any, geometry: ConvolutionGeometry) -> Any:
+    """The weight (or its gradient) as the matrix it is: ``(K, F)`` for ``"tf"``, else
+    ``(F, K)`` (a view, on either device)."""
+    if geometry.layout == "tf":
+        return weight.reshape(geometry.depth, geometry.filters)
+    return weight.reshape(geometry.filters, geometry.depth)
