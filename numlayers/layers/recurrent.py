@@ -8,7 +8,7 @@ contiguous ``(batch, units)`` slices:
 2. one sequence operation runs every step (the recurrent products and the cell),
    forward and, later, backward through time (``KIND_sequence_forward`` and
    ``KIND_sequence_backward`` of :mod:`numlayers.kernels.recurrent`; on the CPU each is
-   one compiled loop over the steps);
+   one compiled loop over the steps, on CUDA one kernel launch);
 3. the weight and input gradients are single GEMMs over all steps
    (``dU = H_prev.T @ DPRE``, ``dW = X.T @ DPRE``, ``dx = DPRE @ W.T``).
 
@@ -28,6 +28,7 @@ from numlayers import initializations, regularizers
 from numlayers.activations import ActivationFunction
 from numlayers.kernels.recurrent import (
     ACTIVATION_CODES,
+    ELEMENTWISE_CODES,
     Gradients,
     GruSequence,
     LstmSequence,
@@ -53,14 +54,17 @@ def order_array(order: range) -> np.ndarray:
     return _order_array(order.start, order.stop, order.step)
 
 
-def _activation_code(name: Any, owner: str) -> tuple[str, int]:
+def _activation_code(
+    name: Any, owner: str, argument: str, codes: dict[str, int]
+) -> tuple[str, int]:
+    """The name and run-time code of ``argument``'s activation (``codes``: those allowed)."""
     resolved = ActivationFunction(name, owner).name
-    if resolved not in ACTIVATION_CODES:
+    if resolved not in codes:
         raise ValueError(
-            f"{owner}: activation {resolved!r} cannot run inside a recurrent step; "
-            f"choose one of {sorted(ACTIVATION_CODES)}"
+            f"{owner}: {argument} {resolved!r} cannot run inside a recurrent step; "
+            f"choose one of {sorted(codes)}"
         )
-    return resolved, ACTIVATION_CODES[resolved]
+    return resolved, codes[resolved]
 
 
 class Recurrent(Layer):
@@ -70,7 +74,10 @@ class Recurrent(Layer):
         output_dim: number of units (the size of the state and of each output step).
         init: initialisation of the input weights W (each gate block separately).
         inner_init: initialisation of the recurrent weights U (default orthogonal).
-        activation, inner_activation: the cell and gate nonlinearities.
+        activation, inner_activation: the cell and gate nonlinearities. ``activation``
+            may be ``"softmax"``, over the units of each sample at each step (the
+            RNN's state, the LSTM's candidate and ``activation(c)``, the GRU's
+            candidate); ``inner_activation`` is applied unit by unit, so not softmax.
         weights: initial weights, in the order of ``param_names``.
         return_sequences: output every step ``(batch, time, units)``, not only the last.
         go_backwards: process the sequence from its end (outputs come in processing order).
@@ -125,10 +132,13 @@ class Recurrent(Layer):
         self.init = init
         self.inner_init = inner_init
         self.activation, self.activation_code = _activation_code(
-            self.default_activation if activation is None else activation, self.label
+            self.default_activation if activation is None else activation,
+            self.label,
+            "activation",
+            ACTIVATION_CODES,
         )
         self.inner_activation, self.inner_activation_code = _activation_code(
-            inner_activation, self.label
+            inner_activation, self.label, "inner_activation", ELEMENTWISE_CODES
         )
         self.return_sequences = bool(return_sequences)
         self.go_backwards = bool(go_backwards)
@@ -254,12 +264,9 @@ class Recurrent(Layer):
                 self.kernels.copy(state, copy)
                 copies.append(copy)
             return copies
-        zeros = []
-        for index in range(self.state_count):
-            state = self.buffer(f"zero_state_{index}", (batch, self.output_dim))
-            self.kernels.fill(state, 0.0)
-            zeros.append(state)
-        return zeros
+        zeros = self.buffer("zero_states", (self.state_count, batch, self.output_dim))
+        self.kernels.fill(zeros, 0.0)  # one launch for every state
+        return [zeros[index] for index in range(self.state_count)]
 
     def _dropout_mask(self, shape: tuple[int, int], p: float, slot: str) -> Any:
         mask = self.buffer(slot, shape)
@@ -348,13 +355,11 @@ class Recurrent(Layer):
         else:  # the output's gradient reaches the last processed step only
             grad = grad_output.reshape(1, *grad_output.shape)
         dpre_all = self.buffer("dpre_all", (steps, batch, width))
-        dh = self.buffer("dh", (batch, units))
-        kernels.fill(dh, 0.0)
-        if self.state_count == 2:  # the LSTM's cell state carries a gradient too
-            dc = self.buffer("dc", (batch, units))
-            kernels.fill(dc, 0.0)
-        else:
-            dc = self.buffer("no_dc", (1, 1))
+        state_gradients = self.buffer("state_gradients", (self.state_count, batch, units))
+        kernels.fill(state_gradients, 0.0)  # one launch for every state
+        dh = state_gradients[0]
+        # the LSTM's cell state carries a gradient too
+        dc = state_gradients[1] if self.state_count == 2 else self.buffer("no_dc", (1, 1))
         gradients = Gradients(grad, int(self.return_sequences), dpre_all, dh, dc)
         self.run_backward(saved["steps"], saved["sequence"], gradients)
         rows = steps * batch

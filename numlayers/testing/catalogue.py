@@ -514,6 +514,27 @@ def _catalogue() -> list[LayerCase]:
                     _recurrent_reference(kind, return_sequences, go_backwards),
                 )
             )
+    # softmax over each sample's units at each step (one row per kind, each with its
+    # own pair of options)
+    for (kind, cls), (return_sequences, go_backwards) in zip(
+        recurrent.items(), ((True, False), (False, True), (True, True)), strict=True
+    ):
+        cases.append(
+            LayerCase(
+                f"{cls.__name__}-softmax",
+                lambda cls=cls, rs=return_sequences, gb=go_backwards, **kw: cls(
+                    3,
+                    input_shape=(4, 2),
+                    activation="softmax",
+                    return_sequences=rs,
+                    go_backwards=gb,
+                    seed=12,
+                    **kw,
+                ),
+                (2, 4, 2),
+                _recurrent_reference(kind, return_sequences, go_backwards, "softmax"),
+            )
+        )
     cases += [
         LayerCase(
             "Bidirectional-LSTM-concat",

@@ -60,6 +60,9 @@ def activation(name, x):
         return 1 / (1 + np.exp(-x))
     if name == "hard_sigmoid":
         return np.clip(0.2 * x + 0.5, 0, 1)
+    if name == "softmax":  # over each row's units
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
     assert name == "softplus"
     return np.logaddexp(0, x)
 
@@ -81,6 +84,14 @@ def derivative(name, x):
     return 1 / (1 + np.exp(-x))
 
 
+def backward_through(name, x, grad):
+    """The gradient reaching ``f(x)`` taken back to ``x`` (softmax mixes a row's units)."""
+    if name == "softmax":
+        y = activation(name, x)
+        return y * (grad - np.sum(grad * y, axis=1, keepdims=True))
+    return grad * derivative(name, x)
+
+
 def rnn_step(x, w, h, c, h_in, keep, act, inner):
     """One SimpleRNN step: ``(outputs, backward)``, where ``backward(dh)`` gives the
     pre-activation gradients, the state gradient's direct share and the share that
@@ -89,7 +100,7 @@ def rnn_step(x, w, h, c, h_in, keep, act, inner):
     h_new = np.where(keep, activation(act, pre), h)
 
     def backward(dh, dc):
-        dpre = np.where(keep, dh * derivative(act, pre), 0)
+        dpre = np.where(keep, backward_through(act, pre, dh), 0)
         return dpre, np.where(keep, 0, dh), None, dpre @ w.U.T
 
     return {"h_all": h_new}, backward
@@ -109,12 +120,12 @@ def lstm_step(x, w, h, c, h_in, keep, act, inner):
     }
 
     def backward(dh, dc):
-        dc_total = dc + dh * o * derivative(act, c_new)
+        dc_total = dc + backward_through(act, c_new, dh * o)
         dpre = np.hstack(
             [
                 dc_total * g * derivative(inner, z_i),
                 dc_total * c * derivative(inner, z_f),
-                dc_total * i * derivative(act, z_c),
+                backward_through(act, z_c, dc_total * i),
                 dh * activation(act, c_new) * derivative(inner, z_o),
             ]
         )
@@ -138,7 +149,7 @@ def gru_step(x, w, h, c, h_in, keep, act, inner):
     }
 
     def backward(dh, dc):
-        dpre_h = dh * (1 - z) * derivative(act, hh_pre)
+        dpre_h = backward_through(act, hh_pre, dh * (1 - z))
         d_rh = dpre_h @ w.U_h.T
         dpre_zr = np.hstack([dh * (h - hh), d_rh * h_in]) * derivative(inner, zr_pre)
         dpre = np.where(keep, np.hstack([dpre_zr, dpre_h]), 0)
@@ -281,6 +292,7 @@ def test_activation_codes_are_the_layers_table():
         "sigmoid": 3,
         "hard_sigmoid": 4,
         "softplus": 5,
+        "softmax": 6,
     }
 
 
@@ -294,6 +306,14 @@ def test_sequence_passes_match_numpy(device, dtype, kind, scenario):
 @pytest.mark.parametrize("kind", KINDS)
 def test_sequence_passes_with_every_activation(device, dtype, kind, name, inner):
     Case(kind, dtype, (name, inner), "mask_sequences", (3, 2, 3)).check(device)
+
+
+@pytest.mark.parametrize("scenario", ["last_output", "mask_go_backwards_dropout_U_sequences"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_sequence_passes_with_softmax(device, dtype, kind, scenario):
+    """Softmax over each row's units at each step (Keras 0.3 allows it as the cell's
+    activation): the rows are finished after the per-unit passes."""
+    Case(kind, dtype, ("softmax", "hard_sigmoid"), scenario, (3, 2, 3)).check(device)
 
 
 #: (dtype, shape): several chunks of units, the last one partial; the larger shapes run
@@ -316,6 +336,27 @@ def test_sequence_passes_in_several_unit_chunks(dtype, kind, shape):
     case = Case(
         kind, np.dtype(dtype), ("tanh", "sigmoid"), "mask_go_backwards_dropout_U_sequences", shape
     )
+    case.check(get_device("cpu"))
+
+
+@pytest.mark.parametrize("name", ["tanh", "softmax"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_blocks_take_several_rows_and_threads_several_units(kind, name):
+    """More batch rows than the simulator's blocks and more units than their threads."""
+    case = Case(
+        kind, np.dtype(np.float32), (name, "sigmoid"), "mask_go_backwards_dropout_U_sequences",
+        (2, 5, 9),
+    )  # fmt: skip
+    case.check(get_device("cuda"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_softmax_rows_span_several_unit_chunks(kind):
+    """The softmax normalises whole rows whose units the CPU passes split into chunks."""
+    case = Case(
+        kind, np.dtype(np.float32), ("softmax", "sigmoid"), "mask_go_backwards_dropout_U_sequences",
+        (3, 5, 40),
+    )  # fmt: skip
     case.check(get_device("cpu"))
 
 
@@ -403,6 +444,9 @@ def central_differences(loss, values, epsilon=1e-6):
         ("lstm", "tanh", "sigmoid"),
         ("gru", "tanh", "hard_sigmoid"),
         ("gru", "sigmoid", "tanh"),
+        ("rnn", "softmax", "linear"),
+        ("lstm", "softmax", "hard_sigmoid"),
+        ("gru", "softmax", "sigmoid"),
     ],
 )
 def test_backpropagation_through_time_matches_finite_differences(

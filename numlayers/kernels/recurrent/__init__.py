@@ -5,13 +5,13 @@ The layer keeps sequences time-major and does the products over all steps with
 backward pass, ``dU = H_prev^T @ DPRE`` (the GRU's ``dU_h = RH^T @ DPRE_h``), ``dW =
 X^T @ DPRE``, ``dx = DPRE @ W^T`` and ``db`` the column sums of ``DPRE``. Everything
 in between, per step the recurrent products and the cell, is one operation per pass:
-on the CPU one compiled loop over the steps (:mod:`.cpu`), on CUDA a GEMM and a
-kernel or two per step (:mod:`.cuda`). Gates are ``H`` wide, in Keras 0.3's order:
-``i, f, c, o`` for the LSTM (``G = 4``), ``z, r, h`` for the GRU (``G = 3``);
-SimpleRNN has ``G = 1``. The arguments are named tuples (:mod:`.sequences`):
-``steps`` (:class:`Steps`: the order, the mask, the recurrent dropout and the
-activation codes of :data:`ACTIVATION_CODES`), ``sequence`` (the arrays of one kind)
-and ``gradients`` (:class:`Gradients`). A masked row of a step keeps the state
+on the CPU one compiled loop over the steps (:mod:`.cpu`), on CUDA one persistent
+kernel, a block per slice of batch rows looping over the steps (:mod:`.cuda`). Gates
+are ``H`` wide, in Keras 0.3's order: ``i, f, c, o`` for the LSTM (``G = 4``), ``z, r,
+h`` for the GRU (``G = 3``); SimpleRNN has ``G = 1``. The arguments are named tuples
+(:mod:`.sequences`): ``steps`` (:class:`Steps`: the order, the mask, the recurrent
+dropout and the activation codes of :data:`ACTIVATION_CODES`), ``sequence`` (the
+arrays of one kind) and ``gradients`` (:class:`Gradients`). A masked row of a step keeps the state
 (``h_t = h_{t-1}``, ``c_t = c_{t-1}``); backward gives it zero pre-activation
 gradients and passes the state's gradients to the previous step unchanged.
 
@@ -37,14 +37,16 @@ is kept in ``h_prev_all[t]``):
   states, except the first step's share through the recurrent weights.
 
 Derivatives are taken from the activations' outputs (:mod:`.cells`), which the
-forward pass keeps.
+forward pass keeps. ``act`` may be softmax (over each row's ``H`` units at each step:
+the RNN's ``h``, the LSTM's ``g`` and ``act(c)``, the GRU's ``hh``); ``inner`` is one
+of :data:`ELEMENTWISE_CODES`.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from numlayers.kernels.recurrent.cells import ACTIVATION_CODES
+from numlayers.kernels.recurrent.cells import ACTIVATION_CODES, ELEMENTWISE_CODES
 from numlayers.kernels.recurrent.cpu import build_cpu
 from numlayers.kernels.recurrent.cuda import build_cuda
 from numlayers.kernels.recurrent.sequences import (
@@ -80,6 +82,7 @@ class RecurrentKernels(Protocol):
 
 __all__ = [
     "ACTIVATION_CODES",
+    "ELEMENTWISE_CODES",
     "Gradients",
     "GruSequence",
     "LstmSequence",

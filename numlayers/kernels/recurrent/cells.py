@@ -5,11 +5,19 @@ the CPU loops of :mod:`.cpu` inline it, and :meth:`CudaKernels.device
 <numlayers.kernels.toolkit.CudaKernels.device>` compiles it (and the activation
 formulas it calls) as a CUDA device function for :mod:`.cuda`. ``c`` is always the
 dtype's :class:`~numlayers.kernels.activations.Constants`.
+
+Softmax (Keras 0.3 allows it as a recurrent ``activation``) normalises a whole row
+of ``H`` units, which no per-unit formula can do. The per-unit formulas treat its
+code as linear (they keep pre-activations and pass gradients through unchanged);
+the ``*_softmax_*`` functions here then finish each step on whole rows, one row
+``b`` per call, where a softmax code is present (only then: the other activations
+pay nothing for it).
 """
 
 from __future__ import annotations
 
 from numlayers.kernels.activations import (
+    exp_nonpositive,
     expm1_nonpositive,
     hard_sigmoid,
     relu,
@@ -19,8 +27,8 @@ from numlayers.kernels.activations import (
 )
 from numlayers.kernels.toolkit import cpu_inline
 
-#: the activations' run-time codes, as the operations' ``activation`` arguments take them
-ACTIVATION_CODES = {
+#: the run-time codes of the activations that apply unit by unit
+ELEMENTWISE_CODES = {
     "linear": 0,
     "relu": 1,
     "tanh": 2,
@@ -28,6 +36,11 @@ ACTIVATION_CODES = {
     "hard_sigmoid": 4,
     "softplus": 5,
 }
+#: softmax over each row's units (cell activation only; the per-unit formulas treat it
+#: as linear and the row functions below finish it)
+SOFTMAX = 6
+#: the activations' run-time codes, as the operations' ``activation`` arguments take them
+ACTIVATION_CODES = {**ELEMENTWISE_CODES, "softmax": SOFTMAX}
 RELU = ACTIVATION_CODES["relu"]
 TANH = ACTIVATION_CODES["tanh"]
 SIGMOID = ACTIVATION_CODES["sigmoid"]
@@ -158,3 +171,120 @@ def gru_output(z, h_prev, hh, c):
 def gru_output_backward(dh, z, h_prev, hh, c):
     """Gradients of ``z`` and ``hh`` (activated) and ``h_prev``'s direct share."""
     return dh * (h_prev - hh), dh * (c.one - z), dh * z
+
+
+# ---------------------------------------------------------------- softmax over rows
+
+
+@cpu_inline
+def softmax_span(z, b, start, count, c):
+    """In place: ``z[b, start:start + count]`` becomes its softmax (``exp`` only of
+    non-positive numbers)."""
+    largest = z[b, start]
+    for q in range(1, count):
+        value = z[b, start + q]
+        largest = value if value > largest else largest
+    total = c.zero
+    for q in range(count):
+        e = exp_nonpositive(z[b, start + q] - largest)
+        z[b, start + q] = e
+        total += e
+    scale = c.one / total
+    for q in range(count):
+        z[b, start + q] *= scale
+
+
+@cpu_inline
+def softmax_gradient_span(dz, z0, y, y0, b, count, c):
+    """In place: ``dz[b, z0:z0 + count]``, the gradient reaching a softmax's output
+    ``y[b, y0:y0 + count]``, becomes its input's: ``y * (dz - sum(dz * y))``."""
+    dot = c.zero
+    for q in range(count):
+        dot += dz[b, z0 + q] * y[b, y0 + q]
+    for q in range(count):
+        dz[b, z0 + q] = y[b, y0 + q] * (dz[b, z0 + q] - dot)
+
+
+# One step's rows ``b`` of the time-major arrays (``hs`` the step's ``(B, H)`` states,
+# ``gates``/``dpre`` its ``(B, G*H)`` rows), after the per-unit pass of that step.
+
+
+@cpu_inline
+def rnn_softmax_row(b, hs, mask, has_mask, t, c):
+    """``h = softmax(z)``: the per-unit pass left ``z`` (masked rows keep ``h_prev``)."""
+    if not is_masked(mask, has_mask, t, b, c):
+        softmax_span(hs, b, 0, hs.shape[1], c)
+
+
+@cpu_inline
+def rnn_softmax_gradient_row(b, hs, dpre, c):
+    """The per-unit pass left the gradient reaching ``h`` in ``dpre`` (zero in masked rows,
+    which stay zero)."""
+    softmax_gradient_span(dpre, 0, hs, 0, b, hs.shape[1], c)
+
+
+@cpu_inline
+def gru_softmax_row(b, gates, h_prev, hs, mask, has_mask, t, c):
+    """``hh = softmax(...)`` (left as its pre-activation) and the new state from it."""
+    hidden = hs.shape[1]
+    softmax_span(gates, b, 2 * hidden, hidden, c)
+    if not is_masked(mask, has_mask, t, b, c):
+        for j in range(hidden):
+            hs[b, j] = gru_output(gates[b, j], h_prev[b, j], gates[b, 2 * hidden + j], c)
+
+
+@cpu_inline
+def gru_softmax_gradient_row(b, gates, dpre, c):
+    """``hh``'s pre-activation gradient from the gradient reaching ``hh``."""
+    hidden = gates.shape[1] // 3
+    softmax_gradient_span(dpre, 2 * hidden, gates, 2 * hidden, b, hidden, c)
+
+
+@cpu_inline
+def lstm_softmax_row(b, gates, c_prev, cells, h_prev, hs, mask, has_mask, t, c):
+    """``g = softmax(z_c)`` (left as ``z_c``), ``c_t = f * c_prev + i * g`` and ``h = o *
+    softmax(c_t)`` (masked rows keep their states)."""
+    hidden = hs.shape[1]
+    softmax_span(gates, b, 2 * hidden, hidden, c)
+    if is_masked(mask, has_mask, t, b, c):
+        return
+    for j in range(hidden):
+        cell = lstm_cell_state(
+            gates[b, j], gates[b, hidden + j], gates[b, 2 * hidden + j], c_prev[b, j]
+        )
+        cells[b, j] = cell
+        hs[b, j] = cell
+    softmax_span(hs, b, 0, hidden, c)
+    for j in range(hidden):
+        hs[b, j] *= gates[b, 3 * hidden + j]
+
+
+@cpu_inline
+def lstm_softmax_backward_row(b, gates, cells, c_prev, dh, dc, dpre, mask, has_mask, t, inner, c):
+    """The LSTM cell's backward pass on row ``b`` once ``dh`` holds the whole gradient
+    reaching ``h_t``, with softmax as the cell activation; as the per-unit pass, ``dc``
+    becomes the gradient reaching ``c_prev`` and ``dh`` zero (masked rows: ``dpre``
+    zero, ``dh`` and ``dc`` passed on)."""
+    hidden = dh.shape[1]
+    f0, g0, o0 = hidden, 2 * hidden, 3 * hidden
+    if is_masked(mask, has_mask, t, b, c):
+        for q in range(4 * hidden):
+            dpre[b, q] = c.zero
+        return
+    # a = softmax(c_t) in the o slot; the gradient reaching c_t through h in the i slot
+    for j in range(hidden):
+        dpre[b, o0 + j] = cells[b, j]
+        dpre[b, j] = dh[b, j] * gates[b, o0 + j]
+    softmax_span(dpre, b, o0, hidden, c)
+    softmax_gradient_span(dpre, 0, dpre, o0, b, hidden, c)
+    for j in range(hidden):
+        i, f, g, o = gates[b, j], gates[b, f0 + j], gates[b, g0 + j], gates[b, o0 + j]
+        d_i, d_f, d_g, d_o, dc[b, j] = lstm_cell_backward(
+            dh[b, j], dc[b, j] + dpre[b, j], i, f, g, o, c_prev[b, j], dpre[b, o0 + j]
+        )
+        dpre[b, j] = d_i * derivative_from_output(inner, i, c)
+        dpre[b, f0 + j] = d_f * derivative_from_output(inner, f, c)
+        dpre[b, g0 + j] = d_g
+        dpre[b, o0 + j] = d_o * derivative_from_output(inner, o, c)
+        dh[b, j] = c.zero  # what reaches h_prev comes through U, next step
+    softmax_gradient_span(dpre, g0, gates, g0, b, hidden, c)

@@ -12,6 +12,11 @@ loop that branches on a run-time code in every iteration does not vectorise, so 
 gate passes go through :func:`code_dispatched_rows`: the branch is taken once per
 block of rows, to one of six loops whose code is a constant.
 
+A softmax cell activation needs whole rows of units: the chunks treat it as linear
+and, only when its code is given, a serial pass over the rows finishes each step with
+the row functions of :mod:`.cells` (the LSTM's backward pass then runs its whole cell
+there, after the chunks' products).
+
 Offsets are unsigned and arrays are indexed, not sliced, inside the blocks, so that
 LLVM vectorises each loop (a signed index needs a wraparound check; a slice is a
 view whose reference count two threads would contend for).
@@ -30,18 +35,25 @@ from numlayers.kernels.activations import constants_for
 from numlayers.kernels.blas import SMALL_BLOCK_WORK, THREADS, gemm
 from numlayers.kernels.recurrent import cells
 from numlayers.kernels.recurrent.cells import (
-    ACTIVATION_CODES,
+    ELEMENTWISE_CODES,
+    SOFTMAX,
     activated,
     activated_sum,
     gru_output,
     gru_output_backward,
+    gru_softmax_gradient_row,
+    gru_softmax_row,
     is_masked,
     lstm_cell_backward,
     lstm_cell_state,
     lstm_cell_total_gradient,
+    lstm_softmax_backward_row,
+    lstm_softmax_row,
     output_gate,
     output_gradient_step,
     recurrent_input,
+    rnn_softmax_gradient_row,
+    rnn_softmax_row,
     times_derivative,
 )
 from numlayers.kernels.recurrent.sequences import (
@@ -92,7 +104,8 @@ def code_dispatched_rows(formula: Callable[..., Any]) -> Any:
     """
     name = f"{formula.__name__}_rows"
     lines = [f"def {name}(code, x, x0, y, y0, out, o0, count, width, c):"]
-    codes = sorted(ACTIVATION_CODES.values(), reverse=True)  # linear (0) is the fallback
+    # linear (0) is the fallback, softmax's too (its rows are finished apart)
+    codes = sorted(ELEMENTWISE_CODES.values(), reverse=True)
     for position, code in enumerate(codes):
         if position == len(codes) - 1:
             lines.append("    else:")
@@ -396,6 +409,48 @@ def gru_backward_reset_block(
     times_derivative_rows(inner, dpre, r0, gates, r0, dpre, r0, rows, w, c)
 
 
+# ---------------------------------------------------------------- softmax rows
+# A step's rows, serially, after its chunks (only when the cell activation is softmax).
+
+
+def rnn_softmax_rows(hs, mask, has_mask, t, c):
+    for b in range(hs.shape[0]):
+        rnn_softmax_row(b, hs, mask, has_mask, t, c)
+
+
+def rnn_softmax_gradient_rows(hs, dpre, c):
+    for b in range(hs.shape[0]):
+        rnn_softmax_gradient_row(b, hs, dpre, c)
+
+
+def gru_softmax_rows(gates, h_prev, hs, mask, has_mask, t, c):
+    for b in range(hs.shape[0]):
+        gru_softmax_row(b, gates, h_prev, hs, mask, has_mask, t, c)
+
+
+def gru_softmax_gradient_rows(gates, dpre, c):
+    for b in range(gates.shape[0]):
+        gru_softmax_gradient_row(b, gates, dpre, c)
+
+
+def lstm_softmax_rows(gates, c_prev, cells, h_prev, hs, mask, has_mask, t, c):
+    for b in range(hs.shape[0]):
+        lstm_softmax_row(b, gates, c_prev, cells, h_prev, hs, mask, has_mask, t, c)
+
+
+def lstm_softmax_backward_rows(gates, cells, c_prev, dh, dc, dpre, mask, has_mask, t, inner, c):
+    for b in range(dh.shape[0]):
+        lstm_softmax_backward_row(
+            b, gates, cells, c_prev, dh, dc, dpre, mask, has_mask, t, inner, c
+        )
+
+
+rnn_softmax_rows = compile_block(rnn_softmax_rows)
+rnn_softmax_gradient_rows = compile_block(rnn_softmax_gradient_rows)
+gru_softmax_rows = compile_block(gru_softmax_rows)
+gru_softmax_gradient_rows = compile_block(gru_softmax_gradient_rows)
+lstm_softmax_rows = compile_block(lstm_softmax_rows)
+lstm_softmax_backward_rows = compile_block(lstm_softmax_backward_rows)
 rnn_forward_block = compile_block(rnn_forward_block)
 rnn_backward_block = compile_block(rnn_backward_block)
 lstm_forward_block = compile_block(lstm_forward_block)
@@ -427,6 +482,8 @@ def rnn_forward_steps(steps, sequence, c):
             j0, w = chunk_span(chunk, width, hidden)
             gemm(h_prev_all[t], packed[chunk], rec[chunk], False, False, 1, 0)
             rnn_forward_block(xw[t], rec[chunk], h_prev, mask, has_mask, t, h_all[t], j0, w, act, c)
+        if act == SOFTMAX:
+            rnn_softmax_rows(h_all[t], mask, has_mask, t, c)
 
 
 @step_loop
@@ -448,6 +505,8 @@ def rnn_backward_steps(steps, sequence, gradients, c):
             through_later_step(dpre_all[later], later >= 0, packed[chunk], product[chunk], w)
             add_incoming(dh, product[chunk], later >= 0, mask_U, has_mask_U, grad, grad_step, j0, w)
             rnn_backward_block(h_all[t], mask, has_mask, t, dh, dpre_all[t], j0, w, act, c)
+        if act == SOFTMAX:
+            rnn_softmax_gradient_rows(h_all[t], dpre_all[t], c)
 
 
 @step_loop
@@ -485,6 +544,10 @@ def lstm_forward_steps(steps, sequence, c):
                 inner,
                 c,
             )
+        if act == SOFTMAX:
+            lstm_softmax_rows(
+                gates_all[t], c_prev, c_all[t], h_prev, h_all[t], mask, has_mask, t, c
+            )
 
 
 @step_loop
@@ -507,6 +570,8 @@ def lstm_backward_steps(steps, sequence, gradients, c):
             j0, w = chunk_span(chunk, width, hidden)
             through_later_step(dpre_all[later], later >= 0, packed[chunk], product[chunk], w)
             add_incoming(dh, product[chunk], later >= 0, mask_U, has_mask_U, grad, grad_step, j0, w)
+            if act == SOFTMAX:  # the cell needs whole rows of dh: after the chunks
+                continue
             lstm_backward_block(
                 gates_all[t],
                 c_all[t],
@@ -524,6 +589,10 @@ def lstm_backward_steps(steps, sequence, gradients, c):
                 act,
                 inner,
                 c,
+            )
+        if act == SOFTMAX:
+            lstm_softmax_backward_rows(
+                gates_all[t], c_all[t], c_prev, dh, dc, dpre_all[t], mask, has_mask, t, inner, c
             )
 
 
@@ -566,6 +635,8 @@ def gru_forward_steps(steps, sequence, c):
                 act,
                 c,
             )
+        if act == SOFTMAX:
+            gru_softmax_rows(gates_all[t], h_prev, h_all[t], mask, has_mask, t, c)
 
 
 @step_loop
@@ -599,6 +670,8 @@ def gru_backward_steps(steps, sequence, gradients, c):
             gru_backward_output_block(
                 gates_all[t], h_prev, mask, has_mask, t, dh, dpre_all[t], j0, w, units, act, c
             )
+        if act == SOFTMAX:  # before dpre_h @ U_h.T
+            gru_softmax_gradient_rows(gates_all[t], dpre_all[t], c)
         for chunk in prange(chunks):  # dpre_h @ U_h.T needs every unit's dpre_h
             j0, w = chunk_span(chunk, width, hidden)
             dpre_h = dpre_all[t, :, 2 * hidden :]

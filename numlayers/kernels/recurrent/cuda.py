@@ -1,32 +1,50 @@
-"""The recurrent family's CUDA operations: per step, the recurrent product through the
-tiled GEMM and toolkit index loops with one thread per ``(b, j)`` unit doing all of
-its unit's gates (the bodies below, ``body(b, j, ...)``, compiled as device code with
-the cells of :mod:`.cells`). ``c`` is the dtype's activation constants, passed to
-every kernel so that no formula writes a float64 literal.
+"""The recurrent family's CUDA operations: each sequence pass is one persistent kernel.
+
+The rows of a batch are independent through time, so one block runs every step of
+its batch rows (a grid-stride loop over rows, ``cuda.syncthreads()`` between the
+phases of a step) and no grid-wide synchronisation is needed. In each step the
+block's threads share the units ``j`` of the row: a thread makes its units'
+recurrent products (dot products with columns of ``U``, or rows of it backward,
+read through the caches; the state row the block reads was written by the block
+itself) and applies the cell to them with the per-unit bodies below (``body(b, j,
+...)``, compiled as device code with the cells of :mod:`.cells`). A forward and a
+backward pass are then two launches, whatever the number of steps; the input
+projection and the weight gradients stay GEMMs in the layer.
+
+A softmax cell activation (its code is linear to the per-unit bodies) needs the
+whole row: after the per-unit phase the block's first thread finishes the row with
+the row functions of :mod:`.cells` (the LSTM's backward pass runs its whole cell
+there); the other activations do not pay for it. ``c`` is the dtype's activation
+constants, passed to every kernel so that no formula writes a float64 literal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numba
 import numpy as np
 
 from numlayers.kernels.activations import constants_for
-from numlayers.kernels.matmul import gemm_launcher
 from numlayers.kernels.recurrent.cells import (
+    SOFTMAX,
     apply,
     derivative_from_output,
     gru_output,
     gru_output_backward,
+    gru_softmax_gradient_row,
+    gru_softmax_row,
     incoming_gradient,
     is_masked,
     lstm_cell_backward,
     lstm_cell_state,
     lstm_cell_total_gradient,
+    lstm_softmax_backward_row,
+    lstm_softmax_row,
     output_gradient_step,
     recurrent_input,
+    rnn_softmax_gradient_row,
+    rnn_softmax_row,
 )
 from numlayers.kernels.recurrent.sequences import (
     Gradients,
@@ -35,13 +53,38 @@ from numlayers.kernels.recurrent.sequences import (
     RnnSequence,
     Steps,
 )
-from numlayers.kernels.toolkit import cuda_kernels, empty_vector
+from numlayers.kernels.toolkit import bind_cuda, launch_size
+
+#: ``numba.cuda``, bound by :func:`bind_cuda` (the sequence kernels see it as a global)
+cuda: Any = None
+
+#: threads of a sequence block, which shares the units of its batch rows
+SEQUENCE_THREADS = launch_size(128, 4)
+#: blocks of a sequence pass at most (one per batch row up to this; a block then takes
+#: several rows in turn)
+SEQUENCE_BLOCKS = launch_size(132 * 8, 2)
 
 # ---------------------------------------------------------------- per-unit bodies
 
 
 def recurrent_input_element(b, j, h_prev, mask_U, has_mask_U, h_in):
     h_in[b, j] = recurrent_input(h_prev, mask_U, has_mask_U, b, j)
+
+
+def column_product(a, row, U, column):
+    """``sum_k a[row, k] * U[k, column]``: a recurrent product's unit, forward."""
+    total = a[row, 0] * U[0, column]
+    for k in range(1, a.shape[1]):
+        total += a[row, k] * U[k, column]
+    return total
+
+
+def row_product(a, row, U, u_row):
+    """``sum_q a[row, q] * U[u_row, q]``: a gradient through ``U``'s row ``u_row``."""
+    total = a[row, 0] * U[u_row, 0]
+    for q in range(1, U.shape[1]):
+        total += a[row, q] * U[u_row, q]
+    return total
 
 
 def rnn_forward_element(b, j, xw, rec, t, mask, has_mask, h_prev, h_all, act, c):
@@ -179,184 +222,320 @@ def gru_backward_reset_element(
     carry[b, j] = d_rh[b, j] * r
 
 
+# ---------------------------------------------------------------- softmax rows
+# ``body(b, ...)`` of a step's row ``b`` (2-D arrays are the step's slices), beyond the
+# row functions of :mod:`.cells` that serve as bodies as they are.
+
+
+def gru_softmax_gradient_element(b, gates, dpre, dpre_h, c):
+    """``hh``'s pre-activation gradient, also into its contiguous copy ``dpre_h``."""
+    gru_softmax_gradient_row(b, gates, dpre, c)
+    hidden = dpre_h.shape[1]
+    for j in range(hidden):
+        dpre_h[b, j] = dpre[b, 2 * hidden + j]
+
+
+def lstm_softmax_backward_element(
+    b, gates, cells, c_prev, mask, has_mask, t, product, has_later, mask_U, has_mask_U,
+    grad, grad_step, dh, dc, dpre, inner, c,
+):  # fmt: skip
+    """The whole gradient reaching row ``b`` of ``h_t`` into ``dh``, then the cell."""
+    for j in range(dh.shape[1]):
+        dh[b, j] = incoming_gradient(
+            dh, product, has_later, mask_U, has_mask_U, grad, grad_step, b, j, j
+        )
+    lstm_softmax_backward_row(b, gates, cells, c_prev, dh, dc, dpre, mask, has_mask, t, inner, c)
+
+
 # ---------------------------------------------------------------- step order
 
 
-def forward_order(order: np.ndarray) -> Iterator[tuple[int, int]]:
-    """``(t, t_prev)`` of each step in processing order (``t_prev`` -1 first)."""
-    previous = -1
-    for step in order:
-        yield int(step), previous
-        previous = int(step)
-
-
-def backward_order(steps: Steps, gradients: Gradients) -> Iterator[tuple[int, int, int, int]]:
-    """``(t, t_prev, t_later, grad_step)``, last processed step first (-1 for none;
-    ``grad_step`` as :func:`~.cells.output_gradient_step`)."""
-    order, count = steps.order, len(steps.order)
-    for position in range(count - 1, -1, -1):
-        t = int(order[position])
-        previous = int(order[position - 1]) if position > 0 else -1
-        later = int(order[position + 1]) if position < count - 1 else -1
-        yield (
-            t,
-            previous,
-            later,
-            output_gradient_step(gradients.grad_every_step, t, position, count),
+def step_direction(order: np.ndarray) -> tuple[int, int]:
+    """``(first, stride)`` of a processing order that runs through the steps one by one,
+    either way (the kernels compute each step's time index from them)."""
+    count = len(order)
+    first = int(order[0]) if count else 0
+    stride = int(order[1] - order[0]) if count > 1 else 1
+    if stride not in (1, -1) or not np.array_equal(order, first + stride * np.arange(count)):
+        raise ValueError(
+            f"recurrent steps must run forwards or backwards one by one, received {order!r}"
         )
-
-
-def state_before(initial: Any, states: Any, t_prev: int) -> Any:
-    return initial if t_prev < 0 else states[t_prev]
+    return first, stride
 
 
 def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     dtype = np.dtype(dtype)
-    kernels = cuda_kernels(cuda_api, dtype)
+    kernels = bind_cuda(globals(), cuda_api, dtype)
     c = constants_for(dtype)
     matrix, tensor = kernels.array(2), kernels.array(3)
     index, constants = numba.types.int64, numba.typeof(c)
-    gemm_nn = gemm_launcher(cuda_api, dtype, False, False)
-    gemm_nt = gemm_launcher(cuda_api, dtype, False, True)
-    no_bias = empty_vector(cuda_api, dtype)
-    masks = (index, matrix, index)  # t, mask, has_mask
-    incoming = (matrix, index, matrix, index, tensor, index)  # product ... grad_step
+    device = kernels.device
+    take_input = device(recurrent_input_element)
+    forward_product, backward_product = device(column_product), device(row_product)
+    rnn_forward_body, rnn_backward_body = device(rnn_forward_element), device(rnn_backward_element)
+    lstm_forward_body, lstm_backward_body = (
+        device(lstm_forward_element),
+        device(lstm_backward_element),
+    )
+    gru_gates_body, gru_output_body = device(gru_gates_element), device(gru_output_element)
+    gru_output_backward_body = device(gru_backward_output_element)
+    gru_reset_backward_body = device(gru_backward_reset_element)
+    rnn_softmax_body, rnn_softmax_gradient_body = (
+        device(rnn_softmax_row),
+        device(rnn_softmax_gradient_row),
+    )
+    lstm_softmax_body, lstm_softmax_backward_body = (
+        device(lstm_softmax_row),
+        device(lstm_softmax_backward_element),
+    )
+    gru_softmax_body, gru_softmax_gradient_body = (
+        device(gru_softmax_row),
+        device(gru_softmax_gradient_element),
+    )
+    output_step = device(output_gradient_step)
+    # the arguments every pass takes after its arrays: first, stride (the order), mask,
+    # has_mask, mask_U, has_mask_U, activation, inner_activation, constants
+    run = (index, index, matrix, index, matrix, index, index, index, constants)
+    # and a backward pass before them: grad, grad_every_step, dpre_all, dh, dc
+    backward = (tensor, index, tensor, matrix, matrix)
 
-    def units_loop(body: Any, *argtypes: Any) -> Any:
-        """``launch(B, H, *arguments)``: ``body`` at every unit ``(b, j)``."""
-        return kernels.index_loop(body, argtypes, dims=2)
+    @kernels.jit(tensor, matrix, matrix, tensor, tensor, matrix, *run)
+    def rnn_forward_kernel(
+        xw, U, h0, h_prev_all, h_all, rec,
+        first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
+    ):  # fmt: skip
+        thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
+        for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
+            for position in range(xw.shape[0]):
+                t = first + stride * position
+                h_prev = h0 if position == 0 else h_all[t - stride]
+                for j in range(thread, hidden, threads):
+                    take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t])
+                cuda.syncthreads()
+                for j in range(thread, hidden, threads):
+                    rec[b, j] = forward_product(h_prev_all[t], b, U, j)
+                    rnn_forward_body(b, j, xw, rec, t, mask, has_mask, h_prev, h_all, act, c)
+                if act == SOFTMAX:
+                    cuda.syncthreads()
+                    if thread == 0:
+                        rnn_softmax_body(b, h_all[t], mask, has_mask, t, c)
+                cuda.syncthreads()
 
-    recurrent_input = units_loop(recurrent_input_element, matrix, matrix, index, matrix)
-    rnn_forward = units_loop(
-        rnn_forward_element, tensor, matrix, *masks, matrix, tensor, index, constants
+    @kernels.jit(matrix, tensor, matrix, *backward, *run)
+    def rnn_backward_kernel(
+        U, h_all, product, grad, grad_every_step, dpre_all, dh, dc,
+        first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
+    ):  # fmt: skip
+        thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
+        count = h_all.shape[0]
+        for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
+            for position in range(count - 1, -1, -1):
+                t = first + stride * position
+                has_later = 1 if position < count - 1 else 0
+                grad_step = output_step(grad_every_step, t, position, count)
+                for j in range(thread, hidden, threads):
+                    if has_later:
+                        product[b, j] = backward_product(dpre_all[t + stride], b, U, j)
+                    rnn_backward_body(
+                        b, j, h_all, t, mask, has_mask, product, has_later, mask_U,
+                        has_mask_U, grad, grad_step, dh, dpre_all, act, c,
+                    )  # fmt: skip
+                if act == SOFTMAX:
+                    cuda.syncthreads()
+                    if thread == 0:
+                        rnn_softmax_gradient_body(b, h_all[t], dpre_all[t], c)
+                cuda.syncthreads()
+
+    @kernels.jit(tensor, matrix, matrix, matrix, tensor, tensor, tensor, tensor, matrix, *run)
+    def lstm_forward_kernel(
+        xw, U, h0, c0, h_prev_all, gates_all, c_all, h_all, rec,
+        first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
+    ):  # fmt: skip
+        thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
+        for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
+            for position in range(xw.shape[0]):
+                t = first + stride * position
+                h_prev = h0 if position == 0 else h_all[t - stride]
+                c_prev = c0 if position == 0 else c_all[t - stride]
+                for j in range(thread, hidden, threads):
+                    take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t])
+                cuda.syncthreads()
+                for j in range(thread, hidden, threads):
+                    for gate in range(4):
+                        column = gate * hidden + j
+                        rec[b, column] = forward_product(h_prev_all[t], b, U, column)
+                    lstm_forward_body(
+                        b, j, xw, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all,
+                        h_all, act, inner, c,
+                    )  # fmt: skip
+                if act == SOFTMAX:
+                    cuda.syncthreads()
+                    if thread == 0:
+                        lstm_softmax_body(
+                            b, gates_all[t], c_prev, c_all[t], h_prev, h_all[t], mask,
+                            has_mask, t, c,
+                        )  # fmt: skip
+                cuda.syncthreads()
+
+    @kernels.jit(matrix, matrix, tensor, tensor, matrix, *backward, *run)
+    def lstm_backward_kernel(
+        U, c0, gates_all, c_all, product, grad, grad_every_step, dpre_all, dh, dc,
+        first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
+    ):  # fmt: skip
+        thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
+        count = c_all.shape[0]
+        for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
+            for position in range(count - 1, -1, -1):
+                t = first + stride * position
+                c_prev = c0 if position == 0 else c_all[t - stride]
+                has_later = 1 if position < count - 1 else 0
+                grad_step = output_step(grad_every_step, t, position, count)
+                for j in range(thread, hidden, threads):
+                    if has_later:
+                        product[b, j] = backward_product(dpre_all[t + stride], b, U, j)
+                    if act != SOFTMAX:
+                        lstm_backward_body(
+                            b, j, gates_all, c_all, t, c_prev, mask, has_mask, product,
+                            has_later, mask_U, has_mask_U, grad, grad_step, dh, dc, dpre_all,
+                            act, inner, c,
+                        )  # fmt: skip
+                if act == SOFTMAX:
+                    cuda.syncthreads()
+                    if thread == 0:
+                        lstm_softmax_backward_body(
+                            b, gates_all[t], c_all[t], c_prev, mask, has_mask, t, product,
+                            has_later, mask_U, has_mask_U, grad, grad_step, dh, dc,
+                            dpre_all[t], inner, c,
+                        )  # fmt: skip
+                cuda.syncthreads()
+
+    @kernels.jit(
+        tensor, matrix, matrix, matrix, tensor, tensor, tensor, tensor, matrix, matrix, *run
     )
-    rnn_backward = units_loop(
-        rnn_backward_element, tensor, *masks, *incoming, matrix, tensor, index, constants
-    )
-    lstm_forward = units_loop(
-        lstm_forward_element, tensor, matrix, *masks, matrix, matrix, tensor, tensor, tensor,
-        index, index, constants,
+    def gru_forward_kernel(
+        xw, U_zr, U_h, h0, h_prev_all, gates_all, rh_all, h_all, rec_zr, rec_h,
+        first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
+    ):  # fmt: skip
+        thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
+        for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
+            for position in range(xw.shape[0]):
+                t = first + stride * position
+                h_prev = h0 if position == 0 else h_all[t - stride]
+                h_in = h_prev_all[t]
+                for j in range(thread, hidden, threads):
+                    take_input(b, j, h_prev, mask_U, has_mask_U, h_in)
+                cuda.syncthreads()
+                for j in range(thread, hidden, threads):
+                    rec_zr[b, j] = forward_product(h_in, b, U_zr, j)
+                    rec_zr[b, hidden + j] = forward_product(h_in, b, U_zr, hidden + j)
+                    gru_gates_body(b, j, xw, rec_zr, t, h_in, gates_all, rh_all, inner, c)
+                cuda.syncthreads()  # (r * h) @ U_h needs every unit's r
+                for j in range(thread, hidden, threads):
+                    rec_h[b, j] = forward_product(rh_all[t], b, U_h, j)
+                    gru_output_body(
+                        b, j, xw, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, act, c
+                    )
+                if act == SOFTMAX:
+                    cuda.syncthreads()
+                    if thread == 0:
+                        gru_softmax_body(b, gates_all[t], h_prev, h_all[t], mask, has_mask, t, c)
+                cuda.syncthreads()
+
+    @kernels.jit(
+        matrix, matrix, matrix, tensor, tensor, tensor, matrix, matrix, matrix, matrix, matrix,
+        *backward, *run,
     )  # fmt: skip
-    lstm_backward = units_loop(
-        lstm_backward_element, tensor, tensor, index, matrix, matrix, index, *incoming[:-2],
-        tensor, index, matrix, matrix, tensor, index, index, constants,
-    )  # fmt: skip
-    gru_gates = units_loop(
-        gru_gates_element, tensor, matrix, index, matrix, tensor, tensor, index, constants
-    )
-    gru_output = units_loop(
-        gru_output_element, tensor, matrix, *masks, matrix, tensor, tensor, index, constants
-    )
-    gru_backward_output = units_loop(
-        gru_backward_output_element, tensor, index, matrix, matrix, index, matrix, matrix,
-        index, matrix, index, tensor, index, matrix, tensor, matrix, index, constants,
-    )  # fmt: skip
-    gru_backward_reset = units_loop(
-        gru_backward_reset_element, tensor, index, matrix, matrix, matrix, index, tensor,
-        matrix, matrix, index, constants,
-    )  # fmt: skip
+    def gru_backward_kernel(
+        U_zr, U_h, h0, h_prev_all, gates_all, h_all, product, d_rh, carry, dpre_zr, dpre_h,
+        grad, grad_every_step, dpre_all, dh, dc,
+        first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
+    ):  # fmt: skip
+        """``dpre_zr``/``dpre_h`` are contiguous copies of a step's ``z, r``/``hh``
+        gradients, the products' operands; ``carry`` is the later step's ``d_rh * r``."""
+        thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
+        count = h_all.shape[0]
+        for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
+            for position in range(count - 1, -1, -1):
+                t = first + stride * position
+                h_prev = h0 if position == 0 else h_all[t - stride]
+                has_later = 1 if position < count - 1 else 0
+                grad_step = output_step(grad_every_step, t, position, count)
+                for j in range(thread, hidden, threads):
+                    if has_later:  # dpre_zr holds the later step's
+                        product[b, j] = backward_product(dpre_zr, b, U_zr, j)
+                    gru_output_backward_body(
+                        b, j, gates_all, t, h_prev, mask, has_mask, product, carry, has_later,
+                        mask_U, has_mask_U, grad, grad_step, dh, dpre_all, dpre_h, act, c,
+                    )  # fmt: skip
+                cuda.syncthreads()
+                if act == SOFTMAX:
+                    if thread == 0:
+                        gru_softmax_gradient_body(b, gates_all[t], dpre_all[t], dpre_h, c)
+                    cuda.syncthreads()
+                for j in range(thread, hidden, threads):  # dpre_h @ U_h.T needs every unit's
+                    d_rh[b, j] = backward_product(dpre_h, b, U_h, j)
+                    gru_reset_backward_body(
+                        b, j, gates_all, t, h_prev_all[t], d_rh, mask, has_mask, dpre_all,
+                        dpre_zr, carry, inner, c,
+                    )  # fmt: skip
+                cuda.syncthreads()
 
     def scratch(*shape: int) -> Any:
         return cuda_api.device_array(shape, dtype=dtype)
 
-    def keep_recurrent_input(steps: Steps, h_prev: Any, h_in: Any) -> None:
-        recurrent_input(*h_in.shape, h_prev, steps.mask_U, steps.has_mask_U, h_in)
+    def launch(kernel: Any, batch: int, steps: Steps, *arrays: Any) -> None:
+        """One block per batch row (up to :data:`SEQUENCE_BLOCKS`), all steps inside."""
+        if batch == 0 or len(steps.order) == 0:
+            return
+        kernel[min(batch, SEQUENCE_BLOCKS), SEQUENCE_THREADS](
+            *arrays,
+            *step_direction(steps.order),
+            steps.mask,
+            steps.has_mask,
+            steps.mask_U,
+            steps.has_mask_U,
+            steps.activation,
+            steps.inner_activation,
+            c,
+        )
 
     def rnn_sequence_forward(steps: Steps, sequence: RnnSequence) -> None:
-        xw, U, h0, h_prev_all, h_all = sequence
-        batch, hidden = h0.shape
-        rec = scratch(batch, hidden)
-        for t, t_prev in forward_order(steps.order):
-            h_prev = state_before(h0, h_all, t_prev)
-            keep_recurrent_input(steps, h_prev, h_prev_all[t])
-            gemm_nn(h_prev_all[t], U, no_bias(), rec)
-            rnn_forward(
-                batch, hidden, xw, rec, t, steps.mask, steps.has_mask, h_prev, h_all,
-                steps.activation, c,
-            )  # fmt: skip
+        batch, hidden = sequence.h0.shape
+        launch(rnn_forward_kernel, batch, steps, *sequence, scratch(batch, hidden))
 
     def rnn_sequence_backward(steps: Steps, sequence: RnnSequence, gradients: Gradients) -> None:
-        grad, _, dpre_all, dh, _ = gradients
-        batch, hidden = dh.shape
-        product = scratch(batch, hidden)
-        for t, _, later, grad_step in backward_order(steps, gradients):
-            if later >= 0:
-                gemm_nt(dpre_all[later], sequence.U, no_bias(), product)
-            rnn_backward(
-                batch, hidden, sequence.h_all, t, steps.mask, steps.has_mask, product,
-                int(later >= 0), steps.mask_U, steps.has_mask_U, grad, grad_step, dh, dpre_all,
-                steps.activation, c,
-            )  # fmt: skip
+        batch, hidden = gradients.dh.shape
+        launch(
+            rnn_backward_kernel, batch, steps, sequence.U, sequence.h_all,
+            scratch(batch, hidden), *gradients,
+        )  # fmt: skip
 
     def lstm_sequence_forward(steps: Steps, sequence: LstmSequence) -> None:
-        xw, U, h0, c0, h_prev_all, gates_all, c_all, h_all = sequence
-        batch, hidden = h0.shape
-        rec = scratch(batch, 4 * hidden)
-        for t, t_prev in forward_order(steps.order):
-            h_prev = state_before(h0, h_all, t_prev)
-            keep_recurrent_input(steps, h_prev, h_prev_all[t])
-            gemm_nn(h_prev_all[t], U, no_bias(), rec)
-            lstm_forward(
-                batch, hidden, xw, rec, t, steps.mask, steps.has_mask, h_prev,
-                state_before(c0, c_all, t_prev), gates_all, c_all, h_all, steps.activation,
-                steps.inner_activation, c,
-            )  # fmt: skip
+        batch, hidden = sequence.h0.shape
+        launch(lstm_forward_kernel, batch, steps, *sequence, scratch(batch, 4 * hidden))
 
     def lstm_sequence_backward(steps: Steps, sequence: LstmSequence, gradients: Gradients) -> None:
-        grad, _, dpre_all, dh, dc = gradients
-        batch, hidden = dh.shape
-        product = scratch(batch, hidden)
-        for t, t_prev, later, grad_step in backward_order(steps, gradients):
-            if later >= 0:
-                gemm_nt(dpre_all[later], sequence.U, no_bias(), product)
-            lstm_backward(
-                batch, hidden, sequence.gates_all, sequence.c_all, t,
-                state_before(sequence.c0, sequence.c_all, t_prev), steps.mask, steps.has_mask,
-                product, int(later >= 0), steps.mask_U, steps.has_mask_U, grad, grad_step, dh,
-                dc, dpre_all, steps.activation, steps.inner_activation, c,
-            )  # fmt: skip
+        batch, hidden = gradients.dh.shape
+        launch(
+            lstm_backward_kernel, batch, steps, sequence.U, sequence.c0, sequence.gates_all,
+            sequence.c_all, scratch(batch, hidden), *gradients,
+        )  # fmt: skip
 
     def gru_sequence_forward(steps: Steps, sequence: GruSequence) -> None:
-        xw, U_zr, U_h, h0, h_prev_all, gates_all, rh_all, h_all = sequence
-        batch, hidden = h0.shape
-        rec_zr, rec_h = scratch(batch, 2 * hidden), scratch(batch, hidden)
-        for t, t_prev in forward_order(steps.order):
-            h_prev = state_before(h0, h_all, t_prev)
-            keep_recurrent_input(steps, h_prev, h_prev_all[t])
-            gemm_nn(h_prev_all[t], U_zr, no_bias(), rec_zr)
-            gru_gates(
-                batch, hidden, xw, rec_zr, t, h_prev_all[t], gates_all, rh_all,
-                steps.inner_activation, c,
-            )  # fmt: skip
-            gemm_nn(rh_all[t], U_h, no_bias(), rec_h)
-            gru_output(
-                batch, hidden, xw, rec_h, t, steps.mask, steps.has_mask, h_prev, gates_all,
-                h_all, steps.activation, c,
-            )  # fmt: skip
+        batch, hidden = sequence.h0.shape
+        launch(
+            gru_forward_kernel, batch, steps, *sequence, scratch(batch, 2 * hidden),
+            scratch(batch, hidden),
+        )  # fmt: skip
 
     def gru_sequence_backward(steps: Steps, sequence: GruSequence, gradients: Gradients) -> None:
-        grad, _, dpre_all, dh, _ = gradients
-        gates_all, h_all = sequence.gates_all, sequence.h_all
-        batch, hidden = dh.shape
-        product, d_rh, carry = (
-            scratch(batch, hidden),
-            scratch(batch, hidden),
-            scratch(batch, hidden),
-        )
-        dpre_zr, dpre_h = scratch(batch, 2 * hidden), scratch(batch, hidden)
-        for t, t_prev, later, grad_step in backward_order(steps, gradients):
-            if later >= 0:  # dpre_zr holds the later step's
-                gemm_nt(dpre_zr, sequence.U_zr, no_bias(), product)
-            gru_backward_output(
-                batch, hidden, gates_all, t, state_before(sequence.h0, h_all, t_prev),
-                steps.mask, steps.has_mask, product, carry, int(later >= 0), steps.mask_U,
-                steps.has_mask_U, grad, grad_step, dh, dpre_all, dpre_h, steps.activation, c,
-            )  # fmt: skip
-            gemm_nt(dpre_h, sequence.U_h, no_bias(), d_rh)
-            gru_backward_reset(
-                batch, hidden, gates_all, t, sequence.h_prev_all[t], d_rh, steps.mask,
-                steps.has_mask, dpre_all, dpre_zr, carry, steps.inner_activation, c,
-            )  # fmt: skip
+        batch, hidden = gradients.dh.shape
+        launch(
+            gru_backward_kernel, batch, steps, sequence.U_zr, sequence.U_h, sequence.h0,
+            sequence.h_prev_all, sequence.gates_all, sequence.h_all,
+            *[scratch(batch, hidden) for _ in range(3)], scratch(batch, 2 * hidden),
+            scratch(batch, hidden), *gradients,
+        )  # fmt: skip
 
     return {
         "rnn_sequence_forward": rnn_sequence_forward,

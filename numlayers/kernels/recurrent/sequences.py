@@ -20,7 +20,9 @@ class Steps(NamedTuple):
 
     Attributes:
         order: ``(T,)`` int64, the time index of each step in processing order
-            (``go_backwards`` is only the reversed order).
+            (``go_backwards`` is only the reversed order). It runs through the steps one
+            by one, forwards or backwards: the CUDA kernels take only its first step
+            and direction (and raise ``ValueError`` for any other order).
         mask: ``(T, B)`` 0/1; where ``mask[t, b] == 0`` the state is carried over and
             the step gets no gradient. A ``(1, 1)`` dummy, never read, when
             ``has_mask`` is 0.
@@ -28,8 +30,10 @@ class Steps(NamedTuple):
         mask_U: ``(B, H)`` recurrent dropout: the recurrent products read
             ``h_prev * mask_U``. A ``(1, 1)`` dummy when ``has_mask_U`` is 0.
         has_mask_U: 1 when ``mask_U`` is given, else 0.
-        activation: code (:data:`ACTIVATION_CODES`) of the cell's activation.
-        inner_activation: code of the gates' activation (SimpleRNN does not read it).
+        activation: code (:data:`ACTIVATION_CODES`) of the cell's activation, softmax
+            included.
+        inner_activation: code of the gates' activation, one of
+            :data:`ELEMENTWISE_CODES` (SimpleRNN does not read it).
     """
 
     order: np.ndarray
