@@ -128,6 +128,23 @@ def test_cpu_stride_one_blocks_on_threads_match_one_block(direct_paths, monkeypa
         np.testing.assert_allclose(got, expected, **tolerance(np.float64))
 
 
+@pytest.mark.extended  # compiles the parallel patch moves: CI runs it apart
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        pytest.param(GEOMETRY, id="patches-th"),
+        pytest.param(GEOMETRY._replace(layout="tf"), id="patches-tf"),
+        pytest.param(STEPS, id="steps"),
+    ],
+)
+def test_cpu_patch_moves_on_threads_match_the_serial_ones(monkeypatch, geometry):
+    serial = passes("cpu", np.float64, geometry, samples=3)
+    monkeypatch.setattr(convolution_cpu, "PATCH_VALUE_COST", float(1 << 40))
+    on_threads = passes("cpu", np.float64, geometry, samples=3)
+    for got, expected in zip(on_threads, serial, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_cuda_weight_gradient_split_into_depth_slices_matches_cpu(monkeypatch):
     # 4 samples of 12 positions: 48 products per weight, cut into 3 slices of 16 by the
     # simulator's tiles (a GPU's 64 x 64 tiles keep so short a depth whole)

@@ -32,7 +32,7 @@ from numlayers.kernels.convolutional.geometry import (
     patch_index,
     weight_matrix,
 )
-from numlayers.kernels.toolkit import CpuLoop, compile_cpu, cpu_inline
+from numlayers.kernels.toolkit import CpuLoop, compile_cpu, cpu_inline, use_parallel
 
 #: the compiled CPU loops inline geometry.py's helpers and activations.py's formulas
 #: and call blas.py: their cached names change with any of those files
@@ -145,22 +145,36 @@ def move_channels_last(x, flat, offset, g, scatter):
 def _move_patches(x, flat, g, channels_first, scatter):
     """The patches of the samples ``x`` into ``flat``: ``(K, S P)`` channels first,
     ``(S P, K)`` channels last (im2col); with ``scatter``, their adjoint added into
-    ``x`` (col2im).
-
-    Serial: on both threads (the samples shared out) the forward and backward moves
-    of Convolution1D's patches (batch 32, 128 features, filter 5) took twice as long,
-    and the digits CNN's first layer's (64 images) six times (memory-bound copies)."""
+    ``x`` (col2im). The samples are independent: the parallel variant shares them out."""
     samples = x.shape[0]
     positions = g[OUT_ROWS] * g[OUT_COLS]
     depth = g[CHANNELS] * g[KERNEL_ROWS] * g[KERNEL_COLS]
-    for s in range(samples):
+    for s in prange(samples):
         if channels_first:
             move_channels_first(x[s], flat, s * positions, samples * positions, g, scatter)
         else:
             move_channels_last(x[s], flat, s * positions * depth, g, scatter)
 
 
-move_patches = compile_cpu(_move_patches, f"move_patches_{DIGEST}", fastmath={"contract"})
+move_patches_serial = compile_cpu(_move_patches, f"move_patches_{DIGEST}", fastmath={"contract"})
+move_patches_parallel = compile_cpu(
+    _move_patches, f"move_patches_{DIGEST}", parallel=True, fastmath={"contract"}
+)
+#: The work of moving one patch value, in the toolkit's units: a memory-bound copy. On a
+#: quiet machine, Convolution1D's moves (batch 32, 128 features, filter 5: 2 million
+#: values) on both threads brought its forward plus backward from 1.20-1.30 times
+#: nn.Conv1d's time to 1.01-1.06 (the two alternated in one process); the digits CNN's
+#: first layer (37 thousand values) stays on one thread, where both threads were slower.
+PATCH_VALUE_COST = 0.25
+
+
+def move_patches(x: Any, flat: Any, g: Any, channels_first: bool, scatter: bool) -> None:
+    """:func:`_move_patches`, on every thread when the toolkit's rule says so."""
+    values = x.shape[0] * g[OUT_ROWS] * g[OUT_COLS] * g[CHANNELS] * g[KERNEL_ROWS] * g[KERNEL_COLS]
+    if use_parallel(int(values), PATCH_VALUE_COST):
+        move_patches_parallel(x, flat, g, channels_first, scatter)
+    else:
+        move_patches_serial(x, flat, g, channels_first, scatter)
 
 
 def chunk_size(geometry: ConvolutionGeometry, batch: int) -> int:
