@@ -570,26 +570,27 @@ def lstm_backward_steps(steps, sequence, gradients, c):
             j0, w = chunk_span(chunk, width, hidden)
             through_later_step(dpre_all[later], later >= 0, packed[chunk], product[chunk], w)
             add_incoming(dh, product[chunk], later >= 0, mask_U, has_mask_U, grad, grad_step, j0, w)
-            if act == SOFTMAX:  # the cell needs whole rows of dh: after the chunks
-                continue
-            lstm_backward_block(
-                gates_all[t],
-                c_all[t],
-                c_prev,
-                mask,
-                has_mask,
-                t,
-                dh,
-                dc,
-                dpre_all[t],
-                product[chunk],
-                j0,
-                w,
-                units,
-                act,
-                inner,
-                c,
-            )
+            # the softmax cell needs whole rows of dh: it runs after the chunks (an `if`,
+            # not `continue`: a second exit keeps Numba from running the prange in parallel)
+            if act != SOFTMAX:
+                lstm_backward_block(
+                    gates_all[t],
+                    c_all[t],
+                    c_prev,
+                    mask,
+                    has_mask,
+                    t,
+                    dh,
+                    dc,
+                    dpre_all[t],
+                    product[chunk],
+                    j0,
+                    w,
+                    units,
+                    act,
+                    inner,
+                    c,
+                )
         if act == SOFTMAX:
             lstm_softmax_backward_rows(
                 gates_all[t], c_all[t], c_prev, dh, dc, dpre_all[t], mask, has_mask, t, inner, c
