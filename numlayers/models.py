@@ -213,17 +213,21 @@ class Sequential(Model):
     def _owned_input(self, index: int, x: Any) -> Any:
         """``x`` on the model's device, copied into the model's input buffer ``index``
         (its dtype kept: the first layer converts it, as for any input)."""
-        if not self.device.is_device_array(x):
-            x = self.device.asarray(_host_array(x))
+        host = None if self.device.is_device_array(x) else _host_array(x)
+        source = x if host is None else host
         buffer = self._caller_inputs.get(index)
         if (
             buffer is None
             or not self.device.is_device_array(buffer)  # the model moved since
-            or tuple(buffer.shape) != tuple(x.shape)
-            or buffer.dtype != x.dtype
+            or tuple(buffer.shape) != tuple(source.shape)
+            or buffer.dtype != source.dtype
         ):
-            buffer = self._caller_inputs[index] = self.device.empty(tuple(x.shape), x.dtype)
-        self.device.copy(x, buffer)
+            buffer = self.device.empty(tuple(source.shape), source.dtype)
+            self._caller_inputs[index] = buffer
+        if host is None:
+            self.device.copy(x, buffer)
+        else:  # one transfer, straight into the buffer
+            self.device.write(buffer, host)
         return buffer
 
     def run_forward(self, X: Any, train: bool = False, mask: Any = None) -> Any:
