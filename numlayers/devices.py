@@ -231,7 +231,7 @@ class CUDADevice(Device):
                 raise ValueError("CUDA arrays must be C-contiguous")
             return device_array
         CUDA_ACTIVITY.to_device += 1
-        return cuda.to_device(np.asarray(array, dtype=dtype, order="C"))
+        return cuda.to_device(with_c_strides(np.asarray(array, dtype=dtype, order="C")))
 
     def to_host(self, array: Any) -> np.ndarray:
         if isinstance(array, np.ndarray):
@@ -271,6 +271,21 @@ class CUDADevice(Device):
     def synchronize(self) -> None:
         CUDA_ACTIVITY.synchronizations += 1
         self.cuda.synchronize()
+
+
+def with_c_strides(host: np.ndarray) -> np.ndarray:
+    """``host`` (C-contiguous) with the strides a new C array of its shape would have.
+
+    NumPy calls an array with a length-1 axis of any stride C-contiguous (``x[None]``
+    has stride 0 there); a device array keeps the strides it is given, and numba-cuda's
+    ``reshape`` then refuses it as needing a copy (the simulator does not)."""
+    canonical, step = [], host.dtype.itemsize
+    for size in reversed(host.shape):
+        canonical.append(step)
+        step *= size
+    if tuple(reversed(canonical)) == host.strides:
+        return host
+    return np.array(host, order="C", copy=True)
 
 
 @functools.cache

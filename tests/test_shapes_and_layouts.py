@@ -160,3 +160,18 @@ def test_wrappers_take_the_dtype_their_inner_layer_was_given():
     assert Bidirectional(LSTM(3, dtype="float64"), input_shape=(4, 2)).dtype == np.float64
     assert TimeDistributed(Dense(3, dtype="float64"), input_shape=(4, 2)).dtype == np.float64
     assert TimeDistributed(Dense(3), input_shape=(4, 2)).dtype == np.float32
+
+
+def test_host_arrays_reach_the_gpu_with_the_strides_of_a_new_array():
+    # NumPy keeps any stride on a length-1 axis (x[None] has 0 there) and calls the array
+    # C-contiguous; a GPU array keeps the strides, and numba-cuda refuses to reshape one
+    # that has such a stride: a traced Lambda's constant of shape (1, n) failed so
+    from numlayers.devices import cuda_available, get_device
+
+    if not cuda_available():
+        pytest.skip("no CUDA device")
+    host = np.ascontiguousarray(np.arange(4.0)[None])
+    assert host.strides == (0, 8)
+    device_array = get_device("cuda").asarray(host)
+    assert device_array.strides == (32, 8)
+    np.testing.assert_array_equal(device_array.reshape(4).copy_to_host(), np.arange(4.0))
