@@ -541,6 +541,8 @@ class GRU(Recurrent):
             gates_all=self.buffer("gates_all", tuple(xw.shape)),
             rh_all=self.buffer("rh_all", shape),
             **self.state_buffers(xw),
+            dpre_zr_all=self.buffer("dpre_zr_all", (*shape[:2], 2 * self.output_dim)),
+            dpre_h_all=self.buffer("dpre_h_all", shape),
         )
         self.kernels.gru_sequence_forward(steps, sequence)
         return sequence
@@ -548,28 +550,19 @@ class GRU(Recurrent):
     def run_backward(self, steps: Steps, sequence: Any, gradients: Gradients) -> None:
         self.kernels.gru_sequence_backward(steps, sequence, gradients)
 
-    def _columns(self, array: Any, start: int, width: int, slot: str) -> Any:
-        """Columns ``start:start + width`` of a 2-D array, copied into a contiguous buffer."""
-        rows = array.shape[0]
-        out = self.buffer(slot, (rows, width))
-        self.kernels.concat_backward_part(
-            array.reshape(rows, array.shape[1], 1), start, out.reshape(rows, width, 1)
-        )
-        return out
-
     def recurrent_weight_gradients(self, dpre_all: Any) -> None:
+        # the backward pass left dpre_all's z, r and hh columns in contiguous copies
         sequence = self.saved()["sequence"]
-        steps, batch, width = dpre_all.shape
+        steps, batch, _ = dpre_all.shape
         units = self.output_dim
         rows = steps * batch
-        flat = dpre_all.reshape(rows, width)
         self.kernels.matmul_transpose_a(
             sequence.h_prev_all.reshape(rows, units),
-            self._columns(flat, 0, 2 * units, "dpre_zr_all"),
+            sequence.dpre_zr_all.reshape(rows, 2 * units),
             self.grads[1],
         )
         self.kernels.matmul_transpose_a(
             sequence.rh_all.reshape(rows, units),
-            self._columns(flat, 2 * units, units, "dpre_h_all"),
+            sequence.dpre_h_all.reshape(rows, units),
             self.grads[2],
         )

@@ -248,7 +248,7 @@ class Case:
             return device.asarray(np.array(array, dtype=self.dtype))
 
         sequence_type = SEQUENCE[self.kind]
-        shapes = {"gates_all": (steps, batch, width)}
+        shapes = {"gates_all": (steps, batch, width), "dpre_zr_all": (steps, batch, 2 * hidden)}
         arrays = {
             name: on_device(self.inputs.get(name, np.full(shapes.get(name, self.shape), UNTOUCHED)))
             for name in sequence_type._fields
@@ -392,6 +392,7 @@ class Layer:
             "U_zr": u[:, : 2 * hidden].copy(),
             "U_h": u[:, 2 * hidden :].copy(),
             "gates_all": np.zeros_like(xw),
+            "dpre_zr_all": np.zeros((steps, batch, 2 * hidden)),
         }
         fields = SEQUENCE[self.kind]._fields
         self.sequence = SEQUENCE[self.kind](
@@ -410,9 +411,12 @@ class Layer:
         getattr(self.ops, f"{self.kind}_sequence_backward")(self.steps, self.sequence, gradients)
         dpre = dpre_all.reshape(steps * batch, -1)
         h_prev = self.sequence.h_prev_all.reshape(steps * batch, hidden)
-        if self.kind == "gru":  # U_h multiplies r * h_prev, not h_prev
+        if self.kind == "gru":  # U_h multiplies r * h_prev, not h_prev; the products' operands
+            # are the contiguous copies of dpre's columns that the backward pass wrote
             rh = self.sequence.rh_all.reshape(steps * batch, hidden)
-            du = np.hstack([h_prev.T @ dpre[:, : 2 * hidden], rh.T @ dpre[:, 2 * hidden :]])
+            dpre_zr = self.sequence.dpre_zr_all.reshape(steps * batch, 2 * hidden)
+            dpre_h = self.sequence.dpre_h_all.reshape(steps * batch, hidden)
+            du = np.hstack([h_prev.T @ dpre_zr, rh.T @ dpre_h])
         else:
             du = h_prev.T @ dpre
         dx = (dpre @ w.T).reshape(x.shape)

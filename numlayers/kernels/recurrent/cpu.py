@@ -600,7 +600,7 @@ def lstm_backward_steps(steps, sequence, gradients, c):
 @step_loop
 def gru_forward_steps(steps, sequence, c):
     order, mask, has_mask, mask_U, has_mask_U, act, inner = steps
-    xw, U_zr, U_h, h0, h_prev_all, gates_all, rh_all, h_all = sequence
+    xw, U_zr, U_h, h0, h_prev_all, gates_all, rh_all, h_all, _, _ = sequence
     batch, hidden = h0.shape
     width, chunks = chunk_layout(batch, hidden)
     packed_zr = pack_columns(U_zr, 2, width, chunks)
@@ -643,7 +643,7 @@ def gru_forward_steps(steps, sequence, c):
 @step_loop
 def gru_backward_steps(steps, sequence, gradients, c):
     order, mask, has_mask, mask_U, has_mask_U, act, inner = steps
-    _, U_zr, U_h, h0, h_prev_all, gates_all, _, h_all = sequence
+    _, U_zr, U_h, h0, h_prev_all, gates_all, _, h_all, dpre_zr_all, dpre_h_all = sequence
     grad, grad_every_step, dpre_all, dh, _ = gradients
     batch, hidden = dh.shape
     width, chunks = chunk_layout(batch, hidden)
@@ -692,6 +692,18 @@ def gru_backward_steps(steps, sequence, gradients, c):
                 inner,
                 c,
             )
+        split_columns(dpre_all[t], dpre_zr_all[t], dpre_h_all[t])
+
+
+@cpu_inline
+def split_columns(dpre, dpre_zr, dpre_h):
+    """A step's gate gradients into the contiguous ``z, r`` and ``hh`` copies."""
+    width = dpre_zr.shape[1]
+    for b in range(dpre.shape[0]):
+        for q in range(width):
+            dpre_zr[b, q] = dpre[b, q]
+        for q in range(dpre_h.shape[1]):
+            dpre_h[b, q] = dpre[b, width + q]
 
 
 def pass_for(loop: CpuLoop, h0: np.ndarray, gates: int) -> Any:

@@ -442,16 +442,17 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 cuda.syncthreads()
 
     @kernels.jit(
-        matrix, matrix, matrix, tensor, tensor, tensor, matrix, matrix, matrix, matrix, matrix,
+        matrix, matrix, matrix, tensor, tensor, tensor, matrix, matrix, matrix, tensor, tensor,
         *backward, *run,
     )  # fmt: skip
     def gru_backward_kernel(
-        U_zr, U_h, h0, h_prev_all, gates_all, h_all, product, d_rh, carry, dpre_zr, dpre_h,
-        grad, grad_every_step, dpre_all, dh, dc,
+        U_zr, U_h, h0, h_prev_all, gates_all, h_all, product, d_rh, carry, dpre_zr_all,
+        dpre_h_all, grad, grad_every_step, dpre_all, dh, dc,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
     ):  # fmt: skip
-        """``dpre_zr``/``dpre_h`` are contiguous copies of a step's ``z, r``/``hh``
-        gradients, the products' operands; ``carry`` is the later step's ``d_rh * r``."""
+        """``dpre_zr_all[t]``/``dpre_h_all[t]`` are contiguous copies of step ``t``'s
+        ``z, r``/``hh`` gradients, the products' operands (and ``dU``'s, after the
+        pass); ``carry`` is the later step's ``d_rh * r``."""
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
         count = h_all.shape[0]
         for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
@@ -461,22 +462,23 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 has_later = 1 if position < count - 1 else 0
                 grad_step = output_step(grad_every_step, t, position, count)
                 for j in range(thread, hidden, threads):
-                    if has_later:  # dpre_zr holds the later step's
-                        product[b, j] = backward_product(dpre_zr, b, U_zr, j)
+                    if has_later:  # the later step's z, r gradients through U_zr
+                        product[b, j] = backward_product(dpre_zr_all[t + stride], b, U_zr, j)
                     gru_output_backward_body(
                         b, j, gates_all, t, h_prev, mask, has_mask, product, carry, has_later,
-                        mask_U, has_mask_U, grad, grad_step, dh, dpre_all, dpre_h, act, c,
+                        mask_U, has_mask_U, grad, grad_step, dh, dpre_all, dpre_h_all[t], act,
+                        c,
                     )  # fmt: skip
                 cuda.syncthreads()
                 if act == SOFTMAX:
                     if thread == 0:
-                        gru_softmax_gradient_body(b, gates_all[t], dpre_all[t], dpre_h, c)
+                        gru_softmax_gradient_body(b, gates_all[t], dpre_all[t], dpre_h_all[t], c)
                     cuda.syncthreads()
                 for j in range(thread, hidden, threads):  # dpre_h @ U_h.T needs every unit's
-                    d_rh[b, j] = backward_product(dpre_h, b, U_h, j)
+                    d_rh[b, j] = backward_product(dpre_h_all[t], b, U_h, j)
                     gru_reset_backward_body(
                         b, j, gates_all, t, h_prev_all[t], d_rh, mask, has_mask, dpre_all,
-                        dpre_zr, carry, inner, c,
+                        dpre_zr_all[t], carry, inner, c,
                     )  # fmt: skip
                 cuda.syncthreads()
 
@@ -524,7 +526,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     def gru_sequence_forward(steps: Steps, sequence: GruSequence) -> None:
         batch, hidden = sequence.h0.shape
         launch(
-            gru_forward_kernel, batch, steps, *sequence, scratch(batch, 2 * hidden),
+            gru_forward_kernel, batch, steps, *sequence.forward_arrays(),
+            scratch(batch, 2 * hidden),
             scratch(batch, hidden),
         )  # fmt: skip
 
@@ -533,8 +536,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         launch(
             gru_backward_kernel, batch, steps, sequence.U_zr, sequence.U_h, sequence.h0,
             sequence.h_prev_all, sequence.gates_all, sequence.h_all,
-            *[scratch(batch, hidden) for _ in range(3)], scratch(batch, 2 * hidden),
-            scratch(batch, hidden), *gradients,
+            *[scratch(batch, hidden) for _ in range(3)], sequence.dpre_zr_all,
+            sequence.dpre_h_all, *gradients,
         )  # fmt: skip
 
     return {

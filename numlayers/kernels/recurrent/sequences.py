@@ -76,7 +76,10 @@ class GruSequence(NamedTuple):
     """A GRU sequence: ``xw (T, B, 3H)`` (gates ``z, r, h``), ``U_zr (H, 2H)``,
     ``U_h (H, H)``, ``h0 (B, H)``; forward writes ``h_prev_all``, ``rh_all`` (``r *
     h_prev``, which ``U_h`` multiplies, for ``dU_h``), ``h_all`` ``(T, B, H)`` and
-    ``gates_all (T, B, 3H)``, the activated gates ``z, r, hh``."""
+    ``gates_all (T, B, 3H)``, the activated gates ``z, r, hh``. Backward also writes
+    ``dpre_zr_all (T, B, 2H)`` and ``dpre_h_all (T, B, H)``, contiguous copies of the
+    ``z, r`` and ``hh`` columns of ``dpre_all``: the operands of the step-to-step
+    products and of ``dU_zr`` and ``dU_h``, so no separate copy is made for those."""
 
     xw: DeviceArray
     U_zr: DeviceArray
@@ -86,6 +89,12 @@ class GruSequence(NamedTuple):
     gates_all: DeviceArray
     rh_all: DeviceArray
     h_all: DeviceArray
+    dpre_zr_all: DeviceArray
+    dpre_h_all: DeviceArray
+
+    def forward_arrays(self) -> tuple[DeviceArray, ...]:
+        """The arrays the forward pass reads and writes (all but the backward's two)."""
+        return tuple(self)[:8]
 
 
 class Gradients(NamedTuple):
