@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ class CudaActivity:
     """
 
     launches: int = 0
+    graph_launches: int = 0
     to_host: int = 0
     to_device: int = 0
     within_device: int = 0
@@ -80,6 +82,77 @@ def resolve_dtype(dtype: Any) -> np.dtype:
     if resolved not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64, received {resolved}")
     return resolved
+
+
+class NotCapturable(RuntimeError):
+    """Raised while a step is captured into a CUDA graph by work a graph cannot hold: a
+    copy to the host, host data sent to the device outside :meth:`Device.stage`, a
+    synchronisation. The step then runs eagerly (see :mod:`numlayers.cuda_graphs`)."""
+
+
+@dataclasses.dataclass
+class Capture:
+    """A step being recorded into a CUDA graph.
+
+    On a GPU, ``stream`` is the stream under CUDA stream capture: kernels and copies
+    are put on it and the driver records them. Under the simulator there is no stream
+    capture: ``stream`` is None and ``operations`` keeps each kernel launch and copy, in
+    order, to be replayed as the graph would be. ``retained`` holds every array that a
+    recorded operation touches, so none is freed while the graph lives. ``staged`` holds
+    the host values that change from one replay to the next (a learning rate, a dropout
+    seed): each ``(producer, pinned)`` is called before every replay into the pinned host
+    array that the graph copies to the device.
+    """
+
+    stream: Any
+    operations: list[Callable[[], None]] = dataclasses.field(default_factory=list)
+    retained: list[Any] = dataclasses.field(default_factory=list)
+    staged: list[tuple[Callable[[], np.ndarray], np.ndarray]] = dataclasses.field(
+        default_factory=list
+    )
+
+    def launch(
+        self, kernel: Any, configuration: tuple[Any, ...], arguments: tuple[Any, ...]
+    ) -> None:
+        """Record ``kernel[configuration](*arguments)``."""
+        self.retained.extend(arguments)
+        if self.stream is None:  # configured at replay: the simulator's kernel[...] sets
+            # the configuration on the kernel object itself, for its next launch only
+            self.operations.append(
+                functools.partial(launch_kernel, kernel, configuration, arguments)
+            )
+        else:
+            kernel[(*configuration, self.stream)](*arguments)
+
+    def copy(self, source: Any, target: Any) -> None:
+        """Record a copy between two arrays (device to device, or pinned host to device)."""
+        self.retained.extend((source, target))
+        if self.stream is None:
+            self.operations.append(functools.partial(target.copy_to_device, source))
+        else:
+            target.copy_to_device(source, stream=self.stream)
+
+
+def launch_kernel(kernel: Any, configuration: tuple[Any, ...], arguments: tuple[Any, ...]) -> None:
+    kernel[configuration](*arguments)
+
+
+_CAPTURE = threading.local()
+
+
+def active_capture() -> Capture | None:
+    """The capture this thread is recording, if any (:mod:`numlayers.cuda_graphs`)."""
+    return getattr(_CAPTURE, "current", None)
+
+
+def set_active_capture(capture: Capture | None) -> None:
+    _CAPTURE.current = capture
+
+
+def refuse_in_capture(what: str) -> None:
+    """Raise :class:`NotCapturable` if a step is being captured on this thread."""
+    if active_capture() is not None:
+        raise NotCapturable(f"{what} cannot be part of a CUDA graph")
 
 
 class Device:
@@ -128,6 +201,17 @@ class Device:
 
     def synchronize(self) -> None:
         """Wait for queued kernels (a no-op on the CPU)."""
+
+    def stage(self, target: Any, producer: Callable[[], np.ndarray]) -> None:
+        """Fill ``target`` (a small array on this device) with ``producer()``, a host value
+        that changes from step to step (a learning rate, a dropout seed).
+
+        Kernels read such values from ``target`` rather than taking them as arguments,
+        so that a step captured into a CUDA graph sees each call's values: there
+        ``producer`` is called again before every replay, and the graph copies its result
+        in (:mod:`numlayers.cuda_graphs`).
+        """
+        self.write(target, producer())
 
     def builder_args(self) -> tuple[Any, ...]:
         """Extra arguments passed to each kernel family's builder."""
@@ -230,12 +314,14 @@ class CUDADevice(Device):
             if not device_array.is_c_contiguous():
                 raise ValueError("CUDA arrays must be C-contiguous")
             return device_array
+        refuse_in_capture("a copy of host data to the device")
         CUDA_ACTIVITY.to_device += 1
         return cuda.to_device(with_c_strides(np.asarray(array, dtype=dtype, order="C")))
 
     def to_host(self, array: Any) -> np.ndarray:
         if isinstance(array, np.ndarray):
             return array
+        refuse_in_capture("a copy to the host")
         CUDA_ACTIVITY.to_host += 1
         return array.copy_to_host()
 
@@ -243,12 +329,26 @@ class CUDADevice(Device):
         return self.cuda.device_array(shape, dtype=dtype)
 
     def write(self, target: Any, host: np.ndarray) -> None:
+        refuse_in_capture("a copy of host data to the device")
         CUDA_ACTIVITY.to_device += 1
         target.copy_to_device(np.ascontiguousarray(host, dtype=target.dtype))
 
     def copy(self, source: Any, target: Any) -> None:
+        capture = active_capture()
+        if capture is not None:
+            capture.copy(source, target)
+            return
         CUDA_ACTIVITY.within_device += 1
         target.copy_to_device(source)
+
+    def stage(self, target: Any, producer: Callable[[], np.ndarray]) -> None:
+        capture = active_capture()
+        if capture is None:
+            self.write(target, producer())
+            return
+        pinned = self.cuda.pinned_array(target.shape, target.dtype)
+        capture.staged.append((producer, pinned))
+        capture.copy(pinned, target)
 
     def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
         array = self.cuda.device_array(shape, dtype=dtype)
@@ -269,6 +369,7 @@ class CUDADevice(Device):
         )
 
     def synchronize(self) -> None:
+        refuse_in_capture("a synchronisation")
         CUDA_ACTIVITY.synchronizations += 1
         self.cuda.synchronize()
 

@@ -2,7 +2,10 @@
 
 Every update is an in-place kernel on the device that holds the weights (see
 :mod:`numlayers.kernels.optimizers`); per-step scalars such as the decayed or
-bias-corrected learning rate are computed on the host and passed as arguments.
+bias-corrected learning rate are computed on the host each step and staged into a
+small device vector that the kernels read (:meth:`Device.stage
+<numlayers.devices.Device.stage>`), so that a step replayed as a CUDA graph gets each
+step's values: a schedule or a callback that changes ``lr`` takes effect at once.
 ``clipnorm`` (over all gradients together, as in Keras 0.3) and ``clipvalue``
 are applied on the device before the update.
 """
@@ -16,6 +19,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from numlayers.devices import Device, get_device
+
+#: the length of the device vector of per-step scalars each update kernel reads
+STEP_SCALARS = 4
 
 
 def _non_negative(value: Any, what: str, owner: str) -> float:
@@ -60,6 +66,7 @@ class Optimizer:
         self._sizes: list[int] = []
         self._device: Device | None = None
         self._norm_buffer: Any = None
+        self._step_scalars: Any = None
 
     def __getattr__(self, name: str) -> Any:
         hyper = self.__dict__.get("hyper", {})
@@ -79,6 +86,12 @@ class Optimizer:
             [[device.zeros((size,), dtype) for _ in self.state_names] for size in sizes]
         )
         self._norm_buffer = device.zeros((1,), dtype)
+        self._step_scalars = device.zeros((STEP_SCALARS,), dtype)
+
+    def persistent_state(self) -> Any:
+        """The object holding the state arrays: replaced (not changed) when they are made
+        again, so a recorded CUDA graph can tell it is outdated."""
+        return self._states
 
     def _set_states(self, states: list[list[Any]]) -> None:
         self._states = states
@@ -122,10 +135,17 @@ class Optimizer:
         if self.clipvalue > 0:
             for entry in plan:
                 kernels.clip_values(entry[2], dtype.type(self.clipvalue))
-        lr, h1, h2, h3 = map(dtype.type, (*self.step_scalars(), 0.0, 0.0, 0.0)[:4])
+        device.stage(self._step_scalars, self._advance)
         for launch, param, grad, first, second in plan:
-            launch(param, grad, first, second, lr, h1, h2, h3)
+            launch(param, grad, first, second, self._step_scalars)
+
+    def _advance(self) -> np.ndarray:
+        """This step's scalars (learning rate first, then up to three hyperparameters),
+        counting the step: run once per step, by the eager update or before each replay
+        of a recorded CUDA graph."""
+        values = (*self.step_scalars(), 0.0, 0.0, 0.0)[:STEP_SCALARS]
         self.iterations += 1
+        return np.array(values, dtype=self._step_scalars.dtype)
 
     def step_scalars(self) -> list[float]:
         """The host-side scalars of this step, in the order the rule's kernel takes them
@@ -171,6 +191,7 @@ class Optimizer:
         self._sizes = [int(w[0].size) if w else -1 for w in state["states"]]
         dtype = self._states[0][0].dtype if self._states and self._states[0] else np.float32
         self._norm_buffer = target.zeros((1,), dtype)
+        self._step_scalars = target.zeros((STEP_SCALARS,), dtype)
 
     def to(self, device: Device | str) -> None:
         """Move the state arrays to ``device`` (models call this from ``to``)."""

@@ -30,6 +30,7 @@ import numpy as np
 from numlayers import losses as losses_module
 from numlayers import optimizers as optimizers_module
 from numlayers.callbacks import Callback, CallbackList, History
+from numlayers.cuda_graphs import StepGraphs, enabled_by_environment
 from numlayers.devices import Device
 from numlayers.layers.base import Layer
 from numlayers.random import get_generator
@@ -247,6 +248,7 @@ class Model:
         loss: Any,
         metrics: Sequence[str] | None = None,
         class_mode: str | None = None,
+        cuda_graphs: bool = True,
     ) -> None:
         """Choose the optimizer, the loss of each output and the metrics.
 
@@ -259,6 +261,9 @@ class Model:
             class_mode: how accuracy reads an output, as Keras 0.3: ``"categorical"``
                 (the arg-max matches) or ``"binary"`` (rounded values match); by default
                 binary for a binary cross-entropy loss or a one-unit output.
+            cuda_graphs: on CUDA, record each step as a CUDA graph and replay it
+                (:mod:`numlayers.cuda_graphs`); False, or the environment variable
+                ``NUMLAYERS_CUDA_GRAPHS=0``, launches every kernel from Python instead.
         """
         if class_mode not in CLASS_MODES:
             raise ValueError(
@@ -290,6 +295,7 @@ class Model:
         self._make_heads(metric_names)
         self._reported_metrics = set(metric_names)
         self.stop_training = False
+        self.cuda_graphs = bool(cuda_graphs)
 
     def _make_heads(self, metric_names: list[str]) -> None:
         """One :class:`OutputHead` per output, computing ``metric_names``."""
@@ -302,6 +308,7 @@ class Model:
         self.metric_names = metric_names
         self._scalars: Any = None
         self._compiled_device: Device | None = None
+        self.step_graphs = StepGraphs()  # the steps recorded with the old heads are gone
 
     def _report_accuracy(self, accuracy: bool) -> None:
         """Report accuracy in this call when ``accuracy`` (Keras 0.3's ``show_accuracy``),
@@ -465,6 +472,49 @@ class Model:
                 layer.apply_constraints()
         return scalars
 
+    def _batch_step(
+        self, inputs: list[np.ndarray], targets: list[np.ndarray], weights: Weights, train: bool
+    ) -> Any:
+        """:meth:`_step` on one batch of host arrays: on CUDA, replayed as a CUDA graph
+        once its signature was seen twice (see :meth:`_on_device`)."""
+        count = len(inputs)
+        key = (
+            train,
+            _signature([*inputs, *targets]),
+            tuple(w is None for w in weights),
+            tuple(sorted(self._reported_metrics)),
+        )
+        return self._on_device(
+            key,
+            [*inputs, *targets],
+            lambda arrays: self._step(arrays[:count], arrays[count:], weights, train),
+            train,
+        )
+
+    def _predict_step(self, inputs: list[np.ndarray]) -> list[Any]:
+        """The outputs (device arrays) of one batch of host inputs, as :meth:`_batch_step`."""
+        key = ("predict", _signature(inputs))
+        return self._on_device(
+            key, inputs, lambda arrays: self.forward_outputs(arrays, train=False), False
+        )
+
+    def _on_device(
+        self, key: Any, batch: list[np.ndarray], step: Callable[[list[Any]], Any], train: bool
+    ) -> Any:
+        """``step`` on the device copies of ``batch``: through the model's CUDA graphs
+        (:class:`~numlayers.cuda_graphs.StepGraphs`) where they are on, else eagerly."""
+        if self.device.name != "cuda" or not self._graphs_wanted():
+            return step([self.device.asarray(array) for array in batch])
+        layers = self.all_layers()
+        guards = [array for layer in layers for array in layer.persistent_arrays()]
+        if train:
+            guards.append(self.optimizer.persistent_state())
+        graphs = self.__dict__.setdefault("step_graphs", StepGraphs())  # predict needs no compile
+        return graphs.run(self.device, key, guards, batch, step)
+
+    def _graphs_wanted(self) -> bool:
+        return getattr(self, "cuda_graphs", True) and enabled_by_environment()
+
     def _scalars_to_logs(self, host: np.ndarray) -> dict[str, float]:
         """Turn the device vector's host copy into named values (total loss first)."""
         values = [float(v) for v in host]
@@ -613,12 +663,6 @@ class Model:
             labels = np.round(np.asarray(target).reshape(len(target), -1)[:, 0]).astype(np.int64)
         return np.array([float(classes.get(int(label), 1.0)) for label in labels])
 
-    def _batch(self, arrays: list[np.ndarray], index: np.ndarray | None) -> list[Any]:
-        """The rows ``index`` (all rows for None) of each host array, on the model's device."""
-        if index is None:
-            return [self.device.asarray(a) for a in arrays]
-        return [self.device.asarray(a[index]) for a in arrays]
-
     # ---- public API -------------------------------------------------------
     def train_on_batch(
         self,
@@ -652,7 +696,7 @@ class Model:
         self._require_compiled()
         self._report_accuracy(accuracy)
         inputs, targets, weights = self._prepare(X, y, sample_weight, class_weight)
-        scalars = self._step(self._batch(inputs, None), self._batch(targets, None), weights, train)
+        scalars = self._batch_step(inputs, targets, weights, train)
         logs = self._scalars_to_logs(self.device.to_host(scalars))
         return self._logs_result(logs)
 
@@ -667,7 +711,7 @@ class Model:
     @one_call_at_a_time
     def predict_on_batch(self, X: Any) -> Any:
         inputs = self._cast_inputs(self.standardize_inputs(X))
-        outputs = self.forward_outputs([self.device.asarray(a) for a in inputs], train=False)
+        outputs = self._predict_step(inputs)
         return self.wrap_outputs([np.array(self.device.to_host(o), copy=True) for o in outputs])
 
     @one_call_at_a_time
@@ -679,7 +723,7 @@ class Model:
         results: list[np.ndarray] = []
         for start in range(0, count, batch_size):
             index = np.arange(start, min(start + batch_size, count))
-            outputs = self.forward_outputs(self._batch(inputs, index), train=False)
+            outputs = self._predict_step(_rows_of_each(inputs, index))
             for position, output in enumerate(outputs):
                 host = self.device.to_host(output)
                 if len(results) <= position:
@@ -729,9 +773,9 @@ class Model:
         totals: dict[str, float] = {}
         for start in range(0, count, batch_size):
             index = np.arange(start, min(start + batch_size, count))
-            scalars = self._step(
-                self._batch(inputs, index),
-                self._batch(targets, index),
+            scalars = self._batch_step(
+                _rows_of_each(inputs, index),
+                _rows_of_each(targets, index),
                 _rows_of(weights, index),
                 train=False,
             )
@@ -1033,9 +1077,9 @@ class _FitLoop:
         size = len(index)
         batch_logs: dict[str, float] = {"batch": batch, "size": size}
         self.callbacks.on_batch_begin(batch, batch_logs)
-        scalars = model._step(
-            model._batch(self.inputs, index),
-            model._batch(self.targets, index),
+        scalars = model._batch_step(
+            _rows_of_each(self.inputs, index),
+            _rows_of_each(self.targets, index),
             _rows_of(self.weights, index),
             train=True,
         )
@@ -1081,6 +1125,15 @@ class _FitLoop:
         elif self.verbose == 2:
             shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
             print(f"Epoch {epoch + 1}/{self.nb_epoch} - {seconds:.2f}s - {shown}", flush=True)
+
+
+def _rows_of_each(arrays: list[np.ndarray], index: np.ndarray) -> list[np.ndarray]:
+    return [a[index] for a in arrays]
+
+
+def _signature(arrays: list[np.ndarray]) -> tuple[tuple[tuple[int, ...], str], ...]:
+    """The shapes and dtypes of a batch: what a recorded step is specific to."""
+    return tuple((a.shape, a.dtype.str) for a in arrays)
 
 
 def _rows_of(weights: Weights, index: Any) -> Weights:

@@ -1,8 +1,8 @@
 """Optimizer updates, gradient clipping and the sum reduction the training families share.
 
 Operations (both devices; ``param``, ``grad`` and the state arrays are flat, C-contiguous
-and of one length; hyperparameters are scalars given at call time, since the caller
-decays ``lr`` every step; every update is in place):
+and of one length; hyperparameters are scalars given at call time; every update is in
+place):
 
 - ``sgd_update(param, grad, velocity, lr, momentum, nesterov)``:
   ``v = momentum * v - lr * g``; ``param += momentum * v - lr * g`` when ``nesterov``,
@@ -22,10 +22,12 @@ decays ``lr`` every step; every update is in place):
   ``m = b1 * m + (1 - b1) * g``; ``u = max(b2 * u, |g|)``; ``param -= lr_t * m / (u + epsilon)``
 - ``clip_values(grad, clipvalue)``: ``grad`` clipped to ``[-clipvalue, clipvalue]``
 - ``update_launcher(rule, size)``: the compiled update of ``rule`` (``"sgd"``, ``"adam"``...)
-  for weights of ``size`` elements, called as ``(param, grad, first, second, lr, h1, h2,
-  h3)`` with the scalars already in the dtype; ``no_state()`` is the empty array that
-  stands for an unused state. Optimizers bind these once and call them every step, so a
-  step costs one compiled call per weight
+  for weights of ``size`` elements, called as ``(param, grad, first, second, scalars)``
+  where ``scalars`` is a device vector of the dtype holding ``[lr, h1, h2, h3]``, read by
+  the kernel (the optimizer stages each step's values into it, so a step replayed as a
+  CUDA graph gets them); ``no_state()`` is the empty array that stands for an unused
+  state. Optimizers bind these once and call them every step, so a step costs one
+  compiled call per weight
 - ``sum_of_squares(x, out)``: ``out[0] += sum(x**2)`` (the caller zeroes ``out``, then
   adds up every gradient of a model)
 - ``scale_by_norm_limit(grad, total_sq, clipnorm)``: ``grad *= clipnorm / sqrt(total_sq[0])``
@@ -40,8 +42,9 @@ a CUDA device function) with the same argument list
 ``(param, grad, first, second, i, lr, h1, h2, h3, k)``: ``first`` and ``second`` are the
 state arrays (an empty array where a rule keeps fewer), ``h1..h3`` the other
 hyperparameters, ``k`` the dtype's constants. So one CPU loop and one CUDA kernel
-shape serve every rule: the per-index body (:func:`update_body`) is compiled as a CPU
-``prange`` loop and as a CUDA grid-stride kernel by the toolkit.
+shape serve every rule: the CPU ``prange`` loop reads the scalars vector once, then
+steps every element; on CUDA the per-index body (:func:`update_body`) reads it and
+the toolkit makes it a grid-stride kernel.
 
 Shared with :mod:`~numlayers.kernels.losses` and :mod:`~numlayers.kernels.regularization`:
 :func:`kernel_constants` and the sum reduction (:func:`cpu_sum` and
@@ -308,10 +311,11 @@ CLIP_RULES = {
 
 def update_body(step: Callable[..., None], k: KernelConstants) -> Callable[..., None]:
     """Update rule ``step`` (compiled for the device that runs it) as a per-index body
-    ``update_element(index, param, grad, first, second, lr, h1, h2, h3)``."""
+    ``update_element(index, param, grad, first, second, scalars)``, ``scalars`` holding
+    ``[lr, h1, h2, h3]``."""
 
-    def update_element(index, param, grad, first, second, lr, h1, h2, h3):
-        step(param, grad, first, second, index, lr, h1, h2, h3, k)
+    def update_element(index, param, grad, first, second, scalars):
+        step(param, grad, first, second, index, scalars[0], scalars[1], scalars[2], scalars[3], k)
 
     return update_element
 
@@ -335,13 +339,15 @@ def public_operations(
     clips: dict[str, Callable[..., None]],
     empty: Callable[[], Any],
     cast: Callable[[float], Any],
+    vector: Callable[[np.ndarray], Any],
 ) -> dict[str, Any]:
     """The public signatures, mapped onto a device's update launchers and clip loops.
 
     ``update_launcher(rule, size)`` gives the compiled update of ``rule``, called as
-    ``(param, grad, first, second, lr, h1, h2, h3)``; ``clips[rule]`` is a clipping
-    rule's index loop, called as ``(count, grad, limit, total_sq)``; ``empty()`` gives
-    the empty array that stands for an unused state or scalar array.
+    ``(param, grad, first, second, scalars)``; ``clips[rule]`` is a clipping rule's
+    index loop, called as ``(count, grad, limit, total_sq)``; ``empty()`` gives the
+    empty array that stands for an unused state or scalar array; ``vector(host)`` puts
+    the host vector of a call's scalars on the device.
     """
 
     def update(
@@ -356,7 +362,8 @@ def public_operations(
         h3: float,
     ) -> None:
         launch = update_launcher(rule, param.size)
-        launch(param, grad, first, second, cast(lr), cast(h1), cast(h2), cast(h3))
+        scalars = np.array([cast(lr), cast(h1), cast(h2), cast(h3)])
+        launch(param, grad, first, second, vector(scalars))
 
     def sgd_update(
         param: Any, grad: Any, velocity: Any, lr: float, momentum: float, nesterov: bool
@@ -434,11 +441,13 @@ def cpu_update_loop(rule: str, k: KernelConstants) -> CpuLoop:
     ``update_launcher`` hands the optimizer the compiled loop itself (serial or parallel,
     picked once per weight), so the count is the weight's size, not an argument.
     """
-    body = cpu_inline(update_body(UPDATE_RULES[rule], k))
+    step = cpu_inline(UPDATE_RULES[rule])
 
-    def update_loop(param, grad, first, second, lr, h1, h2, h3):
+    def update_loop(param, grad, first, second, scalars):
+        # the scalars are read once, into locals the loop cannot overwrite
+        lr, h1, h2, h3 = scalars[0], scalars[1], scalars[2], scalars[3]
         for i in prange(param.size):
-            body(i, param, grad, first, second, lr, h1, h2, h3)
+            step(param, grad, first, second, i, lr, h1, h2, h3, k)
 
     return CpuLoop(update_loop, f"{rule}_update", cost=UPDATE_COST, size_argument=0)
 
@@ -462,7 +471,7 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
         out[0] += squares(x, no_array, k.zero, k.zero)
 
     return {
-        **public_operations(update_launcher, clips, lambda: no_array, dtype.type),
+        **public_operations(update_launcher, clips, lambda: no_array, dtype.type, np.asarray),
         "sum_of_squares": sum_of_squares,
     }
 
@@ -476,7 +485,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     updates = {
         rule: kernels.index_loop(
             update_body(kernels.device(step), k),
-            (vector, vector, vector, vector, scalar, scalar, scalar, scalar),
+            (vector, vector, vector, vector, vector),
             name=f"{rule}_update_kernel",
         )
         for rule, step in UPDATE_RULES.items()
@@ -499,7 +508,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         squares(x, no_array(), k.zero, k.zero, out)
 
     return {
-        **public_operations(update_launcher, clips, no_array, dtype.type),
+        **public_operations(update_launcher, clips, no_array, dtype.type, cuda_api.to_device),
         "sum_of_squares": sum_of_squares,
     }
 

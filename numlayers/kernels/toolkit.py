@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
 
-from numlayers.devices import CUDA_ACTIVITY, simulator_enabled
+from numlayers.devices import CUDA_ACTIVITY, active_capture, simulator_enabled
 
 #: An array on a device: a C-contiguous NumPy array on the CPU, a Numba device array (or
 #: any ``__cuda_array_interface__`` array wrapped as one) on CUDA. The family interfaces
@@ -386,17 +386,22 @@ class CudaKernels:
 
 class CountedKernel:
     """A CUDA kernel whose launches ``kernel[grid, block](*arguments)`` are counted in
-    :data:`numlayers.devices.CUDA_ACTIVITY` (every kernel of every family is one)."""
+    :data:`numlayers.devices.CUDA_ACTIVITY` (every kernel of every family is one), or
+    recorded into the CUDA graph being captured (:mod:`numlayers.cuda_graphs`)."""
 
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
 
     def __getitem__(self, configuration: Any) -> Callable[..., None]:
-        configured = self.kernel[configuration]
+        kernel = self.kernel
 
         def launch(*arguments: Any) -> None:
+            capture = active_capture()
+            if capture is not None:
+                capture.launch(kernel, configuration, arguments)
+                return
             CUDA_ACTIVITY.launches += 1
-            configured(*arguments)
+            kernel[configuration](*arguments)
 
         return launch
 

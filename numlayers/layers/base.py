@@ -687,6 +687,12 @@ class Layer:
         state = self._current_use
         return state.saved[state.train]
 
+    def persistent_arrays(self) -> list[Any]:
+        """The arrays that outlive a step (the weights; a stateful layer adds its carried
+        states): a recorded CUDA graph that updates or reads others is outdated
+        (:mod:`numlayers.cuda_graphs`)."""
+        return list(self.params)
+
     def buffer(self, slot: str, shape: tuple[int, ...], dtype: Any = None) -> Any:
         """A reusable array for ``slot`` (of this layer's dtype unless given) of the current
         use and train flag, reallocated only when the shape changes."""

@@ -217,6 +217,9 @@ class Recurrent(Layer):
     def initial_bias(self) -> np.ndarray:
         return np.zeros(self.gate_count * self.output_dim)
 
+    def persistent_arrays(self) -> list[Any]:
+        return [*self.params, *(self._states or ())]
+
     def reset_states(self) -> None:
         """Zero the carried states of a stateful layer."""
         if not self.stateful:

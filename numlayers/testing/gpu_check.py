@@ -21,7 +21,8 @@ sample ending with a synchronisation:
 - ``mlp``: SGD ``train_on_batch`` of 64-128-128-10 at batch 32, 784-1024-1024-10 at
   256 and 784-4096-4096-10 at 1024 against the same ``nn.Linear``/``nn.ReLU`` model
   with ``CrossEntropyLoss``, ``SGD.step`` and ``loss.item()``, with the kernel
-  launches and copies of one of our steps (:func:`numlayers.devices.cuda_activity`);
+  launches and copies of one of our steps (:func:`numlayers.devices.cuda_activity`),
+  each replayed as a CUDA graph (the default) and launched from Python;
 - ``recurrent``: LSTM and GRU over 50 steps, batch 32, 64 -> 128, forward and backward
   of the last output, against ``nn.LSTM``/``nn.GRU`` (cuDNN), with launches per pass;
 - ``conv``: Convolution2D forward, 3 x 3, 32 -> 32 channels, 32 x 32 "same", batch 256,
@@ -371,14 +372,15 @@ def lambda_rows(context: Context) -> list[Row]:
     return [row]
 
 
-def mlp_model(widths: Sequence[int], device: Device) -> Sequential:
-    """Dense/relu layers and a softmax output with categorical crossentropy and SGD."""
+def mlp_model(widths: Sequence[int], device: Device, cuda_graphs: bool = True) -> Sequential:
+    """Dense/relu layers and a softmax output with categorical crossentropy and SGD,
+    its steps replayed as CUDA graphs unless ``cuda_graphs`` is False."""
     model = Sequential(device=device, dtype="float32")
     model.add(Dense(widths[1], input_shape=(widths[0],), activation="relu", seed=0))
     for index, width in enumerate(widths[2:-1], start=1):
         model.add(Dense(width, activation="relu", seed=index))
     model.add(Dense(widths[-1], activation="softmax", seed=len(widths)))
-    model.compile(SGD(lr=0.01), "categorical_crossentropy")
+    model.compile(SGD(lr=0.01), "categorical_crossentropy", cuda_graphs=cuda_graphs)
     return model
 
 
@@ -400,9 +402,11 @@ def torch_mlp(torch: Any, model: Sequential) -> Any:
 def mlp_rows(context: Context) -> list[Row]:
     rows = []
     torch = context.torch
-    for sizes in context.sizes.mlps:
+    for sizes, cuda_graphs in [
+        (sizes, graphs) for sizes in context.sizes.mlps for graphs in (True, False)
+    ]:
         *widths, batch = sizes
-        model = mlp_model(widths, context.device)
+        model = mlp_model(widths, context.device, cuda_graphs)
         rng = np.random.default_rng(6)
         x = rng.standard_normal((batch, widths[0])).astype(np.float32)
         labels = rng.integers(0, widths[-1], batch)
@@ -436,7 +440,8 @@ def mlp_rows(context: Context) -> list[Row]:
         ours_time, theirs_time, activity = compare_with_activity(context, ours, theirs)
         note += activity
         shape = "-".join(str(width) for width in widths)
-        rows.append(timed_row(f"MLP {shape}, batch {batch}, SGD train step", ours_time,
+        how = "CUDA graph" if cuda_graphs else "eager launches"
+        rows.append(timed_row(f"MLP {shape}, batch {batch}, SGD train step ({how})", ours_time,
                               theirs_time, note))  # fmt: skip
     return rows
 

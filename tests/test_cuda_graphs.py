@@ -1,0 +1,127 @@
+"""Steps recorded as CUDA graphs and replayed (numlayers.cuda_graphs): the same weights,
+losses and outputs as launching every kernel from Python, one launch per step, and
+the eager path wherever a graph cannot hold the step. Under the simulator a recording is
+the list of launches and copies, replayed in order, so these tests check what replaying
+means (frozen arguments, the same arrays, values staged each step) without a GPU; the
+GPU check runs them on a real one, through stream capture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from numlayers.callbacks import LambdaCallback
+from numlayers.devices import cuda_activity
+from numlayers.layers import Dense, Lambda
+from numlayers.models import Sequential
+from numlayers.optimizers import SGD, Adam
+
+RNG = np.random.default_rng(0)
+X = RNG.uniform(-1, 1, (6, 4)).astype("float32")
+Y = np.eye(3, dtype="float32")[[0, 1, 2, 0, 1, 2]]
+
+
+def mlp(cuda_graphs, optimizer, middle=None):
+    layers = [Dense(5, input_shape=(4,), activation="tanh", seed=1)]
+    if middle is not None:
+        layers.append(middle)
+    layers.append(Dense(3, activation="softmax", seed=2))
+    model = Sequential(layers, device="cuda")
+    model.compile(optimizer, "categorical_crossentropy", cuda_graphs=cuda_graphs)
+    return model
+
+
+def train_steps(model, steps=4):
+    losses = []
+    for step in range(steps):
+        if step == 2:  # a schedule changes the learning rate between steps
+            model.optimizer.lr *= 0.5
+        losses.append(model.train_on_batch(X, Y))
+    return losses
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [lambda: SGD(lr=0.1, momentum=0.9, decay=0.01, nesterov=True), lambda: Adam(lr=0.01)],
+    ids=["sgd-decay-nesterov", "adam"],
+)
+def test_replayed_steps_train_as_eager_steps_do(optimizer):
+    eager, replayed = mlp(False, optimizer()), mlp(True, optimizer())
+    assert train_steps(replayed) == train_steps(eager)
+    for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert replayed.optimizer.iterations == eager.optimizer.iterations == 4
+    assert not eager.step_graphs.recorded
+
+
+def test_a_replayed_step_is_one_launch_and_copies_only_the_batch_and_loss():
+    model = mlp(True, "sgd")
+    model.train_on_batch(X, Y)  # eager: compiles and allocates
+    model.train_on_batch(X, Y)  # recorded, then launched
+    with cuda_activity() as step:
+        model.train_on_batch(X, Y)
+    assert (step.launches, step.graph_launches) == (1, 1)
+    assert (step.to_device, step.to_host, step.synchronizations) == (2, 1, 0)
+
+
+def test_predictions_and_evaluations_replay_too():
+    model = mlp(True, "sgd")
+    expected = mlp(False, "sgd").predict_on_batch(X)
+    for _ in range(3):
+        np.testing.assert_array_equal(model.predict_on_batch(X), expected)
+    with cuda_activity() as call:
+        model.predict_on_batch(X)
+    assert (call.launches, call.to_device, call.to_host) == (1, 1, 1)
+    assert model.evaluate(X, Y, batch_size=4) == mlp(False, "sgd").evaluate(X, Y, batch_size=4)
+
+
+def test_fit_with_callbacks_and_a_short_last_batch_matches_eager_fit():
+    histories = []
+    for cuda_graphs in (False, True):
+        model = mlp(cuda_graphs, Adam(lr=0.01))
+        halve = LambdaCallback(on_epoch_end=lambda epoch, logs, m=model: setattr(
+            m.optimizer, "lr", m.optimizer.lr * 0.5))  # fmt: skip
+        history = model.fit(X, Y, batch_size=4, nb_epoch=3, verbose=0, seed=3, callbacks=[halve])
+        histories.append((history.history["loss"], model.get_weights()))
+    (eager_losses, eager_weights), (losses, weights) = histories
+    assert losses == eager_losses
+    for a, b in zip(eager_weights, weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_steps_a_graph_cannot_hold_run_eagerly_with_the_same_results():
+    def host_lambda():
+        return Lambda(lambda x: x * 2.0, backward=lambda x, grad: grad * 2.0)
+
+    eager, replayed = mlp(False, "sgd", host_lambda()), mlp(True, "sgd", host_lambda())
+    assert train_steps(replayed) == train_steps(eager)
+    (reason,) = replayed.step_graphs.eager.values()
+    assert "copy to the host" in reason
+    # sample weights are sent with each batch: that signature runs eagerly as well
+    weights = np.linspace(0.5, 1.5, len(X))
+    for model in (eager, replayed):
+        model.train_on_batch(X, Y, sample_weight=weights)
+        model.train_on_batch(X, Y, sample_weight=weights)
+    for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_replaced_optimizer_states_are_recorded_again():
+    eager, replayed = mlp(False, Adam()), mlp(True, Adam())
+    for model in (eager, replayed):
+        train_steps(model, 3)
+        model.optimizer.set_state(model.optimizer.get_state())  # new state arrays
+        train_steps(model, 3)
+    for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_environment_variable_turns_recording_off(monkeypatch):
+    monkeypatch.setenv("NUMLAYERS_CUDA_GRAPHS", "0")
+    model = mlp(True, "sgd")
+    train_steps(model, 3)
+    assert not model.step_graphs.recorded
+    with cuda_activity() as step:
+        model.train_on_batch(X, Y)
+    assert step.graph_launches == 0 and step.launches > 1
+
