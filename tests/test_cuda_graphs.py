@@ -12,7 +12,7 @@ import pytest
 
 from numlayers.callbacks import LambdaCallback
 from numlayers.devices import cuda_activity
-from numlayers.layers import Dense, Lambda
+from numlayers.layers import Dense, Dropout, Lambda
 from numlayers.models import Sequential
 from numlayers.optimizers import SGD, Adam
 
@@ -125,3 +125,10 @@ def test_the_environment_variable_turns_recording_off(monkeypatch):
         model.train_on_batch(X, Y)
     assert step.graph_launches == 0 and step.launches > 1
 
+
+def test_dropout_draws_a_new_mask_at_every_replay():
+    eager = mlp(False, "sgd", Dropout(0.5, seed=4))
+    replayed = mlp(True, "sgd", Dropout(0.5, seed=4))
+    assert train_steps(replayed, 5) == train_steps(eager, 5)
+    for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -15,17 +15,22 @@ Operations (both devices; arrays of any shape are taken as flat, C-contiguous):
   (multiplicative Gaussian noise; its backward pass is this operation on the gradient,
   with the same seed)
 
-Element ``i`` (its flat index) is kept when a hash of ``(seed, i)`` to 24 uniform bits
-is at least ``keep_threshold`` (:func:`random_bits`, :func:`is_kept`). The caller computes
-``keep_threshold = int(p * RANDOM_RANGE)`` (``RANDOM_RANGE = 2**24``) for a drop
-probability ``p`` and
-``scale = 1 / (1 - p)``; ``seed`` is an int in ``[0, 2**63)``. The backward pass
-recomputes the forward mask from the same seed, and the CPU and CUDA kernels give
-identical masks, so a model's dropout is reproducible across devices.
+``seed`` is a one-element uint64 array on the device (a layer fills it with
+``Device.stage`` on every pass) whose ``seed[0]``, the seed, is in ``[0, 2**63)``. The
+kernels read it when they run, not when they are called, so a training step replayed as
+a CUDA graph draws a new seed on every replay (on the CPU, which runs a loop at once,
+the operation reads ``seed[0]`` just before its loop, :func:`seed_read_now`).
+
+Element ``i`` (its flat index) is kept when a hash of ``(seed[0], i)`` to 24 uniform
+bits is at least ``keep_threshold`` (:func:`random_bits`, :func:`is_kept`). The caller
+computes ``keep_threshold = int(p * RANDOM_RANGE)`` (``RANDOM_RANGE = 2**24``) for a drop
+probability ``p`` and ``scale = 1 / (1 - p)``. The backward pass recomputes the forward
+mask from the same seed, and the CPU and CUDA kernels give identical masks, so a model's
+dropout is reproducible across devices.
 
 ``z[i]`` is a standard normal number made by the Box-Muller transform,
 ``z = sqrt(-2 log u1) cos(2 pi u2)``, from the hashes of flat indices ``2 i`` and
-``2 i + 1`` under ``seed``, each turned into a uniform number
+``2 i + 1`` under ``seed[0]``, each turned into a uniform number
 ``u = (r + 1) / RANDOM_RANGE`` in ``(0, 1]`` (:func:`uniform`). ``u`` is exact in
 float32 and float64, and the cosine is a polynomial written here
 (:func:`cos_two_pi`), so the devices differ only by the rounding of ``log`` and
@@ -68,6 +73,8 @@ ONE = np.uint64(1)
 TWO = np.uint64(2)
 SHIFT_12 = np.uint64(12)
 LOW_12_BITS = np.uint64(0xFFF)
+#: the numba type of a seed on CUDA: a one-element uint64 array, read as ``seed[0]``
+SEED_TYPE = numba.types.Array(numba.uint64, 1, "C")
 #: the hash gives values in ``[0, RANDOM_RANGE)``; ``keep_threshold = int(p * RANDOM_RANGE)``
 RANDOM_RANGE = 2**24
 
@@ -186,36 +193,53 @@ def cos_two_pi(t, c, taylor):
 
 
 # ``zero`` and ``one`` come in the layer dtype (a literal would be float64 on a GPU).
+# ``seed`` is the seed array on CUDA, a 1-tuple of its value on the CPU
+# (:func:`seed_read_now`): both read as ``seed[0]``.
 
 
 @cpu_inline
 def dropout_element(index, x, seed, keep_threshold, scale, zero, out):
-    out[index] = x[index] * scale if is_kept(seed, index, keep_threshold) else zero
+    out[index] = x[index] * scale if is_kept(seed[0], index, keep_threshold) else zero
 
 
 @cpu_inline
 def dropout_mask_element(index, seed, keep_threshold, one, zero, out):
-    out[index] = one if is_kept(seed, index, keep_threshold) else zero
+    out[index] = one if is_kept(seed[0], index, keep_threshold) else zero
 
 
 @cpu_inline
 def gaussian_noise_element(index, x, seed, sigma, c, taylor, out):
-    out[index] = x[index] + sigma * standard_normal(seed, index, c, taylor)
+    out[index] = x[index] + sigma * standard_normal(seed[0], index, c, taylor)
 
 
 @cpu_inline
 def gaussian_dropout_element(index, x, seed, std, one, c, taylor, out):
-    out[index] = x[index] * (one + std * standard_normal(seed, index, c, taylor))
+    out[index] = x[index] * (one + std * standard_normal(seed[0], index, c, taylor))
+
+
+def seed_in_kernel(seed: DeviceArray) -> DeviceArray:
+    """CUDA's seed argument: the device array itself, which each thread reads as
+    ``seed[0]`` when the kernel runs (so a replayed graph sees each step's staged seed)."""
+    return seed
+
+
+def seed_read_now(seed: DeviceArray) -> tuple[Any]:
+    """The CPU's seed argument: ``seed[0]`` read now, just before the loop runs, in a
+    1-tuple that the kernels read as ``seed[0]`` too. A scalar stays in a register, whereas a
+    read from an array inside the loop is repeated after every store to ``out`` (which
+    might alias it) and made the loops 10 to 20% slower."""
+    return (seed[0],)
 
 
 def dropout_operations(dtype: np.dtype, cuda: CudaKernels | None) -> dict[str, Any]:
     """The dropout operations on the CPU (``cuda`` None) or on CUDA."""
+    seed_argument = seed_read_now if cuda is None else seed_in_kernel
     cast = dtype.type
     zero = cast(0)
     one = cast(1)
     scalar = numba.from_dtype(dtype)
     vector = scalar[::1]
-    seed_and_threshold = (numba.uint64, numba.int64)
+    seed_and_threshold = (SEED_TYPE, numba.int64)
     apply_mask = device_index_loop(
         cuda, dropout_element, (vector, *seed_and_threshold, scalar, scalar, vector), cost=HASH_COST
     )
@@ -223,24 +247,31 @@ def dropout_operations(dtype: np.dtype, cuda: CudaKernels | None) -> dict[str, A
         cuda, dropout_mask_element, (*seed_and_threshold, scalar, scalar, vector), cost=HASH_COST
     )
 
-    def dropout_forward(x: Any, seed: int, keep_threshold: int, scale: float, out: Any) -> None:
+    def dropout_forward(
+        x: Any, seed: DeviceArray, keep_threshold: int, scale: float, out: Any
+    ) -> None:
         apply_mask(
             out.size,
             x.reshape(x.size),
-            np.uint64(seed),
+            seed_argument(seed),
             np.int64(keep_threshold),
             cast(scale),
             zero,
             out.reshape(out.size),
         )
 
-    def dropout_mask(seed: int, keep_threshold: int, out: Any) -> None:
+    def dropout_mask(seed: DeviceArray, keep_threshold: int, out: Any) -> None:
         write_mask(
-            out.size, np.uint64(seed), np.int64(keep_threshold), one, zero, out.reshape(out.size)
+            out.size,
+            seed_argument(seed),
+            np.int64(keep_threshold),
+            one,
+            zero,
+            out.reshape(out.size),
         )
 
     def dropout_backward(
-        grad_out: Any, seed: int, keep_threshold: int, scale: float, grad_x: Any
+        grad_out: Any, seed: DeviceArray, keep_threshold: int, scale: float, grad_x: Any
     ) -> None:
         # the incoming gradient, scaled by the very same mask
         dropout_forward(grad_out, seed, keep_threshold, scale, grad_x)
@@ -251,32 +282,32 @@ def dropout_operations(dtype: np.dtype, cuda: CudaKernels | None) -> dict[str, A
     add_noise = device_index_loop(
         cuda,
         gaussian_noise_element,
-        (vector, numba.uint64, scalar, *constants_types, vector),
+        (vector, SEED_TYPE, scalar, *constants_types, vector),
         cost=NORMAL_COST,
     )
     multiply_noise = device_index_loop(
         cuda,
         gaussian_dropout_element,
-        (vector, numba.uint64, scalar, scalar, *constants_types, vector),
+        (vector, SEED_TYPE, scalar, scalar, *constants_types, vector),
         cost=NORMAL_COST,
     )
 
-    def gaussian_noise_forward(x: Any, seed: int, sigma: float, out: Any) -> None:
+    def gaussian_noise_forward(x: Any, seed: DeviceArray, sigma: float, out: Any) -> None:
         add_noise(
             out.size,
             x.reshape(x.size),
-            np.uint64(seed),
+            seed_argument(seed),
             cast(sigma),
             constants,
             taylor,
             out.reshape(out.size),
         )
 
-    def gaussian_dropout_forward(x: Any, seed: int, std: float, out: Any) -> None:
+    def gaussian_dropout_forward(x: Any, seed: DeviceArray, std: float, out: Any) -> None:
         multiply_noise(
             out.size,
             x.reshape(x.size),
-            np.uint64(seed),
+            seed_argument(seed),
             cast(std),
             one,
             constants,
@@ -305,24 +336,24 @@ class DropoutKernels(Protocol):
     """The dropout family's operations, the same on both devices (module doc)."""
 
     def dropout_forward(
-        self, x: DeviceArray, seed: int, keep_threshold: int, scale: float, out: DeviceArray
+        self, x: DeviceArray, seed: DeviceArray, keep_threshold: int, scale: float, out: DeviceArray
     ) -> None: ...
 
     def dropout_backward(
         self,
         grad_out: DeviceArray,
-        seed: int,
+        seed: DeviceArray,
         keep_threshold: int,
         scale: float,
         grad_x: DeviceArray,
     ) -> None: ...
 
-    def dropout_mask(self, seed: int, keep_threshold: int, out: DeviceArray) -> None: ...
+    def dropout_mask(self, seed: DeviceArray, keep_threshold: int, out: DeviceArray) -> None: ...
 
     def gaussian_noise_forward(
-        self, x: DeviceArray, seed: int, sigma: float, out: DeviceArray
+        self, x: DeviceArray, seed: DeviceArray, sigma: float, out: DeviceArray
     ) -> None: ...
 
     def gaussian_dropout_forward(
-        self, x: DeviceArray, seed: int, std: float, out: DeviceArray
+        self, x: DeviceArray, seed: DeviceArray, std: float, out: DeviceArray
     ) -> None: ...

@@ -30,6 +30,16 @@ def _seed_config(seed: Any) -> Any:
     return seed if isinstance(seed, int) else None
 
 
+def _staged_seed(layer: Layer, slot: str, generator: Any) -> Any:
+    """A new seed for the dropout kernels, in ``layer``'s one-element uint64 buffer
+    ``slot`` (of the current use and train flag, so a later pass of another use or flag
+    leaves it alone), drawn from ``generator`` (None: the global one) by the producer
+    given to ``Device.stage``: a step replayed as a CUDA graph draws a new one each time."""
+    seed = layer.buffer(slot, (1,), np.uint64)
+    layer.device.stage(seed, lambda: np.array([draw_seed(generator)], np.uint64))
+    return seed
+
+
 def _checked_init(init: Any, owner: str) -> Any:
     """``init`` if it names an initialisation, else a ValueError naming ``owner``."""
     try:
@@ -433,9 +443,10 @@ class TrainingNoise(Layer):
         self.seed = seed
         self._generator = None if seed is None else get_generator(seed)
 
-    def pass_seed(self) -> int:
-        """A new seed for this training pass."""
-        return draw_seed(self._generator)
+    def pass_seed(self) -> Any:
+        """A new seed for this training pass: a one-element uint64 array on the device,
+        this use's own (what the dropout kernels take)."""
+        return _staged_seed(self, "seed", self._generator)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

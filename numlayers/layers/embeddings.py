@@ -9,8 +9,8 @@ import numpy as np
 
 from numlayers import constraints, initializations, regularizers
 from numlayers.layers.base import Layer, Shape
-from numlayers.layers.core import _positive_int, _seed_config
-from numlayers.random import draw_seed, get_generator
+from numlayers.layers.core import _positive_int, _seed_config, _staged_seed
+from numlayers.random import get_generator
 
 
 class Embedding(Layer):
@@ -154,9 +154,8 @@ class Embedding(Layer):
     def _word_dropout_scale(self, x: Any) -> Any:
         """Per-token scale: 0 for tokens whose word is dropped this pass, 1/(1-p) otherwise."""
         keep = self.buffer("word_keep", (self.input_dim, 1))
-        self.kernels.dropout_mask(
-            draw_seed(self._dropout_generator), int(self.dropout * 2**24), keep
-        )
+        seed = _staged_seed(self, "word_dropout_seed", self._dropout_generator)
+        self.kernels.dropout_mask(seed, int(self.dropout * 2**24), keep)
         self.kernels.scale_into(keep, 1.0 / (1.0 - self.dropout), keep)
         scale = self.buffer("word_scale", (x.shape[0], x.shape[1], 1))
         self.kernels.embedding_forward(x, keep, scale)

@@ -37,8 +37,8 @@ from numlayers.kernels.recurrent import (
 )
 from numlayers.kernels.reshaping import permute_plan
 from numlayers.layers.base import Layer, Shape
-from numlayers.layers.core import _positive_int, _seed_config
-from numlayers.random import draw_seed, get_generator
+from numlayers.layers.core import _positive_int, _seed_config, _staged_seed
+from numlayers.random import get_generator
 
 SWAP_BATCH_AND_TIME = (1, 0, 2)
 
@@ -273,7 +273,8 @@ class Recurrent(Layer):
 
     def _dropout_mask(self, shape: tuple[int, int], p: float, slot: str) -> Any:
         mask = self.buffer(slot, shape)
-        self.kernels.dropout_mask(draw_seed(self._dropout_generator), int(p * 2**24), mask)
+        seed = _staged_seed(self, f"{slot}_seed", self._dropout_generator)
+        self.kernels.dropout_mask(seed, int(p * 2**24), mask)
         self.kernels.scale_into(mask, 1.0 / (1.0 - p), mask)
         return mask
 

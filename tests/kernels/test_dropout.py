@@ -7,6 +7,8 @@ import pytest
 
 from numlayers.devices import get_device
 from numlayers.kernels import dropout, toolkit
+from numlayers.layers import Dropout
+from numlayers.random import draw_seed
 from numlayers.testing import tolerance
 
 RNG = np.random.default_rng(2024)
@@ -43,9 +45,14 @@ def reference_mask(seed, size, keep_threshold):
     return (state >> np.uint64(8)).astype(np.int64) >= keep_threshold
 
 
+def seed_array(device, seed):
+    """``seed`` as the kernels take it: a one-element uint64 array on ``device``."""
+    return device.asarray(np.array([seed], np.uint64))
+
+
 def mask_of(device, dtype, seed, keep_threshold, shape):
     out = device.empty(shape, dtype)
-    device.kernels(dtype).dropout_mask(seed, keep_threshold, out)
+    device.kernels(dtype).dropout_mask(seed_array(device, seed), keep_threshold, out)
     return device.to_host(out)
 
 
@@ -100,7 +107,7 @@ def test_forward_is_x_times_scale_times_mask(device, dtype):
     scale = 1 / (1 - p)
     kernels = device.kernels(dtype)
     out = device.empty(x.shape, dtype)
-    kernels.dropout_forward(device.asarray(x), seed, threshold(p), scale, out)
+    kernels.dropout_forward(device.asarray(x), seed_array(device, seed), threshold(p), scale, out)
     mask = mask_of(device, dtype, seed, threshold(p), x.shape)
     assert 0 < mask.sum() < mask.size
     expected = np.where(mask == 1, x * dtype.type(scale), dtype.type(0))
@@ -115,8 +122,9 @@ def test_backward_uses_the_forward_mask(device, dtype):
     kernels = device.kernels(dtype)
     out = device.empty(x.shape, dtype)
     grad_x = device.empty(x.shape, dtype)
-    kernels.dropout_forward(device.asarray(x), seed, threshold(p), scale, out)
-    kernels.dropout_backward(device.asarray(grad_out), seed, threshold(p), scale, grad_x)
+    seed_on_device = seed_array(device, seed)
+    kernels.dropout_forward(device.asarray(x), seed_on_device, threshold(p), scale, out)
+    kernels.dropout_backward(device.asarray(grad_out), seed_on_device, threshold(p), scale, grad_x)
     kept = device.to_host(out) != 0
     assert 0 < kept.sum() < kept.size
     expected = np.where(kept, grad_out * dtype.type(scale), dtype.type(0))
@@ -127,9 +135,10 @@ def test_p_zero_keeps_everything_and_full_threshold_drops_everything(device, dty
     x = random((3, 4), dtype)
     kernels = device.kernels(dtype)
     out = device.empty(x.shape, dtype)
-    kernels.dropout_forward(device.asarray(x), 5, 0, 1.0, out)
+    seed = seed_array(device, 5)
+    kernels.dropout_forward(device.asarray(x), seed, 0, 1.0, out)
     np.testing.assert_array_equal(device.to_host(out), x)
-    kernels.dropout_forward(device.asarray(x), 5, dropout.RANDOM_RANGE, 2.0, out)
+    kernels.dropout_forward(device.asarray(x), seed, dropout.RANDOM_RANGE, 2.0, out)
     np.testing.assert_array_equal(device.to_host(out), np.zeros_like(x))
 
 
@@ -137,16 +146,39 @@ def test_serial_and_parallel_cpu_loops_agree(dtype, monkeypatch):
     cpu = get_device("cpu")
     kernels = cpu.kernels(dtype)
     x = random((150, 160), dtype)
+    seed = seed_array(cpu, 77)
     results = []
     for minimum in (0, 2**62):  # every loop parallel, then every loop serial
         monkeypatch.setattr(toolkit, "PARALLEL_MIN_WORK", minimum)
         out = np.empty_like(x)
         mask = np.empty_like(x)
-        kernels.dropout_forward(x, 77, threshold(0.25), 4 / 3, out)
-        kernels.dropout_mask(77, threshold(0.25), mask)
+        kernels.dropout_forward(x, seed, threshold(0.25), 4 / 3, out)
+        kernels.dropout_mask(seed, threshold(0.25), mask)
         results.append((out, mask))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
     np.testing.assert_array_equal(
         results[0][1], reference_mask(77, x.size, threshold(0.25)).reshape(x.shape)
     )
+
+
+def test_each_use_of_a_shared_layer_keeps_its_own_seed():
+    # the second use draws a new seed into a buffer of its own: the first use's backward
+    # still scales by the first use's mask
+    layer = Dropout(0.5, seed=3, input_shape=(40,), dtype="float64")
+    x = np.ones((2, 40))
+    first = layer.forward(x, train=True, use="a").copy()
+    second = layer.forward(x, train=True, use="b").copy()
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(layer.backward(x, use="a"), first)
+    np.testing.assert_array_equal(layer.backward(x, use="b"), second)
+
+
+def test_passes_take_the_seeds_that_draw_seed_gives_in_turn():
+    # pins which seed each pass gets: a change would silently change every seeded model
+    layer = Dropout(0.25, seed=11, input_shape=(40,), dtype="float64")
+    generator = np.random.default_rng(11)
+    for _ in range(2):
+        y = layer.forward(np.ones((2, 40)), train=True)
+        kept = reference_mask(draw_seed(generator), 80, threshold(0.25)).reshape(2, 40)
+        np.testing.assert_array_equal(y, np.where(kept, 1 / 0.75, 0.0))

@@ -25,10 +25,15 @@ def reference_normals(seed, size):
     return np.sqrt(-2 * np.log(u[0::2])) * np.cos(2 * np.pi * u[1::2])
 
 
+def seed_array(device, seed):
+    """``seed`` as the kernels take it: a one-element uint64 array on ``device``."""
+    return device.asarray(np.array([seed], np.uint64))
+
+
 def noise_of(device, dtype, operation, x, seed, parameter):
     out = device.empty(x.shape, dtype)
     kernel = getattr(device.kernels(dtype), operation)
-    kernel(device.asarray(x.astype(dtype)), seed, parameter, out)
+    kernel(device.asarray(x.astype(dtype)), seed_array(device, seed), parameter, out)
     return device.to_host(out)
 
 
