@@ -425,10 +425,111 @@ def gemm_kernel(
     return launch
 
 
+#: the most slices a product's depth is cut into (:func:`depth_splits`)
+MAX_SPLITS = launch_size(8, 4)
+#: the least depth a slice walks, in tile depths: a shorter one spends its time loading
+MIN_SPLIT_STEPS = 4
+
+
+def depth_splits(rows: int, cols: int, depth: int, tiling: Tiling = DEFAULT_TILING) -> int:
+    """Into how many slices a ``rows x cols`` product of depth ``depth`` is cut (1: not
+    cut). A product whose tiles are too few to fill the GPU (a layer of a small batch:
+    256 x 1024 outputs are 64 tiles of 64 x 64 for 132 SMs) has each tile's depth walked
+    by several blocks, so that about two blocks per SM run; each slice's partial sums go
+    to a buffer that a second kernel adds up (no atomics: the result does not depend on
+    the order the blocks run in)."""
+    across, down = tiling.blocks(rows, cols)
+    tiles = across * down
+    if tiles >= FULL_GRID:
+        return 1
+    wanted = -(-2 * FULL_GRID // tiles)
+    return max(1, min(wanted, depth // (MIN_SPLIT_STEPS * tiling.depth), MAX_SPLITS))
+
+
+def make_split_gemm_kernel(
+    kernels: CudaKernels, transpose_a: bool, transpose_b: bool, tiling: Tiling = DEFAULT_TILING
+) -> Any:
+    """Return a kernel ``(a, b, no_bias, partial, slice_depth)``: block ``z`` of the grid
+    writes ``op(a)[:, k] @ op(b)[k, :]`` over the depths ``k`` of slice ``z``
+    (``slice_depth`` each) into ``partial[z]``."""
+    zero = kernels.dtype.type(0)
+    operand = kernels.array(2)
+
+    def loader(depth_major: bool) -> Any:
+        element = kernels.device(matrix_element(False, depth_major))
+        return kernels.device(make_tile_loader(zero, element, depth_major, tiling))
+
+    store = kernels.device(matrix_store(True))
+    product_of_tiles = make_tile_product(
+        kernels, loader(transpose_a), loader(not transpose_b), store, tiling
+    )
+
+    def gemm_slice(a, b, no_bias, partial, slice_depth):
+        depth = a.shape[0] if transpose_a else a.shape[1]
+        z = cuda.blockIdx.z
+        k_begin = z * slice_depth
+        k_end = min(depth, k_begin + slice_depth)
+        product_of_tiles(
+            a, b, no_bias, partial, z, partial.shape[1], partial.shape[2], k_begin, k_end,
+            NO_GEOMETRY,
+        )  # fmt: skip
+
+    transposes = f"{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}"
+    gemm_slice.__name__ = f"gemm_slice_{transposes}_{tiling.rows}x{tiling.cols}x{tiling.depth}"
+    return kernels.jit(operand, operand, kernels.array(1), kernels.array(3), numba.types.int64)(
+        gemm_slice
+    )
+
+
+def sum_of_slices(row, col, partial, bias, out):
+    """``out[row, col]``: the slices' partial sums, plus ``bias[col]`` (``bias`` may be
+    empty)."""
+    total = partial[0, row, col]
+    for z in range(1, partial.shape[0]):
+        total += partial[z, row, col]
+    if bias.shape[0] > 0:
+        total += bias[col]
+    out[row, col] = total
+
+
+@functools.cache
+def split_gemm_launcher(
+    cuda_api: Any, dtype: np.dtype, transpose_a: bool, transpose_b: bool
+) -> Any:
+    """Return ``launch(a, b, bias, out, splits)``: the product cut into ``splits`` depth
+    slices (:func:`depth_splits`), then their sum, two launches. The buffers of partial
+    sums are kept by shape (the launches of a stream run in order, so products share
+    them)."""
+    kernels = bind_cuda(globals(), cuda_api, dtype)
+    tiling = DEFAULT_TILING
+    kernel = make_split_gemm_kernel(kernels, transpose_a, transpose_b, tiling)
+    add_slices = kernels.index_loop(
+        sum_of_slices, (kernels.array(3), kernels.array(1), kernels.array(2)), dims=2
+    )
+    no_bias = empty_vector(cuda_api, dtype)
+    partials: dict[tuple[int, ...], Any] = {}
+
+    def launch(a: Any, b: Any, bias: Any, out: Any, splits: int) -> None:
+        rows, cols = out.shape
+        depth = a.shape[0] if transpose_a else a.shape[1]
+        slice_depth = -(-depth // splits)
+        splits = -(-depth // slice_depth)  # none left empty
+        shape = (splits, rows, cols)
+        partial = partials.get(shape)
+        if partial is None:
+            partial = partials[shape] = cuda_api.device_array(shape, dtype=dtype)
+        grid = (*tiling.blocks(rows, cols), splits)
+        kernel[grid, tiling.threads](a, b, no_bias(), partial, slice_depth)
+        add_slices(rows, cols, partial, bias, out)
+
+    return launch
+
+
 @functools.cache
 def gemm_launcher(cuda_api: Any, dtype: np.dtype, transpose_a: bool, transpose_b: bool) -> Any:
     """Return ``launch(a, b, bias, out)`` running the tiled GEMM over ``out``, with the
-    tiling :func:`pick_tiling` picks for its shape.
+    tiling :func:`pick_tiling` picks for its shape, its depth cut into slices when its
+    tiles cannot fill the GPU (:func:`depth_splits`).
 
     Cached, so every family that multiplies matrices shares the compiled kernels.
     """
@@ -436,9 +537,16 @@ def gemm_launcher(cuda_api: Any, dtype: np.dtype, transpose_a: bool, transpose_b
     launchers = {
         tiling: gemm_kernel(cuda_api, dtype, transpose_a, transpose_b, tiling) for tiling in tilings
     }
+    split = split_gemm_launcher(cuda_api, dtype, transpose_a, transpose_b)
 
     def launch(a: Any, b: Any, bias: Any, out: Any) -> None:
-        launchers[pick_tiling(out.shape[0], out.shape[1], tilings)](a, b, bias, out)
+        rows, cols = out.shape
+        depth = a.shape[0] if transpose_a else a.shape[1]
+        splits = depth_splits(rows, cols, depth) if out.size > 0 else 1
+        if splits > 1:
+            split(a, b, bias, out, splits)
+        else:
+            launchers[pick_tiling(rows, cols, tilings)](a, b, bias, out)
 
     return launch
 

@@ -114,3 +114,35 @@ def test_the_gemm_picks_wide_tiles_for_large_products_and_narrower_ones_for_smal
         matmul.Tiling(100, 128, 8, 16, 16)
     with pytest.raises(ValueError, match="shared memory"):
         matmul.Tiling(256, 256, 32, 16, 16)
+
+
+@pytest.mark.parametrize("transposes", list(TRANSPOSES))
+def test_products_too_small_to_fill_the_gpu_are_cut_along_their_depth(transposes):
+    # 2 tiles of the default tiling, deep enough for several slices (on a GPU: 65 x 67
+    # outputs of depth 8 * 16 * 4 + 5); the last slice is shorter than the others
+    dtype = np.dtype(np.float32)
+    device = get_device("cuda")
+    transpose_a, transpose_b = TRANSPOSES[transposes]
+    tiling = matmul.DEFAULT_TILING
+    rows, cols = tiling.rows + 1, tiling.cols - 1
+    depth = matmul.MAX_SPLITS * matmul.MIN_SPLIT_STEPS * tiling.depth + 5
+    assert matmul.depth_splits(rows, cols, depth) > 1
+    a = random((depth, rows) if transpose_a else (rows, depth), dtype)
+    b = random((cols, depth) if transpose_b else (depth, cols), dtype)
+    for bias in (random((cols,), dtype), np.zeros(0, dtype)):
+        expected = (a.T if transpose_a else a) @ (b.T if transpose_b else b) + (
+            bias if bias.size else 0
+        )
+        launch = matmul.gemm_launcher(device.cuda, dtype, transpose_a, transpose_b)
+        out = device.empty((rows, cols), dtype)
+        launch(device.asarray(a), device.asarray(b), device.asarray(bias), out)
+        np.testing.assert_allclose(device.to_host(out), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_only_products_with_few_tiles_and_enough_depth_are_cut():
+    tiling = matmul.DEFAULT_TILING
+    full = tiling.rows * matmul.FULL_GRID
+    deep = 64 * tiling.depth
+    assert matmul.depth_splits(full, tiling.cols, deep) == 1  # enough tiles
+    assert matmul.depth_splits(tiling.rows, tiling.cols, tiling.depth) == 1  # too shallow
+    assert 1 < matmul.depth_splits(tiling.rows, tiling.cols, deep) <= matmul.MAX_SPLITS
