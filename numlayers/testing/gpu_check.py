@@ -17,7 +17,8 @@ sample ending with a synchronisation:
 - ``gemm``: ``out = a @ b`` through the ``matmul`` kernel operation against
   ``torch.mm``, at 4096 and at 1024 (TFLOP/s of each);
 - ``elementwise``: relu, tanh and sigmoid forward on 4096 x 4096 (GB/s, and the share
-  of the device's copy bandwidth, measured as a device-to-device copy);
+  of the device's copy bandwidth, measured as a device-to-device copy), called from
+  Python and replayed as a CUDA graph (the kernel alone, as a model's step runs it);
 - ``mlp``: SGD ``train_on_batch`` of 64-128-128-10 at batch 32, 784-1024-1024-10 at
   256 and 784-4096-4096-10 at 1024 against the same ``nn.Linear``/``nn.ReLU`` model
   with ``CrossEntropyLoss``, ``SGD.step`` and ``loss.item()``, with the kernel
@@ -28,7 +29,8 @@ sample ending with a synchronisation:
 - ``conv``: Convolution2D forward, 3 x 3, 32 -> 32 channels, 32 x 32 "same", batch 256,
   against ``nn.Conv2d`` (cuDNN);
 - ``lambda``: the traced Lambda ``tanh(x) * 2 + x * x`` forward on 4096 x 4096, as a
-  share of the copy bandwidth, against the same expression in eager PyTorch.
+  share of the copy bandwidth, against the same expression in eager PyTorch (called
+  and replayed, as above).
 
 Ratios are our time over PyTorch's: above 1 we are slower. A case that fails prints
 an error row and the others still run. Without torch the PyTorch columns read n/a.
@@ -80,6 +82,7 @@ restore_row_stack()
 
 from numba.core.errors import NumbaPerformanceWarning  # noqa: E402
 
+from numlayers.cuda_graphs import capture  # noqa: E402
 from numlayers.devices import Device, cuda_activity, get_device, simulator_enabled  # noqa: E402
 from numlayers.layers import GRU, LSTM, Convolution2D, Dense, Lambda  # noqa: E402
 from numlayers.models import Sequential  # noqa: E402
@@ -309,6 +312,19 @@ def bandwidth_row(
     )
 
 
+#: the suffix of a case whose call is recorded as a CUDA graph and replayed
+REPLAYED = "(replayed as a CUDA graph)"
+
+
+def replayed(context: Context, call: Callable[[], Any]) -> Callable[[], None]:
+    """``call`` recorded once as a CUDA graph (:mod:`numlayers.cuda_graphs`), as a model's
+    step runs it: the kernel's own speed, without the 20 to 60 us that launching it from
+    Python costs (more than the kernel takes at 4096 x 4096 on an H200)."""
+    call()  # compiled and allocated before the recording
+    graph, _ = capture(context.device, call)
+    return graph.launch
+
+
 def elementwise_rows(context: Context) -> list[Row]:
     device, torch = context.device, context.torch
     side = context.sizes.elementwise
@@ -337,6 +353,9 @@ def elementwise_rows(context: Context) -> list[Row]:
 
         case = f"{name} forward {side} x {side}"
         rows.append(bandwidth_row(context, case, ours, theirs, x.size))
+        rows.append(
+            bandwidth_row(context, f"{case} {REPLAYED}", replayed(context, ours), theirs, x.size)
+        )
     how = "torch copy_" if torch is not None else "Numba device copy"
     rows.append(Row(f"device-to-device copy ({how})", f"{copy_bandwidth(context) / 1e9:.0f} GB/s"))
     return rows
@@ -361,15 +380,15 @@ def lambda_rows(context: Context) -> list[Row]:
             torch.tanh(tx) * 2.0 + tx * tx
 
     difference = np.abs(device.to_host(layer.run_forward(x_dev, False)) - traced_expression(x))
-    row = bandwidth_row(
-        context,
-        f"Lambda tanh(x) * 2 + x * x forward {side} x {side}",
-        lambda: layer.run_forward(x_dev, False),
-        theirs,
-        x.size,
-    )
-    row.note += f"; max abs difference {difference.max():.1e}"
-    return [row]
+    case = f"Lambda tanh(x) * 2 + x * x forward {side} x {side}"
+    rows = []
+    for name, ours in [
+        (case, lambda: layer.run_forward(x_dev, False)),
+        (f"{case} {REPLAYED}", replayed(context, lambda: layer.run_forward(x_dev, False))),
+    ]:
+        rows.append(bandwidth_row(context, name, ours, theirs, x.size))
+        rows[-1].note += f"; max abs difference {difference.max():.1e}"
+    return rows
 
 
 def mlp_model(widths: Sequence[int], device: Device, cuda_graphs: bool = True) -> Sequential:
