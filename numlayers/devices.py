@@ -293,6 +293,7 @@ class CUDADevice(Device):
                 "(set NUMBA_ENABLE_CUDASIM=1 before importing numlayers to use the simulator)"
             )
         self.cuda = cuda
+        quiet_small_grid_warnings()
 
     def builder_args(self) -> tuple[Any, ...]:
         return (self.cuda,)
@@ -387,6 +388,18 @@ def with_c_strides(host: np.ndarray) -> np.ndarray:
     if tuple(reversed(canonical)) == host.strides:
         return host
     return np.array(host, order="C", copy=True)
+
+
+def quiet_small_grid_warnings() -> None:
+    """Turn off numba-cuda's warning at every launch of fewer than 128 blocks, unless
+    the user set ``NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS``: numlayers launches small grids on
+    purpose (a small layer's kernel, a recurrent kernel's block per batch row), and the
+    warning costs time at every launch besides filling the user's output."""
+    if "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS" in os.environ or simulator_enabled():
+        return
+    from numba.cuda.core import config
+
+    config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
 
 @functools.cache
