@@ -43,6 +43,7 @@ import numba
 import numpy as np
 
 from numlayers.kernels.blas import product
+from numlayers.kernels.cublas import large_product_launcher
 from numlayers.kernels.toolkit import (
     SIMULATOR,
     CudaKernels,
@@ -525,6 +526,22 @@ def split_gemm_launcher(
     return launch
 
 
+def bias_row(row, col, bias, out):
+    out[row, col] = bias[col]
+
+
+@functools.cache
+def bias_broadcaster(cuda_api: Any, dtype: np.dtype) -> Any:
+    """Return ``fill(bias, out)``: every row of the 2-D ``out`` set to ``bias``."""
+    kernels = bind_cuda(globals(), cuda_api, dtype)
+    loop = kernels.index_loop(bias_row, (kernels.array(1), kernels.array(2)), dims=2)
+
+    def fill(bias: Any, out: Any) -> None:
+        loop(out.shape[0], out.shape[1], bias, out)
+
+    return fill
+
+
 @functools.cache
 def gemm_launcher(cuda_api: Any, dtype: np.dtype, transpose_a: bool, transpose_b: bool) -> Any:
     """Return ``launch(a, b, bias, out)`` running the tiled GEMM over ``out``, with the
@@ -538,8 +555,13 @@ def gemm_launcher(cuda_api: Any, dtype: np.dtype, transpose_a: bool, transpose_b
         tiling: gemm_kernel(cuda_api, dtype, transpose_a, transpose_b, tiling) for tiling in tilings
     }
     split = split_gemm_launcher(cuda_api, dtype, transpose_a, transpose_b)
+    large = large_product_launcher(
+        cuda_api, transpose_a, transpose_b, bias_broadcaster(cuda_api, dtype)
+    )
 
     def launch(a: Any, b: Any, bias: Any, out: Any) -> None:
+        if large(a, b, bias, out):  # through cuBLAS (nvmath-python installed, on a GPU)
+            return
         rows, cols = out.shape
         depth = a.shape[0] if transpose_a else a.shape[1]
         splits = depth_splits(rows, cols, depth) if out.size > 0 else 1

@@ -14,7 +14,8 @@ Then, in this process and in float32, it times each case against what a PyTorch
 user runs (TF32 off), warm-up calls first, the median of several samples, each
 sample ending with a synchronisation:
 
-- ``gemm``: ``out = a @ b`` through the ``matmul`` kernel operation against
+- ``gemm``: ``out = a @ b`` through the Numba GEMM and, where nvmath-python is
+  installed, through the ``matmul`` operation, which then calls cuBLAS, against
   ``torch.mm``, at 4096 and at 1024 (TFLOP/s of each);
 - ``elementwise``: relu, tanh and sigmoid forward on 4096 x 4096 (GB/s, and the share
   of the device's copy bandwidth, measured as a device-to-device copy), called from
@@ -84,6 +85,8 @@ from numba.core.errors import NumbaPerformanceWarning  # noqa: E402
 
 from numlayers.cuda_graphs import capture  # noqa: E402
 from numlayers.devices import Device, cuda_activity, get_device, simulator_enabled  # noqa: E402
+from numlayers.kernels import matmul  # noqa: E402
+from numlayers.kernels.cublas import cublas  # noqa: E402
 from numlayers.layers import GRU, LSTM, Convolution2D, Dense, Lambda  # noqa: E402
 from numlayers.models import Sequential  # noqa: E402
 from numlayers.optimizers import SGD  # noqa: E402
@@ -224,23 +227,24 @@ def compare_with_activity(
 
 
 def gemm_rows(context: Context) -> list[Row]:
+    """``out = a @ b`` through the Numba GEMM (the tiling its launcher picks) and, where
+    nvmath-python's cuBLAS is there, through ``matmul``, which hands it large products."""
     rows = []
     device, torch = context.device, context.torch
     kernels = device.kernels(np.float32)
+    dtype = np.dtype(np.float32)
+    through_cublas = cublas(device.cuda) is not None  # type: ignore[attr-defined]
     for size in context.sizes.gemm:
         a, b = random_array((size, size), 1), random_array((size, size), 2)
         a_dev, b_dev = device.asarray(a), device.asarray(b)
         no_bias = device.empty((0,), np.float32)
         out = device.empty((size, size), np.float32)
-
-        def ours(
-            a_dev: Any = a_dev, b_dev: Any = b_dev, bias: Any = no_bias, out: Any = out
-        ) -> None:
-            kernels.matmul(a_dev, b_dev, bias, out)
-
+        tiling = matmul.pick_tiling(size, size, matmul.GEMM_TILINGS[dtype])
+        numba_gemm = matmul.gemm_kernel(device.cuda, dtype, False, False, tiling)  # type: ignore[attr-defined]
+        paths: list[tuple[str, Callable[..., None]]] = [("Numba GEMM", numba_gemm)]
+        if through_cublas:
+            paths.append(("matmul through nvmath cuBLAS", kernels.matmul))
         theirs = None
-        ours()
-        result = device.to_host(out)
         if torch is not None:
             ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
             tout = torch.empty((size, size), dtype=torch.float32, device="cuda")
@@ -252,19 +256,36 @@ def gemm_rows(context: Context) -> list[Row]:
             expected = tout.cpu().numpy().astype(np.float64)
         else:
             expected = a.astype(np.float64) @ b.astype(np.float64)
-        error = np.abs(result - expected).max() / max(np.abs(expected).max(), 1e-30)
-        ours_time, theirs_time = compare(context, ours, theirs)
-        flops = 2.0 * size**3
-        theirs_rate = "n/a" if theirs_time is None else f"{flops / theirs_time / 1e12:.1f} TFLOP/s"
-        rows.append(
-            Row(
-                f"GEMM {size} x {size} (matmul vs torch.mm)",
-                f"{flops / ours_time / 1e12:.1f} TFLOP/s",
-                theirs_rate,
-                ratio(ours_time, theirs_time),
-                f"{milliseconds(ours_time)}, max relative difference {error:.1e}",
+        for path, launch in paths:
+
+            def ours(
+                launch: Any = launch,
+                a_dev: Any = a_dev,
+                b_dev: Any = b_dev,
+                no_bias: Any = no_bias,
+                out: Any = out,
+            ) -> None:
+                launch(a_dev, b_dev, no_bias, out)
+
+            ours()
+            result = device.to_host(out)
+            error = np.abs(result - expected).max() / max(np.abs(expected).max(), 1e-30)
+            ours_time, theirs_time = compare(context, ours, theirs)
+            flops = 2.0 * size**3
+            theirs_rate = (
+                "n/a" if theirs_time is None else f"{flops / theirs_time / 1e12:.1f} TFLOP/s"
             )
-        )
+            rows.append(
+                Row(
+                    f"GEMM {size} x {size} ({path} vs torch.mm)",
+                    f"{flops / ours_time / 1e12:.1f} TFLOP/s",
+                    theirs_rate,
+                    ratio(ours_time, theirs_time),
+                    f"{milliseconds(ours_time)}, max relative difference {error:.1e}",
+                )
+            )
+    if not through_cublas:
+        rows.append(Row("matmul through nvmath cuBLAS", "n/a", "", "", "nvmath-python not found"))
     return rows
 
 

@@ -146,3 +146,47 @@ def test_only_products_with_few_tiles_and_enough_depth_are_cut():
     assert matmul.depth_splits(full, tiling.cols, deep) == 1  # enough tiles
     assert matmul.depth_splits(tiling.rows, tiling.cols, tiling.depth) == 1  # too shallow
     assert 1 < matmul.depth_splits(tiling.rows, tiling.cols, deep) <= matmul.MAX_SPLITS
+
+
+@pytest.mark.parametrize("transposes", list(TRANSPOSES))
+def test_large_products_through_cublas_match_the_numba_gemm(transposes):
+    # on a GPU with nvmath-python (the [cuda] extra): what matmul hands cuBLAS equals the
+    # Numba GEMM's result, with and without a bias, also replayed inside a CUDA graph
+    from numlayers.cuda_graphs import capture
+    from numlayers.kernels.cublas import MIN_CUBLAS_WORK, cublas
+
+    device = get_device("cuda")
+    if cublas(device.cuda) is None:
+        pytest.skip("no cuBLAS through nvmath-python here (a GPU and the [cuda] extra)")
+    dtype = np.dtype(np.float32)
+    transpose_a, transpose_b = TRANSPOSES[transposes]
+    rows, cols, depth = 300, 257, 260
+    assert rows * cols * depth >= MIN_CUBLAS_WORK
+    a = random((depth, rows) if transpose_a else (rows, depth), dtype)
+    b = random((cols, depth) if transpose_b else (depth, cols), dtype)
+    tiling = matmul.DEFAULT_TILING
+    numba_gemm = matmul.gemm_kernel(device.cuda, dtype, transpose_a, transpose_b, tiling)
+    launch = matmul.gemm_launcher(device.cuda, dtype, transpose_a, transpose_b)
+    for bias in (random((cols,), dtype), np.zeros(0, dtype)):
+        arrays = [device.asarray(x) for x in (a, b, bias)]
+        expected, out = device.empty((rows, cols), dtype), device.empty((rows, cols), dtype)
+        numba_gemm(*arrays, expected)
+        launch(*arrays, out)
+        np.testing.assert_allclose(
+            device.to_host(out), device.to_host(expected), rtol=1e-4, atol=1e-4
+        )
+        graph, _ = capture(device, lambda arrays=arrays, out=out: launch(*arrays, out))
+        device.kernels(dtype).fill(out, 0.0)
+        graph.launch()
+        np.testing.assert_allclose(
+            device.to_host(out), device.to_host(expected), rtol=1e-4, atol=1e-4
+        )
+
+
+def test_without_a_gpu_every_product_runs_the_numba_gemm():
+    from numlayers.devices import simulator_enabled
+    from numlayers.kernels.cublas import cublas
+
+    if not simulator_enabled():
+        pytest.skip("checks the simulator's dispatch")
+    assert cublas(get_device("cuda").cuda) is None
