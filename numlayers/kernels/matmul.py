@@ -359,6 +359,27 @@ def matrix_store(batched: bool) -> Any:
 NO_GEOMETRY = (0,)
 
 
+def matrix_tile_product(
+    kernels: CudaKernels,
+    transpose_a: bool,
+    transpose_b: bool,
+    batched_operands: bool,
+    batched_out: bool,
+    tiling: Tiling,
+) -> Any:
+    """:func:`make_tile_product` of stored matrices ``op(a) @ op(b)`` (3-D operands or
+    output where batched: item ``z`` of the tile product's ``z``)."""
+    zero = kernels.dtype.type(0)
+
+    def loader(depth_major: bool) -> Any:
+        element = kernels.device(matrix_element(batched_operands, depth_major))
+        return kernels.device(make_tile_loader(zero, element, depth_major, tiling))
+
+    store = kernels.device(matrix_store(batched_out))
+    # a is (depth, rows) when transposed, b is (depth, cols) when not
+    return make_tile_product(kernels, loader(transpose_a), loader(not transpose_b), store, tiling)
+
+
 def make_gemm_kernel(
     kernels: CudaKernels,
     transpose_a: bool,
@@ -372,17 +393,9 @@ def make_gemm_kernel(
     With ``batched`` the operands are 3-D and ``out[z] = op(a[z]) @ op(b[z]) + bias`` for
     every ``z`` (in strides of ``gridDim.z``).
     """
-    zero = kernels.dtype.type(0)
     operand = kernels.array(3 if batched else 2)
-
-    def loader(depth_major: bool) -> Any:
-        element = kernels.device(matrix_element(batched, depth_major))
-        return kernels.device(make_tile_loader(zero, element, depth_major, tiling))
-
-    store = kernels.device(matrix_store(batched))
-    # a is (depth, rows) when transposed, b is (depth, cols) when not
-    product_of_tiles = make_tile_product(
-        kernels, loader(transpose_a), loader(not transpose_b), store, tiling
+    product_of_tiles = matrix_tile_product(
+        kernels, transpose_a, transpose_b, batched, batched, tiling
     )
     axis = 1 if batched else 0  # the first axis of a matrix
 
@@ -453,17 +466,8 @@ def make_split_gemm_kernel(
     """Return a kernel ``(a, b, no_bias, partial, slice_depth)``: block ``z`` of the grid
     writes ``op(a)[:, k] @ op(b)[k, :]`` over the depths ``k`` of slice ``z``
     (``slice_depth`` each) into ``partial[z]``."""
-    zero = kernels.dtype.type(0)
     operand = kernels.array(2)
-
-    def loader(depth_major: bool) -> Any:
-        element = kernels.device(matrix_element(False, depth_major))
-        return kernels.device(make_tile_loader(zero, element, depth_major, tiling))
-
-    store = kernels.device(matrix_store(True))
-    product_of_tiles = make_tile_product(
-        kernels, loader(transpose_a), loader(not transpose_b), store, tiling
-    )
+    product_of_tiles = matrix_tile_product(kernels, transpose_a, transpose_b, False, True, tiling)
 
     def gemm_slice(a, b, no_bias, partial, slice_depth):
         depth = a.shape[0] if transpose_a else a.shape[1]

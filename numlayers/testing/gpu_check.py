@@ -257,16 +257,7 @@ def gemm_rows(context: Context) -> list[Row]:
         else:
             expected = a.astype(np.float64) @ b.astype(np.float64)
         for path, launch in paths:
-
-            def ours(
-                launch: Any = launch,
-                a_dev: Any = a_dev,
-                b_dev: Any = b_dev,
-                no_bias: Any = no_bias,
-                out: Any = out,
-            ) -> None:
-                launch(a_dev, b_dev, no_bias, out)
-
+            ours = functools.partial(launch, a_dev, b_dev, no_bias, out)
             ours()
             result = device.to_host(out)
             error = np.abs(result - expected).max() / max(np.abs(expected).max(), 1e-30)

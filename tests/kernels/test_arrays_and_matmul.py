@@ -73,6 +73,15 @@ TRANSPOSES = {
 }
 
 
+def product_case(transposes, rows, cols, depth):
+    """float32 operands of a ``rows x cols`` product of depth ``depth``, stored for the
+    transposes named (a key of :data:`TRANSPOSES`), and the product ``op(a) @ op(b)``."""
+    transpose_a, transpose_b = TRANSPOSES[transposes]
+    a = random((depth, rows) if transpose_a else (rows, depth), np.float32)
+    b = random((cols, depth) if transpose_b else (depth, cols), np.float32)
+    return transpose_a, transpose_b, a, b, (a.T if transpose_a else a) @ (b.T if transpose_b else b)
+
+
 @pytest.mark.parametrize("transposes", list(TRANSPOSES))
 def test_every_cuda_gemm_tiling_handles_sizes_off_every_tile(transposes):
     # float32: the dtype with every tiling (float64 has the default one only, which the
@@ -82,13 +91,11 @@ def test_every_cuda_gemm_tiling_handles_sizes_off_every_tile(transposes):
     # tiny tiles): every tiling the launcher may pick runs full and partial tiles in the
     # rows and partial ones in the columns, over five depth slices
     device = get_device("cuda")
-    transpose_a, transpose_b = TRANSPOSES[transposes]
     wide = matmul.WIDE_TILING
     rows, cols, depth = wide.rows + wide.rows // 4 + 1, wide.cols // 2 + 3, 4 * wide.depth + 1
-    a = random((depth, rows) if transpose_a else (rows, depth), dtype)
-    b = random((cols, depth) if transpose_b else (depth, cols), dtype)
+    transpose_a, transpose_b, a, b, product = product_case(transposes, rows, cols, depth)
     bias = random((cols,), dtype)
-    expected = (a.T if transpose_a else a) @ (b.T if transpose_b else b) + bias
+    expected = product + bias
     for tiling in matmul.GEMM_TILINGS[dtype]:
         launch = matmul.gemm_kernel(device.cuda, dtype, transpose_a, transpose_b, tiling)
         out = device.empty((rows, cols), dtype)
@@ -122,17 +129,13 @@ def test_products_too_small_to_fill_the_gpu_are_cut_along_their_depth(transposes
     # outputs of depth 8 * 16 * 4 + 5); the last slice is shorter than the others
     dtype = np.dtype(np.float32)
     device = get_device("cuda")
-    transpose_a, transpose_b = TRANSPOSES[transposes]
     tiling = matmul.DEFAULT_TILING
     rows, cols = tiling.rows + 1, tiling.cols - 1
     depth = matmul.MAX_SPLITS * matmul.MIN_SPLIT_STEPS * tiling.depth + 5
     assert matmul.depth_splits(rows, cols, depth) > 1
-    a = random((depth, rows) if transpose_a else (rows, depth), dtype)
-    b = random((cols, depth) if transpose_b else (depth, cols), dtype)
+    transpose_a, transpose_b, a, b, product = product_case(transposes, rows, cols, depth)
     for bias in (random((cols,), dtype), np.zeros(0, dtype)):
-        expected = (a.T if transpose_a else a) @ (b.T if transpose_b else b) + (
-            bias if bias.size else 0
-        )
+        expected = product + (bias if bias.size else 0)
         launch = matmul.gemm_launcher(device.cuda, dtype, transpose_a, transpose_b)
         out = device.empty((rows, cols), dtype)
         launch(device.asarray(a), device.asarray(b), device.asarray(bias), out)
@@ -159,11 +162,9 @@ def test_large_products_through_cublas_match_the_numba_gemm(transposes):
     if cublas(device.cuda) is None:
         pytest.skip("no cuBLAS through nvmath-python here (a GPU and the [cuda] extra)")
     dtype = np.dtype(np.float32)
-    transpose_a, transpose_b = TRANSPOSES[transposes]
     rows, cols, depth = 300, 257, 260
     assert rows * cols * depth >= MIN_CUBLAS_WORK
-    a = random((depth, rows) if transpose_a else (rows, depth), dtype)
-    b = random((cols, depth) if transpose_b else (depth, cols), dtype)
+    transpose_a, transpose_b, a, b, _ = product_case(transposes, rows, cols, depth)
     tiling = matmul.DEFAULT_TILING
     numba_gemm = matmul.gemm_kernel(device.cuda, dtype, transpose_a, transpose_b, tiling)
     launch = matmul.gemm_launcher(device.cuda, dtype, transpose_a, transpose_b)
