@@ -483,6 +483,8 @@ class Model:
             _signature([*inputs, *targets]),
             tuple(w is None for w in weights),
             tuple(sorted(self._reported_metrics)),
+            # clipping is decided in Python: a new clipnorm or clipvalue is a new step
+            (self.optimizer.clipnorm, self.optimizer.clipvalue) if train else None,
         )
         return self._on_device(
             key,

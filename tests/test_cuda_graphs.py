@@ -132,3 +132,13 @@ def test_dropout_draws_a_new_mask_at_every_replay():
     assert train_steps(replayed, 5) == train_steps(eager, 5)
     for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_clipping_set_after_recording_takes_effect():
+    eager, replayed = mlp(False, SGD(lr=0.5)), mlp(True, SGD(lr=0.5))
+    for model in (eager, replayed):
+        train_steps(model, 3)
+        model.optimizer.clipnorm = 0.01
+        train_steps(model, 3)
+    for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
