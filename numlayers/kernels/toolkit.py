@@ -619,19 +619,27 @@ def elementwise_bodies(
     return forward, backward
 
 
-#: elements each CUDA thread loads before it computes any: a thread of an elementwise
-#: kernel has one load in flight per element it holds, and the GPU holds 2048 threads per
-#: SM, too few single loads to cover the memory's latency (on an H200, one element per
-#: step of the grid-stride loop reached 59 to 69% of the copy bandwidth)
+#: elements each thread of a forward kernel loads before it computes any: a thread
+#: has one load in flight per element it holds, and the GPU holds 2048 threads per SM,
+#: too few single loads to cover the memory's latency (on an H200, one element per step
+#: of the grid-stride loop reached 59 to 69% of the copy bandwidth, four 69 to 86%). A
+#: backward kernel loads three arrays per element, so it keeps one element per step:
+#: four would compile its formula five times for little gain.
 ELEMENTS_IN_FLIGHT = 4
 
 
 def unrolled_elementwise_source(name: str, inputs: tuple[str, ...], output: str,
-                                value: str, parameters: str) -> str:  # fmt: skip
+                                value: str, parameters: str, unroll: int) -> str:  # fmt: skip
     """A CUDA grid-stride kernel ``name(count, *inputs, output, *parameters)`` setting
     ``output[i] = value`` at every index, where ``value`` names each input's element
-    ``{input}_k``: :data:`ELEMENTS_IN_FLIGHT` indices at a time, their loads first."""
-    unroll = ELEMENTS_IN_FLIGHT
+    ``{input}_k``: ``unroll`` indices at a time, their loads first, then one at a time."""
+    if unroll == 1:
+        return "\n".join([
+            f"def {name}(count, {', '.join(inputs)}, {output}{parameters}):",
+            "    for index in range(cuda.grid(1), count, cuda.gridsize(1)):",
+            *[f"        {array}_0 = {array}[index]" for array in inputs],
+            f"        {output}[index] = {value.format(k=0)}",
+        ]) + "\n"  # fmt: skip
     lines = [
         f"def {name}(count, {', '.join(inputs)}, {output}{parameters}):",
         "    stride = cuda.gridsize(1)",
@@ -656,8 +664,8 @@ def cuda_elementwise_loops(
     function: Elementwise, dtype: np.dtype, cuda: CudaKernels
 ) -> tuple[Callable[..., None], Callable[..., None]]:
     """``function``'s forward and backward CUDA loops, called as ``(count, *arrays,
-    *parameters)`` like :meth:`CudaKernels.index_loop`'s, each one kernel whose threads
-    keep :data:`ELEMENTS_IN_FLIGHT` elements' loads in flight."""
+    *parameters)`` like :meth:`CudaKernels.index_loop`'s, each one grid-stride kernel;
+    the forward's threads keep :data:`ELEMENTS_IN_FLIGHT` elements' loads in flight."""
     parameters = "".join(f", {name}" for name, _ in function.parameters)
     captured = {
         "forward": cuda.device(function.forward),
@@ -667,17 +675,18 @@ def cuda_elementwise_loops(
     scalars = (cuda.scalar,) * len(function.parameters)
     vector = cuda.array(1)
     kernels = []
-    for direction, inputs, output, value in (
-        ("forward", ("x",), "out", f"forward(x_{{k}}, c{parameters})"),
+    for direction, inputs, output, value, unroll in (
+        ("forward", ("x",), "out", f"forward(x_{{k}}, c{parameters})", ELEMENTS_IN_FLIGHT),
         (
             "backward",
             ("x", "y", "grad_out"),
             "grad_x",
             f"grad_out_{{k}} * derivative(x_{{k}}, y_{{k}}, c{parameters})",
+            1,
         ),
     ):
         name = f"{function.name}_{direction}_kernel"
-        source = unrolled_elementwise_source(name, inputs, output, value, parameters)
+        source = unrolled_elementwise_source(name, inputs, output, value, parameters, unroll)
         generated = generate_function(source, name, function.forward, captured, {"cuda": cuda.cuda})
         kernel = cuda.jit(numba.types.int64, *(vector,) * (len(inputs) + 1), *scalars)(generated)
 
