@@ -441,8 +441,11 @@ def gemm_kernel(
 
 #: the most slices a product's depth is cut into (:func:`depth_splits`)
 MAX_SPLITS = launch_size(8, 4)
-#: the least depth a slice walks, in tile depths: a shorter one spends its time loading
-MIN_SPLIT_STEPS = 4
+#: the least depth a slice walks, in tile depths: a shorter one spends its time loading.
+#: Under the simulator a slice must be long, so that only the tests meant for it cut a
+#: product (each simulated thread costs about 0.3 ms, and cutting the tests' tiny
+#: products multiplied their threads by up to five)
+MIN_SPLIT_STEPS = launch_size(4, 16)
 
 
 def depth_splits(rows: int, cols: int, depth: int, tiling: Tiling = DEFAULT_TILING) -> int:
