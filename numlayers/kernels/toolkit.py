@@ -370,11 +370,7 @@ class CudaKernels:
         if dims == 1:
             kernel = self.jit(numba.types.int64, *argtypes)(function)
 
-            def launch(count: int, *arguments: Any) -> None:
-                if count > 0:
-                    kernel[min(blocks_for(count), MAX_BLOCKS), BLOCK_SIZE](count, *arguments)
-
-            return launch
+            return grid_stride_launcher(kernel)
         kernel = self.jit(numba.types.int64, numba.types.int64, *argtypes)(function)
 
         def launch_2d(rows: int, columns: int, *arguments: Any) -> None:
@@ -382,6 +378,18 @@ class CudaKernels:
                 kernel[grid_2d(rows, columns), BLOCK_SHAPE_2D](rows, columns, *arguments)
 
         return launch_2d
+
+
+def grid_stride_launcher(kernel: Any) -> Callable[..., None]:
+    """``launch(count, *arguments)`` of a 1-D grid-stride ``kernel(count, *arguments)``:
+    enough blocks of :data:`BLOCK_SIZE` for ``count`` threads, at most
+    :data:`MAX_BLOCKS` (nothing for ``count`` 0)."""
+
+    def launch(count: int, *arguments: Any) -> None:
+        if count > 0:
+            kernel[min(blocks_for(count), MAX_BLOCKS), BLOCK_SIZE](count, *arguments)
+
+    return launch
 
 
 class CountedKernel:
@@ -690,11 +698,7 @@ def cuda_elementwise_loops(
         generated = generate_function(source, name, function.forward, captured, {"cuda": cuda.cuda})
         kernel = cuda.jit(numba.types.int64, *(vector,) * (len(inputs) + 1), *scalars)(generated)
 
-        def launch(count: int, *arguments: Any, kernel: Any = kernel) -> None:
-            if count > 0:
-                kernel[min(blocks_for(count), MAX_BLOCKS), BLOCK_SIZE](count, *arguments)
-
-        kernels.append(launch)
+        kernels.append(grid_stride_launcher(kernel))
     return kernels[0], kernels[1]
 
 

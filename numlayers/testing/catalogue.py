@@ -175,6 +175,32 @@ def _hard_sigmoid(x: np.ndarray) -> np.ndarray:
     return np.clip(0.2 * x + 0.5, 0, 1)
 
 
+def _recurrent_case(
+    kind: str,
+    cls: type,
+    suffix: str,
+    activation: str,
+    return_sequences: bool,
+    go_backwards: bool,
+    seed: int,
+) -> LayerCase:
+    """The row ``<Layer>-<suffix>``: 3 units over 4 steps of 2 features, batch 2."""
+    return LayerCase(
+        f"{cls.__name__}-{suffix}",
+        lambda **kw: cls(
+            3,
+            input_shape=(4, 2),
+            activation=activation,
+            return_sequences=return_sequences,
+            go_backwards=go_backwards,
+            seed=seed,
+            **kw,
+        ),
+        (2, 4, 2),
+        _recurrent_reference(kind, return_sequences, go_backwards, activation),
+    )
+
+
 def _recurrent_reference(
     kind: str, return_sequences: bool, go_backwards: bool, activation: str = "tanh"
 ) -> Reference:
@@ -499,20 +525,7 @@ def _catalogue() -> list[LayerCase]:
         for return_sequences, go_backwards in ((False, False), (True, True)):
             suffix = "sequences-backwards" if return_sequences else "last"
             cases.append(
-                LayerCase(
-                    f"{cls.__name__}-{suffix}",
-                    lambda cls=cls, rs=return_sequences, gb=go_backwards, **kw: cls(
-                        3,
-                        input_shape=(4, 2),
-                        activation="tanh",
-                        return_sequences=rs,
-                        go_backwards=gb,
-                        seed=8,
-                        **kw,
-                    ),
-                    (2, 4, 2),
-                    _recurrent_reference(kind, return_sequences, go_backwards),
-                )
+                _recurrent_case(kind, cls, suffix, "tanh", return_sequences, go_backwards, 8)
             )
     # softmax over each sample's units at each step (one row per kind, each with its
     # own pair of options)
@@ -520,20 +533,7 @@ def _catalogue() -> list[LayerCase]:
         recurrent.items(), ((True, False), (False, True), (True, True)), strict=True
     ):
         cases.append(
-            LayerCase(
-                f"{cls.__name__}-softmax",
-                lambda cls=cls, rs=return_sequences, gb=go_backwards, **kw: cls(
-                    3,
-                    input_shape=(4, 2),
-                    activation="softmax",
-                    return_sequences=rs,
-                    go_backwards=gb,
-                    seed=12,
-                    **kw,
-                ),
-                (2, 4, 2),
-                _recurrent_reference(kind, return_sequences, go_backwards, "softmax"),
-            )
+            _recurrent_case(kind, cls, "softmax", "softmax", return_sequences, go_backwards, 12)
         )
     cases += [
         LayerCase(
