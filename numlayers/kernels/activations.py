@@ -444,7 +444,16 @@ larger_cpu = njit(inline="always")(larger)
 # eight independent maxima instead, which runs as fast as NumPy's SIMD max.
 
 
-@njit(fastmath={"reassoc"}, error_model="numpy")
+#: the ``njit`` options of a helper that only compiled code calls: no wrappers for calls
+#: from Python (building them was a fifth of such a helper's compile time)
+HELPER_OPTIONS: dict[str, Any] = {
+    "error_model": "numpy",
+    "no_cpython_wrapper": True,
+    "no_cfunc_wrapper": True,
+}
+
+
+@njit(fastmath={"reassoc"}, **HELPER_OPTIONS)
 def row_sum(row):
     total = row[0] - row[0]
     for j in range(row.shape[0]):
@@ -452,7 +461,7 @@ def row_sum(row):
     return total
 
 
-@njit(fastmath={"reassoc", "contract"}, error_model="numpy")
+@njit(fastmath={"reassoc", "contract"}, **HELPER_OPTIONS)
 def row_dot(a, b):
     total = a[0] - a[0]
     for j in range(a.shape[0]):
@@ -460,7 +469,7 @@ def row_dot(a, b):
     return total
 
 
-@njit(error_model="numpy")
+@njit(**HELPER_OPTIONS)
 def row_max(row):
     n = row.shape[0]
     whole = n - n % 8
@@ -474,7 +483,7 @@ def row_max(row):
     return largest
 
 
-@njit(error_model="numpy")
+@njit(**HELPER_OPTIONS)
 def softmax_row(x, out, i, one):
     """Row ``i`` of ``softmax(x)`` into ``out`` (``one`` in the dtype)."""
     largest = row_max(x[i])
@@ -485,7 +494,7 @@ def softmax_row(x, out, i, one):
         out[i, j] *= scale
 
 
-@njit(error_model="numpy")
+@njit(**HELPER_OPTIONS)
 def softmax_gradient_row(y, grad_out, grad_x, i):
     """Row ``i`` of the gradient through a softmax whose output is ``y``."""
     dot = row_dot(grad_out[i], y[i])

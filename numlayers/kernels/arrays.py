@@ -26,7 +26,7 @@ from numba import njit
 from numlayers.kernels.toolkit import (
     CudaKernels,
     DeviceArray,
-    cpu_inline,
+    cpu_inline_early,
     cuda_kernels,
     device_index_loop,
 )
@@ -37,22 +37,22 @@ from numlayers.kernels.toolkit import (
 COPY_COST = 1.0
 
 
-@cpu_inline
+@cpu_inline_early
 def fill_element(index, value, out):
     out[index] = value
 
 
-@cpu_inline
+@cpu_inline_early
 def copy_element(index, x, out):
     out[index] = x[index]
 
 
-@cpu_inline
+@cpu_inline_early
 def add_into_element(index, x, out):
     out[index] += x[index]
 
 
-@cpu_inline
+@cpu_inline_early
 def scale_add_into_element(index, x, alpha, out):
     out[index] += alpha * x[index]
 

@@ -41,10 +41,11 @@ from numlayers.kernels.activations import (
 from numlayers.kernels.arrays import sum_rows_launcher
 from numlayers.kernels.blas import (
     block_count,
-    gemm,
     gemm_one_block,
+    gemm_region,
     njit_calling_blas,
     product,
+    require_contiguous_rows,
 )
 from numlayers.kernels.toolkit import DeviceArray
 
@@ -170,10 +171,15 @@ def fused_cpu_passes(dtype: np.dtype, name: str) -> tuple[Any, Any]:
 
 @njit_calling_blas
 def dense_backward_serial(x, weight, grad_out, grad_x, grad_weight, grad_bias, need_grad_x):
-    """The gradients on the calling thread, in one compiled call (small layers)."""
+    """The gradients on the calling thread, in one compiled call (small layers); each
+    product is one BLAS call (:func:`~numlayers.kernels.blas.gemm_region`)."""
+    require_contiguous_rows(x, grad_out, grad_weight)
+    rows, inputs = x.shape
     if need_grad_x:
-        gemm(grad_out, weight, grad_x, False, True, 1, 0)
-    gemm(x, grad_out, grad_weight, True, False, 1, 0)
+        require_contiguous_rows(weight, grad_out, grad_x)
+        gemm_region(grad_out, weight, grad_x, False, True, 1, 0, (0, rows), (0, inputs))
+    outputs = grad_out.shape[1]
+    gemm_region(x, grad_out, grad_weight, True, False, 1, 0, (0, inputs), (0, outputs))
     if grad_bias.shape[0] > 0:
         grad_bias[:] = 0
         for i in range(grad_out.shape[0]):

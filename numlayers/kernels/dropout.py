@@ -53,7 +53,7 @@ import numpy as np
 from numlayers.kernels.toolkit import (
     CudaKernels,
     DeviceArray,
-    cpu_inline,
+    cpu_inline_early,
     cuda_kernels,
     device_index_loop,
 )
@@ -118,7 +118,7 @@ def cos_taylor(dtype: np.dtype) -> tuple[Any, ...]:
     return tuple(dtype.type((-1) ** k / math.factorial(2 * k)) for k in range(terms - 1, -1, -1))
 
 
-@cpu_inline
+@cpu_inline_early
 def random_bits(seed, index):
     """The 24-bit random number (a uint64 in ``[0, RANDOM_RANGE)``) of ``index`` under
     ``seed`` (a uint64).
@@ -142,13 +142,13 @@ def random_bits(seed, index):
     return state >> SHIFT_8
 
 
-@cpu_inline
+@cpu_inline_early
 def is_kept(seed, index, keep_threshold):
     """True when element ``index`` survives dropout under ``seed`` (a uint64)."""
     return np.int64(random_bits(seed, index)) >= keep_threshold
 
 
-@cpu_inline
+@cpu_inline_early
 def uniform(seed, index, c):
     """``(random_bits + 1) / RANDOM_RANGE`` in ``(0, 1]``, in the dtype of ``c``.
 
@@ -162,7 +162,7 @@ def uniform(seed, index, c):
     return high * c.high_scale + low * c.low_scale
 
 
-@cpu_inline
+@cpu_inline_early
 def standard_normal(seed, index, c, taylor):
     """The standard normal number of element ``index``: Box-Muller from the uniform
     numbers of ``2 index`` and ``2 index + 1``."""
@@ -172,7 +172,7 @@ def standard_normal(seed, index, c, taylor):
     return math.sqrt(c.minus_two * math.log(u1)) * cos_two_pi(u2, c, taylor)
 
 
-@cpu_inline
+@cpu_inline_early
 def cos_two_pi(t, c, taylor):
     """``cos(2 pi t)`` for ``0 <= t <= 1``, by a Taylor polynomial on ``[0, pi / 2]``.
 
@@ -197,22 +197,22 @@ def cos_two_pi(t, c, taylor):
 # (:func:`seed_read_now`): both read as ``seed[0]``.
 
 
-@cpu_inline
+@cpu_inline_early
 def dropout_element(index, x, seed, keep_threshold, scale, zero, out):
     out[index] = x[index] * scale if is_kept(seed[0], index, keep_threshold) else zero
 
 
-@cpu_inline
+@cpu_inline_early
 def dropout_mask_element(index, seed, keep_threshold, one, zero, out):
     out[index] = one if is_kept(seed[0], index, keep_threshold) else zero
 
 
-@cpu_inline
+@cpu_inline_early
 def gaussian_noise_element(index, x, seed, sigma, c, taylor, out):
     out[index] = x[index] + sigma * standard_normal(seed[0], index, c, taylor)
 
 
-@cpu_inline
+@cpu_inline_early
 def gaussian_dropout_element(index, x, seed, std, one, c, taylor, out):
     out[index] = x[index] * (one + std * standard_normal(seed[0], index, c, taylor))
 

@@ -86,7 +86,7 @@ from numlayers.kernels.toolkit import (
     CudaKernels,
     DeviceArray,
     cpu_index_loop,
-    cpu_inline,
+    cpu_inline_early,
     cuda_kernels,
 )
 
@@ -102,44 +102,44 @@ LOSS_COST = 1 / 8
 # ---------------------------------------------------------------- per-element terms
 
 
-@cpu_inline
+@cpu_inline_early
 def squared_error(t, p, k):
     return (p - t) * (p - t)
 
 
-@cpu_inline
+@cpu_inline_early
 def squared_error_gradient(t, p, k):
     return k.two * (p - t)
 
 
-@cpu_inline
+@cpu_inline_early
 def absolute_error(t, p, k):
     return abs(p - t)
 
 
-@cpu_inline
+@cpu_inline_early
 def absolute_error_gradient(t, p, k):
     return k.one if p > t else (-k.one if p < t else k.zero)
 
 
-@cpu_inline
+@cpu_inline_early
 def absolute_percentage_error(t, p, k):
     return k.hundred * abs(t - p) / max(abs(t), k.eps)
 
 
-@cpu_inline
+@cpu_inline_early
 def absolute_percentage_error_gradient(t, p, k):
     direction = k.one if p > t else (-k.one if p < t else k.zero)
     return k.hundred * direction / max(abs(t), k.eps)
 
 
-@cpu_inline
+@cpu_inline_early
 def squared_logarithmic_error(t, p, k):
     difference = math.log(max(p, k.eps) + k.one) - math.log(max(t, k.eps) + k.one)
     return difference * difference
 
 
-@cpu_inline
+@cpu_inline_early
 def squared_logarithmic_error_gradient(t, p, k):
     if p < k.eps:  # clipped: the loss does not depend on p here
         return k.zero
@@ -147,28 +147,28 @@ def squared_logarithmic_error_gradient(t, p, k):
     return k.two * difference / (p + k.one)
 
 
-@cpu_inline
+@cpu_inline_early
 def squared_hinge_term(t, p, k):
     margin = max(k.one - t * p, k.zero)
     return margin * margin
 
 
-@cpu_inline
+@cpu_inline_early
 def squared_hinge_gradient(t, p, k):
     return -k.two * t * max(k.one - t * p, k.zero)
 
 
-@cpu_inline
+@cpu_inline_early
 def hinge_term(t, p, k):
     return max(k.one - t * p, k.zero)
 
 
-@cpu_inline
+@cpu_inline_early
 def hinge_gradient(t, p, k):
     return -t if k.one - t * p > k.zero else k.zero
 
 
-@cpu_inline
+@cpu_inline_early
 def binary_crossentropy_term(t, p, k):
     q = min(max(p, k.eps), k.one_minus_eps)
     # A 0/1 target (the only finite t with t * (1 - t) == 0) needs one logarithm, of q
@@ -178,24 +178,24 @@ def binary_crossentropy_term(t, p, k):
     return -(t * math.log(q) + (k.one - t) * math.log(k.one - q))
 
 
-@cpu_inline
+@cpu_inline_early
 def binary_crossentropy_gradient(t, p, k):
     if p < k.eps or p > k.one_minus_eps:
         return k.zero
     return (p - t) / (p * (k.one - p))
 
 
-@cpu_inline
+@cpu_inline_early
 def poisson_term(t, p, k):
     return p - t * math.log(p + k.eps)
 
 
-@cpu_inline
+@cpu_inline_early
 def poisson_gradient(t, p, k):
     return k.one - t / (p + k.eps)
 
 
-@cpu_inline
+@cpu_inline_early
 def binary_match(t, p, k):
     """``1`` where ``p`` rounds (halves to even) to ``t``, else ``0``."""
     rounded = abs(p)
@@ -232,12 +232,12 @@ ELEMENTWISE = {
 # ---------------------------------------------------------------- row-coupled losses
 
 
-@cpu_inline
+@cpu_inline_early
 def no_stats(target, pred, i, k):
     return (k.zero,)
 
 
-@cpu_inline
+@cpu_inline_early
 def inverse_row_sum(p, i, k):
     """``1 / sum(p[i])``, which scales row ``i`` to a distribution."""
     total = k.zero
@@ -246,7 +246,7 @@ def inverse_row_sum(p, i, k):
     return k.one / total
 
 
-@cpu_inline
+@cpu_inline_early
 def log_sum_exp(z, i, k):
     """``log(sum(exp(z[i])))``, shifted by the row's maximum so that exp never overflows."""
     top = z[i, 0]
@@ -258,7 +258,7 @@ def log_sum_exp(z, i, k):
     return top + math.log(exp_total)
 
 
-@cpu_inline
+@cpu_inline_early
 def categorical_crossentropy_stats(t, p, i, k):
     """``(1 / sum(p), sum of t where q = p / sum(p) is not clipped)``."""
     inverse_total = inverse_row_sum(p, i, k)
@@ -269,7 +269,7 @@ def categorical_crossentropy_stats(t, p, i, k):
     return (inverse_total, unclipped_target)
 
 
-@cpu_inline
+@cpu_inline_early
 def categorical_crossentropy_row(t, p, i, stats, k):
     loss = k.zero
     for j in range(p.shape[1]):
@@ -279,7 +279,7 @@ def categorical_crossentropy_row(t, p, i, stats, k):
     return loss
 
 
-@cpu_inline
+@cpu_inline_early
 def categorical_crossentropy_row_gradient(t, p, i, j, stats, k):
     # q = p / S: d loss / d p_j = (d loss / d q_j - sum_l d loss / d q_l * q_l) / S,
     # where d loss / d q_l = -t_l / q_l on unclipped l and 0 on clipped l
@@ -289,7 +289,7 @@ def categorical_crossentropy_row_gradient(t, p, i, j, stats, k):
     return direct + unclipped_target * inverse_total
 
 
-@cpu_inline
+@cpu_inline_early
 def sparse_categorical_crossentropy_stats(labels, p, i, k):
     """``(1 / sum(p), q = p[label] / sum(p), 1 if q is not clipped else 0)``."""
     inverse_total = inverse_row_sum(p, i, k)
@@ -297,12 +297,12 @@ def sparse_categorical_crossentropy_stats(labels, p, i, k):
     return (inverse_total, q, k.one if k.eps <= q <= k.one_minus_eps else k.zero)
 
 
-@cpu_inline
+@cpu_inline_early
 def sparse_categorical_crossentropy_row(labels, p, i, stats, k):
     return -math.log(min(max(stats[1], k.eps), k.one_minus_eps))
 
 
-@cpu_inline
+@cpu_inline_early
 def sparse_categorical_crossentropy_row_gradient(labels, p, i, j, stats, k):
     inverse_total, q, unclipped = stats
     if unclipped == k.zero:
@@ -311,7 +311,7 @@ def sparse_categorical_crossentropy_row_gradient(labels, p, i, j, stats, k):
     return direct + inverse_total
 
 
-@cpu_inline
+@cpu_inline_early
 def cosine_proximity_stats(t, p, i, k):
     """``(|t|, |p|, cosine, cosine where |p| follows p else 0)``."""
     tt = k.zero
@@ -328,18 +328,18 @@ def cosine_proximity_stats(t, p, i, k):
     return (norm_t, norm_p, cosine, cosine if pp >= k.norm_floor else k.zero)
 
 
-@cpu_inline
+@cpu_inline_early
 def cosine_proximity_row(t, p, i, stats, k):
     return -stats[2]
 
 
-@cpu_inline
+@cpu_inline_early
 def cosine_proximity_row_gradient(t, p, i, j, stats, k):
     norm_t, norm_p, cosine, coupling = stats
     return -(t[i, j] / norm_t - coupling * p[i, j] / norm_p) / norm_p
 
 
-@cpu_inline
+@cpu_inline_early
 def softmax_crossentropy_stats(t, z, i, k):
     """``(log(sum(exp(z))), sum(t))`` of the row."""
     target_total = k.zero
@@ -348,7 +348,7 @@ def softmax_crossentropy_stats(t, z, i, k):
     return (log_sum_exp(z, i, k), target_total)
 
 
-@cpu_inline
+@cpu_inline_early
 def softmax_crossentropy_row(t, z, i, stats, k):
     # -sum t * (z - lse): every factor is finite, so a zero target gives exactly 0
     loss = k.zero
@@ -357,28 +357,28 @@ def softmax_crossentropy_row(t, z, i, stats, k):
     return loss
 
 
-@cpu_inline
+@cpu_inline_early
 def softmax_crossentropy_row_gradient(t, z, i, j, stats, k):
     return math.exp(z[i, j] - stats[0]) * stats[1] - t[i, j]
 
 
-@cpu_inline
+@cpu_inline_early
 def sparse_softmax_crossentropy_stats(labels, z, i, k):
     """``(log(sum(exp(z))),)`` of the row."""
     return (log_sum_exp(z, i, k),)
 
 
-@cpu_inline
+@cpu_inline_early
 def sparse_softmax_crossentropy_row(labels, z, i, stats, k):
     return stats[0] - z[i, labels[i]]
 
 
-@cpu_inline
+@cpu_inline_early
 def sparse_softmax_crossentropy_row_gradient(labels, z, i, j, stats, k):
     return math.exp(z[i, j] - stats[0]) - (k.one if j == labels[i] else k.zero)
 
 
-@cpu_inline
+@cpu_inline_early
 def categorical_match(t, p, i, stats, k):
     best_t = 0
     best_p = 0
@@ -390,7 +390,7 @@ def categorical_match(t, p, i, stats, k):
     return k.one if best_t == best_p else k.zero
 
 
-@cpu_inline
+@cpu_inline_early
 def sparse_categorical_match(labels, p, i, stats, k):
     best_p = 0
     for j in range(1, p.shape[1]):
@@ -555,7 +555,7 @@ class LossLoops:
         self.kernels = kernels
 
     def formula(self, function: Callable[..., Any]) -> Any:
-        return cpu_inline(function) if self.kernels is None else self.kernels.device(function)
+        return cpu_inline_early(function) if self.kernels is None else self.kernels.device(function)
 
     def argtypes(self, sparse: bool, backward: bool) -> tuple[Any, ...]:
         """CUDA's types of ``(y_true, y_pred, loss_rows)``, or of ``(y_true, y_pred,
@@ -569,7 +569,7 @@ class LossLoops:
     def forward(self, body: Callable[..., None], sparse: bool) -> Callable[..., None]:
         """``NAME_forward(y_true, y_pred, loss_rows)`` from a per-row body."""
         if self.kernels is None:
-            loop = cpu_rows(cpu_inline(body), 3)
+            loop = cpu_rows(cpu_inline_early(body), 3)
 
             def cpu_forward(y_true: Any, y_pred: Any, loss_rows: Any) -> None:
                 loop(y_true, y_pred, loss_rows)
@@ -585,7 +585,7 @@ class LossLoops:
     def element_gradient(self, body: Callable[..., None], sparse: bool) -> Callable[..., None]:
         """``NAME_backward(y_true, y_pred, row_scale, grad_pred)`` from a per-element body."""
         if self.kernels is None:
-            launch = cpu_index_loop(cpu_inline(body), dims=2, cost=LOSS_COST)
+            launch = cpu_index_loop(cpu_inline_early(body), dims=2, cost=LOSS_COST)
         else:
             launch = self.kernels.index_loop(body, self.argtypes(sparse, True), dims=2)
 
@@ -596,7 +596,7 @@ class LossLoops:
 
     def row_gradient(self, body: Callable[..., None]) -> Callable[..., None]:
         """``NAME_backward(y_true, y_pred, row_scale, grad_pred)`` from a per-row body (CPU)."""
-        loop = cpu_rows(cpu_inline(body), 4)
+        loop = cpu_rows(cpu_inline_early(body), 4)
 
         def backward(y_true: Any, y_pred: Any, row_scale: Any, grad_pred: Any) -> None:
             loop(y_true, y_pred, row_scale, grad_pred)

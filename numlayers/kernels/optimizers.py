@@ -71,7 +71,7 @@ from numlayers.kernels.toolkit import (
     blocks_for,
     compile_cpu,
     cpu_index_loop,
-    cpu_inline,
+    cpu_inline_early,
     cuda_kernels,
     empty_vector,
     use_parallel,
@@ -122,19 +122,19 @@ def kernel_constants(dtype: np.dtype) -> KernelConstants:
 # ---------------------------------------------------------------- sum reduction terms
 
 
-@cpu_inline
+@cpu_inline_early
 def square_term(a, b, i, s1, s2):
     """``a[i]**2`` (``b``, ``s1`` and ``s2`` unused)."""
     return a[i] * a[i]
 
 
-@cpu_inline
+@cpu_inline_early
 def product_term(a, b, i, s1, s2):
     """``a[i] * b[i]``."""
     return a[i] * b[i]
 
 
-@cpu_inline
+@cpu_inline_early
 def l1l2_term(a, b, i, s1, s2):
     """``s1 * |a[i]| + s2 * a[i]**2`` (the L1/L2 weight penalty)."""
     return s1 * abs(a[i]) + s2 * a[i] * a[i]
@@ -208,7 +208,7 @@ def block_sum_launcher(
 # ---------------------------------------------------------------- update rules
 
 
-@cpu_inline
+@cpu_inline_early
 def sgd_step(param, grad, velocity, unused, i, lr, momentum, nesterov, h3, k):
     g = grad[i]
     v = momentum * velocity[i] - lr * g
@@ -219,7 +219,7 @@ def sgd_step(param, grad, velocity, unused, i, lr, momentum, nesterov, h3, k):
         param[i] += v
 
 
-@cpu_inline
+@cpu_inline_early
 def rmsprop_step(param, grad, accumulator, unused, i, lr, rho, epsilon, h3, k):
     g = grad[i]
     a = rho * accumulator[i] + (k.one - rho) * g * g
@@ -227,7 +227,7 @@ def rmsprop_step(param, grad, accumulator, unused, i, lr, rho, epsilon, h3, k):
     param[i] -= lr * g / math.sqrt(a + epsilon)  # Keras 0.3: epsilon inside the root
 
 
-@cpu_inline
+@cpu_inline_early
 def adagrad_step(param, grad, accumulator, unused, i, lr, epsilon, h2, h3, k):
     g = grad[i]
     a = accumulator[i] + g * g
@@ -235,7 +235,7 @@ def adagrad_step(param, grad, accumulator, unused, i, lr, epsilon, h2, h3, k):
     param[i] -= lr * g / math.sqrt(a + epsilon)  # Keras 0.3: epsilon inside the root
 
 
-@cpu_inline
+@cpu_inline_early
 def adadelta_step(param, grad, accumulator, delta_accumulator, i, lr, rho, epsilon, h3, k):
     g = grad[i]
     a = rho * accumulator[i] + (k.one - rho) * g * g
@@ -247,7 +247,7 @@ def adadelta_step(param, grad, accumulator, delta_accumulator, i, lr, rho, epsil
     delta_accumulator[i] = rho * d + (k.one - rho) * step * step
 
 
-@cpu_inline
+@cpu_inline_early
 def adam_step(param, grad, m, v, i, lr_t, beta_1, beta_2, epsilon, k):
     g = grad[i]
     m_i = beta_1 * m[i] + (k.one - beta_1) * g
@@ -257,7 +257,7 @@ def adam_step(param, grad, m, v, i, lr_t, beta_1, beta_2, epsilon, k):
     param[i] -= lr_t * m_i / (math.sqrt(v_i) + epsilon)
 
 
-@cpu_inline
+@cpu_inline_early
 def adamax_step(param, grad, m, u, i, lr_t, beta_1, beta_2, epsilon, k):
     g = grad[i]
     m_i = beta_1 * m[i] + (k.one - beta_1) * g
@@ -280,24 +280,24 @@ UPDATE_RULES = {
 # ---------------------------------------------------------------- gradient clipping
 
 
-@cpu_inline
+@cpu_inline_early
 def clip_limit(clipvalue, total_sq, k):
     return clipvalue
 
 
-@cpu_inline
+@cpu_inline_early
 def clip_value_step(grad, i, limit, k):
     grad[i] = min(max(grad[i], -limit), limit)
 
 
-@cpu_inline
+@cpu_inline_early
 def norm_limit_factor(clipnorm, total_sq, k):
     # read where the kernel runs: on CUDA the squared norm never comes back to the host
     norm = math.sqrt(total_sq[0])
     return clipnorm / norm if norm > clipnorm else k.one
 
 
-@cpu_inline
+@cpu_inline_early
 def scale_step(grad, i, factor, k):
     grad[i] *= factor
 
@@ -441,7 +441,7 @@ def cpu_update_loop(rule: str, k: KernelConstants) -> CpuLoop:
     ``update_launcher`` hands the optimizer the compiled loop itself (serial or parallel,
     picked once per weight), so the count is the weight's size, not an argument.
     """
-    step = cpu_inline(UPDATE_RULES[rule])
+    step = cpu_inline_early(UPDATE_RULES[rule])
 
     def update_loop(param, grad, first, second, scalars):
         # the scalars are read once, into locals the loop cannot overwrite
@@ -457,7 +457,9 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     no_array = np.empty(0, dtype)
     updates = {rule: cpu_update_loop(rule, k) for rule in UPDATE_RULES}
     clips = {
-        rule: cpu_index_loop(cpu_inline(clip_body(prepare, step, k)), name=rule, cost=UPDATE_COST)
+        rule: cpu_index_loop(
+            cpu_inline_early(clip_body(prepare, step, k)), name=rule, cost=UPDATE_COST
+        )
         for rule, (prepare, step) in CLIP_RULES.items()
     }
 

@@ -64,7 +64,35 @@ def use_parallel(count: int, cost: float = 1.0) -> bool:
 
 #: Marks a plain-Python helper for inlining into the CPU loops. It returns the function
 #: itself, so the same helper is compiled again for CUDA by :meth:`CudaKernels.device`.
+#: Numba inlines it after type inference, having first compiled it to machine code on
+#: its own, once per argument types (to check it): right for large helpers called from
+#: many places (the recurrent cells); small ones cost less as :func:`cpu_inline_early`.
 cpu_inline = register_jitable(inline="always")
+
+
+def cpu_inline_early(function: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`cpu_inline`, but inlined before type inference and never compiled on its own.
+
+    Numba's untyped ``inline_inlinables`` pass replaces a call by the callee's body
+    when the callee, found by name (a global or a captured variable), has
+    ``targetoptions`` that say ``inline="always"`` and a ``py_func``, as a jitted
+    function has; this gives the plain function both. A call the pass cannot resolve
+    falls back to :func:`cpu_inline`'s typed route.
+
+    For small helpers and per-index bodies (a loss term, a dropout element, an update
+    rule): the typed route compiled each to machine code first, over half of the
+    compile time of the digits example's first training batch. The untyped route
+    copies the helper's code into every call site, so helpers that are large or
+    called from many places (the recurrent cells) stay :func:`cpu_inline`.
+    """
+    cpu_inline(function)
+    function.targetoptions = INLINE_EARLY  # type: ignore[attr-defined]
+    function.py_func = function  # type: ignore[attr-defined]
+    return function
+
+
+#: the jit options Numba's untyped inlining pass looks for on a callee
+INLINE_EARLY = {"inline": "always"}
 
 
 def compile_cpu(template: Any, name: str, parallel: bool = False, **options: Any) -> Any:
@@ -758,6 +786,7 @@ __all__ = [
     "constants_for",
     "cpu_index_loop",
     "cpu_inline",
+    "cpu_inline_early",
     "cpu_loop",
     "cuda_kernels",
     "device_index_loop",
