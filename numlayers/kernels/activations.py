@@ -502,58 +502,34 @@ def softmax_gradient_row(y, grad_out, grad_x, i):
         grad_x[i, j] = y[i, j] * (grad_out[i, j] - dot)
 
 
-def activate_rows(name, x, out, c):
-    """``out = f(x)`` over 2-D arrays for activation ``name`` (a compile-time constant in
-    ``@njit`` code; softmax works per row), on the calling thread."""
-    raise NotImplementedError("only callable from @njit code")
+class RowPasses(NamedTuple):
+    """An activation over the rows of 2-D arrays, as statements for generated ``@njit``
+    code (the dense family's one-call passes): ``forward`` sets ``y = f(z)``,
+    ``gradient`` sets ``grad_z`` from ``grad_y`` (``z`` and ``y`` as forward left them),
+    with the constants ``c`` of :func:`constants_for` in scope and the functions they
+    call in ``names``. Generated code states the activation directly, where a Numba
+    overload chosen by the name compiled its implementation on its own first."""
+
+    forward: str
+    gradient: str
+    names: dict[str, Any]
 
 
-def activation_gradient_rows(name, x, y, grad_out, grad_x, c):
-    """``grad_x`` from ``grad_out`` through activation ``name`` over 2-D arrays, where ``y``
-    is the forward output (as :func:`activate_rows`)."""
-    raise NotImplementedError("only callable from @njit code")
-
-
-@overload(activate_rows, inline="always")
-def activate_rows_overload(name, x, out, c):
-    if not isinstance(name, types.StringLiteral):
-        return None
-    if name.literal_value == "softmax":
-
-        def softmax_rows(name, x, out, c):
-            for i in range(x.shape[0]):
-                softmax_row(x, out, i, c.one)
-
-        return softmax_rows
-    forward = ELEMENTWISE_FUNCTIONS[name.literal_value].forward
-
-    def elementwise_rows(name, x, out, c):
-        for i in range(x.shape[0]):
-            for j in range(np.uint64(x.shape[1])):
-                out[i, j] = forward(x[i, j], c)
-
-    return elementwise_rows
-
-
-@overload(activation_gradient_rows, inline="always")
-def activation_gradient_rows_overload(name, x, y, grad_out, grad_x, c):
-    if not isinstance(name, types.StringLiteral):
-        return None
-    if name.literal_value == "softmax":
-
-        def softmax_gradient_rows(name, x, y, grad_out, grad_x, c):
-            for i in range(y.shape[0]):
-                softmax_gradient_row(y, grad_out, grad_x, i)
-
-        return softmax_gradient_rows
-    derivative = ELEMENTWISE_FUNCTIONS[name.literal_value].derivative
-
-    def elementwise_gradient_rows(name, x, y, grad_out, grad_x, c):
-        for i in range(x.shape[0]):
-            for j in range(np.uint64(x.shape[1])):
-                grad_x[i, j] = grad_out[i, j] * derivative(x[i, j], y[i, j], c)
-
-    return elementwise_gradient_rows
+def row_passes(name: str) -> RowPasses:
+    """Activation ``name`` (softmax or an elementwise one) as :class:`RowPasses`."""
+    if name == "softmax":
+        return RowPasses(
+            "for i in range(z.shape[0]):\n    softmax_row(z, y, i, c.one)",
+            "for i in range(y.shape[0]):\n    softmax_gradient_row(y, grad_y, grad_z, i)",
+            {"softmax_row": softmax_row, "softmax_gradient_row": softmax_gradient_row},
+        )
+    function = ELEMENTWISE_FUNCTIONS[name]
+    columns = "for i in range(z.shape[0]):\n    for j in range(np.uint64(z.shape[1])):\n"
+    return RowPasses(
+        columns + "        y[i, j] = f(z[i, j], c)",
+        columns + "        grad_z[i, j] = grad_y[i, j] * f_prime(z[i, j], y[i, j], c)",
+        {"np": np, "f": function.forward, "f_prime": function.derivative},
+    )
 
 
 def softmax_cpu_loops(dtype: np.dtype) -> tuple[CpuLoop, CpuLoop]:

@@ -26,6 +26,7 @@ Both devices' operations are :func:`dense_operations` over the device's products
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -33,11 +34,7 @@ import numpy as np
 from numba import njit
 
 from numlayers.kernels import activations, blas, matmul
-from numlayers.kernels.activations import (
-    activate_rows,
-    activation_gradient_rows,
-    constants_for,
-)
+from numlayers.kernels.activations import constants_for
 from numlayers.kernels.arrays import sum_rows_launcher
 from numlayers.kernels.blas import (
     block_count,
@@ -47,7 +44,7 @@ from numlayers.kernels.blas import (
     product,
     require_contiguous_rows,
 )
-from numlayers.kernels.toolkit import DeviceArray
+from numlayers.kernels.toolkit import DeviceArray, generate_function
 
 #: the fused passes inline activations.py's formulas and call blas.py: their cached
 #: names change with either file
@@ -148,20 +145,34 @@ def dense_operations(
 
 def fused_cpu_passes(dtype: np.dtype, name: str) -> tuple[Any, Any]:
     """The forward and backward of a one-block layer with activation ``name``, each one
-    compiled call on the calling thread."""
-    c = constants_for(dtype)
-
-    def forward(x, weight, bias, z, y):
-        gemm_one_block(x, weight, z, False, False, 1, 0, bias)
-        activate_rows(name, z, y, c)
-
-    def backward(x, weight, z, y, grad_y, grad_z, grad_x, grad_weight, grad_bias, need_grad_x):
-        activation_gradient_rows(name, z, y, grad_y, grad_z, c)
-        dense_backward_serial(x, weight, grad_z, grad_x, grad_weight, grad_bias, need_grad_x)
-
+    compiled call on the calling thread (generated around the activation's
+    :func:`~numlayers.kernels.activations.row_passes`)."""
+    activation = activations.row_passes(name)
+    sources = {
+        "forward": "def forward(x, weight, bias, z, y):\n"
+        "    gemm_one_block(x, weight, z, False, False, 1, 0, bias)\n"
+        + textwrap.indent(activation.forward, "    "),
+        "backward": "def backward(x, weight, z, y, grad_y, grad_z, grad_x, grad_weight, "
+        "grad_bias, need_grad_x):\n"
+        + textwrap.indent(activation.gradient, "    ")
+        + "\n    dense_backward_serial(x, weight, grad_z, grad_x, grad_weight, grad_bias, "
+        "need_grad_x)",
+    }
+    names = {
+        **activation.names,
+        "gemm_one_block": gemm_one_block,
+        "dense_backward_serial": dense_backward_serial,
+    }
     passes = []
-    for function in (forward, backward):
-        function.__qualname__ = f"dense_{name}_{function.__name__}_{FUSED_DIGEST}"
+    for role, source in sources.items():
+        qualified = f"dense_{name}_{role}_{FUSED_DIGEST}"
+        function = generate_function(
+            source.replace(f"def {role}(", f"def {qualified}("),
+            qualified,
+            fused_cpu_passes,
+            {"c": constants_for(dtype)},
+            names,
+        )
         # as the activation loops: contract fuses multiply-adds only, and the numpy
         # error model lets the divisions vectorise
         compile_pass = njit(cache=True, fastmath={"contract"}, error_model="numpy")
