@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit
 
 from numlayers.kernels.toolkit import (
+    KERNEL_OPTIONS,
     CudaKernels,
     DeviceArray,
     cpu_inline_early,
@@ -99,7 +100,7 @@ def array_operations(dtype: np.dtype, cuda: CudaKernels | None) -> dict[str, Any
     return {"fill": fill, "copy": copy, "add_into": add_into, "scale_add_into": scale_add_into}
 
 
-@njit(cache=True)
+@njit(**KERNEL_OPTIONS)
 def sum_rows_cpu(x, out):
     # row by row, so that the inner loop reads and writes consecutive elements (and
     # vectorises); a per-column sum would stride a whole row between reads

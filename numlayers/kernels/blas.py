@@ -49,6 +49,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
+from numlayers.kernels.toolkit import KERNEL_OPTIONS
+
 #: multiply-adds of a block that takes the BLAS's small-matrix path (64 ** 3)
 SMALL_BLOCK_WORK = 1 << 18
 #: products of up to this many multiply-adds are cut into small blocks
@@ -76,10 +78,10 @@ DIGEST = source_digest(__file__)
 
 
 def njit_calling_blas(function: Any) -> Any:
-    """``njit(cache=True)`` for a function that calls this module (cached under a name
-    that changes with this file)."""
+    """``njit`` with :data:`~numlayers.kernels.toolkit.KERNEL_OPTIONS` for a function that
+    calls this module (cached under a name that changes with this file)."""
     function.__qualname__ = f"{function.__qualname__}_{DIGEST}"
-    return njit(cache=True)(function)
+    return njit(**KERNEL_OPTIONS)(function)
 
 
 def _mkl_runtime() -> ctypes.CDLL | None:
@@ -278,7 +280,7 @@ def require_contiguous_rows(a, b, out):
         raise ValueError("gemm: the rows of every operand must be contiguous")
 
 
-@njit(cache=True)
+@njit(**KERNEL_OPTIONS)
 def gemm(a, b, out, transpose_a, transpose_b, alpha, beta):
     """``out = alpha * op(a) @ op(b) + beta * out`` on the calling thread.
 
@@ -344,14 +346,14 @@ def gemm_block(a, b, out, transpose_a, transpose_b, alpha, beta, block, blocks, 
         add_row_vector(bias, out, rows, columns)
 
 
-@njit(cache=True)
+@njit(**KERNEL_OPTIONS)
 def gemm_one_block(a, b, out, transpose_a, transpose_b, alpha, beta, bias):
     """The whole product as one block, on the calling thread."""
     require_contiguous_rows(a, b, out)
     gemm_block(a, b, out, transpose_a, transpose_b, alpha, beta, 0, 1, bias)
 
 
-@njit(cache=True, parallel=True)
+@njit(**KERNEL_OPTIONS, parallel=True)
 def gemm_blocks(a, b, out, transpose_a, transpose_b, alpha, beta, blocks, bias):
     """The blocks of the product on Numba's threads.
 

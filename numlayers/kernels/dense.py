@@ -44,7 +44,7 @@ from numlayers.kernels.blas import (
     product,
     require_contiguous_rows,
 )
-from numlayers.kernels.toolkit import DeviceArray, generate_function
+from numlayers.kernels.toolkit import KERNEL_OPTIONS, DeviceArray, generate_function
 
 #: the fused passes inline activations.py's formulas and call blas.py: their cached
 #: names change with either file
@@ -175,7 +175,7 @@ def fused_cpu_passes(dtype: np.dtype, name: str) -> tuple[Any, Any]:
         )
         # as the activation loops: contract fuses multiply-adds only, and the numpy
         # error model lets the divisions vectorise
-        compile_pass = njit(cache=True, fastmath={"contract"}, error_model="numpy")
+        compile_pass = njit(**KERNEL_OPTIONS, fastmath={"contract"}, error_model="numpy")
         passes.append(compile_pass(function))
     return passes[0], passes[1]
 

@@ -43,6 +43,7 @@ from numba import prange
 from numlayers.kernels.arrays import fill_element
 from numlayers.kernels.toolkit import (
     BLOCK_SIZE,
+    KERNEL_OPTIONS,
     CpuLoop,
     CudaKernels,
     DeviceArray,
@@ -136,7 +137,7 @@ def clear_and_scatter(indices, grad_out, grad_weight, grad_bits, no_bits, parts)
 clear_and_scatter_loops = CpuLoop(clear_and_scatter, cost=ELEMENT_COST, size_argument=2)
 
 
-@numba.njit(cache=True)
+@numba.njit(**KERNEL_OPTIONS)
 def index_range_cpu(indices, bounds):
     low = indices[0]
     high = indices[0]

@@ -39,6 +39,7 @@ from numba import njit, prange
 
 from numlayers.kernels.optimizers import block_sum_launcher
 from numlayers.kernels.toolkit import (
+    KERNEL_OPTIONS,
     CudaKernels,
     DeviceArray,
     cpu_inline,
@@ -58,7 +59,7 @@ def mask_entry(a, b, i, s1, s2):
     return a[i]
 
 
-@njit(cache=True)
+@njit(**KERNEL_OPTIONS)
 def sum_into(values, zero, total):
     """``total[0] = sum(values)``: the CPU's sum of the mask."""
     accumulated = zero

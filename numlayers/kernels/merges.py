@@ -48,6 +48,7 @@ from numba import njit, prange
 from numlayers.kernels.blas import gemm, njit_calling_blas
 from numlayers.kernels.matmul import batched_gemm_launcher
 from numlayers.kernels.toolkit import (
+    KERNEL_OPTIONS,
     CpuLoop,
     CudaKernels,
     DeviceArray,
@@ -244,7 +245,7 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     cosine_gradient_loop = CpuLoop(cosine_gradient_rows, cost=MERGE_COST, size_argument=0)
 
     # reassociating the sum lets LLVM vectorise it, as BLAS would
-    @njit(cache=True, fastmath={"reassoc", "contract"})
+    @njit(**KERNEL_OPTIONS, fastmath={"reassoc", "contract"})
     def row_dots(a, b, out):
         for z in range(a.shape[0]):
             total = zero

@@ -95,8 +95,15 @@ def cpu_inline_early(function: Callable[..., Any]) -> Callable[..., Any]:
 INLINE_EARLY = {"inline": "always"}
 
 
+#: The ``njit`` options of every CPU kernel: cached on disk, and no C-callable wrapper
+#: (nothing takes a kernel's address, and building one was about a sixth of a small
+#: kernel's compile time).
+KERNEL_OPTIONS: dict[str, Any] = {"cache": True, "no_cfunc_wrapper": True}
+
+
 def compile_cpu(template: Any, name: str, parallel: bool = False, **options: Any) -> Any:
-    """Compile the CPU loop ``template`` with ``njit(cache=True)``, under its own ``name``.
+    """Compile the CPU loop ``template`` with ``njit`` and :data:`KERNEL_OPTIONS`, under its
+    own ``name``.
 
     Numba's cache names its files after the function's qualified name and does not key
     on ``parallel``, so a parallel variant (a ``prange`` loop) gets a name of its own.
@@ -111,7 +118,7 @@ def compile_cpu(template: Any, name: str, parallel: bool = False, **options: Any
     copy.__qualname__ = f"{name}_parallel" if parallel else name
     copy.__module__ = template.__module__
     options.setdefault("error_model", "numpy")
-    return njit(cache=True, parallel=parallel, **options)(copy)
+    return njit(parallel=parallel, **KERNEL_OPTIONS, **options)(copy)
 
 
 class CpuLoop:
@@ -771,6 +778,7 @@ def elementwise_operations(
 
 __all__ = [
     "BLOCK_SIZE",
+    "KERNEL_OPTIONS",
     "PARALLEL_MIN_WORK",
     "SIMULATOR",
     "Constants",
