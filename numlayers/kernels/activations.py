@@ -434,9 +434,6 @@ def larger(a, b):
     return a if a > b else b
 
 
-larger_cpu = njit(inline="always")(larger)
-
-
 # Row reductions of the CPU softmax. Numba passes a caller's fastmath flags on to
 # what it inlines, so the sums are compiled on their own with reassociation (which
 # lets them vectorise) and the loops around the exponentials use no flags. A max
@@ -471,15 +468,23 @@ def row_dot(a, b):
 
 @njit(**HELPER_OPTIONS)
 def row_max(row):
+    """The largest element of ``row``, by a tree over each eight elements (the
+    comparisons written out: as calls to an inlined ``larger`` they took as long to
+    compile as the rest of the softmax)."""
     n = row.shape[0]
     whole = n - n % 8
     largest = row[0]
     for j in range(0, whole, 8):
-        low = larger_cpu(larger_cpu(row[j], row[j + 1]), larger_cpu(row[j + 2], row[j + 3]))
-        high = larger_cpu(larger_cpu(row[j + 4], row[j + 5]), larger_cpu(row[j + 6], row[j + 7]))
-        largest = larger_cpu(largest, larger_cpu(low, high))
+        a = row[j] if row[j] > row[j + 1] else row[j + 1]
+        b = row[j + 2] if row[j + 2] > row[j + 3] else row[j + 3]
+        c = row[j + 4] if row[j + 4] > row[j + 5] else row[j + 5]
+        d = row[j + 6] if row[j + 6] > row[j + 7] else row[j + 7]
+        low = a if a > b else b
+        high = c if c > d else d
+        chunk = low if low > high else high
+        largest = largest if largest > chunk else chunk
     for j in range(whole, n):
-        largest = larger_cpu(largest, row[j])
+        largest = largest if largest > row[j] else row[j]
     return largest
 
 
