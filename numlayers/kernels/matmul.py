@@ -42,6 +42,7 @@ from typing import Any, Protocol
 import numba
 import numpy as np
 
+from numlayers.devices import refuse_in_capture
 from numlayers.kernels.blas import product
 from numlayers.kernels.cublas import large_product_launcher
 from numlayers.kernels.toolkit import (
@@ -453,8 +454,8 @@ def depth_splits(rows: int, cols: int, depth: int, tiling: Tiling = DEFAULT_TILI
     cut). A product whose tiles are too few to fill the GPU (a layer of a small batch:
     256 x 1024 outputs are 64 tiles of 64 x 64 for 132 SMs) has each tile's depth walked
     by several blocks, so that about two blocks per SM run; each slice's partial sums go
-    to a buffer that a second kernel adds up (no atomics: the result does not depend on
-    the order the blocks run in)."""
+    to a buffer, which the tile's last block adds up in slice order (the result does not
+    depend on the order the blocks run in: :func:`make_split_gemm_kernel`)."""
     across, down = tiling.blocks(rows, cols)
     tiles = across * down
     if tiles >= FULL_GRID:
@@ -466,13 +467,24 @@ def depth_splits(rows: int, cols: int, depth: int, tiling: Tiling = DEFAULT_TILI
 def make_split_gemm_kernel(
     kernels: CudaKernels, transpose_a: bool, transpose_b: bool, tiling: Tiling = DEFAULT_TILING
 ) -> Any:
-    """Return a kernel ``(a, b, no_bias, partial, slice_depth)``: block ``z`` of the grid
-    writes ``op(a)[:, k] @ op(b)[k, :]`` over the depths ``k`` of slice ``z``
-    (``slice_depth`` each) into ``partial[z]``."""
+    """Return a kernel ``(a, b, no_bias, bias, partial, out, arrivals, slice_depth)``:
+    block ``z`` of the grid writes ``op(a)[:, k] @ op(b)[k, :]`` over the depths ``k`` of
+    slice ``z`` (``slice_depth`` each) into ``partial[z]``; the last block of a tile to
+    finish then adds that tile's slices up into ``out`` (plus ``bias``).
+
+    The sum runs in slice order whichever block does it, so the result does not depend
+    on the order the blocks ran in. ``arrivals`` (one zeroed ``int32`` per tile) counts
+    the tile's finished slices; the block that adds them sets it back to zero, ready for
+    the next launch. One launch per product, where a second kernel adding the slices
+    made the launch count of a step depend on the sizes of its products.
+    """
     operand = kernels.array(2)
     product_of_tiles = matrix_tile_product(kernels, transpose_a, transpose_b, False, True, tiling)
+    add_slices = kernels.device(sum_of_slices)
+    tile_rows, tile_cols = tiling.rows, tiling.cols
+    threads_x, threads_y = tiling.threads
 
-    def gemm_slice(a, b, no_bias, partial, slice_depth):
+    def gemm_slice(a, b, no_bias, bias, partial, out, arrivals, slice_depth):
         depth = a.shape[0] if transpose_a else a.shape[1]
         z = cuda.blockIdx.z
         k_begin = z * slice_depth
@@ -481,12 +493,40 @@ def make_split_gemm_kernel(
             a, b, no_bias, partial, z, partial.shape[1], partial.shape[2], k_begin, k_end,
             NO_GEOMETRY,
         )  # fmt: skip
+        # this block's partial sums reach global memory before its arrival is counted
+        cuda.threadfence()
+        cuda.syncthreads()
+        tile = cuda.blockIdx.y * cuda.gridDim.x + cuda.blockIdx.x
+        last = cuda.shared.array(1, numba.int32)
+        first_thread = cuda.threadIdx.x == 0 and cuda.threadIdx.y == 0
+        if first_thread:
+            arrived = cuda.atomic.add(arrivals, tile, 1)
+            last[0] = 1 if arrived == cuda.gridDim.z - 1 else 0
+        cuda.syncthreads()
+        if last[0] == 0:
+            return
+        row0 = cuda.blockIdx.y * tile_rows
+        col0 = cuda.blockIdx.x * tile_cols
+        for r in range(cuda.threadIdx.y, tile_rows, threads_y):
+            for c in range(cuda.threadIdx.x, tile_cols, threads_x):
+                if row0 + r < out.shape[0] and col0 + c < out.shape[1]:
+                    add_slices(row0 + r, col0 + c, partial, bias, out)
+        if first_thread:
+            arrivals[tile] = 0
 
     transposes = f"{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}"
     gemm_slice.__name__ = f"gemm_slice_{transposes}_{tiling.rows}x{tiling.cols}x{tiling.depth}"
-    return kernels.jit(operand, operand, kernels.array(1), kernels.array(3), numba.types.int64)(
-        gemm_slice
-    )
+    vector = kernels.array(1)
+    return kernels.jit(
+        operand,
+        operand,
+        vector,
+        vector,
+        kernels.array(3),
+        operand,
+        kernels.array(1, np.int32),
+        numba.types.int64,
+    )(gemm_slice)
 
 
 def sum_of_slices(row, col, partial, bias, out):
@@ -505,17 +545,16 @@ def split_gemm_launcher(
     cuda_api: Any, dtype: np.dtype, transpose_a: bool, transpose_b: bool
 ) -> Any:
     """Return ``launch(a, b, bias, out, splits)``: the product cut into ``splits`` depth
-    slices (:func:`depth_splits`), then their sum, two launches. The buffers of partial
-    sums are kept by shape (the launches of a stream run in order, so products share
-    them)."""
+    slices (:func:`depth_splits`) and summed, in one launch
+    (:func:`make_split_gemm_kernel`). The buffers of partial sums and the tiles' arrival
+    counts are kept by shape (the launches of a stream run in order, so products share
+    them; each launch leaves the counts at zero)."""
     kernels = bind_cuda(globals(), cuda_api, dtype)
     tiling = DEFAULT_TILING
     kernel = make_split_gemm_kernel(kernels, transpose_a, transpose_b, tiling)
-    add_slices = kernels.index_loop(
-        sum_of_slices, (kernels.array(3), kernels.array(1), kernels.array(2)), dims=2
-    )
     no_bias = empty_vector(cuda_api, dtype)
     partials: dict[tuple[int, ...], Any] = {}
+    arrivals: dict[tuple[int, int], Any] = {}
 
     def launch(a: Any, b: Any, bias: Any, out: Any, splits: int) -> None:
         rows, cols = out.shape
@@ -526,9 +565,14 @@ def split_gemm_launcher(
         partial = partials.get(shape)
         if partial is None:
             partial = partials[shape] = cuda_api.device_array(shape, dtype=dtype)
-        grid = (*tiling.blocks(rows, cols), splits)
-        kernel[grid, tiling.threads](a, b, no_bias(), partial, slice_depth)
-        add_slices(rows, cols, partial, bias, out)
+        tiles = tiling.blocks(rows, cols)
+        counts = arrivals.get(tiles)
+        if counts is None:
+            refuse_in_capture("a new GEMM shape's first allocation")
+            counts = arrivals[tiles] = cuda_api.to_device(np.zeros(tiles[0] * tiles[1], np.int32))
+        kernel[(*tiles, splits), tiling.threads](
+            a, b, no_bias(), bias, partial, out, counts, slice_depth
+        )
 
     return launch
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from numlayers.devices import get_device
+from numlayers.devices import cuda_activity, get_device
 from numlayers.kernels import matmul
 from numlayers.testing import tolerance
 
@@ -134,11 +134,15 @@ def test_products_too_small_to_fill_the_gpu_are_cut_along_their_depth(transposes
     depth = matmul.MAX_SPLITS * matmul.MIN_SPLIT_STEPS * tiling.depth + 5
     assert matmul.depth_splits(rows, cols, depth) > 1
     transpose_a, transpose_b, a, b, product = product_case(transposes, rows, cols, depth)
-    for bias in (random((cols,), dtype), np.zeros(0, dtype)):
+    # three launches of one shape: each finds the tiles' arrival counts back at zero
+    for bias in (random((cols,), dtype), random((cols,), dtype), np.zeros(0, dtype)):
         expected = product + (bias if bias.size else 0)
         launch = matmul.gemm_launcher(device.cuda, dtype, transpose_a, transpose_b)
         out = device.empty((rows, cols), dtype)
-        launch(device.asarray(a), device.asarray(b), device.asarray(bias), out)
+        operands = device.asarray(a), device.asarray(b), device.asarray(bias)
+        with cuda_activity() as activity:
+            launch(*operands, out)
+        assert activity.launches == 1  # the slices are added up by the product's own blocks
         np.testing.assert_allclose(device.to_host(out), expected, rtol=1e-4, atol=1e-4)
 
 
