@@ -348,9 +348,14 @@ def gemm_block(a, b, out, transpose_a, transpose_b, alpha, beta, block, blocks, 
 
 @njit(**KERNEL_OPTIONS)
 def gemm_one_block(a, b, out, transpose_a, transpose_b, alpha, beta, bias):
-    """The whole product as one block, on the calling thread."""
+    """The whole product as one block, on the calling thread (written out, not as
+    :func:`gemm_block` of one block: its bounds took half of this kernel's compile
+    time, which the first training batch of every small model waits for)."""
     require_contiguous_rows(a, b, out)
-    gemm_block(a, b, out, transpose_a, transpose_b, alpha, beta, 0, 1, bias)
+    whole_rows, whole_columns = (0, out.shape[0]), (0, out.shape[1])
+    gemm_region(a, b, out, transpose_a, transpose_b, alpha, beta, whole_rows, whole_columns)
+    if bias.shape[0] > 0:
+        add_row_vector(bias, out, whole_rows, whole_columns)
 
 
 @njit(**KERNEL_OPTIONS, parallel=True)
