@@ -61,6 +61,7 @@ from numlayers.kernels.toolkit import (
     ElementwiseForward,
     bind_cuda,
     cpu_inline,
+    cpu_inline_early,
     elementwise_operations,
     launch_size,
 )
@@ -329,24 +330,19 @@ CPU_MATH = {
 }
 
 
-def power_of_two(n):
-    """``2 ** n`` for an integral float ``n`` in the normal exponent range."""
-    return 2.0**n
+def power_of_two_float32(n):
+    """``2 ** n`` for an integral float32 ``n`` in the normal exponent range: the
+    exponent field written directly (a shift and an add, which vectorise)."""
+    return np.int32((np.int32(n) + 127) << 23).view(np.float32)
 
 
-@overload(power_of_two, inline="always")
-def power_of_two_overload(n):
-    # the exponent field written directly: a shift and an add, which vectorise
-    if n == types.float32:
-        return lambda n: np.int32((np.int32(n) + 127) << 23).view(np.float32)
-    if n == types.float64:
-        return lambda n: np.int64((np.int64(n) + 1023) << 52).view(np.float64)
-    return None
+def power_of_two_float64(n):
+    """``2 ** n`` for an integral float64 ``n``, as :func:`power_of_two_float32`."""
+    return np.int64((np.int64(n) + 1023) << 52).view(np.float64)
 
 
-@njit(inline="always")
-def exp_parts(x, k):
-    """``(2**n, expm1(r))`` where ``x = n ln2 + r``, ``|r| <= ln2 / 2``, for ``x >= k.lowest``.
+def exp_reduction(x, k):
+    """``(n, expm1(r))`` where ``x = n ln2 + r``, ``|r| <= ln2 / 2``, for ``x >= k.lowest``.
 
     So ``exp(x) = 2**n (1 + expm1(r))``.
     """
@@ -355,7 +351,13 @@ def exp_parts(x, k):
     p = k.exp_taylor[0]
     for coefficient in k.exp_taylor[1:]:
         p = p * r + coefficient
-    return power_of_two(n), p * r
+    return n, p * r
+
+
+# Inlined before type inference (the typed route compiled each to machine code first,
+# a quarter of a softmax's compile time); ``power_of_two`` is picked per dtype below.
+for _helper in (power_of_two_float32, power_of_two_float64, exp_reduction):
+    cpu_inline_early(_helper)
 
 
 def exp_nonpositive(x):
@@ -371,6 +373,11 @@ def expm1_nonpositive(x):
 def log1p_unit(x):
     """``log(1 + x)`` for ``0 <= x <= 1``, vectorisable inside ``@njit`` code."""
     return math.log1p(x)
+
+
+def power_of_two_for(k: CpuMath) -> Callable[..., Any]:
+    """The ``2 ** n`` helper of ``k``'s dtype."""
+    return power_of_two_float32 if isinstance(k.one, np.float32) else power_of_two_float64
 
 
 def overload_per_dtype(function: Callable[..., Any]) -> Callable[[Callable[..., Any]], Any]:
@@ -390,8 +397,11 @@ def overload_per_dtype(function: Callable[..., Any]) -> Callable[[Callable[..., 
 
 @overload_per_dtype(exp_nonpositive)
 def exp_implementation(k: CpuMath) -> Callable[..., Any]:
+    power_of_two = power_of_two_for(k)
+
     def exp_impl(x):
-        scale, p = exp_parts(k.lowest if x < k.lowest else x, k)
+        n, p = exp_reduction(k.lowest if x < k.lowest else x, k)
+        scale = power_of_two(n)
         return k.zero if x < k.lowest else scale * p + scale
 
     return exp_impl
@@ -399,8 +409,11 @@ def exp_implementation(k: CpuMath) -> Callable[..., Any]:
 
 @overload_per_dtype(expm1_nonpositive)
 def expm1_implementation(k: CpuMath) -> Callable[..., Any]:
+    power_of_two = power_of_two_for(k)
+
     def expm1_impl(x):
-        scale, p = exp_parts(k.lowest if x < k.lowest else x, k)
+        n, p = exp_reduction(k.lowest if x < k.lowest else x, k)
+        scale = power_of_two(n)
         # scale - 1 is exact, so the result keeps its accuracy near x = 0
         return -k.one if x < k.lowest else scale * p + (scale - k.one)
 
