@@ -111,3 +111,44 @@ def test_elementwise_operations_take_parameters_with_defaults(device, dtype):
     np.testing.assert_allclose(device.to_host(grad), 1.5 * x.astype(np.float64) ** 2, rtol=1e-6)
     with pytest.raises(TypeError, match="takes 1 parameter"):
         operations["toolkit_test_cube_forward"](device.asarray(x), out, 1.0, 2.0)
+
+
+def halved(x):
+    return x / 2
+
+
+def nested_halved(x):
+    return halved(x) + halved(x)
+
+
+toolkit.cpu_inline_early(halved)
+toolkit.cpu_inline_early(nested_halved)
+
+
+def test_early_inlined_helpers_are_never_compiled_on_their_own():
+    # cpu_inline_early's helpers go into their callers before type inference (nested
+    # ones too); typed inlining would compile each to machine code first, on its own
+    from numba import njit
+    from numba.core import event
+
+    compiled: list[str] = []
+
+    class Listener(event.Listener):
+        def on_start(self, ev: event.Event) -> None:
+            compiled.append(ev.data["dispatcher"].py_func.__name__)
+
+        def on_end(self, ev: event.Event) -> None:
+            pass
+
+    @njit
+    def caller(values):
+        total = 0.0
+        for value in values:
+            total += nested_halved(value)
+        return total
+
+    with event.install_listener("numba:compile", Listener()):
+        assert caller(np.arange(4.0)) == 6.0
+    assert "caller" in compiled
+    assert "halved" not in compiled and "nested_halved" not in compiled
+    assert toolkit.cpu_inline_early(halved) is halved  # the plain function, for CUDA too
