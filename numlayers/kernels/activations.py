@@ -450,8 +450,8 @@ def larger(a, b):
 # Row reductions of the CPU softmax. Numba passes a caller's fastmath flags on to
 # what it inlines, so the sums are compiled on their own with reassociation (which
 # lets them vectorise) and the loops around the exponentials use no flags. A max
-# reduction does not vectorise without flags that assume no NaNs, so row_max keeps
-# eight independent maxima instead, which runs as fast as NumPy's SIMD max.
+# reduction does not vectorise without flags that assume no NaNs, so row_max takes a
+# tree over each eight elements instead, which runs as fast as NumPy's SIMD max.
 
 
 #: the ``njit`` options of a helper that only compiled code calls: no wrappers for calls

@@ -148,11 +148,12 @@ def fused_cpu_passes(dtype: np.dtype, name: str) -> tuple[Any, Any]:
     compiled call on the calling thread (generated around the activation's
     :func:`~numlayers.kernels.activations.row_passes`)."""
     activation = activations.row_passes(name)
+    forward, backward = (f"dense_{name}_{role}_{FUSED_DIGEST}" for role in ("forward", "backward"))
     sources = {
-        "forward": "def forward(x, weight, bias, z, y):\n"
+        forward: f"def {forward}(x, weight, bias, z, y):\n"
         "    gemm_one_block(x, weight, z, False, False, 1, 0, bias)\n"
         + textwrap.indent(activation.forward, "    "),
-        "backward": "def backward(x, weight, z, y, grad_y, grad_z, grad_x, grad_weight, "
+        backward: f"def {backward}(x, weight, z, y, grad_y, grad_z, grad_x, grad_weight, "
         "grad_bias, need_grad_x):\n"
         + textwrap.indent(activation.gradient, "    ")
         + "\n    dense_backward_serial(x, weight, grad_z, grad_x, grad_weight, grad_bias, "
@@ -164,14 +165,9 @@ def fused_cpu_passes(dtype: np.dtype, name: str) -> tuple[Any, Any]:
         "dense_backward_serial": dense_backward_serial,
     }
     passes = []
-    for role, source in sources.items():
-        qualified = f"dense_{name}_{role}_{FUSED_DIGEST}"
+    for qualified, source in sources.items():
         function = generate_function(
-            source.replace(f"def {role}(", f"def {qualified}("),
-            qualified,
-            fused_cpu_passes,
-            {"c": constants_for(dtype)},
-            names,
+            source, qualified, fused_cpu_passes, {"c": constants_for(dtype)}, names
         )
         # as the activation loops: contract fuses multiply-adds only, and the numpy
         # error model lets the divisions vectorise
