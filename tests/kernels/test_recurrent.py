@@ -21,6 +21,7 @@ from numlayers.kernels.recurrent import (
     RnnSequence,
     Steps,
 )
+from numlayers.kernels.recurrent import cpu as recurrent_cpu
 from numlayers.testing import tolerance
 
 #: sentinel filling the outputs: where it survives, nothing was written
@@ -316,26 +317,19 @@ def test_sequence_passes_with_softmax(device, dtype, kind, scenario):
     Case(kind, dtype, ("softmax", "hard_sigmoid"), scenario, (3, 2, 3)).check(device)
 
 
-#: (dtype, shape): several chunks of units, the last one partial; the larger shapes run
-#: the parallel step loops (two cores), in the default float32 only: their parfor
-#: compiles cost 10 to 30 s each, so they are extended checks (CI runs them apart from
-#: the test command), and float64 runs the same loops' serial twins above
-CHUNKED = [
-    (np.float32, (3, 5, 40)),
-    (np.float64, (3, 5, 40)),
-    pytest.param(np.float32, (2, 33, 128), marks=pytest.mark.extended),
-    pytest.param(np.float32, (2, 3, 200), marks=pytest.mark.extended),
-]
-
-
-@pytest.mark.parametrize(("dtype", "shape"), CHUNKED, ids=lambda v: str(getattr(v, "__name__", v)))
+@pytest.mark.parametrize("blocks", ["one_per_thread", "one_row_each"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_sequence_passes_in_several_unit_chunks(dtype, kind, shape):
-    """Sizes the CPU passes cut into several chunks of units, the last one partial
-    (the larger ones on both cores)."""
+def test_cpu_passes_in_blocks_of_rows(monkeypatch, dtype, kind, blocks):
+    """The CPU's parallel passes (forced, whatever the size rule says): 5 rows in blocks
+    of 2 and 3 on two threads, and a block of one row each (more blocks than threads)."""
+    monkeypatch.setattr(recurrent_cpu, "use_parallel", lambda count, cost: True)
+    if blocks == "one_row_each":
+        monkeypatch.setattr(recurrent_cpu, "row_block_count", lambda batch: batch)
     case = Case(
-        kind, np.dtype(dtype), ("tanh", "sigmoid"), "mask_go_backwards_dropout_U_sequences", shape
-    )
+        kind, np.dtype(dtype), ("tanh", "sigmoid"), "mask_go_backwards_dropout_U_sequences",
+        (3, 5, 40),
+    )  # fmt: skip
     case.check(get_device("cpu"))
 
 
@@ -351,8 +345,9 @@ def test_cuda_blocks_take_several_rows_and_threads_several_units(kind, name):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_softmax_rows_span_several_unit_chunks(kind):
-    """The softmax normalises whole rows whose units the CPU passes split into chunks."""
+def test_softmax_rows_in_parallel_blocks_of_rows(monkeypatch, kind):
+    """The softmax cell in the CPU's parallel blocks of rows."""
+    monkeypatch.setattr(recurrent_cpu, "use_parallel", lambda count, cost: True)
     case = Case(
         kind, np.dtype(np.float32), ("softmax", "sigmoid"), "mask_go_backwards_dropout_U_sequences",
         (3, 5, 40),
