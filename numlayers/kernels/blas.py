@@ -36,7 +36,9 @@ import ctypes
 import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -50,6 +52,39 @@ from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
 from numlayers.kernels.toolkit import KERNEL_OPTIONS
+
+
+def load_numba_array_functions_without_scipy() -> None:
+    """Import ``numba.np.arraymath`` now, without the ``import scipy.linalg`` it runs.
+
+    Numba imports it when its CPU target starts (the first compile or cache load) and
+    it asks, once, whether ``np.dot`` can have a BLAS by importing
+    ``scipy.linalg.cython_blas``: 0.3 s of SciPy's own start-up, half of the digits
+    example's first training batch with the disk cache warm, for a BLAS numlayers does
+    not take from there (:func:`gemm` calls MKL, or binds scipy's only when MKL is
+    missing). Here the question is answered by whether SciPy is installed, without
+    importing it; Numba's linear algebra still imports it, through the same function
+    (put back), when compiled code first uses ``np.dot`` or ``np.linalg``.
+    """
+    if "numba.np.arraymath" in sys.modules:
+        return
+    import numba.np.linalg as numba_linalg
+
+    probe = numba_linalg.ensure_blas
+
+    def scipy_installed() -> None:
+        if importlib.util.find_spec("scipy") is None:
+            raise ImportError("scipy is not installed")
+
+    numba_linalg.ensure_blas = scipy_installed
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        numba_linalg.ensure_blas = probe
+
+
+load_numba_array_functions_without_scipy()
+
 
 #: multiply-adds of a block that takes the BLAS's small-matrix path (64 ** 3)
 SMALL_BLOCK_WORK = 1 << 18

@@ -139,3 +139,28 @@ def test_both_blas_libraries(choice):
     assert result.returncode == 0, result.stderr
     name = result.stdout.strip()
     assert name == "scipy" if choice == "scipy" else name in {"mkl", "scipy"}
+
+
+def test_numba_starts_without_importing_scipy_linalg_yet_np_dot_compiles():
+    """numlayers answers Numba's start-up question (is there a BLAS for ``np.dot``?)
+    without importing ``scipy.linalg``; Numba's own ``np.dot`` still works, and imports
+    it then."""
+    environment = dict(os.environ)
+    environment.pop("NUMLAYERS_BLAS", None)
+    script = (
+        "import sys\n"
+        "import numba, numpy as np\n"
+        "from numlayers.kernels import blas\n"
+        "blas.gemm(np.ones((2, 3)), np.ones((3, 4)), np.empty((2, 4)), False, False, 1.0, 0.0)\n"
+        "print(blas.BLAS_NAME, 'scipy.linalg' in sys.modules)\n"
+        "dot = numba.njit(lambda a, b: np.dot(a, b))\n"
+        "assert (dot(np.ones((2, 3)), np.ones((3, 4))) == 3).all()\n"
+        "print('scipy.linalg' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    (name, before), after = (line.split() for line in result.stdout.splitlines())
+    assert before == ("True" if name == "scipy" else "False")
+    assert after == ["True"]
