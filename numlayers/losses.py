@@ -23,7 +23,7 @@ from numlayers.devices import get_device
 
 
 class Loss:
-    """A named loss and its kernel operations ``NAME_forward`` / ``NAME_backward``.
+    """A named loss and its kernel operations ``NAME_forward`` / ``NAME_forward_backward``.
 
     Args:
         name: the kernel name (and the Keras 0.3 function name).
@@ -43,16 +43,23 @@ class Loss:
     def forward(self, kernels: Any, y_true: Any, y_pred: Any, loss_rows: Any) -> None:
         getattr(kernels, f"{self.name}_forward")(y_true, y_pred, loss_rows)
 
-    def backward(self, kernels: Any, y_true: Any, y_pred: Any, row_scale: Any, grad: Any) -> None:
-        getattr(kernels, f"{self.name}_backward")(y_true, y_pred, row_scale, grad)
+    def forward_backward(
+        self, kernels: Any, y_true: Any, y_pred: Any, row_scale: Any, loss_rows: Any, grad: Any
+    ) -> None:
+        """The loss rows and ``grad = row_scale * d loss_rows / d y_pred`` in one operation
+        (a training step's)."""
+        getattr(kernels, f"{self.name}_forward_backward")(
+            y_true, y_pred, row_scale, loss_rows, grad
+        )
 
     def fused_forward(self, kernels: Any, y_true: Any, logits: Any, loss_rows: Any) -> None:
         getattr(kernels, f"{self.fused_name}_forward")(y_true, logits, loss_rows)
 
-    def fused_backward(
-        self, kernels: Any, y_true: Any, logits: Any, row_scale: Any, grad: Any
+    def fused_forward_backward(
+        self, kernels: Any, y_true: Any, logits: Any, row_scale: Any, loss_rows: Any, grad: Any
     ) -> None:
-        getattr(kernels, f"{self.fused_name}_backward")(y_true, logits, row_scale, grad)
+        operation = getattr(kernels, f"{self.fused_name}_forward_backward")
+        operation(y_true, logits, row_scale, loss_rows, grad)
 
     def target_shape(self, output_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape targets must have for outputs of ``output_shape``."""

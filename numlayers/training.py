@@ -420,11 +420,26 @@ class Model:
             true_rows = target.reshape(rows) if head.loss.sparse else target.reshape(rows, columns)
             loss_scale, metric_scale = self._row_scales(head, shape, weight, with_grads)
             loss_rows = head.buffer("loss_rows", (rows,))
+            # the loss's gradient comes from the same operation (one pass over the rows)
+            grad = head.buffer("grad", shape) if with_grads else None
+            loss_input = pred_rows
             if head.fused:
-                logits = head.layer.preactivation().reshape(rows, columns)
-                head.loss.fused_forward(kernels, true_rows, logits, loss_rows)
+                loss_input = head.layer.preactivation().reshape(rows, columns)
+            if grad is not None:
+                grad_rows = grad.reshape(rows, columns)
+                if head.fused:
+                    head.loss.fused_forward_backward(
+                        kernels, true_rows, loss_input, loss_scale, loss_rows, grad_rows
+                    )
+                else:
+                    head.loss.forward_backward(
+                        kernels, true_rows, loss_input, loss_scale, loss_rows, grad_rows
+                    )
+                grads.append(grad)
+            elif head.fused:
+                head.loss.fused_forward(kernels, true_rows, loss_input, loss_rows)
             else:
-                head.loss.forward(kernels, true_rows, pred_rows, loss_rows)
+                head.loss.forward(kernels, true_rows, loss_input, loss_rows)
             kernels.weighted_sum(loss_rows, loss_scale, self._scalar_views[slot])
             slot += 1
             for _metric in head.metrics:
@@ -437,14 +452,6 @@ class Model:
                     kernels.categorical_accuracy_rows(true_rows, pred_rows, correct)
                 kernels.weighted_sum(correct, metric_scale, self._scalar_views[slot])
                 slot += 1
-            if with_grads:
-                grad = head.buffer("grad", shape)
-                grad_rows = grad.reshape(rows, columns)
-                if head.fused:
-                    head.loss.fused_backward(kernels, true_rows, logits, loss_scale, grad_rows)
-                else:
-                    head.loss.backward(kernels, true_rows, pred_rows, loss_scale, grad_rows)
-                grads.append(grad)
         return grads, [head.fused for head in self.heads]
 
     def _step(self, inputs: list[Any], targets: list[Any], weights: Weights, train: bool) -> Any:

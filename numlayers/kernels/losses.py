@@ -27,6 +27,9 @@ Operations (both devices), for each ``NAME`` above:
 - ``NAME_backward(y_true, y_pred, row_scale, grad_pred)``:
   ``grad_pred[i, j] = row_scale[i] * d loss_rows[i] / d y_pred[i, j]``, the exact
   derivative of the forward (zero where a clip is active)
+- ``NAME_forward_backward(y_true, y_pred, row_scale, loss_rows, grad_pred)``: both of
+  the above in one call, a training step's (on the CPU one pass over the rows, a
+  row-coupled loss computing its row sums once; on CUDA the two kernels)
 - ``sparse_categorical_crossentropy_forward(labels, y_pred, loss_rows)`` and
   ``sparse_categorical_crossentropy_backward(labels, y_pred, row_scale, grad_pred)``:
   ``categorical_crossentropy`` against one-hot rows of the int64 ``labels``
@@ -67,6 +70,7 @@ row-coupled gradient takes a row per index on the CPU, which computes the row's
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
@@ -496,18 +500,63 @@ def row_body(
     return named(row_value, name)
 
 
+def gradient_row_writer(gradient: Callable[..., Any], k: KernelConstants) -> Callable[..., None]:
+    """``write(row, y_true, y_pred, row_scale, grad_pred, row_stats)``: row ``row`` of a
+    row-coupled gradient from the row's ``stats`` (inlined where the CPU bodies call it)."""
+
+    def write_gradient_row(row, y_true, y_pred, row_scale, grad_pred, row_stats):
+        for j in range(y_pred.shape[1]):
+            grad_pred[row, j] = row_scale[row] * gradient(y_true, y_pred, row, j, row_stats, k)
+
+    return cpu_inline_early(write_gradient_row)
+
+
 def row_gradient_body(
     stats: Callable[..., Any], gradient: Callable[..., Any], k: KernelConstants, name: str
 ) -> Callable[..., None]:
     """``body(row, y_true, y_pred, row_scale, grad_pred)``: a row of a row-coupled
     gradient, its ``stats`` computed once (the CPU's)."""
+    write = gradient_row_writer(gradient, k)
 
     def row_gradient(row, y_true, y_pred, row_scale, grad_pred):
-        row_stats = stats(y_true, y_pred, row, k)
-        for j in range(y_pred.shape[1]):
-            grad_pred[row, j] = row_scale[row] * gradient(y_true, y_pred, row, j, row_stats, k)
+        write(row, y_true, y_pred, row_scale, grad_pred, stats(y_true, y_pred, row, k))
 
     return named(row_gradient, name)
+
+
+def row_value_and_gradient_body(
+    stats: Callable[..., Any],
+    row_loss: Callable[..., Any],
+    gradient: Callable[..., Any],
+    k: KernelConstants,
+    name: str,
+) -> Callable[..., None]:
+    """``body(row, y_true, y_pred, row_scale, loss_rows, grad_pred)``: a row's loss and
+    its row of the gradient, the row's ``stats`` computed once for both (the CPU's)."""
+    write = gradient_row_writer(gradient, k)
+
+    def row_value_and_gradient(row, y_true, y_pred, row_scale, loss_rows, grad_pred):
+        row_stats = stats(y_true, y_pred, row, k)
+        loss_rows[row] = row_loss(y_true, y_pred, row, row_stats, k)
+        write(row, y_true, y_pred, row_scale, grad_pred, row_stats)
+
+    return named(row_value_and_gradient, name)
+
+
+def mean_row_and_gradient_body(
+    mean_row: Callable[..., None], mean_gradient: Callable[..., None], name: str
+) -> Callable[..., None]:
+    """``body(row, y_true, y_pred, row_scale, loss_rows, grad_pred)``: a row's mean of a
+    term and its row of the gradient, from the two bodies (the CPU's)."""
+    value = cpu_inline_early(mean_row)
+    element = cpu_inline_early(mean_gradient)
+
+    def mean_row_and_gradient(row, y_true, y_pred, row_scale, loss_rows, grad_pred):
+        value(row, y_true, y_pred, loss_rows)
+        for j in range(y_pred.shape[1]):
+            element(row, j, y_true, y_pred, row_scale, grad_pred)
+
+    return named(mean_row_and_gradient, name)
 
 
 def row_gradient_element_body(
@@ -528,7 +577,9 @@ def row_gradient_element_body(
 
 
 def cpu_rows(body: Callable[..., None], arity: int) -> CpuLoop:
-    """``loop(y_true, y_pred, *rest)`` running ``body`` for every row of ``y_pred``.
+    """``loop(y_true, y_pred, *rest)`` running ``body`` for every row of ``y_pred``
+    (``rest``: ``loss_rows``; ``row_scale, grad_pred``; or ``row_scale, loss_rows,
+    grad_pred``, by ``arity``).
 
     A :class:`CpuLoop`, not a toolkit index loop: a row's work is its length, so the
     parallel rule weighs the size of ``y_pred``, not the number of rows.
@@ -541,11 +592,19 @@ def cpu_rows(body: Callable[..., None], arity: int) -> CpuLoop:
 
         return CpuLoop(forward_rows, body.__name__, cost=LOSS_COST, size_argument=1)
 
-    def backward_rows(y_true, y_pred, row_scale, grad_pred):
-        for row in prange(y_pred.shape[0]):
-            body(row, y_true, y_pred, row_scale, grad_pred)
+    if arity == 4:
 
-    return CpuLoop(backward_rows, body.__name__, cost=LOSS_COST, size_argument=1)
+        def backward_rows(y_true, y_pred, row_scale, grad_pred):
+            for row in prange(y_pred.shape[0]):
+                body(row, y_true, y_pred, row_scale, grad_pred)
+
+        return CpuLoop(backward_rows, body.__name__, cost=LOSS_COST, size_argument=1)
+
+    def forward_backward_rows(y_true, y_pred, row_scale, loss_rows, grad_pred):
+        for row in prange(y_pred.shape[0]):
+            body(row, y_true, y_pred, row_scale, loss_rows, grad_pred)
+
+    return CpuLoop(forward_backward_rows, body.__name__, cost=LOSS_COST, size_argument=1)
 
 
 class LossLoops:
@@ -603,6 +662,34 @@ class LossLoops:
 
         return backward
 
+    def forward_backward(
+        self,
+        cpu_body: Callable[[], Callable[..., None]],
+        forward: Callable[..., None],
+        backward: Callable[..., None],
+    ) -> Callable[..., None]:
+        """``NAME_forward_backward(y_true, y_pred, row_scale, loss_rows, grad_pred)``: on
+        the CPU one pass over the rows with the body ``cpu_body()`` makes; on CUDA the
+        forward and backward kernels, one launch each (each thread has one element's
+        work in the backward)."""
+        if self.kernels is None:
+            loop = cpu_rows(cpu_inline_early(cpu_body()), 5)
+
+            def cpu_forward_backward(
+                y_true: Any, y_pred: Any, row_scale: Any, loss_rows: Any, grad_pred: Any
+            ) -> None:
+                loop(y_true, y_pred, row_scale, loss_rows, grad_pred)
+
+            return cpu_forward_backward
+
+        def forward_backward(
+            y_true: Any, y_pred: Any, row_scale: Any, loss_rows: Any, grad_pred: Any
+        ) -> None:
+            forward(y_true, y_pred, loss_rows)
+            backward(y_true, y_pred, row_scale, grad_pred)
+
+        return forward_backward
+
 
 def loss_operations(dtype: np.dtype, kernels: CudaKernels | None) -> dict[str, Any]:
     """Every loss's and metric's operations, on the CPU or (with ``kernels``) on CUDA."""
@@ -612,16 +699,26 @@ def loss_operations(dtype: np.dtype, kernels: CudaKernels | None) -> dict[str, A
     for name, elementwise in ELEMENTWISE.items():
         forward_name, backward_name = operation_names(name)
         term = device.formula(elementwise.term)
-        operations[forward_name] = device.forward(mean_row_body(term, k, forward_name), False)
+        value_body = mean_row_body(term, k, forward_name)
+        operations[forward_name] = device.forward(value_body, False)
         if elementwise.gradient is not None:
             gradient = device.formula(elementwise.gradient)
             body = mean_gradient_body(gradient, k, backward_name)
             operations[backward_name] = device.element_gradient(body, False)
+            operations[f"{name}_forward_backward"] = device.forward_backward(
+                functools.partial(
+                    mean_row_and_gradient_body, value_body, body, f"{name}_forward_backward"
+                ),
+                operations[forward_name],
+                operations[backward_name],
+            )
     for name, row_loss in ROW_COUPLED.items():
         forward_name, backward_name = operation_names(name)
         stats = device.formula(row_loss.stats)
-        body = row_body(stats, device.formula(row_loss.row), k, forward_name)
-        operations[forward_name] = device.forward(body, row_loss.sparse)
+        row_value = device.formula(row_loss.row)
+        operations[forward_name] = device.forward(
+            row_body(stats, row_value, k, forward_name), row_loss.sparse
+        )
         if row_loss.gradient is None:
             continue
         gradient = device.formula(row_loss.gradient)
@@ -631,6 +728,18 @@ def loss_operations(dtype: np.dtype, kernels: CudaKernels | None) -> dict[str, A
         else:
             body = row_gradient_element_body(stats, gradient, k, backward_name)
             operations[backward_name] = device.element_gradient(body, row_loss.sparse)
+        operations[f"{name}_forward_backward"] = device.forward_backward(
+            functools.partial(
+                row_value_and_gradient_body,
+                stats,
+                row_value,
+                gradient,
+                k,
+                f"{name}_forward_backward",
+            ),
+            operations[forward_name],
+            operations[backward_name],
+        )
     return operations
 
 
@@ -675,6 +784,20 @@ class LossRowsBackward(Protocol):
     ) -> None: ...
 
 
+class LossRowsForwardBackward(Protocol):
+    """``NAME_forward_backward(y_true, y_pred, row_scale, loss_rows, grad_pred)``: what
+    ``NAME_forward`` and ``NAME_backward`` write, in one call (a training step's)."""
+
+    def __call__(
+        self,
+        y_true: DeviceArray,
+        y_pred: DeviceArray,
+        row_scale: DeviceArray,
+        loss_rows: DeviceArray,
+        grad_pred: DeviceArray,
+    ) -> None: ...
+
+
 class LossKernels(Protocol):
     """The loss family's operations, the same on both devices (module doc)."""
 
@@ -704,6 +827,19 @@ class LossKernels(Protocol):
     softmax_crossentropy_backward: LossRowsBackward
     sparse_softmax_crossentropy_forward: LossRowsForward
     sparse_softmax_crossentropy_backward: LossRowsBackward
+    mean_squared_error_forward_backward: LossRowsForwardBackward
+    mean_absolute_error_forward_backward: LossRowsForwardBackward
+    mean_absolute_percentage_error_forward_backward: LossRowsForwardBackward
+    mean_squared_logarithmic_error_forward_backward: LossRowsForwardBackward
+    squared_hinge_forward_backward: LossRowsForwardBackward
+    hinge_forward_backward: LossRowsForwardBackward
+    binary_crossentropy_forward_backward: LossRowsForwardBackward
+    poisson_forward_backward: LossRowsForwardBackward
+    categorical_crossentropy_forward_backward: LossRowsForwardBackward
+    sparse_categorical_crossentropy_forward_backward: LossRowsForwardBackward
+    cosine_proximity_forward_backward: LossRowsForwardBackward
+    softmax_crossentropy_forward_backward: LossRowsForwardBackward
+    sparse_softmax_crossentropy_forward_backward: LossRowsForwardBackward
     binary_accuracy_rows: LossRowsForward
     categorical_accuracy_rows: LossRowsForward
     sparse_categorical_accuracy_rows: LossRowsForward

@@ -114,13 +114,22 @@ def test_product_with_bias(shape, dtype):
     np.testing.assert_allclose(out, expected - bias, rtol=tolerance, atol=tolerance * k)
 
 
-@pytest.mark.parametrize("choice", ["scipy", "default"])
-def test_both_blas_libraries(choice):
-    """The fallback (scipy's BLAS, on one thread) and the default give the same products."""
+def run_with_blas(script: str, choice: str = "default") -> str:
+    """``script``'s standard output in a new interpreter with the ``choice`` of BLAS."""
     environment = dict(os.environ)
     environment.pop("NUMLAYERS_BLAS", None)
     if choice == "scipy":
         environment["NUMLAYERS_BLAS"] = "scipy"
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("choice", ["scipy", "default"])
+def test_both_blas_libraries(choice):
+    """The fallback (scipy's BLAS, on one thread) and the default give the same products."""
     script = (
         "import numpy as np\n"
         "from numlayers.kernels import blas\n"
@@ -133,11 +142,7 @@ def test_both_blas_libraries(choice):
         "assert np.allclose(out, a @ b, rtol=1e-4, atol=1e-4)\n"
         "print(blas.BLAS_NAME)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=environment, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    name = result.stdout.strip()
+    name = run_with_blas(script, choice).strip()
     assert name == "scipy" if choice == "scipy" else name in {"mkl", "scipy"}
 
 
@@ -145,8 +150,6 @@ def test_numba_starts_without_importing_scipy_linalg_yet_np_dot_compiles():
     """numlayers answers Numba's start-up question (is there a BLAS for ``np.dot``?)
     without importing ``scipy.linalg``; Numba's own ``np.dot`` still works, and imports
     it then."""
-    environment = dict(os.environ)
-    environment.pop("NUMLAYERS_BLAS", None)
     script = (
         "import sys\n"
         "import numba, numpy as np\n"
@@ -157,10 +160,6 @@ def test_numba_starts_without_importing_scipy_linalg_yet_np_dot_compiles():
         "assert (dot(np.ones((2, 3)), np.ones((3, 4))) == 3).all()\n"
         "print('scipy.linalg' in sys.modules)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=environment, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    (name, before), after = (line.split() for line in result.stdout.splitlines())
+    (name, before), after = (line.split() for line in run_with_blas(script).splitlines())
     assert before == ("True" if name == "scipy" else "False")
     assert after == ["True"]

@@ -173,6 +173,26 @@ def run_backward(device, dtype, name, target, pred, row_scale):
     return device.to_host(grad)
 
 
+def run_forward_backward(device, dtype, name, target, pred, row_scale):
+    """The loss rows and the gradient from the one-call operation a training step uses."""
+    loss_rows, grad = device.empty((pred.shape[0],), dtype), device.empty(pred.shape, dtype)
+    getattr(device.kernels(dtype), f"{name}_forward_backward")(
+        device.asarray(target), device.asarray(pred), device.asarray(row_scale), loss_rows, grad
+    )
+    return device.to_host(loss_rows), device.to_host(grad)
+
+
+def assert_loss_and_gradient(device, dtype, name, target, pred, row_scale, loss, grad):
+    """The forward and backward operations, and the one-call operation, against the
+    expected loss rows and ``row_scale * d loss / d pred``."""
+    expected_grad = row_scale[:, None] * grad
+    assert_close(run_forward(device, dtype, name, target, pred), loss, dtype)
+    assert_close(run_backward(device, dtype, name, target, pred, row_scale), expected_grad, dtype)
+    both = run_forward_backward(device, dtype, name, target, pred, row_scale)
+    assert_close(both[0], loss, dtype)
+    assert_close(both[1], expected_grad, dtype)
+
+
 def labels_of(generator):
     return generator.integers(0, COLS, ROWS).astype(np.int64)
 
@@ -195,12 +215,7 @@ def test_loss_matches_numpy(device, dtype, name):
     t, p = (a.astype(dtype) for a in make_inputs(generator))
     row_scale = row_scale_of(generator, dtype)
     expected_loss, expected_grad = reference(t.astype(np.float64), p.astype(np.float64))
-    assert_close(run_forward(device, dtype, name, t, p), expected_loss, dtype)
-    assert_close(
-        run_backward(device, dtype, name, t, p, row_scale),
-        row_scale[:, None] * expected_grad,
-        dtype,
-    )
+    assert_loss_and_gradient(device, dtype, name, t, p, row_scale, expected_loss, expected_grad)
 
 
 @pytest.mark.parametrize("name", sorted(SPARSE_REFERENCES))
@@ -212,11 +227,8 @@ def test_sparse_loss_matches_dense_one_hot(device, dtype, name):
     row_scale = row_scale_of(generator, dtype)
     one_hot = np.eye(COLS)[labels]
     expected_loss, expected_grad = SPARSE_REFERENCES[name](one_hot, p.astype(np.float64))
-    assert_close(run_forward(device, dtype, name, labels, p), expected_loss, dtype)
-    assert_close(
-        run_backward(device, dtype, name, labels, p, row_scale),
-        row_scale[:, None] * expected_grad,
-        dtype,
+    assert_loss_and_gradient(
+        device, dtype, name, labels, p, row_scale, expected_loss, expected_grad
     )
 
 
@@ -359,9 +371,15 @@ def test_two_core_cpu_loops_match_the_serial_ones(monkeypatch):
             (
                 run_forward(device, dtype, name, target, p),
                 run_backward(device, dtype, name, target, p, row_scale),
+                # the one-call loop of each shape of loss (an averaged term, a row-coupled)
+                *(
+                    run_forward_backward(device, dtype, name, target, p, row_scale)
+                    if name in ("mean_squared_error", "softmax_crossentropy")
+                    else ()
+                ),
             )
             for name, target, p in cases
         ]
     for serial, parallel in zip(results[1 << 62], results[0], strict=True):
-        np.testing.assert_array_equal(serial[0], parallel[0])
-        np.testing.assert_array_equal(serial[1], parallel[1])
+        for serial_array, parallel_array in zip(serial, parallel, strict=True):
+            np.testing.assert_array_equal(serial_array, parallel_array)

@@ -136,6 +136,12 @@ def previous_state(initial, states, order, position):
 
 
 @cpu_inline
+def step_rows(t, r0, r1, a, b, c, d):
+    """Step ``t``'s rows ``r0:r1`` of four time-major arrays."""
+    return a[t, r0:r1], b[t, r0:r1], c[t, r0:r1], d[t, r0:r1]
+
+
+@cpu_inline
 def keep_recurrent_input(h_prev, mask_U, has_mask_U, h_in):
     """``h_in`` = the state the recurrent product reads (dropped out), kept for ``dU``.
     Explicit loops: an array expression would become a parallel loop of its own."""
@@ -452,12 +458,7 @@ def lstm_forward_rows(steps, sequence, c, r0, r1):
         t = order[position]
         h_prev = previous_state(h0, h_all, order, position)[r0:r1]
         c_prev = previous_state(c0, c_all, order, position)[r0:r1]
-        h_in, gates, cells, hs = (
-            h_prev_all[t, r0:r1],
-            gates_all[t, r0:r1],
-            c_all[t, r0:r1],
-            h_all[t, r0:r1],
-        )
+        h_in, gates, cells, hs = step_rows(t, r0, r1, h_prev_all, gates_all, c_all, h_all)
         keep_recurrent_input(h_prev, mask_U, has_mask_U, h_in)
         gemm(h_in, U, rec, False, False, 1, 0)
         lstm_forward_block(
@@ -503,12 +504,7 @@ def gru_forward_rows(steps, sequence, c, r0, r1):
     for position in range(order.shape[0]):
         t = order[position]
         h_prev = previous_state(h0, h_all, order, position)[r0:r1]
-        h_in, gates, rh, hs = (
-            h_prev_all[t, r0:r1],
-            gates_all[t, r0:r1],
-            rh_all[t, r0:r1],
-            h_all[t, r0:r1],
-        )
+        h_in, gates, rh, hs = step_rows(t, r0, r1, h_prev_all, gates_all, rh_all, h_all)
         keep_recurrent_input(h_prev, mask_U, has_mask_U, h_in)
         gemm(h_in, U_zr, rec_zr, False, False, 1, 0)
         gru_gates_block(xw[t, r0:r1], rec_zr, h_in, gates, rh, inner, c)
