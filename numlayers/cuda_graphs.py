@@ -14,13 +14,17 @@ which metrics are reported) and replays the recording afterwards:
 - later calls copy the batch into the graph's input arrays and launch the graph once;
   the caller then reads the loss back, the one copy to the host.
 
-Values that change from step to step (the decayed learning rate, Adam's bias
-correction, dropout seeds) are not kernel arguments, which a graph would freeze: the
-kernels read them from small device arrays filled by :meth:`Device.stage
-<numlayers.devices.Device.stage>`, whose producers run again before every replay, the
-graph copying their results in from pinned host memory. A step that does what a graph
-cannot hold (a Lambda without a traced form runs on the host, sample weights are sent
-per batch, an Embedding checks its ids on the host) raises
+Values that change from step to step are not kernel arguments, which a graph would
+freeze: the kernels read them from small device arrays. The optimizer makes its step's
+scalars (the decayed learning rate, Adam's bias correction) on the device, in a kernel
+the graph holds; the host work around it (counting the step, writing settings changed
+from outside) is a hook run before every replay (:meth:`Device.before_each_step
+<numlayers.devices.Device.before_each_step>`). Dropout seeds are filled by
+:meth:`Device.stage <numlayers.devices.Device.stage>`, whose producers run again
+before every replay, the graph copying their results in from pinned host memory.
+
+A step that does what a graph cannot hold (a Lambda without a traced form runs on the
+host, sample weights are sent per batch, an Embedding checks its ids on the host) raises
 :class:`~numlayers.devices.NotCapturable` while it is recorded, and its signature runs
 eagerly from then on, with the same results. A recording whose weights, optimizer
 states or carried states were replaced since (``to``, ``set_state``, a new batch size
@@ -109,8 +113,11 @@ class StepGraph:
         return len(self.recording.operations)
 
     def launch(self) -> None:
-        if self.launched and self.recording.staged and self.finished is not None:
+        host_work = self.recording.staged or self.recording.hooks
+        if self.launched and host_work and self.finished is not None:
             self.finished.synchronize()  # at once when the last step's loss was read
+        for hook in self.recording.hooks:
+            hook()
         for producer, pinned in self.recording.staged:
             pinned[...] = producer()
         CUDA_ACTIVITY.launches += 1

@@ -101,7 +101,8 @@ class Capture:
     recorded operation touches, so none is freed while the graph lives. ``staged`` holds
     the host values that change from one replay to the next (a learning rate, a dropout
     seed): each ``(producer, pinned)`` is called before every replay into the pinned host
-    array that the graph copies to the device.
+    array that the graph copies to the device. ``hooks`` are host work run before every
+    replay (:meth:`Device.before_each_step`).
     """
 
     stream: Any
@@ -110,6 +111,7 @@ class Capture:
     staged: list[tuple[Callable[[], np.ndarray], np.ndarray]] = dataclasses.field(
         default_factory=list
     )
+    hooks: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
     def launch(
         self, kernel: Any, configuration: tuple[Any, ...], arguments: tuple[Any, ...]
@@ -212,6 +214,13 @@ class Device:
         in (:mod:`numlayers.cuda_graphs`).
         """
         self.write(target, producer())
+
+    def before_each_step(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` now, as part of this step; where the step is being recorded
+        into a CUDA graph, before each launch of the recording instead (host work that
+        a step needs and a graph cannot hold: counting the step, writing settings that
+        changed since the last one)."""
+        hook()
 
     def builder_args(self) -> tuple[Any, ...]:
         """Extra arguments passed to each kernel family's builder."""
@@ -341,6 +350,13 @@ class CUDADevice(Device):
             return
         CUDA_ACTIVITY.within_device += 1
         target.copy_to_device(source)
+
+    def before_each_step(self, hook: Callable[[], None]) -> None:
+        capture = active_capture()
+        if capture is None:
+            hook()
+        else:
+            capture.hooks.append(hook)
 
     def stage(self, target: Any, producer: Callable[[], np.ndarray]) -> None:
         capture = active_capture()

@@ -1,24 +1,28 @@
 """Optimizers with Keras 0.3's update rules, hyperparameters and defaults.
 
 Every update is an in-place kernel on the device that holds the weights (see
-:mod:`numlayers.kernels.optimizers`); per-step scalars such as the decayed or
-bias-corrected learning rate are computed on the host each step and staged into a
-small device vector that the kernels read (:meth:`Device.stage
-<numlayers.devices.Device.stage>`), so that a step replayed as a CUDA graph gets each
-step's values: a schedule or a callback that changes ``lr`` takes effect at once.
+:mod:`numlayers.kernels.optimizers`). Per-step scalars such as the decayed or
+bias-corrected learning rate are made on that device too, by
+``advance_step_scalars``, from a small float64 settings vector (``lr``, the
+hyperparameters, the steps counted) that lives there: a step copies nothing from the
+host for them, and a step replayed as a CUDA graph gets each step's values. The host
+writes the settings again only when they were changed from outside (a schedule or a
+callback that sets ``lr``, :meth:`Optimizer.set_state`), before the step that follows,
+so such a change takes effect at once.
 ``clipnorm`` (over all gradients together, as in Keras 0.3) and ``clipvalue``
 are applied on the device before the update.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from numlayers.devices import Device, get_device
+from numlayers.kernels.optimizers import SCHEDULES, STEP_SETTINGS, advance_step_scalars
 
 #: the length of the device vector of per-step scalars each update kernel reads
 STEP_SCALARS = 4
@@ -46,6 +50,8 @@ class Optimizer:
     state_names: ClassVar[tuple[str, ...]] = ()
     #: hyperparameters (besides lr, clipnorm, clipvalue) and their Keras 0.3 defaults
     defaults: ClassVar[dict[str, float]] = {}
+    #: how the learning rate changes with the step (a key of :data:`SCHEDULES`)
+    schedule: ClassVar[str] = "constant"
 
     def __init__(self, lr: float, clipnorm: float = 0.0, clipvalue: float = 0.0, **hyper: Any):
         owner = type(self).__name__
@@ -67,6 +73,9 @@ class Optimizer:
         self._device: Device | None = None
         self._norm_buffer: Any = None
         self._step_scalars: Any = None
+        self._settings: Any = None
+        #: what ``_settings`` holds on the device, as the host last wrote or advanced it
+        self._settings_written: tuple[float, ...] | None = None
 
     def __getattr__(self, name: str) -> Any:
         hyper = self.__dict__.get("hyper", {})
@@ -85,8 +94,14 @@ class Optimizer:
         self._set_states(
             [[device.zeros((size,), dtype) for _ in self.state_names] for size in sizes]
         )
+        self._make_step_arrays(device, dtype)
+
+    def _make_step_arrays(self, device: Device, dtype: Any) -> None:
+        """The clip-norm buffer, the step scalars and the settings vector on ``device``."""
         self._norm_buffer = device.zeros((1,), dtype)
         self._step_scalars = device.zeros((STEP_SCALARS,), dtype)
+        self._settings = device.zeros((STEP_SETTINGS,), np.float64)
+        self._settings_written = None
 
     def persistent_state(self) -> Any:
         """The object holding the state arrays: replaced (not changed) when they are made
@@ -135,22 +150,50 @@ class Optimizer:
         if self.clipvalue > 0:
             for entry in plan:
                 kernels.clip_values(entry[2], dtype.type(self.clipvalue))
-        device.stage(self._step_scalars, self._advance)
+        device.before_each_step(functools.partial(self._count_step, device))
+        kernels.advance_step_scalars(self._settings, SCHEDULES[self.schedule], self._step_scalars)
         for launch, param, grad, first, second in plan:
             launch(param, grad, first, second, self._step_scalars)
 
-    def _advance(self) -> np.ndarray:
-        """This step's scalars (learning rate first, then up to three hyperparameters),
-        counting the step: run once per step, by the eager update or before each replay
-        of a recorded CUDA graph."""
-        values = (*self.step_scalars(), 0.0, 0.0, 0.0)[:STEP_SCALARS]
+    def _count_step(self, device: Device) -> None:
+        """Count the step on the host; first write the device's settings vector if they
+        no longer hold what the host has (a new ``lr``, restored iterations). Run once per
+        step, by the eager update or before each replay of a recorded CUDA graph; the
+        device counts the step itself (``advance_step_scalars``)."""
+        settings = self.settings()
+        if settings != self._settings_written:
+            device.write(self._settings, np.array(settings, np.float64))
         self.iterations += 1
-        return np.array(values, dtype=self._step_scalars.dtype)
+        self._settings_written = (*settings[:-1], float(self.iterations))
+
+    def settings(self) -> tuple[float, ...]:
+        """The settings vector the device's ``advance_step_scalars`` reads: ``lr``, the
+        hyperparameters the rule's kernel takes, the schedule's parameters, and the steps
+        counted so far."""
+        hypers = (*self.rule_hyperparameters(), 0.0, 0.0, 0.0)[:3]
+        parameters = (*self.schedule_parameters(), 0.0, 0.0)[:2]
+        return (
+            float(self.lr),
+            *map(float, hypers),
+            *map(float, parameters),
+            float(self.iterations),
+        )
 
     def step_scalars(self) -> list[float]:
-        """The host-side scalars of this step, in the order the rule's kernel takes them
-        (learning rate first, then up to three hyperparameters)."""
+        """This step's scalars as the device makes them (learning rate first, then the
+        rule's hyperparameters), from the host's values: what the next update will use."""
+        settings = np.array(self.settings(), np.float64)
+        scalars = np.zeros(STEP_SCALARS, np.float64)
+        advance_step_scalars(settings, SCHEDULES[self.schedule], scalars)
+        return [float(value) for value in scalars]
+
+    def rule_hyperparameters(self) -> list[float]:
+        """The hyperparameters the rule's kernel takes after the learning rate."""
         raise NotImplementedError
+
+    def schedule_parameters(self) -> list[float]:
+        """The parameters of the learning-rate ``schedule`` (:data:`SCHEDULES`)."""
+        return []
 
     # ------------------------------------------------------------------ state
     def get_config(self) -> dict[str, Any]:
@@ -190,8 +233,7 @@ class Optimizer:
         )
         self._sizes = [int(w[0].size) if w else -1 for w in state["states"]]
         dtype = self._states[0][0].dtype if self._states and self._states[0] else np.float32
-        self._norm_buffer = target.zeros((1,), dtype)
-        self._step_scalars = target.zeros((STEP_SCALARS,), dtype)
+        self._make_step_arrays(target, dtype)
 
     def to(self, device: Device | str) -> None:
         """Move the state arrays to ``device`` (models call this from ``to``)."""
@@ -221,9 +263,13 @@ class SGD(Optimizer):
     ) -> None:
         super().__init__(lr, momentum=momentum, decay=decay, nesterov=bool(nesterov), **kwargs)
 
-    def step_scalars(self) -> list[float]:
-        decayed = self.lr / (1.0 + self.hyper["decay"] * self.iterations)
-        return [decayed, self.hyper["momentum"], self.hyper["nesterov"]]
+    schedule: ClassVar[str] = "time_decay"
+
+    def rule_hyperparameters(self) -> list[float]:
+        return [self.hyper["momentum"], self.hyper["nesterov"]]
+
+    def schedule_parameters(self) -> list[float]:
+        return [self.hyper["decay"]]
 
 
 class RMSprop(Optimizer):
@@ -236,8 +282,8 @@ class RMSprop(Optimizer):
     def __init__(self, lr: float = 0.001, rho: float = 0.9, epsilon: float = 1e-6, **kwargs: Any):
         super().__init__(lr, rho=rho, epsilon=epsilon, **kwargs)
 
-    def step_scalars(self) -> list[float]:
-        return [self.lr, self.hyper["rho"], self.hyper["epsilon"]]
+    def rule_hyperparameters(self) -> list[float]:
+        return [self.hyper["rho"], self.hyper["epsilon"]]
 
 
 class Adagrad(Optimizer):
@@ -250,8 +296,8 @@ class Adagrad(Optimizer):
     def __init__(self, lr: float = 0.01, epsilon: float = 1e-6, **kwargs: Any) -> None:
         super().__init__(lr, epsilon=epsilon, **kwargs)
 
-    def step_scalars(self) -> list[float]:
-        return [self.lr, self.hyper["epsilon"]]
+    def rule_hyperparameters(self) -> list[float]:
+        return [self.hyper["epsilon"]]
 
 
 class Adadelta(Optimizer):
@@ -264,8 +310,8 @@ class Adadelta(Optimizer):
     def __init__(self, lr: float = 1.0, rho: float = 0.95, epsilon: float = 1e-6, **kwargs: Any):
         super().__init__(lr, rho=rho, epsilon=epsilon, **kwargs)
 
-    def step_scalars(self) -> list[float]:
-        return [self.lr, self.hyper["rho"], self.hyper["epsilon"]]
+    def rule_hyperparameters(self) -> list[float]:
+        return [self.hyper["rho"], self.hyper["epsilon"]]
 
 
 class Adam(Optimizer):
@@ -285,11 +331,13 @@ class Adam(Optimizer):
     ) -> None:
         super().__init__(lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs)
 
-    def step_scalars(self) -> list[float]:
-        t = self.iterations + 1
-        beta_1, beta_2 = self.hyper["beta_1"], self.hyper["beta_2"]
-        lr_t = self.lr * math.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t)
-        return [lr_t, beta_1, beta_2, self.hyper["epsilon"]]
+    schedule: ClassVar[str] = "adam"
+
+    def rule_hyperparameters(self) -> list[float]:
+        return [self.hyper["beta_1"], self.hyper["beta_2"], self.hyper["epsilon"]]
+
+    def schedule_parameters(self) -> list[float]:
+        return [self.hyper["beta_1"], self.hyper["beta_2"]]
 
 
 class Adamax(Optimizer):
@@ -309,10 +357,13 @@ class Adamax(Optimizer):
     ) -> None:
         super().__init__(lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs)
 
-    def step_scalars(self) -> list[float]:
-        t = self.iterations + 1
-        beta_1 = self.hyper["beta_1"]
-        return [self.lr / (1.0 - beta_1**t), beta_1, self.hyper["beta_2"], self.hyper["epsilon"]]
+    schedule: ClassVar[str] = "adamax"
+
+    def rule_hyperparameters(self) -> list[float]:
+        return [self.hyper["beta_1"], self.hyper["beta_2"], self.hyper["epsilon"]]
+
+    def schedule_parameters(self) -> list[float]:
+        return [self.hyper["beta_1"]]
 
 
 OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {

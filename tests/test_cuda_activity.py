@@ -17,7 +17,7 @@ X = np.random.default_rng(0).uniform(-1, 1, (4, 6)).astype("float32")
 Y = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
 
 
-def three_layer_mlp(cuda_graphs: bool = False) -> Sequential:
+def three_layer_mlp(cuda_graphs: bool = False, optimizer: str = "sgd") -> Sequential:
     model = Sequential(
         [
             Dense(5, input_shape=(6,), activation="relu"),
@@ -26,20 +26,36 @@ def three_layer_mlp(cuda_graphs: bool = False) -> Sequential:
         ],
         device="cuda",
     )
-    model.compile("sgd", "categorical_crossentropy", cuda_graphs=cuda_graphs)
+    model.compile(optimizer, "categorical_crossentropy", cuda_graphs=cuda_graphs)
     model.train_on_batch(X, Y)  # compiles, allocates the step's buffers
     return model
 
 
-def test_an_mlp_training_step_launches_few_kernels_and_copies_only_the_batch_and_loss():
-    # launched from Python (no CUDA graph): the batch (2 arrays) and the optimizer's
-    # step scalars go in, the loss comes out (tests/test_cuda_graphs.py: with a graph,
-    # one launch)
-    model = three_layer_mlp()
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_an_mlp_training_step_launches_few_kernels_and_copies_only_the_batch_and_loss(
+    optimizer,
+):
+    # launched from Python (no CUDA graph): the batch (2 arrays) goes in, the loss comes
+    # out; the optimizer makes its step's scalars on the device (tests/test_cuda_graphs.py:
+    # with a graph, one launch)
+    model = three_layer_mlp(optimizer=optimizer)
     with cuda_activity() as step:
         model.train_on_batch(X, Y)
     assert step.launches <= 30
-    assert (step.to_device, step.to_host, step.synchronizations) == (3, 1, 0)
+    assert (step.to_device, step.to_host, step.synchronizations) == (2, 1, 0)
+
+
+def test_a_new_learning_rate_is_the_one_copy_to_the_device_besides_the_batch():
+    """Changing ``lr`` from outside (a callback) writes the device's settings once, before
+    the next step; the steps after it copy only the batch again."""
+    model = three_layer_mlp(optimizer="adam")
+    model.optimizer.lr = 0.5
+    copies = []
+    for _ in range(2):
+        with cuda_activity() as step:
+            model.train_on_batch(X, Y)
+        copies.append(step.to_device)
+    assert copies == [3, 2]
 
 
 def test_prediction_copies_the_batch_in_and_the_outputs_out():

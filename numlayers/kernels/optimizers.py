@@ -28,6 +28,15 @@ place):
   CUDA graph gets them); ``no_state()`` is the empty array that stands for an unused
   state. Optimizers bind these once and call them every step, so a step costs one
   compiled call per weight
+- ``advance_step_scalars(settings, schedule, scalars)``: counts a step on the device and
+  writes its ``scalars`` from the float64 ``settings`` vector ``[lr, h1, h2, h3, p1, p2,
+  steps]`` (:data:`STEP_SETTINGS`): ``steps += 1``, then ``scalars = [lr * factor, h1,
+  h2, h3]`` with ``factor`` by ``schedule`` (:data:`SCHEDULES`): ``1``; time decay
+  ``1 / (1 + p1 * (steps - 1))``; Adam's ``sqrt(1 - p2**steps) / (1 - p1**steps)``;
+  Adamax's ``1 / (1 - p1**steps)``. One CUDA thread, in float64 whatever the dtype (a
+  float32 ``beta**t`` would move the bias correction by 1e-4 against the host's), so
+  that a step's changing scalars cost no copy from the host: the host writes
+  ``settings`` only when a hyperparameter or the step count is changed from outside
 - ``sum_of_squares(x, out)``: ``out[0] += sum(x**2)`` (the caller zeroes ``out``, then
   adds up every gradient of a model)
 - ``scale_by_norm_limit(grad, total_sq, clipnorm)``: ``grad *= clipnorm / sqrt(total_sq[0])``
@@ -60,6 +69,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
+import numba
 import numpy as np
 from numba import prange
 
@@ -334,6 +344,36 @@ def clip_body(
     return clip_element
 
 
+#: the float64 settings vector of :func:`advance_step_scalars`: ``lr``, the three
+#: hyperparameters the update rule reads, two schedule parameters, the steps counted
+STEP_SETTINGS = 7
+#: learning-rate schedules: their codes, in the settings' schedule argument
+SCHEDULES = {"constant": 0, "time_decay": 1, "adam": 2, "adamax": 3}
+_TIME_DECAY, _ADAM, _ADAMAX = SCHEDULES["time_decay"], SCHEDULES["adam"], SCHEDULES["adamax"]
+
+
+@cpu_inline_early
+def advance_step_scalars(settings, schedule, scalars):
+    """Count a step in ``settings[6]`` and write its ``[lr_t, h1, h2, h3]`` (module doc)."""
+    steps = settings[6] + 1.0
+    settings[6] = steps
+    factor = 1.0
+    if schedule == _TIME_DECAY:
+        factor = 1.0 / (1.0 + settings[4] * (steps - 1.0))
+    elif schedule == _ADAM:
+        factor = math.sqrt(1.0 - settings[5] ** steps) / (1.0 - settings[4] ** steps)
+    elif schedule == _ADAMAX:
+        factor = 1.0 / (1.0 - settings[4] ** steps)
+    scalars[0] = settings[0] * factor
+    scalars[1] = settings[1]
+    scalars[2] = settings[2]
+    scalars[3] = settings[3]
+
+
+def advance_step_scalars_element(index, settings, schedule, scalars):
+    advance_step_scalars(settings, schedule, scalars)
+
+
 def public_operations(
     update_launcher: Callable[[str, int], Any],
     clips: dict[str, Callable[..., None]],
@@ -475,6 +515,8 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     return {
         **public_operations(update_launcher, clips, lambda: no_array, dtype.type, np.asarray),
         "sum_of_squares": sum_of_squares,
+        # four numbers: Python on the host arrays, not a compiled call
+        "advance_step_scalars": advance_step_scalars,
     }
 
 
@@ -509,14 +551,30 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     def sum_of_squares(x: Any, out: Any) -> None:
         squares(x, no_array(), k.zero, k.zero, out)
 
+    # float64 arithmetic by design (module doc): built and checked as a float64 kernel
+    settings_kernels = cuda_kernels(cuda_api, np.dtype(np.float64))
+    advance = settings_kernels.index_loop(
+        advance_step_scalars_element,
+        (settings_kernels.array(1), numba.int64, vector),
+        name=f"advance_step_scalars_{dtype.name}",
+    )
+
+    def advance_step_scalars_on_device(settings: Any, schedule: int, scalars: Any) -> None:
+        advance(1, settings, schedule, scalars)
+
     return {
         **public_operations(update_launcher, clips, no_array, dtype.type, cuda_api.to_device),
         "sum_of_squares": sum_of_squares,
+        "advance_step_scalars": advance_step_scalars_on_device,
     }
 
 
 class OptimizerKernels(Protocol):
     """The optimizer family's operations, the same on both devices (module doc)."""
+
+    def advance_step_scalars(
+        self, settings: DeviceArray, schedule: int, scalars: DeviceArray
+    ) -> None: ...
 
     def sgd_update(
         self,
