@@ -41,7 +41,9 @@ def test_an_mlp_training_step_launches_few_kernels_and_copies_only_the_batch_and
     model = three_layer_mlp(optimizer=optimizer)
     with cuda_activity() as step:
         model.train_on_batch(X, Y)
-    assert step.launches <= 30
+    # forward: a product per layer (the relu layers activate in it) and the softmax;
+    # the fused loss, two sums; backward and the updates: 25 in all
+    assert step.launches <= 25
     assert (step.to_device, step.to_host, step.synchronizations) == (2, 1, 0)
 
 

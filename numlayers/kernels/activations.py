@@ -172,6 +172,38 @@ def linear_derivative(x, y, c):
     return c.one
 
 
+#: run-time codes of the activations that apply element by element, as the recurrent
+#: cells and the CUDA product's activation epilogue take them
+ELEMENTWISE_CODES = {
+    "linear": 0,
+    "relu": 1,
+    "tanh": 2,
+    "sigmoid": 3,
+    "hard_sigmoid": 4,
+    "softplus": 5,
+}
+_RELU, _TANH, _SIGMOID, _HARD_SIGMOID, _SOFTPLUS = (
+    ELEMENTWISE_CODES[name] for name in ("relu", "tanh", "sigmoid", "hard_sigmoid", "softplus")
+)
+
+
+@cpu_inline
+def apply_activation(code, x, c):
+    """The activation of ``code`` at ``x`` (an unknown code is linear: callers validate
+    codes). Loops that must vectorise call it with a constant ``code``."""
+    if code == _TANH:
+        return tanh(x, c)
+    if code == _SIGMOID:
+        return sigmoid(x, c)
+    if code == _HARD_SIGMOID:
+        return hard_sigmoid(x, c)
+    if code == _RELU:
+        return relu(x, c)
+    if code == _SOFTPLUS:
+        return softplus(x, c)
+    return x
+
+
 @cpu_inline
 def leaky_relu(x, c, alpha):
     return x if x > c.zero else alpha * x

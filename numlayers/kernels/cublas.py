@@ -98,6 +98,12 @@ def cublas(cuda: Any) -> Cublas | None:
         return None
 
 
+def goes_through_cublas(cuda: Any, rows: int, cols: int, depth: int) -> bool:
+    """Whether a ``rows x cols`` product of depth ``depth`` runs through cuBLAS: it is
+    there, and the product has at least :data:`MIN_CUBLAS_WORK` multiply-adds."""
+    return rows * cols * depth >= MIN_CUBLAS_WORK and cublas(cuda) is not None
+
+
 def large_product_launcher(
     cuda: Any, transpose_a: bool, transpose_b: bool, fill_with_bias: Callable[..., None]
 ) -> Callable[[Any, Any, Any, Any], bool]:
@@ -109,11 +115,10 @@ def large_product_launcher(
     def launch(a: Any, b: Any, bias: Any, out: Any) -> bool:
         rows, cols = out.shape
         depth = a.shape[0] if transpose_a else a.shape[1]
-        if rows * cols * depth < MIN_CUBLAS_WORK:
+        if not goes_through_cublas(cuda, rows, cols, depth):
             return False
         library = cublas(cuda)
-        if library is None:
-            return False
+        assert library is not None
         if bias.shape[0] > 0:
             fill_with_bias(bias, out)
         library.gemm(transpose_a, transpose_b, a, b, out, accumulate=bias.shape[0] > 0)

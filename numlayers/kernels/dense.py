@@ -20,7 +20,9 @@ layer small enough for one block runs each pass as one compiled call
 (:func:`fused_cpu_passes`): per layer and pass, that saves a call through Python and
 a trip over memory. Larger layers follow the products with the activation operations
 of :mod:`numlayers.kernels.activations`, which use every core.
-CUDA: the tiled GEMM of :mod:`numlayers.kernels.matmul`, then the activation kernels.
+CUDA: the tiled GEMM of :mod:`numlayers.kernels.matmul`; its activation epilogue
+applies an elementwise activation as it stores (one launch per forward pass), while
+softmax (whole rows) and products through cuBLAS are followed by the activation kernels.
 Both devices' operations are :func:`dense_operations` over the device's products.
 """
 
@@ -34,7 +36,7 @@ import numpy as np
 from numba import njit
 
 from numlayers.kernels import activations, blas, matmul
-from numlayers.kernels.activations import constants_for
+from numlayers.kernels.activations import ELEMENTWISE_CODES, constants_for
 from numlayers.kernels.arrays import sum_rows_launcher
 from numlayers.kernels.blas import (
     block_count,
@@ -66,10 +68,13 @@ def dense_operations(
     column_sums: Callable[[Any, Any], None],
     activation_operations: dict[str, Any],
     one_call: OneCallPasses | None = None,
+    activated_product: Callable[..., bool] | None = None,
 ) -> dict[str, Any]:
     """The dense operations (module doc) from a device's :mod:`~numlayers.kernels.matmul`
     operations, its ``column_sums(x, out)`` and its activation operations; with
-    ``one_call`` (the CPU), small layers run each pass as one call."""
+    ``one_call`` (the CPU), small layers run each pass as one call; with
+    ``activated_product`` (CUDA's :func:`~numlayers.kernels.matmul.activation_gemm_launcher`),
+    the forward pass of an elementwise activation is one product that activates too."""
     matmul = matmul_operations["matmul"]
     matmul_transpose_a = matmul_operations["matmul_transpose_a"]
     matmul_transpose_b = matmul_operations["matmul_transpose_b"]
@@ -108,6 +113,13 @@ def dense_operations(
         passes = one_call_passes(x, z.shape[1], activation)
         if passes is not None:
             passes[0](x, weight, bias, z, y)
+            return
+        code = ELEMENTWISE_CODES.get(activation)
+        if (
+            activated_product is not None
+            and code is not None
+            and activated_product(x, weight, bias, z, y, code)
+        ):
             return
         matmul(x, weight, bias, z)
         activation_operations[f"{activation}_forward"](z, y)
@@ -224,6 +236,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         matmul.build_cuda(dtype, cuda_api),
         sum_rows_launcher(cuda_api, dtype),
         activations.build_cuda(dtype, cuda_api),
+        activated_product=matmul.activation_gemm_launcher(cuda_api, dtype),
     )
 
 

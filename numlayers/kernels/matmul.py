@@ -27,6 +27,12 @@ patch elements from the image (implicit GEMM) and stores that add the bias per f
 or accumulate split-K slices atomically; they use :data:`DEFAULT_TILING` (a loader and
 its product must be made with the same tiling).
 
+A product may end with an elementwise activation (:func:`activation_gemm_launcher`,
+what a Dense layer's forward pass runs): each result is stored, and its activation
+(:func:`~numlayers.kernels.activations.apply_activation`, chosen by a run-time code)
+stored beside it, so the layer's forward pass is one launch, not a product and an
+activation kernel.
+
 The same kernel multiplies batches of matrices (:func:`batched_gemm_launcher`, for the
 'dot' merge of :mod:`numlayers.kernels.merges`): on 3-D operands the grid's z axis
 walks the batch. The tiled GEMM is hand-written (``cuda`` bound by :func:`bind_cuda`),
@@ -43,8 +49,9 @@ import numba
 import numpy as np
 
 from numlayers.devices import refuse_in_capture
+from numlayers.kernels.activations import apply_activation, constants_for
 from numlayers.kernels.blas import product
-from numlayers.kernels.cublas import large_product_launcher
+from numlayers.kernels.cublas import goes_through_cublas, large_product_launcher
 from numlayers.kernels.toolkit import (
     SIMULATOR,
     CudaKernels,
@@ -356,6 +363,16 @@ def matrix_store(batched: bool) -> Any:
     return store
 
 
+def activation_store(out, bias, z, row, col, value, geometry):
+    """``out[row, col] = value + bias[col]``, and ``activated[row, col]`` its activation,
+    ``geometry`` being ``(activated, code, c)``: the activation epilogue."""
+    activated, code, c = geometry
+    if bias.shape[0] > 0:
+        value += bias[col]
+    out[row, col] = value
+    activated[row, col] = apply_activation(code, value, c)
+
+
 #: the plain GEMM's ``geometry`` argument: it has none
 NO_GEOMETRY = (0,)
 
@@ -367,16 +384,18 @@ def matrix_tile_product(
     batched_operands: bool,
     batched_out: bool,
     tiling: Tiling,
+    epilogue: bool = False,
 ) -> Any:
     """:func:`make_tile_product` of stored matrices ``op(a) @ op(b)`` (3-D operands or
-    output where batched: item ``z`` of the tile product's ``z``)."""
+    output where batched: item ``z`` of the tile product's ``z``), with the
+    :func:`activation_store` when ``epilogue``."""
     zero = kernels.dtype.type(0)
 
     def loader(depth_major: bool) -> Any:
         element = kernels.device(matrix_element(batched_operands, depth_major))
         return kernels.device(make_tile_loader(zero, element, depth_major, tiling))
 
-    store = kernels.device(matrix_store(batched_out))
+    store = kernels.device(activation_store if epilogue else matrix_store(batched_out))
     # a is (depth, rows) when transposed, b is (depth, cols) when not
     return make_tile_product(kernels, loader(transpose_a), loader(not transpose_b), store, tiling)
 
@@ -418,6 +437,25 @@ def make_gemm_kernel(
     return kernels.jit(operand, operand, kernels.array(1), operand)(gemm)
 
 
+def make_activation_gemm_kernel(kernels: CudaKernels, tiling: Tiling = DEFAULT_TILING) -> Any:
+    """Return the tiled kernel ``(a, b, bias, out, activated, code, c)``: ``out = a @ b +
+    bias`` and ``activated`` its elementwise activation of ``code`` (``c`` the dtype's
+    constants), launched as :func:`make_gemm_kernel`'s."""
+    operand = kernels.array(2)
+    product_of_tiles = matrix_tile_product(kernels, False, False, False, False, tiling, True)
+
+    def gemm_activation(a, b, bias, out, activated, code, c):
+        epilogue = (activated, code, c)
+        product_of_tiles(a, b, bias, out, 0, out.shape[0], out.shape[1], 0, a.shape[1], epilogue)
+
+    size = f"{tiling.rows}x{tiling.cols}x{tiling.depth}"
+    gemm_activation.__name__ = f"gemm_activation_nn_{size}"
+    constants = numba.typeof(constants_for(kernels.dtype))
+    return kernels.jit(
+        operand, operand, kernels.array(1), operand, operand, numba.types.int64, constants
+    )(gemm_activation)
+
+
 def gemm_blocks(out: Any, tiling: Tiling = DEFAULT_TILING) -> tuple[int, int, int]:
     """The GEMM's grid: ``tiling``'s tiles of the last two axes of ``out`` by items of the
     batch (if any)."""
@@ -436,6 +474,21 @@ def gemm_kernel(
     def launch(a: Any, b: Any, bias: Any, out: Any) -> None:
         if out.size > 0:  # a grid with no blocks cannot be launched
             kernel[gemm_blocks(out, tiling), tiling.threads](a, b, bias, out)
+
+    return launch
+
+
+@functools.cache
+def activation_gemm_kernel(cuda_api: Any, dtype: np.dtype, tiling: Tiling) -> Any:
+    """Return ``launch(a, b, bias, out, activated, code)``: the tiled GEMM with the
+    activation epilogue (:func:`make_activation_gemm_kernel`) over ``out``."""
+    kernels = bind_cuda(globals(), cuda_api, dtype)
+    kernel = make_activation_gemm_kernel(kernels, tiling)
+    c = constants_for(dtype)
+
+    def launch(a: Any, b: Any, bias: Any, out: Any, activated: Any, code: int) -> None:
+        if out.size > 0:
+            kernel[gemm_blocks(out, tiling), tiling.threads](a, b, bias, out, activated, code, c)
 
     return launch
 
@@ -467,10 +520,11 @@ def depth_splits(rows: int, cols: int, depth: int, tiling: Tiling = DEFAULT_TILI
 def make_split_gemm_kernel(
     kernels: CudaKernels, transpose_a: bool, transpose_b: bool, tiling: Tiling = DEFAULT_TILING
 ) -> Any:
-    """Return a kernel ``(a, b, no_bias, bias, partial, out, arrivals, slice_depth)``:
-    block ``z`` of the grid writes ``op(a)[:, k] @ op(b)[k, :]`` over the depths ``k`` of
-    slice ``z`` (``slice_depth`` each) into ``partial[z]``; the last block of a tile to
-    finish then adds that tile's slices up into ``out`` (plus ``bias``).
+    """Return a kernel ``(a, b, no_bias, bias, partial, out, arrivals, slice_depth,
+    activated, code, c)``: block ``z`` of the grid writes ``op(a)[:, k] @ op(b)[k, :]``
+    over the depths ``k`` of slice ``z`` (``slice_depth`` each) into ``partial[z]``; the
+    last block of a tile to finish then adds that tile's slices up into ``out`` (plus
+    ``bias``), and where ``activated`` is not empty, their activation of ``code`` into it.
 
     The sum runs in slice order whichever block does it, so the result does not depend
     on the order the blocks ran in. ``arrivals`` (one zeroed ``int32`` per tile) counts
@@ -484,7 +538,7 @@ def make_split_gemm_kernel(
     tile_rows, tile_cols = tiling.rows, tiling.cols
     threads_x, threads_y = tiling.threads
 
-    def gemm_slice(a, b, no_bias, bias, partial, out, arrivals, slice_depth):
+    def gemm_slice(a, b, no_bias, bias, partial, out, arrivals, slice_depth, activated, code, c):
         depth = a.shape[0] if transpose_a else a.shape[1]
         z = cuda.blockIdx.z
         k_begin = z * slice_depth
@@ -508,9 +562,9 @@ def make_split_gemm_kernel(
         row0 = cuda.blockIdx.y * tile_rows
         col0 = cuda.blockIdx.x * tile_cols
         for r in range(cuda.threadIdx.y, tile_rows, threads_y):
-            for c in range(cuda.threadIdx.x, tile_cols, threads_x):
-                if row0 + r < out.shape[0] and col0 + c < out.shape[1]:
-                    add_slices(row0 + r, col0 + c, partial, bias, out)
+            for col in range(cuda.threadIdx.x, tile_cols, threads_x):
+                if row0 + r < out.shape[0] and col0 + col < out.shape[1]:
+                    add_slices(row0 + r, col0 + col, partial, bias, out, activated, code, c)
         if first_thread:
             arrivals[tile] = 0
 
@@ -526,37 +580,47 @@ def make_split_gemm_kernel(
         operand,
         kernels.array(1, np.int32),
         numba.types.int64,
+        operand,
+        numba.types.int64,
+        numba.typeof(constants_for(kernels.dtype)),
     )(gemm_slice)
 
 
-def sum_of_slices(row, col, partial, bias, out):
+def sum_of_slices(row, col, partial, bias, out, activated, code, c):
     """``out[row, col]``: the slices' partial sums, plus ``bias[col]`` (``bias`` may be
-    empty)."""
+    empty); and its activation of ``code`` into ``activated`` unless that is empty."""
     total = partial[0, row, col]
     for z in range(1, partial.shape[0]):
         total += partial[z, row, col]
     if bias.shape[0] > 0:
         total += bias[col]
     out[row, col] = total
+    if activated.shape[0] > 0:
+        activated[row, col] = apply_activation(code, total, c)
 
 
 @functools.cache
 def split_gemm_launcher(
     cuda_api: Any, dtype: np.dtype, transpose_a: bool, transpose_b: bool
 ) -> Any:
-    """Return ``launch(a, b, bias, out, splits)``: the product cut into ``splits`` depth
-    slices (:func:`depth_splits`) and summed, in one launch
-    (:func:`make_split_gemm_kernel`). The buffers of partial sums and the tiles' arrival
-    counts are kept by shape (the launches of a stream run in order, so products share
-    them; each launch leaves the counts at zero)."""
+    """Return ``launch(a, b, bias, out, splits, activated=None, code=0)``: the product cut
+    into ``splits`` depth slices (:func:`depth_splits`) and summed, in one launch
+    (:func:`make_split_gemm_kernel`), with the activation epilogue where ``activated`` is
+    given. The buffers of partial sums and the tiles' arrival counts are kept by shape
+    (the launches of a stream run in order, so products share them; each launch leaves
+    the counts at zero)."""
     kernels = bind_cuda(globals(), cuda_api, dtype)
     tiling = DEFAULT_TILING
     kernel = make_split_gemm_kernel(kernels, transpose_a, transpose_b, tiling)
     no_bias = empty_vector(cuda_api, dtype)
+    no_activation = empty_vector(cuda_api, dtype, ndim=2)
+    c = constants_for(dtype)
     partials: dict[tuple[int, ...], Any] = {}
     arrivals: dict[tuple[int, int], Any] = {}
 
-    def launch(a: Any, b: Any, bias: Any, out: Any, splits: int) -> None:
+    def launch(
+        a: Any, b: Any, bias: Any, out: Any, splits: int, activated: Any = None, code: int = 0
+    ) -> None:
         rows, cols = out.shape
         depth = a.shape[0] if transpose_a else a.shape[1]
         slice_depth = -(-depth // splits)
@@ -570,8 +634,9 @@ def split_gemm_launcher(
         if counts is None:
             refuse_in_capture("a new GEMM shape's first allocation")
             counts = arrivals[tiles] = cuda_api.to_device(np.zeros(tiles[0] * tiles[1], np.int32))
+        activated = no_activation() if activated is None else activated
         kernel[(*tiles, splits), tiling.threads](
-            a, b, no_bias(), bias, partial, out, counts, slice_depth
+            a, b, no_bias(), bias, partial, out, counts, slice_depth, activated, code, c
         )
 
     return launch
@@ -620,6 +685,31 @@ def gemm_launcher(cuda_api: Any, dtype: np.dtype, transpose_a: bool, transpose_b
             split(a, b, bias, out, splits)
         else:
             launchers[pick_tiling(rows, cols, tilings)](a, b, bias, out)
+
+    return launch
+
+
+@functools.cache
+def activation_gemm_launcher(cuda_api: Any, dtype: np.dtype) -> Any:
+    """Return ``launch(a, b, bias, out, activated, code) -> bool``: ``out = a @ b + bias``
+    and ``activated`` its elementwise activation of ``code``
+    (:data:`~numlayers.kernels.activations.ELEMENTWISE_CODES`) in one launch, by the same
+    choice of kernel as :func:`gemm_launcher`. False, with nothing done, for a product
+    that goes through cuBLAS: the caller then multiplies and activates apart."""
+    tilings = GEMM_TILINGS[np.dtype(dtype)]
+    launchers = {tiling: activation_gemm_kernel(cuda_api, dtype, tiling) for tiling in tilings}
+    split = split_gemm_launcher(cuda_api, dtype, False, False)
+
+    def launch(a: Any, b: Any, bias: Any, out: Any, activated: Any, code: int) -> bool:
+        rows, cols = out.shape
+        if goes_through_cublas(cuda_api, rows, cols, a.shape[1]):
+            return False
+        splits = depth_splits(rows, cols, a.shape[1]) if out.size > 0 else 1
+        if splits > 1:
+            split(a, b, bias, out, splits, activated, code)
+        else:
+            launchers[pick_tiling(rows, cols, tilings)](a, b, bias, out, activated, code)
+        return True
 
     return launch
 

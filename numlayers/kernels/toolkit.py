@@ -485,13 +485,14 @@ def bind_cuda(module_globals: dict[str, Any], cuda: Any, dtype: np.dtype) -> Cud
     return cuda_kernels(cuda, dtype)
 
 
-def empty_vector(cuda: Any, dtype: np.dtype) -> Callable[[], Any]:
-    """Return a function giving a length-0 device vector, allocated on first use.
+def empty_vector(cuda: Any, dtype: np.dtype, ndim: int = 1) -> Callable[[], Any]:
+    """Return a function giving an empty device array of ``ndim`` dimensions (a
+    length-0 vector by default), allocated on first use.
 
     Builders must not touch the GPU (the PTX check builds them on machines with
     none), so constant device arrays are made when a kernel first runs.
     """
-    return functools.cache(lambda: cuda.device_array(0, dtype=dtype))
+    return functools.cache(lambda: cuda.device_array((0,) * ndim, dtype=dtype))
 
 
 def device_index_loop(

@@ -7,6 +7,7 @@ import pytest
 
 from numlayers.devices import cuda_activity, get_device
 from numlayers.kernels import matmul
+from numlayers.kernels.activations import ELEMENTWISE_CODES
 from numlayers.testing import tolerance
 
 RNG = np.random.default_rng(1234)
@@ -144,6 +145,28 @@ def test_products_too_small_to_fill_the_gpu_are_cut_along_their_depth(transposes
             launch(*operands, out)
         assert activity.launches == 1  # the slices are added up by the product's own blocks
         np.testing.assert_allclose(device.to_host(out), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["tiles", "depth_slices"])
+def test_the_activation_epilogue_stores_the_product_and_its_activation(cut):
+    """``activation_gemm_launcher``: ``z = a @ b + bias`` and ``tanh(z)`` in one launch,
+    whether the product's tiles or its depth slices finish it."""
+    dtype = np.dtype(np.float32)
+    device = get_device("cuda")
+    tiling = matmul.DEFAULT_TILING
+    rows, cols = tiling.rows + 1, tiling.cols - 1
+    depth = matmul.MAX_SPLITS * matmul.MIN_SPLIT_STEPS * tiling.depth + 5 if cut else 7
+    assert (matmul.depth_splits(rows, cols, depth) > 1) == cut
+    _, _, a, b, product = product_case("nn", rows, cols, depth)
+    bias = random((cols,), dtype)
+    launch = matmul.activation_gemm_launcher(device.cuda, dtype)
+    z, y = device.empty((rows, cols), dtype), device.empty((rows, cols), dtype)
+    operands = device.asarray(a), device.asarray(b), device.asarray(bias)
+    with cuda_activity() as activity:
+        assert launch(*operands, z, y, ELEMENTWISE_CODES["tanh"])
+    assert activity.launches == 1
+    np.testing.assert_allclose(device.to_host(z), product + bias, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(device.to_host(y), np.tanh(product + bias), rtol=1e-4, atol=1e-4)
 
 
 def test_only_products_with_few_tiles_and_enough_depth_are_cut():

@@ -12,6 +12,7 @@ import pytest
 from test_activations import reference_derivative, reference_forward, reference_softmax
 
 from numlayers.activations import ACTIVATIONS
+from numlayers.devices import cuda_activity, get_device
 from numlayers.kernels.blas import block_count
 from numlayers.testing import tolerance
 
@@ -93,3 +94,22 @@ def test_dense_activation_backward_can_skip_the_input_gradient(device):
     )  # fmt: skip
     grad_z_expected = grad_y * (1 - np.tanh(x @ weight) ** 2)
     np.testing.assert_allclose(device.to_host(grad_weight), x.T @ grad_z_expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize(("name", "launches"), [("relu", 1), ("softmax", 2)])
+def test_a_cuda_forward_pass_activates_in_the_product(name, launches):
+    """An elementwise activation is the product's epilogue: one launch per forward pass;
+    softmax (whole rows) follows the product as a kernel of its own."""
+    device, dtype = get_device("cuda"), np.dtype(np.float32)
+    kernels = device.kernels(dtype)
+    rng = np.random.default_rng(5)
+    x, weight, bias = (rng.uniform(-1, 1, s).astype(dtype) for s in ((5, 4), (4, 3), (3,)))
+    z, y = device.empty((5, 3), dtype), device.empty((5, 3), dtype)
+    operands = [device.asarray(a) for a in (x, weight, bias)]
+    kernels.dense_activation_forward(*operands, z, y, name)  # compiles
+    with cuda_activity() as forward:
+        kernels.dense_activation_forward(*operands, z, y, name)
+    assert forward.launches == launches
+    expected = reference_passes(name, x, weight, bias, np.zeros((5, 3), dtype))
+    np.testing.assert_allclose(device.to_host(z), expected[0], **tolerance(dtype))
+    np.testing.assert_allclose(device.to_host(y), expected[1], **tolerance(dtype))

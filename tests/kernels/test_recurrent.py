@@ -286,15 +286,9 @@ class Case:
 
 
 def test_activation_codes_are_the_layers_table():
-    assert ACTIVATION_CODES == {
-        "linear": 0,
-        "relu": 1,
-        "tanh": 2,
-        "sigmoid": 3,
-        "hard_sigmoid": 4,
-        "softplus": 5,
-        "softmax": 6,
-    }
+    names = ("linear", "relu", "tanh", "sigmoid", "hard_sigmoid", "softplus", "softmax")
+    expected = {name: code for code, name in enumerate(names)}
+    assert expected == ACTIVATION_CODES
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))

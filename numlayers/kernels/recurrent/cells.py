@@ -17,52 +17,24 @@ pay nothing for it).
 from __future__ import annotations
 
 from numlayers.kernels.activations import (
+    ELEMENTWISE_CODES,
+    apply_activation,
     exp_nonpositive,
     expm1_nonpositive,
-    hard_sigmoid,
-    relu,
-    sigmoid,
-    softplus,
-    tanh,
 )
 from numlayers.kernels.toolkit import cpu_inline
 
-#: the run-time codes of the activations that apply unit by unit
-ELEMENTWISE_CODES = {
-    "linear": 0,
-    "relu": 1,
-    "tanh": 2,
-    "sigmoid": 3,
-    "hard_sigmoid": 4,
-    "softplus": 5,
-}
 #: softmax over each row's units (cell activation only; the per-unit formulas treat it
 #: as linear and the row functions below finish it)
 SOFTMAX = 6
 #: the activations' run-time codes, as the operations' ``activation`` arguments take them
+#: (the elementwise ones are :mod:`~numlayers.kernels.activations`')
 ACTIVATION_CODES = {**ELEMENTWISE_CODES, "softmax": SOFTMAX}
 RELU = ACTIVATION_CODES["relu"]
 TANH = ACTIVATION_CODES["tanh"]
 SIGMOID = ACTIVATION_CODES["sigmoid"]
 HARD_SIGMOID = ACTIVATION_CODES["hard_sigmoid"]
 SOFTPLUS = ACTIVATION_CODES["softplus"]
-
-
-@cpu_inline
-def apply(code, x, c):
-    """The activation of ``code`` at ``x`` (an unknown code is linear: the layer
-    validates codes). Loops that must vectorise call it with a constant ``code``."""
-    if code == TANH:
-        return tanh(x, c)
-    if code == SIGMOID:
-        return sigmoid(x, c)
-    if code == HARD_SIGMOID:
-        return hard_sigmoid(x, c)
-    if code == RELU:
-        return relu(x, c)
-    if code == SOFTPLUS:
-        return softplus(x, c)
-    return x
 
 
 @cpu_inline
@@ -86,19 +58,19 @@ def derivative_from_output(code, y, c):
 @cpu_inline
 def activated_sum(code, x, y, c):
     """``act(x + y)``: a gate from its input projection and its recurrent product."""
-    return apply(code, x + y, c)
+    return apply_activation(code, x + y, c)
 
 
 @cpu_inline
 def activated(code, x, y, c):
     """``act(x)`` (``y`` unused: the signature of the other span formulas)."""
-    return apply(code, x, c)
+    return apply_activation(code, x, c)
 
 
 @cpu_inline
 def output_gate(code, x, y, c):
     """``y * act(x)``: the LSTM's output ``o * act(c)``."""
-    return y * apply(code, x, c)
+    return y * apply_activation(code, x, c)
 
 
 @cpu_inline

@@ -25,10 +25,9 @@ from typing import Any
 import numba
 import numpy as np
 
-from numlayers.kernels.activations import constants_for
+from numlayers.kernels.activations import apply_activation, constants_for
 from numlayers.kernels.recurrent.cells import (
     SOFTMAX,
-    apply,
     derivative_from_output,
     gru_output,
     gru_output_backward,
@@ -91,7 +90,7 @@ def rnn_forward_element(b, j, xw, rec, t, mask, has_mask, h_prev, h_all, act, c)
     if is_masked(mask, has_mask, t, b, c):
         h_all[t, b, j] = h_prev[b, j]
     else:
-        h_all[t, b, j] = apply(act, xw[t, b, j] + rec[b, j], c)
+        h_all[t, b, j] = apply_activation(act, xw[t, b, j] + rec[b, j], c)
 
 
 def rnn_backward_element(
@@ -111,10 +110,10 @@ def lstm_forward_element(
     b, j, xw, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all, h_all, act, inner, c
 ):
     hidden = h_prev.shape[1]
-    i = apply(inner, xw[t, b, j] + rec[b, j], c)
-    f = apply(inner, xw[t, b, hidden + j] + rec[b, hidden + j], c)
-    g = apply(act, xw[t, b, 2 * hidden + j] + rec[b, 2 * hidden + j], c)
-    o = apply(inner, xw[t, b, 3 * hidden + j] + rec[b, 3 * hidden + j], c)
+    i = apply_activation(inner, xw[t, b, j] + rec[b, j], c)
+    f = apply_activation(inner, xw[t, b, hidden + j] + rec[b, hidden + j], c)
+    g = apply_activation(act, xw[t, b, 2 * hidden + j] + rec[b, 2 * hidden + j], c)
+    o = apply_activation(inner, xw[t, b, 3 * hidden + j] + rec[b, 3 * hidden + j], c)
     gates_all[t, b, j] = i
     gates_all[t, b, hidden + j] = f
     gates_all[t, b, 2 * hidden + j] = g
@@ -125,7 +124,7 @@ def lstm_forward_element(
     else:
         cell = lstm_cell_state(i, f, g, c_prev[b, j])
         c_all[t, b, j] = cell
-        h_all[t, b, j] = o * apply(act, cell, c)
+        h_all[t, b, j] = o * apply_activation(act, cell, c)
 
 
 def lstm_backward_element(
@@ -145,7 +144,7 @@ def lstm_backward_element(
     f = gates_all[t, b, hidden + j]
     g = gates_all[t, b, 2 * hidden + j]
     o = gates_all[t, b, 3 * hidden + j]
-    a = apply(act, c_all[t, b, j], c)
+    a = apply_activation(act, c_all[t, b, j], c)
     dc_total = lstm_cell_total_gradient(dc[b, j], dh_total * derivative_from_output(act, a, c), o)
     d_i, d_f, d_g, d_o, dc[b, j] = lstm_cell_backward(
         dh_total, dc_total, i, f, g, o, c_prev[b, j], a
@@ -159,15 +158,15 @@ def lstm_backward_element(
 
 def gru_gates_element(b, j, xw, rec_zr, t, h_in, gates_all, rh_all, inner, c):
     hidden = h_in.shape[1]
-    gates_all[t, b, j] = apply(inner, xw[t, b, j] + rec_zr[b, j], c)
-    r = apply(inner, xw[t, b, hidden + j] + rec_zr[b, hidden + j], c)
+    gates_all[t, b, j] = apply_activation(inner, xw[t, b, j] + rec_zr[b, j], c)
+    r = apply_activation(inner, xw[t, b, hidden + j] + rec_zr[b, hidden + j], c)
     gates_all[t, b, hidden + j] = r
     rh_all[t, b, j] = r * h_in[b, j]
 
 
 def gru_output_element(b, j, xw, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, act, c):
     hidden = h_prev.shape[1]
-    hh = apply(act, xw[t, b, 2 * hidden + j] + rec_h[b, j], c)
+    hh = apply_activation(act, xw[t, b, 2 * hidden + j] + rec_h[b, j], c)
     gates_all[t, b, 2 * hidden + j] = hh
     if is_masked(mask, has_mask, t, b, c):
         h_all[t, b, j] = h_prev[b, j]
