@@ -59,10 +59,10 @@ import numpy as np
 from numba import prange
 
 from numlayers.kernels.toolkit import (
+    CpuLoop,
     CudaKernels,
     DeviceArray,
     argument_list,
-    compile_cpu,
     cpu_inline,
     cuda_kernels,
     generate_function,
@@ -519,11 +519,10 @@ def spatial_loop(
             {"cpu_body": cpu_body},
             {"prange": prange, "np": np, "quotient": quotient},
         )
-        serial = compile_cpu(template, name, fastmath={"contract"})
-        parallel = compile_cpu(template, name, parallel=True, fastmath={"contract"})
+        twins = CpuLoop(template, name, fastmath={"contract"})
 
         def run(shape: tuple[int, ...], *values: Any) -> None:
-            loop = parallel if use_parallel(math.prod(shape), cost) else serial
+            loop = twins.parallel if use_parallel(math.prod(shape), cost) else twins.serial
             loop(*shape, *values)
 
         return run

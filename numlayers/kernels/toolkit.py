@@ -141,12 +141,22 @@ class CpuLoop:
         size_argument: int = -1,
         **options: Any,
     ) -> None:
-        name = name or template.__name__
-        self.name = name
-        self.serial = compile_cpu(template, name, **options)
-        self.parallel = compile_cpu(template, name, parallel=True, **options)
+        self.name = name or template.__name__
+        self.template = template
+        self.options = options
         self.cost = cost
         self.size_argument = size_argument
+
+    # Each twin's dispatcher is made on first use: a family defines many loops that a
+    # process never runs, and making their dispatchers (with their disk caches) took
+    # a fifth of the digits example's first batch with a warm cache.
+    @functools.cached_property
+    def serial(self) -> Any:
+        return compile_cpu(self.template, self.name, **self.options)
+
+    @functools.cached_property
+    def parallel(self) -> Any:
+        return compile_cpu(self.template, self.name, parallel=True, **self.options)
 
     def __call__(self, *arguments: Any) -> Any:
         if use_parallel(arguments[self.size_argument].size, self.cost):
@@ -279,18 +289,17 @@ def cpu_index_loop(
         {"body": body},
         {"prange": prange},
     )
-    serial = compile_cpu(template, loop_name, **options)
-    parallel = compile_cpu(template, loop_name, parallel=True, **options)
+    twins = CpuLoop(template, loop_name, **options)
 
     if dims == 1:
 
         def run(count: int, *arguments: Any) -> None:
-            (parallel if use_parallel(count, cost) else serial)(count, *arguments)
+            (twins.parallel if use_parallel(count, cost) else twins.serial)(count, *arguments)
 
     else:
 
         def run(rows: int, columns: int, *arguments: Any) -> None:  # type: ignore[misc]
-            loop = parallel if use_parallel(rows * columns, cost) else serial
+            loop = twins.parallel if use_parallel(rows * columns, cost) else twins.serial
             loop(rows, columns, *arguments)
 
     return run
@@ -580,11 +589,10 @@ def generated_index_loop(
             captured,
             {**global_names, "prange": prange},
         )
-        serial = compile_cpu(template, loop_name, fastmath={"contract"})
-        parallel = compile_cpu(template, loop_name, parallel=True, fastmath={"contract"})
+        twins = CpuLoop(template, loop_name, fastmath={"contract"})
 
         def run(count: int, *arguments: Any) -> None:
-            (parallel if use_parallel(count, cost) else serial)(count, *arguments)
+            (twins.parallel if use_parallel(count, cost) else twins.serial)(count, *arguments)
 
         return run
     body = generate_function(source, name, home, captured, global_names)
