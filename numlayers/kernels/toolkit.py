@@ -7,9 +7,6 @@ CPU loops (``@njit``, serial or over every core) and CUDA kernels (``@cuda.jit``
   loops, and compiled again as a CUDA device function by :meth:`CudaKernels.device`.
 - :class:`CpuLoop` compiles a ``prange`` loop twice, serial and parallel, and picks
   one per call by :func:`use_parallel` (the one rule for when to go parallel).
-  :func:`run_side_by_side` runs a few long ``nogil`` calls at once from Python, for
-  work whose parts are whole compiled passes (a ``prange`` loop around such a call
-  would compile it again).
 - :func:`cpu_index_loop` and :meth:`CudaKernels.index_loop` run a per-index body
   ``body(index, *arguments)`` (or ``body(row, column, *arguments)`` over a 2-D index
   space) for every index: the CPU as a ``prange`` loop, CUDA as a grid-stride kernel
