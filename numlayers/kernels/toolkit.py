@@ -25,7 +25,6 @@ which would miss the cache in every new process).
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import inspect
 import types
@@ -170,36 +169,6 @@ def cpu_loop(
         return CpuLoop(template, cost=cost, size_argument=size_argument, **options)
 
     return decorate
-
-
-def run_side_by_side(calls: Sequence[Callable[[], Any]]) -> None:
-    """Run ``calls`` at the same time: the first on this thread, the others on the
-    toolkit's pool of Python threads; return when all are done (re-raising the first
-    error). For a few long calls of a compiled ``nogil`` function on independent parts
-    of the work (the recurrent passes' blocks of rows), where a ``prange`` loop around
-    the call would make Numba compile the callee's code again into the loop's (9 s for
-    an LSTM pass). Wakes threads from Python: about 20-50 us, so only for calls of a
-    millisecond or more."""
-    if len(calls) == 1:
-        calls[0]()
-        return
-    pool = side_by_side_pool()
-    others = [pool.submit(call) for call in calls[1:]]
-    try:
-        calls[0]()
-    finally:
-        concurrent.futures.wait(others)
-    for future in others:
-        future.result()
-
-
-@functools.cache
-def side_by_side_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """The threads of :func:`run_side_by_side`: one per Numba thread besides the caller."""
-    return concurrent.futures.ThreadPoolExecutor(
-        max(1, numba.config.NUMBA_NUM_THREADS - 1),  # type: ignore[attr-defined]
-        thread_name_prefix="numlayers-side-by-side",
-    )
 
 
 # ---------------------------------------------------------------- generated loops

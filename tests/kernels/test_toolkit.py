@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 
@@ -154,16 +152,3 @@ def test_early_inlined_helpers_are_never_compiled_on_their_own():
     assert "caller" in compiled
     assert "halved" not in compiled and "nested_halved" not in compiled
     assert toolkit.cpu_inline_early(halved) is halved  # the plain function, for CUDA too
-
-
-def test_run_side_by_side_runs_every_call_and_raises_the_first_error():
-    done = []
-    toolkit.run_side_by_side([functools.partial(done.append, k) for k in range(3)])
-    assert sorted(done) == [0, 1, 2]
-
-    def fail():
-        raise ValueError("a block failed")
-
-    with pytest.raises(ValueError, match="a block failed"):
-        toolkit.run_side_by_side([lambda: done.append(3), fail])
-    assert done[-1] == 3  # the caller's own part ran to its end

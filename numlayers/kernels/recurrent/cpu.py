@@ -2,10 +2,7 @@
 
 Rows of the batch never meet in a recurrence, so a pass runs a block of rows from the
 first step to the last on a thread of its own (:class:`SequencePass`): one fork and
-join per pass, not one per step. The blocks are calls of the compiled serial pass
-(``nogil``) run side by side from Python (:func:`~numlayers.kernels.toolkit.run_side_by_side`):
-a ``prange`` loop around the call compiled the pass again into the loop, 9 s for the
-LSTM's. A step of a block is one BLAS call for its recurrent
+join per pass, not one per step. A step of a block is one BLAS call for its recurrent
 product (``h_in @ U``; backward ``dpre @ U.T``, ``U`` as it is) and one compiled block
 for its cell. At ``T = 50, B = 32, H = 128`` on 2 cores (float32, best of 7 x 50
 calls), against a parallel loop over chunks of units at each step, the LSTM's backward
@@ -28,12 +25,12 @@ LLVM vectorises each loop (a signed index needs a wraparound check).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 import numba
 import numpy as np
+from numba import prange
 
 from numlayers.kernels import activations, blas
 from numlayers.kernels.activations import constants_for
@@ -72,7 +69,6 @@ from numlayers.kernels.toolkit import (
     compile_cpu,
     cpu_inline,
     generate_function,
-    run_side_by_side,
     use_parallel,
 )
 
@@ -560,6 +556,24 @@ def copy_columns(source, first, destination):
             destination[b, j] = source[b, first + j]
 
 
+def in_row_blocks(rows_pass: Callable[..., Any], arguments: str) -> Any:
+    """The parallel twin of ``rows_pass(arguments, r0, r1)``: ``pass(arguments, blocks)``
+    cuts the batch into ``blocks`` blocks of rows and runs each on a thread of its own,
+    start to end (one fork and join for the whole sequence)."""
+    name = rows_pass.__name__.replace("_rows", "_row_blocks")
+    source = f"""
+def {name}({arguments}, blocks):
+    batch = sequence.h0.shape[0]
+    for block in prange(blocks):
+        rows_pass({arguments}, block * batch // blocks, (block + 1) * batch // blocks)
+"""
+    compiled = compile_block(rows_pass)
+    template = generate_function(
+        source, name, rows_pass, {}, {"prange": prange, "rows_pass": compiled}
+    )
+    return compiled, compile_cpu(template, f"{name}_{DIGEST}", parallel=True, **LOOP_OPTIONS)
+
+
 def row_block_count(batch: int) -> int:
     """How many blocks of rows a parallel pass cuts a batch into: one per thread."""
     return min(numba.get_num_threads(), batch)
@@ -570,11 +584,8 @@ class SequencePass:
     every core when the whole pass's recurrent products are worth it (the toolkit's
     rule) and there are rows enough to share. A batch of one row runs on one core."""
 
-    def __init__(self, rows_pass: Callable[..., Any], gates: int) -> None:
-        # nogil: the blocks run side by side on Python threads (see run_side_by_side)
-        self.rows = compile_cpu(
-            rows_pass, f"{rows_pass.__name__}_{DIGEST}", nogil=True, **LOOP_OPTIONS
-        )
+    def __init__(self, rows_pass: Callable[..., Any], arguments: str, gates: int) -> None:
+        self.rows, self.row_blocks = in_row_blocks(rows_pass, arguments)
         self.gates = gates
 
     def __call__(self, *arguments: Any) -> None:
@@ -582,24 +593,20 @@ class SequencePass:
         batch, hidden = sequence.h0.shape
         blocks = row_block_count(batch)
         work = steps.order.shape[0] * batch * hidden
-        if blocks < 2 or not use_parallel(work, self.gates * hidden):
-            blocks = 1
-        run_side_by_side(
-            [
-                functools.partial(
-                    self.rows, *arguments, b * batch // blocks, (b + 1) * batch // blocks
-                )
-                for b in range(blocks)
-            ]
-        )
+        if blocks > 1 and use_parallel(work, self.gates * hidden):
+            self.row_blocks(*arguments, blocks)
+        else:
+            self.rows(*arguments, 0, batch)
 
 
-rnn_forward = SequencePass(rnn_forward_rows, 1)
-rnn_backward = SequencePass(rnn_backward_rows, 1)
-lstm_forward = SequencePass(lstm_forward_rows, 4)
-lstm_backward = SequencePass(lstm_backward_rows, 4)
-gru_forward = SequencePass(gru_forward_rows, 3)
-gru_backward = SequencePass(gru_backward_rows, 3)
+FORWARD = "steps, sequence, c"
+BACKWARD = "steps, sequence, gradients, c"
+rnn_forward = SequencePass(rnn_forward_rows, FORWARD, 1)
+rnn_backward = SequencePass(rnn_backward_rows, BACKWARD, 1)
+lstm_forward = SequencePass(lstm_forward_rows, FORWARD, 4)
+lstm_backward = SequencePass(lstm_backward_rows, BACKWARD, 4)
+gru_forward = SequencePass(gru_forward_rows, FORWARD, 3)
+gru_backward = SequencePass(gru_backward_rows, BACKWARD, 3)
 
 
 def build_cpu(dtype: np.dtype) -> dict[str, Any]:
