@@ -105,3 +105,35 @@ class DigitsFirstBatch(ColdStartSettings):
 
     def timeraw_first_training_batch(self, numba_cache: str) -> str:
         return cold_start_code(numba_cache, DIGITS_FIRST_BATCH_CODE)
+
+
+#: the digits program with its first ``train_on_batch`` timed, the seconds printed
+TIMED_FIRST_BATCH_CODE = DIGITS_FIRST_BATCH_CODE.replace(
+    "model.train_on_batch(X, Y)\n",
+    "import time\nstart = time.perf_counter()\nmodel.train_on_batch(X, Y)\n"
+    "print(time.perf_counter() - start)\n",
+)
+
+
+class DigitsFirstBatchAlone(ColdStartSettings):
+    """Seconds of the digits example's first ``train_on_batch`` call alone, in a new
+    interpreter (its start, the imports and building the model excluded): what the
+    targets of :class:`DigitsFirstBatch` bound, without the interpreter around it."""
+
+    def setup(self, numba_cache: str) -> None:
+        if common.TINY and numba_cache == "no_cache":
+            # the test command runs the cold case once already (DigitsFirstBatch)
+            raise NotImplementedError
+        if numba_cache == "disk_cache":
+            subprocess.run([sys.executable, "-c", DIGITS_FIRST_BATCH_CODE], check=True)
+
+    def track_seconds(self, numba_cache: str) -> float:
+        result = subprocess.run(
+            [sys.executable, "-c", cold_start_code(numba_cache, TIMED_FIRST_BATCH_CODE)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return float(result.stdout.split()[-1])
+
+    track_seconds.unit = "seconds"  # type: ignore[attr-defined]
