@@ -19,9 +19,10 @@ freeze: the kernels read them from small device arrays. The optimizer makes its 
 scalars (the decayed learning rate, Adam's bias correction) on the device, in a kernel
 the graph holds; the host work around it (counting the step, writing settings changed
 from outside) is a hook run before every replay (:meth:`Device.before_each_step
-<numlayers.devices.Device.before_each_step>`). Dropout seeds are filled by
-:meth:`Device.stage <numlayers.devices.Device.stage>`, whose producers run again
-before every replay, the graph copying their results in from pinned host memory.
+<numlayers.devices.Device.before_each_step>`). In a recorded step, dropout seeds are
+filled by :meth:`Device.stage <numlayers.devices.Device.stage>`, whose producers run
+again before every replay, the graph copying their results in from pinned host memory
+(an eager step passes them with the launches instead).
 
 A step that does what a graph cannot hold (a Lambda without a traced form runs on the
 host, sample weights are sent per batch, an Embedding checks its ids on the host) raises

@@ -204,16 +204,18 @@ class Device:
     def synchronize(self) -> None:
         """Wait for queued kernels (a no-op on the CPU)."""
 
-    def stage(self, target: Any, producer: Callable[[], np.ndarray]) -> None:
-        """Fill ``target`` (a small array on this device) with ``producer()``, a host value
-        that changes from step to step (a learning rate, a dropout seed).
+    def stage(self, target: Any, producer: Callable[[], np.ndarray]) -> Any:
+        """A host value that changes from call to call (a dropout seed), as the kernels
+        that read it as ``value[0]`` are to be given it: ``producer()``'s result.
 
-        Kernels read such values from ``target`` rather than taking them as arguments,
-        so that a step captured into a CUDA graph sees each call's values: there
-        ``producer`` is called again before every replay, and the graph copies its result
-        in (:mod:`numlayers.cuda_graphs`).
+        The CPU writes it into ``target`` (a small array) and returns ``target``. On CUDA
+        an eager step gets the values in a tuple, passed with the launch (nothing is
+        copied), while a step being recorded into a CUDA graph gets ``target``: the
+        graph copies ``producer()``'s result into it before every replay
+        (:mod:`numlayers.cuda_graphs`).
         """
         self.write(target, producer())
+        return target
 
     def before_each_step(self, hook: Callable[[], None]) -> None:
         """Run ``hook()`` now, as part of this step; where the step is being recorded
@@ -358,14 +360,14 @@ class CUDADevice(Device):
         else:
             capture.hooks.append(hook)
 
-    def stage(self, target: Any, producer: Callable[[], np.ndarray]) -> None:
+    def stage(self, target: Any, producer: Callable[[], np.ndarray]) -> Any:
         capture = active_capture()
         if capture is None:
-            self.write(target, producer())
-            return
+            return tuple(producer())
         pinned = self.cuda.pinned_array(target.shape, target.dtype)
         capture.staged.append((producer, pinned))
         capture.copy(pinned, target)
+        return target
 
     def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
         array = self.cuda.device_array(shape, dtype=dtype)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from numlayers.devices import cuda_activity
-from numlayers.layers import GRU, LSTM, Dense, SimpleRNN
+from numlayers.layers import GRU, LSTM, Dense, Dropout, SimpleRNN
 from numlayers.models import Sequential
 
 X = np.random.default_rng(0).uniform(-1, 1, (4, 6)).astype("float32")
@@ -44,6 +44,24 @@ def test_an_mlp_training_step_launches_few_kernels_and_copies_only_the_batch_and
     # forward: a product per layer (the relu layers activate in it) and the softmax;
     # the fused loss, two sums; backward and the updates: 25 in all
     assert step.launches <= 25
+    assert (step.to_device, step.to_host, step.synchronizations) == (2, 1, 0)
+
+
+def test_an_eager_step_with_dropout_passes_its_seeds_with_the_launches():
+    """Each dropout application's new seed goes with its kernel's arguments: the step
+    still copies only the batch in and the loss out."""
+    model = Sequential(
+        [
+            Dense(5, input_shape=(6,), activation="relu"),
+            Dropout(0.5),
+            Dense(3, activation="softmax"),
+        ],
+        device="cuda",
+    )
+    model.compile("adam", "categorical_crossentropy", cuda_graphs=False)
+    model.train_on_batch(X, Y)
+    with cuda_activity() as step:
+        model.train_on_batch(X, Y)
     assert (step.to_device, step.to_host, step.synchronizations) == (2, 1, 0)
 
 

@@ -217,9 +217,15 @@ def gaussian_dropout_element(index, x, seed, std, one, c, taylor, out):
     out[index] = x[index] * (one + std * standard_normal(seed[0], index, c, taylor))
 
 
-def seed_in_kernel(seed: DeviceArray) -> DeviceArray:
-    """CUDA's seed argument: the device array itself, which each thread reads as
-    ``seed[0]`` when the kernel runs (so a replayed graph sees each step's staged seed)."""
+#: a seed passed with the launch: the host's value in a 1-tuple, read as ``seed[0]`` too
+SEED_VALUE_TYPE = numba.types.UniTuple(numba.uint64, 1)
+
+
+def seed_in_kernel(seed: DeviceArray | tuple[Any]) -> DeviceArray | tuple[Any]:
+    """CUDA's seed argument, as :meth:`Device.stage <numlayers.devices.Device.stage>` gave
+    it: a 1-tuple holding the host's value (an eager step: passed with the launch, no
+    copy), or the device array that a recorded graph refills before each replay, which
+    each thread reads as ``seed[0]`` when the kernel runs."""
     return seed
 
 
@@ -240,11 +246,28 @@ def dropout_operations(dtype: np.dtype, cuda: CudaKernels | None) -> dict[str, A
     scalar = numba.from_dtype(dtype)
     vector = scalar[::1]
     seed_and_threshold = (SEED_TYPE, numba.int64)
-    apply_mask = device_index_loop(
-        cuda, dropout_element, (vector, *seed_and_threshold, scalar, scalar, vector), cost=HASH_COST
+
+    def seeded_loop(body: Any, argtypes: tuple[Any, ...], cost: float) -> Any:
+        """``body``'s loop; on CUDA two kernels, for a seed given as a value or as a
+        device array (:func:`seed_in_kernel`), launched by the seed's form."""
+        on_array = device_index_loop(cuda, body, argtypes, cost=cost)
+        if cuda is None:
+            return on_array
+        position = argtypes.index(SEED_TYPE)
+        value_types = (*argtypes[:position], SEED_VALUE_TYPE, *argtypes[position + 1 :])
+        on_value = cuda.index_loop(body, value_types, name=f"{body.__name__}_seed_value_kernel")
+
+        def launch(count: int, *arguments: Any) -> None:
+            seeded = on_value if isinstance(arguments[position], tuple) else on_array
+            seeded(count, *arguments)
+
+        return launch
+
+    apply_mask = seeded_loop(
+        dropout_element, (vector, *seed_and_threshold, scalar, scalar, vector), HASH_COST
     )
-    write_mask = device_index_loop(
-        cuda, dropout_mask_element, (*seed_and_threshold, scalar, scalar, vector), cost=HASH_COST
+    write_mask = seeded_loop(
+        dropout_mask_element, (*seed_and_threshold, scalar, scalar, vector), HASH_COST
     )
 
     def dropout_forward(
@@ -279,17 +302,13 @@ def dropout_operations(dtype: np.dtype, cuda: CudaKernels | None) -> dict[str, A
     constants = normal_constants(dtype)
     taylor = cos_taylor(dtype)
     constants_types = (numba.typeof(constants), numba.typeof(taylor))
-    add_noise = device_index_loop(
-        cuda,
-        gaussian_noise_element,
-        (vector, SEED_TYPE, scalar, *constants_types, vector),
-        cost=NORMAL_COST,
+    add_noise = seeded_loop(
+        gaussian_noise_element, (vector, SEED_TYPE, scalar, *constants_types, vector), NORMAL_COST
     )
-    multiply_noise = device_index_loop(
-        cuda,
+    multiply_noise = seeded_loop(
         gaussian_dropout_element,
         (vector, SEED_TYPE, scalar, scalar, *constants_types, vector),
-        cost=NORMAL_COST,
+        NORMAL_COST,
     )
 
     def gaussian_noise_forward(x: Any, seed: DeviceArray, sigma: float, out: Any) -> None:

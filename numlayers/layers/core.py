@@ -31,13 +31,13 @@ def _seed_config(seed: Any) -> Any:
 
 
 def _staged_seed(layer: Layer, slot: str, generator: Any) -> Any:
-    """A new seed for the dropout kernels, in ``layer``'s one-element uint64 buffer
-    ``slot`` (of the current use and train flag, so a later pass of another use or flag
-    leaves it alone), drawn from ``generator`` (None: the global one) by the producer
-    given to ``Device.stage``: a step replayed as a CUDA graph draws a new one each time."""
+    """A new seed for the dropout kernels, drawn from ``generator`` (None: the global one)
+    by the producer given to ``Device.stage``, in the form the kernels take (its doc):
+    ``layer``'s one-element uint64 buffer ``slot`` (of the current use and train flag, so
+    a later pass of another use or flag leaves it alone) where a step is recorded as a
+    CUDA graph, which draws a new seed at each replay."""
     seed = layer.buffer(slot, (1,), np.uint64)
-    layer.device.stage(seed, lambda: np.array([draw_seed(generator)], np.uint64))
-    return seed
+    return layer.device.stage(seed, lambda: np.array([draw_seed(generator)], np.uint64))
 
 
 def _checked_init(init: Any, owner: str) -> Any:
