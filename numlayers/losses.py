@@ -40,26 +40,31 @@ class Loss:
     def __repr__(self) -> str:
         return f"<Loss {self.name}>"
 
-    def forward(self, kernels: Any, y_true: Any, y_pred: Any, loss_rows: Any) -> None:
-        getattr(kernels, f"{self.name}_forward")(y_true, y_pred, loss_rows)
+    def forward(
+        self, kernels: Any, y_true: Any, y_pred: Any, loss_rows: Any, fused: bool = False
+    ) -> None:
+        """The loss of each row into ``loss_rows``; with ``fused``, of the fused softmax
+        form, ``y_pred`` being the logits."""
+        self._operation(kernels, "forward", fused)(y_true, y_pred, loss_rows)
 
     def forward_backward(
-        self, kernels: Any, y_true: Any, y_pred: Any, row_scale: Any, loss_rows: Any, grad: Any
+        self,
+        kernels: Any,
+        y_true: Any,
+        y_pred: Any,
+        row_scale: Any,
+        loss_rows: Any,
+        grad: Any,
+        fused: bool = False,
     ) -> None:
         """The loss rows and ``grad = row_scale * d loss_rows / d y_pred`` in one operation
-        (a training step's)."""
-        getattr(kernels, f"{self.name}_forward_backward")(
+        (a training step's); ``fused`` as for :meth:`forward`."""
+        self._operation(kernels, "forward_backward", fused)(
             y_true, y_pred, row_scale, loss_rows, grad
         )
 
-    def fused_forward(self, kernels: Any, y_true: Any, logits: Any, loss_rows: Any) -> None:
-        getattr(kernels, f"{self.fused_name}_forward")(y_true, logits, loss_rows)
-
-    def fused_forward_backward(
-        self, kernels: Any, y_true: Any, logits: Any, row_scale: Any, loss_rows: Any, grad: Any
-    ) -> None:
-        operation = getattr(kernels, f"{self.fused_name}_forward_backward")
-        operation(y_true, logits, row_scale, loss_rows, grad)
+    def _operation(self, kernels: Any, suffix: str, fused: bool) -> Any:
+        return getattr(kernels, f"{self.fused_name if fused else self.name}_{suffix}")
 
     def target_shape(self, output_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape targets must have for outputs of ``output_shape``."""

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from numlayers.devices import Device, get_device
-from numlayers.kernels.optimizers import SCHEDULES, STEP_SETTINGS, advance_step_scalars
+from numlayers.kernels.optimizers import SCHEDULES, STEP_SETTINGS
 
 #: the length of the device vector of per-step scalars each update kernel reads
 STEP_SCALARS = 4
@@ -178,14 +178,6 @@ class Optimizer:
             *map(float, parameters),
             float(self.iterations),
         )
-
-    def step_scalars(self) -> list[float]:
-        """This step's scalars as the device makes them (learning rate first, then the
-        rule's hyperparameters), from the host's values: what the next update will use."""
-        settings = np.array(self.settings(), np.float64)
-        scalars = np.zeros(STEP_SCALARS, np.float64)
-        advance_step_scalars(settings, SCHEDULES[self.schedule], scalars)
-        return [float(value) for value in scalars]
 
     def rule_hyperparameters(self) -> list[float]:
         """The hyperparameters the rule's kernel takes after the learning rate."""

@@ -420,26 +420,23 @@ class Model:
             true_rows = target.reshape(rows) if head.loss.sparse else target.reshape(rows, columns)
             loss_scale, metric_scale = self._row_scales(head, shape, weight, with_grads)
             loss_rows = head.buffer("loss_rows", (rows,))
-            # the loss's gradient comes from the same operation (one pass over the rows)
-            grad = head.buffer("grad", shape) if with_grads else None
             loss_input = pred_rows
-            if head.fused:
+            if head.fused:  # the softmax's logits
                 loss_input = head.layer.preactivation().reshape(rows, columns)
-            if grad is not None:
-                grad_rows = grad.reshape(rows, columns)
-                if head.fused:
-                    head.loss.fused_forward_backward(
-                        kernels, true_rows, loss_input, loss_scale, loss_rows, grad_rows
-                    )
-                else:
-                    head.loss.forward_backward(
-                        kernels, true_rows, loss_input, loss_scale, loss_rows, grad_rows
-                    )
+            if with_grads:  # the gradient comes from the same operation (one pass)
+                grad = head.buffer("grad", shape)
+                head.loss.forward_backward(
+                    kernels,
+                    true_rows,
+                    loss_input,
+                    loss_scale,
+                    loss_rows,
+                    grad.reshape(rows, columns),
+                    head.fused,
+                )
                 grads.append(grad)
-            elif head.fused:
-                head.loss.fused_forward(kernels, true_rows, loss_input, loss_rows)
             else:
-                head.loss.forward(kernels, true_rows, loss_input, loss_rows)
+                head.loss.forward(kernels, true_rows, loss_input, loss_rows, head.fused)
             kernels.weighted_sum(loss_rows, loss_scale, self._scalar_views[slot])
             slot += 1
             for _metric in head.metrics:

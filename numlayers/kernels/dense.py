@@ -73,7 +73,7 @@ def dense_operations(
     """The dense operations (module doc) from a device's :mod:`~numlayers.kernels.matmul`
     operations, its ``column_sums(x, out)`` and its activation operations; with
     ``one_call`` (the CPU), small layers run each pass as one call; with
-    ``activated_product`` (CUDA's :func:`~numlayers.kernels.matmul.activation_gemm_launcher`),
+    ``activated_product`` (CUDA's :func:`~numlayers.kernels.matmul.gemm_launcher`),
     the forward pass of an elementwise activation is one product that activates too."""
     matmul = matmul_operations["matmul"]
     matmul_transpose_a = matmul_operations["matmul_transpose_a"]
@@ -236,7 +236,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         matmul.build_cuda(dtype, cuda_api),
         sum_rows_launcher(cuda_api, dtype),
         activations.build_cuda(dtype, cuda_api),
-        activated_product=matmul.activation_gemm_launcher(cuda_api, dtype),
+        activated_product=matmul.gemm_launcher(cuda_api, dtype, False, False),
     )
 
 

@@ -27,7 +27,7 @@ patch elements from the image (implicit GEMM) and stores that add the bias per f
 or accumulate split-K slices atomically; they use :data:`DEFAULT_TILING` (a loader and
 its product must be made with the same tiling).
 
-A product may end with an elementwise activation (:func:`activation_gemm_launcher`,
+A product may end with an elementwise activation (:func:`gemm_launcher`'s ``activated``,
 what a Dense layer's forward pass runs): each result is stored, and its activation
 (:func:`~numlayers.kernels.activations.apply_activation`, chosen by a run-time code)
 stored beside it, so the layer's forward pass is one launch, not a product and an
@@ -660,55 +660,48 @@ def bias_broadcaster(cuda_api: Any, dtype: np.dtype) -> Any:
 
 @functools.cache
 def gemm_launcher(cuda_api: Any, dtype: np.dtype, transpose_a: bool, transpose_b: bool) -> Any:
-    """Return ``launch(a, b, bias, out)`` running the tiled GEMM over ``out``, with the
-    tiling :func:`pick_tiling` picks for its shape, its depth cut into slices when its
-    tiles cannot fill the GPU (:func:`depth_splits`).
+    """Return ``launch(a, b, bias, out, activated=None, code=0) -> bool`` running the tiled
+    GEMM over ``out``, with the tiling :func:`pick_tiling` picks for its shape, its depth
+    cut into slices when its tiles cannot fill the GPU (:func:`depth_splits`).
 
-    Cached, so every family that multiplies matrices shares the compiled kernels.
+    With ``activated`` (no transposes only), ``activated`` also gets ``out``'s elementwise
+    activation of ``code`` (:data:`~numlayers.kernels.activations.ELEMENTWISE_CODES`), in
+    the same launch. A large product goes through cuBLAS where it is there; with
+    ``activated`` that one returns False, with nothing done, and the caller multiplies and
+    activates apart. Cached, so every family that multiplies matrices shares the
+    compiled kernels.
     """
     tilings = GEMM_TILINGS[np.dtype(dtype)]
     launchers = {
         tiling: gemm_kernel(cuda_api, dtype, transpose_a, transpose_b, tiling) for tiling in tilings
     }
+    # the activation epilogue's kernels (built here, so that the PTX check sees them)
+    activating = (
+        {}
+        if transpose_a or transpose_b
+        else {tiling: activation_gemm_kernel(cuda_api, dtype, tiling) for tiling in tilings}
+    )
     split = split_gemm_launcher(cuda_api, dtype, transpose_a, transpose_b)
     large = large_product_launcher(
         cuda_api, transpose_a, transpose_b, bias_broadcaster(cuda_api, dtype)
     )
 
-    def launch(a: Any, b: Any, bias: Any, out: Any) -> None:
-        if large(a, b, bias, out):  # through cuBLAS (nvmath-python installed, on a GPU)
-            return
+    def launch(a: Any, b: Any, bias: Any, out: Any, activated: Any = None, code: int = 0) -> bool:
         rows, cols = out.shape
         depth = a.shape[0] if transpose_a else a.shape[1]
-        splits = depth_splits(rows, cols, depth) if out.size > 0 else 1
-        if splits > 1:
-            split(a, b, bias, out, splits)
-        else:
-            launchers[pick_tiling(rows, cols, tilings)](a, b, bias, out)
-
-    return launch
-
-
-@functools.cache
-def activation_gemm_launcher(cuda_api: Any, dtype: np.dtype) -> Any:
-    """Return ``launch(a, b, bias, out, activated, code) -> bool``: ``out = a @ b + bias``
-    and ``activated`` its elementwise activation of ``code``
-    (:data:`~numlayers.kernels.activations.ELEMENTWISE_CODES`) in one launch, by the same
-    choice of kernel as :func:`gemm_launcher`. False, with nothing done, for a product
-    that goes through cuBLAS: the caller then multiplies and activates apart."""
-    tilings = GEMM_TILINGS[np.dtype(dtype)]
-    launchers = {tiling: activation_gemm_kernel(cuda_api, dtype, tiling) for tiling in tilings}
-    split = split_gemm_launcher(cuda_api, dtype, False, False)
-
-    def launch(a: Any, b: Any, bias: Any, out: Any, activated: Any, code: int) -> bool:
-        rows, cols = out.shape
-        if goes_through_cublas(cuda_api, rows, cols, a.shape[1]):
+        if activated is None:
+            if large(a, b, bias, out):  # through cuBLAS (nvmath-python installed, on a GPU)
+                return True
+        elif goes_through_cublas(cuda_api, rows, cols, depth):
             return False
-        splits = depth_splits(rows, cols, a.shape[1]) if out.size > 0 else 1
+        splits = depth_splits(rows, cols, depth) if out.size > 0 else 1
+        tiling = pick_tiling(rows, cols, tilings)
         if splits > 1:
             split(a, b, bias, out, splits, activated, code)
+        elif activated is None:
+            launchers[tiling](a, b, bias, out)
         else:
-            launchers[pick_tiling(rows, cols, tilings)](a, b, bias, out, activated, code)
+            activating[tiling](a, b, bias, out, activated, code)
         return True
 
     return launch

@@ -149,7 +149,7 @@ def test_products_too_small_to_fill_the_gpu_are_cut_along_their_depth(transposes
 
 @pytest.mark.parametrize("cut", [False, True], ids=["tiles", "depth_slices"])
 def test_the_activation_epilogue_stores_the_product_and_its_activation(cut):
-    """``activation_gemm_launcher``: ``z = a @ b + bias`` and ``tanh(z)`` in one launch,
+    """``gemm_launcher`` with ``activated``: ``z = a @ b + bias`` and ``tanh(z)`` in one launch,
     whether the product's tiles or its depth slices finish it."""
     dtype = np.dtype(np.float32)
     device = get_device("cuda")
@@ -159,7 +159,7 @@ def test_the_activation_epilogue_stores_the_product_and_its_activation(cut):
     assert (matmul.depth_splits(rows, cols, depth) > 1) == cut
     _, _, a, b, product = product_case("nn", rows, cols, depth)
     bias = random((cols,), dtype)
-    launch = matmul.activation_gemm_launcher(device.cuda, dtype)
+    launch = matmul.gemm_launcher(device.cuda, dtype, False, False)
     z, y = device.empty((rows, cols), dtype), device.empty((rows, cols), dtype)
     operands = device.asarray(a), device.asarray(b), device.asarray(bias)
     with cuda_activity() as activity:
