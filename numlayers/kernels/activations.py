@@ -412,12 +412,21 @@ def power_of_two_for(k: CpuMath) -> Callable[..., Any]:
     return power_of_two_float32 if isinstance(k.one, np.float32) else power_of_two_float64
 
 
+#: the ``njit`` options of a helper that only compiled code calls: no wrappers for calls
+#: from Python (building them was a fifth of such a helper's compile time)
+HELPER_OPTIONS: dict[str, Any] = {
+    "error_model": "numpy",
+    "no_cpython_wrapper": True,
+    "no_cfunc_wrapper": True,
+}
+
+
 def overload_per_dtype(function: Callable[..., Any]) -> Callable[[Callable[..., Any]], Any]:
     """Decorator: ``make(k)`` returns ``function``'s implementation for the :class:`CpuMath`
     ``k`` of the argument's type; the overload serves float32 and float64 arguments."""
 
     def register(make: Callable[[CpuMath], Callable[..., Any]]) -> Any:
-        @overload(function)
+        @overload(function, jit_options=HELPER_OPTIONS)
         def typed(x):
             k = CPU_MATH.get(x)
             return None if k is None else make(k)
@@ -484,15 +493,6 @@ def larger(a, b):
 # lets them vectorise) and the loops around the exponentials use no flags. A max
 # reduction does not vectorise without flags that assume no NaNs, so row_max takes a
 # tree over each eight elements instead, which runs as fast as NumPy's SIMD max.
-
-
-#: the ``njit`` options of a helper that only compiled code calls: no wrappers for calls
-#: from Python (building them was a fifth of such a helper's compile time)
-HELPER_OPTIONS: dict[str, Any] = {
-    "error_model": "numpy",
-    "no_cpython_wrapper": True,
-    "no_cfunc_wrapper": True,
-}
 
 
 @njit(fastmath={"reassoc"}, **HELPER_OPTIONS)

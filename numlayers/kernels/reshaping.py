@@ -166,9 +166,13 @@ def permute_tiles(x, out, out_shape, source_strides):
             for i in range(first, last):
                 target = (row0 + i * inner_rows) * row_length
                 source = source0 + i * tile_step
-                if row_stride == 1:  # a loop of its own, which LLVM vectorises
-                    for j in range(column, end):
-                        out[target + j] = x[source + j]
+                if row_stride == 1:
+                    # a loop of its own over unsigned offsets, which LLVM vectorises
+                    # (with signed ones, the negative-index checks kept it scalar:
+                    # eight times slower)
+                    out_row, x_row = np.uint64(target + column), np.uint64(source + column)
+                    for j in range(np.uint64(end - column)):
+                        out[out_row + j] = x[x_row + j]
                 else:
                     for j in range(column, end):
                         out[target + j] = x[source + j * row_stride]

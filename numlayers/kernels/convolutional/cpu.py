@@ -61,16 +61,35 @@ def valid_range(start, step, size, outputs):
 @cpu_inline
 def move_line(x, source, step, patches, target, count, scatter):
     """``patches[target + o] = x[source + o * step]`` for ``o < count``, or with
-    ``scatter`` ``x[source + o * step] += patches[target + o]`` (flat arrays)."""
+    ``scatter`` ``x[source + o * step] += patches[target + o]`` (flat arrays, offsets
+    at least 0: they are taken unsigned, which lets LLVM vectorise the loops)."""
+    source, target, step = np.uint64(source), np.uint64(target), np.uint64(step)
     if scatter:
-        for o in range(count):
+        for o in range(np.uint64(count)):
             x[source + o * step] += patches[target + o]
     elif step == 1:  # a contiguous copy, which vectorises
-        for o in range(count):
+        for o in range(np.uint64(count)):
             patches[target + o] = x[source + o]
     else:
-        for o in range(count):
+        for o in range(np.uint64(count)):
             patches[target + o] = x[source + o * step]
+
+
+@cpu_inline
+def move_tap(x, pixel, patches, first, step, count, scatter):
+    """``patches[first + c * step] = x[pixel + c]`` for ``c < count`` (the channels of
+    one tap of a channels-last patch), or with ``scatter`` ``x[pixel + c] +=`` them;
+    offsets unsigned, as in :func:`move_line`."""
+    pixel, first, step = np.uint64(pixel), np.uint64(first), np.uint64(step)
+    if scatter:
+        for c in range(np.uint64(count)):
+            x[pixel + c] += patches[first + c * step]
+    elif step == 1:
+        for c in range(np.uint64(count)):
+            patches[first + c] = x[pixel + c]
+    else:
+        for c in range(np.uint64(count)):
+            patches[first + c * step] = x[pixel + c]
 
 
 @cpu_inline
@@ -128,18 +147,10 @@ def move_channels_last(x, flat, offset, g, scatter):
                     step = patch_index(1, kr, kc, g) - patch_index(0, kr, kc, g)
                     if 0 <= i < rows and 0 <= j < cols:
                         pixel = (i * cols + j) * channels
-                        if scatter:
-                            for c in range(channels):
-                                flat_x[pixel + c] += flat[first + c * step]
-                        elif step == 1:
-                            for c in range(channels):
-                                flat[first + c] = flat_x[pixel + c]
-                        else:
-                            for c in range(channels):
-                                flat[first + c * step] = flat_x[pixel + c]
+                        move_tap(flat_x, pixel, flat, first, step, channels, scatter)
                     elif not scatter:
-                        for c in range(channels):
-                            flat[first + c * step] = zero
+                        for c in range(np.uint64(channels)):
+                            flat[np.uint64(first) + c * np.uint64(step)] = zero
 
 
 def _move_patches(x, flat, g, channels_first, scatter):
