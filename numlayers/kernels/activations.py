@@ -53,6 +53,7 @@ from numba.extending import overload
 
 from numlayers.kernels.toolkit import (
     DEVICE_SUBSTITUTES,
+    HELPER_OPTIONS,
     CpuLoop,
     CudaKernels,
     DeviceArray,
@@ -410,15 +411,6 @@ def log1p_unit(x):
 def power_of_two_for(k: CpuMath) -> Callable[..., Any]:
     """The ``2 ** n`` helper of ``k``'s dtype."""
     return power_of_two_float32 if isinstance(k.one, np.float32) else power_of_two_float64
-
-
-#: the ``njit`` options of a helper that only compiled code calls: no wrappers for calls
-#: from Python (building them was a fifth of such a helper's compile time)
-HELPER_OPTIONS: dict[str, Any] = {
-    "error_model": "numpy",
-    "no_cpython_wrapper": True,
-    "no_cfunc_wrapper": True,
-}
 
 
 def overload_per_dtype(function: Callable[..., Any]) -> Callable[[Callable[..., Any]], Any]:
