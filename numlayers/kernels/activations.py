@@ -49,7 +49,6 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from numba import njit, prange, types
-from numba.extending import overload
 
 from numlayers.kernels.toolkit import (
     DEVICE_SUBSTITUTES,
@@ -65,6 +64,7 @@ from numlayers.kernels.toolkit import (
     cpu_inline_early,
     elementwise_operations,
     launch_size,
+    overload_helper,
 )
 
 #: ``numba.cuda``, bound by :func:`bind_cuda` (softmax's kernels see it as a module global)
@@ -418,7 +418,7 @@ def overload_per_dtype(function: Callable[..., Any]) -> Callable[[Callable[..., 
     ``k`` of the argument's type; the overload serves float32 and float64 arguments."""
 
     def register(make: Callable[[CpuMath], Callable[..., Any]]) -> Any:
-        @overload(function, jit_options=HELPER_OPTIONS)
+        @overload_helper(function)
         def typed(x):
             k = CPU_MATH.get(x)
             return None if k is None else make(k)

@@ -49,9 +49,9 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
-from numba.extending import get_cython_function_address, intrinsic, overload
+from numba.extending import get_cython_function_address, intrinsic
 
-from numlayers.kernels.toolkit import HELPER_OPTIONS, KERNEL_OPTIONS
+from numlayers.kernels.toolkit import KERNEL_OPTIONS, overload_helper
 
 
 def load_numba_array_functions_without_scipy() -> None:
@@ -310,7 +310,7 @@ def require_contiguous_rows(a, b, out):
     raise NotImplementedError("require_contiguous_rows is called from compiled code")
 
 
-@overload(require_contiguous_rows, jit_options=HELPER_OPTIONS)
+@overload_helper(require_contiguous_rows)
 def _typed_require_contiguous_rows(a, b, out):
     """Nothing to check where every operand's type is C-contiguous (what the layers
     pass); otherwise a check of the strides. A helper compiled once per signature,

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple, Protocol, TypeAlias
 import numba
 import numpy as np
 from numba import njit, prange
-from numba.extending import register_jitable
+from numba.extending import overload, register_jitable
 
 from numlayers.devices import CUDA_ACTIVITY, active_capture, simulator_enabled
 
@@ -108,6 +108,13 @@ HELPER_OPTIONS: dict[str, Any] = {
     "no_cpython_wrapper": True,
     "no_cfunc_wrapper": True,
 }
+
+
+def overload_helper(function: Callable[..., Any]) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.extending.overload`` of ``function`` whose typed implementations compile
+    with :data:`HELPER_OPTIONS`."""
+    # Numba's stubs type jit_options as a TypedDict without the wrapper flags
+    return overload(function, jit_options=HELPER_OPTIONS)  # type: ignore[arg-type]
 
 
 def compile_cpu(template: Any, name: str, parallel: bool = False, **options: Any) -> Any:
@@ -796,6 +803,7 @@ def elementwise_operations(
 
 __all__ = [
     "BLOCK_SIZE",
+    "HELPER_OPTIONS",
     "KERNEL_OPTIONS",
     "PARALLEL_MIN_WORK",
     "SIMULATOR",
@@ -821,5 +829,6 @@ __all__ = [
     "generated_index_loop",
     "inline_index_loop_source",
     "launch_size",
+    "overload_helper",
     "use_parallel",
 ]
