@@ -482,9 +482,7 @@ def larger(a, b):
 
 # Row reductions of the CPU softmax. Numba passes a caller's fastmath flags on to
 # what it inlines, so the sums are compiled on their own with reassociation (which
-# lets them vectorise) and the loops around the exponentials use no flags. A max
-# reduction does not vectorise without flags that assume no NaNs, so row_max takes a
-# tree over each eight elements instead, which runs as fast as NumPy's SIMD max.
+# lets them vectorise) and the loops around the exponentials use no flags.
 
 
 @njit(fastmath={"reassoc"}, **HELPER_OPTIONS)
@@ -503,11 +501,12 @@ def row_dot(a, b):
     return total
 
 
-@njit(**HELPER_OPTIONS)
+@cpu_inline_early
 def row_max(row):
     """The largest element of ``row`` (a plain scan: the 8-wide comparison tree it
     replaced was faster on rows of hundreds of classes, but took 0.3 to 0.5 s longer
-    to compile, a tenth of the digits example's first batch)."""
+    to compile, a tenth of the digits example's first batch; inlined, as compiling
+    even this loop on its own cost 0.1 s)."""
     largest = row[0]
     for j in range(1, row.shape[0]):
         if row[j] > largest:
