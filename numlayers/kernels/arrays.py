@@ -27,6 +27,7 @@ from numlayers.kernels.toolkit import (
     KERNEL_OPTIONS,
     CudaKernels,
     DeviceArray,
+    cpu_inline,
     cpu_inline_early,
     cuda_kernels,
     device_index_loop,
@@ -58,7 +59,9 @@ def scale_add_into_element(index, x, alpha, out):
     out[index] += alpha * x[index]
 
 
+@cpu_inline
 def sum_column(column, x, zero, out):
+    """``out[column]`` = the sum of column ``column`` of the 2-D ``x`` (from ``zero``)."""
     total = zero
     for row in range(x.shape[0]):
         total += x[row, column]

@@ -88,18 +88,20 @@ def inverse_axes(axes: Sequence[int]) -> tuple[int, ...]:
 
 
 @cpu_inline
-def source_offset(position, out_shape, source_strides):
-    """Offset in the input of flat output element ``position`` (all int64)."""
+def strided_offset(index, shape, strides):
+    """Offset in a strided source of flat element ``index`` of an array of ``shape``
+    (``strides[axis]``: the source's step, in elements, along each axis of ``shape``;
+    0 where the source is broadcast). Reads a permuted array or a broadcast input."""
     offset = 0
-    for axis in range(out_shape.shape[0] - 1, -1, -1):
-        extent = out_shape[axis]
-        offset += (position % extent) * source_strides[axis]
-        position //= extent
+    for axis in range(shape.shape[0] - 1, -1, -1):
+        extent = shape[axis]
+        offset += (index % extent) * strides[axis]
+        index //= extent
     return offset
 
 
 def permute_element(index, x, out_shape, source_strides, out):
-    out[index] = x[source_offset(index, out_shape, source_strides)]
+    out[index] = x[strided_offset(index, out_shape, source_strides)]
 
 
 @cpu_inline
@@ -159,8 +161,8 @@ def permute_tiles(x, out, out_shape, source_strides):
         first = (task % row_tiles) * TILE
         last = min(first + TILE, tile_extent)
         row0 = (group // inner_rows) * tile_extent * inner_rows + group % inner_rows
-        # the divisions of source_offset are paid once per tile, not per element
-        source0 = source_offset(row0 * row_length, out_shape, source_strides)
+        # the divisions of strided_offset are paid once per tile, not per element
+        source0 = strided_offset(row0 * row_length, out_shape, source_strides)
         for column in range(0, row_length, column_tile):
             end = min(column + column_tile, row_length)
             for i in range(first, last):

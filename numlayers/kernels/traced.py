@@ -19,8 +19,9 @@ Operations (both devices; arrays are flat and C-contiguous, outputs overwritten)
   ``(outer, length, inner)`` (from the end when ``reverse``).
 
 A fused body reads each input at the element's index, or, for an input broadcast to the
-group's shape, at :func:`broadcast_offset` of it; every constant in it is an argument or
-a captured scalar of the dtype, so float32 kernels do no float64 arithmetic.
+group's shape, at :func:`~numlayers.kernels.reshaping.strided_offset` of it; every constant
+in it is an argument or a captured scalar of the dtype, so float32 kernels do no float64
+arithmetic.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ import numpy as np
 from numba import float32
 from numba.extending import register_jitable
 
+from numlayers.kernels import reshaping
+from numlayers.kernels.blas import source_digest
+from numlayers.kernels.reshaping import strided_offset
 from numlayers.kernels.toolkit import (
     CudaKernels,
     DeviceArray,
@@ -44,6 +48,11 @@ from numlayers.kernels.toolkit import (
     generated_index_loop,
 )
 
+#: The fused loops are filed under this module, which Numba's cache watches; the digest
+#: of the other file whose code they inline goes into their names, so that an edit
+#: there compiles them afresh.
+HELPERS_DIGEST = source_digest(reshaping.__file__)
+
 #: the work of one element of a reduction or scan, per element of its axis (toolkit units)
 REDUCE_COST = 1.0
 #: the work of one gathered element (an indexed read) and of a fused operation
@@ -51,17 +60,6 @@ GATHER_COST = 2.0
 FUSED_OPERATION_COST = 1.0
 #: transcendental operations cost about this many multiply-adds each
 TRANSCENDENTAL_COST = 8.0
-
-
-@cpu_inline
-def broadcast_offset(index, shape, strides):
-    """Offset in a broadcast input of flat element ``index`` of an array of ``shape``."""
-    offset = 0
-    for axis in range(shape.shape[0] - 1, -1, -1):
-        extent = shape[axis]
-        offset += (index % extent) * strides[axis]
-        index //= extent
-    return offset
 
 
 @cpu_inline
@@ -337,7 +335,7 @@ def fused_source(
     outputs = [f"out{k}" for k in range(len(stored))]
     lines = []
     for k, is_direct in enumerate(direct):
-        where = "index" if is_direct else f"broadcast_offset(index, shape, strides{k})"
+        where = "index" if is_direct else f"strided_offset(index, shape, strides{k})"
         lines.append(f"    v_a{k} = a{k}[{where}]")
     for k, (op, operands) in enumerate(statements):
         names = [f"v_{name}" if name[0] in "at" else name for name in operands]
@@ -346,7 +344,7 @@ def fused_source(
         lines.append(f"    out{k}[index] = {'v_' + name if name[0] in 'at' else name}")
     arguments = ", ".join(["index", "shape", *inputs, *strides, *scalars, *outputs])
     body = "\n".join(lines)
-    digest = hashlib.sha1(f"{arguments}\n{body}".encode()).hexdigest()[:16]
+    digest = hashlib.sha1(f"{HELPERS_DIGEST}\n{arguments}\n{body}".encode()).hexdigest()[:16]
     name = f"fused_{digest}_element"
     kinds = ("index",) + ("array",) * len(inputs) + ("index",) * len(strides)
     kinds += ("scalar",) * scalar_count + ("array",) * len(outputs)
@@ -382,7 +380,7 @@ def fused_builder(dtype: np.dtype, cuda: CudaKernels | None) -> Callable[..., An
     }
     globals_ = {
         "math": math,
-        "broadcast_offset": broadcast_offset,
+        "strided_offset": strided_offset,
         "choose": choose,
         "larger": larger,
         "smaller": smaller,
@@ -395,7 +393,7 @@ def fused_builder(dtype: np.dtype, cuda: CudaKernels | None) -> Callable[..., An
         if loop is None:
             argtypes = [_argtype(cuda, kind) for kind in kinds] if cuda is not None else []
             loop = loops[source] = generated_index_loop(
-                source, name, broadcast_offset, captured, globals_, cuda, argtypes,
+                source, name, choose, captured, globals_, cuda, argtypes,
                 cost=fused_cost(source),
             )  # fmt: skip
         return loop

@@ -8,8 +8,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import prange
 
-from numlayers.kernels import activations, blas
+from numlayers.kernels import activations, arrays, blas
 from numlayers.kernels.activations import ELEMENTWISE_FUNCTIONS, constants_for, row_sum
+from numlayers.kernels.arrays import sum_column
 from numlayers.kernels.blas import gemm, product, source_digest
 from numlayers.kernels.convolutional import geometry
 from numlayers.kernels.convolutional.geometry import (
@@ -36,7 +37,9 @@ from numlayers.kernels.toolkit import CpuLoop, compile_cpu, cpu_inline, use_para
 
 #: the compiled CPU loops inline geometry.py's helpers and activations.py's formulas
 #: and call blas.py: their cached names change with any of those files
-DIGEST = source_digest(__file__, geometry.__file__, blas.__file__, activations.__file__)
+DIGEST = source_digest(
+    __file__, geometry.__file__, blas.__file__, activations.__file__, arrays.__file__
+)
 
 # ------------------------------------------------------------------ CPU
 #
@@ -645,10 +648,7 @@ def add_block_sums(sums, grad_bias, zero):
     """``grad_bias`` = the sums of the threads' blocks (left alone when of length 0)."""
     if grad_bias.shape[0] > 0:
         for f in range(sums.shape[1]):
-            total = zero
-            for block in range(sums.shape[0]):
-                total += sums[block, f]
-            grad_bias[f] = total
+            sum_column(f, sums, zero, grad_bias)
 
 
 @cpu_inline
