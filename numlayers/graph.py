@@ -115,6 +115,9 @@ class Graph(Model):
         self._consumers: dict[int, int] = {}
         self._complete_at: tuple[int, int, int] | None = None  # sizes when last found complete
         self._needed: list[Layer] = []  # the layers outputs depend on, in topological order
+        # (layer, its single parent or None, the parent's position in _needed or -1)
+        self._forward_plan: list[tuple[Layer, Layer | None, int]] = []
+        self._output_positions: list[int] = []  # each output's position in _needed
         #: the reverse pass, with or without the gradients of the inputs
         self._reverse_plans: dict[bool, list[ReverseStep]] = {}
         self._weight_layers: tuple[int, list[Layer]] = (0, [])  # for a graph of this size
@@ -437,6 +440,16 @@ class Graph(Model):
             raise ValueError(f"{self.name}: input(s) {unused} feed no output")
         self._complete_at = sizes
         self._needed = [layer for layer in self._order if id(layer) in used]
+        position = {id(layer): index for index, layer in enumerate(self._needed)}
+        # forward: each needed layer with its single parent and the parent's position
+        # (None for inputs and merges, which fetch their own inputs)
+        self._forward_plan = []
+        for layer in self._needed:
+            parent = None if isinstance(layer, MergeNode) else layer.previous
+            self._forward_plan.append(
+                (layer, parent, -1 if parent is None else position[id(parent)])
+            )
+        self._output_positions = [position[id(self.outputs[name])] for name in self.output_order]
         self._reverse_plans = {
             into_inputs: [
                 self._reverse_step(layer, into_inputs) for layer in reversed(self._needed)
@@ -533,16 +546,15 @@ class Graph(Model):
         # parent's output, mask and token (asking for them would walk back up the
         # graph for every layer); inputs and merges fetch their own.
         self._check_complete()
-        computed: dict[int, tuple[Any, int]] = {}
-        for node in self._needed:
-            parent = None if isinstance(node, MergeNode) else node.previous
+        computed: list[tuple[Any, int]] = []
+        for node, parent, parent_at in self._forward_plan:
             if parent is None:
-                output, token = node.get_output(train), node._token()
+                computed.append((node.get_output(train), node._token()))
             else:
-                x, token = computed[id(parent)]
+                x, token = computed[parent_at]
                 output = node.output_for(x, parent.saved()["output_mask"], token, train)
-            computed[id(node)] = (output, token)
-        return [computed[id(self.outputs[name])][0] for name in self.output_order]
+                computed.append((output, token))
+        return [computed[at][0] for at in self._output_positions]
 
     def backward_outputs(
         self, grads: list[Any], from_preactivation: list[bool], need_input_gradients: bool = False

@@ -482,14 +482,17 @@ class Model:
         """:meth:`_step` on one batch of host arrays: on CUDA, replayed as a CUDA graph
         once its signature was seen twice (see :meth:`_on_device`)."""
         count = len(inputs)
-        key = (
-            train,
-            _signature([*inputs, *targets]),
-            tuple(w is None for w in weights),
-            tuple(sorted(self._reported_metrics)),
-            # clipping is decided in Python: a new clipnorm or clipvalue is a new step
-            (self.optimizer.clipnorm, self.optimizer.clipvalue) if train else None,
-        )
+
+        def key() -> Any:
+            return (
+                train,
+                _signature([*inputs, *targets]),
+                tuple(w is None for w in weights),
+                tuple(sorted(self._reported_metrics)),
+                # clipping is decided in Python: a new clipnorm or clipvalue is a new step
+                (self.optimizer.clipnorm, self.optimizer.clipvalue) if train else None,
+            )
+
         return self._on_device(
             key,
             [*inputs, *targets],
@@ -499,16 +502,24 @@ class Model:
 
     def _predict_step(self, inputs: list[np.ndarray]) -> list[Any]:
         """The outputs (device arrays) of one batch of host inputs, as :meth:`_batch_step`."""
-        key = ("predict", _signature(inputs))
         return self._on_device(
-            key, inputs, lambda arrays: self.forward_outputs(arrays, train=False), False
+            lambda: ("predict", _signature(inputs)),
+            inputs,
+            lambda arrays: self.forward_outputs(arrays, train=False),
+            False,
         )
 
     def _on_device(
-        self, key: Any, batch: list[np.ndarray], step: Callable[[list[Any]], Any], train: bool
+        self,
+        key: Callable[[], Any],
+        batch: list[np.ndarray],
+        step: Callable[[list[Any]], Any],
+        train: bool,
     ) -> Any:
         """``step`` on the device copies of ``batch``: through the model's CUDA graphs
-        (:class:`~numlayers.cuda_graphs.StepGraphs`) where they are on, else eagerly."""
+        (:class:`~numlayers.cuda_graphs.StepGraphs`) where they are on, else eagerly.
+        ``key()`` is the step's signature, which a graph is recorded for (made only
+        there: the CPU step does not pay for it)."""
         if self.device.name != "cuda" or not self._graphs_wanted():
             return step([self.device.asarray(array) for array in batch])
         layers = self.all_layers()
@@ -516,7 +527,7 @@ class Model:
         if train:
             guards.append(self.optimizer.persistent_state())
         graphs = self.__dict__.setdefault("step_graphs", StepGraphs())  # predict needs no compile
-        return graphs.run(self.device, key, guards, batch, step)
+        return graphs.run(self.device, key(), guards, batch, step)
 
     def _graphs_wanted(self) -> bool:
         return getattr(self, "cuda_graphs", True) and enabled_by_environment()
