@@ -15,6 +15,8 @@ installed (a dependency on x86-64); otherwise scipy's (the OpenBLAS behind Numba
 own ``np.dot``), set to one thread. ``NUMLAYERS_BLAS=scipy`` picks scipy's even
 with MKL present. Products of a 784-1024-1024-10 training step ran 10 to 30 %
 faster through MKL than through OpenBLAS, split the same way, on 2 AVX-512 cores.
+Beside MKL, products of 2 to 15 output columns (:data:`NARROW_COLUMNS`) go to
+scipy's OpenBLAS, on one thread, which MKL trailed there by 3 to 7 times.
 
 One thread pool, not two: numlayers splits its products over Numba's threads and
 the BLAS runs single-threaded inside them. With both pools, BLAS worker threads kept
@@ -141,22 +143,75 @@ def _mkl_runtime() -> ctypes.CDLL | None:
     return None
 
 
-def _bind_blas() -> str:
+#: A product whose block of ``out`` has 2 to ``NARROW_COLUMNS - 1`` columns goes to
+#: the narrow BLAS (:data:`NARROW_BLAS_NAME`). MKL (2026.2, sequential, on the 2-core
+#: AMD machine these were measured on) is slow for such outputs: a 256 x 1024 by
+#: 1024 x 10 float32 product took 610 us against 149 us through scipy's OpenBLAS on
+#: one thread (2 to 14 columns: 3 to 7 times slower; 16 or more: within 20 %, and MKL
+#: ahead from 32; one column: MKL 34 us, OpenBLAS 86). A classifier's last layer is
+#: such a product, forward and weight gradient.
+NARROW_COLUMNS = 16
+
+
+def _scipy_openblas() -> ctypes.CDLL | None:
+    """The OpenBLAS that scipy's wheels bundle, loaded directly (without importing
+    scipy.linalg: 0.3 s) and set to one thread, as :func:`use_one_blas_thread` sets
+    the fallback (``NUMLAYERS_BLAS_THREADS=keep`` leaves it alone; scipy's own linear
+    algebra shares the setting); None where there is none."""
+    spec = importlib.util.find_spec("scipy")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    libraries = Path(next(iter(spec.submodule_search_locations))).parent / "scipy.libs"
+    for file in sorted(libraries.glob("libscipy_openblas*")) if libraries.is_dir() else []:
+        try:
+            library = ctypes.CDLL(str(file))
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads", "openblas_set_num_threads"):
+            if hasattr(library, name):
+                if os.environ.get("NUMLAYERS_BLAS_THREADS", "") != "keep":
+                    getattr(library, name)(1)
+                return library
+    return None
+
+
+def _routine_address(library: ctypes.CDLL, routine: str) -> int | None:
+    """The address of BLAS ``routine`` (``sgemm``) in ``library``, under the names MKL
+    and scipy's OpenBLAS give it; None where it has neither."""
+    for name in (f"{routine}_", f"scipy_{routine}_"):
+        if hasattr(library, name):
+            return ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+    return None
+
+
+def _bind_blas() -> tuple[str, str]:
     """Make ``numlayers_sgemm``/``numlayers_dgemm`` symbols that Numba links against
     when it loads compiled code (from memory or its cache: a ctypes pointer would not
-    cache), and return the BLAS's name."""
+    cache), and the ``numlayers_narrow_*`` symbols of the narrow products
+    (:data:`NARROW_COLUMNS`); return the names of the two BLAS."""
     runtime = _mkl_runtime()
+    narrow = _scipy_openblas() if runtime is not None else None
+    narrow_addresses = {}
+    if narrow is not None:
+        narrow_addresses = {r: _routine_address(narrow, r) for r in ("sgemm", "dgemm")}
+        if None in narrow_addresses.values():
+            narrow, narrow_addresses = None, {}
     for routine in ("sgemm", "dgemm"):
         if runtime is not None:
-            address = ctypes.cast(getattr(runtime, f"{routine}_"), ctypes.c_void_p).value
+            address = _routine_address(runtime, routine)
         else:
             address = get_cython_function_address("scipy.linalg.cython_blas", routine)
         llvmlite.binding.add_symbol(f"numlayers_{routine}", address)
-    return "mkl" if runtime is not None else "scipy"
+        narrow_address = narrow_addresses.get(routine) or address
+        llvmlite.binding.add_symbol(f"numlayers_narrow_{routine}", narrow_address)
+    name = "mkl" if runtime is not None else "scipy"
+    return name, "openblas" if narrow is not None else name
 
 
-#: the BLAS behind :func:`gemm`: ``"mkl"`` or ``"scipy"``
-BLAS_NAME = _bind_blas()
+#: the BLAS behind :func:`gemm`: ``"mkl"`` or ``"scipy"``; and the one behind its
+#: products of fewer than :data:`NARROW_COLUMNS` columns: ``"openblas"`` (scipy's,
+#: beside MKL) or the same
+BLAS_NAME, NARROW_BLAS_NAME = _bind_blas()
 
 _NO_TRANSPOSE = ord("N")
 _TRANSPOSE = ord("T")
@@ -291,10 +346,17 @@ def _gemm_region(typingctx, a, b, out, transpose_a, transpose_b, alpha, beta, ro
                 b_start, size(b_operand.leading), a_start, size(a_operand.leading),
                 on_stack(scalars[1]), out_start, size(out_operand.leading),
             ]  # fmt: skip
-            routine = "numlayers_sgemm" if dtype == types.float32 else "numlayers_dgemm"
+            routine = "sgemm" if dtype == types.float32 else "dgemm"
             function_type = ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t] * 13)
-            function = cgutils.get_or_insert_function(builder.module, function_type, routine)
-            builder.call(function, blas_arguments)
+            wide, narrow = (
+                cgutils.get_or_insert_function(builder.module, function_type, name)
+                for name in (f"numlayers_{routine}", f"numlayers_narrow_{routine}")
+            )
+            is_narrow = builder.and_(
+                builder.icmp_signed(">", n, ir.Constant(n.type, 1)),
+                builder.icmp_signed("<", n, ir.Constant(n.type, NARROW_COLUMNS)),
+            )
+            builder.call(builder.select(is_narrow, narrow, wide), blas_arguments)
         return context.get_dummy_value()
 
     return signature, codegen

@@ -11,7 +11,10 @@ import pytest
 
 from numlayers.kernels import blas
 
-SHAPES = [(5, 3, 7), (1, 4, 3), (3, 1, 1), (70, 33, 300), (300, 40, 20), (64, 600, 64)]
+# (300, 40, 10): a narrow product in blocks (blas.NARROW_COLUMNS), as (5, 3, 7) is in one call
+SHAPES = [
+    (5, 3, 7), (1, 4, 3), (3, 1, 1), (70, 33, 300), (300, 40, 20), (300, 40, 10), (64, 600, 64)
+]  # fmt: skip
 
 
 def operands(m, k, n, transpose_a, transpose_b, dtype, seed=0):
@@ -129,21 +132,26 @@ def run_with_blas(script: str, choice: str = "default") -> str:
 
 @pytest.mark.parametrize("choice", ["scipy", "default"])
 def test_both_blas_libraries(choice):
-    """The fallback (scipy's BLAS, on one thread) and the default give the same products."""
+    """The fallback (scipy's BLAS, on one thread) and the default give the same products,
+    wide and narrow (the default sends narrow ones to scipy's OpenBLAS beside MKL)."""
     script = (
         "import numpy as np\n"
         "from numlayers.kernels import blas\n"
         "blas.use_one_blas_thread()\n"
         "rng = np.random.default_rng(0)\n"
         "a = rng.standard_normal((96, 80)).astype(np.float32)\n"
-        "b = rng.standard_normal((80, 120)).astype(np.float32)\n"
-        "out = np.empty((96, 120), np.float32)\n"
-        "blas.product(a, b, out)\n"
-        "assert np.allclose(out, a @ b, rtol=1e-4, atol=1e-4)\n"
-        "print(blas.BLAS_NAME)\n"
+        "for columns in (120, 10, 1):\n"
+        "    b = rng.standard_normal((80, columns)).astype(np.float32)\n"
+        "    out = np.empty((96, columns), np.float32)\n"
+        "    blas.product(a, b, out)\n"
+        "    assert np.allclose(out, a @ b, rtol=1e-4, atol=1e-4)\n"
+        "print(blas.BLAS_NAME, blas.NARROW_BLAS_NAME)\n"
     )
-    name = run_with_blas(script, choice).strip()
-    assert name == "scipy" if choice == "scipy" else name in {"mkl", "scipy"}
+    name, narrow = run_with_blas(script, choice).split()
+    if choice == "scipy":
+        assert (name, narrow) == ("scipy", "scipy")
+    else:
+        assert (name, narrow) in {("mkl", "openblas"), ("mkl", "mkl"), ("scipy", "scipy")}
 
 
 def test_numba_starts_without_importing_scipy_linalg_yet_np_dot_compiles():
