@@ -209,8 +209,8 @@ def _bind_blas() -> tuple[str, str]:
 
 
 #: the BLAS behind :func:`gemm`: ``"mkl"`` or ``"scipy"``; and the one behind its
-#: products of fewer than :data:`NARROW_COLUMNS` columns: ``"openblas"`` (scipy's,
-#: beside MKL) or the same
+#: products of 2 to ``NARROW_COLUMNS - 1`` columns: ``"openblas"`` (scipy's, beside
+#: MKL) or the same
 BLAS_NAME, NARROW_BLAS_NAME = _bind_blas()
 
 _NO_TRANSPOSE = ord("N")
