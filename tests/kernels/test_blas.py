@@ -103,6 +103,20 @@ def test_each_block_is_computed_once():
             np.testing.assert_allclose(out, a @ b + 7.0, rtol=1e-12)
 
 
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_narrow_products_on_every_thread(transpose_a, dtype):
+    """A product of few columns large enough to be cut into blocks: the threads call the
+    narrow BLAS (scipy's OpenBLAS beside MKL) at once, forward and weight-gradient
+    shaped (``a.T @ b``, a classifier's last layer)."""
+    m, k, n = 512, 1024, 10
+    assert 1 < n < blas.NARROW_COLUMNS and blas.block_count(m, n, k) > 1
+    a, b, out = operands(m, k, n, transpose_a, False, dtype)
+    expected = reference(a, b, out, transpose_a, False, 1.0, 0.0)
+    blas.product(a, b, out, transpose_a)
+    tolerance = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance * k)
+
+
 @pytest.mark.parametrize("shape", [(3, 5, 4), (40, 300, 70), (300, 64, 50), (32, 128, 512)])
 def test_product_with_bias(shape, dtype):
     m, k, n = shape
