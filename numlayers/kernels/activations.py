@@ -183,7 +183,7 @@ ELEMENTWISE_CODES = {
     "hard_sigmoid": 4,
     "softplus": 5,
 }
-_RELU, _TANH, _SIGMOID, _HARD_SIGMOID, _SOFTPLUS = (
+RELU, TANH, SIGMOID, HARD_SIGMOID, SOFTPLUS = (
     ELEMENTWISE_CODES[name] for name in ("relu", "tanh", "sigmoid", "hard_sigmoid", "softplus")
 )
 
@@ -192,15 +192,15 @@ _RELU, _TANH, _SIGMOID, _HARD_SIGMOID, _SOFTPLUS = (
 def apply_activation(code, x, c):
     """The activation of ``code`` at ``x`` (an unknown code is linear: callers validate
     codes). Loops that must vectorise call it with a constant ``code``."""
-    if code == _TANH:
+    if code == TANH:
         return tanh(x, c)
-    if code == _SIGMOID:
+    if code == SIGMOID:
         return sigmoid(x, c)
-    if code == _HARD_SIGMOID:
+    if code == HARD_SIGMOID:
         return hard_sigmoid(x, c)
-    if code == _RELU:
+    if code == RELU:
         return relu(x, c)
-    if code == _SOFTPLUS:
+    if code == SOFTPLUS:
         return softplus(x, c)
     return x
 

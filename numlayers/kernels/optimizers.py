@@ -84,7 +84,6 @@ from numlayers.kernels.toolkit import (
     cpu_inline_early,
     cuda_kernels,
     empty_vector,
-    use_parallel,
 )
 
 #: ``numba.cuda``, bound by :func:`bind_cuda` (the sum reduction names it as a module global)
@@ -504,8 +503,7 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
     }
 
     def update_launcher(rule: str, size: int) -> Any:
-        loop = updates[rule]
-        return loop.parallel if use_parallel(size, loop.cost) else loop.serial
+        return updates[rule].twin_for(size)
 
     squares = cpu_sum(dtype, square_term)
 

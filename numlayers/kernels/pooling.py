@@ -66,7 +66,6 @@ from numlayers.kernels.toolkit import (
     cpu_inline,
     cuda_kernels,
     generate_function,
-    use_parallel,
 )
 
 #: The work of one element of the array written in the toolkit's units (one
@@ -519,11 +518,10 @@ def spatial_loop(
             {"cpu_body": cpu_body},
             {"prange": prange, "np": np, "quotient": quotient},
         )
-        twins = CpuLoop(template, name, fastmath={"contract"})
+        twins = CpuLoop(template, name, cost=cost, fastmath={"contract"})
 
         def run(shape: tuple[int, ...], *values: Any) -> None:
-            loop = twins.parallel if use_parallel(math.prod(shape), cost) else twins.serial
-            loop(*shape, *values)
+            twins.twin_for(math.prod(shape))(*shape, *values)
 
         return run
     name = f"{body.__name__}_spatial"

@@ -170,10 +170,13 @@ class CpuLoop:
     def parallel(self) -> Any:
         return compile_cpu(self.template, self.name, parallel=True, **self.options)
 
+    def twin_for(self, count: int) -> Any:
+        """The twin to run over ``count`` indices: parallel where :func:`use_parallel`
+        says so for this loop's ``cost``, else serial."""
+        return self.parallel if use_parallel(count, self.cost) else self.serial
+
     def __call__(self, *arguments: Any) -> Any:
-        if use_parallel(arguments[self.size_argument].size, self.cost):
-            return self.parallel(*arguments)
-        return self.serial(*arguments)
+        return self.twin_for(arguments[self.size_argument].size)(*arguments)
 
 
 def cpu_loop(
@@ -271,18 +274,17 @@ def cpu_index_loop(
         {"body": body},
         {"prange": prange},
     )
-    twins = CpuLoop(template, loop_name, **options)
+    twins = CpuLoop(template, loop_name, cost=cost, **options)
 
     if dims == 1:
 
         def run(count: int, *arguments: Any) -> None:
-            (twins.parallel if use_parallel(count, cost) else twins.serial)(count, *arguments)
+            twins.twin_for(count)(count, *arguments)
 
     else:
 
         def run(rows: int, columns: int, *arguments: Any) -> None:  # type: ignore[misc]
-            loop = twins.parallel if use_parallel(rows * columns, cost) else twins.serial
-            loop(rows, columns, *arguments)
+            twins.twin_for(rows * columns)(rows, columns, *arguments)
 
     return run
 
@@ -571,10 +573,10 @@ def generated_index_loop(
             captured,
             {**global_names, "prange": prange},
         )
-        twins = CpuLoop(template, loop_name, fastmath={"contract"})
+        twins = CpuLoop(template, loop_name, cost=cost, fastmath={"contract"})
 
         def run(count: int, *arguments: Any) -> None:
-            (twins.parallel if use_parallel(count, cost) else twins.serial)(count, *arguments)
+            twins.twin_for(count)(count, *arguments)
 
         return run
     body = generate_function(source, name, home, captured, global_names)

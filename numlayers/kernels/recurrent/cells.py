@@ -18,6 +18,11 @@ from __future__ import annotations
 
 from numlayers.kernels.activations import (
     ELEMENTWISE_CODES,
+    HARD_SIGMOID,
+    RELU,
+    SIGMOID,
+    SOFTPLUS,
+    TANH,
     apply_activation,
     exp_nonpositive,
     expm1_nonpositive,
@@ -30,11 +35,6 @@ SOFTMAX = 6
 #: the activations' run-time codes, as the operations' ``activation`` arguments take them
 #: (the elementwise ones are :mod:`~numlayers.kernels.activations`')
 ACTIVATION_CODES = {**ELEMENTWISE_CODES, "softmax": SOFTMAX}
-RELU = ACTIVATION_CODES["relu"]
-TANH = ACTIVATION_CODES["tanh"]
-SIGMOID = ACTIVATION_CODES["sigmoid"]
-HARD_SIGMOID = ACTIVATION_CODES["hard_sigmoid"]
-SOFTPLUS = ACTIVATION_CODES["softplus"]
 
 
 @cpu_inline
