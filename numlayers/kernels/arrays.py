@@ -9,9 +9,11 @@ Operations (both devices; arrays of any shape are taken as flat, C-contiguous):
 - ``sum_rows(x, out)``: ``out[j] = sum_i x[i, j]`` for a 2-D ``x``
 
 Each elementwise operation is one per-index body, run by the toolkit's loops on both
-devices. ``sum_rows`` is the exception: on CUDA one thread sums one column (reads of
-neighbouring threads are neighbours in memory), but on the CPU that would walk memory
-a row apart at every step, so the CPU adds whole rows into ``out`` instead.
+devices. ``sum_rows`` is the exception. The CPU adds whole rows into ``out`` (a
+per-column sum would walk memory a row apart at every step). CUDA runs one hand-written
+kernel (:func:`sum_rows_launcher`): a block takes a tile of neighbouring columns, its
+rows of threads split the rows among them, and shared memory adds their partial sums
+in a fixed order, so the result is the same from run to run.
 """
 
 from __future__ import annotations
@@ -25,18 +27,33 @@ from numba import njit
 
 from numlayers.kernels.toolkit import (
     KERNEL_OPTIONS,
+    MAX_BLOCKS,
     CudaKernels,
     DeviceArray,
+    bind_cuda,
+    blocks_for,
     cpu_inline,
     cpu_inline_early,
     cuda_kernels,
     device_index_loop,
+    launch_size,
 )
+
+#: ``numba.cuda``, bound by :func:`bind_cuda` (the column-sum kernel names it as a global)
+cuda: Any = None
 
 #: The work of one element in the toolkit's units (one elementwise multiply-add, which
 #: ``scale_add_into`` is): the others only move memory as it does, and take 0.6 (fill)
 #: to 0.8 (copy) of its time (serial, on the 2-core development machine).
 COPY_COST = 1.0
+
+#: Columns of a CUDA column-sum block, along x: a warp reads 32 neighbouring elements
+#: of a row, one coalesced load.
+SUM_TILE_COLUMNS = launch_size(32, 4)
+#: Rows of threads of a CUDA column-sum block, along y (a power of two, for the halving
+#: in shared memory): each sums every ``SUM_ROW_GROUPS``-th row of its column. 16 makes
+#: blocks of 512 threads, enough loads in flight to keep a tile's SM busy.
+SUM_ROW_GROUPS = launch_size(16, 2)
 
 
 @cpu_inline_early
@@ -119,13 +136,66 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
 
 @functools.cache
 def sum_rows_launcher(cuda_api: Any, dtype: np.dtype) -> Any:
-    """Return ``launch(x, out)``: column sums of a 2-D array, one thread per column."""
-    cuda = cuda_kernels(cuda_api, dtype)
+    """Return ``launch(x, out)``: column sums of a 2-D array, in one launch.
+
+    A block of :data:`SUM_TILE_COLUMNS` by :data:`SUM_ROW_GROUPS` threads takes a tile
+    of neighbouring columns (blocks stride over the tiles past :data:`MAX_BLOCKS`).
+    Thread ``(column, group)`` adds rows ``group, group + SUM_ROW_GROUPS, ...`` of its
+    column into four accumulators, four rows a step, so that four loads are in flight at
+    once; the groups' sums are then halved in shared memory, always in the same order
+    (no atomics: the sums do not change from run to run).
+    """
+    kernels = bind_cuda(globals(), cuda_api, dtype)
+    scalar = kernels.scalar
     zero = dtype.type(0)
-    sum_columns = cuda.index_loop(sum_column, (cuda.array(2), cuda.scalar, cuda.array(1)))
+    step = SUM_ROW_GROUPS
+
+    @kernels.jit(kernels.array(2), kernels.array(1))
+    def sum_rows_kernel(x, out):
+        partial = cuda.shared.array((SUM_ROW_GROUPS, SUM_TILE_COLUMNS), scalar)
+        lane = cuda.threadIdx.x
+        group = cuda.threadIdx.y
+        rows, columns = x.shape
+        tiles = (columns + SUM_TILE_COLUMNS - 1) // SUM_TILE_COLUMNS
+        # the tile loop's bounds are the same for every thread of the block, so all of
+        # them reach each syncthreads, those past the last column with zero sums
+        for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+            column = tile * SUM_TILE_COLUMNS + lane
+            total0 = zero
+            total1 = zero
+            total2 = zero
+            total3 = zero
+            if column < columns:
+                row = group
+                while row + 3 * step < rows:
+                    total0 += x[row, column]
+                    total1 += x[row + step, column]
+                    total2 += x[row + 2 * step, column]
+                    total3 += x[row + 3 * step, column]
+                    row += 4 * step
+                while row < rows:
+                    total0 += x[row, column]
+                    row += step
+            partial[group, lane] = (total0 + total1) + (total2 + total3)
+            cuda.syncthreads()
+            width = SUM_ROW_GROUPS // 2
+            while width > 0:
+                if group < width:
+                    partial[group, lane] += partial[group + width, lane]
+                cuda.syncthreads()
+                width //= 2
+            # no syncthreads before the next tile: only this thread writes row 0 of
+            # ``partial``, and the other rows were last read before the one above
+            if group == 0 and column < columns:
+                out[column] = partial[0, lane]
+
+    block = (SUM_TILE_COLUMNS, SUM_ROW_GROUPS)
 
     def sum_rows(x: Any, out: Any) -> None:
-        sum_columns(out.shape[0], x, zero, out)
+        columns = out.shape[0]
+        if columns > 0:  # a grid with no blocks cannot be launched
+            blocks = min(blocks_for(columns, SUM_TILE_COLUMNS), MAX_BLOCKS)
+            sum_rows_kernel[blocks, block](x, out)
 
     return sum_rows
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from numlayers.devices import cuda_activity, get_device
-from numlayers.kernels import matmul
+from numlayers.kernels import arrays, matmul
 from numlayers.kernels.activations import ELEMENTWISE_CODES
 from numlayers.testing import tolerance
 
@@ -34,6 +34,37 @@ def test_sum_rows(device, dtype):
     out = device.empty((4,), dtype)
     device.kernels(dtype).sum_rows(device.asarray(x), out)
     np.testing.assert_allclose(device.to_host(out), x.sum(axis=0), **tolerance(dtype))
+
+
+#: rows of the CUDA column sums that leave a remainder after the kernel's steps of four
+#: rows per row group, after two such steps
+REMAINDER_ROWS = 2 * 4 * arrays.SUM_ROW_GROUPS + 5
+
+#: ``(rows, columns, column_step)`` of the CUDA column sums; ``column_step`` 2 sums every
+#: other column of an array twice as wide (a strided view)
+SUM_ROWS_CASES = {
+    # more tiles than the simulator's grid has blocks (the blocks stride over them)
+    "several_tiles": (5, 2 * arrays.SUM_TILE_COLUMNS + 6, 1),
+    "narrower_than_a_tile": (REMAINDER_ROWS, arrays.SUM_TILE_COLUMNS - 1, 1),
+    "a_tile_and_a_part": (37, arrays.SUM_TILE_COLUMNS + 1, 1),
+    "one_row": (1, 5, 1),
+    "no_rows": (0, 6, 1),
+    "strided_columns": (REMAINDER_ROWS, 7, 2),
+}
+
+
+@pytest.mark.parametrize("case", list(SUM_ROWS_CASES))
+def test_cuda_sum_rows_against_float64_sums_in_one_launch(case, dtype):
+    rows, columns, column_step = SUM_ROWS_CASES[case]
+    device = get_device("cuda")
+    x = random((rows, columns * column_step), dtype)
+    view = device.asarray(x) if column_step == 1 else device.asarray(x)[:, ::column_step]
+    out = device.asarray(np.full(columns, np.nan, dtype))
+    with cuda_activity() as activity:
+        device.kernels(dtype).sum_rows(view, out)
+    assert activity.launches == 1
+    expected = x[:, ::column_step].astype(np.float64).sum(axis=0)
+    np.testing.assert_allclose(device.to_host(out), expected, **tolerance(dtype))
 
 
 def test_matmul_variants_cross_tile_edges(device, dtype):
