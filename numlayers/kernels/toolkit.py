@@ -358,14 +358,22 @@ class CudaKernels:
         scalar = self.scalar if dtype is None else numba.from_dtype(np.dtype(dtype))
         return numba.types.Array(scalar, ndim, "C")
 
-    def jit(self, *argtypes: Any) -> Callable[[Callable[..., None]], Any]:
+    def jit(
+        self, *argtypes: Any, threads: int | None = None
+    ) -> Callable[[Callable[..., None]], Any]:
         """Decorator: compile a hand-written kernel lazily and record ``argtypes``.
+
+        ``threads``, where given, is the largest block the kernel is launched with: the
+        compiler then keeps its registers within what a block that large may have
+        (a kernel needing more would fail to launch). The simulator has no registers
+        and takes no such bound.
 
         The kernel's module must have ``cuda`` as a global (see :func:`bind_cuda`).
         """
+        options = {} if threads is None or SIMULATOR else {"launch_bounds": threads}
 
         def decorate(function: Callable[..., None]) -> Any:
-            kernel = self.cuda.jit(function)
+            kernel = self.cuda.jit(**options)(function)
             self.kernels[function.__name__] = (function, argtypes)
             return CountedKernel(kernel)
 

@@ -359,8 +359,8 @@ class Recurrent(Layer):
         else:  # the output's gradient reaches the last processed step only
             grad = grad_output.reshape(1, *grad_output.shape)
         dpre_all = self.buffer("dpre_all", (steps, batch, width))
+        # written by the backward pass, which zeroes them first
         state_gradients = self.buffer("state_gradients", (self.state_count, batch, units))
-        kernels.fill(state_gradients, 0.0)  # one launch for every state
         dh = state_gradients[0]
         # the LSTM's cell state carries a gradient too
         dc = state_gradients[1] if self.state_count == 2 else self.buffer("no_dc", (1, 1))

@@ -269,8 +269,9 @@ class Case:
             on_device(self.inputs["grad"]),
             int(self.every_step),
             on_device(np.full((steps, batch, width), UNTOUCHED)),
-            on_device(np.zeros((batch, hidden))),
-            on_device(np.zeros((batch, hidden)) if self.kind == "lstm" else dummy),
+            # the pass zeroes the state gradients first: what they held does not matter
+            on_device(np.full((batch, hidden), np.nan)),
+            on_device(np.full((batch, hidden), np.nan) if self.kind == "lstm" else dummy),
         )
         getattr(ops, f"{self.kind}_sequence_forward")(run_steps, sequence)
         getattr(ops, f"{self.kind}_sequence_backward")(run_steps, sequence, gradients)

@@ -32,8 +32,8 @@ is kept in ``h_prev_all[t]``):
   last processed first. The gradient reaching ``h_t`` is the output's
   (``gradients.grad``) plus the later step's through the recurrent weights (dropped
   out as forward was); the pre-activation gradients of step ``t`` go into
-  ``gradients.dpre_all[t]``. ``dh`` (and the LSTM's ``dc``), zeros on entry, carry the
-  state gradients between steps and are left holding what reaches the initial
+  ``gradients.dpre_all[t]``. ``dh`` (and the LSTM's ``dc``), zeroed by the pass first,
+  carry the state gradients between steps and are left holding what reaches the initial
   states, except the first step's share through the recurrent weights.
 
 Derivatives are taken from the activations' outputs (:mod:`.cells`), which the

@@ -622,18 +622,22 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
         rnn_forward(steps, sequence, c)
 
     def rnn_sequence_backward(steps: Steps, sequence: RnnSequence, gradients: Gradients) -> None:
+        gradients.dh.fill(0)
         rnn_backward(steps, sequence, gradients, c)
 
     def lstm_sequence_forward(steps: Steps, sequence: LstmSequence) -> None:
         lstm_forward(steps, sequence, c)
 
     def lstm_sequence_backward(steps: Steps, sequence: LstmSequence, gradients: Gradients) -> None:
+        gradients.dh.fill(0)
+        gradients.dc.fill(0)
         lstm_backward(steps, sequence, gradients, c)
 
     def gru_sequence_forward(steps: Steps, sequence: GruSequence) -> None:
         gru_forward(steps, sequence, c)
 
     def gru_sequence_backward(steps: Steps, sequence: GruSequence, gradients: Gradients) -> None:
+        gradients.dh.fill(0)
         gru_backward(steps, sequence, gradients, c)
 
     return {

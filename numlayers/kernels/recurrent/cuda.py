@@ -2,13 +2,21 @@
 
 The rows of a batch are independent through time, so one block runs every step of
 its batch rows (a grid-stride loop over rows, ``cuda.syncthreads()`` between the
-phases of a step) and no grid-wide synchronisation is needed. In each step the
-block's threads share the units ``j`` of the row: a thread makes its units'
-recurrent products (dot products with columns of ``U``, or rows of it backward,
-read through the caches; the state row the block reads was written by the block
-itself) and applies the cell to them with the per-unit bodies below (``body(b, j,
-...)``, compiled as device code with the cells of :mod:`.cells`). A forward and a
-backward pass are then two launches, whatever the number of steps; the input
+phases of a step) and no grid-wide synchronisation is needed. A step's recurrent
+product (``h_in @ U`` forward, ``dpre @ U.T`` backward) is shared by the whole block
+(:func:`block_product`): each thread takes columns of the product and, when there are
+at most half as many columns as threads, a slice of the depth too, its slices' sums
+meeting in shared memory. A thread keeps eight loads of the weights in flight
+(:func:`column_dot`): the weights stream from L2 at every step, and a chain of
+dependent loads (one dot product per thread, one load at a time) took 34 us a step
+for a 128-unit LSTM on an H100. Columns of neighbouring threads are neighbours in
+memory, so backward passes multiply by ``U``'s transpose, which one launch makes at
+the start of the pass (both of the GRU's recurrent weights in the same launch); the
+backward kernels zero the state gradients of their rows themselves.
+
+The cell is then applied unit by unit with the per-unit bodies below (``body(b, j,
+...)``, compiled as device code with the cells of :mod:`.cells`). A forward pass is
+then one launch and a backward pass two, whatever the number of steps; the input
 projection and the weight gradients stay GEMMs in the layer.
 
 A softmax cell activation (its code is linear to the per-unit bodies) needs the
@@ -52,13 +60,21 @@ from numlayers.kernels.recurrent.sequences import (
     RnnSequence,
     Steps,
 )
-from numlayers.kernels.toolkit import bind_cuda, launch_size
+from numlayers.kernels.toolkit import (
+    BLOCK_SIZE,
+    MAX_BLOCKS,
+    bind_cuda,
+    blocks_for,
+    empty_vector,
+    launch_size,
+)
 
 #: ``numba.cuda``, bound by :func:`bind_cuda` (the sequence kernels see it as a global)
 cuda: Any = None
 
-#: threads of a sequence block, which shares the units of its batch rows
-SEQUENCE_THREADS = launch_size(128, 4)
+#: threads of a sequence block, which shares the products and units of its batch rows
+#: (eight under the simulator, so that its 3-unit test products split their depth)
+SEQUENCE_THREADS = launch_size(512, 8)
 #: blocks of a sequence pass at most (one per batch row up to this; a block then takes
 #: several rows in turn)
 SEQUENCE_BLOCKS = launch_size(132 * 8, 2)
@@ -70,20 +86,61 @@ def recurrent_input_element(b, j, h_prev, mask_U, has_mask_U, h_in):
     h_in[b, j] = recurrent_input(h_prev, mask_U, has_mask_U, b, j)
 
 
-def column_product(a, row, U, column):
-    """``sum_k a[row, k] * U[k, column]``: a recurrent product's unit, forward."""
-    total = a[row, 0] * U[0, column]
-    for k in range(1, a.shape[1]):
-        total += a[row, k] * U[k, column]
-    return total
+def column_dot(a, row, M, column, start, stop, zero):
+    """``sum_k a[row, k] * M[k, column]`` over ``start <= k < stop``, eight products at
+    a time into eight sums, so that eight loads of ``M`` are in flight."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+    k = start
+    while k + 8 <= stop:
+        s0 += a[row, k] * M[k, column]
+        s1 += a[row, k + 1] * M[k + 1, column]
+        s2 += a[row, k + 2] * M[k + 2, column]
+        s3 += a[row, k + 3] * M[k + 3, column]
+        s4 += a[row, k + 4] * M[k + 4, column]
+        s5 += a[row, k + 5] * M[k + 5, column]
+        s6 += a[row, k + 6] * M[k + 6, column]
+        s7 += a[row, k + 7] * M[k + 7, column]
+        k += 8
+    while k < stop:
+        s0 += a[row, k] * M[k, column]
+        k += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
-def row_product(a, row, U, u_row):
-    """``sum_q a[row, q] * U[u_row, q]``: a gradient through ``U``'s row ``u_row``."""
-    total = a[row, 0] * U[u_row, 0]
-    for q in range(1, U.shape[1]):
-        total += a[row, q] * U[u_row, q]
-    return total
+def block_product(a, row, M, out, partial, zero):
+    """``out[row] = a[row] @ M`` by the whole block, which every thread calls (it ends
+    with a ``syncthreads``, so ``out[row]`` is complete for every thread on return).
+
+    The threads share the columns of ``M``; when there are at most half as many
+    columns as threads, ``groups`` threads take each column, each a slice of the
+    depth, and the slices' sums meet in ``partial`` (shared, one element a thread),
+    added in a fixed order."""
+    thread, threads = cuda.threadIdx.x, cuda.blockDim.x
+    depth, columns = M.shape
+    if 2 * columns > threads:
+        for column in range(thread, columns, threads):
+            out[row, column] = column_dot(a, row, M, column, 0, depth, zero)
+    else:
+        groups = threads // columns
+        group = thread // columns
+        if group < groups:
+            share = (depth + groups - 1) // groups
+            start = min(group * share, depth)
+            stop = min(start + share, depth)
+            partial[thread] = column_dot(a, row, M, thread - group * columns, start, stop, zero)
+        cuda.syncthreads()
+        if thread < columns:
+            total = partial[thread]
+            for other in range(1, groups):
+                total += partial[other * columns + thread]
+            out[row, thread] = total
+    cuda.syncthreads()
+
+
+def zero_row(b, x, zero):
+    """Row ``b`` of ``x`` zeroed by the block's threads, each the units it later reads."""
+    for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
+        x[b, j] = zero
 
 
 def rnn_forward_element(b, j, xw, rec, t, mask, has_mask, h_prev, h_all, act, c):
@@ -266,11 +323,11 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     dtype = np.dtype(dtype)
     kernels = bind_cuda(globals(), cuda_api, dtype)
     c = constants_for(dtype)
-    matrix, tensor = kernels.array(2), kernels.array(3)
+    scalar, matrix, tensor = kernels.scalar, kernels.array(2), kernels.array(3)
     index, constants = numba.types.int64, numba.typeof(c)
     device = kernels.device
     take_input = device(recurrent_input_element)
-    forward_product, backward_product = device(column_product), device(row_product)
+    product_of_block, zero_block_row = device(block_product), device(zero_row)
     rnn_forward_body, rnn_backward_body = device(rnn_forward_element), device(rnn_backward_element)
     lstm_forward_body, lstm_backward_body = (
         device(lstm_forward_element),
@@ -298,11 +355,26 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     # and a backward pass before them: grad, grad_every_step, dpre_all, dh, dc
     backward = (tensor, index, tensor, matrix, matrix)
 
-    @kernels.jit(tensor, matrix, matrix, tensor, tensor, matrix, *run)
+    @kernels.jit(matrix, matrix, matrix, matrix)
+    def transpose_pair_kernel(first, first_t, second, second_t):
+        """``first_t = first.T`` and ``second_t = second.T`` (grid-stride over both)."""
+        first_size = first.shape[0] * first.shape[1]
+        total = first_size + second.shape[0] * second.shape[1]
+        for element in range(cuda.grid(1), total, cuda.gridsize(1)):
+            if element < first_size:
+                row, column = element // first.shape[1], element % first.shape[1]
+                first_t[column, row] = first[row, column]
+            else:
+                rest = element - first_size
+                row, column = rest // second.shape[1], rest % second.shape[1]
+                second_t[column, row] = second[row, column]
+
+    @kernels.jit(tensor, matrix, matrix, tensor, tensor, matrix, *run, threads=SEQUENCE_THREADS)
     def rnn_forward_kernel(
         xw, U, h0, h_prev_all, h_all, rec,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
     ):  # fmt: skip
+        partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
         for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
             for position in range(xw.shape[0]):
@@ -311,8 +383,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 for j in range(thread, hidden, threads):
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t])
                 cuda.syncthreads()
+                product_of_block(h_prev_all[t], b, U, rec, partial, c.zero)
                 for j in range(thread, hidden, threads):
-                    rec[b, j] = forward_product(h_prev_all[t], b, U, j)
                     rnn_forward_body(b, j, xw, rec, t, mask, has_mask, h_prev, h_all, act, c)
                 if act == SOFTMAX:
                     cuda.syncthreads()
@@ -320,21 +392,23 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                         rnn_softmax_body(b, h_all[t], mask, has_mask, t, c)
                 cuda.syncthreads()
 
-    @kernels.jit(matrix, tensor, matrix, *backward, *run)
+    @kernels.jit(matrix, tensor, matrix, *backward, *run, threads=SEQUENCE_THREADS)
     def rnn_backward_kernel(
-        U, h_all, product, grad, grad_every_step, dpre_all, dh, dc,
+        U_t, h_all, product, grad, grad_every_step, dpre_all, dh, dc,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
     ):  # fmt: skip
+        partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
         count = h_all.shape[0]
         for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
+            zero_block_row(b, dh, c.zero)
             for position in range(count - 1, -1, -1):
                 t = first + stride * position
                 has_later = 1 if position < count - 1 else 0
                 grad_step = output_step(grad_every_step, t, position, count)
+                if has_later:
+                    product_of_block(dpre_all[t + stride], b, U_t, product, partial, c.zero)
                 for j in range(thread, hidden, threads):
-                    if has_later:
-                        product[b, j] = backward_product(dpre_all[t + stride], b, U, j)
                     rnn_backward_body(
                         b, j, h_all, t, mask, has_mask, product, has_later, mask_U,
                         has_mask_U, grad, grad_step, dh, dpre_all, act, c,
@@ -345,11 +419,15 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                         rnn_softmax_gradient_body(b, h_all[t], dpre_all[t], c)
                 cuda.syncthreads()
 
-    @kernels.jit(tensor, matrix, matrix, matrix, tensor, tensor, tensor, tensor, matrix, *run)
+    @kernels.jit(
+        tensor, matrix, matrix, matrix, tensor, tensor, tensor, tensor, matrix, *run,
+        threads=SEQUENCE_THREADS,
+    )  # fmt: skip
     def lstm_forward_kernel(
         xw, U, h0, c0, h_prev_all, gates_all, c_all, h_all, rec,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
     ):  # fmt: skip
+        partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
         for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
             for position in range(xw.shape[0]):
@@ -359,10 +437,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 for j in range(thread, hidden, threads):
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t])
                 cuda.syncthreads()
+                product_of_block(h_prev_all[t], b, U, rec, partial, c.zero)
                 for j in range(thread, hidden, threads):
-                    for gate in range(4):
-                        column = gate * hidden + j
-                        rec[b, column] = forward_product(h_prev_all[t], b, U, column)
                     lstm_forward_body(
                         b, j, xw, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all,
                         h_all, act, inner, c,
@@ -376,30 +452,33 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                         )  # fmt: skip
                 cuda.syncthreads()
 
-    @kernels.jit(matrix, matrix, tensor, tensor, matrix, *backward, *run)
+    @kernels.jit(matrix, matrix, tensor, tensor, matrix, *backward, *run, threads=SEQUENCE_THREADS)
     def lstm_backward_kernel(
-        U, c0, gates_all, c_all, product, grad, grad_every_step, dpre_all, dh, dc,
+        U_t, c0, gates_all, c_all, product, grad, grad_every_step, dpre_all, dh, dc,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
     ):  # fmt: skip
+        partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
         count = c_all.shape[0]
         for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
+            zero_block_row(b, dh, c.zero)
+            zero_block_row(b, dc, c.zero)
             for position in range(count - 1, -1, -1):
                 t = first + stride * position
                 c_prev = c0 if position == 0 else c_all[t - stride]
                 has_later = 1 if position < count - 1 else 0
                 grad_step = output_step(grad_every_step, t, position, count)
-                for j in range(thread, hidden, threads):
-                    if has_later:
-                        product[b, j] = backward_product(dpre_all[t + stride], b, U, j)
-                    if act != SOFTMAX:
+                if has_later:
+                    product_of_block(dpre_all[t + stride], b, U_t, product, partial, c.zero)
+                if act != SOFTMAX:
+                    for j in range(thread, hidden, threads):
                         lstm_backward_body(
                             b, j, gates_all, c_all, t, c_prev, mask, has_mask, product,
                             has_later, mask_U, has_mask_U, grad, grad_step, dh, dc, dpre_all,
                             act, inner, c,
                         )  # fmt: skip
-                if act == SOFTMAX:
-                    cuda.syncthreads()
+                else:
+                    cuda.syncthreads()  # every thread's zeroed units, at the first step
                     if thread == 0:
                         lstm_softmax_backward_body(
                             b, gates_all[t], c_all[t], c_prev, mask, has_mask, t, product,
@@ -409,12 +488,14 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 cuda.syncthreads()
 
     @kernels.jit(
-        tensor, matrix, matrix, matrix, tensor, tensor, tensor, tensor, matrix, matrix, *run
-    )
+        tensor, matrix, matrix, matrix, tensor, tensor, tensor, tensor, matrix, matrix, *run,
+        threads=SEQUENCE_THREADS,
+    )  # fmt: skip
     def gru_forward_kernel(
         xw, U_zr, U_h, h0, h_prev_all, gates_all, rh_all, h_all, rec_zr, rec_h,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
     ):  # fmt: skip
+        partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
         for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
             for position in range(xw.shape[0]):
@@ -424,13 +505,12 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 for j in range(thread, hidden, threads):
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_in)
                 cuda.syncthreads()
+                product_of_block(h_in, b, U_zr, rec_zr, partial, c.zero)
                 for j in range(thread, hidden, threads):
-                    rec_zr[b, j] = forward_product(h_in, b, U_zr, j)
-                    rec_zr[b, hidden + j] = forward_product(h_in, b, U_zr, hidden + j)
                     gru_gates_body(b, j, xw, rec_zr, t, h_in, gates_all, rh_all, inner, c)
                 cuda.syncthreads()  # (r * h) @ U_h needs every unit's r
+                product_of_block(rh_all[t], b, U_h, rec_h, partial, c.zero)
                 for j in range(thread, hidden, threads):
-                    rec_h[b, j] = forward_product(rh_all[t], b, U_h, j)
                     gru_output_body(
                         b, j, xw, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, act, c
                     )
@@ -442,27 +522,30 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
 
     @kernels.jit(
         matrix, matrix, matrix, tensor, tensor, tensor, matrix, matrix, matrix, tensor, tensor,
-        *backward, *run,
+        *backward, *run, threads=SEQUENCE_THREADS,
     )  # fmt: skip
     def gru_backward_kernel(
-        U_zr, U_h, h0, h_prev_all, gates_all, h_all, product, d_rh, carry, dpre_zr_all,
+        U_zr_t, U_h_t, h0, h_prev_all, gates_all, h_all, product, d_rh, carry, dpre_zr_all,
         dpre_h_all, grad, grad_every_step, dpre_all, dh, dc,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
     ):  # fmt: skip
-        """``dpre_zr_all[t]``/``dpre_h_all[t]`` are contiguous copies of step ``t``'s
-        ``z, r``/``hh`` gradients, the products' operands (and ``dU``'s, after the
-        pass); ``carry`` is the later step's ``d_rh * r``."""
+        """``U_zr_t``/``U_h_t`` are the recurrent weights' transposes;
+        ``dpre_zr_all[t]``/``dpre_h_all[t]`` contiguous copies of step ``t``'s ``z, r``/
+        ``hh`` gradients, the products' operands (and ``dU``'s, after the pass);
+        ``carry`` is the later step's ``d_rh * r``."""
+        partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
         count = h_all.shape[0]
         for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
+            zero_block_row(b, dh, c.zero)
             for position in range(count - 1, -1, -1):
                 t = first + stride * position
                 h_prev = h0 if position == 0 else h_all[t - stride]
                 has_later = 1 if position < count - 1 else 0
                 grad_step = output_step(grad_every_step, t, position, count)
+                if has_later:  # the later step's z, r gradients through U_zr
+                    product_of_block(dpre_zr_all[t + stride], b, U_zr_t, product, partial, c.zero)
                 for j in range(thread, hidden, threads):
-                    if has_later:  # the later step's z, r gradients through U_zr
-                        product[b, j] = backward_product(dpre_zr_all[t + stride], b, U_zr, j)
                     gru_output_backward_body(
                         b, j, gates_all, t, h_prev, mask, has_mask, product, carry, has_later,
                         mask_U, has_mask_U, grad, grad_step, dh, dpre_all, dpre_h_all[t], act,
@@ -473,8 +556,9 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     if thread == 0:
                         gru_softmax_gradient_body(b, gates_all[t], dpre_all[t], dpre_h_all[t], c)
                     cuda.syncthreads()
-                for j in range(thread, hidden, threads):  # dpre_h @ U_h.T needs every unit's
-                    d_rh[b, j] = backward_product(dpre_h_all[t], b, U_h, j)
+                # dpre_h @ U_h.T needs every unit's
+                product_of_block(dpre_h_all[t], b, U_h_t, d_rh, partial, c.zero)
+                for j in range(thread, hidden, threads):
                     gru_reset_backward_body(
                         b, j, gates_all, t, h_prev_all[t], d_rh, mask, has_mask, dpre_all,
                         dpre_zr_all[t], carry, inner, c,
@@ -484,9 +568,21 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     def scratch(*shape: int) -> Any:
         return cuda_api.device_array(shape, dtype=dtype)
 
+    no_matrix = empty_vector(cuda_api, dtype, 2)
+
+    def transposed(first: Any, second: Any = None) -> list[Any]:
+        """``[first.T]`` (and ``second.T``), contiguous, made by one launch."""
+        if second is None:
+            second = no_matrix()
+        transposes = [scratch(*first.shape[::-1]), scratch(*second.shape[::-1])]
+        blocks = min(blocks_for(first.size + second.size), MAX_BLOCKS)
+        transpose_pair_kernel[blocks, BLOCK_SIZE](first, transposes[0], second, transposes[1])
+        return transposes
+
     def launch(kernel: Any, batch: int, steps: Steps, *arrays: Any) -> None:
-        """One block per batch row (up to :data:`SEQUENCE_BLOCKS`), all steps inside."""
-        if batch == 0 or len(steps.order) == 0:
+        """One block per batch row (up to :data:`SEQUENCE_BLOCKS`), all steps inside (a
+        backward kernel also zeroes its state gradients when there are no steps)."""
+        if batch == 0:
             return
         kernel[min(batch, SEQUENCE_BLOCKS), SEQUENCE_THREADS](
             *arrays,
@@ -507,7 +603,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     def rnn_sequence_backward(steps: Steps, sequence: RnnSequence, gradients: Gradients) -> None:
         batch, hidden = gradients.dh.shape
         launch(
-            rnn_backward_kernel, batch, steps, sequence.U, sequence.h_all,
+            rnn_backward_kernel, batch, steps, transposed(sequence.U)[0], sequence.h_all,
             scratch(batch, hidden), *gradients,
         )  # fmt: skip
 
@@ -518,8 +614,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     def lstm_sequence_backward(steps: Steps, sequence: LstmSequence, gradients: Gradients) -> None:
         batch, hidden = gradients.dh.shape
         launch(
-            lstm_backward_kernel, batch, steps, sequence.U, sequence.c0, sequence.gates_all,
-            sequence.c_all, scratch(batch, hidden), *gradients,
+            lstm_backward_kernel, batch, steps, transposed(sequence.U)[0], sequence.c0,
+            sequence.gates_all, sequence.c_all, scratch(batch, hidden), *gradients,
         )  # fmt: skip
 
     def gru_sequence_forward(steps: Steps, sequence: GruSequence) -> None:
@@ -533,8 +629,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     def gru_sequence_backward(steps: Steps, sequence: GruSequence, gradients: Gradients) -> None:
         batch, hidden = gradients.dh.shape
         launch(
-            gru_backward_kernel, batch, steps, sequence.U_zr, sequence.U_h, sequence.h0,
-            sequence.h_prev_all, sequence.gates_all, sequence.h_all,
+            gru_backward_kernel, batch, steps, *transposed(sequence.U_zr, sequence.U_h),
+            sequence.h0, sequence.h_prev_all, sequence.gates_all, sequence.h_all,
             *[scratch(batch, hidden) for _ in range(3)], sequence.dpre_zr_all,
             sequence.dpre_h_all, *gradients,
         )  # fmt: skip

@@ -106,11 +106,11 @@ class Gradients(NamedTuple):
         grad_every_step: 1 or 0, as above.
         dpre_all: ``(T, B, G*H)``, written: the gradients of the gates'
             pre-activations (then ``dU``, ``dW``, ``db`` and ``dx`` are products).
-        dh: ``(B, H)``, zeros on entry; carries the state's gradient from step to step
-            and is left holding what reaches ``h0``, except the first step's share
-            through the recurrent weights, which is not computed.
+        dh: ``(B, H)``, written (the pass zeroes it first); carries the state's
+            gradient from step to step and is left holding what reaches ``h0``, except
+            the first step's share through the recurrent weights, which is not computed.
         dc: the LSTM's ``(B, H)`` cell-state gradient, as ``dh`` (left holding what
-            reaches ``c0``); SimpleRNN and the GRU do not read it (a ``(1, 1)`` dummy).
+            reaches ``c0``); SimpleRNN and the GRU do not touch it (a ``(1, 1)`` dummy).
     """
 
     grad: DeviceArray
