@@ -11,8 +11,10 @@ which metrics are reported) and replays the recording afterwards:
   buffers, optimizer states and carried states;
 - the second records it (:func:`capture`): on a GPU through CUDA stream capture, every
   launch and device copy put on a capture stream; the recording is then launched;
-- later calls copy the batch into the graph's input arrays and launch the graph once;
-  the caller then reads the loss back, the one copy to the host.
+- later calls write the batch into pinned host memory, which the graph's first copies
+  read (one transfer each, inside the graph; a copy from the batch's own pageable
+  memory would go through the driver's staging buffers, the host waiting), and launch
+  the graph once; the caller then reads the loss back, the one copy to the host.
 
 Values that change from step to step are not kernel arguments, which a graph would
 freeze: the kernels read them from small device arrays. The optimizer makes its step's
@@ -121,6 +123,7 @@ class StepGraph:
             hook()
         for producer, pinned in self.recording.staged:
             pinned[...] = producer()
+        CUDA_ACTIVITY.to_device += len(self.recording.staged)  # copied in by the graph
         CUDA_ACTIVITY.launches += 1
         CUDA_ACTIVITY.graph_launches += 1
         if self.executable is None:
@@ -176,11 +179,13 @@ def capture(device: Device, body: Callable[[], Result]) -> tuple[StepGraph, Resu
 
 @dataclass
 class Recorded(Generic[Result]):
-    """A signature's graph, the device arrays its batch is copied into, what its step
-    returned (read after each launch), and the arrays whose replacement outdates it."""
+    """A signature's graph, the host arrays of the batch its next launch copies in
+    (``fed``: the graph's first copies read them, staged through pinned memory), what
+    its step returned (read after each launch), and the arrays whose replacement
+    outdates it."""
 
     graph: StepGraph
-    inputs: list[Any]
+    fed: list[Any]
     result: Result
     guards: tuple[Any, ...]
 
@@ -226,17 +231,25 @@ class StepGraphs:
         if entry is None or key in self.eager:
             self.recorded.setdefault(key, SEEN)
             return step([device.asarray(array) for array in batch])
-        if entry == SEEN:
-            inputs = [device.asarray(array) for array in batch]
+        if entry == SEEN:  # the recording's first copies fill its input arrays
+            inputs = [device.empty(np.shape(array), np.asarray(array).dtype) for array in batch]
+            fed = list(batch)
+
+            def recorded_step() -> Result:
+                for position, target in enumerate(inputs):
+                    device.stage(target, functools.partial(fed.__getitem__, position))
+                return step(inputs)
+
             try:
-                graph, result = capture(device, lambda: step(inputs))
+                graph, result = capture(device, recorded_step)
             except NotCapturable as reason:
                 self.eager[key] = str(reason)
+                for target, array in zip(inputs, batch, strict=True):
+                    device.write(target, array)
                 return step(inputs)
-            self.recorded[key] = Recorded(graph, inputs, result, tuple(guards))
+            self.recorded[key] = Recorded(graph, fed, result, tuple(guards))
             graph.launch()
             return result
-        for target, array in zip(entry.inputs, batch, strict=True):
-            device.write(target, array)
+        entry.fed[:] = batch
         entry.graph.launch()
         return entry.result

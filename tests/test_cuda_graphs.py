@@ -75,6 +75,16 @@ def test_predictions_and_evaluations_replay_too():
     assert model.evaluate(X, Y, batch_size=4) == mlp(False, "sgd").evaluate(X, Y, batch_size=4)
 
 
+def test_each_replay_copies_in_its_own_batch():
+    """A replay's batch goes in through the recording's pinned buffers: each call's own
+    values, however many replays share the buffers."""
+    model, eager = mlp(True, "sgd"), mlp(False, "sgd")
+    batches = [X, X[::-1].copy(), 2 * X]
+    for batch in batches * 2:
+        np.testing.assert_array_equal(model.predict_on_batch(batch), eager.predict_on_batch(batch))
+    assert model.step_graphs.recorded and not model.step_graphs.eager
+
+
 def test_fit_with_callbacks_and_a_short_last_batch_matches_eager_fit():
     histories = []
     for cuda_graphs in (False, True):
