@@ -337,10 +337,11 @@ def test_cpu_passes_in_blocks_of_rows(monkeypatch, dtype, kind, blocks):
 @pytest.mark.parametrize("name", ["tanh", "softmax"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_cuda_blocks_take_several_rows_and_threads_several_units(kind, name):
-    """More batch rows than the simulator's blocks and more units than their threads."""
+    """More batch rows than the simulator's blocks, more units than their threads, and
+    products deeper than one unrolled stretch of ``column_dot``."""
     case = Case(
         kind, np.dtype(np.float32), (name, "sigmoid"), "mask_go_backwards_dropout_U_sequences",
-        (2, 5, 9),
+        (2, 5, 17),
     )  # fmt: skip
     case.check(get_device("cuda"))
 

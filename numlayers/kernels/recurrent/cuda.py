@@ -6,13 +6,16 @@ phases of a step) and no grid-wide synchronisation is needed. A step's recurrent
 product (``h_in @ U`` forward, ``dpre @ U.T`` backward) is shared by the whole block
 (:func:`block_product`): each thread takes columns of the product and, when there are
 at most half as many columns as threads, a slice of the depth too, its slices' sums
-meeting in shared memory. A thread keeps eight loads of the weights in flight
-(:func:`column_dot`): the weights stream from L2 at every step, and a chain of
-dependent loads (one dot product per thread, one load at a time) took 34 us a step
-for a 128-unit LSTM on an H100. Columns of neighbouring threads are neighbours in
-memory, so backward passes multiply by ``U``'s transpose, which one launch makes at
-the start of the pass (both of the GRU's recurrent weights in the same launch); the
-backward kernels zero the state gradients of their rows themselves.
+meeting in shared memory. A thread keeps sixteen loads of the weights in flight
+(:func:`column_dot`): the weights stream from L2 at every step, and in the compiled
+loop each stretch of loads waits out one trip to L2 before the next stretch is issued,
+so the stretch's length sets the product's time (one load at a time, a 128-unit
+LSTM's forward step took 34 us on an H100). At sixteen, ptxas keeps every kernel
+within the 128 registers a 512-thread block allows, with no spill in a loop. Columns
+of neighbouring threads are neighbours in memory, so backward passes multiply by
+``U``'s transpose, which one launch makes at the start of the pass (both of the GRU's
+recurrent weights in the same launch); the backward kernels zero the state gradients
+of their rows themselves.
 
 The cell is then applied unit by unit with the per-unit bodies below (``body(b, j,
 ...)``, compiled as device code with the cells of :mod:`.cells`). A forward pass is
@@ -87,11 +90,12 @@ def recurrent_input_element(b, j, h_prev, mask_U, has_mask_U, h_in):
 
 
 def column_dot(a, row, M, column, start, stop, zero):
-    """``sum_k a[row, k] * M[k, column]`` over ``start <= k < stop``, eight products at
-    a time into eight sums, so that eight loads of ``M`` are in flight."""
+    """``sum_k a[row, k] * M[k, column]`` over ``start <= k < stop``, sixteen products at
+    a time into sixteen sums, so that sixteen loads of ``M`` are in flight."""
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+    s8 = s9 = s10 = s11 = s12 = s13 = s14 = s15 = zero
     k = start
-    while k + 8 <= stop:
+    while k + 16 <= stop:
         s0 += a[row, k] * M[k, column]
         s1 += a[row, k + 1] * M[k + 1, column]
         s2 += a[row, k + 2] * M[k + 2, column]
@@ -100,11 +104,21 @@ def column_dot(a, row, M, column, start, stop, zero):
         s5 += a[row, k + 5] * M[k + 5, column]
         s6 += a[row, k + 6] * M[k + 6, column]
         s7 += a[row, k + 7] * M[k + 7, column]
-        k += 8
+        s8 += a[row, k + 8] * M[k + 8, column]
+        s9 += a[row, k + 9] * M[k + 9, column]
+        s10 += a[row, k + 10] * M[k + 10, column]
+        s11 += a[row, k + 11] * M[k + 11, column]
+        s12 += a[row, k + 12] * M[k + 12, column]
+        s13 += a[row, k + 13] * M[k + 13, column]
+        s14 += a[row, k + 14] * M[k + 14, column]
+        s15 += a[row, k + 15] * M[k + 15, column]
+        k += 16
     while k < stop:
         s0 += a[row, k] * M[k, column]
         k += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    return (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))) + (
+        ((s8 + s9) + (s10 + s11)) + ((s12 + s13) + (s14 + s15))
+    )
 
 
 def block_product(a, row, M, out, partial, zero):
