@@ -43,3 +43,16 @@ def test_the_gpu_check_reads_pytest_counts_and_refuses_unknown_cases():
     assert gpu_check.summary_line(output) == "1 failed, 718 passed, 12 skipped"
     with pytest.raises(SystemExit):
         gpu_check.parse_arguments(["--cases", "gemm,nonsense"])
+
+
+def test_the_profile_option_names_kernels_plainly_and_needs_torch(capsys):
+    mangled = (
+        "numlayers::kernels::recurrent::cuda::build_cuda::_3clocals_3e::lstm_backward_kernel"
+        "[abi:v50][abi:cw51cXTLSUwv1sDUaKthqaNgoKmjgEhasCBDCg1bcEDrKABNtAWlPG]"
+    )
+    assert gpu_check.kernel_name(mangled) == "recurrent::cuda::build_cuda::lstm_backward_kernel"
+    assert gpu_check.kernel_name("void cutlass::Kernel2<sgemm_128x64>(Params)") == (
+        "void cutlass::Kernel2<sgemm_128x64>"
+    )
+    assert gpu_check.main(["--smoke", "--no-tests", "--cases", "gemm", "--profile"]) == 0
+    assert "--profile needs torch" in capsys.readouterr().out

@@ -41,7 +41,9 @@ an error row and the others still run. Without torch the PyTorch columns read n/
 Options: ``--quick`` (fewer samples), ``--no-tests``, ``--cases a,b`` (a selection of
 the cases above), ``--smoke`` (tiny sizes, one sample: what the test suite runs
 under the simulator, where it is the default), ``--workers`` and ``--tests-timeout``
-for the test run.
+for the test run, and ``--profile``: after the table, the GPU time of the recurrent
+passes and of the largest MLP step, kernel by kernel (PyTorch's profiler, which records
+Numba's kernels too; about 10 seconds).
 
 NumPy 2.5 has no ``np.row_stack``, which numba-cuda 0.30 still names when it is
 imported: this module aliases it to ``np.vstack`` before ``numba.cuda`` is imported
@@ -432,6 +434,14 @@ def torch_mlp(torch: Any, model: Sequential) -> Any:
     return torch.nn.Sequential(*modules).cuda()
 
 
+def mlp_batch(widths: Sequence[int], batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An MLP case's batch: inputs, class labels and their one-hot targets."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((batch, widths[0])).astype(np.float32)
+    labels = rng.integers(0, widths[-1], batch)
+    return x, labels, np.eye(widths[-1], dtype=np.float32)[labels]
+
+
 def mlp_rows(context: Context) -> list[Row]:
     rows = []
     torch = context.torch
@@ -440,10 +450,7 @@ def mlp_rows(context: Context) -> list[Row]:
     ]:
         *widths, batch = sizes
         model = mlp_model(widths, context.device, cuda_graphs)
-        rng = np.random.default_rng(6)
-        x = rng.standard_normal((batch, widths[0])).astype(np.float32)
-        labels = rng.integers(0, widths[-1], batch)
-        y = np.eye(widths[-1], dtype=np.float32)[labels]
+        x, labels, y = mlp_batch(widths, batch)
 
         def ours(model: Sequential = model, x: np.ndarray = x, y: np.ndarray = y) -> Any:
             return model.train_on_batch(x, y)
@@ -485,25 +492,27 @@ def mlp_rows(context: Context) -> list[Row]:
     return rows
 
 
-def torch_recurrent(torch: Any, kind: str, layer: Any) -> Any:
-    """``nn.LSTM``/``nn.GRU`` (batch first) with ``layer``'s input and recurrent weights
-    where the gate orders agree (the work, not the values, is what is compared)."""
-    features = layer.input_shape[-1]
-    module = (torch.nn.LSTM if kind == "LSTM" else torch.nn.GRU)(
-        features, layer.output_dim, batch_first=True
-    )
+def torch_recurrent(torch: Any, kind: str, features: int, units: int) -> Any:
+    """``nn.LSTM``/``nn.GRU`` (batch first) of the same sizes (the work, not the values,
+    is what is compared)."""
+    module = (torch.nn.LSTM if kind == "LSTM" else torch.nn.GRU)(features, units, batch_first=True)
     return module.cuda()
 
 
-def recurrent_rows(context: Context) -> list[Row]:
-    device, torch = context.device, context.torch
+def recurrent_passes(context: Context) -> dict[str, Callable[[], None]]:
+    """Our LSTM and GRU forward and backward pass (of the last output) on the case's
+    data, by kind: the input is data, so no input gradient is made (as torch's ``x``
+    without ``requires_grad``)."""
+    device = context.device
     steps, batch, features, units = context.sizes.recurrent
-    x = random_array((batch, steps, features), 7)
-    g = random_array((batch, units), 8)
-    x_dev, g_dev = device.asarray(x), device.asarray(g)
-    if torch is not None:
-        tx, tg = torch.from_numpy(x).cuda(), torch.from_numpy(g).cuda()
-    rows = []
+    x_dev = device.asarray(random_array((batch, steps, features), 7))
+    g_dev = device.asarray(random_array((batch, units), 8))
+
+    def one_pass(layer: Any) -> None:
+        layer.run_forward(x_dev, True)
+        layer.backward(g_dev)
+
+    passes: dict[str, Callable[[], None]] = {}
     for kind, layer_class in (("LSTM", LSTM), ("GRU", GRU)):
         layer = layer_class(
             units,
@@ -513,15 +522,23 @@ def recurrent_rows(context: Context) -> list[Row]:
             seed=0,
             dtype="float32",
         ).to(device)
-        layer.needs_input_gradient = False  # x is data, as torch's x without grad
+        layer.needs_input_gradient = False
+        passes[kind] = functools.partial(one_pass, layer)
+    return passes
 
-        def ours(layer: Any = layer) -> None:
-            layer.run_forward(x_dev, True)
-            layer.backward(g_dev)
 
+def recurrent_rows(context: Context) -> list[Row]:
+    torch = context.torch
+    steps, batch, features, units = context.sizes.recurrent
+    x = random_array((batch, steps, features), 7)
+    g = random_array((batch, units), 8)
+    if torch is not None:
+        tx, tg = torch.from_numpy(x).cuda(), torch.from_numpy(g).cuda()
+    rows = []
+    for kind, ours in recurrent_passes(context).items():
         theirs = None
         if torch is not None:
-            module = torch_recurrent(torch, kind, layer)
+            module = torch_recurrent(torch, kind, features, units)
             parameters = list(module.parameters())
 
             def theirs(module: Any = module, parameters: list[Any] = parameters) -> None:
@@ -592,6 +609,59 @@ def run_cases(context: Context, cases: Sequence[str]) -> list[Row]:
         rows.extend(found)
         print(f"  {case}: {time.perf_counter() - started:.1f} s", flush=True)
     return rows
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def profiled_calls(context: Context) -> dict[str, Callable[[], Any]]:
+    """What ``--profile`` splits into kernels: the recurrent passes and the largest MLP
+    step (replayed as a CUDA graph), the cases furthest from PyTorch's time."""
+    calls: dict[str, Callable[[], Any]] = {
+        f"{kind} fwd + bwd": call for kind, call in recurrent_passes(context).items()
+    }
+    *widths, batch = context.sizes.mlps[-1]
+    x, _, y = mlp_batch(widths, batch)
+    model = mlp_model(widths, context.device)
+    calls[f"MLP {'-'.join(map(str, widths))}, batch {batch}, SGD step (CUDA graph)"] = (
+        functools.partial(model.train_on_batch, x, y)
+    )
+    return calls
+
+
+def kernel_name(name: str) -> str:
+    """A kernel's name as the profiler reports it, without Numba's mangling (the ABI
+    tags and the builders' ``<locals>``) and without a C++ kernel's parameter list."""
+    name = re.sub(r"\[abi:[^\]]*\]", "", name).replace("::_3clocals_3e::", "::")
+    name = name.removeprefix("numlayers::kernels::").split("(")[0]
+    return name[:100]
+
+
+def print_kernel_profile(context: Context, calls: dict[str, Callable[[], Any]],
+                         repeats: int = 5, top: int = 8) -> None:  # fmt: skip
+    """Each call's GPU time per call and its ``top`` kernels and copies by time, through
+    PyTorch's profiler (CUPTI records every kernel of the process, Numba's too)."""
+    torch = context.torch
+    print("kernels per call (PyTorch's profiler):")
+    if torch is None:
+        print("  --profile needs torch with CUDA: its profiler records the kernels")
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    for name, call in calls.items():
+        call()
+        call()
+        context.device.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as profiler:
+            for _ in range(repeats):
+                call()
+            context.device.synchronize()
+        events = [e for e in profiler.key_averages() if e.self_device_time_total > 0]
+        busy = sum(event.self_device_time_total for event in events) / repeats
+        print(f"  {name}: GPU busy {busy / 1e3:.3f} ms per call")
+        for event in sorted(events, key=lambda e: -e.self_device_time_total)[:top]:
+            each = event.self_device_time_total / repeats / 1e3
+            print(f"    {each:8.3f} ms  x{event.count // repeats:<3d} {kernel_name(event.key)}")
 
 
 # --------------------------------------------------------------------------- tests
@@ -684,6 +754,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (default in simulator)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--tests-timeout", type=float, default=240.0)
+    parser.add_argument(
+        "--profile", action="store_true", help="the slowest cases' kernels (needs torch)"
+    )
     arguments = parser.parse_args(argv)
     arguments.cases = [case for case in arguments.cases.split(",") if case]
     unknown = sorted(set(arguments.cases) - set(CASES))
@@ -713,6 +786,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"cases ({'smoke, ' if smoke else ''}{samples} samples each):", flush=True)
     rows.extend(run_cases(context, arguments.cases))
     print_table(rows)
+    if arguments.profile:
+        print_kernel_profile(context, profiled_calls(context))
     print(f"GPU check took {time.perf_counter() - started:.0f} s")
     return 1 if any(row.ours in ("error", "timed out") for row in rows) else 0
 
