@@ -579,8 +579,17 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     )  # fmt: skip
                 cuda.syncthreads()
 
-    def scratch(*shape: int) -> Any:
-        return cuda_api.device_array(shape, dtype=dtype)
+    kept: dict[tuple[str, tuple[int, ...]], Any] = {}
+
+    def scratch(role: str, *shape: int) -> Any:
+        """A device array that kernels of this dtype use for ``role`` (a step's product,
+        a transpose), kept per role and shape: the launches of a stream run in order and
+        each pass writes what it reads of it, so passes and layers share it, and an
+        eager pass allocates (and Numba later frees, which waits for the GPU) nothing."""
+        array = kept.get((role, shape))
+        if array is None:
+            array = kept[role, shape] = cuda_api.device_array(shape, dtype=dtype)
+        return array
 
     no_matrix = empty_vector(cuda_api, dtype, 2)
 
@@ -588,7 +597,10 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         """``[first.T]`` (and ``second.T``), contiguous, made by one launch."""
         if second is None:
             second = no_matrix()
-        transposes = [scratch(*first.shape[::-1]), scratch(*second.shape[::-1])]
+        transposes = [
+            scratch("first transpose", *first.shape[::-1]),
+            scratch("second transpose", *second.shape[::-1]),
+        ]
         blocks = min(blocks_for(first.size + second.size), MAX_BLOCKS)
         transpose_pair_kernel[blocks, BLOCK_SIZE](first, transposes[0], second, transposes[1])
         return transposes
@@ -612,32 +624,32 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
 
     def rnn_sequence_forward(steps: Steps, sequence: RnnSequence) -> None:
         batch, hidden = sequence.h0.shape
-        launch(rnn_forward_kernel, batch, steps, *sequence, scratch(batch, hidden))
+        launch(rnn_forward_kernel, batch, steps, *sequence, scratch("product", batch, hidden))
 
     def rnn_sequence_backward(steps: Steps, sequence: RnnSequence, gradients: Gradients) -> None:
         batch, hidden = gradients.dh.shape
         launch(
             rnn_backward_kernel, batch, steps, transposed(sequence.U)[0], sequence.h_all,
-            scratch(batch, hidden), *gradients,
+            scratch("product", batch, hidden), *gradients,
         )  # fmt: skip
 
     def lstm_sequence_forward(steps: Steps, sequence: LstmSequence) -> None:
         batch, hidden = sequence.h0.shape
-        launch(lstm_forward_kernel, batch, steps, *sequence, scratch(batch, 4 * hidden))
+        launch(lstm_forward_kernel, batch, steps, *sequence, scratch("product", batch, 4 * hidden))
 
     def lstm_sequence_backward(steps: Steps, sequence: LstmSequence, gradients: Gradients) -> None:
         batch, hidden = gradients.dh.shape
         launch(
             lstm_backward_kernel, batch, steps, transposed(sequence.U)[0], sequence.c0,
-            sequence.gates_all, sequence.c_all, scratch(batch, hidden), *gradients,
+            sequence.gates_all, sequence.c_all, scratch("product", batch, hidden), *gradients,
         )  # fmt: skip
 
     def gru_sequence_forward(steps: Steps, sequence: GruSequence) -> None:
         batch, hidden = sequence.h0.shape
         launch(
             gru_forward_kernel, batch, steps, *sequence.forward_arrays(),
-            scratch(batch, 2 * hidden),
-            scratch(batch, hidden),
+            scratch("product", batch, 2 * hidden),
+            scratch("second product", batch, hidden),
         )  # fmt: skip
 
     def gru_sequence_backward(steps: Steps, sequence: GruSequence, gradients: Gradients) -> None:
@@ -645,8 +657,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         launch(
             gru_backward_kernel, batch, steps, *transposed(sequence.U_zr, sequence.U_h),
             sequence.h0, sequence.h_prev_all, sequence.gates_all, sequence.h_all,
-            *[scratch(batch, hidden) for _ in range(3)], sequence.dpre_zr_all,
-            sequence.dpre_h_all, *gradients,
+            *[scratch(role, batch, hidden) for role in ("product", "second product", "carry")],
+            sequence.dpre_zr_all, sequence.dpre_h_all, *gradients,
         )  # fmt: skip
 
     return {
