@@ -150,7 +150,7 @@ def sum_rows_launcher(cuda_api: Any, dtype: np.dtype) -> Any:
     zero = dtype.type(0)
     step = SUM_ROW_GROUPS
 
-    @kernels.jit(kernels.array(2), kernels.array(1))
+    @kernels.jit(kernels.array(2), kernels.array(1), threads=SUM_TILE_COLUMNS * SUM_ROW_GROUPS)
     def sum_rows_kernel(x, out):
         partial = cuda.shared.array((SUM_ROW_GROUPS, SUM_TILE_COLUMNS), scalar)
         lane = cuda.threadIdx.x
