@@ -345,7 +345,7 @@ class CudaKernels:
 
     cuda: Any
     dtype: np.dtype
-    kernels: dict[str, tuple[Any, tuple[Any, ...]]] = field(default_factory=dict)
+    kernels: dict[str, tuple[Any, tuple[Any, ...], int | None]] = field(default_factory=dict)
     _devices: dict[Any, Any] = field(default_factory=dict)
 
     @property
@@ -374,7 +374,7 @@ class CudaKernels:
 
         def decorate(function: Callable[..., None]) -> Any:
             kernel = self.cuda.jit(**options)(function)
-            self.kernels[function.__name__] = (function, argtypes)
+            self.kernels[function.__name__] = (function, argtypes, threads)
             return CountedKernel(kernel)
 
         return decorate

@@ -47,3 +47,17 @@ def test_every_cuda_kernel_compiles_to_ptx_without_float64_in_float32(dtype, hal
     report = completed.stdout + completed.stderr
     assert completed.returncode == 0, report
     assert "0 problems" in report, report
+
+
+def test_ptxas_figures_are_read_from_its_verbose_report():
+    from numlayers.testing.ptx_check import PTXAS_FIGURES
+
+    report = (
+        "ptxas info    : Compiling entry function 'kernel' for 'sm_90'\n"
+        "ptxas info    : Function properties for kernel\n"
+        "    16 bytes stack frame, 16 bytes spill stores, 16 bytes spill loads\n"
+        "ptxas info    : Used 128 registers, used 1 barriers, 2048 bytes smem, 920 bytes cmem[0]"
+    )
+    assert ", ".join(PTXAS_FIGURES.findall(report)) == (
+        "16 bytes spill stores, 16 bytes spill loads, Used 128 registers, 2048 bytes smem"
+    )
