@@ -206,9 +206,12 @@ def matrix_element(batched: bool, depth_major: bool) -> Any:
 
     def element(operand, z, k, e, geometry):
         # ``batched`` and ``depth_major`` are constants of the closure: Numba drops the
-        # other branches before typing, so each kernel indexes its operands directly
+        # other branches before typing, so each kernel indexes its operands directly.
+        # The loader calls it within the operand's bounds: unsigned indices spare each
+        # load Numba's negative-index wraparound (ten instructions of about twenty)
         row, column = (k, e) if depth_major else (e, k)
-        return operand[z, row, column] if batched else operand[row, column]
+        row, column = numba.uint64(row), numba.uint64(column)
+        return operand[numba.uint64(z), row, column] if batched else operand[row, column]
 
     return element
 
