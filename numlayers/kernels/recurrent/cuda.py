@@ -82,11 +82,7 @@ SEQUENCE_THREADS = launch_size(512, 8)
 #: several rows in turn)
 SEQUENCE_BLOCKS = launch_size(132 * 8, 2)
 
-# ---------------------------------------------------------------- per-unit bodies
-
-
-def recurrent_input_element(b, j, h_prev, mask_U, has_mask_U, h_in):
-    h_in[b, j] = recurrent_input(h_prev, mask_U, has_mask_U, b, j)
+# ---------------------------------------------------------------- step products
 
 
 def column_dot(a, row, M, column, start, stop, zero):
@@ -155,6 +151,13 @@ def zero_row(b, x, zero):
     """Row ``b`` of ``x`` zeroed by the block's threads, each the units it later reads."""
     for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
         x[b, j] = zero
+
+
+# ---------------------------------------------------------------- per-unit bodies
+
+
+def recurrent_input_element(b, j, h_prev, mask_U, has_mask_U, h_in):
+    h_in[b, j] = recurrent_input(h_prev, mask_U, has_mask_U, b, j)
 
 
 def rnn_forward_element(b, j, xw, rec, t, mask, has_mask, h_prev, h_all, act, c):
