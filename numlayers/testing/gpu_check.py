@@ -637,18 +637,17 @@ def kernel_name(name: str) -> str:
     return name[:100]
 
 
-def print_kernel_profile(context: Context, calls: dict[str, Callable[[], Any]],
-                         repeats: int = 5, top: int = 8) -> None:  # fmt: skip
-    """Each call's GPU time per call and its ``top`` kernels and copies by time, through
-    PyTorch's profiler (CUPTI records every kernel of the process, Numba's too)."""
-    torch = context.torch
+def print_kernel_profile(context: Context, repeats: int = 5, top: int = 8) -> None:
+    """Each of :func:`profiled_calls`' GPU time per call and its ``top`` kernels and
+    copies by time, through PyTorch's profiler (CUPTI records every kernel of the
+    process, Numba's too)."""
     print("kernels per call (PyTorch's profiler):")
-    if torch is None:
+    if context.torch is None:
         print("  --profile needs torch with CUDA: its profiler records the kernels")
         return
     from torch.profiler import ProfilerActivity, profile
 
-    for name, call in calls.items():
+    for name, call in profiled_calls(context).items():
         call()
         call()
         context.device.synchronize()
@@ -787,7 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.extend(run_cases(context, arguments.cases))
     print_table(rows)
     if arguments.profile:
-        print_kernel_profile(context, profiled_calls(context))
+        print_kernel_profile(context)
     print(f"GPU check took {time.perf_counter() - started:.0f} s")
     return 1 if any(row.ours in ("error", "timed out") for row in rows) else 0
 

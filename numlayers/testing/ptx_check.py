@@ -58,10 +58,8 @@ def find_ptxas() -> str | None:
     found = shutil.which("ptxas")
     if found is not None:
         return found
-    for site in map(Path, sys.path):
-        for candidate in sorted(site.glob("nvidia/cu*/bin/ptxas")):
-            return str(candidate)
-    return None
+    installed = (sorted(Path(site).glob("nvidia/cu*/bin/ptxas")) for site in sys.path)
+    return next((str(found[0]) for found in installed if found), None)
 
 
 def ptxas_resources(ptxas: str, ptx: str) -> str:

@@ -64,10 +64,7 @@ from numlayers.kernels.recurrent.sequences import (
     Steps,
 )
 from numlayers.kernels.toolkit import (
-    BLOCK_SIZE,
-    MAX_BLOCKS,
     bind_cuda,
-    blocks_for,
     empty_vector,
     launch_size,
 )
@@ -151,6 +148,19 @@ def zero_row(b, x, zero):
     """Row ``b`` of ``x`` zeroed by the block's threads, each the units it later reads."""
     for j in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
         x[b, j] = zero
+
+
+def transpose_pair_element(element, first, first_t, second, second_t):
+    """Element ``element`` of ``first_t = first.T`` and ``second_t = second.T``, the
+    elements counted through ``first`` and then ``second`` (one launch for both)."""
+    first_size = first.shape[0] * first.shape[1]
+    if element < first_size:
+        row, column = element // first.shape[1], element % first.shape[1]
+        first_t[column, row] = first[row, column]
+    else:
+        rest = element - first_size
+        row, column = rest // second.shape[1], rest % second.shape[1]
+        second_t[column, row] = second[row, column]
 
 
 # ---------------------------------------------------------------- per-unit bodies
@@ -372,19 +382,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     # and a backward pass before them: grad, grad_every_step, dpre_all, dh, dc
     backward = (tensor, index, tensor, matrix, matrix)
 
-    @kernels.jit(matrix, matrix, matrix, matrix)
-    def transpose_pair_kernel(first, first_t, second, second_t):
-        """``first_t = first.T`` and ``second_t = second.T`` (grid-stride over both)."""
-        first_size = first.shape[0] * first.shape[1]
-        total = first_size + second.shape[0] * second.shape[1]
-        for element in range(cuda.grid(1), total, cuda.gridsize(1)):
-            if element < first_size:
-                row, column = element // first.shape[1], element % first.shape[1]
-                first_t[column, row] = first[row, column]
-            else:
-                rest = element - first_size
-                row, column = rest // second.shape[1], rest % second.shape[1]
-                second_t[column, row] = second[row, column]
+    transpose_pair = kernels.index_loop(transpose_pair_element, (matrix,) * 4)
 
     @kernels.jit(tensor, matrix, matrix, tensor, tensor, matrix, *run, threads=SEQUENCE_THREADS)
     def rnn_forward_kernel(
@@ -604,8 +602,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
             scratch("first transpose", *first.shape[::-1]),
             scratch("second transpose", *second.shape[::-1]),
         ]
-        blocks = min(blocks_for(first.size + second.size), MAX_BLOCKS)
-        transpose_pair_kernel[blocks, BLOCK_SIZE](first, transposes[0], second, transposes[1])
+        transpose_pair(first.size + second.size, first, transposes[0], second, transposes[1])
         return transposes
 
     def launch(kernel: Any, batch: int, steps: Steps, *arrays: Any) -> None:
