@@ -114,9 +114,13 @@ class Capture:
     hooks: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
     def launch(
-        self, kernel: Any, configuration: tuple[Any, ...], arguments: tuple[Any, ...]
+        self,
+        kernel: Any,
+        configuration: tuple[Any, ...],
+        arguments: tuple[Any, ...],
+        before_launch: Callable[[Any, Any], None] | None = None,
     ) -> None:
-        """Record ``kernel[configuration](*arguments)``."""
+        """Record ``kernel[configuration](*arguments)`` (see :func:`launch_kernel`)."""
         self.retained.extend(arguments)
         if self.stream is None:  # configured at replay: the simulator's kernel[...] sets
             # the configuration on the kernel object itself, for its next launch only
@@ -124,7 +128,7 @@ class Capture:
                 functools.partial(launch_kernel, kernel, configuration, arguments)
             )
         else:
-            kernel[(*configuration, self.stream)](*arguments)
+            launch_kernel(kernel, configuration, arguments, before_launch, self.stream)
 
     def copy(self, source: Any, target: Any) -> None:
         """Record a copy between two arrays (device to device, or pinned host to device)."""
@@ -135,8 +139,24 @@ class Capture:
             target.copy_to_device(source, stream=self.stream)
 
 
-def launch_kernel(kernel: Any, configuration: tuple[Any, ...], arguments: tuple[Any, ...]) -> None:
-    kernel[configuration](*arguments)
+def launch_kernel(
+    kernel: Any,
+    configuration: tuple[Any, ...],
+    arguments: tuple[Any, ...],
+    before_launch: Callable[[Any, Any], None] | None = None,
+    stream: Any = None,
+) -> None:
+    """``kernel[configuration](*arguments)``. ``configuration`` is Numba's: ``(grid,
+    block)``, or ``(grid, block, 0, shared)`` with ``shared`` bytes of dynamic shared
+    memory; ``stream``, where given, replaces its default stream. ``before_launch`` is
+    a Numba pre-launch callback, called with the compiled kernel the arguments select."""
+    if stream is not None:
+        grid, block, *rest = configuration
+        configuration = (grid, block, stream, *rest[1:])
+    configured = kernel[configuration]
+    if before_launch is not None:
+        configured.pre_launch_callbacks.append(before_launch)
+    configured(*arguments)
 
 
 _CAPTURE = threading.local()

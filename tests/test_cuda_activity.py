@@ -6,10 +6,13 @@ the step's speed: the tests hold them down."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from numlayers.devices import cuda_activity
+from numlayers.devices import cuda_activity, launch_kernel
+from numlayers.kernels import toolkit
 from numlayers.layers import GRU, LSTM, Dense, Dropout, SimpleRNN
 from numlayers.models import Sequential
 
@@ -112,3 +115,66 @@ def test_recurrent_passes_launch_few_kernels_whatever_the_number_of_steps(layer_
     launches = recurrent_pass_launches(layer_class, 3)
     assert launches <= RECURRENT_LAUNCHES[layer_class]
     assert recurrent_pass_launches(layer_class, 7) == launches
+
+
+# ---------------------------------------------------------------- launch configuration
+
+
+class RecordedLaunch:
+    """What ``kernel[configuration]`` gives in Numba: a launch with callbacks."""
+
+    def __init__(self, configuration, log):
+        self.configuration, self.log = configuration, log
+        self.pre_launch_callbacks = []
+
+    def __call__(self, *arguments):
+        self.log.append((self.configuration, arguments, list(self.pre_launch_callbacks)))
+
+
+class RecordingKernel:
+    def __init__(self):
+        self.log = []
+
+    def __getitem__(self, configuration):
+        return RecordedLaunch(configuration, self.log)
+
+
+@pytest.mark.parametrize(
+    ("configuration", "expected"),
+    [((4, 512), (4, 512, "stream")), ((4, 512, 0, 9000), (4, 512, "stream", 9000))],
+)
+def test_a_launch_on_a_capture_stream_keeps_its_dynamic_shared_memory(configuration, expected):
+    kernel = RecordingKernel()
+
+    def callback(compiled, launch):
+        pass
+
+    launch_kernel(kernel, configuration, (1, 2), callback, stream="stream")
+    launch_kernel(kernel, configuration, (3,))
+    assert kernel.log == [(expected, (1, 2), [callback]), (configuration, (3,), [])]
+
+
+class CompiledKernel:
+    """Numba's compiled kernel as the pre-launch callback sees it."""
+
+    shared_mem_per_block = 2048  # static shared arrays
+
+    def __init__(self):
+        function = SimpleNamespace(name="sequence_kernel", handle=7, device=SimpleNamespace(id=0))
+        self._codelibrary = SimpleNamespace(get_cufunc=lambda: function)
+
+
+def test_a_kernel_asking_more_than_48_kb_of_shared_memory_opts_in_once(monkeypatch):
+    raised = []
+    monkeypatch.setattr(toolkit, "shared_memory_per_block", lambda: 232448)
+    monkeypatch.setattr(toolkit, "set_dynamic_shared_limit", lambda f, limit: raised.append(limit))
+    kernel = CompiledKernel()
+    toolkit.allow_dynamic_shared(kernel, SimpleNamespace(sharedmem=40_000))
+    assert raised == []  # under 48 KB every kernel may
+    for _ in range(2):
+        toolkit.allow_dynamic_shared(kernel, SimpleNamespace(sharedmem=230_400))
+    assert raised == [230_400]
+    with pytest.raises(
+        ValueError, match="sequence_kernel asked for 230401 bytes .* allows it 230400"
+    ):
+        toolkit.allow_dynamic_shared(kernel, SimpleNamespace(sharedmem=230_401))

@@ -37,7 +37,13 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import overload, register_jitable
 
-from numlayers.devices import CUDA_ACTIVITY, active_capture, simulator_enabled
+from numlayers.devices import (
+    CUDA_ACTIVITY,
+    active_capture,
+    cuda_module,
+    launch_kernel,
+    simulator_enabled,
+)
 
 #: An array on a device: a C-contiguous NumPy array on the CPU, a Numba device array (or
 #: any ``__cuda_array_interface__`` array wrapped as one) on CUDA. The family interfaces
@@ -359,7 +365,7 @@ class CudaKernels:
         return numba.types.Array(scalar, ndim, "C")
 
     def jit(
-        self, *argtypes: Any, threads: int | None = None
+        self, *argtypes: Any, threads: int | None = None, dynamic_shared: bool = False
     ) -> Callable[[Callable[..., None]], Any]:
         """Decorator: compile a hand-written kernel lazily and record ``argtypes``.
 
@@ -368,14 +374,19 @@ class CudaKernels:
         (a kernel needing more would fail to launch). The simulator has no registers
         and takes no such bound.
 
+        ``dynamic_shared`` marks a kernel launched as ``kernel[grid, block, 0, bytes]``
+        with up to :func:`dynamic_shared_budget` bytes of dynamic shared memory (beyond
+        the 48 KB a block gets unless its kernel opts in).
+
         The kernel's module must have ``cuda`` as a global (see :func:`bind_cuda`).
         """
         options = {} if threads is None or SIMULATOR else {"launch_bounds": threads}
+        before_launch = allow_dynamic_shared if dynamic_shared and not SIMULATOR else None
 
         def decorate(function: Callable[..., None]) -> Any:
             kernel = self.cuda.jit(**options)(function)
             self.kernels[function.__name__] = (function, argtypes, threads)
-            return CountedKernel(kernel)
+            return CountedKernel(kernel, before_launch)
 
         return decorate
 
@@ -467,21 +478,79 @@ class CountedKernel:
     :data:`numlayers.devices.CUDA_ACTIVITY` (every kernel of every family is one), or
     recorded into the CUDA graph being captured (:mod:`numlayers.cuda_graphs`)."""
 
-    def __init__(self, kernel: Any) -> None:
+    def __init__(self, kernel: Any, before_launch: Callable[[Any, Any], None] | None = None):
         self.kernel = kernel
+        self.before_launch = before_launch
 
     def __getitem__(self, configuration: Any) -> Callable[..., None]:
-        kernel = self.kernel
+        kernel, before_launch = self.kernel, self.before_launch
 
         def launch(*arguments: Any) -> None:
             capture = active_capture()
             if capture is not None:
-                capture.launch(kernel, configuration, arguments)
+                capture.launch(kernel, configuration, arguments, before_launch)
                 return
             CUDA_ACTIVITY.launches += 1
-            kernel[configuration](*arguments)
+            launch_kernel(kernel, configuration, arguments, before_launch)
 
         return launch
+
+
+# ---------------------------------------------------------------- dynamic shared memory
+
+#: dynamic shared memory a block may have without opting in (every GPU since Kepler)
+DEFAULT_DYNAMIC_SHARED = 48 * 1024
+
+#: the compiled kernels (Numba overloads) already allowed the device's shared memory
+_SHARED_LIMIT_RAISED: set[tuple[int, int]] = set()
+
+
+def dynamic_shared_budget(static_bytes: int, simulator_bytes: int) -> int:
+    """Bytes of dynamic shared memory a kernel launched with ``dynamic_shared`` (see
+    :meth:`CudaKernels.jit`) may ask for, beside ``static_bytes`` of static shared
+    arrays: the current GPU's opt-in maximum per block (227 KB on an H100 or H200).
+    Under the simulator, which has no such limit, ``simulator_bytes``: a family sets
+    it small enough that its tiny test shapes cross the budget's edges."""
+    if SIMULATOR:
+        return simulator_bytes
+    return max(0, shared_memory_per_block() - static_bytes)
+
+
+@functools.cache
+def _opt_in_shared_memory(device_id: int) -> int:
+    return int(cuda_module().get_current_device().MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+
+
+def shared_memory_per_block() -> int:
+    """The shared memory a block of the current GPU may have when its kernel opts in."""
+    return _opt_in_shared_memory(cuda_module().get_current_device().id)
+
+
+def allow_dynamic_shared(kernel: Any, configuration: Any) -> None:
+    """Numba pre-launch callback: let the compiled ``kernel`` take all the dynamic
+    shared memory the GPU allows a block beside its static arrays (once per kernel and
+    device; CUDA refuses a launch over 48 KB otherwise), and refuse a launch asking
+    more than that with a clear error instead of the driver's."""
+    function = kernel._codelibrary.get_cufunc()  # numba-cuda has no public accessor
+    limit = shared_memory_per_block() - kernel.shared_mem_per_block
+    if configuration.sharedmem > limit:
+        raise ValueError(
+            f"CUDA kernel {function.name} asked for {configuration.sharedmem} bytes of "
+            f"dynamic shared memory; this GPU allows it {limit}"
+        )
+    key = (id(kernel), function.device.id)
+    if configuration.sharedmem > DEFAULT_DYNAMIC_SHARED and key not in _SHARED_LIMIT_RAISED:
+        set_dynamic_shared_limit(function, limit)
+        _SHARED_LIMIT_RAISED.add(key)
+
+
+def set_dynamic_shared_limit(function: Any, limit: int) -> None:
+    """Let the compiled CUDA ``function`` (a Numba ``CudaPythonFunction``) launch with up
+    to ``limit`` bytes of dynamic shared memory, on its device."""
+    from numba.cuda.cudadrv.driver import binding, driver
+
+    attribute = binding.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    driver.cuKernelSetAttribute(attribute, limit, function.handle, function.device.id)
 
 
 #: the most blocks of a 2-D grid along y (CUDA allows 65535); the kernels stride past it

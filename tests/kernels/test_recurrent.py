@@ -22,6 +22,7 @@ from numlayers.kernels.recurrent import (
     Steps,
 )
 from numlayers.kernels.recurrent import cpu as recurrent_cpu
+from numlayers.kernels.recurrent import cuda as recurrent_cuda
 from numlayers.testing import tolerance
 
 #: sentinel filling the outputs: where it survives, nothing was written
@@ -344,6 +345,54 @@ def test_cuda_blocks_take_several_rows_and_threads_several_units(kind, name):
         (2, 5, 17),
     )  # fmt: skip
     case.check(get_device("cuda"))
+
+
+#: shared memory budgets of the sequence kernels (bytes), by what they leave in it for
+#: the 17-unit float32 case below
+SHARED_BUDGETS = {
+    "operand_in_stretches": 20,  # the operand five units at a time, the weights from L2
+    "operand_and_some_rows": 1200,  # a few leading rows of each slice of the weights
+    "everything": 1 << 20,
+}
+
+
+@pytest.mark.parametrize("budget", list(SHARED_BUDGETS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_passes_keep_what_fits_in_shared_memory(monkeypatch, kind, budget):
+    """The sequence kernels stage each product's operand and keep the leading rows of
+    the recurrent weights in shared memory, as much as the budget allows: a stretch of
+    the operand at a time, part of each depth slice, or all of both."""
+    monkeypatch.setattr(recurrent_cuda, "SIMULATOR_SHARED_BYTES", SHARED_BUDGETS[budget])
+    case = Case(
+        kind, np.dtype(np.float32), ("tanh", "sigmoid"), "mask_go_backwards_dropout_U_sequences",
+        (2, 3, 17),
+    )  # fmt: skip
+    case.check(get_device("cuda"))
+
+
+@pytest.mark.parametrize(
+    ("shapes", "itemsize", "expected"),
+    [
+        # a 128-unit GRU forward pass, float32, on a 227 KB GPU: everything fits
+        ([(128, 256), (128, 128)], 4, ((64, 32), (128, 128 + 2 * 64 * 256), 197120)),
+        # its float64 twin: the same share (about 57 %) of every slice of both weights
+        ([(128, 256), (128, 128)], 8, ((37, 18), (128, 128 + 2 * 37 * 256), 226304)),
+        # a 128-unit LSTM forward pass: 112 of U's 128 rows, 16 from L2 (one stretch)
+        ([(128, 512)], 4, ((112,), (128,), 229888)),
+        # an operand longer than the budget: staged a stretch at a time, no weights
+        ([(100_000, 8)], 4, ((0,), (57_600,), 230400)),
+    ],
+)
+def test_shared_memory_plan(shapes, itemsize, expected):
+    budget = 232448 - 512 * itemsize  # an H100: opt-in shared memory, less `partial`
+    layout = recurrent_cuda.plan_shared(shapes, itemsize, budget, 512)
+    assert (layout.rows, layout.offsets, layout.bytes) == expected
+    assert layout.bytes <= budget
+
+
+def test_shared_memory_plan_refuses_no_room():
+    with pytest.raises(ValueError, match="at least 8 bytes of shared memory"):
+        recurrent_cuda.plan_shared([(3, 12)], 8, 7, 8)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -6,16 +6,21 @@ phases of a step) and no grid-wide synchronisation is needed. A step's recurrent
 product (``h_in @ U`` forward, ``dpre @ U.T`` backward) is shared by the whole block
 (:func:`block_product`): each thread takes columns of the product and, when there are
 at most half as many columns as threads, a slice of the depth too, its slices' sums
-meeting in shared memory. A thread keeps sixteen loads of the weights in flight
-(:func:`column_dot`): the weights stream from L2 at every step, and in the compiled
-loop each stretch of loads waits out one trip to L2 before the next stretch is issued,
-so the stretch's length sets the product's time (one load at a time, a 128-unit
-LSTM's forward step took 34 us on an H100). At sixteen, ptxas keeps every kernel
-within the 128 registers a 512-thread block allows, with no spill in a loop. Columns
-of neighbouring threads are neighbours in memory, so backward passes multiply by
-``U``'s transpose, which one launch makes at the start of the pass (both of the GRU's
-recurrent weights in the same launch); the backward kernels zero the state gradients
-of their rows themselves.
+meeting in shared memory. Columns of neighbouring threads are neighbours in memory,
+so backward passes multiply by ``U``'s transpose, which one launch makes at the start
+of the pass (both of the GRU's recurrent weights in the same launch); the backward
+kernels zero the state gradients of their rows themselves.
+
+The weights stay in shared memory across the steps, as much of them as fits
+(:func:`plan_shared`; up to 227 KB a block on an H100): each kernel first copies in
+the leading rows of every thread's depth slice, and each product first copies in its
+operand row, so that those loads take a trip to shared memory instead of one to L2.
+A 128-unit GRU keeps both weights whole in float32, an LSTM 112 of its 128 rows.
+What does not fit streams from L2, sixteen loads in flight a thread
+(:func:`column_dot`): in the compiled loop each stretch of loads waits out one trip to
+L2 before the next stretch is issued (one load at a time, a 128-unit LSTM's forward
+step took 34 us on an H100). The kernels stay within the 128 registers a 512-thread
+block allows.
 
 The cell is then applied unit by unit with the per-unit bodies below (``body(b, j,
 ...)``, compiled as device code with the cells of :mod:`.cells`). A forward pass is
@@ -31,7 +36,8 @@ constants, passed to every kernel so that no formula writes a float64 literal.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
@@ -65,6 +71,7 @@ from numlayers.kernels.recurrent.sequences import (
 )
 from numlayers.kernels.toolkit import (
     bind_cuda,
+    dynamic_shared_budget,
     empty_vector,
     launch_size,
 )
@@ -78,70 +85,171 @@ SEQUENCE_THREADS = launch_size(512, 8)
 #: blocks of a sequence pass at most (one per batch row up to this; a block then takes
 #: several rows in turn)
 SEQUENCE_BLOCKS = launch_size(132 * 8, 2)
+#: 0 to 16, unsigned, as the step products' indices are
+U = tuple(numba.uint64(n) for n in range(17))
 
 # ---------------------------------------------------------------- step products
 
 
-def column_dot(a, row, M, column, start, stop, zero):
-    """``sum_k a[row, k] * M[k, column]`` over ``start <= k < stop``, sixteen products at
-    a time into sixteen sums, so that sixteen loads of ``M`` are in flight."""
+def depth_slices(depth, columns, threads):
+    """``(groups, share)``: how a block's ``threads`` share a product of ``columns``
+    columns and ``depth`` rows. Each thread takes a column; when there are at most half
+    as many columns as threads, ``groups`` threads take each column, each a slice of
+    ``share`` rows of the depth (the host plans the shared memory with it too)."""
+    if 2 * columns > threads:
+        return 1, depth
+    groups = threads // columns
+    return groups, (depth + groups - 1) // groups
+
+
+def column_dot(a, a_at, M, m_at, columns, count, zero):
+    """``sum_i a[a_at + i] * M[m_at + i * columns]`` over ``i < count``: a column of the
+    flat, row-major ``M`` (``columns`` wide) against ``a``, sixteen products at a time
+    into sixteen sums, so that sixteen loads of ``M`` are in flight. The indices are
+    unsigned, which spares every load Numba's negative-index wraparound."""
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
     s8 = s9 = s10 = s11 = s12 = s13 = s14 = s15 = zero
-    k = start
-    while k + 16 <= stop:
-        s0 += a[row, k] * M[k, column]
-        s1 += a[row, k + 1] * M[k + 1, column]
-        s2 += a[row, k + 2] * M[k + 2, column]
-        s3 += a[row, k + 3] * M[k + 3, column]
-        s4 += a[row, k + 4] * M[k + 4, column]
-        s5 += a[row, k + 5] * M[k + 5, column]
-        s6 += a[row, k + 6] * M[k + 6, column]
-        s7 += a[row, k + 7] * M[k + 7, column]
-        s8 += a[row, k + 8] * M[k + 8, column]
-        s9 += a[row, k + 9] * M[k + 9, column]
-        s10 += a[row, k + 10] * M[k + 10, column]
-        s11 += a[row, k + 11] * M[k + 11, column]
-        s12 += a[row, k + 12] * M[k + 12, column]
-        s13 += a[row, k + 13] * M[k + 13, column]
-        s14 += a[row, k + 14] * M[k + 14, column]
-        s15 += a[row, k + 15] * M[k + 15, column]
-        k += 16
-    while k < stop:
-        s0 += a[row, k] * M[k, column]
-        k += 1
+    i, j, step = numba.uint64(a_at), numba.uint64(m_at), numba.uint64(columns)
+    left = count
+    while left >= 16:
+        s0 += a[i] * M[j]
+        s1 += a[i + U[1]] * M[j + U[1] * step]
+        s2 += a[i + U[2]] * M[j + U[2] * step]
+        s3 += a[i + U[3]] * M[j + U[3] * step]
+        s4 += a[i + U[4]] * M[j + U[4] * step]
+        s5 += a[i + U[5]] * M[j + U[5] * step]
+        s6 += a[i + U[6]] * M[j + U[6] * step]
+        s7 += a[i + U[7]] * M[j + U[7] * step]
+        s8 += a[i + U[8]] * M[j + U[8] * step]
+        s9 += a[i + U[9]] * M[j + U[9] * step]
+        s10 += a[i + U[10]] * M[j + U[10] * step]
+        s11 += a[i + U[11]] * M[j + U[11] * step]
+        s12 += a[i + U[12]] * M[j + U[12] * step]
+        s13 += a[i + U[13]] * M[j + U[13] * step]
+        s14 += a[i + U[14]] * M[j + U[14] * step]
+        s15 += a[i + U[15]] * M[j + U[15] * step]
+        i += U[16]
+        j += U[16] * step
+        left -= 16
+    while left > 0:
+        s0 += a[i] * M[j]
+        i += U[1]
+        j += step
+        left -= 1
     return (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))) + (
         ((s8 + s9) + (s10 + s11)) + ((s12 + s13) + (s14 + s15))
     )
 
 
-def block_product(a, row, M, out, partial, zero):
+def rows_dot(staged, first, M, m_first, columns, column, start, stop, zero):
+    """:func:`column_dot` over the rows ``start <= k < stop`` of a product (nothing when
+    empty): ``staged`` holds the operand from row ``first``, ``M``'s rows from row
+    ``m_first``."""
+    if stop <= start:
+        return zero
+    return column_dot(
+        staged, start - first, M, (start - m_first) * columns + column, columns, stop - start,
+        zero,
+    )  # fmt: skip
+
+
+def slice_dot(staged, first, last, M, head, head_rows, columns, column, group, start, stop, zero):
+    """Thread group ``group``'s part of a column over its depth slice ``start <= k <
+    stop``, for the operand rows ``first <= k < last`` now in ``staged``: the slice's
+    first ``head_rows`` rows from ``head`` (shared memory, where the group's rows begin
+    at row ``group * head_rows``), the rest from ``M``."""
+    low, high = max(start, first), min(stop, last)
+    split = min(max(start + head_rows, low), high)
+    kept = rows_dot(
+        staged, first, head, start - group * head_rows, columns, column, low, split, zero
+    )
+    return kept + rows_dot(staged, first, M, 0, columns, column, split, high, zero)
+
+
+def block_copy(source, source_at, target, target_at, count):
+    """``target[target_at + e] = source[source_at + e]`` for ``e < count``, by the whole
+    block: each thread takes every ``blockDim``-th element, sixteen loads in flight
+    (one at a time, a thread would wait out a trip to memory for each)."""
+    threads = cuda.blockDim.x
+    e = cuda.threadIdx.x
+    while e + 15 * threads < count:
+        at = source_at + e
+        v0, v1 = source[at], source[at + threads]
+        v2, v3 = source[at + 2 * threads], source[at + 3 * threads]
+        v4, v5 = source[at + 4 * threads], source[at + 5 * threads]
+        v6, v7 = source[at + 6 * threads], source[at + 7 * threads]
+        v8, v9 = source[at + 8 * threads], source[at + 9 * threads]
+        v10, v11 = source[at + 10 * threads], source[at + 11 * threads]
+        v12, v13 = source[at + 12 * threads], source[at + 13 * threads]
+        v14, v15 = source[at + 14 * threads], source[at + 15 * threads]
+        at = target_at + e
+        target[at], target[at + threads] = v0, v1
+        target[at + 2 * threads], target[at + 3 * threads] = v2, v3
+        target[at + 4 * threads], target[at + 5 * threads] = v4, v5
+        target[at + 6 * threads], target[at + 7 * threads] = v6, v7
+        target[at + 8 * threads], target[at + 9 * threads] = v8, v9
+        target[at + 10 * threads], target[at + 11 * threads] = v10, v11
+        target[at + 12 * threads], target[at + 13 * threads] = v12, v13
+        target[at + 14 * threads], target[at + 15 * threads] = v14, v15
+        e += 16 * threads
+    while e < count:
+        target[target_at + e] = source[source_at + e]
+        e += threads
+
+
+def load_head(M, head, head_rows, depth, columns):
+    """Copy into ``head`` (shared) the first ``head_rows`` rows of each depth slice of
+    the flat ``depth x columns`` matrix ``M`` (see :func:`depth_slices`), by the whole
+    block, which every thread calls (it ends with a ``syncthreads``). A slice's kept
+    rows are contiguous in both."""
+    groups, share = depth_slices(depth, columns, cuda.blockDim.x)
+    for group in range(groups):
+        rows = max(0, min(head_rows, depth - group * share))
+        block_copy(M, group * share * columns, head, group * head_rows * columns, rows * columns)
+    cuda.syncthreads()
+
+
+def block_product(a, row, M, head, head_rows, staged, out, partial, zero):
     """``out[row] = a[row] @ M`` by the whole block, which every thread calls (it ends
     with a ``syncthreads``, so ``out[row]`` is complete for every thread on return).
 
-    The threads share the columns of ``M``; when there are at most half as many
-    columns as threads, ``groups`` threads take each column, each a slice of the
-    depth, and the slices' sums meet in ``partial`` (shared, one element a thread),
-    added in a fixed order."""
+    ``M`` is flat, ``a.shape[1]`` rows of ``out.shape[1]`` columns; ``head`` holds the
+    first ``head_rows`` rows of each of its depth slices in shared memory (see
+    :func:`load_head`). ``a[row]`` is copied into ``staged`` (shared) a stretch at a
+    time, one stretch when it fits. The threads share the columns, and the depth as
+    :func:`depth_slices` says, the slices' sums meeting in ``partial`` (shared, one
+    element a thread), added in a fixed order."""
     thread, threads = cuda.threadIdx.x, cuda.blockDim.x
-    depth, columns = M.shape
-    if 2 * columns > threads:
-        for column in range(thread, columns, threads):
-            out[row, column] = column_dot(a, row, M, column, 0, depth, zero)
-    else:
-        groups = threads // columns
-        group = thread // columns
-        if group < groups:
-            share = (depth + groups - 1) // groups
-            start = min(group * share, depth)
-            stop = min(start + share, depth)
-            partial[thread] = column_dot(a, row, M, thread - group * columns, start, stop, zero)
+    depth, columns = a.shape[1], out.shape[1]
+    groups, share = depth_slices(depth, columns, threads)
+    group = thread // columns
+    start = min(group * share, depth)
+    stop = min(start + share, depth)
+    for first in range(0, depth, staged.shape[0]):
+        last = min(first + staged.shape[0], depth)
+        for k in range(first + thread, last, threads):
+            staged[k - first] = a[row, k]
         cuda.syncthreads()
+        if groups == 1:
+            for column in range(thread, columns, threads):
+                part = slice_dot(
+                    staged, first, last, M, head, head_rows, columns, column, 0, 0, depth, zero
+                )
+                out[row, column] = part if first == 0 else out[row, column] + part
+        elif group < groups:
+            part = slice_dot(
+                staged, first, last, M, head, head_rows, columns, thread - group * columns,
+                group, start, stop, zero,
+            )  # fmt: skip
+            partial[thread] = part if first == 0 else partial[thread] + part
+        cuda.syncthreads()
+    if groups > 1:
         if thread < columns:
             total = partial[thread]
             for other in range(1, groups):
                 total += partial[other * columns + thread]
             out[row, thread] = total
-    cuda.syncthreads()
+        cuda.syncthreads()
 
 
 def zero_row(b, x, zero):
@@ -346,15 +454,72 @@ def step_direction(order: np.ndarray) -> tuple[int, int]:
     return first, stride
 
 
+# ---------------------------------------------------------------- shared memory plan
+
+#: Dynamic shared memory of a sequence block under the simulator, which has no limit:
+#: small enough that the tests' 3-unit float64 LSTM and GRU keep only part of their
+#: weights in it, and their float32 twins all (a GPU has up to 227 KB).
+SIMULATOR_SHARED_BYTES = 200
+
+
+class SharedLayout(NamedTuple):
+    """What a sequence kernel keeps in its dynamic shared memory, in elements: a stretch
+    of ``staged`` elements of the step products' operand row (the whole row where it
+    fits), then each recurrent weight's head (``rows[i]`` rows of each depth slice,
+    from element ``offsets[i]``). ``bytes`` is the launch's dynamic size."""
+
+    staged: int
+    rows: tuple[int, ...]
+    offsets: tuple[int, ...]
+    bytes: int
+
+    def arguments(self) -> tuple[int, ...]:
+        """The kernels' last five arguments: staged, then rows and offset of two heads
+        (a kernel with one weight ignores the second pair)."""
+        pairs = [value for pair in zip(self.rows, self.offsets, strict=True) for value in pair]
+        return (self.staged, *pairs, *(0,) * (4 - len(pairs)))
+
+
+def plan_shared(
+    shapes: list[tuple[int, int]], itemsize: int, budget: int, threads: int
+) -> SharedLayout:
+    """How a sequence kernel multiplying by weights of ``shapes`` (``depth x columns``
+    each) spends ``budget`` bytes of shared memory: the operand row first (as much of
+    it as fits: the products then take it a stretch at a time), then the weights, all
+    of them where they fit, else the same share of each depth slice of each (the
+    leading rows of every slice, so that every thread's slice of a product streams
+    equally few rows from L2)."""
+    capacity = budget // itemsize
+    if capacity < 1:
+        raise ValueError(
+            f"a recurrent CUDA pass needs at least {itemsize} bytes of shared memory, "
+            f"received a budget of {budget}"
+        )
+    staged = min(max(depth for depth, _ in shapes), capacity)
+    room = capacity - staged
+    slices = [depth_slices(depth, columns, threads) for depth, columns in shapes]
+    # a head's elements per row it keeps of each slice, and all of its rows'
+    per_row = [groups * columns for (groups, _), (_, columns) in zip(slices, shapes, strict=True)]
+    whole = sum(size * share for size, (_, share) in zip(per_row, slices, strict=True))
+    rows = tuple(share if whole <= room else share * room // whole for _, share in slices)
+    offsets, used = [], staged
+    for size, kept in zip(per_row, rows, strict=True):
+        offsets.append(used)
+        used += size * kept
+    return SharedLayout(staged, rows, tuple(offsets), used * itemsize)
+
+
 def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     dtype = np.dtype(dtype)
     kernels = bind_cuda(globals(), cuda_api, dtype)
     c = constants_for(dtype)
-    scalar, matrix, tensor = kernels.scalar, kernels.array(2), kernels.array(3)
+    scalar, vector = kernels.scalar, kernels.array(1)
+    matrix, tensor = kernels.array(2), kernels.array(3)
     index, constants = numba.types.int64, numba.typeof(c)
     device = kernels.device
     take_input = device(recurrent_input_element)
     product_of_block, zero_block_row = device(block_product), device(zero_row)
+    keep_head = device(load_head)
     rnn_forward_body, rnn_backward_body = device(rnn_forward_element), device(rnn_backward_element)
     lstm_forward_body, lstm_backward_body = (
         device(lstm_forward_element),
@@ -377,20 +542,26 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     )
     output_step = device(output_gradient_step)
     # the arguments every pass takes after its arrays: first, stride (the order), mask,
-    # has_mask, mask_U, has_mask_U, activation, inner_activation, constants
-    run = (index, index, matrix, index, matrix, index, index, index, constants)
+    # has_mask, mask_U, has_mask_U, activation, inner_activation, constants, then the
+    # shared layout (staged operand length, each weight head's rows and offset)
+    run = (index, index, matrix, index, matrix, index, index, index, constants, *(index,) * 5)
     # and a backward pass before them: grad, grad_every_step, dpre_all, dh, dc
     backward = (tensor, index, tensor, matrix, matrix)
+    sequence_kernel = functools.partial(kernels.jit, threads=SEQUENCE_THREADS, dynamic_shared=True)
 
     transpose_pair = kernels.index_loop(transpose_pair_element, (matrix,) * 4)
 
-    @kernels.jit(tensor, matrix, matrix, tensor, tensor, matrix, *run, threads=SEQUENCE_THREADS)
+    @sequence_kernel(vector, tensor, matrix, tensor, tensor, matrix, *run)
     def rnn_forward_kernel(
-        xw, U, h0, h_prev_all, h_all, rec,
+        U, xw, h0, h_prev_all, h_all, rec,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
+        staged_length, head_rows, head_at, unused_rows, unused_at,
     ):  # fmt: skip
         partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
+        kept = cuda.shared.array(0, scalar)
+        staged, head = kept[:staged_length], kept[head_at:]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
+        keep_head(U, head, head_rows, hidden, hidden)
         for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
             for position in range(xw.shape[0]):
                 t = first + stride * position
@@ -398,7 +569,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 for j in range(thread, hidden, threads):
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t])
                 cuda.syncthreads()
-                product_of_block(h_prev_all[t], b, U, rec, partial, c.zero)
+                product_of_block(h_prev_all[t], b, U, head, head_rows, staged, rec, partial, c.zero)
                 for j in range(thread, hidden, threads):
                     rnn_forward_body(b, j, xw, rec, t, mask, has_mask, h_prev, h_all, act, c)
                 if act == SOFTMAX:
@@ -407,14 +578,18 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                         rnn_softmax_body(b, h_all[t], mask, has_mask, t, c)
                 cuda.syncthreads()
 
-    @kernels.jit(matrix, tensor, matrix, *backward, *run, threads=SEQUENCE_THREADS)
+    @sequence_kernel(vector, tensor, matrix, *backward, *run)
     def rnn_backward_kernel(
         U_t, h_all, product, grad, grad_every_step, dpre_all, dh, dc,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
+        staged_length, head_rows, head_at, unused_rows, unused_at,
     ):  # fmt: skip
         partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
+        kept = cuda.shared.array(0, scalar)
+        staged, head = kept[:staged_length], kept[head_at:]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
         count = h_all.shape[0]
+        keep_head(U_t, head, head_rows, hidden, hidden)
         for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
             zero_block_row(b, dh, c.zero)
             for position in range(count - 1, -1, -1):
@@ -422,7 +597,10 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 has_later = 1 if position < count - 1 else 0
                 grad_step = output_step(grad_every_step, t, position, count)
                 if has_later:
-                    product_of_block(dpre_all[t + stride], b, U_t, product, partial, c.zero)
+                    product_of_block(
+                        dpre_all[t + stride], b, U_t, head, head_rows, staged, product, partial,
+                        c.zero,
+                    )  # fmt: skip
                 for j in range(thread, hidden, threads):
                     rnn_backward_body(
                         b, j, h_all, t, mask, has_mask, product, has_later, mask_U,
@@ -434,16 +612,17 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                         rnn_softmax_gradient_body(b, h_all[t], dpre_all[t], c)
                 cuda.syncthreads()
 
-    @kernels.jit(
-        tensor, matrix, matrix, matrix, tensor, tensor, tensor, tensor, matrix, *run,
-        threads=SEQUENCE_THREADS,
-    )  # fmt: skip
+    @sequence_kernel(vector, tensor, matrix, matrix, tensor, tensor, tensor, tensor, matrix, *run)
     def lstm_forward_kernel(
-        xw, U, h0, c0, h_prev_all, gates_all, c_all, h_all, rec,
+        U, xw, h0, c0, h_prev_all, gates_all, c_all, h_all, rec,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
+        staged_length, head_rows, head_at, unused_rows, unused_at,
     ):  # fmt: skip
         partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
+        kept = cuda.shared.array(0, scalar)
+        staged, head = kept[:staged_length], kept[head_at:]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
+        keep_head(U, head, head_rows, hidden, rec.shape[1])
         for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
             for position in range(xw.shape[0]):
                 t = first + stride * position
@@ -452,7 +631,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 for j in range(thread, hidden, threads):
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t])
                 cuda.syncthreads()
-                product_of_block(h_prev_all[t], b, U, rec, partial, c.zero)
+                product_of_block(h_prev_all[t], b, U, head, head_rows, staged, rec, partial, c.zero)
                 for j in range(thread, hidden, threads):
                     lstm_forward_body(
                         b, j, xw, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all,
@@ -467,14 +646,18 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                         )  # fmt: skip
                 cuda.syncthreads()
 
-    @kernels.jit(matrix, matrix, tensor, tensor, matrix, *backward, *run, threads=SEQUENCE_THREADS)
+    @sequence_kernel(vector, matrix, tensor, tensor, matrix, *backward, *run)
     def lstm_backward_kernel(
         U_t, c0, gates_all, c_all, product, grad, grad_every_step, dpre_all, dh, dc,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
+        staged_length, head_rows, head_at, unused_rows, unused_at,
     ):  # fmt: skip
         partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
+        kept = cuda.shared.array(0, scalar)
+        staged, head = kept[:staged_length], kept[head_at:]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
         count = c_all.shape[0]
+        keep_head(U_t, head, head_rows, dpre_all.shape[2], hidden)
         for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
             zero_block_row(b, dh, c.zero)
             zero_block_row(b, dc, c.zero)
@@ -484,7 +667,10 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 has_later = 1 if position < count - 1 else 0
                 grad_step = output_step(grad_every_step, t, position, count)
                 if has_later:
-                    product_of_block(dpre_all[t + stride], b, U_t, product, partial, c.zero)
+                    product_of_block(
+                        dpre_all[t + stride], b, U_t, head, head_rows, staged, product, partial,
+                        c.zero,
+                    )  # fmt: skip
                 if act != SOFTMAX:
                     for j in range(thread, hidden, threads):
                         lstm_backward_body(
@@ -502,16 +688,20 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                         )  # fmt: skip
                 cuda.syncthreads()
 
-    @kernels.jit(
-        tensor, matrix, matrix, matrix, tensor, tensor, tensor, tensor, matrix, matrix, *run,
-        threads=SEQUENCE_THREADS,
-    )  # fmt: skip
+    @sequence_kernel(
+        vector, vector, tensor, matrix, tensor, tensor, tensor, tensor, matrix, matrix, *run
+    )
     def gru_forward_kernel(
-        xw, U_zr, U_h, h0, h_prev_all, gates_all, rh_all, h_all, rec_zr, rec_h,
+        U_zr, U_h, xw, h0, h_prev_all, gates_all, rh_all, h_all, rec_zr, rec_h,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
+        staged_length, zr_rows, zr_at, h_rows, h_at,
     ):  # fmt: skip
         partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
+        kept = cuda.shared.array(0, scalar)
+        staged, head_zr, head_h = kept[:staged_length], kept[zr_at:], kept[h_at:]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
+        keep_head(U_zr, head_zr, zr_rows, hidden, 2 * hidden)
+        keep_head(U_h, head_h, h_rows, hidden, hidden)
         for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
             for position in range(xw.shape[0]):
                 t = first + stride * position
@@ -520,11 +710,11 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 for j in range(thread, hidden, threads):
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_in)
                 cuda.syncthreads()
-                product_of_block(h_in, b, U_zr, rec_zr, partial, c.zero)
+                product_of_block(h_in, b, U_zr, head_zr, zr_rows, staged, rec_zr, partial, c.zero)
                 for j in range(thread, hidden, threads):
                     gru_gates_body(b, j, xw, rec_zr, t, h_in, gates_all, rh_all, inner, c)
                 cuda.syncthreads()  # (r * h) @ U_h needs every unit's r
-                product_of_block(rh_all[t], b, U_h, rec_h, partial, c.zero)
+                product_of_block(rh_all[t], b, U_h, head_h, h_rows, staged, rec_h, partial, c.zero)
                 for j in range(thread, hidden, threads):
                     gru_output_body(
                         b, j, xw, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, act, c
@@ -535,22 +725,27 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                         gru_softmax_body(b, gates_all[t], h_prev, h_all[t], mask, has_mask, t, c)
                 cuda.syncthreads()
 
-    @kernels.jit(
-        matrix, matrix, matrix, tensor, tensor, tensor, matrix, matrix, matrix, tensor, tensor,
-        *backward, *run, threads=SEQUENCE_THREADS,
+    @sequence_kernel(
+        vector, vector, matrix, tensor, tensor, tensor, matrix, matrix, matrix, tensor, tensor,
+        *backward, *run,
     )  # fmt: skip
     def gru_backward_kernel(
         U_zr_t, U_h_t, h0, h_prev_all, gates_all, h_all, product, d_rh, carry, dpre_zr_all,
         dpre_h_all, grad, grad_every_step, dpre_all, dh, dc,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
+        staged_length, zr_rows, zr_at, h_rows, h_at,
     ):  # fmt: skip
-        """``U_zr_t``/``U_h_t`` are the recurrent weights' transposes;
+        """``U_zr_t``/``U_h_t`` are the recurrent weights' transposes, flat;
         ``dpre_zr_all[t]``/``dpre_h_all[t]`` contiguous copies of step ``t``'s ``z, r``/
         ``hh`` gradients, the products' operands (and ``dU``'s, after the pass);
         ``carry`` is the later step's ``d_rh * r``."""
         partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
+        kept = cuda.shared.array(0, scalar)
+        staged, head_zr, head_h = kept[:staged_length], kept[zr_at:], kept[h_at:]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
         count = h_all.shape[0]
+        keep_head(U_zr_t, head_zr, zr_rows, 2 * hidden, hidden)
+        keep_head(U_h_t, head_h, h_rows, hidden, hidden)
         for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
             zero_block_row(b, dh, c.zero)
             for position in range(count - 1, -1, -1):
@@ -559,7 +754,10 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 has_later = 1 if position < count - 1 else 0
                 grad_step = output_step(grad_every_step, t, position, count)
                 if has_later:  # the later step's z, r gradients through U_zr
-                    product_of_block(dpre_zr_all[t + stride], b, U_zr_t, product, partial, c.zero)
+                    product_of_block(
+                        dpre_zr_all[t + stride], b, U_zr_t, head_zr, zr_rows, staged, product,
+                        partial, c.zero,
+                    )  # fmt: skip
                 for j in range(thread, hidden, threads):
                     gru_output_backward_body(
                         b, j, gates_all, t, h_prev, mask, has_mask, product, carry, has_later,
@@ -572,7 +770,9 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                         gru_softmax_gradient_body(b, gates_all[t], dpre_all[t], dpre_h_all[t], c)
                     cuda.syncthreads()
                 # dpre_h @ U_h.T needs every unit's
-                product_of_block(dpre_h_all[t], b, U_h_t, d_rh, partial, c.zero)
+                product_of_block(
+                    dpre_h_all[t], b, U_h_t, head_h, h_rows, staged, d_rh, partial, c.zero
+                )
                 for j in range(thread, hidden, threads):
                     gru_reset_backward_body(
                         b, j, gates_all, t, h_prev_all[t], d_rh, mask, has_mask, dpre_all,
@@ -605,12 +805,21 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         transpose_pair(first.size + second.size, first, transposes[0], second, transposes[1])
         return transposes
 
-    def launch(kernel: Any, batch: int, steps: Steps, *arrays: Any) -> None:
+    static_shared = SEQUENCE_THREADS * dtype.itemsize  # each kernel's ``partial``
+
+    def launch(kernel: Any, batch: int, steps: Steps, weights: list[Any], *arrays: Any) -> None:
         """One block per batch row (up to :data:`SEQUENCE_BLOCKS`), all steps inside (a
-        backward kernel also zeroes its state gradients when there are no steps)."""
+        backward kernel also zeroes its state gradients when there are no steps). The
+        ``weights`` (one or two recurrent matrices, as each step multiplies them) go
+        first, flat, and as much of them as the budget allows into shared memory."""
         if batch == 0:
             return
-        kernel[min(batch, SEQUENCE_BLOCKS), SEQUENCE_THREADS](
+        budget = dynamic_shared_budget(static_shared, SIMULATOR_SHARED_BYTES)
+        layout = plan_shared(
+            [weight.shape for weight in weights], dtype.itemsize, budget, SEQUENCE_THREADS
+        )
+        kernel[min(batch, SEQUENCE_BLOCKS), SEQUENCE_THREADS, 0, layout.bytes](
+            *[weight.reshape(weight.size) for weight in weights],
             *arrays,
             *step_direction(steps.order),
             steps.mask,
@@ -620,34 +829,41 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
             steps.activation,
             steps.inner_activation,
             c,
+            *layout.arguments(),
         )
 
     def rnn_sequence_forward(steps: Steps, sequence: RnnSequence) -> None:
         batch, hidden = sequence.h0.shape
-        launch(rnn_forward_kernel, batch, steps, *sequence, scratch("product", batch, hidden))
+        xw, U, *rest = sequence
+        launch(rnn_forward_kernel, batch, steps, [U], xw, *rest, scratch("product", batch, hidden))
 
     def rnn_sequence_backward(steps: Steps, sequence: RnnSequence, gradients: Gradients) -> None:
         batch, hidden = gradients.dh.shape
         launch(
-            rnn_backward_kernel, batch, steps, transposed(sequence.U)[0], sequence.h_all,
+            rnn_backward_kernel, batch, steps, transposed(sequence.U)[:1], sequence.h_all,
             scratch("product", batch, hidden), *gradients,
         )  # fmt: skip
 
     def lstm_sequence_forward(steps: Steps, sequence: LstmSequence) -> None:
         batch, hidden = sequence.h0.shape
-        launch(lstm_forward_kernel, batch, steps, *sequence, scratch("product", batch, 4 * hidden))
+        xw, U, *rest = sequence
+        launch(
+            lstm_forward_kernel, batch, steps, [U], xw, *rest,
+            scratch("product", batch, 4 * hidden),
+        )  # fmt: skip
 
     def lstm_sequence_backward(steps: Steps, sequence: LstmSequence, gradients: Gradients) -> None:
         batch, hidden = gradients.dh.shape
         launch(
-            lstm_backward_kernel, batch, steps, transposed(sequence.U)[0], sequence.c0,
+            lstm_backward_kernel, batch, steps, transposed(sequence.U)[:1], sequence.c0,
             sequence.gates_all, sequence.c_all, scratch("product", batch, hidden), *gradients,
         )  # fmt: skip
 
     def gru_sequence_forward(steps: Steps, sequence: GruSequence) -> None:
         batch, hidden = sequence.h0.shape
+        xw, U_zr, U_h, *rest = sequence.forward_arrays()
         launch(
-            gru_forward_kernel, batch, steps, *sequence.forward_arrays(),
+            gru_forward_kernel, batch, steps, [U_zr, U_h], xw, *rest,
             scratch("product", batch, 2 * hidden),
             scratch("second product", batch, hidden),
         )  # fmt: skip
@@ -655,7 +871,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     def gru_sequence_backward(steps: Steps, sequence: GruSequence, gradients: Gradients) -> None:
         batch, hidden = gradients.dh.shape
         launch(
-            gru_backward_kernel, batch, steps, *transposed(sequence.U_zr, sequence.U_h),
+            gru_backward_kernel, batch, steps, transposed(sequence.U_zr, sequence.U_h),
             sequence.h0, sequence.h_prev_all, sequence.gates_all, sequence.h_all,
             *[scratch(role, batch, hidden) for role in ("product", "second product", "carry")],
             sequence.dpre_zr_all, sequence.dpre_h_all, *gradients,
