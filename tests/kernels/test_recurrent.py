@@ -374,13 +374,13 @@ def test_cuda_passes_keep_what_fits_in_shared_memory(monkeypatch, kind, budget):
     ("shapes", "itemsize", "expected"),
     [
         # a 128-unit GRU forward pass, float32, on a 227 KB GPU: everything fits
-        ([(128, 256), (128, 128)], 4, ((64, 32), (128, 128 + 2 * 64 * 256), 197120)),
+        (((128, 256), (128, 128)), 4, ((64, 32), (128, 128 + 2 * 64 * 256), 197120)),
         # its float64 twin: the same share (about 57 %) of every slice of both weights
-        ([(128, 256), (128, 128)], 8, ((37, 18), (128, 128 + 2 * 37 * 256), 226304)),
+        (((128, 256), (128, 128)), 8, ((37, 18), (128, 128 + 2 * 37 * 256), 226304)),
         # a 128-unit LSTM forward pass: 112 of U's 128 rows, 16 from L2 (one stretch)
-        ([(128, 512)], 4, ((112,), (128,), 229888)),
+        (((128, 512),), 4, ((112,), (128,), 229888)),
         # an operand longer than the budget: staged a stretch at a time, no weights
-        ([(100_000, 8)], 4, ((0,), (57_600,), 230400)),
+        (((100_000, 8),), 4, ((0,), (57_600,), 230400)),
     ],
 )
 def test_shared_memory_plan(shapes, itemsize, expected):
@@ -392,7 +392,7 @@ def test_shared_memory_plan(shapes, itemsize, expected):
 
 def test_shared_memory_plan_refuses_no_room():
     with pytest.raises(ValueError, match="at least 8 bytes of shared memory"):
-        recurrent_cuda.plan_shared([(3, 12)], 8, 7, 8)
+        recurrent_cuda.plan_shared(((3, 12),), 8, 7, 8)
 
 
 @pytest.mark.parametrize("kind", KINDS)

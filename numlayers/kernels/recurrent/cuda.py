@@ -480,8 +480,9 @@ class SharedLayout(NamedTuple):
         return (self.staged, *pairs, *(0,) * (4 - len(pairs)))
 
 
+@functools.lru_cache(maxsize=64)  # a pass plans on every launch; the host's time counts
 def plan_shared(
-    shapes: list[tuple[int, int]], itemsize: int, budget: int, threads: int
+    shapes: tuple[tuple[int, int], ...], itemsize: int, budget: int, threads: int
 ) -> SharedLayout:
     """How a sequence kernel multiplying by weights of ``shapes`` (``depth x columns``
     each) spends ``budget`` bytes of shared memory: the operand row first (as much of
@@ -816,7 +817,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
             return
         budget = dynamic_shared_budget(static_shared, SIMULATOR_SHARED_BYTES)
         layout = plan_shared(
-            [weight.shape for weight in weights], dtype.itemsize, budget, SEQUENCE_THREADS
+            tuple(weight.shape for weight in weights), dtype.itemsize, budget, SEQUENCE_THREADS
         )
         kernel[min(batch, SEQUENCE_BLOCKS), SEQUENCE_THREADS, 0, layout.bytes](
             *[weight.reshape(weight.size) for weight in weights],
