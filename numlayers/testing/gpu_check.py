@@ -28,7 +28,8 @@ sample ending with a synchronisation:
   default) and launched from Python; the note also gives PyTorch's time with the
   batch already on the GPU;
 - ``recurrent``: LSTM and GRU over 50 steps, batch 32, 64 -> 128, forward and backward
-  of the last output, against ``nn.LSTM``/``nn.GRU`` (cuDNN), with launches per pass;
+  of the last output, against ``nn.LSTM``/``nn.GRU`` (cuDNN), with launches per pass,
+  launched from Python and replayed as a CUDA graph (as a model's step runs them);
 - ``conv``: Convolution2D forward, 3 x 3, 32 -> 32 channels, 32 x 32 "same", batch 256,
   against ``nn.Conv2d`` (cuDNN);
 - ``lambda``: the traced Lambda ``tanh(x) * 2 + x * x`` forward on 4096 x 4096, as a
@@ -550,6 +551,12 @@ def recurrent_rows(context: Context) -> list[Row]:
         ours_time, theirs_time, note = compare_with_activity(context, ours, theirs)
         case = f"{kind} {steps} steps, batch {batch}, {features} -> {units}, fwd + bwd"
         rows.append(timed_row(case, ours_time, theirs_time, note))
+        # as a model's training step runs the layer: its kernels without the launches
+        # from Python (which set an eager pass's pace at these sizes)
+        ours_time, theirs_time, note = compare_with_activity(
+            context, replayed(context, ours), theirs
+        )
+        rows.append(timed_row(f"{case} {REPLAYED}", ours_time, theirs_time, note))
     return rows
 
 
