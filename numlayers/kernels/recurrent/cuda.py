@@ -74,6 +74,7 @@ from numlayers.kernels.toolkit import (
     dynamic_shared_budget,
     empty_vector,
     launch_size,
+    multiprocessor_count,
 )
 
 #: ``numba.cuda``, bound by :func:`bind_cuda` (the sequence kernels see it as a global)
@@ -82,9 +83,11 @@ cuda: Any = None
 #: threads of a sequence block, which shares the products and units of its batch rows
 #: (eight under the simulator, so that its 3-unit test products split their depth)
 SEQUENCE_THREADS = launch_size(512, 8)
-#: blocks of a sequence pass at most (one per batch row up to this; a block then takes
-#: several rows in turn)
-SEQUENCE_BLOCKS = launch_size(132 * 8, 2)
+#: blocks of a sequence pass at most under the simulator (one per batch row up to this;
+#: a block then takes several rows in turn). On a GPU the cap is its SM count: a
+#: 512-thread block of 128 registers a thread fills an SM's registers, so one block
+#: runs per SM, and a block that takes several rows loads its weights once for them.
+SIMULATOR_SEQUENCE_BLOCKS = 2
 #: 0 to 16, unsigned, as the step products' indices are
 U = tuple(numba.uint64(n) for n in range(17))
 
@@ -809,7 +812,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     static_shared = SEQUENCE_THREADS * dtype.itemsize  # each kernel's ``partial``
 
     def launch(kernel: Any, batch: int, steps: Steps, weights: list[Any], *arrays: Any) -> None:
-        """One block per batch row (up to :data:`SEQUENCE_BLOCKS`), all steps inside (a
+        """One block per batch row (up to one per SM), all steps inside (a
         backward kernel also zeroes its state gradients when there are no steps). The
         ``weights`` (one or two recurrent matrices, as each step multiplies them) go
         first, flat, and as much of them as the budget allows into shared memory."""
@@ -819,7 +822,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         layout = plan_shared(
             tuple(weight.shape for weight in weights), dtype.itemsize, budget, SEQUENCE_THREADS
         )
-        kernel[min(batch, SEQUENCE_BLOCKS), SEQUENCE_THREADS, 0, layout.bytes](
+        blocks = min(batch, multiprocessor_count(SIMULATOR_SEQUENCE_BLOCKS))
+        kernel[blocks, SEQUENCE_THREADS, 0, layout.bytes](
             *[weight.reshape(weight.size) for weight in weights],
             *arrays,
             *step_direction(steps.order),
