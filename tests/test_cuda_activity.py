@@ -164,16 +164,15 @@ class CompiledKernel:
         self._codelibrary = SimpleNamespace(get_cufunc=lambda: function)
 
 
-def test_a_kernel_asking_more_than_48_kb_of_shared_memory_opts_in_once(monkeypatch):
+def test_a_kernel_taking_dynamic_shared_memory_opts_in_once(monkeypatch):
     raised = []
+    monkeypatch.setattr(toolkit, "_SHARED_LIMITS", {})
     monkeypatch.setattr(toolkit, "shared_memory_per_block", lambda: 232448)
     monkeypatch.setattr(toolkit, "set_dynamic_shared_limit", lambda f, limit: raised.append(limit))
     kernel = CompiledKernel()
-    toolkit.allow_dynamic_shared(kernel, SimpleNamespace(sharedmem=40_000))
-    assert raised == []  # under 48 KB every kernel may
-    for _ in range(2):
-        toolkit.allow_dynamic_shared(kernel, SimpleNamespace(sharedmem=230_400))
-    assert raised == [230_400]
+    for sharedmem in (1_000, 230_400, 47_000):
+        toolkit.allow_dynamic_shared(kernel, SimpleNamespace(sharedmem=sharedmem))
+    assert raised == [230_400]  # the opt-in maximum less the static arrays, once
     with pytest.raises(
         ValueError, match="sequence_kernel asked for 230401 bytes .* allows it 230400"
     ):

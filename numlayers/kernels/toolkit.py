@@ -498,11 +498,9 @@ class CountedKernel:
 
 # ---------------------------------------------------------------- dynamic shared memory
 
-#: dynamic shared memory a block may have without opting in (every GPU since Kepler)
-DEFAULT_DYNAMIC_SHARED = 48 * 1024
-
-#: the compiled kernels (Numba overloads) already allowed the device's shared memory
-_SHARED_LIMIT_RAISED: set[tuple[int, int]] = set()
+#: the dynamic shared memory each compiled kernel (a Numba overload) has been allowed,
+#: by kernel and device
+_SHARED_LIMITS: dict[tuple[int, int], int] = {}
 
 
 def dynamic_shared_budget(static_bytes: int, simulator_bytes: int) -> int:
@@ -542,19 +540,20 @@ def multiprocessor_count(simulator_count: int) -> int:
 def allow_dynamic_shared(kernel: Any, configuration: Any) -> None:
     """Numba pre-launch callback: let the compiled ``kernel`` take all the dynamic
     shared memory the GPU allows a block beside its static arrays (once per kernel and
-    device; CUDA refuses a launch over 48 KB otherwise), and refuse a launch asking
-    more than that with a clear error instead of the driver's."""
+    device: without it CUDA refuses a block over 48 KB in all), and refuse a launch
+    asking more than that with a clear error instead of the driver's."""
     function = kernel._codelibrary.get_cufunc()  # numba-cuda has no public accessor
-    limit = shared_memory_per_block() - kernel.shared_mem_per_block
+    key = (id(kernel), function.device.id)
+    limit = _SHARED_LIMITS.get(key)
+    if limit is None:
+        limit = shared_memory_per_block() - kernel.shared_mem_per_block
+        set_dynamic_shared_limit(function, limit)
+        _SHARED_LIMITS[key] = limit
     if configuration.sharedmem > limit:
         raise ValueError(
             f"CUDA kernel {function.name} asked for {configuration.sharedmem} bytes of "
             f"dynamic shared memory; this GPU allows it {limit}"
         )
-    key = (id(kernel), function.device.id)
-    if configuration.sharedmem > DEFAULT_DYNAMIC_SHARED and key not in _SHARED_LIMIT_RAISED:
-        set_dynamic_shared_limit(function, limit)
-        _SHARED_LIMIT_RAISED.add(key)
 
 
 def set_dynamic_shared_limit(function: Any, limit: int) -> None:
