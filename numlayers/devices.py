@@ -311,6 +311,17 @@ def cuda_module() -> ModuleType:
     return cuda
 
 
+def set_dynamic_shared_limit(function: Any, limit: int) -> None:
+    """Let the compiled CUDA ``function`` (a Numba ``CudaPythonFunction``) launch with up
+    to ``limit`` bytes of dynamic shared memory, on its device (the driver's
+    ``CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES``, as numba-cuda sets a kernel's
+    shared-memory carveout)."""
+    from numba.cuda.cudadrv.driver import binding, driver
+
+    attribute = binding.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    driver.cuKernelSetAttribute(attribute, limit, function.handle, function.device.id)
+
+
 class CUDADevice(Device):
     name = "cuda"
     kernel_builder = "build_cuda"

@@ -42,6 +42,7 @@ from numlayers.devices import (
     active_capture,
     cuda_module,
     launch_kernel,
+    set_dynamic_shared_limit,
     simulator_enabled,
 )
 
@@ -547,22 +548,13 @@ def allow_dynamic_shared(kernel: Any, configuration: Any) -> None:
     limit = _SHARED_LIMITS.get(key)
     if limit is None:
         limit = shared_memory_per_block() - kernel.shared_mem_per_block
-        set_dynamic_shared_limit(function, limit)
+        set_dynamic_shared_limit(function, limit)  # numlayers.devices: the driver call
         _SHARED_LIMITS[key] = limit
     if configuration.sharedmem > limit:
         raise ValueError(
             f"CUDA kernel {function.name} asked for {configuration.sharedmem} bytes of "
             f"dynamic shared memory; this GPU allows it {limit}"
         )
-
-
-def set_dynamic_shared_limit(function: Any, limit: int) -> None:
-    """Let the compiled CUDA ``function`` (a Numba ``CudaPythonFunction``) launch with up
-    to ``limit`` bytes of dynamic shared memory, on its device."""
-    from numba.cuda.cudadrv.driver import binding, driver
-
-    attribute = binding.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-    driver.cuKernelSetAttribute(attribute, limit, function.handle, function.device.id)
 
 
 #: the most blocks of a 2-D grid along y (CUDA allows 65535); the kernels stride past it
