@@ -88,8 +88,8 @@ SEQUENCE_THREADS = launch_size(512, 8)
 #: 512-thread block of 128 registers a thread fills an SM's registers, so one block
 #: runs per SM, and a block that takes several rows loads its weights once for them.
 SIMULATOR_SEQUENCE_BLOCKS = 2
-#: 0 to 16, unsigned, as the step products' indices are
-U = tuple(numba.uint64(n) for n in range(17))
+#: 0 to 16, unsigned, as the step products' indices are (``OFFSET[n]``)
+OFFSET = tuple(numba.uint64(n) for n in range(17))
 
 # ---------------------------------------------------------------- step products
 
@@ -116,27 +116,27 @@ def column_dot(a, a_at, M, m_at, columns, count, zero):
     left = count
     while left >= 16:
         s0 += a[i] * M[j]
-        s1 += a[i + U[1]] * M[j + U[1] * step]
-        s2 += a[i + U[2]] * M[j + U[2] * step]
-        s3 += a[i + U[3]] * M[j + U[3] * step]
-        s4 += a[i + U[4]] * M[j + U[4] * step]
-        s5 += a[i + U[5]] * M[j + U[5] * step]
-        s6 += a[i + U[6]] * M[j + U[6] * step]
-        s7 += a[i + U[7]] * M[j + U[7] * step]
-        s8 += a[i + U[8]] * M[j + U[8] * step]
-        s9 += a[i + U[9]] * M[j + U[9] * step]
-        s10 += a[i + U[10]] * M[j + U[10] * step]
-        s11 += a[i + U[11]] * M[j + U[11] * step]
-        s12 += a[i + U[12]] * M[j + U[12] * step]
-        s13 += a[i + U[13]] * M[j + U[13] * step]
-        s14 += a[i + U[14]] * M[j + U[14] * step]
-        s15 += a[i + U[15]] * M[j + U[15] * step]
-        i += U[16]
-        j += U[16] * step
+        s1 += a[i + OFFSET[1]] * M[j + OFFSET[1] * step]
+        s2 += a[i + OFFSET[2]] * M[j + OFFSET[2] * step]
+        s3 += a[i + OFFSET[3]] * M[j + OFFSET[3] * step]
+        s4 += a[i + OFFSET[4]] * M[j + OFFSET[4] * step]
+        s5 += a[i + OFFSET[5]] * M[j + OFFSET[5] * step]
+        s6 += a[i + OFFSET[6]] * M[j + OFFSET[6] * step]
+        s7 += a[i + OFFSET[7]] * M[j + OFFSET[7] * step]
+        s8 += a[i + OFFSET[8]] * M[j + OFFSET[8] * step]
+        s9 += a[i + OFFSET[9]] * M[j + OFFSET[9] * step]
+        s10 += a[i + OFFSET[10]] * M[j + OFFSET[10] * step]
+        s11 += a[i + OFFSET[11]] * M[j + OFFSET[11] * step]
+        s12 += a[i + OFFSET[12]] * M[j + OFFSET[12] * step]
+        s13 += a[i + OFFSET[13]] * M[j + OFFSET[13] * step]
+        s14 += a[i + OFFSET[14]] * M[j + OFFSET[14] * step]
+        s15 += a[i + OFFSET[15]] * M[j + OFFSET[15] * step]
+        i += OFFSET[16]
+        j += OFFSET[16] * step
         left -= 16
     while left > 0:
         s0 += a[i] * M[j]
-        i += U[1]
+        i += OFFSET[1]
         j += step
         left -= 1
     return (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))) + (
