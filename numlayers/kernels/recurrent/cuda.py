@@ -212,14 +212,15 @@ def load_head(M, head, head_rows, depth, columns):
     cuda.syncthreads()
 
 
-def block_product(a, row, M, head, head_rows, staged, out, partial, zero):
+def block_product(a, row, M, head, head_rows, staged, ready, out, partial, zero):
     """``out[row] = a[row] @ M`` by the whole block, which every thread calls (it ends
     with a ``syncthreads``, so ``out[row]`` is complete for every thread on return).
 
     ``M`` is flat, ``a.shape[1]`` rows of ``out.shape[1]`` columns; ``head`` holds the
     first ``head_rows`` rows of each of its depth slices in shared memory (see
     :func:`load_head`). ``a[row]`` is copied into ``staged`` (shared) a stretch at a
-    time, one stretch when it fits. The threads share the columns, and the depth as
+    time, one stretch when it fits, unless ``ready`` says the caller has put it there
+    whole (and synchronised the block). The threads share the columns, and the depth as
     :func:`depth_slices` says, the slices' sums meeting in ``partial`` (shared, one
     element a thread), added in a fixed order."""
     thread, threads = cuda.threadIdx.x, cuda.blockDim.x
@@ -230,9 +231,10 @@ def block_product(a, row, M, head, head_rows, staged, out, partial, zero):
     stop = min(start + share, depth)
     for first in range(0, depth, staged.shape[0]):
         last = min(first + staged.shape[0], depth)
-        for k in range(first + thread, last, threads):
-            staged[k - first] = a[row, k]
-        cuda.syncthreads()
+        if not ready:
+            for k in range(first + thread, last, threads):
+                staged[k - first] = a[row, k]
+            cuda.syncthreads()
         if groups == 1:
             for column in range(thread, columns, threads):
                 part = slice_dot(
@@ -277,8 +279,12 @@ def transpose_pair_element(element, first, first_t, second, second_t):
 # ---------------------------------------------------------------- per-unit bodies
 
 
-def recurrent_input_element(b, j, h_prev, mask_U, has_mask_U, h_in):
-    h_in[b, j] = recurrent_input(h_prev, mask_U, has_mask_U, b, j)
+def recurrent_input_element(b, j, h_prev, mask_U, has_mask_U, h_in, staged):
+    """``h_in``, the step product's operand, also into ``staged`` where it fits whole."""
+    value = recurrent_input(h_prev, mask_U, has_mask_U, b, j)
+    h_in[b, j] = value
+    if staged.shape[0] >= h_in.shape[1]:
+        staged[j] = value
 
 
 def rnn_forward_element(b, j, xw, rec, t, mask, has_mask, h_prev, h_all, act, c):
@@ -351,12 +357,18 @@ def lstm_backward_element(
     dh[b, j] = c.zero
 
 
-def gru_gates_element(b, j, xw, rec_zr, t, h_in, gates_all, rh_all, inner, c):
+def gru_gates_element(b, j, xw, rec_zr, t, h_in, gates_all, rh_all, staged, inner, c):
+    """``r * h_in``, the second product's operand, also into ``staged`` where it fits
+    whole (in place of ``h_in``: each unit is its thread's)."""
     hidden = h_in.shape[1]
+    whole = staged.shape[0] >= hidden
     gates_all[t, b, j] = apply_activation(inner, xw[t, b, j] + rec_zr[b, j], c)
     r = apply_activation(inner, xw[t, b, hidden + j] + rec_zr[b, hidden + j], c)
     gates_all[t, b, hidden + j] = r
-    rh_all[t, b, j] = r * h_in[b, j]
+    rh = r * (staged[j] if whole else h_in[b, j])
+    rh_all[t, b, j] = rh
+    if whole:
+        staged[j] = rh
 
 
 def gru_output_element(b, j, xw, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, act, c):
@@ -565,15 +577,18 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         kept = cuda.shared.array(0, scalar)
         staged, head = kept[:staged_length], kept[head_at:]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
+        ready = staged.shape[0] >= hidden  # the products' operands are put there whole
         keep_head(U, head, head_rows, hidden, hidden)
         for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
             for position in range(xw.shape[0]):
                 t = first + stride * position
                 h_prev = h0 if position == 0 else h_all[t - stride]
                 for j in range(thread, hidden, threads):
-                    take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t])
+                    take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t], staged)
                 cuda.syncthreads()
-                product_of_block(h_prev_all[t], b, U, head, head_rows, staged, rec, partial, c.zero)
+                product_of_block(
+                    h_prev_all[t], b, U, head, head_rows, staged, ready, rec, partial, c.zero
+                )
                 for j in range(thread, hidden, threads):
                     rnn_forward_body(b, j, xw, rec, t, mask, has_mask, h_prev, h_all, act, c)
                 if act == SOFTMAX:
@@ -602,8 +617,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 grad_step = output_step(grad_every_step, t, position, count)
                 if has_later:
                     product_of_block(
-                        dpre_all[t + stride], b, U_t, head, head_rows, staged, product, partial,
-                        c.zero,
+                        dpre_all[t + stride], b, U_t, head, head_rows, staged, False, product,
+                        partial, c.zero,
                     )  # fmt: skip
                 for j in range(thread, hidden, threads):
                     rnn_backward_body(
@@ -626,6 +641,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         kept = cuda.shared.array(0, scalar)
         staged, head = kept[:staged_length], kept[head_at:]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
+        ready = staged.shape[0] >= hidden  # the products' operands are put there whole
         keep_head(U, head, head_rows, hidden, rec.shape[1])
         for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
             for position in range(xw.shape[0]):
@@ -633,9 +649,11 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 h_prev = h0 if position == 0 else h_all[t - stride]
                 c_prev = c0 if position == 0 else c_all[t - stride]
                 for j in range(thread, hidden, threads):
-                    take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t])
+                    take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t], staged)
                 cuda.syncthreads()
-                product_of_block(h_prev_all[t], b, U, head, head_rows, staged, rec, partial, c.zero)
+                product_of_block(
+                    h_prev_all[t], b, U, head, head_rows, staged, ready, rec, partial, c.zero
+                )
                 for j in range(thread, hidden, threads):
                     lstm_forward_body(
                         b, j, xw, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all,
@@ -672,8 +690,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 grad_step = output_step(grad_every_step, t, position, count)
                 if has_later:
                     product_of_block(
-                        dpre_all[t + stride], b, U_t, head, head_rows, staged, product, partial,
-                        c.zero,
+                        dpre_all[t + stride], b, U_t, head, head_rows, staged, False, product,
+                        partial, c.zero,
                     )  # fmt: skip
                 if act != SOFTMAX:
                     for j in range(thread, hidden, threads):
@@ -704,6 +722,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         kept = cuda.shared.array(0, scalar)
         staged, head_zr, head_h = kept[:staged_length], kept[zr_at:], kept[h_at:]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
+        ready = staged.shape[0] >= hidden  # the products' operands are put there whole
         keep_head(U_zr, head_zr, zr_rows, hidden, 2 * hidden)
         keep_head(U_h, head_h, h_rows, hidden, hidden)
         for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
@@ -712,13 +731,17 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 h_prev = h0 if position == 0 else h_all[t - stride]
                 h_in = h_prev_all[t]
                 for j in range(thread, hidden, threads):
-                    take_input(b, j, h_prev, mask_U, has_mask_U, h_in)
+                    take_input(b, j, h_prev, mask_U, has_mask_U, h_in, staged)
                 cuda.syncthreads()
-                product_of_block(h_in, b, U_zr, head_zr, zr_rows, staged, rec_zr, partial, c.zero)
+                product_of_block(
+                    h_in, b, U_zr, head_zr, zr_rows, staged, ready, rec_zr, partial, c.zero
+                )
                 for j in range(thread, hidden, threads):
-                    gru_gates_body(b, j, xw, rec_zr, t, h_in, gates_all, rh_all, inner, c)
+                    gru_gates_body(b, j, xw, rec_zr, t, h_in, gates_all, rh_all, staged, inner, c)
                 cuda.syncthreads()  # (r * h) @ U_h needs every unit's r
-                product_of_block(rh_all[t], b, U_h, head_h, h_rows, staged, rec_h, partial, c.zero)
+                product_of_block(
+                    rh_all[t], b, U_h, head_h, h_rows, staged, ready, rec_h, partial, c.zero
+                )
                 for j in range(thread, hidden, threads):
                     gru_output_body(
                         b, j, xw, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, act, c
@@ -759,8 +782,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 grad_step = output_step(grad_every_step, t, position, count)
                 if has_later:  # the later step's z, r gradients through U_zr
                     product_of_block(
-                        dpre_zr_all[t + stride], b, U_zr_t, head_zr, zr_rows, staged, product,
-                        partial, c.zero,
+                        dpre_zr_all[t + stride], b, U_zr_t, head_zr, zr_rows, staged, False,
+                        product, partial, c.zero,
                     )  # fmt: skip
                 for j in range(thread, hidden, threads):
                     gru_output_backward_body(
@@ -775,7 +798,16 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     cuda.syncthreads()
                 # dpre_h @ U_h.T needs every unit's
                 product_of_block(
-                    dpre_h_all[t], b, U_h_t, head_h, h_rows, staged, d_rh, partial, c.zero
+                    dpre_h_all[t],
+                    b,
+                    U_h_t,
+                    head_h,
+                    h_rows,
+                    staged,
+                    False,
+                    d_rh,
+                    partial,
+                    c.zero,
                 )
                 for j in range(thread, hidden, threads):
                     gru_reset_backward_body(
