@@ -294,16 +294,26 @@ def rnn_forward_element(b, j, xw, rec, t, mask, has_mask, h_prev, h_all, act, c)
         h_all[t, b, j] = apply_activation(act, xw[t, b, j] + rec[b, j], c)
 
 
+def put_operand(row, column, value, staged):
+    """``row[column] = value``, a gradient the next step's product multiplies, also into
+    ``staged`` (shared, where that product reads it) when the whole row fits there."""
+    row[column] = value
+    if staged.shape[0] >= row.shape[0]:
+        staged[column] = value
+
+
 def rnn_backward_element(
     b, j, h_all, t, mask, has_mask, product, has_later, mask_U, has_mask_U, grad, grad_step,
-    dh, dpre_all, act, c,
+    dh, dpre_all, staged, act, c,
 ):  # fmt: skip
     total = incoming_gradient(dh, product, has_later, mask_U, has_mask_U, grad, grad_step, b, j, j)
     if is_masked(mask, has_mask, t, b, c):
-        dpre_all[t, b, j] = c.zero
+        put_operand(dpre_all[t, b], j, c.zero, staged)
         dh[b, j] = total
     else:
-        dpre_all[t, b, j] = total * derivative_from_output(act, h_all[t, b, j], c)
+        put_operand(
+            dpre_all[t, b], j, total * derivative_from_output(act, h_all[t, b, j], c), staged
+        )
         dh[b, j] = c.zero  # what reaches h_prev comes through U, next step
 
 
@@ -330,15 +340,16 @@ def lstm_forward_element(
 
 def lstm_backward_element(
     b, j, gates_all, c_all, t, c_prev, mask, has_mask, product, has_later, mask_U, has_mask_U,
-    grad, grad_step, dh, dc, dpre_all, act, inner, c,
+    grad, grad_step, dh, dc, dpre_all, staged, act, inner, c,
 ):  # fmt: skip
     hidden = dh.shape[1]
     dh_total = incoming_gradient(
         dh, product, has_later, mask_U, has_mask_U, grad, grad_step, b, j, j
     )
+    dpre = dpre_all[t, b]
     if is_masked(mask, has_mask, t, b, c):
         for gate in range(4):
-            dpre_all[t, b, gate * hidden + j] = c.zero
+            put_operand(dpre, gate * hidden + j, c.zero, staged)
         dh[b, j] = dh_total
         return
     i = gates_all[t, b, j]
@@ -350,10 +361,10 @@ def lstm_backward_element(
     d_i, d_f, d_g, d_o, dc[b, j] = lstm_cell_backward(
         dh_total, dc_total, i, f, g, o, c_prev[b, j], a
     )
-    dpre_all[t, b, j] = d_i * derivative_from_output(inner, i, c)
-    dpre_all[t, b, hidden + j] = d_f * derivative_from_output(inner, f, c)
-    dpre_all[t, b, 2 * hidden + j] = d_g * derivative_from_output(act, g, c)
-    dpre_all[t, b, 3 * hidden + j] = d_o * derivative_from_output(inner, o, c)
+    put_operand(dpre, j, d_i * derivative_from_output(inner, i, c), staged)
+    put_operand(dpre, hidden + j, d_f * derivative_from_output(inner, f, c), staged)
+    put_operand(dpre, 2 * hidden + j, d_g * derivative_from_output(act, g, c), staged)
+    put_operand(dpre, 3 * hidden + j, d_o * derivative_from_output(inner, o, c), staged)
     dh[b, j] = c.zero
 
 
@@ -383,11 +394,12 @@ def gru_output_element(b, j, xw, rec_h, t, mask, has_mask, h_prev, gates_all, h_
 
 def gru_backward_output_element(
     b, j, gates_all, t, h_prev, mask, has_mask, product, carry, has_later, mask_U, has_mask_U,
-    grad, grad_step, dh, dpre_all, dpre_h, act, c,
+    grad, grad_step, dh, dpre_all, dpre_h, staged, act, c,
 ):  # fmt: skip
     """``product`` is the later step's ``dpre_zr @ U_zr.T``; ``carry`` its ``d_rh * r``,
     which reaches ``h_in`` alike. ``dpre_h`` is a contiguous copy of ``hh``'s gradients
-    (the next product's operand); ``z``'s is left raw for the reset phase."""
+    (the next product's operand, also put into ``staged``); ``z``'s is left raw for the
+    reset phase."""
     hidden = dh.shape[1]
     if has_later:
         product[b, j] += carry[b, j]
@@ -395,7 +407,7 @@ def gru_backward_output_element(
     if is_masked(mask, has_mask, t, b, c):
         for gate in range(3):
             dpre_all[t, b, gate * hidden + j] = c.zero
-        dpre_h[b, j] = c.zero
+        put_operand(dpre_h[b], j, c.zero, staged)
         dh[b, j] = total
         return
     hh = gates_all[t, b, 2 * hidden + j]
@@ -403,19 +415,20 @@ def gru_backward_output_element(
     dpre_all[t, b, j] = d_z
     d_pre_hh = d_hh * derivative_from_output(act, hh, c)
     dpre_all[t, b, 2 * hidden + j] = d_pre_hh
-    dpre_h[b, j] = d_pre_hh
+    put_operand(dpre_h[b], j, d_pre_hh, staged)
 
 
 def gru_backward_reset_element(
-    b, j, gates_all, t, h_in, d_rh, mask, has_mask, dpre_all, dpre_zr, carry, inner, c
+    b, j, gates_all, t, h_in, d_rh, mask, has_mask, dpre_all, dpre_zr, carry, staged, inner, c
 ):
     """From ``d_rh = dpre_h @ U_h.T``: ``r``'s pre-activation gradient, ``z``'s completed
-    (also into the contiguous ``dpre_zr``, the next product's operand), ``carry``."""
+    (also into the contiguous ``dpre_zr``, the next product's operand, and ``staged``),
+    ``carry``."""
     hidden = h_in.shape[1]
     if is_masked(mask, has_mask, t, b, c):
         dpre_all[t, b, hidden + j] = c.zero
-        dpre_zr[b, j] = c.zero
-        dpre_zr[b, hidden + j] = c.zero
+        put_operand(dpre_zr[b], j, c.zero, staged)
+        put_operand(dpre_zr[b], hidden + j, c.zero, staged)
         carry[b, j] = c.zero
         return
     r = gates_all[t, b, hidden + j]
@@ -423,8 +436,8 @@ def gru_backward_reset_element(
     d_z = dpre_all[t, b, j] * derivative_from_output(inner, gates_all[t, b, j], c)
     dpre_all[t, b, j] = d_z
     dpre_all[t, b, hidden + j] = d_r
-    dpre_zr[b, j] = d_z
-    dpre_zr[b, hidden + j] = d_r
+    put_operand(dpre_zr[b], j, d_z, staged)
+    put_operand(dpre_zr[b], hidden + j, d_r, staged)
     carry[b, j] = d_rh[b, j] * r
 
 
@@ -608,6 +621,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         staged, head = kept[:staged_length], kept[head_at:]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
         count = h_all.shape[0]
+        # the per-unit phase puts the products' operands there whole (not the softmax's)
+        ready = staged.shape[0] >= hidden and act != SOFTMAX
         keep_head(U_t, head, head_rows, hidden, hidden)
         for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
             zero_block_row(b, dh, c.zero)
@@ -617,13 +632,13 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 grad_step = output_step(grad_every_step, t, position, count)
                 if has_later:
                     product_of_block(
-                        dpre_all[t + stride], b, U_t, head, head_rows, staged, False, product,
+                        dpre_all[t + stride], b, U_t, head, head_rows, staged, ready, product,
                         partial, c.zero,
                     )  # fmt: skip
                 for j in range(thread, hidden, threads):
                     rnn_backward_body(
                         b, j, h_all, t, mask, has_mask, product, has_later, mask_U,
-                        has_mask_U, grad, grad_step, dh, dpre_all, act, c,
+                        has_mask_U, grad, grad_step, dh, dpre_all, staged, act, c,
                     )  # fmt: skip
                 if act == SOFTMAX:
                     cuda.syncthreads()
@@ -679,6 +694,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         staged, head = kept[:staged_length], kept[head_at:]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
         count = c_all.shape[0]
+        # the per-unit phase puts the products' operands there whole (not the softmax's)
+        ready = staged.shape[0] >= dpre_all.shape[2] and act != SOFTMAX
         keep_head(U_t, head, head_rows, dpre_all.shape[2], hidden)
         for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
             zero_block_row(b, dh, c.zero)
@@ -690,7 +707,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 grad_step = output_step(grad_every_step, t, position, count)
                 if has_later:
                     product_of_block(
-                        dpre_all[t + stride], b, U_t, head, head_rows, staged, False, product,
+                        dpre_all[t + stride], b, U_t, head, head_rows, staged, ready, product,
                         partial, c.zero,
                     )  # fmt: skip
                 if act != SOFTMAX:
@@ -698,7 +715,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                         lstm_backward_body(
                             b, j, gates_all, c_all, t, c_prev, mask, has_mask, product,
                             has_later, mask_U, has_mask_U, grad, grad_step, dh, dc, dpre_all,
-                            act, inner, c,
+                            staged, act, inner, c,
                         )  # fmt: skip
                 else:
                     cuda.syncthreads()  # every thread's zeroed units, at the first step
@@ -771,6 +788,10 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         staged, head_zr, head_h = kept[:staged_length], kept[zr_at:], kept[h_at:]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
         count = h_all.shape[0]
+        # the per-unit phases put the products' operands there whole (the softmax cell
+        # rewrites hh's gradients after them)
+        zr_ready = staged.shape[0] >= 2 * hidden
+        h_ready = zr_ready and act != SOFTMAX
         keep_head(U_zr_t, head_zr, zr_rows, 2 * hidden, hidden)
         keep_head(U_h_t, head_h, h_rows, hidden, hidden)
         for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
@@ -782,14 +803,14 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 grad_step = output_step(grad_every_step, t, position, count)
                 if has_later:  # the later step's z, r gradients through U_zr
                     product_of_block(
-                        dpre_zr_all[t + stride], b, U_zr_t, head_zr, zr_rows, staged, False,
+                        dpre_zr_all[t + stride], b, U_zr_t, head_zr, zr_rows, staged, zr_ready,
                         product, partial, c.zero,
                     )  # fmt: skip
                 for j in range(thread, hidden, threads):
                     gru_output_backward_body(
                         b, j, gates_all, t, h_prev, mask, has_mask, product, carry, has_later,
-                        mask_U, has_mask_U, grad, grad_step, dh, dpre_all, dpre_h_all[t], act,
-                        c,
+                        mask_U, has_mask_U, grad, grad_step, dh, dpre_all, dpre_h_all[t], staged,
+                        act, c,
                     )  # fmt: skip
                 cuda.syncthreads()
                 if act == SOFTMAX:
@@ -798,21 +819,12 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     cuda.syncthreads()
                 # dpre_h @ U_h.T needs every unit's
                 product_of_block(
-                    dpre_h_all[t],
-                    b,
-                    U_h_t,
-                    head_h,
-                    h_rows,
-                    staged,
-                    False,
-                    d_rh,
-                    partial,
-                    c.zero,
+                    dpre_h_all[t], b, U_h_t, head_h, h_rows, staged, h_ready, d_rh, partial, c.zero
                 )
                 for j in range(thread, hidden, threads):
                     gru_reset_backward_body(
                         b, j, gates_all, t, h_prev_all[t], d_rh, mask, has_mask, dpre_all,
-                        dpre_zr_all[t], carry, inner, c,
+                        dpre_zr_all[t], carry, staged, inner, c,
                     )  # fmt: skip
                 cuda.syncthreads()
 
