@@ -13,10 +13,12 @@ kernels zero the state gradients of their rows themselves.
 
 The weights stay in shared memory across the steps, as much of them as fits
 (:func:`plan_shared`; up to 227 KB a block on an H100): each kernel first copies in
-the leading rows of every thread's depth slice, and each product first copies in its
-operand row, so that those loads take a trip to shared memory instead of one to L2.
-A 128-unit GRU keeps both weights whole in float32, an LSTM 112 of its 128 rows.
-What does not fit streams from L2, sixteen loads in flight a thread
+the leading rows of every thread's depth slice, and the per-unit phase that makes a
+product's operand row writes it there too (:func:`put_operand`; the product copies it
+in itself when it does not fit whole, or after a softmax cell rewrote it), so that
+those loads take a trip to shared memory instead of one to L2. A 128-unit GRU keeps
+both weights whole in float32, an LSTM 112 of its 128 rows. What does not fit streams
+from L2, sixteen loads in flight a thread
 (:func:`column_dot`): in the compiled loop each stretch of loads waits out one trip to
 L2 before the next stretch is issued (one load at a time, a 128-unit LSTM's forward
 step took 34 us on an H100). The kernels stay within the 128 registers a 512-thread
