@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from numlayers.devices import get_device
 from numlayers.kernels import build_family
@@ -388,6 +390,27 @@ def test_shared_memory_plan(shapes, itemsize, expected):
     layout = recurrent_cuda.plan_shared(shapes, itemsize, budget, 512)
     assert (layout.rows, layout.offsets, layout.bytes) == expected
     assert layout.bytes <= budget
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 5000), st.integers(1, 5000)), min_size=1, max_size=2),
+    st.sampled_from([4, 8]),
+    st.integers(8, 240_000),
+    st.sampled_from([8, 512]),
+)
+def test_shared_memory_plans_stay_within_their_budget(shapes, itemsize, budget, threads):
+    """Whatever the sizes: the operand stretch and the heads fit the budget side by
+    side, and a head keeps at most each depth slice's rows."""
+    layout = recurrent_cuda.plan_shared(tuple(shapes), itemsize, budget, threads)
+    assert 1 <= layout.staged <= max(depth for depth, _ in shapes)
+    assert layout.bytes <= budget
+    end = layout.staged
+    for (depth, columns), rows, offset in zip(shapes, layout.rows, layout.offsets, strict=True):
+        groups, share = recurrent_cuda.depth_slices(depth, columns, threads)
+        assert 0 <= rows <= share and offset == end
+        end += groups * rows * columns
+    assert end * itemsize == layout.bytes
 
 
 def test_shared_memory_plan_refuses_no_room():
