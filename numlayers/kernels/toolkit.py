@@ -516,26 +516,25 @@ def dynamic_shared_budget(static_bytes: int, simulator_bytes: int) -> int:
 
 
 @functools.cache
-def _opt_in_shared_memory(device_id: int) -> int:  # the id keys the cache
-    return int(cuda_module().get_current_device().MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+def _device_attribute(device_id: int, name: str) -> int:  # the id keys the cache
+    return int(getattr(cuda_module().get_current_device(), name))
+
+
+def device_attribute(name: str) -> int:
+    """A CUDA device attribute of the current GPU (``MULTIPROCESSOR_COUNT``, say), read
+    from the driver once."""
+    return _device_attribute(cuda_module().get_current_device().id, name)
 
 
 def shared_memory_per_block() -> int:
     """The shared memory a block of the current GPU may have when its kernel opts in."""
-    return _opt_in_shared_memory(cuda_module().get_current_device().id)
-
-
-@functools.cache
-def _multiprocessors(device_id: int) -> int:
-    return int(cuda_module().get_current_device().MULTIPROCESSOR_COUNT)
+    return device_attribute("MAX_SHARED_MEMORY_PER_BLOCK_OPTIN")
 
 
 def multiprocessor_count(simulator_count: int) -> int:
     """The current GPU's SM count (132 on an H100 or H200); ``simulator_count`` under
     the simulator."""
-    if SIMULATOR:
-        return simulator_count
-    return _multiprocessors(cuda_module().get_current_device().id)
+    return simulator_count if SIMULATOR else device_attribute("MULTIPROCESSOR_COUNT")
 
 
 def allow_dynamic_shared(kernel: Any, configuration: Any) -> None:

@@ -233,7 +233,7 @@ def block_product(a, row, M, head, head_rows, staged, ready, out, partial, zero)
     stop = min(start + share, depth)
     for first in range(0, depth, staged.shape[0]):
         last = min(first + staged.shape[0], depth)
-        if not ready:
+        if not ready:  # a row is about one element a thread: no unrolled block_copy
             for k in range(first + thread, last, threads):
                 staged[k - first] = a[row, k]
             cuda.syncthreads()
@@ -281,12 +281,17 @@ def transpose_pair_element(element, first, first_t, second, second_t):
 # ---------------------------------------------------------------- per-unit bodies
 
 
+def put_operand(row, column, value, staged):
+    """``row[column] = value``, a value the next step product multiplies, also into
+    ``staged`` (shared, where that product reads it) when the whole row fits there."""
+    row[column] = value
+    if staged.shape[0] >= row.shape[0]:
+        staged[column] = value
+
+
 def recurrent_input_element(b, j, h_prev, mask_U, has_mask_U, h_in, staged):
     """``h_in``, the step product's operand, also into ``staged`` where it fits whole."""
-    value = recurrent_input(h_prev, mask_U, has_mask_U, b, j)
-    h_in[b, j] = value
-    if staged.shape[0] >= h_in.shape[1]:
-        staged[j] = value
+    put_operand(h_in[b], j, recurrent_input(h_prev, mask_U, has_mask_U, b, j), staged)
 
 
 def rnn_forward_element(b, j, xw, rec, t, mask, has_mask, h_prev, h_all, act, c):
@@ -294,14 +299,6 @@ def rnn_forward_element(b, j, xw, rec, t, mask, has_mask, h_prev, h_all, act, c)
         h_all[t, b, j] = h_prev[b, j]
     else:
         h_all[t, b, j] = apply_activation(act, xw[t, b, j] + rec[b, j], c)
-
-
-def put_operand(row, column, value, staged):
-    """``row[column] = value``, a gradient the next step's product multiplies, also into
-    ``staged`` (shared, where that product reads it) when the whole row fits there."""
-    row[column] = value
-    if staged.shape[0] >= row.shape[0]:
-        staged[column] = value
 
 
 def rnn_backward_element(
@@ -374,14 +371,11 @@ def gru_gates_element(b, j, xw, rec_zr, t, h_in, gates_all, rh_all, staged, inne
     """``r * h_in``, the second product's operand, also into ``staged`` where it fits
     whole (in place of ``h_in``: each unit is its thread's)."""
     hidden = h_in.shape[1]
-    whole = staged.shape[0] >= hidden
     gates_all[t, b, j] = apply_activation(inner, xw[t, b, j] + rec_zr[b, j], c)
     r = apply_activation(inner, xw[t, b, hidden + j] + rec_zr[b, hidden + j], c)
     gates_all[t, b, hidden + j] = r
-    rh = r * (staged[j] if whole else h_in[b, j])
-    rh_all[t, b, j] = rh
-    if whole:
-        staged[j] = rh
+    h = staged[j] if staged.shape[0] >= hidden else h_in[b, j]
+    put_operand(rh_all[t, b], j, r * h, staged)
 
 
 def gru_output_element(b, j, xw, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, act, c):
