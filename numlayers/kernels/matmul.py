@@ -242,19 +242,29 @@ def make_tile_loader(
         positions ``(k, e)`` of a slice. A slice inside the operand, as all but the
         edges of a large product are, skips the per-element bounds checks."""
         inside = k0 + depth_step <= depth and start + width <= extent
+        # Consecutive threads walk the minor index (``width`` long when depth-major,
+        # else the slice's depth); load ``load`` is ``load`` blocks of threads past the
+        # thread's first. Both indices are unsigned and counted on from the first
+        # position, so a thread keeps two numbers, not a pair per load (it kept 100 more
+        # registers in the 128 x 128 tiling, which ran one block per SM), and nothing is
+        # divided per load.
+        span = numba.uint64(width if depth_major else depth_step)
+        minor, major = numba.uint64(thread) % span, numba.uint64(thread) // span
+        minor_step = numba.uint64(block_threads) % span
+        major_step = numba.uint64(block_threads) // span
         for load in range(loads):
-            index = thread + load * block_threads
-            if depth_major:
-                e = index % width
-                k = index // width
-            else:
-                k = index % depth_step
-                e = index // depth_step
-            tile[numba.uint64(k), numba.uint64(e)] = staged[load]
+            k, e = (major, minor) if depth_major else (minor, major)
+            tile[k, e] = staged[load]
+            at_depth, at = k0 + numba.int64(k), start + numba.int64(e)
             value = zero
-            if inside or (k0 + k < depth and start + e < extent):
-                value = element(operand, z, k0 + k, start + e, geometry)
+            if inside or (at_depth < depth and at < extent):
+                value = element(operand, z, at_depth, at, geometry)
             staged[load] = value
+            minor += minor_step
+            major += major_step
+            if minor >= span:  # only where a block of threads is not a whole number of runs
+                minor -= span
+                major += numba.uint64(1)
 
     return load_tile
 
