@@ -82,13 +82,16 @@ MAX_SHARED_BYTES = 48 * 1024
 class Tiling:
     """How a GEMM block covers ``out``: a ``rows x cols`` tile, staged ``depth`` deep, by
     ``threads_x x threads_y`` threads (x along the columns), each accumulating
-    ``per_thread_m x per_thread_n`` outputs."""
+    ``per_thread_m x per_thread_n`` outputs. Its kernels are compiled to let an SM hold
+    ``blocks_per_sm`` blocks at once (a launch bound: the compiler keeps the registers
+    within that, spilling if it must)."""
 
     rows: int
     cols: int
     depth: int
     threads_x: int
     threads_y: int
+    blocks_per_sm: int = 1
 
     def __post_init__(self) -> None:
         threads = self.threads_x * self.threads_y
@@ -139,11 +142,12 @@ class Tiling:
 
 #: 128 x 128 tiles 16 deep, 8 x 8 outputs per thread: large float32 products. On an
 #: H200 at 4096 it ran 23.8 TFLOP/s (cuBLAS 50.7, the 64 x 64 tiling 17.9, the earlier
-#: 64 x 64 kernel 13.5); 8 deep was 5% slower, 128 x 64 tiles 8%. 34 KB of shared memory
-#: in float32, too much in float64.
+#: 64 x 64 kernel 13.5); 8 deep was 5% slower, 128 x 64 tiles 8%. Those were one block
+#: per SM (222 to 254 registers); its kernels now take 122 to 128, and two blocks of it
+#: fit an SM (64 K registers, 2 x 34 KB of shared memory in float32; too much in float64).
 WIDE_TILING = Tiling(
     launch_size(128, 8), launch_size(128, 8), launch_size(16, 2), launch_size(16, 2),
-    launch_size(16, 2),
+    launch_size(16, 2), blocks_per_sm=2,
 )  # fmt: skip
 #: 64 x 64 tiles, 4 x 4 per thread: products too small to give the wide tiling a full
 #: grid, the convolutions, and float64
@@ -454,7 +458,14 @@ def make_gemm_kernel(
     transposes = f"{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}"
     size = f"{tiling.rows}x{tiling.cols}x{tiling.depth}"
     gemm.__name__ = f"{'batched_' if batched else ''}gemm_{transposes}_{size}"
-    return kernels.jit(operand, operand, kernels.array(1), operand)(gemm)
+    return kernels.jit(
+        operand,
+        operand,
+        kernels.array(1),
+        operand,
+        threads=tiling.block_threads,
+        blocks_per_sm=tiling.blocks_per_sm,
+    )(gemm)
 
 
 def make_activation_gemm_kernel(kernels: CudaKernels, tiling: Tiling = DEFAULT_TILING) -> Any:
@@ -472,8 +483,9 @@ def make_activation_gemm_kernel(kernels: CudaKernels, tiling: Tiling = DEFAULT_T
     gemm_activation.__name__ = f"gemm_activation_nn_{size}"
     constants = numba.typeof(constants_for(kernels.dtype))
     return kernels.jit(
-        operand, operand, kernels.array(1), operand, operand, numba.types.int64, constants
-    )(gemm_activation)
+        operand, operand, kernels.array(1), operand, operand, numba.types.int64, constants,
+        threads=tiling.block_threads, blocks_per_sm=tiling.blocks_per_sm,
+    )(gemm_activation)  # fmt: skip
 
 
 def gemm_blocks(out: Any, tiling: Tiling = DEFAULT_TILING) -> tuple[int, int, int]:
@@ -603,6 +615,8 @@ def make_split_gemm_kernel(
         operand,
         numba.types.int64,
         numba.typeof(constants_for(kernels.dtype)),
+        threads=tiling.block_threads,
+        blocks_per_sm=tiling.blocks_per_sm,
     )(gemm_slice)
 
 

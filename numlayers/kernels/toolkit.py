@@ -340,6 +340,11 @@ def blocks_for(count: int, threads: int = BLOCK_SIZE) -> int:
 DEVICE_SUBSTITUTES: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
+#: a kernel's launch bound, as ``cuda.jit(launch_bounds=...)`` takes it: none, the
+#: largest block, or that and the least number of such blocks an SM must hold at once
+LaunchBound = int | tuple[int, int] | None
+
+
 @dataclass
 class CudaKernels:
     """Compiles a family's CUDA kernels for one dtype and remembers their argument types.
@@ -352,7 +357,9 @@ class CudaKernels:
 
     cuda: Any
     dtype: np.dtype
-    kernels: dict[str, tuple[Any, tuple[Any, ...], int | None]] = field(default_factory=dict)
+    #: name -> (function, argument types, launch bound: None, the largest block, or
+    #: that and the blocks an SM must hold at once)
+    kernels: dict[str, tuple[Any, tuple[Any, ...], LaunchBound]] = field(default_factory=dict)
     _devices: dict[Any, Any] = field(default_factory=dict)
 
     @property
@@ -366,14 +373,19 @@ class CudaKernels:
         return numba.types.Array(scalar, ndim, "C")
 
     def jit(
-        self, *argtypes: Any, threads: int | None = None, dynamic_shared: bool = False
+        self,
+        *argtypes: Any,
+        threads: int | None = None,
+        blocks_per_sm: int = 1,
+        dynamic_shared: bool = False,
     ) -> Callable[[Callable[..., None]], Any]:
         """Decorator: compile a hand-written kernel lazily and record ``argtypes``.
 
         ``threads``, where given, is the largest block the kernel is launched with: the
         compiler then keeps its registers within what a block that large may have
-        (a kernel needing more would fail to launch). The simulator has no registers
-        and takes no such bound.
+        (a kernel needing more would fail to launch), and within what lets an SM hold
+        ``blocks_per_sm`` such blocks at once (spilling rather than exceeding it). The
+        simulator has no registers and takes no such bound.
 
         ``dynamic_shared`` marks a kernel launched as ``kernel[grid, block, 0, bytes]``
         with up to :func:`dynamic_shared_budget` bytes of dynamic shared memory (beyond
@@ -381,12 +393,15 @@ class CudaKernels:
 
         The kernel's module must have ``cuda`` as a global (see :func:`bind_cuda`).
         """
-        options = {} if threads is None or SIMULATOR else {"launch_bounds": threads}
+        bound: LaunchBound = threads
+        if threads is not None and blocks_per_sm > 1:
+            bound = (threads, blocks_per_sm)
+        options = {} if bound is None or SIMULATOR else {"launch_bounds": bound}
         before_launch = allow_dynamic_shared if dynamic_shared and not SIMULATOR else None
 
         def decorate(function: Callable[..., None]) -> Any:
             kernel = self.cuda.jit(**options)(function)
-            self.kernels[function.__name__] = (function, argtypes, threads)
+            self.kernels[function.__name__] = (function, argtypes, bound)
             return CountedKernel(kernel, before_launch)
 
         return decorate

@@ -8,7 +8,8 @@ instructions). Run it where the simulator is off::
     python -m numlayers.testing.ptx_check [--dtype float32] [--families dense,matmul]
 
 (by default every family in both dtypes). A kernel that declares its largest block
-(``CudaKernels.jit(..., threads=)``) is compiled with that launch bound, as on a GPU.
+(``CudaKernels.jit(..., threads=, blocks_per_sm=)``) is compiled with that launch bound,
+as on a GPU.
 
 It needs the CUDA toolkit packages of the ``[cuda]`` extra (NVVM), not a driver.
 ``--ptxas`` also assembles each kernel with ``ptxas -v`` (from the CUDA toolkit, or
@@ -105,14 +106,14 @@ def check_all_kernels(
     results = []
     seen: set[tuple[str, str]] = set()
     for registry in REGISTRIES:
-        for name, (function, argtypes, threads) in registry.kernels.items():
+        for name, (function, argtypes, bound) in registry.kernels.items():
             key = (name, registry.dtype.name)
             if key in seen:
                 continue
             seen.add(key)
             try:
                 ptx, _ = device.cuda.compile_ptx(
-                    function, argtypes, cc=COMPUTE_CAPABILITY, launch_bounds=threads
+                    function, argtypes, cc=COMPUTE_CAPABILITY, launch_bounds=bound
                 )
             except Exception as error:  # reported per kernel, so every failure shows at once
                 results.append(

@@ -155,6 +155,27 @@ def test_the_gemm_picks_wide_tiles_for_large_products_and_narrower_ones_for_smal
         matmul.Tiling(256, 256, 32, 16, 16)
 
 
+def test_gemm_kernels_are_bound_to_their_tilings_blocks_per_sm():
+    # the wide tiling's kernels must leave room for two blocks an SM (ptxas keeps them
+    # within 128 registers a thread); the launch bound is what the PTX check and the GPU
+    # compile them with
+    dtype = np.dtype(np.float32)
+    device = get_device("cuda")
+    kernels = matmul.bind_cuda(vars(matmul), device.cuda, dtype)
+    assert matmul.WIDE_TILING.blocks_per_sm == 2
+    for tiling in matmul.GEMM_TILINGS[dtype]:
+        matmul.make_gemm_kernel(kernels, False, True, tiling=tiling)
+        matmul.make_activation_gemm_kernel(kernels, tiling)
+        matmul.make_split_gemm_kernel(kernels, True, False, tiling)
+    wide = matmul.WIDE_TILING
+    size = f"{wide.rows}x{wide.cols}x{wide.depth}"
+    bounds = {name: bound for name, (_, _, bound) in kernels.kernels.items()}
+    assert len(bounds) == 6, bounds
+    for name, bound in bounds.items():
+        expected = (wide.block_threads, 2) if size in name else matmul.DEFAULT_TILING.block_threads
+        assert bound == expected, name
+
+
 @pytest.mark.parametrize("transposes", list(TRANSPOSES))
 def test_products_too_small_to_fill_the_gpu_are_cut_along_their_depth(transposes):
     # 2 tiles of the default tiling, deep enough for several slices (on a GPU: 65 x 67
