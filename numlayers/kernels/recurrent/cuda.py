@@ -25,7 +25,10 @@ step took 34 us on an H100). The kernels stay within the 128 registers a 512-thr
 block allows.
 
 The cell is then applied unit by unit with the per-unit bodies below (``body(b, j,
-...)``, compiled as device code with the cells of :mod:`.cells`). A forward pass is
+...)``, compiled as device code with the cells of :mod:`.cells`). A forward step's
+input projections do not depend on the recurrence: each thread loads its first
+unit's before the step's product (:func:`first_unit_inputs`), so that the per-unit
+phase after it does not wait out a trip to device memory for them. A forward pass is
 then one launch and a backward pass two, whatever the number of steps; the input
 projection and the weight gradients stay GEMMs in the layer.
 
@@ -294,11 +297,43 @@ def recurrent_input_element(b, j, h_prev, mask_U, has_mask_U, h_in, staged):
     put_operand(h_in[b], j, recurrent_input(h_prev, mask_U, has_mask_U, b, j), staged)
 
 
-def rnn_forward_element(b, j, xw, rec, t, mask, has_mask, h_prev, h_all, act, c):
+def gate_inputs(xw, t, b, j, hidden, zero):
+    """Unit ``j``'s input projections at step ``t`` of row ``b``, one per gate (``xw``
+    holds ``G`` gates of ``hidden`` units): a four-tuple, zero past the ``G``-th.
+
+    They do not depend on the recurrence: each kernel loads its threads' first units'
+    before the step's product, so that those loads (from device memory: the layer
+    wrote ``xw`` before the pass) are in flight through the product instead of
+    stalling the per-unit phase that adds them."""
+    gates = xw.shape[2] // hidden
+    x0 = xw[t, b, j]
+    x1 = xw[t, b, hidden + j] if gates > 1 else zero
+    x2 = xw[t, b, 2 * hidden + j] if gates > 2 else zero
+    x3 = xw[t, b, 3 * hidden + j] if gates > 3 else zero
+    return x0, x1, x2, x3
+
+
+def first_unit_inputs(xw, t, b, hidden, zero):
+    """:func:`gate_inputs` of this thread's first unit (zeros for a thread with none)."""
+    if cuda.threadIdx.x < hidden:
+        return gate_inputs(xw, t, b, cuda.threadIdx.x, hidden, zero)
+    return zero, zero, zero, zero
+
+
+def unit_inputs(xw, t, b, j, first, hidden, zero):
+    """:func:`gate_inputs` of unit ``j``: ``first`` (:func:`first_unit_inputs`') for this
+    thread's first unit, the others loaded now."""
+    if j == cuda.threadIdx.x:
+        return first
+    return gate_inputs(xw, t, b, j, hidden, zero)
+
+
+def rnn_forward_element(b, j, x, rec, t, mask, has_mask, h_prev, h_all, act, c):
+    """``x`` is :func:`gate_inputs`' (as in the bodies below)."""
     if is_masked(mask, has_mask, t, b, c):
         h_all[t, b, j] = h_prev[b, j]
     else:
-        h_all[t, b, j] = apply_activation(act, xw[t, b, j] + rec[b, j], c)
+        h_all[t, b, j] = apply_activation(act, x[0] + rec[b, j], c)
 
 
 def rnn_backward_element(
@@ -317,13 +352,13 @@ def rnn_backward_element(
 
 
 def lstm_forward_element(
-    b, j, xw, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all, h_all, act, inner, c
+    b, j, x, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all, h_all, act, inner, c
 ):
     hidden = h_prev.shape[1]
-    i = apply_activation(inner, xw[t, b, j] + rec[b, j], c)
-    f = apply_activation(inner, xw[t, b, hidden + j] + rec[b, hidden + j], c)
-    g = apply_activation(act, xw[t, b, 2 * hidden + j] + rec[b, 2 * hidden + j], c)
-    o = apply_activation(inner, xw[t, b, 3 * hidden + j] + rec[b, 3 * hidden + j], c)
+    i = apply_activation(inner, x[0] + rec[b, j], c)
+    f = apply_activation(inner, x[1] + rec[b, hidden + j], c)
+    g = apply_activation(act, x[2] + rec[b, 2 * hidden + j], c)
+    o = apply_activation(inner, x[3] + rec[b, 3 * hidden + j], c)
     gates_all[t, b, j] = i
     gates_all[t, b, hidden + j] = f
     gates_all[t, b, 2 * hidden + j] = g
@@ -367,20 +402,20 @@ def lstm_backward_element(
     dh[b, j] = c.zero
 
 
-def gru_gates_element(b, j, xw, rec_zr, t, h_in, gates_all, rh_all, staged, inner, c):
+def gru_gates_element(b, j, x_z, x_r, rec_zr, t, h_in, gates_all, rh_all, staged, inner, c):
     """``r * h_in``, the second product's operand, also into ``staged`` where it fits
     whole (in place of ``h_in``: each unit is its thread's)."""
     hidden = h_in.shape[1]
-    gates_all[t, b, j] = apply_activation(inner, xw[t, b, j] + rec_zr[b, j], c)
-    r = apply_activation(inner, xw[t, b, hidden + j] + rec_zr[b, hidden + j], c)
+    gates_all[t, b, j] = apply_activation(inner, x_z + rec_zr[b, j], c)
+    r = apply_activation(inner, x_r + rec_zr[b, hidden + j], c)
     gates_all[t, b, hidden + j] = r
     h = staged[j] if staged.shape[0] >= hidden else h_in[b, j]
     put_operand(rh_all[t, b], j, r * h, staged)
 
 
-def gru_output_element(b, j, xw, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, act, c):
+def gru_output_element(b, j, x_h, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, act, c):
     hidden = h_prev.shape[1]
-    hh = apply_activation(act, xw[t, b, 2 * hidden + j] + rec_h[b, j], c)
+    hh = apply_activation(act, x_h + rec_h[b, j], c)
     gates_all[t, b, 2 * hidden + j] = hh
     if is_masked(mask, has_mask, t, b, c):
         h_all[t, b, j] = h_prev[b, j]
@@ -543,6 +578,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     index, constants = numba.types.int64, numba.typeof(c)
     device = kernels.device
     take_input = device(recurrent_input_element)
+    first_inputs, inputs_of = device(first_unit_inputs), device(unit_inputs)
     product_of_block, zero_block_row = device(block_product), device(zero_row)
     keep_head = device(load_head)
     rnn_forward_body, rnn_backward_body = device(rnn_forward_element), device(rnn_backward_element)
@@ -592,6 +628,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
             for position in range(xw.shape[0]):
                 t = first + stride * position
                 h_prev = h0 if position == 0 else h_all[t - stride]
+                first_x = first_inputs(xw, t, b, hidden, c.zero)
                 for j in range(thread, hidden, threads):
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t], staged)
                 cuda.syncthreads()
@@ -599,7 +636,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     h_prev_all[t], b, U, head, head_rows, staged, ready, rec, partial, c.zero
                 )
                 for j in range(thread, hidden, threads):
-                    rnn_forward_body(b, j, xw, rec, t, mask, has_mask, h_prev, h_all, act, c)
+                    x = inputs_of(xw, t, b, j, first_x, hidden, c.zero)
+                    rnn_forward_body(b, j, x, rec, t, mask, has_mask, h_prev, h_all, act, c)
                 if act == SOFTMAX:
                     cuda.syncthreads()
                     if thread == 0:
@@ -659,6 +697,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 t = first + stride * position
                 h_prev = h0 if position == 0 else h_all[t - stride]
                 c_prev = c0 if position == 0 else c_all[t - stride]
+                first_x = first_inputs(xw, t, b, hidden, c.zero)
                 for j in range(thread, hidden, threads):
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t], staged)
                 cuda.syncthreads()
@@ -666,8 +705,9 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     h_prev_all[t], b, U, head, head_rows, staged, ready, rec, partial, c.zero
                 )
                 for j in range(thread, hidden, threads):
+                    x = inputs_of(xw, t, b, j, first_x, hidden, c.zero)
                     lstm_forward_body(
-                        b, j, xw, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all,
+                        b, j, x, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all,
                         h_all, act, inner, c,
                     )  # fmt: skip
                 if act == SOFTMAX:
@@ -743,6 +783,9 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 t = first + stride * position
                 h_prev = h0 if position == 0 else h_all[t - stride]
                 h_in = h_prev_all[t]
+                # this thread's first unit's input projections (see gate_inputs), kept
+                # as scalars (as a tuple, ptxas spilled twice as much in this kernel)
+                x_z, x_r, x_h, _ = first_inputs(xw, t, b, hidden, c.zero)
                 for j in range(thread, hidden, threads):
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_in, staged)
                 cuda.syncthreads()
@@ -750,14 +793,20 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     h_in, b, U_zr, head_zr, zr_rows, staged, ready, rec_zr, partial, c.zero
                 )
                 for j in range(thread, hidden, threads):
-                    gru_gates_body(b, j, xw, rec_zr, t, h_in, gates_all, rh_all, staged, inner, c)
+                    if j != thread:
+                        x_z, x_r = xw[t, b, j], xw[t, b, hidden + j]
+                    gru_gates_body(
+                        b, j, x_z, x_r, rec_zr, t, h_in, gates_all, rh_all, staged, inner, c
+                    )
                 cuda.syncthreads()  # (r * h) @ U_h needs every unit's r
                 product_of_block(
                     rh_all[t], b, U_h, head_h, h_rows, staged, ready, rec_h, partial, c.zero
                 )
                 for j in range(thread, hidden, threads):
+                    if j != thread:
+                        x_h = xw[t, b, 2 * hidden + j]
                     gru_output_body(
-                        b, j, xw, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, act, c
+                        b, j, x_h, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, act, c
                     )
                 if act == SOFTMAX:
                     cuda.syncthreads()
