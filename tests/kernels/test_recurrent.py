@@ -375,21 +375,24 @@ def test_cuda_passes_keep_what_fits_in_shared_memory(monkeypatch, kind, budget):
 @pytest.mark.parametrize(
     ("shapes", "itemsize", "expected"),
     [
-        # a 128-unit GRU forward pass, float32, on a 227 KB GPU: everything fits
-        (((128, 256), (128, 128)), 4, ((64, 32), (128, 128 + 2 * 64 * 256), 197120)),
+        # a 128-unit GRU forward pass, float32, on a 227 KB GPU: everything fits (after
+        # the 512 results, the 128 elements of the operand)
+        (((128, 256), (128, 128)), 4, ((64, 32), (640, 640 + 2 * 64 * 256), 199168)),
         # its float64 twin: the same share (about 57 %) of every slice of both weights
-        (((128, 256), (128, 128)), 8, ((37, 18), (128, 128 + 2 * 37 * 256), 226304)),
+        (((128, 256), (128, 128)), 8, ((37, 18), (640, 640 + 2 * 37 * 256), 230400)),
         # a 128-unit LSTM forward pass: 112 of U's 128 rows, 16 from L2 (one stretch)
-        (((128, 512),), 4, ((112,), (128,), 229888)),
+        (((128, 512),), 4, ((112,), (640,), 231936)),
         # an operand longer than the budget: staged a stretch at a time, no weights
-        (((100_000, 8),), 4, ((0,), (57_600,), 230400)),
+        (((100_000, 8),), 4, ((0,), (512 + 57_600,), 232448)),
     ],
 )
 def test_shared_memory_plan(shapes, itemsize, expected):
-    budget = 232448 - 512 * itemsize  # an H100: opt-in shared memory, less `partial`
-    layout = recurrent_cuda.plan_shared(shapes, itemsize, budget, 512)
-    assert (layout.rows, layout.offsets, layout.bytes) == expected
-    assert layout.bytes <= budget
+    available = 232448  # an H100's or H200's opt-in shared memory a block
+    results = recurrent_cuda.product_results(shapes, 512)
+    assert results == 512  # one a thread, and no product here is wider
+    layout = recurrent_cuda.plan_shared(shapes, itemsize, available - results * itemsize, 512)
+    assert (layout.results, layout.rows, layout.offsets, layout.bytes) == (results, *expected)
+    assert layout.bytes <= available
 
 
 @settings(max_examples=300, deadline=None)
@@ -400,12 +403,14 @@ def test_shared_memory_plan(shapes, itemsize, expected):
     st.sampled_from([8, 512]),
 )
 def test_shared_memory_plans_stay_within_their_budget(shapes, itemsize, budget, threads):
-    """Whatever the sizes: the operand stretch and the heads fit the budget side by
-    side, and a head keeps at most each depth slice's rows."""
+    """Whatever the sizes: the products' results, then the operand stretch and the
+    heads within the budget, side by side, and a head keeps at most each depth slice's
+    rows."""
     layout = recurrent_cuda.plan_shared(tuple(shapes), itemsize, budget, threads)
+    assert layout.results == max(threads, *(columns for _, columns in shapes))
     assert 1 <= layout.staged <= max(depth for depth, _ in shapes)
-    assert layout.bytes <= budget
-    end = layout.staged
+    assert layout.bytes <= budget + layout.results * itemsize
+    end = layout.results + layout.staged
     for (depth, columns), rows, offset in zip(shapes, layout.rows, layout.offsets, strict=True):
         groups, share = recurrent_cuda.depth_slices(depth, columns, threads)
         assert 0 <= rows <= share and offset == end
@@ -414,7 +419,7 @@ def test_shared_memory_plans_stay_within_their_budget(shapes, itemsize, budget, 
 
 
 def test_shared_memory_plan_refuses_no_room():
-    with pytest.raises(ValueError, match="at least 8 bytes of shared memory"):
+    with pytest.raises(ValueError, match="at least 8 bytes of shared memory beyond"):
         recurrent_cuda.plan_shared(((3, 12),), 8, 7, 8)
 
 

@@ -94,11 +94,12 @@ def recurrent_input(h, mask_U, has_mask_U, b, j):
 @cpu_inline
 def incoming_gradient(dh, product, has_product, mask_U, has_mask_U, grad, grad_step, b, j, q):
     """The whole gradient reaching ``h_t`` at ``(b, j)``: what ``dh`` holds, the later
-    step's through ``U`` (``product[b, q]``, when ``has_product``; dropped out as the
-    forward pass was) and the output's (``grad[grad_step]``, when ``grad_step >= 0``)."""
+    step's through ``U`` (``product[q]``, row ``b``'s product, when ``has_product``;
+    dropped out as the forward pass was) and the output's (``grad[grad_step]``, when
+    ``grad_step >= 0``)."""
     total = dh[b, j]
     if has_product:
-        total += product[b, q] * mask_U[b, j] if has_mask_U != 0 else product[b, q]
+        total += product[q] * mask_U[b, j] if has_mask_U != 0 else product[q]
     if grad_step >= 0:
         total += grad[grad_step, b, j]
     return total

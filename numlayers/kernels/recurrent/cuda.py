@@ -6,10 +6,12 @@ phases of a step) and no grid-wide synchronisation is needed. A step's recurrent
 product (``h_in @ U`` forward, ``dpre @ U.T`` backward) is shared by the whole block
 (:func:`block_product`): each thread takes columns of the product and, when there are
 at most half as many columns as threads, a slice of the depth too, its slices' sums
-meeting in shared memory. Columns of neighbouring threads are neighbours in memory,
-so backward passes multiply by ``U``'s transpose, which one launch makes at the start
-of the pass (both of the GRU's recurrent weights in the same launch); the backward
-kernels zero the state gradients of their rows themselves.
+meeting in shared memory, where the product then stays for the per-unit phase that
+reads it (a trip through global memory would keep that phase waiting). Columns of
+neighbouring threads are neighbours in memory, so backward passes multiply by ``U``'s
+transpose, which one launch makes at the start of the pass (both of the GRU's
+recurrent weights in the same launch); the backward kernels zero the state gradients
+of their rows themselves.
 
 The weights stay in shared memory across the steps, as much of them as fits
 (:func:`plan_shared`; up to 227 KB a block on an H100): each kernel first copies in
@@ -28,7 +30,7 @@ The cell is then applied unit by unit with the per-unit bodies below (``body(b, 
 ...)``, compiled as device code with the cells of :mod:`.cells`). A forward step's
 input projections do not depend on the recurrence: each thread loads its first
 unit's before the step's product (:func:`first_unit_inputs`), so that the per-unit
-phase after it does not wait out a trip to device memory for them. A forward pass is
+phase after it reads only registers and shared memory. A forward pass is
 then one launch and a backward pass two, whatever the number of steps; the input
 projection and the weight gradients stay GEMMs in the layer.
 
@@ -217,19 +219,22 @@ def load_head(M, head, head_rows, depth, columns):
     cuda.syncthreads()
 
 
-def block_product(a, row, M, head, head_rows, staged, ready, out, partial, zero):
-    """``out[row] = a[row] @ M`` by the whole block, which every thread calls (it ends
-    with a ``syncthreads``, so ``out[row]`` is complete for every thread on return).
+def block_product(a, row, M, head, head_rows, staged, ready, columns, results, zero):
+    """``results[:columns] = a[row] @ M`` by the whole block, which every thread calls (it
+    ends with a ``syncthreads``, so the results are complete for every thread on return).
 
-    ``M`` is flat, ``a.shape[1]`` rows of ``out.shape[1]`` columns; ``head`` holds the
-    first ``head_rows`` rows of each of its depth slices in shared memory (see
+    ``M`` is flat, ``a.shape[1]`` rows of ``columns`` columns; ``head`` holds the first
+    ``head_rows`` rows of each of its depth slices in shared memory (see
     :func:`load_head`). ``a[row]`` is copied into ``staged`` (shared) a stretch at a
     time, one stretch when it fits, unless ``ready`` says the caller has put it there
     whole (and synchronised the block). The threads share the columns, and the depth as
-    :func:`depth_slices` says, the slices' sums meeting in ``partial`` (shared, one
-    element a thread), added in a fixed order."""
+    :func:`depth_slices` says. ``results`` is shared too (:func:`product_results`
+    elements, as many as the block's threads or the product's columns): the slices'
+    sums meet there, added in a fixed order, and the product stays there for the
+    per-unit phase that reads it, which a trip to global memory and back would keep
+    waiting. Every reader of the last product's results must have passed a barrier."""
     thread, threads = cuda.threadIdx.x, cuda.blockDim.x
-    depth, columns = a.shape[1], out.shape[1]
+    depth = a.shape[1]
     groups, share = depth_slices(depth, columns, threads)
     group = thread // columns
     start = min(group * share, depth)
@@ -245,20 +250,22 @@ def block_product(a, row, M, head, head_rows, staged, ready, out, partial, zero)
                 part = slice_dot(
                     staged, first, last, M, head, head_rows, columns, column, 0, 0, depth, zero
                 )
-                out[row, column] = part if first == 0 else out[row, column] + part
+                results[column] = part if first == 0 else results[column] + part
         elif group < groups:
             part = slice_dot(
                 staged, first, last, M, head, head_rows, columns, thread - group * columns,
                 group, start, stop, zero,
             )  # fmt: skip
-            partial[thread] = part if first == 0 else partial[thread] + part
+            results[thread] = part if first == 0 else results[thread] + part
         cuda.syncthreads()
     if groups > 1:
+        # in place: thread ``t`` alone reads ``results[t]`` and the slices' sums of its
+        # column, which lie past ``columns``
         if thread < columns:
-            total = partial[thread]
+            total = results[thread]
             for other in range(1, groups):
-                total += partial[other * columns + thread]
-            out[row, thread] = total
+                total += results[other * columns + thread]
+            results[thread] = total
         cuda.syncthreads()
 
 
@@ -282,6 +289,8 @@ def transpose_pair_element(element, first, first_t, second, second_t):
 
 
 # ---------------------------------------------------------------- per-unit bodies
+# ``rec``, ``product`` and ``d_rh`` are the step product's results for the block's row
+# ``b`` (1-D, in shared memory: :func:`block_product`).
 
 
 def put_operand(row, column, value, staged):
@@ -333,7 +342,7 @@ def rnn_forward_element(b, j, x, rec, t, mask, has_mask, h_prev, h_all, act, c):
     if is_masked(mask, has_mask, t, b, c):
         h_all[t, b, j] = h_prev[b, j]
     else:
-        h_all[t, b, j] = apply_activation(act, x[0] + rec[b, j], c)
+        h_all[t, b, j] = apply_activation(act, x[0] + rec[j], c)
 
 
 def rnn_backward_element(
@@ -355,10 +364,10 @@ def lstm_forward_element(
     b, j, x, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all, h_all, act, inner, c
 ):
     hidden = h_prev.shape[1]
-    i = apply_activation(inner, x[0] + rec[b, j], c)
-    f = apply_activation(inner, x[1] + rec[b, hidden + j], c)
-    g = apply_activation(act, x[2] + rec[b, 2 * hidden + j], c)
-    o = apply_activation(inner, x[3] + rec[b, 3 * hidden + j], c)
+    i = apply_activation(inner, x[0] + rec[j], c)
+    f = apply_activation(inner, x[1] + rec[hidden + j], c)
+    g = apply_activation(act, x[2] + rec[2 * hidden + j], c)
+    o = apply_activation(inner, x[3] + rec[3 * hidden + j], c)
     gates_all[t, b, j] = i
     gates_all[t, b, hidden + j] = f
     gates_all[t, b, 2 * hidden + j] = g
@@ -406,8 +415,8 @@ def gru_gates_element(b, j, x_z, x_r, rec_zr, t, h_in, gates_all, rh_all, staged
     """``r * h_in``, the second product's operand, also into ``staged`` where it fits
     whole (in place of ``h_in``: each unit is its thread's)."""
     hidden = h_in.shape[1]
-    gates_all[t, b, j] = apply_activation(inner, x_z + rec_zr[b, j], c)
-    r = apply_activation(inner, x_r + rec_zr[b, hidden + j], c)
+    gates_all[t, b, j] = apply_activation(inner, x_z + rec_zr[j], c)
+    r = apply_activation(inner, x_r + rec_zr[hidden + j], c)
     gates_all[t, b, hidden + j] = r
     h = staged[j] if staged.shape[0] >= hidden else h_in[b, j]
     put_operand(rh_all[t, b], j, r * h, staged)
@@ -415,7 +424,7 @@ def gru_gates_element(b, j, x_z, x_r, rec_zr, t, h_in, gates_all, rh_all, staged
 
 def gru_output_element(b, j, x_h, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, act, c):
     hidden = h_prev.shape[1]
-    hh = apply_activation(act, x_h + rec_h[b, j], c)
+    hh = apply_activation(act, x_h + rec_h[j], c)
     gates_all[t, b, 2 * hidden + j] = hh
     if is_masked(mask, has_mask, t, b, c):
         h_all[t, b, j] = h_prev[b, j]
@@ -433,7 +442,7 @@ def gru_backward_output_element(
     reset phase."""
     hidden = dh.shape[1]
     if has_later:
-        product[b, j] += carry[b, j]
+        product[j] += carry[b, j]
     total = incoming_gradient(dh, product, has_later, mask_U, has_mask_U, grad, grad_step, b, j, j)
     if is_masked(mask, has_mask, t, b, c):
         for gate in range(3):
@@ -463,13 +472,13 @@ def gru_backward_reset_element(
         carry[b, j] = c.zero
         return
     r = gates_all[t, b, hidden + j]
-    d_r = d_rh[b, j] * h_in[b, j] * derivative_from_output(inner, r, c)
+    d_r = d_rh[j] * h_in[b, j] * derivative_from_output(inner, r, c)
     d_z = dpre_all[t, b, j] * derivative_from_output(inner, gates_all[t, b, j], c)
     dpre_all[t, b, j] = d_z
     dpre_all[t, b, hidden + j] = d_r
     put_operand(dpre_zr[b], j, d_z, staged)
     put_operand(dpre_zr[b], hidden + j, d_r, staged)
-    carry[b, j] = d_rh[b, j] * r
+    carry[b, j] = d_rh[j] * r
 
 
 # ---------------------------------------------------------------- softmax rows
@@ -515,28 +524,38 @@ def step_direction(order: np.ndarray) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- shared memory plan
 
-#: Dynamic shared memory of a sequence block under the simulator, which has no limit:
-#: small enough that the tests' 3-unit float64 LSTM and GRU keep only part of their
-#: weights in it, and their float32 twins all (a GPU has up to 227 KB).
+#: Dynamic shared memory of a sequence block under the simulator, which has no limit,
+#: for the operand and the weights (beyond the products' results): small enough that
+#: the tests' 3-unit float64 LSTM and GRU keep only part of their weights in it, and
+#: their float32 twins all (a GPU has up to 227 KB).
 SIMULATOR_SHARED_BYTES = 200
 
 
-class SharedLayout(NamedTuple):
-    """What a sequence kernel keeps in its dynamic shared memory, in elements: a stretch
-    of ``staged`` elements of the step products' operand row (the whole row where it
-    fits), then each recurrent weight's head (``rows[i]`` rows of each depth slice,
-    from element ``offsets[i]``). ``bytes`` is the launch's dynamic size."""
+def product_results(shapes: tuple[tuple[int, int], ...], threads: int) -> int:
+    """Elements of the shared ``results`` of :func:`block_product` for products by
+    weights of ``shapes`` (``depth x columns`` each): one a thread for the depth
+    slices' sums, and at least the widest product's columns."""
+    return max(threads, *(columns for _, columns in shapes))
 
+
+class SharedLayout(NamedTuple):
+    """What a sequence kernel keeps in its dynamic shared memory, in elements: the
+    products' ``results`` (:func:`product_results`), a stretch of ``staged`` elements of
+    the step products' operand row (the whole row where it fits), then each recurrent
+    weight's head (``rows[i]`` rows of each depth slice, from element ``offsets[i]``).
+    ``bytes`` is the launch's dynamic size."""
+
+    results: int
     staged: int
     rows: tuple[int, ...]
     offsets: tuple[int, ...]
     bytes: int
 
     def arguments(self) -> tuple[int, ...]:
-        """The kernels' last five arguments: staged, then rows and offset of two heads
-        (a kernel with one weight ignores the second pair)."""
+        """The kernels' last six arguments: results and staged, then rows and offset of
+        two heads (a kernel with one weight ignores the second pair)."""
         pairs = [value for pair in zip(self.rows, self.offsets, strict=True) for value in pair]
-        return (self.staged, *pairs, *(0,) * (4 - len(pairs)))
+        return (self.results, self.staged, *pairs, *(0,) * (4 - len(pairs)))
 
 
 @functools.lru_cache(maxsize=64)  # a pass plans on every launch; the host's time counts
@@ -544,17 +563,19 @@ def plan_shared(
     shapes: tuple[tuple[int, int], ...], itemsize: int, budget: int, threads: int
 ) -> SharedLayout:
     """How a sequence kernel multiplying by weights of ``shapes`` (``depth x columns``
-    each) spends ``budget`` bytes of shared memory: the operand row first (as much of
-    it as fits: the products then take it a stretch at a time), then the weights, all
-    of them where they fit, else the same share of each depth slice of each (the
-    leading rows of every slice, so that every thread's slice of a product streams
-    equally few rows from L2)."""
+    each) lays out its shared memory: the products' results, which it needs whatever
+    the budget, then ``budget`` bytes beyond them. The operand row first (as much of it
+    as fits: the products then take it a stretch at a time), then the weights, all of
+    them where they fit, else the same share of each depth slice of each (the leading
+    rows of every slice, so that every thread's slice of a product streams equally few
+    rows from L2)."""
     capacity = budget // itemsize
     if capacity < 1:
         raise ValueError(
-            f"a recurrent CUDA pass needs at least {itemsize} bytes of shared memory, "
-            f"received a budget of {budget}"
+            f"a recurrent CUDA pass needs at least {itemsize} bytes of shared memory "
+            f"beyond its products' results, received a budget of {budget}"
         )
+    results = product_results(shapes, threads)
     staged = min(max(depth for depth, _ in shapes), capacity)
     room = capacity - staged
     slices = [depth_slices(depth, columns, threads) for depth, columns in shapes]
@@ -562,11 +583,11 @@ def plan_shared(
     per_row = [groups * columns for (groups, _), (_, columns) in zip(slices, shapes, strict=True)]
     whole = sum(size * share for size, (_, share) in zip(per_row, slices, strict=True))
     rows = tuple(share if whole <= room else share * room // whole for _, share in slices)
-    offsets, used = [], staged
+    offsets, used = [], results + staged
     for size, kept in zip(per_row, rows, strict=True):
         offsets.append(used)
         used += size * kept
-    return SharedLayout(staged, rows, tuple(offsets), used * itemsize)
+    return SharedLayout(results, staged, rows, tuple(offsets), used * itemsize)
 
 
 def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
@@ -604,23 +625,24 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     output_step = device(output_gradient_step)
     # the arguments every pass takes after its arrays: first, stride (the order), mask,
     # has_mask, mask_U, has_mask_U, activation, inner_activation, constants, then the
-    # shared layout (staged operand length, each weight head's rows and offset)
-    run = (index, index, matrix, index, matrix, index, index, index, constants, *(index,) * 5)
+    # shared layout (results and staged operand lengths, each weight head's rows and
+    # offset)
+    run = (index, index, matrix, index, matrix, index, index, index, constants, *(index,) * 6)
     # and a backward pass before them: grad, grad_every_step, dpre_all, dh, dc
     backward = (tensor, index, tensor, matrix, matrix)
     sequence_kernel = functools.partial(kernels.jit, threads=SEQUENCE_THREADS, dynamic_shared=True)
 
     transpose_pair = kernels.index_loop(transpose_pair_element, (matrix,) * 4)
 
-    @sequence_kernel(vector, tensor, matrix, tensor, tensor, matrix, *run)
+    @sequence_kernel(vector, tensor, matrix, tensor, tensor, *run)
     def rnn_forward_kernel(
-        U, xw, h0, h_prev_all, h_all, rec,
+        U, xw, h0, h_prev_all, h_all,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
-        staged_length, head_rows, head_at, unused_rows, unused_at,
+        results_length, staged_length, head_rows, head_at, unused_rows, unused_at,
     ):  # fmt: skip
-        partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
         kept = cuda.shared.array(0, scalar)
-        staged, head = kept[:staged_length], kept[head_at:]
+        results, head = kept[:results_length], kept[head_at:]
+        staged = kept[results_length : results_length + staged_length]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
         ready = staged.shape[0] >= hidden  # the products' operands are put there whole
         keep_head(U, head, head_rows, hidden, hidden)
@@ -633,26 +655,26 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t], staged)
                 cuda.syncthreads()
                 product_of_block(
-                    h_prev_all[t], b, U, head, head_rows, staged, ready, rec, partial, c.zero
+                    h_prev_all[t], b, U, head, head_rows, staged, ready, hidden, results, c.zero
                 )
                 for j in range(thread, hidden, threads):
                     x = inputs_of(xw, t, b, j, first_x, hidden, c.zero)
-                    rnn_forward_body(b, j, x, rec, t, mask, has_mask, h_prev, h_all, act, c)
+                    rnn_forward_body(b, j, x, results, t, mask, has_mask, h_prev, h_all, act, c)
                 if act == SOFTMAX:
                     cuda.syncthreads()
                     if thread == 0:
                         rnn_softmax_body(b, h_all[t], mask, has_mask, t, c)
                 cuda.syncthreads()
 
-    @sequence_kernel(vector, tensor, matrix, *backward, *run)
+    @sequence_kernel(vector, tensor, *backward, *run)
     def rnn_backward_kernel(
-        U_t, h_all, product, grad, grad_every_step, dpre_all, dh, dc,
+        U_t, h_all, grad, grad_every_step, dpre_all, dh, dc,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
-        staged_length, head_rows, head_at, unused_rows, unused_at,
+        results_length, staged_length, head_rows, head_at, unused_rows, unused_at,
     ):  # fmt: skip
-        partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
         kept = cuda.shared.array(0, scalar)
-        staged, head = kept[:staged_length], kept[head_at:]
+        results, head = kept[:results_length], kept[head_at:]
+        staged = kept[results_length : results_length + staged_length]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
         count = h_all.shape[0]
         # the per-unit phase puts the products' operands there whole (not the softmax's)
@@ -666,12 +688,12 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 grad_step = output_step(grad_every_step, t, position, count)
                 if has_later:
                     product_of_block(
-                        dpre_all[t + stride], b, U_t, head, head_rows, staged, ready, product,
-                        partial, c.zero,
+                        dpre_all[t + stride], b, U_t, head, head_rows, staged, ready, hidden,
+                        results, c.zero,
                     )  # fmt: skip
                 for j in range(thread, hidden, threads):
                     rnn_backward_body(
-                        b, j, h_all, t, mask, has_mask, product, has_later, mask_U,
+                        b, j, h_all, t, mask, has_mask, results, has_later, mask_U,
                         has_mask_U, grad, grad_step, dh, dpre_all, staged, act, c,
                     )  # fmt: skip
                 if act == SOFTMAX:
@@ -680,18 +702,18 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                         rnn_softmax_gradient_body(b, h_all[t], dpre_all[t], c)
                 cuda.syncthreads()
 
-    @sequence_kernel(vector, tensor, matrix, matrix, tensor, tensor, tensor, tensor, matrix, *run)
+    @sequence_kernel(vector, tensor, matrix, matrix, tensor, tensor, tensor, tensor, *run)
     def lstm_forward_kernel(
-        U, xw, h0, c0, h_prev_all, gates_all, c_all, h_all, rec,
+        U, xw, h0, c0, h_prev_all, gates_all, c_all, h_all,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
-        staged_length, head_rows, head_at, unused_rows, unused_at,
+        results_length, staged_length, head_rows, head_at, unused_rows, unused_at,
     ):  # fmt: skip
-        partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
         kept = cuda.shared.array(0, scalar)
-        staged, head = kept[:staged_length], kept[head_at:]
+        results, head = kept[:results_length], kept[head_at:]
+        staged = kept[results_length : results_length + staged_length]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
         ready = staged.shape[0] >= hidden  # the products' operands are put there whole
-        keep_head(U, head, head_rows, hidden, rec.shape[1])
+        keep_head(U, head, head_rows, hidden, 4 * hidden)
         for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
             for position in range(xw.shape[0]):
                 t = first + stride * position
@@ -702,12 +724,21 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t], staged)
                 cuda.syncthreads()
                 product_of_block(
-                    h_prev_all[t], b, U, head, head_rows, staged, ready, rec, partial, c.zero
+                    h_prev_all[t],
+                    b,
+                    U,
+                    head,
+                    head_rows,
+                    staged,
+                    ready,
+                    4 * hidden,
+                    results,
+                    c.zero,
                 )
                 for j in range(thread, hidden, threads):
                     x = inputs_of(xw, t, b, j, first_x, hidden, c.zero)
                     lstm_forward_body(
-                        b, j, x, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all,
+                        b, j, x, results, t, mask, has_mask, h_prev, c_prev, gates_all, c_all,
                         h_all, act, inner, c,
                     )  # fmt: skip
                 if act == SOFTMAX:
@@ -719,15 +750,15 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                         )  # fmt: skip
                 cuda.syncthreads()
 
-    @sequence_kernel(vector, matrix, tensor, tensor, matrix, *backward, *run)
+    @sequence_kernel(vector, matrix, tensor, tensor, *backward, *run)
     def lstm_backward_kernel(
-        U_t, c0, gates_all, c_all, product, grad, grad_every_step, dpre_all, dh, dc,
+        U_t, c0, gates_all, c_all, grad, grad_every_step, dpre_all, dh, dc,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
-        staged_length, head_rows, head_at, unused_rows, unused_at,
+        results_length, staged_length, head_rows, head_at, unused_rows, unused_at,
     ):  # fmt: skip
-        partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
         kept = cuda.shared.array(0, scalar)
-        staged, head = kept[:staged_length], kept[head_at:]
+        results, head = kept[:results_length], kept[head_at:]
+        staged = kept[results_length : results_length + staged_length]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
         count = c_all.shape[0]
         # the per-unit phase puts the products' operands there whole (not the softmax's)
@@ -743,13 +774,13 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 grad_step = output_step(grad_every_step, t, position, count)
                 if has_later:
                     product_of_block(
-                        dpre_all[t + stride], b, U_t, head, head_rows, staged, ready, product,
-                        partial, c.zero,
+                        dpre_all[t + stride], b, U_t, head, head_rows, staged, ready, hidden,
+                        results, c.zero,
                     )  # fmt: skip
                 if act != SOFTMAX:
                     for j in range(thread, hidden, threads):
                         lstm_backward_body(
-                            b, j, gates_all, c_all, t, c_prev, mask, has_mask, product,
+                            b, j, gates_all, c_all, t, c_prev, mask, has_mask, results,
                             has_later, mask_U, has_mask_U, grad, grad_step, dh, dc, dpre_all,
                             staged, act, inner, c,
                         )  # fmt: skip
@@ -757,23 +788,21 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     cuda.syncthreads()  # every thread's zeroed units, at the first step
                     if thread == 0:
                         lstm_softmax_backward_body(
-                            b, gates_all[t], c_all[t], c_prev, mask, has_mask, t, product,
+                            b, gates_all[t], c_all[t], c_prev, mask, has_mask, t, results,
                             has_later, mask_U, has_mask_U, grad, grad_step, dh, dc,
                             dpre_all[t], inner, c,
                         )  # fmt: skip
                 cuda.syncthreads()
 
-    @sequence_kernel(
-        vector, vector, tensor, matrix, tensor, tensor, tensor, tensor, matrix, matrix, *run
-    )
+    @sequence_kernel(vector, vector, tensor, matrix, tensor, tensor, tensor, tensor, *run)
     def gru_forward_kernel(
-        U_zr, U_h, xw, h0, h_prev_all, gates_all, rh_all, h_all, rec_zr, rec_h,
+        U_zr, U_h, xw, h0, h_prev_all, gates_all, rh_all, h_all,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
-        staged_length, zr_rows, zr_at, h_rows, h_at,
+        results_length, staged_length, zr_rows, zr_at, h_rows, h_at,
     ):  # fmt: skip
-        partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
         kept = cuda.shared.array(0, scalar)
-        staged, head_zr, head_h = kept[:staged_length], kept[zr_at:], kept[h_at:]
+        results, head_zr, head_h = kept[:results_length], kept[zr_at:], kept[h_at:]
+        staged = kept[results_length : results_length + staged_length]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
         ready = staged.shape[0] >= hidden  # the products' operands are put there whole
         keep_head(U_zr, head_zr, zr_rows, hidden, 2 * hidden)
@@ -790,23 +819,23 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_in, staged)
                 cuda.syncthreads()
                 product_of_block(
-                    h_in, b, U_zr, head_zr, zr_rows, staged, ready, rec_zr, partial, c.zero
+                    h_in, b, U_zr, head_zr, zr_rows, staged, ready, 2 * hidden, results, c.zero
                 )
                 for j in range(thread, hidden, threads):
                     if j != thread:
                         x_z, x_r = xw[t, b, j], xw[t, b, hidden + j]
                     gru_gates_body(
-                        b, j, x_z, x_r, rec_zr, t, h_in, gates_all, rh_all, staged, inner, c
+                        b, j, x_z, x_r, results, t, h_in, gates_all, rh_all, staged, inner, c
                     )
                 cuda.syncthreads()  # (r * h) @ U_h needs every unit's r
                 product_of_block(
-                    rh_all[t], b, U_h, head_h, h_rows, staged, ready, rec_h, partial, c.zero
+                    rh_all[t], b, U_h, head_h, h_rows, staged, ready, hidden, results, c.zero
                 )
                 for j in range(thread, hidden, threads):
                     if j != thread:
                         x_h = xw[t, b, 2 * hidden + j]
                     gru_output_body(
-                        b, j, x_h, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, act, c
+                        b, j, x_h, results, t, mask, has_mask, h_prev, gates_all, h_all, act, c
                     )
                 if act == SOFTMAX:
                     cuda.syncthreads()
@@ -815,22 +844,21 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 cuda.syncthreads()
 
     @sequence_kernel(
-        vector, vector, matrix, tensor, tensor, tensor, matrix, matrix, matrix, tensor, tensor,
-        *backward, *run,
-    )  # fmt: skip
+        vector, vector, matrix, tensor, tensor, tensor, matrix, tensor, tensor, *backward, *run
+    )
     def gru_backward_kernel(
-        U_zr_t, U_h_t, h0, h_prev_all, gates_all, h_all, product, d_rh, carry, dpre_zr_all,
-        dpre_h_all, grad, grad_every_step, dpre_all, dh, dc,
+        U_zr_t, U_h_t, h0, h_prev_all, gates_all, h_all, carry, dpre_zr_all, dpre_h_all, grad,
+        grad_every_step, dpre_all, dh, dc,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
-        staged_length, zr_rows, zr_at, h_rows, h_at,
+        results_length, staged_length, zr_rows, zr_at, h_rows, h_at,
     ):  # fmt: skip
         """``U_zr_t``/``U_h_t`` are the recurrent weights' transposes, flat;
         ``dpre_zr_all[t]``/``dpre_h_all[t]`` contiguous copies of step ``t``'s ``z, r``/
         ``hh`` gradients, the products' operands (and ``dU``'s, after the pass);
         ``carry`` is the later step's ``d_rh * r``."""
-        partial = cuda.shared.array(SEQUENCE_THREADS, scalar)
         kept = cuda.shared.array(0, scalar)
-        staged, head_zr, head_h = kept[:staged_length], kept[zr_at:], kept[h_at:]
+        results, head_zr, head_h = kept[:results_length], kept[zr_at:], kept[h_at:]
+        staged = kept[results_length : results_length + staged_length]
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, dh.shape[1]
         count = h_all.shape[0]
         # the per-unit phases put the products' operands there whole (the softmax cell
@@ -849,11 +877,11 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 if has_later:  # the later step's z, r gradients through U_zr
                     product_of_block(
                         dpre_zr_all[t + stride], b, U_zr_t, head_zr, zr_rows, staged, zr_ready,
-                        product, partial, c.zero,
+                        hidden, results, c.zero,
                     )  # fmt: skip
                 for j in range(thread, hidden, threads):
                     gru_output_backward_body(
-                        b, j, gates_all, t, h_prev, mask, has_mask, product, carry, has_later,
+                        b, j, gates_all, t, h_prev, mask, has_mask, results, carry, has_later,
                         mask_U, has_mask_U, grad, grad_step, dh, dpre_all, dpre_h_all[t], staged,
                         act, c,
                     )  # fmt: skip
@@ -864,11 +892,20 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     cuda.syncthreads()
                 # dpre_h @ U_h.T needs every unit's
                 product_of_block(
-                    dpre_h_all[t], b, U_h_t, head_h, h_rows, staged, h_ready, d_rh, partial, c.zero
+                    dpre_h_all[t],
+                    b,
+                    U_h_t,
+                    head_h,
+                    h_rows,
+                    staged,
+                    h_ready,
+                    hidden,
+                    results,
+                    c.zero,
                 )
                 for j in range(thread, hidden, threads):
                     gru_reset_backward_body(
-                        b, j, gates_all, t, h_prev_all[t], d_rh, mask, has_mask, dpre_all,
+                        b, j, gates_all, t, h_prev_all[t], results, mask, has_mask, dpre_all,
                         dpre_zr_all[t], carry, staged, inner, c,
                     )  # fmt: skip
                 cuda.syncthreads()
@@ -876,8 +913,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     kept: dict[tuple[str, tuple[int, ...]], Any] = {}
 
     def scratch(role: str, *shape: int) -> Any:
-        """A device array that kernels of this dtype use for ``role`` (a step's product,
-        a transpose), kept per role and shape: the launches of a stream run in order and
+        """A device array that kernels of this dtype use for ``role`` (the GRU's carry, a
+        transpose), kept per role and shape: the launches of a stream run in order and
         each pass writes what it reads of it, so passes and layers share it, and an
         eager pass allocates (and Numba later frees, which waits for the GPU) nothing."""
         array = kept.get((role, shape))
@@ -898,8 +935,6 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         transpose_pair(first.size + second.size, first, transposes[0], second, transposes[1])
         return transposes
 
-    static_shared = SEQUENCE_THREADS * dtype.itemsize  # each kernel's ``partial``
-
     def launch(kernel: Any, batch: int, steps: Steps, weights: list[Any], *arrays: Any) -> None:
         """One block per batch row (up to one per SM), all steps inside (a
         backward kernel also zeroes its state gradients when there are no steps). The
@@ -907,10 +942,10 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         first, flat, and as much of them as the budget allows into shared memory."""
         if batch == 0:
             return
-        budget = dynamic_shared_budget(static_shared, SIMULATOR_SHARED_BYTES)
-        layout = plan_shared(
-            tuple(weight.shape for weight in weights), dtype.itemsize, budget, SEQUENCE_THREADS
-        )
+        shapes = tuple(weight.shape for weight in weights)
+        results = product_results(shapes, SEQUENCE_THREADS) * dtype.itemsize
+        budget = dynamic_shared_budget(results, SIMULATOR_SHARED_BYTES)
+        layout = plan_shared(shapes, dtype.itemsize, budget, SEQUENCE_THREADS)
         blocks = min(batch, multiprocessor_count(SIMULATOR_SEQUENCE_BLOCKS))
         kernel[blocks, SEQUENCE_THREADS, 0, layout.bytes](
             *[weight.reshape(weight.size) for weight in weights],
@@ -929,45 +964,38 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     def rnn_sequence_forward(steps: Steps, sequence: RnnSequence) -> None:
         batch, hidden = sequence.h0.shape
         xw, U, *rest = sequence
-        launch(rnn_forward_kernel, batch, steps, [U], xw, *rest, scratch("product", batch, hidden))
+        launch(rnn_forward_kernel, batch, steps, [U], xw, *rest)
 
     def rnn_sequence_backward(steps: Steps, sequence: RnnSequence, gradients: Gradients) -> None:
         batch, hidden = gradients.dh.shape
         launch(
             rnn_backward_kernel, batch, steps, transposed(sequence.U)[:1], sequence.h_all,
-            scratch("product", batch, hidden), *gradients,
+            *gradients,
         )  # fmt: skip
 
     def lstm_sequence_forward(steps: Steps, sequence: LstmSequence) -> None:
         batch, hidden = sequence.h0.shape
         xw, U, *rest = sequence
-        launch(
-            lstm_forward_kernel, batch, steps, [U], xw, *rest,
-            scratch("product", batch, 4 * hidden),
-        )  # fmt: skip
+        launch(lstm_forward_kernel, batch, steps, [U], xw, *rest)
 
     def lstm_sequence_backward(steps: Steps, sequence: LstmSequence, gradients: Gradients) -> None:
         batch, hidden = gradients.dh.shape
         launch(
             lstm_backward_kernel, batch, steps, transposed(sequence.U)[:1], sequence.c0,
-            sequence.gates_all, sequence.c_all, scratch("product", batch, hidden), *gradients,
+            sequence.gates_all, sequence.c_all, *gradients,
         )  # fmt: skip
 
     def gru_sequence_forward(steps: Steps, sequence: GruSequence) -> None:
         batch, hidden = sequence.h0.shape
         xw, U_zr, U_h, *rest = sequence.forward_arrays()
-        launch(
-            gru_forward_kernel, batch, steps, [U_zr, U_h], xw, *rest,
-            scratch("product", batch, 2 * hidden),
-            scratch("second product", batch, hidden),
-        )  # fmt: skip
+        launch(gru_forward_kernel, batch, steps, [U_zr, U_h], xw, *rest)
 
     def gru_sequence_backward(steps: Steps, sequence: GruSequence, gradients: Gradients) -> None:
         batch, hidden = gradients.dh.shape
         launch(
             gru_backward_kernel, batch, steps, transposed(sequence.U_zr, sequence.U_h),
             sequence.h0, sequence.h_prev_all, sequence.gates_all, sequence.h_all,
-            *[scratch(role, batch, hidden) for role in ("product", "second product", "carry")],
+            scratch("carry", batch, hidden),
             sequence.dpre_zr_all, sequence.dpre_h_all, *gradients,
         )  # fmt: skip
 
