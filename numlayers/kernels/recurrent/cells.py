@@ -92,17 +92,22 @@ def recurrent_input(h, mask_U, has_mask_U, b, j):
 
 
 @cpu_inline
-def incoming_gradient(dh, product, has_product, mask_U, has_mask_U, grad, grad_step, b, j, q):
-    """The whole gradient reaching ``h_t`` at ``(b, j)``: what ``dh`` holds, the later
-    step's through ``U`` (``product[q]``, row ``b``'s product, when ``has_product``;
-    dropped out as the forward pass was) and the output's (``grad[grad_step]``, when
-    ``grad_step >= 0``)."""
-    total = dh[b, j]
+def incoming_gradient(held, product, has_product, mask_U, has_mask_U, output, b, j, q):
+    """The whole gradient reaching ``h_t`` at ``(b, j)``: ``held`` (what the state's
+    gradient holds there), the later step's through ``U`` (``product[q]``, row ``b``'s
+    product, when ``has_product``; dropped out as the forward pass was) and
+    ``output``, the output's (:func:`output_gradient`)."""
+    total = held
     if has_product:
         total += product[q] * mask_U[b, j] if has_mask_U != 0 else product[q]
-    if grad_step >= 0:
-        total += grad[grad_step, b, j]
-    return total
+    return total + output
+
+
+@cpu_inline
+def output_gradient(grad, grad_step, b, j, zero):
+    """The output's gradient at ``(b, j)``: ``grad[grad_step]``'s, or ``zero`` when no
+    row of ``grad`` reaches the step (``grad_step < 0``, :func:`output_gradient_step`)."""
+    return grad[grad_step, b, j] if grad_step >= 0 else zero
 
 
 @cpu_inline

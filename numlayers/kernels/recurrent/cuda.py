@@ -27,10 +27,12 @@ step took 34 us on an H100). The kernels stay within the 128 registers a 512-thr
 block allows.
 
 The cell is then applied unit by unit with the per-unit bodies below (``body(b, j,
-...)``, compiled as device code with the cells of :mod:`.cells`). A forward step's
-input projections do not depend on the recurrence: each thread loads its first
-unit's before the step's product (:func:`first_unit_inputs`), so that the per-unit
-phase after it reads only registers and shared memory. A forward pass is
+...)``, compiled as device code with the cells of :mod:`.cells`). What a unit's
+phase reads beside the product does not depend on the product: a forward step's
+input projections (:func:`first_unit_inputs`), a backward step's record of the
+forward pass and output gradient (:func:`rnn_backward_record`). Each thread loads
+its first unit's before the product, so that the phase after it waits for no trip
+to device memory. A forward pass is
 then one launch and a backward pass two, whatever the number of steps; the input
 projection and the weight gradients stay GEMMs in the layer.
 
@@ -64,6 +66,7 @@ from numlayers.kernels.recurrent.cells import (
     lstm_cell_total_gradient,
     lstm_softmax_backward_row,
     lstm_softmax_row,
+    output_gradient,
     output_gradient_step,
     recurrent_input,
     rnn_softmax_gradient_row,
@@ -345,18 +348,28 @@ def rnn_forward_element(b, j, x, rec, t, mask, has_mask, h_prev, h_all, act, c):
         h_all[t, b, j] = apply_activation(act, x[0] + rec[j], c)
 
 
+def rnn_backward_record(h_all, dh, grad, grad_step, t, b, j, zero):
+    """What a SimpleRNN backward step reads of unit ``j`` beside its product: the
+    output's gradient, ``h_t`` and what ``dh`` holds.
+
+    None of it depends on the step's product: each backward kernel loads its threads'
+    first units' records (these, or the LSTM's and the GRU's) before the product, so
+    that the loads are in flight through it instead of stalling the per-unit phase
+    after it. The thread wrote ``dh`` itself, a step before."""
+    return output_gradient(grad, grad_step, b, j, zero), h_all[t, b, j], dh[b, j]
+
+
 def rnn_backward_element(
-    b, j, h_all, t, mask, has_mask, product, has_later, mask_U, has_mask_U, grad, grad_step,
-    dh, dpre_all, staged, act, c,
+    b, j, record, t, mask, has_mask, product, has_later, mask_U, has_mask_U, dh, dpre_all,
+    staged, act, c,
 ):  # fmt: skip
-    total = incoming_gradient(dh, product, has_later, mask_U, has_mask_U, grad, grad_step, b, j, j)
+    output, h, held = record
+    total = incoming_gradient(held, product, has_later, mask_U, has_mask_U, output, b, j, j)
     if is_masked(mask, has_mask, t, b, c):
         put_operand(dpre_all[t, b], j, c.zero, staged)
         dh[b, j] = total
     else:
-        put_operand(
-            dpre_all[t, b], j, total * derivative_from_output(act, h_all[t, b, j], c), staged
-        )
+        put_operand(dpre_all[t, b], j, total * derivative_from_output(act, h, c), staged)
         dh[b, j] = c.zero  # what reaches h_prev comes through U, next step
 
 
@@ -381,28 +394,39 @@ def lstm_forward_element(
         h_all[t, b, j] = o * apply_activation(act, cell, c)
 
 
-def lstm_backward_element(
-    b, j, gates_all, c_all, t, c_prev, mask, has_mask, product, has_later, mask_U, has_mask_U,
-    grad, grad_step, dh, dc, dpre_all, staged, act, inner, c,
-):  # fmt: skip
-    hidden = dh.shape[1]
-    dh_total = incoming_gradient(
-        dh, product, has_later, mask_U, has_mask_U, grad, grad_step, b, j, j
+def lstm_backward_record(gates_all, c_all, c_prev, grad, grad_step, t, b, j, zero):
+    """As :func:`rnn_backward_record`: the output's gradient, the gates ``i, f, g, o``,
+    ``c_t`` and ``c_prev``. (Not ``dh`` and ``dc``: with them, ptxas spilled in the step
+    loop.)"""
+    hidden = c_prev.shape[1]
+    return (
+        output_gradient(grad, grad_step, b, j, zero),
+        gates_all[t, b, j],
+        gates_all[t, b, hidden + j],
+        gates_all[t, b, 2 * hidden + j],
+        gates_all[t, b, 3 * hidden + j],
+        c_all[t, b, j],
+        c_prev[b, j],
     )
+
+
+def lstm_backward_element(
+    b, j, record, t, mask, has_mask, product, has_later, mask_U, has_mask_U, dh, dc, dpre_all,
+    staged, act, inner, c,
+):  # fmt: skip
+    output, i, f, g, o, cell, cell_before = record
+    hidden = dh.shape[1]
+    dh_total = incoming_gradient(dh[b, j], product, has_later, mask_U, has_mask_U, output, b, j, j)
     dpre = dpre_all[t, b]
     if is_masked(mask, has_mask, t, b, c):
         for gate in range(4):
             put_operand(dpre, gate * hidden + j, c.zero, staged)
         dh[b, j] = dh_total
         return
-    i = gates_all[t, b, j]
-    f = gates_all[t, b, hidden + j]
-    g = gates_all[t, b, 2 * hidden + j]
-    o = gates_all[t, b, 3 * hidden + j]
-    a = apply_activation(act, c_all[t, b, j], c)
+    a = apply_activation(act, cell, c)
     dc_total = lstm_cell_total_gradient(dc[b, j], dh_total * derivative_from_output(act, a, c), o)
     d_i, d_f, d_g, d_o, dc[b, j] = lstm_cell_backward(
-        dh_total, dc_total, i, f, g, o, c_prev[b, j], a
+        dh_total, dc_total, i, f, g, o, cell_before, a
     )
     put_operand(dpre, j, d_i * derivative_from_output(inner, i, c), staged)
     put_operand(dpre, hidden + j, d_f * derivative_from_output(inner, f, c), staged)
@@ -432,26 +456,48 @@ def gru_output_element(b, j, x_h, rec_h, t, mask, has_mask, h_prev, gates_all, h
         h_all[t, b, j] = gru_output(gates_all[t, b, j], h_prev[b, j], hh, c)
 
 
+def gru_backward_record(gates_all, h_prev, grad, grad_step, t, b, j, zero):
+    """As :func:`rnn_backward_record`, for the GRU's output phase: the output's gradient,
+    the gates ``z`` and ``hh`` and ``h_prev``. (Not ``dh`` and ``carry``, nor what the
+    reset phase reads, which would stay in registers through both products: with them,
+    ptxas spilled in the step loop.)"""
+    hidden = h_prev.shape[1]
+    return (
+        output_gradient(grad, grad_step, b, j, zero),
+        gates_all[t, b, j],
+        gates_all[t, b, 2 * hidden + j],
+        h_prev[b, j],
+    )
+
+
+def gru_reset_record(gates_all, h_in, t, b, j):
+    """What the GRU's reset phase reads of unit ``j`` beside its product: the gates ``z``
+    and ``r`` and ``h_in``, loaded before that product (see
+    :func:`rnn_backward_record`)."""
+    hidden = h_in.shape[1]
+    return gates_all[t, b, j], gates_all[t, b, hidden + j], h_in[b, j]
+
+
 def gru_backward_output_element(
-    b, j, gates_all, t, h_prev, mask, has_mask, product, carry, has_later, mask_U, has_mask_U,
-    grad, grad_step, dh, dpre_all, dpre_h, staged, act, c,
+    b, j, record, t, mask, has_mask, product, carry, has_later, mask_U, has_mask_U, dh,
+    dpre_all, dpre_h, staged, act, c,
 ):  # fmt: skip
     """``product`` is the later step's ``dpre_zr @ U_zr.T``; ``carry`` its ``d_rh * r``,
-    which reaches ``h_in`` alike. ``dpre_h`` is a contiguous copy of ``hh``'s gradients
-    (the next product's operand, also put into ``staged``); ``z``'s is left raw for the
-    reset phase."""
+    which reaches ``h_in`` alike. ``dpre_h`` is a contiguous copy of
+    ``hh``'s gradients (the next product's operand, also put into ``staged``); ``z``'s
+    is left raw for the reset phase."""
+    output, z, hh, h_before = record
     hidden = dh.shape[1]
     if has_later:
         product[j] += carry[b, j]
-    total = incoming_gradient(dh, product, has_later, mask_U, has_mask_U, grad, grad_step, b, j, j)
+    total = incoming_gradient(dh[b, j], product, has_later, mask_U, has_mask_U, output, b, j, j)
     if is_masked(mask, has_mask, t, b, c):
         for gate in range(3):
             dpre_all[t, b, gate * hidden + j] = c.zero
         put_operand(dpre_h[b], j, c.zero, staged)
         dh[b, j] = total
         return
-    hh = gates_all[t, b, 2 * hidden + j]
-    d_z, d_hh, dh[b, j] = gru_output_backward(total, gates_all[t, b, j], h_prev[b, j], hh, c)
+    d_z, d_hh, dh[b, j] = gru_output_backward(total, z, h_before, hh, c)
     dpre_all[t, b, j] = d_z
     d_pre_hh = d_hh * derivative_from_output(act, hh, c)
     dpre_all[t, b, 2 * hidden + j] = d_pre_hh
@@ -459,21 +505,21 @@ def gru_backward_output_element(
 
 
 def gru_backward_reset_element(
-    b, j, gates_all, t, h_in, d_rh, mask, has_mask, dpre_all, dpre_zr, carry, staged, inner, c
+    b, j, record, t, d_rh, mask, has_mask, dpre_all, dpre_zr, carry, staged, inner, c
 ):
     """From ``d_rh = dpre_h @ U_h.T``: ``r``'s pre-activation gradient, ``z``'s completed
     (also into the contiguous ``dpre_zr``, the next product's operand, and ``staged``),
     ``carry``."""
-    hidden = h_in.shape[1]
+    z, r, h_in = record
+    hidden = carry.shape[1]
     if is_masked(mask, has_mask, t, b, c):
         dpre_all[t, b, hidden + j] = c.zero
         put_operand(dpre_zr[b], j, c.zero, staged)
         put_operand(dpre_zr[b], hidden + j, c.zero, staged)
         carry[b, j] = c.zero
         return
-    r = gates_all[t, b, hidden + j]
-    d_r = d_rh[j] * h_in[b, j] * derivative_from_output(inner, r, c)
-    d_z = dpre_all[t, b, j] * derivative_from_output(inner, gates_all[t, b, j], c)
+    d_r = d_rh[j] * h_in * derivative_from_output(inner, r, c)
+    d_z = dpre_all[t, b, j] * derivative_from_output(inner, z, c)
     dpre_all[t, b, j] = d_z
     dpre_all[t, b, hidden + j] = d_r
     put_operand(dpre_zr[b], j, d_z, staged)
@@ -500,8 +546,9 @@ def lstm_softmax_backward_element(
 ):  # fmt: skip
     """The whole gradient reaching row ``b`` of ``h_t`` into ``dh``, then the cell."""
     for j in range(dh.shape[1]):
+        output = output_gradient(grad, grad_step, b, j, c.zero)
         dh[b, j] = incoming_gradient(
-            dh, product, has_later, mask_U, has_mask_U, grad, grad_step, b, j, j
+            dh[b, j], product, has_later, mask_U, has_mask_U, output, b, j, j
         )
     lstm_softmax_backward_row(b, gates, cells, c_prev, dh, dc, dpre, mask, has_mask, t, inner, c)
 
@@ -610,6 +657,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     gru_gates_body, gru_output_body = device(gru_gates_element), device(gru_output_element)
     gru_output_backward_body = device(gru_backward_output_element)
     gru_reset_backward_body = device(gru_backward_reset_element)
+    rnn_record, lstm_record = device(rnn_backward_record), device(lstm_backward_record)
+    gru_record, reset_record = device(gru_backward_record), device(gru_reset_record)
     rnn_softmax_body, rnn_softmax_gradient_body = (
         device(rnn_softmax_row),
         device(rnn_softmax_gradient_row),
@@ -686,15 +735,20 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 t = first + stride * position
                 has_later = 1 if position < count - 1 else 0
                 grad_step = output_step(grad_every_step, t, position, count)
+                unit = min(thread, hidden - 1)  # the thread's first (see rnn_backward_record)
+                first_record = rnn_record(h_all, dh, grad, grad_step, t, b, unit, c.zero)
                 if has_later:
                     product_of_block(
                         dpre_all[t + stride], b, U_t, head, head_rows, staged, ready, hidden,
                         results, c.zero,
                     )  # fmt: skip
                 for j in range(thread, hidden, threads):
+                    record = first_record
+                    if j != thread:
+                        record = rnn_record(h_all, dh, grad, grad_step, t, b, j, c.zero)
                     rnn_backward_body(
-                        b, j, h_all, t, mask, has_mask, results, has_later, mask_U,
-                        has_mask_U, grad, grad_step, dh, dpre_all, staged, act, c,
+                        b, j, record, t, mask, has_mask, results, has_later, mask_U, has_mask_U,
+                        dh, dpre_all, staged, act, c,
                     )  # fmt: skip
                 if act == SOFTMAX:
                     cuda.syncthreads()
@@ -772,6 +826,10 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 c_prev = c0 if position == 0 else c_all[t - stride]
                 has_later = 1 if position < count - 1 else 0
                 grad_step = output_step(grad_every_step, t, position, count)
+                unit = min(thread, hidden - 1)  # the thread's first (see rnn_backward_record)
+                first_record = lstm_record(
+                    gates_all, c_all, c_prev, grad, grad_step, t, b, unit, c.zero
+                )
                 if has_later:
                     product_of_block(
                         dpre_all[t + stride], b, U_t, head, head_rows, staged, ready, hidden,
@@ -779,10 +837,14 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     )  # fmt: skip
                 if act != SOFTMAX:
                     for j in range(thread, hidden, threads):
+                        record = first_record
+                        if j != thread:
+                            record = lstm_record(
+                                gates_all, c_all, c_prev, grad, grad_step, t, b, j, c.zero
+                            )
                         lstm_backward_body(
-                            b, j, gates_all, c_all, t, c_prev, mask, has_mask, results,
-                            has_later, mask_U, has_mask_U, grad, grad_step, dh, dc, dpre_all,
-                            staged, act, inner, c,
+                            b, j, record, t, mask, has_mask, results, has_later, mask_U,
+                            has_mask_U, dh, dc, dpre_all, staged, act, inner, c,
                         )  # fmt: skip
                 else:
                     cuda.syncthreads()  # every thread's zeroed units, at the first step
@@ -874,17 +936,23 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 h_prev = h0 if position == 0 else h_all[t - stride]
                 has_later = 1 if position < count - 1 else 0
                 grad_step = output_step(grad_every_step, t, position, count)
+                h_in = h_prev_all[t]
+                unit = min(thread, hidden - 1)  # the thread's first (see rnn_backward_record)
+                first_record = gru_record(gates_all, h_prev, grad, grad_step, t, b, unit, c.zero)
                 if has_later:  # the later step's z, r gradients through U_zr
                     product_of_block(
                         dpre_zr_all[t + stride], b, U_zr_t, head_zr, zr_rows, staged, zr_ready,
                         hidden, results, c.zero,
                     )  # fmt: skip
                 for j in range(thread, hidden, threads):
+                    record = first_record
+                    if j != thread:
+                        record = gru_record(gates_all, h_prev, grad, grad_step, t, b, j, c.zero)
                     gru_output_backward_body(
-                        b, j, gates_all, t, h_prev, mask, has_mask, results, carry, has_later,
-                        mask_U, has_mask_U, grad, grad_step, dh, dpre_all, dpre_h_all[t], staged,
-                        act, c,
+                        b, j, record, t, mask, has_mask, results, carry, has_later, mask_U,
+                        has_mask_U, dh, dpre_all, dpre_h_all[t], staged, act, c,
                     )  # fmt: skip
+                first_reset = reset_record(gates_all, h_in, t, b, unit)
                 cuda.syncthreads()
                 if act == SOFTMAX:
                     if thread == 0:
@@ -892,21 +960,16 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     cuda.syncthreads()
                 # dpre_h @ U_h.T needs every unit's
                 product_of_block(
-                    dpre_h_all[t],
-                    b,
-                    U_h_t,
-                    head_h,
-                    h_rows,
-                    staged,
-                    h_ready,
-                    hidden,
-                    results,
+                    dpre_h_all[t], b, U_h_t, head_h, h_rows, staged, h_ready, hidden, results,
                     c.zero,
-                )
+                )  # fmt: skip
                 for j in range(thread, hidden, threads):
+                    record = first_reset
+                    if j != thread:
+                        record = reset_record(gates_all, h_in, t, b, j)
                     gru_reset_backward_body(
-                        b, j, gates_all, t, h_prev_all[t], results, mask, has_mask, dpre_all,
-                        dpre_zr_all[t], carry, staged, inner, c,
+                        b, j, record, t, results, mask, has_mask, dpre_all, dpre_zr_all[t],
+                        carry, staged, inner, c,
                     )  # fmt: skip
                 cuda.syncthreads()
 
