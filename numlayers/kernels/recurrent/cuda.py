@@ -29,7 +29,7 @@ block allows.
 The cell is then applied unit by unit with the per-unit bodies below (``body(b, j,
 ...)``, compiled as device code with the cells of :mod:`.cells`). What a unit's
 phase reads beside the product does not depend on the product: a forward step's
-input projections (:func:`first_unit_inputs`), a backward step's record of the
+input projections (:func:`gate_inputs`), a backward step's record of the
 forward pass and output gradient (:func:`rnn_backward_record`). Each thread loads
 its first unit's before the product, so that the phase after it waits for no trip
 to device memory. A forward pass is
@@ -314,30 +314,16 @@ def gate_inputs(xw, t, b, j, hidden, zero):
     holds ``G`` gates of ``hidden`` units): a four-tuple, zero past the ``G``-th.
 
     They do not depend on the recurrence: each kernel loads its threads' first units'
-    before the step's product, so that those loads (from device memory: the layer
-    wrote ``xw`` before the pass) are in flight through the product instead of
-    stalling the per-unit phase that adds them."""
+    before the step's product (a thread with none loads the last unit's, unused), so
+    that those loads (from device memory: the layer wrote ``xw`` before the pass) are
+    in flight through the product instead of stalling the per-unit phase that adds
+    them; a thread's other units load theirs in the phase."""
     gates = xw.shape[2] // hidden
     x0 = xw[t, b, j]
     x1 = xw[t, b, hidden + j] if gates > 1 else zero
     x2 = xw[t, b, 2 * hidden + j] if gates > 2 else zero
     x3 = xw[t, b, 3 * hidden + j] if gates > 3 else zero
     return x0, x1, x2, x3
-
-
-def first_unit_inputs(xw, t, b, hidden, zero):
-    """:func:`gate_inputs` of this thread's first unit (zeros for a thread with none)."""
-    if cuda.threadIdx.x < hidden:
-        return gate_inputs(xw, t, b, cuda.threadIdx.x, hidden, zero)
-    return zero, zero, zero, zero
-
-
-def unit_inputs(xw, t, b, j, first, hidden, zero):
-    """:func:`gate_inputs` of unit ``j``: ``first`` (:func:`first_unit_inputs`') for this
-    thread's first unit, the others loaded now."""
-    if j == cuda.threadIdx.x:
-        return first
-    return gate_inputs(xw, t, b, j, hidden, zero)
 
 
 def rnn_forward_element(b, j, x, rec, t, mask, has_mask, h_prev, h_all, act, c):
@@ -645,8 +631,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     matrix, tensor = kernels.array(2), kernels.array(3)
     index, constants = numba.types.int64, numba.typeof(c)
     device = kernels.device
-    take_input = device(recurrent_input_element)
-    first_inputs, inputs_of = device(first_unit_inputs), device(unit_inputs)
+    take_input, inputs_of = device(recurrent_input_element), device(gate_inputs)
     product_of_block, zero_block_row = device(block_product), device(zero_row)
     keep_head = device(load_head)
     rnn_forward_body, rnn_backward_body = device(rnn_forward_element), device(rnn_backward_element)
@@ -699,7 +684,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
             for position in range(xw.shape[0]):
                 t = first + stride * position
                 h_prev = h0 if position == 0 else h_all[t - stride]
-                first_x = first_inputs(xw, t, b, hidden, c.zero)
+                unit = min(thread, hidden - 1)  # the thread's first (see gate_inputs)
+                first_x = inputs_of(xw, t, b, unit, hidden, c.zero)
                 for j in range(thread, hidden, threads):
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t], staged)
                 cuda.syncthreads()
@@ -707,7 +693,9 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     h_prev_all[t], b, U, head, head_rows, staged, ready, hidden, results, c.zero
                 )
                 for j in range(thread, hidden, threads):
-                    x = inputs_of(xw, t, b, j, first_x, hidden, c.zero)
+                    x = first_x
+                    if j != thread:
+                        x = inputs_of(xw, t, b, j, hidden, c.zero)
                     rnn_forward_body(b, j, x, results, t, mask, has_mask, h_prev, h_all, act, c)
                 if act == SOFTMAX:
                     cuda.syncthreads()
@@ -773,7 +761,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 t = first + stride * position
                 h_prev = h0 if position == 0 else h_all[t - stride]
                 c_prev = c0 if position == 0 else c_all[t - stride]
-                first_x = first_inputs(xw, t, b, hidden, c.zero)
+                unit = min(thread, hidden - 1)  # the thread's first (see gate_inputs)
+                first_x = inputs_of(xw, t, b, unit, hidden, c.zero)
                 for j in range(thread, hidden, threads):
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t], staged)
                 cuda.syncthreads()
@@ -790,7 +779,9 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     c.zero,
                 )
                 for j in range(thread, hidden, threads):
-                    x = inputs_of(xw, t, b, j, first_x, hidden, c.zero)
+                    x = first_x
+                    if j != thread:
+                        x = inputs_of(xw, t, b, j, hidden, c.zero)
                     lstm_forward_body(
                         b, j, x, results, t, mask, has_mask, h_prev, c_prev, gates_all, c_all,
                         h_all, act, inner, c,
@@ -874,9 +865,10 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 t = first + stride * position
                 h_prev = h0 if position == 0 else h_all[t - stride]
                 h_in = h_prev_all[t]
-                # this thread's first unit's input projections (see gate_inputs), kept
-                # as scalars (as a tuple, ptxas spilled twice as much in this kernel)
-                x_z, x_r, x_h, _ = first_inputs(xw, t, b, hidden, c.zero)
+                # the thread's first unit's input projections (see gate_inputs), kept
+                # as scalars: as a tuple, ptxas spilled three times as much here
+                unit = min(thread, hidden - 1)
+                x_z, x_r, x_h, _ = inputs_of(xw, t, b, unit, hidden, c.zero)
                 for j in range(thread, hidden, threads):
                     take_input(b, j, h_prev, mask_U, has_mask_U, h_in, staged)
                 cuda.syncthreads()
