@@ -301,6 +301,14 @@ def test_sequence_passes_match_numpy(device, dtype, kind, scenario):
     Case(kind, dtype, ("tanh", "hard_sigmoid"), scenario, (4, 2, 3)).check(device)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 0), (0, 3, 4), (2, 0, 4)], ids=["units", "steps", "rows"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_sequence_passes_without_units_steps_or_rows(device, kind, shape):
+    """Nothing to compute, and nothing refused: no units, no steps (the state
+    gradients are zeroed), no batch rows."""
+    Case(kind, np.dtype(np.float32), ("tanh", "sigmoid"), "mask_sequences", shape).check(device)
+
+
 @pytest.mark.parametrize(("name", "inner"), PAIRS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_sequence_passes_with_every_activation(device, dtype, kind, name, inner):

@@ -994,8 +994,9 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         """One block per batch row (up to one per SM), all steps inside (a
         backward kernel also zeroes its state gradients when there are no steps). The
         ``weights`` (one or two recurrent matrices, as each step multiplies them) go
-        first, flat, and as much of them as the budget allows into shared memory."""
-        if batch == 0:
+        first, flat, and as much of them as the budget allows into shared memory.
+        Without rows or units (empty weights) there is nothing to compute."""
+        if batch == 0 or weights[0].size == 0:
             return
         shapes = tuple(weight.shape for weight in weights)
         results = product_results(shapes, SEQUENCE_THREADS) * dtype.itemsize
