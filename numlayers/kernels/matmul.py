@@ -42,6 +42,7 @@ not a toolkit index loop: its threads cooperate through shared memory.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -115,6 +116,11 @@ class Tiling:
     @property
     def block_threads(self) -> int:
         return self.threads_x * self.threads_y
+
+    def jit(self, kernels: CudaKernels, *argtypes: Any) -> Callable[[Callable[..., None]], Any]:
+        """:meth:`CudaKernels.jit <numlayers.kernels.toolkit.CudaKernels.jit>` for a kernel
+        of this tiling: bound to its block and to :attr:`blocks_per_sm` blocks an SM."""
+        return kernels.jit(*argtypes, threads=self.block_threads, blocks_per_sm=self.blocks_per_sm)
 
     @property
     def threads(self) -> tuple[int, int]:
@@ -485,14 +491,7 @@ def make_gemm_kernel(
     transposes = f"{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}"
     size = f"{tiling.rows}x{tiling.cols}x{tiling.depth}"
     gemm.__name__ = f"{'batched_' if batched else ''}gemm_{transposes}_{size}"
-    return kernels.jit(
-        operand,
-        operand,
-        kernels.array(1),
-        operand,
-        threads=tiling.block_threads,
-        blocks_per_sm=tiling.blocks_per_sm,
-    )(gemm)
+    return tiling.jit(kernels, operand, operand, kernels.array(1), operand)(gemm)
 
 
 def make_activation_gemm_kernel(kernels: CudaKernels, tiling: Tiling = DEFAULT_TILING) -> Any:
@@ -509,9 +508,9 @@ def make_activation_gemm_kernel(kernels: CudaKernels, tiling: Tiling = DEFAULT_T
     size = f"{tiling.rows}x{tiling.cols}x{tiling.depth}"
     gemm_activation.__name__ = f"gemm_activation_nn_{size}"
     constants = numba.typeof(constants_for(kernels.dtype))
-    return kernels.jit(
-        operand, operand, kernels.array(1), operand, operand, numba.types.int64, constants,
-        threads=tiling.block_threads, blocks_per_sm=tiling.blocks_per_sm,
+    return tiling.jit(
+        kernels, operand, operand, kernels.array(1), operand, operand, numba.types.int64,
+        constants,
     )(gemm_activation)  # fmt: skip
 
 
@@ -630,7 +629,8 @@ def make_split_gemm_kernel(
     transposes = f"{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}"
     gemm_slice.__name__ = f"gemm_slice_{transposes}_{tiling.rows}x{tiling.cols}x{tiling.depth}"
     vector = kernels.array(1)
-    return kernels.jit(
+    return tiling.jit(
+        kernels,
         operand,
         operand,
         vector,
@@ -642,8 +642,6 @@ def make_split_gemm_kernel(
         operand,
         numba.types.int64,
         numba.typeof(constants_for(kernels.dtype)),
-        threads=tiling.block_threads,
-        blocks_per_sm=tiling.blocks_per_sm,
     )(gemm_slice)
 
 
