@@ -384,22 +384,23 @@ def test_cuda_passes_keep_what_fits_in_shared_memory(monkeypatch, kind, budget):
     ("shapes", "itemsize", "expected"),
     [
         # a 128-unit GRU forward pass, float32, on a 227 KB GPU: everything fits (after
-        # the 512 results, the 128 elements of the operand)
-        (((128, 256), (128, 128)), 4, ((64, 32), (640, 640 + 2 * 64 * 256), 199168)),
+        # the 384 results, one a thread, and the 128 elements of the operand)
+        (((128, 256), (128, 128)), 4, (384, (128, 43), (512, 512 + 128 * 256), 199168)),
         # its float64 twin: the same share (about 57 %) of every slice of both weights
-        (((128, 256), (128, 128)), 8, ((37, 18), (640, 640 + 2 * 37 * 256), 230400)),
-        # a 128-unit LSTM forward pass: 112 of U's 128 rows, 16 from L2 (one stretch)
-        (((128, 512),), 4, ((112,), (640,), 231936)),
+        (((128, 256), (128, 128)), 8, (384, (74, 24), (512, 512 + 74 * 256), 229376)),
+        # a 128-unit LSTM forward pass: 112 of U's 128 rows, 16 from L2 (one stretch),
+        # after as many results as its product's columns
+        (((128, 512),), 4, (512, (112,), (640,), 231936)),
         # an operand longer than the budget: staged a stretch at a time, no weights
-        (((100_000, 8),), 4, ((0,), (512 + 57_600,), 232448)),
+        (((100_000, 8),), 4, (384, (0,), (384 + 57_728,), 232448)),
     ],
 )
 def test_shared_memory_plan(shapes, itemsize, expected):
     available = 232448  # an H100's or H200's opt-in shared memory a block
-    results = recurrent_cuda.product_results(shapes, 512)
-    assert results == 512  # one a thread, and no product here is wider
-    layout = recurrent_cuda.plan_shared(shapes, itemsize, available - results * itemsize, 512)
-    assert (layout.results, layout.rows, layout.offsets, layout.bytes) == (results, *expected)
+    threads = recurrent_cuda.GPU_SEQUENCE_THREADS
+    results = recurrent_cuda.product_results(shapes, threads)
+    layout = recurrent_cuda.plan_shared(shapes, itemsize, available - results * itemsize, threads)
+    assert (layout.results, layout.rows, layout.offsets, layout.bytes) == expected
     assert layout.bytes <= available
 
 
@@ -408,7 +409,7 @@ def test_shared_memory_plan(shapes, itemsize, expected):
     st.lists(st.tuples(st.integers(1, 5000), st.integers(1, 5000)), min_size=1, max_size=2),
     st.sampled_from([4, 8]),
     st.integers(8, 240_000),
-    st.sampled_from([8, 512]),
+    st.sampled_from([8, 384, 512]),
 )
 def test_shared_memory_plans_stay_within_their_budget(shapes, itemsize, budget, threads):
     """Whatever the sizes: the products' results, then the operand stretch and the

@@ -23,8 +23,10 @@ both weights whole in float32, an LSTM 112 of its 128 rows. What does not fit st
 from L2, sixteen loads in flight a thread
 (:func:`column_dot`): in the compiled loop each stretch of loads waits out one trip to
 L2 before the next stretch is issued (one load at a time, a 128-unit LSTM's forward
-step took 34 us on an H100). The kernels stay within the 128 registers a 512-thread
-block allows.
+step took 34 us on an H100). A block has 384 threads: a product is paced by the
+block's loads from shared memory, which fewer threads issue as fast, and each thread
+may then have 168 registers, where 512 threads' 128 made ptxas spill in the step
+loops.
 
 The cell is then applied unit by unit with the per-unit bodies below (``body(b, j,
 ...)``, compiled as device code with the cells of :mod:`.cells`). What a unit's
@@ -90,13 +92,15 @@ from numlayers.kernels.toolkit import (
 #: ``numba.cuda``, bound by :func:`bind_cuda` (the sequence kernels see it as a global)
 cuda: Any = None
 
-#: threads of a sequence block, which shares the products and units of its batch rows
-#: (eight under the simulator, so that its 3-unit test products split their depth)
-SEQUENCE_THREADS = launch_size(512, 8)
+#: threads of a sequence block on a GPU, which shares the products and units of its
+#: batch rows (see the module's doc)
+GPU_SEQUENCE_THREADS = 384
+#: and under the simulator: eight, so that its 3-unit test products split their depth
+SEQUENCE_THREADS = launch_size(GPU_SEQUENCE_THREADS, 8)
 #: blocks of a sequence pass at most under the simulator (one per batch row up to this;
-#: a block then takes several rows in turn). On a GPU the cap is its SM count: a
-#: 512-thread block of 128 registers a thread fills an SM's registers, so one block
-#: runs per SM, and a block that takes several rows loads its weights once for them.
+#: a block then takes several rows in turn). On a GPU the cap is its SM count: a block
+#: keeps most of an SM's shared memory, so one block runs per SM, and a block that
+#: takes several rows loads its weights once for them.
 SIMULATOR_SEQUENCE_BLOCKS = 2
 #: 0 to 16, unsigned, as the step products' indices are (``OFFSET[n]``)
 OFFSET = tuple(numba.uint64(n) for n in range(17))
