@@ -5,13 +5,17 @@ finite differences."""
 from __future__ import annotations
 
 import functools
+import types
 import zlib
 from types import SimpleNamespace
+from typing import Any
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import cuda  # the simulator's where there is no GPU (see conftest.py)
 
 from numlayers.devices import get_device
 from numlayers.kernels import build_family
@@ -25,6 +29,7 @@ from numlayers.kernels.recurrent import (
 )
 from numlayers.kernels.recurrent import cpu as recurrent_cpu
 from numlayers.kernels.recurrent import cuda as recurrent_cuda
+from numlayers.kernels.toolkit import CudaKernels
 from numlayers.testing import tolerance
 
 #: sentinel filling the outputs: where it survives, nothing was written
@@ -349,7 +354,7 @@ def test_cpu_passes_in_blocks_of_rows(monkeypatch, dtype, kind, blocks):
 @pytest.mark.parametrize("kind", KINDS)
 def test_cuda_blocks_take_several_rows_and_threads_several_units(kind, name):
     """More batch rows than the simulator's blocks, more units than their threads, and
-    products deeper than one unrolled stretch of ``column_dot``."""
+    products deeper than one unrolled stretch of ``columns_dot``."""
     case = Case(
         kind, np.dtype(np.float32), (name, "sigmoid"), "mask_go_backwards_dropout_U_sequences",
         (2, 5, 17),
@@ -371,8 +376,11 @@ SHARED_BUDGETS = {
 def test_cuda_passes_keep_what_fits_in_shared_memory(monkeypatch, kind, budget):
     """The sequence kernels stage each product's operand and keep the leading rows of
     the recurrent weights in shared memory, as much as the budget allows: a stretch of
-    the operand at a time, part of each depth slice, or all of both."""
+    the operand at a time, part of each depth slice, or all of both. Blocks of 16
+    threads split the depth of the narrower products into slices deeper than a
+    stretch of ``columns_dot``'s unrolled loop."""
     monkeypatch.setattr(recurrent_cuda, "SIMULATOR_SHARED_BYTES", SHARED_BUDGETS[budget])
+    monkeypatch.setattr(recurrent_cuda, "SEQUENCE_THREADS", 16)
     case = Case(
         kind, np.dtype(np.float32), ("tanh", "sigmoid"), "mask_go_backwards_dropout_U_sequences",
         (2, 3, 17),
@@ -383,16 +391,15 @@ def test_cuda_passes_keep_what_fits_in_shared_memory(monkeypatch, kind, budget):
 @pytest.mark.parametrize(
     ("shapes", "itemsize", "expected"),
     [
-        # a 128-unit GRU forward pass, float32, on a 227 KB GPU: everything fits (after
-        # the 384 results, one a thread, and the 128 elements of the operand)
-        (((128, 256), (128, 128)), 4, (384, (128, 43), (512, 512 + 128 * 256), 199168)),
-        # its float64 twin: the same share (about 57 %) of every slice of both weights
-        (((128, 256), (128, 128)), 8, (384, (74, 24), (512, 512 + 74 * 256), 229376)),
-        # a 128-unit LSTM forward pass: 112 of U's 128 rows, 16 from L2 (one stretch),
-        # after as many results as its product's columns
-        (((128, 512),), 4, (512, (112,), (640,), 231936)),
+        # a 128-unit GRU forward pass, float32, on a 227 KB GPU: everything fits, after
+        # the results (6 slices of U_zr's 256 columns) and the 128 elements of the operand
+        (((128, 256), (128, 128)), 4, (1536, (22, 11), (1664, 1664 + 6 * 22 * 256), 209408)),
+        # its float64 twin: the same share (half) of every slice of both weights
+        (((128, 256), (128, 128)), 8, (1536, (11, 5), (1664, 1664 + 6 * 11 * 256), 209920)),
+        # a 128-unit LSTM forward pass: 36 of each 43-row slice of U, the rest from L2
+        (((128, 512),), 4, (1536, (36,), (1664,), 227840)),
         # an operand longer than the budget: staged a stretch at a time, no weights
-        (((100_000, 8),), 4, (384, (0,), (384 + 57_728,), 232448)),
+        (((100_000, 8),), 4, (192 * 8, (0,), (1536 + 56_576,), 232448)),
     ],
 )
 def test_shared_memory_plan(shapes, itemsize, expected):
@@ -402,6 +409,56 @@ def test_shared_memory_plan(shapes, itemsize, expected):
     layout = recurrent_cuda.plan_shared(shapes, itemsize, available - results * itemsize, threads)
     assert (layout.results, layout.rows, layout.offsets, layout.bytes) == expected
     assert layout.bytes <= available
+
+
+#: the device versions of :func:`recurrent_cuda.block_product` and
+#: :func:`recurrent_cuda.load_head` that :func:`block_products_kernel` calls, bound by
+#: the test that compiles it
+multiply: Any = None
+keep_head: Any = None
+
+
+def block_products_kernel(a, M, out, results_length, staged_length, head_rows, head_at):
+    """``out = a @ M`` a row at a time, by :func:`recurrent_cuda.block_product` as the
+    sequence kernels call it."""
+    kept = cuda.shared.array(0, numba.float64)
+    results, head = kept[:results_length], kept[head_at:]
+    staged = kept[results_length : results_length + staged_length]
+    keep_head(M, head, head_rows, a.shape[1], out.shape[1])
+    for row in range(a.shape[0]):
+        multiply(a, row, M, head, head_rows, staged, False, out.shape[1], results, 0.0)
+        for column in range(cuda.threadIdx.x, out.shape[1], cuda.blockDim.x):
+            out[row, column] = results[column]
+        cuda.syncthreads()
+
+
+@pytest.mark.parametrize("budget", ["operand_in_stretches", "half_the_weights", "everything"])
+@pytest.mark.parametrize("threads", [8, 16])
+@pytest.mark.parametrize("depth,columns", [(1, 1), (5, 5), (9, 2), (4, 13), (23, 7), (6, 33)])
+def test_block_products_match_numpy(monkeypatch, depth, columns, threads, budget):
+    """The step products alone, on widths whose sets of columns end short of their
+    last columns in each way, one block sharing them (with slices of the depth where
+    the sets are few), with the operand and the weights in shared memory or not."""
+    monkeypatch.setattr(recurrent_cuda, "cuda", cuda)
+    kernels = CudaKernels(cuda=cuda, dtype=np.dtype(np.float64))
+    bound = {
+        **globals(),
+        "multiply": kernels.device(recurrent_cuda.block_product),
+        "keep_head": kernels.device(recurrent_cuda.load_head),
+    }
+    code = block_products_kernel.__code__
+    products = cuda.jit(types.FunctionType(code, bound, code.co_name))
+    rng = np.random.default_rng(depth * 100 + columns)
+    a, M = rng.standard_normal((2, depth)), rng.standard_normal((depth, columns))
+    bytes_for = {"operand_in_stretches": 24, "half_the_weights": 4 * depth * columns + 8 * depth}
+    layout = recurrent_cuda.plan_shared(
+        ((depth, columns),), 8, bytes_for.get(budget, 1 << 20), threads
+    )
+    out = np.full((2, columns), UNTOUCHED)
+    products[1, threads, 0, layout.bytes](
+        a, M.ravel(), out, layout.results, layout.staged, layout.rows[0], layout.offsets[0]
+    )
+    np.testing.assert_allclose(out, a @ M, rtol=1e-12, atol=1e-12)
 
 
 @settings(max_examples=300, deadline=None)
@@ -414,14 +471,20 @@ def test_shared_memory_plan(shapes, itemsize, expected):
 def test_shared_memory_plans_stay_within_their_budget(shapes, itemsize, budget, threads):
     """Whatever the sizes: the products' results, then the operand stretch and the
     heads within the budget, side by side, and a head keeps at most each depth slice's
-    rows."""
+    rows; the slices cover the depth, none of them empty, with a thread for each set of
+    columns of each."""
     layout = recurrent_cuda.plan_shared(tuple(shapes), itemsize, budget, threads)
-    assert layout.results == max(threads, *(columns for _, columns in shapes))
+    slices = [recurrent_cuda.depth_slices(depth, columns, threads) for depth, columns in shapes]
+    assert layout.results == max(
+        groups * columns for (groups, _), (_, columns) in zip(slices, shapes, strict=True)
+    )
     assert 1 <= layout.staged <= max(depth for depth, _ in shapes)
     assert layout.bytes <= budget + layout.results * itemsize
     end = layout.results + layout.staged
     for (depth, columns), rows, offset in zip(shapes, layout.rows, layout.offsets, strict=True):
         groups, share = recurrent_cuda.depth_slices(depth, columns, threads)
+        assert (groups - 1) * share < depth <= groups * share
+        assert groups == 1 or groups * recurrent_cuda.column_sets(columns) <= threads
         assert 0 <= rows <= share and offset == end
         end += groups * rows * columns
     assert end * itemsize == layout.bytes

@@ -4,11 +4,12 @@ The rows of a batch are independent through time, so one block runs every step o
 its batch rows (a grid-stride loop over rows, ``cuda.syncthreads()`` between the
 phases of a step) and no grid-wide synchronisation is needed. A step's recurrent
 product (``h_in @ U`` forward, ``dpre @ U.T`` backward) is shared by the whole block
-(:func:`block_product`): each thread takes columns of the product and, when there are
-at most half as many columns as threads, a slice of the depth too, its slices' sums
-meeting in shared memory, where the product then stays for the per-unit phase that
-reads it (a trip through global memory would keep that phase waiting). Columns of
-neighbouring threads are neighbours in memory, so backward passes multiply by ``U``'s
+(:func:`block_product`): each thread takes a set of four columns of the product (each
+operand element it loads serves the four) and, when there are at most half as many
+sets as threads, a slice of the depth too, its slices' sums meeting in shared memory,
+where the product then stays for the per-unit phase that reads it (a trip through
+global memory would keep that phase waiting). Columns of neighbouring threads are
+neighbours in memory, so backward passes multiply by ``U``'s
 transpose, which one launch makes at the start of the pass (both of the GRU's
 recurrent weights in the same launch); the backward kernels zero the state gradients
 of their rows themselves.
@@ -19,9 +20,9 @@ the leading rows of every thread's depth slice, and the per-unit phase that make
 product's operand row writes it there too (:func:`put_operand`; the product copies it
 in itself when it does not fit whole, or after a softmax cell rewrote it), so that
 those loads take a trip to shared memory instead of one to L2. A 128-unit GRU keeps
-both weights whole in float32, an LSTM 112 of its 128 rows. What does not fit streams
-from L2, sixteen loads in flight a thread
-(:func:`column_dot`): in the compiled loop each stretch of loads waits out one trip to
+both weights whole in float32, an LSTM 36 of each 43-row slice of its 128 rows. What
+does not fit streams from L2, sixteen loads in flight a thread
+(:func:`columns_dot`): in the compiled loop each stretch of loads waits out one trip to
 L2 before the next stretch is issued (one load at a time, a 128-unit LSTM's forward
 step took 34 us on an H100). A block has 384 threads: a product is paced by the
 block's loads from shared memory, which fewer threads issue as fast, and each thread
@@ -102,85 +103,134 @@ SEQUENCE_THREADS = launch_size(GPU_SEQUENCE_THREADS, 8)
 #: keeps most of an SM's shared memory, so one block runs per SM, and a block that
 #: takes several rows loads its weights once for them.
 SIMULATOR_SEQUENCE_BLOCKS = 2
-#: 0 to 16, unsigned, as the step products' indices are (``OFFSET[n]``)
-OFFSET = tuple(numba.uint64(n) for n in range(17))
+#: 0 to 4, unsigned, as the step products' indices are (``OFFSET[n]``)
+OFFSET = tuple(numba.uint64(n) for n in range(5))
 
 # ---------------------------------------------------------------- step products
 
 
+#: columns of a step product each thread takes, ``sets`` apart (:func:`column_sets`): it
+#: loads each operand element once for all of them, so that a product issues 1.25
+#: shared-memory loads an FMA (the weight, a quarter of the operand) instead of two, and
+#: the block's loads from shared memory, not its FMAs, set the product's pace
+THREAD_COLUMNS = 4
+
+
+def column_sets(columns):
+    """How many sets of :data:`THREAD_COLUMNS` columns cover a product's ``columns``: set
+    ``s`` takes the columns ``s + k * sets`` below ``columns`` (``k < THREAD_COLUMNS``), so
+    that neighbouring threads' columns are neighbours in memory."""
+    return (columns + THREAD_COLUMNS - 1) // THREAD_COLUMNS
+
+
 def depth_slices(depth, columns, threads):
     """``(groups, share)``: how a block's ``threads`` share a product of ``columns``
-    columns and ``depth`` rows. Each thread takes a column; when there are at most half
-    as many columns as threads, ``groups`` threads take each column, each a slice of
-    ``share`` rows of the depth (the host plans the shared memory with it too)."""
-    if 2 * columns > threads:
+    columns and ``depth`` rows. Each thread takes a set of columns (:func:`column_sets`);
+    when there are at most half as many sets as threads, ``groups`` threads take each
+    set, each a slice of ``share`` rows of the depth, as many slices as the depth fills
+    (the host plans the shared memory with it too)."""
+    sets = column_sets(columns)
+    if 2 * sets > threads:
         return 1, depth
-    groups = threads // columns
-    return groups, (depth + groups - 1) // groups
+    most = max(1, min(threads // sets, depth))
+    share = max(1, (depth + most - 1) // most)
+    return (depth + share - 1) // share, share
 
 
-def column_dot(a, a_at, M, m_at, columns, count, zero):
-    """``sum_i a[a_at + i] * M[m_at + i * columns]`` over ``i < count``: a column of the
-    flat, row-major ``M`` (``columns`` wide) against ``a``, sixteen products at a time
-    into sixteen sums, so that sixteen loads of ``M`` are in flight. The indices are
-    unsigned, which spares every load Numba's negative-index wraparound."""
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
-    s8 = s9 = s10 = s11 = s12 = s13 = s14 = s15 = zero
+def columns_dot(a, a_at, M, m_at, columns, spread, last, count, sums, zero):
+    """``sums`` plus the four sums ``sum_i a[a_at + i] * M[m_at + i * columns + k *
+    spread]`` over ``i < count``, ``k < 4``: four columns ``spread`` apart of the flat,
+    row-major ``M`` (``columns`` wide) against ``a``, four rows at a time, so that sixteen
+    loads of ``M`` are in flight and each element of ``a`` is loaded once for the four. A
+    column past ``last`` (the offset of ``M``'s last column from the first one's) reads
+    the last column instead; its sum is not used. The indices are unsigned, which spares
+    every load Numba's negative-index wraparound."""
+    o1 = numba.uint64(min(spread, last))
+    o2 = numba.uint64(min(2 * spread, last))
+    o3 = numba.uint64(min(3 * spread, last))
     i, j, step = numba.uint64(a_at), numba.uint64(m_at), numba.uint64(columns)
     left = count
-    while left >= 16:
-        s0 += a[i] * M[j]
-        s1 += a[i + OFFSET[1]] * M[j + OFFSET[1] * step]
-        s2 += a[i + OFFSET[2]] * M[j + OFFSET[2] * step]
-        s3 += a[i + OFFSET[3]] * M[j + OFFSET[3] * step]
-        s4 += a[i + OFFSET[4]] * M[j + OFFSET[4] * step]
-        s5 += a[i + OFFSET[5]] * M[j + OFFSET[5] * step]
-        s6 += a[i + OFFSET[6]] * M[j + OFFSET[6] * step]
-        s7 += a[i + OFFSET[7]] * M[j + OFFSET[7] * step]
-        s8 += a[i + OFFSET[8]] * M[j + OFFSET[8] * step]
-        s9 += a[i + OFFSET[9]] * M[j + OFFSET[9] * step]
-        s10 += a[i + OFFSET[10]] * M[j + OFFSET[10] * step]
-        s11 += a[i + OFFSET[11]] * M[j + OFFSET[11] * step]
-        s12 += a[i + OFFSET[12]] * M[j + OFFSET[12] * step]
-        s13 += a[i + OFFSET[13]] * M[j + OFFSET[13] * step]
-        s14 += a[i + OFFSET[14]] * M[j + OFFSET[14] * step]
-        s15 += a[i + OFFSET[15]] * M[j + OFFSET[15] * step]
-        i += OFFSET[16]
-        j += OFFSET[16] * step
-        left -= 16
-    while left > 0:
-        s0 += a[i] * M[j]
-        i += OFFSET[1]
-        j += step
-        left -= 1
-    return (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))) + (
-        ((s8 + s9) + (s10 + s11)) + ((s12 + s13) + (s14 + s15))
-    )
+    while left >= 4:
+        j1 = j + step
+        j2 = j1 + step
+        j3 = j2 + step
+        sums = added(sums, row_products(a[i], M, j, o1, o2, o3))
+        sums = added(sums, row_products(a[i + OFFSET[1]], M, j1, o1, o2, o3))
+        sums = added(sums, row_products(a[i + OFFSET[2]], M, j2, o1, o2, o3))
+        sums = added(sums, row_products(a[i + OFFSET[3]], M, j3, o1, o2, o3))
+        i += OFFSET[4]
+        j = j3 + step
+        left -= 4
+    if left > 0:
+        # the last one to three rows, all their loads issued at once (row by row, each
+        # row would wait out a trip to L2): a row past them reads the first again, and
+        # its products are not added
+        more, most = left > 1, left > 2
+        i1, j1 = (i + OFFSET[1], j + step) if more else (i, j)
+        i2, j2 = (i + OFFSET[2], j1 + step) if most else (i, j)
+        second = row_products(a[i1], M, j1, o1, o2, o3)
+        third = row_products(a[i2], M, j2, o1, o2, o3)
+        none = (zero, zero, zero, zero)
+        sums = added(sums, row_products(a[i], M, j, o1, o2, o3))
+        sums = added(sums, second if more else none)
+        sums = added(sums, third if most else none)
+    return sums
 
 
-def rows_dot(staged, first, M, m_first, columns, column, start, stop, zero):
-    """:func:`column_dot` over the rows ``start <= k < stop`` of a product (nothing when
-    empty): ``staged`` holds the operand from row ``first``, ``M``'s rows from row
-    ``m_first``."""
-    if stop <= start:
-        return zero
-    return column_dot(
-        staged, start - first, M, (start - m_first) * columns + column, columns, stop - start,
-        zero,
+def row_products(x, M, at, o1, o2, o3):
+    """``x`` times the four elements of ``M`` at ``at`` and ``o1``, ``o2``, ``o3`` past it."""
+    return x * M[at], x * M[at + o1], x * M[at + o2], x * M[at + o3]
+
+
+def added(sums, products):
+    """``sums`` plus ``products``, element by element (each a multiply-add once compiled)."""
+    return (
+        sums[0] + products[0], sums[1] + products[1], sums[2] + products[2],
+        sums[3] + products[3],
     )  # fmt: skip
 
 
-def slice_dot(staged, first, last, M, head, head_rows, columns, column, group, start, stop, zero):
-    """Thread group ``group``'s part of a column over its depth slice ``start <= k <
-    stop``, for the operand rows ``first <= k < last`` now in ``staged``: the slice's
-    first ``head_rows`` rows from ``head`` (shared memory, where the group's rows begin
-    at row ``group * head_rows``), the rest from ``M``."""
+def rows_dot(staged, first, M, m_first, columns, column, spread, start, stop, sums, zero):
+    """:func:`columns_dot` from ``column`` over the rows ``start <= k < stop`` of a
+    product (``sums`` as they are when empty): ``staged`` holds the operand from row
+    ``first``, ``M``'s rows from row ``m_first``."""
+    if stop <= start:
+        return sums
+    return columns_dot(
+        staged, start - first, M, (start - m_first) * columns + column, columns, spread,
+        columns - 1 - column, stop - start, sums, zero,
+    )  # fmt: skip
+
+
+def slice_dot(
+    staged, first, last, M, head, head_rows, columns, column, spread, group, start, stop, zero
+):
+    """Thread group ``group``'s part of a set of columns (from ``column``, ``spread``
+    apart) over its depth slice ``start <= k < stop``, for the operand rows ``first <= k
+    < last`` now in ``staged``: the slice's first ``head_rows`` rows from ``head``
+    (shared memory, where the group's rows begin at row ``group * head_rows``), the rest
+    from ``M``."""
     low, high = max(start, first), min(stop, last)
     split = min(max(start + head_rows, low), high)
     kept = rows_dot(
-        staged, first, head, start - group * head_rows, columns, column, low, split, zero
-    )
-    return kept + rows_dot(staged, first, M, 0, columns, column, split, high, zero)
+        staged, first, head, start - group * head_rows, columns, column, spread, low, split,
+        (zero, zero, zero, zero), zero,
+    )  # fmt: skip
+    return rows_dot(staged, first, M, 0, columns, column, spread, split, high, kept, zero)
+
+
+def store_sums(results, at, spread, count, sums, fresh):
+    """``results[at + k * spread] = sums[k]`` (added to what is there unless ``fresh``)
+    for the ``k`` with ``k * spread < count``: a set's sums, without its columns past the
+    product's."""
+    s0, s1, s2, s3 = sums
+    results[at] = s0 if fresh else results[at] + s0
+    if spread < count:
+        results[at + spread] = s1 if fresh else results[at + spread] + s1
+    if 2 * spread < count:
+        results[at + 2 * spread] = s2 if fresh else results[at + 2 * spread] + s2
+    if 3 * spread < count:
+        results[at + 3 * spread] = s3 if fresh else results[at + 3 * spread] + s3
 
 
 def block_copy(source, source_at, target, target_at, count):
@@ -234,16 +284,21 @@ def block_product(a, row, M, head, head_rows, staged, ready, columns, results, z
     ``head_rows`` rows of each of its depth slices in shared memory (see
     :func:`load_head`). ``a[row]`` is copied into ``staged`` (shared) a stretch at a
     time, one stretch when it fits, unless ``ready`` says the caller has put it there
-    whole (and synchronised the block). The threads share the columns, and the depth as
-    :func:`depth_slices` says. ``results`` is shared too (:func:`product_results`
-    elements, as many as the block's threads or the product's columns): the slices'
-    sums meet there, added in a fixed order, and the product stays there for the
-    per-unit phase that reads it, which a trip to global memory and back would keep
-    waiting. Every reader of the last product's results must have passed a barrier."""
+    whole (and synchronised the block). The threads share the sets of columns, and the
+    depth as :func:`depth_slices` says. ``results`` is shared too
+    (:func:`product_results` elements): the slices' sums meet there, added in a fixed
+    order, and the product stays there for the per-unit phase that reads it, which a
+    trip to global memory and back would keep waiting. Every reader of the last
+    product's results must have passed a barrier."""
     thread, threads = cuda.threadIdx.x, cuda.blockDim.x
     depth = a.shape[1]
+    sets = column_sets(columns)
     groups, share = depth_slices(depth, columns, threads)
-    group = thread // columns
+    group, first_set, set_stride = 0, thread, threads
+    if groups > 1:
+        group = thread // sets
+        first_set = thread - group * sets if group < groups else sets
+        set_stride = sets
     start = min(group * share, depth)
     stop = min(start + share, depth)
     for first in range(0, depth, staged.shape[0]):
@@ -252,27 +307,23 @@ def block_product(a, row, M, head, head_rows, staged, ready, columns, results, z
             for k in range(first + thread, last, threads):
                 staged[k - first] = a[row, k]
             cuda.syncthreads()
-        if groups == 1:
-            for column in range(thread, columns, threads):
-                part = slice_dot(
-                    staged, first, last, M, head, head_rows, columns, column, 0, 0, depth, zero
-                )
-                results[column] = part if first == 0 else results[column] + part
-        elif group < groups:
-            part = slice_dot(
-                staged, first, last, M, head, head_rows, columns, thread - group * columns,
-                group, start, stop, zero,
+        # one call site (twice the inlined product loops cost registers): a thread
+        # takes every ``threads``-th set over the whole depth, or one set of its slice
+        for column in range(first_set, sets, set_stride):
+            sums = slice_dot(
+                staged, first, last, M, head, head_rows, columns, column, sets, group, start,
+                stop, zero,
             )  # fmt: skip
-            results[thread] = part if first == 0 else results[thread] + part
+            store_sums(results, group * columns + column, sets, columns - column, sums, first == 0)
         cuda.syncthreads()
     if groups > 1:
-        # in place: thread ``t`` alone reads ``results[t]`` and the slices' sums of its
-        # column, which lie past ``columns``
-        if thread < columns:
-            total = results[thread]
+        # in place: slice ``g``'s sums of column ``k`` lie at ``g * columns + k``, and the
+        # thread that adds them up alone reads and writes ``results[k]``
+        for column in range(thread, columns, threads):
+            total = results[column]
             for other in range(1, groups):
-                total += results[other * columns + thread]
-            results[thread] = total
+                total += results[other * columns + column]
+            results[column] = total
         cuda.syncthreads()
 
 
@@ -565,14 +616,14 @@ def step_direction(order: np.ndarray) -> tuple[int, int]:
 #: for the operand and the weights (beyond the products' results): small enough that
 #: the tests' 3-unit float64 LSTM and GRU keep only part of their weights in it, and
 #: their float32 twins all (a GPU has up to 227 KB).
-SIMULATOR_SHARED_BYTES = 200
+SIMULATOR_SHARED_BYTES = 216
 
 
 def product_results(shapes: tuple[tuple[int, int], ...], threads: int) -> int:
     """Elements of the shared ``results`` of :func:`block_product` for products by
-    weights of ``shapes`` (``depth x columns`` each): one a thread for the depth
-    slices' sums, and at least the widest product's columns."""
-    return max(threads, *(columns for _, columns in shapes))
+    weights of ``shapes`` (``depth x columns`` each): every depth slice's sums of every
+    column, for the product that has the most."""
+    return max(depth_slices(depth, columns, threads)[0] * columns for depth, columns in shapes)
 
 
 class SharedLayout(NamedTuple):
