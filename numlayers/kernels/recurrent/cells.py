@@ -88,7 +88,13 @@ def is_masked(mask, has_mask, t, b, c):
 @cpu_inline
 def recurrent_input(h, mask_U, has_mask_U, b, j):
     """The state the recurrent product reads: ``h * mask_U`` under recurrent dropout."""
-    return h[b, j] * mask_U[b, j] if has_mask_U != 0 else h[b, j]
+    return dropped_out(h[b, j], mask_U, has_mask_U, b, j)
+
+
+@cpu_inline
+def dropped_out(value, mask_U, has_mask_U, b, j):
+    """``value`` (at ``(b, j)``) times ``mask_U`` under recurrent dropout."""
+    return value * mask_U[b, j] if has_mask_U != 0 else value
 
 
 @cpu_inline
@@ -99,7 +105,7 @@ def incoming_gradient(held, product, has_product, mask_U, has_mask_U, output, b,
     ``output``, the output's (:func:`output_gradient`)."""
     total = held
     if has_product:
-        total += product[q] * mask_U[b, j] if has_mask_U != 0 else product[q]
+        total += dropped_out(product[q], mask_U, has_mask_U, b, j)
     return total + output
 
 

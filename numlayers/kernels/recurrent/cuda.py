@@ -34,10 +34,12 @@ The cell is then applied unit by unit with the per-unit bodies below (``body(b, 
 phase reads beside the product does not depend on the product: a forward step's
 input projections (:func:`gate_inputs`), a backward step's record of the
 forward pass and output gradient (:func:`rnn_backward_record`). Each thread loads
-its first unit's before the product, so that the phase after it waits for no trip
-to device memory. A forward pass is
-then one launch and a backward pass two, whatever the number of steps; the input
-projection and the weight gradients stay GEMMs in the layer.
+its first unit's before the product, and keeps what it computes of that unit for
+the phases and steps that read it next (the state, the cell, their gradients:
+:func:`carried`), so that the phase after a product waits for no trip to device
+memory. A forward pass is then one launch and a backward pass two, whatever the
+number of steps; the input projection and the weight gradients stay GEMMs in the
+layer.
 
 A softmax cell activation (its code is linear to the per-unit bodies) needs the
 whole row: after the per-unit phase the block's first thread finishes the row with
@@ -58,6 +60,7 @@ from numlayers.kernels.activations import apply_activation, constants_for
 from numlayers.kernels.recurrent.cells import (
     SOFTMAX,
     derivative_from_output,
+    dropped_out,
     gru_output,
     gru_output_backward,
     gru_softmax_gradient_row,
@@ -71,7 +74,6 @@ from numlayers.kernels.recurrent.cells import (
     lstm_softmax_row,
     output_gradient,
     output_gradient_step,
-    recurrent_input,
     rnn_softmax_gradient_row,
     rnn_softmax_row,
 )
@@ -359,9 +361,22 @@ def put_operand(row, column, value, staged):
         staged[column] = value
 
 
-def recurrent_input_element(b, j, h_prev, mask_U, has_mask_U, h_in, staged):
-    """``h_in``, the step product's operand, also into ``staged`` where it fits whole."""
-    put_operand(h_in[b], j, recurrent_input(h_prev, mask_U, has_mask_U, b, j), staged)
+def recurrent_input_element(b, j, h_before, mask_U, has_mask_U, h_in, staged):
+    """``h_in``, the step product's operand, also into ``staged`` where it fits whole
+    (``h_before`` is the state at ``(b, j)``: see :func:`carried`)."""
+    put_operand(h_in[b], j, dropped_out(h_before, mask_U, has_mask_U, b, j), staged)
+
+
+def carried(value, array, b, j):
+    """``array[b, j]``, or ``value`` when ``j`` is the thread's first unit.
+
+    A thread keeps what it computed of its first unit (``j == threadIdx.x``) in
+    registers for the next phase or step that reads it (the state, the cell, their
+    gradients), which would otherwise wait out a trip to L2 for a value it has just
+    written (its other units read theirs back; every phase still writes them, for
+    the pass's outputs and for a softmax row, after which the thread reads them
+    again)."""
+    return value if j == cuda.threadIdx.x else array[b, j]
 
 
 def gate_inputs(xw, t, b, j, hidden, zero):
@@ -381,43 +396,49 @@ def gate_inputs(xw, t, b, j, hidden, zero):
     return x0, x1, x2, x3
 
 
-def rnn_forward_element(b, j, x, rec, t, mask, has_mask, h_prev, h_all, act, c):
-    """``x`` is :func:`gate_inputs`' (as in the bodies below)."""
-    if is_masked(mask, has_mask, t, b, c):
-        h_all[t, b, j] = h_prev[b, j]
-    else:
-        h_all[t, b, j] = apply_activation(act, x[0] + rec[j], c)
+def rnn_forward_element(b, j, x, rec, t, mask, has_mask, h_before, h_all, act, c):
+    """``x`` is :func:`gate_inputs`', ``h_before`` the state at ``(b, j)`` (as in the
+    bodies below, which return what they computed of the unit: see :func:`carried`)."""
+    h = h_before
+    if not is_masked(mask, has_mask, t, b, c):
+        h = apply_activation(act, x[0] + rec[j], c)
+    h_all[t, b, j] = h
+    return h
 
 
-def rnn_backward_record(h_all, dh, grad, grad_step, t, b, j, zero):
-    """What a SimpleRNN backward step reads of unit ``j`` beside its product: the
-    output's gradient, ``h_t`` and what ``dh`` holds.
+def rnn_backward_record(h_all, grad, grad_step, t, b, j, zero):
+    """What a SimpleRNN backward step reads of unit ``j`` beside its product and the
+    state gradient (which the thread keeps: :func:`carried`): the output's gradient and
+    ``h_t``.
 
     None of it depends on the step's product: each backward kernel loads its threads'
     first units' records (these, or the LSTM's and the GRU's) before the product, so
     that the loads are in flight through it instead of stalling the per-unit phase
-    after it. The thread wrote ``dh`` itself, a step before."""
-    return output_gradient(grad, grad_step, b, j, zero), h_all[t, b, j], dh[b, j]
+    after it."""
+    return output_gradient(grad, grad_step, b, j, zero), h_all[t, b, j]
 
 
 def rnn_backward_element(
-    b, j, record, t, mask, has_mask, product, has_later, mask_U, has_mask_U, dh, dpre_all,
-    staged, act, c,
+    b, j, record, held, t, mask, has_mask, product, has_later, mask_U, has_mask_U, dh,
+    dpre_all, staged, act, c,
 ):  # fmt: skip
-    output, h, held = record
+    """``held`` is what ``dh`` holds at ``(b, j)``; returns what it holds after."""
+    output, h = record
     total = incoming_gradient(held, product, has_later, mask_U, has_mask_U, output, b, j, j)
     if is_masked(mask, has_mask, t, b, c):
         put_operand(dpre_all[t, b], j, c.zero, staged)
-        dh[b, j] = total
     else:
         put_operand(dpre_all[t, b], j, total * derivative_from_output(act, h, c), staged)
-        dh[b, j] = c.zero  # what reaches h_prev comes through U, next step
+        total = c.zero  # what reaches h_prev comes through U, next step
+    dh[b, j] = total
+    return total
 
 
 def lstm_forward_element(
-    b, j, x, rec, t, mask, has_mask, h_prev, c_prev, gates_all, c_all, h_all, act, inner, c
-):
-    hidden = h_prev.shape[1]
+    b, j, x, rec, t, mask, has_mask, h_before, cell_before, gates_all, c_all, h_all, act, inner,
+    c,
+):  # fmt: skip
+    hidden = h_all.shape[2]
     i = apply_activation(inner, x[0] + rec[j], c)
     f = apply_activation(inner, x[1] + rec[hidden + j], c)
     g = apply_activation(act, x[2] + rec[2 * hidden + j], c)
@@ -426,19 +447,18 @@ def lstm_forward_element(
     gates_all[t, b, hidden + j] = f
     gates_all[t, b, 2 * hidden + j] = g
     gates_all[t, b, 3 * hidden + j] = o
-    if is_masked(mask, has_mask, t, b, c):
-        c_all[t, b, j] = c_prev[b, j]
-        h_all[t, b, j] = h_prev[b, j]
-    else:
-        cell = lstm_cell_state(i, f, g, c_prev[b, j])
-        c_all[t, b, j] = cell
-        h_all[t, b, j] = o * apply_activation(act, cell, c)
+    h, cell = h_before, cell_before
+    if not is_masked(mask, has_mask, t, b, c):
+        cell = lstm_cell_state(i, f, g, cell_before)
+        h = o * apply_activation(act, cell, c)
+    c_all[t, b, j] = cell
+    h_all[t, b, j] = h
+    return h, cell
 
 
 def lstm_backward_record(gates_all, c_all, c_prev, grad, grad_step, t, b, j, zero):
     """As :func:`rnn_backward_record`: the output's gradient, the gates ``i, f, g, o``,
-    ``c_t`` and ``c_prev``. (Not ``dh`` and ``dc``: with them, ptxas spilled in the step
-    loop.)"""
+    ``c_t`` and ``c_prev``."""
     hidden = c_prev.shape[1]
     return (
         output_gradient(grad, grad_step, b, j, zero),
@@ -452,56 +472,62 @@ def lstm_backward_record(gates_all, c_all, c_prev, grad, grad_step, t, b, j, zer
 
 
 def lstm_backward_element(
-    b, j, record, t, mask, has_mask, product, has_later, mask_U, has_mask_U, dh, dc, dpre_all,
-    staged, act, inner, c,
+    b, j, record, held_h, held_c, t, mask, has_mask, product, has_later, mask_U, has_mask_U,
+    dh, dc, dpre_all, staged, act, inner, c,
 ):  # fmt: skip
+    """``held_h``, ``held_c``: what ``dh`` and ``dc`` hold at ``(b, j)``; returns what they
+    hold after."""
     output, i, f, g, o, cell, cell_before = record
     hidden = dh.shape[1]
-    dh_total = incoming_gradient(dh[b, j], product, has_later, mask_U, has_mask_U, output, b, j, j)
+    dh_total = incoming_gradient(held_h, product, has_later, mask_U, has_mask_U, output, b, j, j)
     dpre = dpre_all[t, b]
     if is_masked(mask, has_mask, t, b, c):
         for gate in range(4):
             put_operand(dpre, gate * hidden + j, c.zero, staged)
         dh[b, j] = dh_total
-        return
+        return dh_total, held_c
     a = apply_activation(act, cell, c)
-    dc_total = lstm_cell_total_gradient(dc[b, j], dh_total * derivative_from_output(act, a, c), o)
-    d_i, d_f, d_g, d_o, dc[b, j] = lstm_cell_backward(
+    dc_total = lstm_cell_total_gradient(held_c, dh_total * derivative_from_output(act, a, c), o)
+    d_i, d_f, d_g, d_o, dc_before = lstm_cell_backward(
         dh_total, dc_total, i, f, g, o, cell_before, a
     )
     put_operand(dpre, j, d_i * derivative_from_output(inner, i, c), staged)
     put_operand(dpre, hidden + j, d_f * derivative_from_output(inner, f, c), staged)
     put_operand(dpre, 2 * hidden + j, d_g * derivative_from_output(act, g, c), staged)
     put_operand(dpre, 3 * hidden + j, d_o * derivative_from_output(inner, o, c), staged)
+    dc[b, j] = dc_before
     dh[b, j] = c.zero
+    return c.zero, dc_before
 
 
 def gru_gates_element(b, j, x_z, x_r, rec_zr, t, h_in, gates_all, rh_all, staged, inner, c):
     """``r * h_in``, the second product's operand, also into ``staged`` where it fits
-    whole (in place of ``h_in``: each unit is its thread's)."""
+    whole (in place of ``h_in``: each unit is its thread's). Returns ``z``."""
     hidden = h_in.shape[1]
-    gates_all[t, b, j] = apply_activation(inner, x_z + rec_zr[j], c)
+    z = apply_activation(inner, x_z + rec_zr[j], c)
+    gates_all[t, b, j] = z
     r = apply_activation(inner, x_r + rec_zr[hidden + j], c)
     gates_all[t, b, hidden + j] = r
     h = staged[j] if staged.shape[0] >= hidden else h_in[b, j]
     put_operand(rh_all[t, b], j, r * h, staged)
+    return z
 
 
-def gru_output_element(b, j, x_h, rec_h, t, mask, has_mask, h_prev, gates_all, h_all, act, c):
-    hidden = h_prev.shape[1]
+def gru_output_element(b, j, x_h, rec_h, t, mask, has_mask, h_before, z, gates_all, h_all, act, c):
+    hidden = h_all.shape[2]
     hh = apply_activation(act, x_h + rec_h[j], c)
     gates_all[t, b, 2 * hidden + j] = hh
-    if is_masked(mask, has_mask, t, b, c):
-        h_all[t, b, j] = h_prev[b, j]
-    else:
-        h_all[t, b, j] = gru_output(gates_all[t, b, j], h_prev[b, j], hh, c)
+    h = h_before
+    if not is_masked(mask, has_mask, t, b, c):
+        h = gru_output(z, h_before, hh, c)
+    h_all[t, b, j] = h
+    return h
 
 
 def gru_backward_record(gates_all, h_prev, grad, grad_step, t, b, j, zero):
     """As :func:`rnn_backward_record`, for the GRU's output phase: the output's gradient,
-    the gates ``z`` and ``hh`` and ``h_prev``. (Not ``dh`` and ``carry``, nor what the
-    reset phase reads, which would stay in registers through both products: with them,
-    ptxas spilled in the step loop.)"""
+    the gates ``z`` and ``hh`` and ``h_prev``. (Not what the reset phase reads, which
+    would stay in registers through both products: :func:`gru_reset_record`.)"""
     hidden = h_prev.shape[1]
     return (
         output_gradient(grad, grad_step, b, j, zero),
@@ -520,52 +546,57 @@ def gru_reset_record(gates_all, h_in, t, b, j):
 
 
 def gru_backward_output_element(
-    b, j, record, t, mask, has_mask, product, carry, has_later, mask_U, has_mask_U, dh,
-    dpre_all, dpre_h, staged, act, c,
+    b, j, record, held, carried_back, t, mask, has_mask, product, has_later, mask_U,
+    has_mask_U, dh, dpre_all, dpre_h, staged, act, c,
 ):  # fmt: skip
-    """``product`` is the later step's ``dpre_zr @ U_zr.T``; ``carry`` its ``d_rh * r``,
-    which reaches ``h_in`` alike. ``dpre_h`` is a contiguous copy of
-    ``hh``'s gradients (the next product's operand, also put into ``staged``); ``z``'s
-    is left raw for the reset phase."""
+    """``product`` is the later step's ``dpre_zr @ U_zr.T``; ``carried_back`` its ``d_rh *
+    r`` at ``(b, j)``, which reaches ``h_in`` alike; ``held`` what ``dh`` holds there.
+    ``dpre_h`` is a contiguous copy of ``hh``'s gradients (the next product's operand,
+    also put into ``staged``); ``z``'s is left raw for the reset phase. Returns what
+    ``dh`` holds after, and ``z``'s raw gradient."""
     output, z, hh, h_before = record
     hidden = dh.shape[1]
     if has_later:
-        product[j] += carry[b, j]
-    total = incoming_gradient(dh[b, j], product, has_later, mask_U, has_mask_U, output, b, j, j)
+        product[j] += carried_back
+    total = incoming_gradient(held, product, has_later, mask_U, has_mask_U, output, b, j, j)
     if is_masked(mask, has_mask, t, b, c):
         for gate in range(3):
             dpre_all[t, b, gate * hidden + j] = c.zero
         put_operand(dpre_h[b], j, c.zero, staged)
         dh[b, j] = total
-        return
-    d_z, d_hh, dh[b, j] = gru_output_backward(total, z, h_before, hh, c)
+        return total, c.zero
+    d_z, d_hh, dh_before = gru_output_backward(total, z, h_before, hh, c)
+    dh[b, j] = dh_before
     dpre_all[t, b, j] = d_z
     d_pre_hh = d_hh * derivative_from_output(act, hh, c)
     dpre_all[t, b, 2 * hidden + j] = d_pre_hh
     put_operand(dpre_h[b], j, d_pre_hh, staged)
+    return dh_before, d_z
 
 
 def gru_backward_reset_element(
-    b, j, record, t, d_rh, mask, has_mask, dpre_all, dpre_zr, carry, staged, inner, c
+    b, j, record, raw_d_z, t, d_rh, mask, has_mask, dpre_all, dpre_zr, carry, staged, inner, c
 ):
-    """From ``d_rh = dpre_h @ U_h.T``: ``r``'s pre-activation gradient, ``z``'s completed
-    (also into the contiguous ``dpre_zr``, the next product's operand, and ``staged``),
-    ``carry``."""
+    """From ``d_rh = dpre_h @ U_h.T`` and ``z``'s raw gradient: ``r``'s pre-activation
+    gradient, ``z``'s completed (also into the contiguous ``dpre_zr``, the next
+    product's operand, and ``staged``), and ``carry``, which it returns."""
     z, r, h_in = record
     hidden = carry.shape[1]
+    back = c.zero
     if is_masked(mask, has_mask, t, b, c):
         dpre_all[t, b, hidden + j] = c.zero
         put_operand(dpre_zr[b], j, c.zero, staged)
         put_operand(dpre_zr[b], hidden + j, c.zero, staged)
-        carry[b, j] = c.zero
-        return
-    d_r = d_rh[j] * h_in * derivative_from_output(inner, r, c)
-    d_z = dpre_all[t, b, j] * derivative_from_output(inner, z, c)
-    dpre_all[t, b, j] = d_z
-    dpre_all[t, b, hidden + j] = d_r
-    put_operand(dpre_zr[b], j, d_z, staged)
-    put_operand(dpre_zr[b], hidden + j, d_r, staged)
-    carry[b, j] = d_rh[j] * r
+    else:
+        d_r = d_rh[j] * h_in * derivative_from_output(inner, r, c)
+        d_z = raw_d_z * derivative_from_output(inner, z, c)
+        dpre_all[t, b, j] = d_z
+        dpre_all[t, b, hidden + j] = d_r
+        put_operand(dpre_zr[b], j, d_z, staged)
+        put_operand(dpre_zr[b], hidden + j, d_r, staged)
+        back = d_rh[j] * r
+    carry[b, j] = back
+    return back
 
 
 # ---------------------------------------------------------------- softmax rows
@@ -687,6 +718,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
     index, constants = numba.types.int64, numba.typeof(c)
     device = kernels.device
     take_input, inputs_of = device(recurrent_input_element), device(gate_inputs)
+    carry = device(carried)
     product_of_block, zero_block_row = device(block_product), device(zero_row)
     keep_head = device(load_head)
     rnn_forward_body, rnn_backward_body = device(rnn_forward_element), device(rnn_backward_element)
@@ -735,14 +767,16 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
         ready = staged.shape[0] >= hidden  # the products' operands are put there whole
         keep_head(U, head, head_rows, hidden, hidden)
+        unit = min(thread, hidden - 1)  # the thread's first (see gate_inputs and carried)
         for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
+            h_unit = h0[b, unit]
             for position in range(xw.shape[0]):
                 t = first + stride * position
                 h_prev = h0 if position == 0 else h_all[t - stride]
-                unit = min(thread, hidden - 1)  # the thread's first (see gate_inputs)
                 first_x = inputs_of(xw, t, b, unit, hidden, c.zero)
                 for j in range(thread, hidden, threads):
-                    take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t], staged)
+                    h = carry(h_unit, h_prev, b, j)
+                    take_input(b, j, h, mask_U, has_mask_U, h_prev_all[t], staged)
                 cuda.syncthreads()
                 product_of_block(
                     h_prev_all[t], b, U, head, head_rows, staged, ready, hidden, results, c.zero
@@ -751,11 +785,18 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     x = first_x
                     if j != thread:
                         x = inputs_of(xw, t, b, j, hidden, c.zero)
-                    rnn_forward_body(b, j, x, results, t, mask, has_mask, h_prev, h_all, act, c)
+                    h = rnn_forward_body(
+                        b, j, x, results, t, mask, has_mask, carry(h_unit, h_prev, b, j), h_all,
+                        act, c,
+                    )  # fmt: skip
+                    if j == thread:
+                        h_unit = h
                 if act == SOFTMAX:
                     cuda.syncthreads()
                     if thread == 0:
                         rnn_softmax_body(b, h_all[t], mask, has_mask, t, c)
+                    cuda.syncthreads()
+                    h_unit = h_all[t, b, unit]  # the row's softmax rewrote it
                 cuda.syncthreads()
 
     @sequence_kernel(vector, tensor, *backward, *run)
@@ -772,14 +813,15 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         # the per-unit phase puts the products' operands there whole (not the softmax's)
         ready = staged.shape[0] >= hidden and act != SOFTMAX
         keep_head(U_t, head, head_rows, hidden, hidden)
+        unit = min(thread, hidden - 1)  # the thread's first (see rnn_backward_record, carried)
         for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
             zero_block_row(b, dh, c.zero)
+            dh_unit = c.zero
             for position in range(count - 1, -1, -1):
                 t = first + stride * position
                 has_later = 1 if position < count - 1 else 0
                 grad_step = output_step(grad_every_step, t, position, count)
-                unit = min(thread, hidden - 1)  # the thread's first (see rnn_backward_record)
-                first_record = rnn_record(h_all, dh, grad, grad_step, t, b, unit, c.zero)
+                first_record = rnn_record(h_all, grad, grad_step, t, b, unit, c.zero)
                 if has_later:
                     product_of_block(
                         dpre_all[t + stride], b, U_t, head, head_rows, staged, ready, hidden,
@@ -788,11 +830,13 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 for j in range(thread, hidden, threads):
                     record = first_record
                     if j != thread:
-                        record = rnn_record(h_all, dh, grad, grad_step, t, b, j, c.zero)
-                    rnn_backward_body(
-                        b, j, record, t, mask, has_mask, results, has_later, mask_U, has_mask_U,
-                        dh, dpre_all, staged, act, c,
+                        record = rnn_record(h_all, grad, grad_step, t, b, j, c.zero)
+                    held = rnn_backward_body(
+                        b, j, record, carry(dh_unit, dh, b, j), t, mask, has_mask, results,
+                        has_later, mask_U, has_mask_U, dh, dpre_all, staged, act, c,
                     )  # fmt: skip
+                    if j == thread:
+                        dh_unit = held
                 if act == SOFTMAX:
                     cuda.syncthreads()
                     if thread == 0:
@@ -811,15 +855,17 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         thread, threads, hidden = cuda.threadIdx.x, cuda.blockDim.x, h0.shape[1]
         ready = staged.shape[0] >= hidden  # the products' operands are put there whole
         keep_head(U, head, head_rows, hidden, 4 * hidden)
+        unit = min(thread, hidden - 1)  # the thread's first (see gate_inputs and carried)
         for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
+            h_unit, c_unit = h0[b, unit], c0[b, unit]
             for position in range(xw.shape[0]):
                 t = first + stride * position
                 h_prev = h0 if position == 0 else h_all[t - stride]
                 c_prev = c0 if position == 0 else c_all[t - stride]
-                unit = min(thread, hidden - 1)  # the thread's first (see gate_inputs)
                 first_x = inputs_of(xw, t, b, unit, hidden, c.zero)
                 for j in range(thread, hidden, threads):
-                    take_input(b, j, h_prev, mask_U, has_mask_U, h_prev_all[t], staged)
+                    h = carry(h_unit, h_prev, b, j)
+                    take_input(b, j, h, mask_U, has_mask_U, h_prev_all[t], staged)
                 cuda.syncthreads()
                 product_of_block(
                     h_prev_all[t],
@@ -837,10 +883,12 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     x = first_x
                     if j != thread:
                         x = inputs_of(xw, t, b, j, hidden, c.zero)
-                    lstm_forward_body(
-                        b, j, x, results, t, mask, has_mask, h_prev, c_prev, gates_all, c_all,
-                        h_all, act, inner, c,
+                    h, cell = lstm_forward_body(
+                        b, j, x, results, t, mask, has_mask, carry(h_unit, h_prev, b, j),
+                        carry(c_unit, c_prev, b, j), gates_all, c_all, h_all, act, inner, c,
                     )  # fmt: skip
+                    if j == thread:
+                        h_unit, c_unit = h, cell
                 if act == SOFTMAX:
                     cuda.syncthreads()
                     if thread == 0:
@@ -848,6 +896,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                             b, gates_all[t], c_prev, c_all[t], h_prev, h_all[t], mask,
                             has_mask, t, c,
                         )  # fmt: skip
+                    cuda.syncthreads()
+                    h_unit, c_unit = h_all[t, b, unit], c_all[t, b, unit]  # rewritten
                 cuda.syncthreads()
 
     @sequence_kernel(vector, matrix, tensor, tensor, *backward, *run)
@@ -864,15 +914,16 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         # the per-unit phase puts the products' operands there whole (not the softmax's)
         ready = staged.shape[0] >= dpre_all.shape[2] and act != SOFTMAX
         keep_head(U_t, head, head_rows, dpre_all.shape[2], hidden)
+        unit = min(thread, hidden - 1)  # the thread's first (see rnn_backward_record, carried)
         for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
             zero_block_row(b, dh, c.zero)
             zero_block_row(b, dc, c.zero)
+            dh_unit = dc_unit = c.zero
             for position in range(count - 1, -1, -1):
                 t = first + stride * position
                 c_prev = c0 if position == 0 else c_all[t - stride]
                 has_later = 1 if position < count - 1 else 0
                 grad_step = output_step(grad_every_step, t, position, count)
-                unit = min(thread, hidden - 1)  # the thread's first (see rnn_backward_record)
                 first_record = lstm_record(
                     gates_all, c_all, c_prev, grad, grad_step, t, b, unit, c.zero
                 )
@@ -888,10 +939,13 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                             record = lstm_record(
                                 gates_all, c_all, c_prev, grad, grad_step, t, b, j, c.zero
                             )
-                        lstm_backward_body(
-                            b, j, record, t, mask, has_mask, results, has_later, mask_U,
-                            has_mask_U, dh, dc, dpre_all, staged, act, inner, c,
+                        held_h, held_c = lstm_backward_body(
+                            b, j, record, carry(dh_unit, dh, b, j), carry(dc_unit, dc, b, j),
+                            t, mask, has_mask, results, has_later, mask_U, has_mask_U, dh, dc,
+                            dpre_all, staged, act, inner, c,
                         )  # fmt: skip
+                        if j == thread:
+                            dh_unit, dc_unit = held_h, held_c
                 else:
                     cuda.syncthreads()  # every thread's zeroed units, at the first step
                     if thread == 0:
@@ -915,27 +969,32 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         ready = staged.shape[0] >= hidden  # the products' operands are put there whole
         keep_head(U_zr, head_zr, zr_rows, hidden, 2 * hidden)
         keep_head(U_h, head_h, h_rows, hidden, hidden)
+        unit = min(thread, hidden - 1)  # the thread's first (see gate_inputs and carried)
         for b in range(cuda.blockIdx.x, h0.shape[0], cuda.gridDim.x):
+            h_unit = h0[b, unit]
             for position in range(xw.shape[0]):
                 t = first + stride * position
                 h_prev = h0 if position == 0 else h_all[t - stride]
                 h_in = h_prev_all[t]
-                # the thread's first unit's input projections (see gate_inputs), kept
-                # as scalars: as a tuple, ptxas spilled three times as much here
-                unit = min(thread, hidden - 1)
+                # the first unit's input projections as scalars: as a tuple, ptxas
+                # spilled three times as much here
                 x_z, x_r, x_h, _ = inputs_of(xw, t, b, unit, hidden, c.zero)
                 for j in range(thread, hidden, threads):
-                    take_input(b, j, h_prev, mask_U, has_mask_U, h_in, staged)
+                    h = carry(h_unit, h_prev, b, j)
+                    take_input(b, j, h, mask_U, has_mask_U, h_in, staged)
                 cuda.syncthreads()
                 product_of_block(
                     h_in, b, U_zr, head_zr, zr_rows, staged, ready, 2 * hidden, results, c.zero
                 )
+                z_unit = c.zero
                 for j in range(thread, hidden, threads):
                     if j != thread:
                         x_z, x_r = xw[t, b, j], xw[t, b, hidden + j]
-                    gru_gates_body(
+                    z = gru_gates_body(
                         b, j, x_z, x_r, results, t, h_in, gates_all, rh_all, staged, inner, c
                     )
+                    if j == thread:
+                        z_unit = z
                 cuda.syncthreads()  # (r * h) @ U_h needs every unit's r
                 product_of_block(
                     rh_all[t], b, U_h, head_h, h_rows, staged, ready, hidden, results, c.zero
@@ -943,20 +1002,25 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                 for j in range(thread, hidden, threads):
                     if j != thread:
                         x_h = xw[t, b, 2 * hidden + j]
-                    gru_output_body(
-                        b, j, x_h, results, t, mask, has_mask, h_prev, gates_all, h_all, act, c
-                    )
+                    h = gru_output_body(
+                        b, j, x_h, results, t, mask, has_mask, carry(h_unit, h_prev, b, j),
+                        carry(z_unit, gates_all[t], b, j), gates_all, h_all, act, c,
+                    )  # fmt: skip
+                    if j == thread:
+                        h_unit = h
                 if act == SOFTMAX:
                     cuda.syncthreads()
                     if thread == 0:
                         gru_softmax_body(b, gates_all[t], h_prev, h_all[t], mask, has_mask, t, c)
+                    cuda.syncthreads()
+                    h_unit = h_all[t, b, unit]  # the row's softmax rewrote it
                 cuda.syncthreads()
 
     @sequence_kernel(
         vector, vector, matrix, tensor, tensor, tensor, matrix, tensor, tensor, *backward, *run
     )
     def gru_backward_kernel(
-        U_zr_t, U_h_t, h0, h_prev_all, gates_all, h_all, carry, dpre_zr_all, dpre_h_all, grad,
+        U_zr_t, U_h_t, h0, h_prev_all, gates_all, h_all, back, dpre_zr_all, dpre_h_all, grad,
         grad_every_step, dpre_all, dh, dc,
         first, stride, mask, has_mask, mask_U, has_mask_U, act, inner, c,
         results_length, staged_length, zr_rows, zr_at, h_rows, h_at,
@@ -964,7 +1028,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         """``U_zr_t``/``U_h_t`` are the recurrent weights' transposes, flat;
         ``dpre_zr_all[t]``/``dpre_h_all[t]`` contiguous copies of step ``t``'s ``z, r``/
         ``hh`` gradients, the products' operands (and ``dU``'s, after the pass);
-        ``carry`` is the later step's ``d_rh * r``."""
+        ``back`` is the later step's ``d_rh * r``."""
         kept = cuda.shared.array(0, scalar)
         results, head_zr, head_h = kept[:results_length], kept[zr_at:], kept[h_at:]
         staged = kept[results_length : results_length + staged_length]
@@ -976,15 +1040,16 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         h_ready = zr_ready and act != SOFTMAX
         keep_head(U_zr_t, head_zr, zr_rows, 2 * hidden, hidden)
         keep_head(U_h_t, head_h, h_rows, hidden, hidden)
+        unit = min(thread, hidden - 1)  # the thread's first (see rnn_backward_record, carried)
         for b in range(cuda.blockIdx.x, dh.shape[0], cuda.gridDim.x):
             zero_block_row(b, dh, c.zero)
+            dh_unit = back_unit = d_z_unit = c.zero
             for position in range(count - 1, -1, -1):
                 t = first + stride * position
                 h_prev = h0 if position == 0 else h_all[t - stride]
                 has_later = 1 if position < count - 1 else 0
                 grad_step = output_step(grad_every_step, t, position, count)
                 h_in = h_prev_all[t]
-                unit = min(thread, hidden - 1)  # the thread's first (see rnn_backward_record)
                 first_record = gru_record(gates_all, h_prev, grad, grad_step, t, b, unit, c.zero)
                 if has_later:  # the later step's z, r gradients through U_zr
                     product_of_block(
@@ -995,10 +1060,13 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     record = first_record
                     if j != thread:
                         record = gru_record(gates_all, h_prev, grad, grad_step, t, b, j, c.zero)
-                    gru_output_backward_body(
-                        b, j, record, t, mask, has_mask, results, carry, has_later, mask_U,
-                        has_mask_U, dh, dpre_all, dpre_h_all[t], staged, act, c,
+                    held, d_z = gru_output_backward_body(
+                        b, j, record, carry(dh_unit, dh, b, j), carry(back_unit, back, b, j), t,
+                        mask, has_mask, results, has_later, mask_U, has_mask_U, dh, dpre_all,
+                        dpre_h_all[t], staged, act, c,
                     )  # fmt: skip
+                    if j == thread:
+                        dh_unit, d_z_unit = held, d_z
                 first_reset = reset_record(gates_all, h_in, t, b, unit)
                 cuda.syncthreads()
                 if act == SOFTMAX:
@@ -1014,10 +1082,12 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     record = first_reset
                     if j != thread:
                         record = reset_record(gates_all, h_in, t, b, j)
-                    gru_reset_backward_body(
-                        b, j, record, t, results, mask, has_mask, dpre_all, dpre_zr_all[t],
-                        carry, staged, inner, c,
+                    carried_back = gru_reset_backward_body(
+                        b, j, record, carry(d_z_unit, dpre_all[t], b, j), t, results, mask,
+                        has_mask, dpre_all, dpre_zr_all[t], back, staged, inner, c,
                     )  # fmt: skip
+                    if j == thread:
+                        back_unit = carried_back
                 cuda.syncthreads()
 
     kept: dict[tuple[str, tuple[int, ...]], Any] = {}
