@@ -413,7 +413,7 @@ def test_shared_memory_plan(shapes, itemsize, expected):
 
 #: the device versions of :func:`recurrent_cuda.block_product` and
 #: :func:`recurrent_cuda.load_head` that :func:`block_products_kernel` calls, bound by
-#: the test that compiles it
+#: :func:`compiled_block_products`
 multiply: Any = None
 keep_head: Any = None
 
@@ -432,14 +432,11 @@ def block_products_kernel(a, M, out, results_length, staged_length, head_rows, h
         cuda.syncthreads()
 
 
-@pytest.mark.parametrize("budget", ["operand_in_stretches", "half_the_weights", "everything"])
-@pytest.mark.parametrize("threads", [8, 16])
-@pytest.mark.parametrize("depth,columns", [(1, 1), (5, 5), (9, 2), (4, 13), (23, 7), (6, 33)])
-def test_block_products_match_numpy(monkeypatch, depth, columns, threads, budget):
-    """The step products alone, on widths whose sets of columns end short of their
-    last columns in each way, one block sharing them (with slices of the depth where
-    the sets are few), with the operand and the weights in shared memory or not."""
-    monkeypatch.setattr(recurrent_cuda, "cuda", cuda)
+@functools.cache
+def compiled_block_products():
+    """:func:`block_products_kernel`, compiled once (on a GPU, for every case), with the
+    recurrent family built first, which binds the module's ``cuda``."""
+    operations(get_device("cuda"), np.dtype(np.float64))
     kernels = CudaKernels(cuda=cuda, dtype=np.dtype(np.float64))
     bound = {
         **globals(),
@@ -447,7 +444,17 @@ def test_block_products_match_numpy(monkeypatch, depth, columns, threads, budget
         "keep_head": kernels.device(recurrent_cuda.load_head),
     }
     code = block_products_kernel.__code__
-    products = cuda.jit(types.FunctionType(code, bound, code.co_name))
+    return cuda.jit(types.FunctionType(code, bound, code.co_name))
+
+
+@pytest.mark.parametrize("budget", ["operand_in_stretches", "half_the_weights", "everything"])
+@pytest.mark.parametrize("threads", [8, 16])
+@pytest.mark.parametrize("depth,columns", [(1, 1), (5, 5), (9, 2), (4, 13), (23, 7), (6, 33)])
+def test_block_products_match_numpy(depth, columns, threads, budget):
+    """The step products alone, on widths whose sets of columns end short of their
+    last columns in each way, one block sharing them (with slices of the depth where
+    the sets are few), with the operand and the weights in shared memory or not."""
+    products = compiled_block_products()
     rng = np.random.default_rng(depth * 100 + columns)
     a, M = rng.standard_normal((2, depth)), rng.standard_normal((depth, columns))
     bytes_for = {"operand_in_stretches": 24, "half_the_weights": 4 * depth * columns + 8 * depth}
