@@ -113,8 +113,9 @@ OFFSET = tuple(numba.uint64(n) for n in range(5))
 
 #: columns of a step product each thread takes, ``sets`` apart (:func:`column_sets`): it
 #: loads each operand element once for all of them, so that a product issues 1.25
-#: shared-memory loads an FMA (the weight, a quarter of the operand) instead of two, and
-#: the block's loads from shared memory, not its FMAs, set the product's pace
+#: shared-memory loads an FMA (the weight, a quarter of the operand) instead of two;
+#: the block's loads from shared memory, not its FMAs, set the product's pace. The
+#: product's code (:func:`columns_dot`, :func:`store_sums`) is written out for four.
 THREAD_COLUMNS = 4
 
 
