@@ -704,6 +704,17 @@ class Layer:
             state.buffers[key] = array
         return array
 
+    def constant_buffer(self, slot: str, shape: tuple[int, ...], value: float) -> Any:
+        """A :meth:`buffer` holding ``value`` everywhere (zero initial states, a mask of
+        ones), for kernels that only read it: filled when it is allocated, not at every
+        pass, which would cost a launch each time."""
+        state = self._current_use
+        known = state.buffers.get((slot, state.train))
+        array = self.buffer(slot, shape)
+        if array is not known:
+            self.kernels.fill(array, value)
+        return array
+
     def _forward(self, x: Any, train: bool) -> Any:
         """The output of input ``x``: the base layer is the identity (Keras 0.3)."""
         return x

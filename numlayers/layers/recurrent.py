@@ -267,8 +267,7 @@ class Recurrent(Layer):
                 self.kernels.copy(state, copy)
                 copies.append(copy)
             return copies
-        zeros = self.buffer("zero_states", (self.state_count, batch, self.output_dim))
-        self.kernels.fill(zeros, 0.0)  # one launch for every state
+        zeros = self.constant_buffer("zero_states", (self.state_count, batch, self.output_dim), 0.0)
         return [zeros[index] for index in range(self.state_count)]
 
     def _dropout_mask(self, shape: tuple[int, int], p: float, slot: str) -> Any:

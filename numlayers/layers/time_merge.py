@@ -61,9 +61,7 @@ class TimeDistributedMerge(Layer):
                 )
             self._check_layout(mask, "mask")
             return mask
-        ones = self.buffer("ones", (x.shape[0], x.shape[1]))
-        self.kernels.fill(ones, 1.0)
-        return ones
+        return self.constant_buffer("ones", (x.shape[0], x.shape[1]), 1.0)
 
     def _forward(self, x: Any, train: bool) -> Any:
         mask = self._step_mask(x)
