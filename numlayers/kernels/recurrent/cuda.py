@@ -397,11 +397,13 @@ def gate_inputs(xw, t, b, j, hidden, zero):
     return x0, x1, x2, x3
 
 
-def rnn_forward_element(b, j, x, rec, t, mask, has_mask, h_before, h_all, act, c):
-    """``x`` is :func:`gate_inputs`', ``h_before`` the state at ``(b, j)`` (as in the
-    bodies below, which return what they computed of the unit: see :func:`carried`)."""
-    h = h_before
-    if not is_masked(mask, has_mask, t, b, c):
+def rnn_forward_element(b, j, x, rec, t, mask, has_mask, h_unit, h_prev, h_all, act, c):
+    """``x`` is :func:`gate_inputs`'; the bodies below return what they computed of the
+    unit (see :func:`carried`). A masked step keeps the state, ``h_prev``'s at ``(b,
+    j)`` (the thread's first unit's is ``h_unit``): only then is it read."""
+    if is_masked(mask, has_mask, t, b, c):
+        h = carried(h_unit, h_prev, b, j)
+    else:
         h = apply_activation(act, x[0] + rec[j], c)
     h_all[t, b, j] = h
     return h
@@ -436,9 +438,10 @@ def rnn_backward_element(
 
 
 def lstm_forward_element(
-    b, j, x, rec, t, mask, has_mask, h_before, cell_before, gates_all, c_all, h_all, act, inner,
-    c,
+    b, j, x, rec, t, mask, has_mask, h_unit, h_prev, cell_before, gates_all, c_all, h_all, act,
+    inner, c,
 ):  # fmt: skip
+    """As :func:`rnn_forward_element`; ``cell_before`` is the cell at ``(b, j)``."""
     hidden = h_all.shape[2]
     i = apply_activation(inner, x[0] + rec[j], c)
     f = apply_activation(inner, x[1] + rec[hidden + j], c)
@@ -448,8 +451,9 @@ def lstm_forward_element(
     gates_all[t, b, hidden + j] = f
     gates_all[t, b, 2 * hidden + j] = g
     gates_all[t, b, 3 * hidden + j] = o
-    h, cell = h_before, cell_before
-    if not is_masked(mask, has_mask, t, b, c):
+    if is_masked(mask, has_mask, t, b, c):
+        h, cell = carried(h_unit, h_prev, b, j), cell_before
+    else:
         cell = lstm_cell_state(i, f, g, cell_before)
         h = o * apply_activation(act, cell, c)
     c_all[t, b, j] = cell
@@ -787,9 +791,8 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     if j != thread:
                         x = inputs_of(xw, t, b, j, hidden, c.zero)
                     h = rnn_forward_body(
-                        b, j, x, results, t, mask, has_mask, carry(h_unit, h_prev, b, j), h_all,
-                        act, c,
-                    )  # fmt: skip
+                        b, j, x, results, t, mask, has_mask, h_unit, h_prev, h_all, act, c
+                    )
                     if j == thread:
                         h_unit = h
                 if act == SOFTMAX:
@@ -885,7 +888,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
                     if j != thread:
                         x = inputs_of(xw, t, b, j, hidden, c.zero)
                     h, cell = lstm_forward_body(
-                        b, j, x, results, t, mask, has_mask, carry(h_unit, h_prev, b, j),
+                        b, j, x, results, t, mask, has_mask, h_unit, h_prev,
                         carry(c_unit, c_prev, b, j), gates_all, c_all, h_all, act, inner, c,
                     )  # fmt: skip
                     if j == thread:
