@@ -114,9 +114,14 @@ def _interrupts_held_during_updates() -> Iterator[None]:
 
 @contextmanager
 def _update_section() -> Iterator[None]:
-    """A weight update that an interrupt must not cut in two (see :class:`_UpdateGuard`)."""
+    """A weight update that an interrupt must not cut in two (see :class:`_UpdateGuard`).
+
+    Only the main thread's updates are guarded: Python runs signal handlers there, and
+    the guard is that thread's. Another thread training a model of its own while ``fit``
+    runs must neither flag the main thread's update as finished nor take its interrupt.
+    """
     guard = _active_guard
-    if guard is None:
+    if guard is None or threading.current_thread() is not threading.main_thread():
         yield
     else:
         with guard.update():

@@ -70,3 +70,39 @@ def test_an_interrupt_during_the_update_waits_until_every_weight_is_stepped():
     for stepped, expected in zip(model.get_weights(), reference.get_weights(), strict=True):
         np.testing.assert_allclose(stepped, expected, rtol=1e-6)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signals: main thread"
+)
+def test_another_thread_training_meanwhile_neither_takes_nor_lifts_the_held_interrupt():
+    X = np.random.default_rng(6).standard_normal((8, 4)).astype("float32")
+    y = np.zeros((8, 3), "float32")
+    reference = two_layer_model()
+    reference.fit(X, y, batch_size=8, nb_epoch=1, verbose=0, shuffle=False)
+
+    model = two_layer_model()
+    other = two_layer_model(seed=3)
+    update = model.optimizer.update
+    failures: list[BaseException] = []
+
+    def other_step() -> None:
+        try:
+            other.train_on_batch(X, y)
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            failures.append(error)
+
+    def interrupted_update(params, grads, device, dtype):
+        update(params[:2], grads[:2], device, dtype)
+        signal.raise_signal(signal.SIGINT)
+        worker = threading.Thread(target=other_step)  # its update runs while this one is held
+        worker.start()
+        worker.join()
+        update(params[2:], grads[2:], device, dtype)
+
+    model.optimizer.update = interrupted_update
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, batch_size=8, nb_epoch=3, verbose=0, shuffle=False)
+    assert failures == []
+    for stepped, expected in zip(model.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_allclose(stepped, expected, rtol=1e-6)
