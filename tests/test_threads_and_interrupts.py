@@ -47,15 +47,25 @@ def test_threads_predicting_with_one_model_get_their_own_results():
             np.testing.assert_array_equal(result, expected[i])
 
 
+def one_batch_and_weights_after_one_step(seed: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """A batch of 8 samples and :func:`two_layer_model`'s weights after one step on it."""
+    X = np.random.default_rng(seed).standard_normal((8, 4)).astype("float32")
+    y = np.zeros((8, 3), "float32")
+    reference = two_layer_model()
+    reference.fit(X, y, batch_size=8, nb_epoch=1, verbose=0, shuffle=False)
+    return X, y, reference.get_weights()
+
+
+def assert_stepped_once(model: Sequential, expected_weights: list) -> None:
+    for stepped, expected in zip(model.get_weights(), expected_weights, strict=True):
+        np.testing.assert_allclose(stepped, expected, rtol=1e-6)
+
+
 @pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="signals: main thread"
 )
 def test_an_interrupt_during_the_update_waits_until_every_weight_is_stepped():
-    X = np.random.default_rng(5).standard_normal((8, 4)).astype("float32")
-    y = np.zeros((8, 3), "float32")
-    reference = two_layer_model()
-    reference.fit(X, y, batch_size=8, nb_epoch=1, verbose=0, shuffle=False)
-
+    X, y, expected_weights = one_batch_and_weights_after_one_step(5)
     model = two_layer_model()
     update = model.optimizer.update
 
@@ -67,8 +77,7 @@ def test_an_interrupt_during_the_update_waits_until_every_weight_is_stepped():
     model.optimizer.update = interrupted_update
     with pytest.raises(KeyboardInterrupt):
         model.fit(X, y, batch_size=8, nb_epoch=3, verbose=0, shuffle=False)
-    for stepped, expected in zip(model.get_weights(), reference.get_weights(), strict=True):
-        np.testing.assert_allclose(stepped, expected, rtol=1e-6)
+    assert_stepped_once(model, expected_weights)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
@@ -76,11 +85,7 @@ def test_an_interrupt_during_the_update_waits_until_every_weight_is_stepped():
     threading.current_thread() is not threading.main_thread(), reason="signals: main thread"
 )
 def test_another_thread_training_meanwhile_neither_takes_nor_lifts_the_held_interrupt():
-    X = np.random.default_rng(6).standard_normal((8, 4)).astype("float32")
-    y = np.zeros((8, 3), "float32")
-    reference = two_layer_model()
-    reference.fit(X, y, batch_size=8, nb_epoch=1, verbose=0, shuffle=False)
-
+    X, y, expected_weights = one_batch_and_weights_after_one_step(6)
     model = two_layer_model()
     other = two_layer_model(seed=3)
     update = model.optimizer.update
@@ -104,5 +109,4 @@ def test_another_thread_training_meanwhile_neither_takes_nor_lifts_the_held_inte
     with pytest.raises(KeyboardInterrupt):
         model.fit(X, y, batch_size=8, nb_epoch=3, verbose=0, shuffle=False)
     assert failures == []
-    for stepped, expected in zip(model.get_weights(), reference.get_weights(), strict=True):
-        np.testing.assert_allclose(stepped, expected, rtol=1e-6)
+    assert_stepped_once(model, expected_weights)
