@@ -23,6 +23,8 @@ def test_the_gpu_check_runs_every_case_at_smoke_sizes_without_torch(capsys):
                      "Conv2D", "Lambda"):  # fmt: skip
         assert any(case.startswith(expected) for case in cases), (expected, table)
     assert not any("error" in line for line in table), table
+    for tiling in gpu_check.candidate_tilings():
+        assert any(case.startswith(f"GEMM 5 x 5 (Numba GEMM, {tiling} ") for case in cases)
     mlp = next(line for line in table if line.startswith("| MLP"))
     # a training step copies the batch in and the loss out, and never synchronises
     assert "1 to host, 2 to device, 0 syncs" in mlp

@@ -17,6 +17,9 @@ sample ending with a synchronisation:
 - ``gemm``: ``out = a @ b`` through the Numba GEMM and, where nvmath-python is
   installed, through the ``matmul`` operation, which then calls cuBLAS, against
   ``torch.mm``, at 4096 and at 1024 (TFLOP/s of each);
+- ``tilings``: the Numba GEMM at the same sizes with each of a few tilings (the two a
+  float32 product picks from and neighbours of the widest: half its depth, half its
+  columns, half its rows), so that one run tells which suits the GPU;
 - ``elementwise``: relu, tanh and sigmoid forward on 4096 x 4096 (GB/s, and the share
   of the device's copy bandwidth, measured as a device-to-device copy), called from
   Python and replayed as a CUDA graph (the kernel alone, as a model's step runs it);
@@ -54,6 +57,7 @@ imported: this module aliases it to ``np.vstack`` before ``numba.cuda`` is impor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import re
@@ -92,12 +96,13 @@ from numlayers.cuda_graphs import capture  # noqa: E402
 from numlayers.devices import Device, cuda_activity, get_device, simulator_enabled  # noqa: E402
 from numlayers.kernels import matmul  # noqa: E402
 from numlayers.kernels.cublas import cublas  # noqa: E402
+from numlayers.kernels.toolkit import launch_size  # noqa: E402
 from numlayers.layers import GRU, LSTM, Convolution2D, Dense, Lambda  # noqa: E402
 from numlayers.models import Sequential  # noqa: E402
 from numlayers.optimizers import SGD  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-CASES = ("gemm", "elementwise", "mlp", "recurrent", "conv", "lambda")
+CASES = ("gemm", "tilings", "elementwise", "mlp", "recurrent", "conv", "lambda")
 
 
 # --------------------------------------------------------------------------- settings
@@ -231,57 +236,104 @@ def compare_with_activity(
 # --------------------------------------------------------------------------- cases
 
 
+@dataclass
+class GemmProblem:
+    """``out = a @ b`` at one size: device operands, the float64 result to check against
+    and (where torch is there) ``torch.mm`` of the same operands."""
+
+    size: int
+    operands: tuple[Any, Any, Any, Any]  # a, b, an empty bias, out (on the device)
+    expected: np.ndarray
+    theirs: Callable[[], None] | None
+
+
+def gemm_problem(context: Context, size: int) -> GemmProblem:
+    device, torch = context.device, context.torch
+    a, b = random_array((size, size), 1), random_array((size, size), 2)
+    operands = (
+        device.asarray(a),
+        device.asarray(b),
+        device.empty((0,), np.float32),
+        device.empty((size, size), np.float32),
+    )
+    if torch is None:
+        return GemmProblem(size, operands, a.astype(np.float64) @ b.astype(np.float64), None)
+    ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+    tout = torch.empty((size, size), dtype=torch.float32, device="cuda")
+
+    def theirs() -> None:
+        torch.mm(ta, tb, out=tout)
+
+    theirs()
+    return GemmProblem(size, operands, tout.cpu().numpy().astype(np.float64), theirs)
+
+
+def gemm_row(context: Context, problem: GemmProblem, path: str, launch: Callable[..., Any]) -> Row:
+    """``launch(a, b, bias, out)`` timed against ``torch.mm``, in TFLOP/s, with its
+    largest difference from the expected product."""
+    ours = functools.partial(launch, *problem.operands)
+    ours()
+    result = context.device.to_host(problem.operands[3])
+    expected = problem.expected
+    error = np.abs(result - expected).max() / max(np.abs(expected).max(), 1e-30)
+    ours_time, theirs_time = compare(context, ours, problem.theirs)
+    flops = 2.0 * problem.size**3
+    theirs_rate = "n/a" if theirs_time is None else f"{flops / theirs_time / 1e12:.1f} TFLOP/s"
+    return Row(
+        f"GEMM {problem.size} x {problem.size} ({path} vs torch.mm)",
+        f"{flops / ours_time / 1e12:.1f} TFLOP/s",
+        theirs_rate,
+        ratio(ours_time, theirs_time),
+        f"{milliseconds(ours_time)}, max relative difference {error:.1e}",
+    )
+
+
 def gemm_rows(context: Context) -> list[Row]:
     """``out = a @ b`` through the Numba GEMM (the tiling its launcher picks) and, where
     nvmath-python's cuBLAS is there, through ``matmul``, which hands it large products."""
     rows = []
-    device, torch = context.device, context.torch
-    kernels = device.kernels(np.float32)
+    device = context.device
     dtype = np.dtype(np.float32)
     through_cublas = cublas(device.cuda) is not None  # type: ignore[attr-defined]
     for size in context.sizes.gemm:
-        a, b = random_array((size, size), 1), random_array((size, size), 2)
-        a_dev, b_dev = device.asarray(a), device.asarray(b)
-        no_bias = device.empty((0,), np.float32)
-        out = device.empty((size, size), np.float32)
+        problem = gemm_problem(context, size)
         tiling = matmul.pick_tiling(size, size, matmul.GEMM_TILINGS[dtype])
         numba_gemm = matmul.gemm_kernel(device.cuda, dtype, False, False, tiling)  # type: ignore[attr-defined]
-        paths: list[tuple[str, Callable[..., None]]] = [("Numba GEMM", numba_gemm)]
+        rows.append(gemm_row(context, problem, "Numba GEMM", numba_gemm))
         if through_cublas:
-            paths.append(("matmul through nvmath cuBLAS", kernels.matmul))
-        theirs = None
-        if torch is not None:
-            ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
-            tout = torch.empty((size, size), dtype=torch.float32, device="cuda")
-
-            def theirs(ta: Any = ta, tb: Any = tb, tout: Any = tout) -> None:
-                torch.mm(ta, tb, out=tout)
-
-            theirs()
-            expected = tout.cpu().numpy().astype(np.float64)
-        else:
-            expected = a.astype(np.float64) @ b.astype(np.float64)
-        for path, launch in paths:
-            ours = functools.partial(launch, a_dev, b_dev, no_bias, out)
-            ours()
-            result = device.to_host(out)
-            error = np.abs(result - expected).max() / max(np.abs(expected).max(), 1e-30)
-            ours_time, theirs_time = compare(context, ours, theirs)
-            flops = 2.0 * size**3
-            theirs_rate = (
-                "n/a" if theirs_time is None else f"{flops / theirs_time / 1e12:.1f} TFLOP/s"
-            )
-            rows.append(
-                Row(
-                    f"GEMM {size} x {size} ({path} vs torch.mm)",
-                    f"{flops / ours_time / 1e12:.1f} TFLOP/s",
-                    theirs_rate,
-                    ratio(ours_time, theirs_time),
-                    f"{milliseconds(ours_time)}, max relative difference {error:.1e}",
-                )
-            )
+            path = "matmul through nvmath cuBLAS"
+            rows.append(gemm_row(context, problem, path, device.kernels(dtype).matmul))
     if not through_cublas:
         rows.append(Row("matmul through nvmath cuBLAS", "n/a", "", "", "nvmath-python not found"))
+    return rows
+
+
+def candidate_tilings() -> dict[str, matmul.Tiling]:
+    """The float32 tilings the ``tilings`` case times the Numba GEMM with: the two it
+    picks from and neighbours of the widest, so that one GPU run shows which is fastest
+    on that GPU (their simulator sizes are tiny, as every tiling's). The widest with one
+    block an SM is not among them: ptxas gives it the same 128 registers a thread, so
+    the GPU runs two of its blocks an SM all the same."""
+    wide = matmul.WIDE_TILING
+    return {
+        "128x128x16, 2 blocks an SM": wide,
+        "128x128x8, 2 blocks an SM": dataclasses.replace(wide, depth=launch_size(8, 2)),
+        "128x64x16, 2 blocks an SM": dataclasses.replace(wide, cols=launch_size(64, 4)),
+        "64x128x16, 2 blocks an SM": dataclasses.replace(wide, rows=launch_size(64, 4)),
+        "64x64x16": matmul.DEFAULT_TILING,
+    }
+
+
+def tiling_rows(context: Context) -> list[Row]:
+    """The Numba GEMM at each of :func:`candidate_tilings`, at each GEMM size."""
+    rows = []
+    dtype = np.dtype(np.float32)
+    tilings = candidate_tilings()
+    for size in context.sizes.gemm:
+        problem = gemm_problem(context, size)
+        for name, tiling in tilings.items():
+            launch = matmul.gemm_kernel(context.device.cuda, dtype, False, False, tiling)  # type: ignore[attr-defined]
+            rows.append(gemm_row(context, problem, f"Numba GEMM, {name}", launch))
     return rows
 
 
@@ -595,6 +647,7 @@ def conv_rows(context: Context) -> list[Row]:
 
 CASE_FUNCTIONS: dict[str, Callable[[Context], list[Row]]] = {
     "gemm": gemm_rows,
+    "tilings": tiling_rows,
     "elementwise": elementwise_rows,
     "mlp": mlp_rows,
     "recurrent": recurrent_rows,
