@@ -70,6 +70,16 @@ class Loss:
         """The shape targets must have for outputs of ``output_shape``."""
         return output_shape[:-1] if self.sparse else output_shape
 
+    def standardized_targets(
+        self, y: np.ndarray, output_shape: tuple[int | None, ...]
+    ) -> np.ndarray:
+        """``y`` as a column where it is one value a sample and the outputs are one column
+        (a ``Dense(1)`` output trained on labels of shape ``(samples,)``, as Keras 0.3
+        accepts them); otherwise ``y`` as it is."""
+        if not self.sparse and y.ndim == 1 and len(output_shape) == 2 and output_shape[1] == 1:
+            return y[:, np.newaxis]
+        return y
+
     def check_targets(
         self, y: np.ndarray, output_shape: tuple[int | None, ...], owner: str
     ) -> None:

@@ -566,7 +566,10 @@ class Model:
         if y is None:
             return inputs, [], []
         self._require_compiled()
-        targets = self.standardize_targets(y)
+        targets = [
+            head.loss.standardized_targets(target, head.layer.training_output_shape)
+            for head, target in zip(self.heads, self.standardize_targets(y), strict=True)
+        ]
         for head, target in zip(self.heads, targets, strict=True):
             if target.dtype.kind not in "biuf":
                 raise TypeError(
@@ -826,6 +829,9 @@ class Model:
         """Train for ``nb_epoch`` epochs (``epochs`` is accepted too); returns a History.
 
         Args:
+            y: the targets (a dict by output for Graph), shaped as the outputs; as in
+                Keras 0.3, one value a sample (shape ``(samples,)``) also serves an output
+                of one column.
             batch_size: samples per update.
             verbose: 0 silent, 1 a live progress bar per epoch, 2 one line per epoch.
             callbacks: Callback instances.

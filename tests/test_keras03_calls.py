@@ -201,3 +201,49 @@ def test_activations_are_functions_of_arrays_as_in_keras_03():
     assert activations.sigmoid(x.astype("float32")).dtype == np.float32
     layer = Dense(3, input_shape=(3,), activation=activations.relu)
     assert layer.get_config()["activation"] == "relu"
+
+
+def test_one_label_a_sample_trains_a_one_column_output_as_that_column():
+    # Keras 0.3's imdb example: Dense(1) + sigmoid trained on labels of shape (samples,).
+    # The targets are made columns on the host, before any device sees them.
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((12, 4)).astype("float32")
+    labels = (X[:, 0] > 0).astype("int64")
+    models = []
+    for targets in (labels, labels[:, None]):
+        model = Sequential()
+        model.add(Dense(1, input_shape=(4,), activation="sigmoid", seed=2))
+        model.compile("sgd", "binary_crossentropy", class_mode="binary")
+        history = model.fit(
+            X, targets, batch_size=6, nb_epoch=2, verbose=0, shuffle=False,
+            validation_data=(X, targets), class_weight={0: 1.0, 1: 3.0},
+        )  # fmt: skip
+        results = (
+            history.history["loss"] + history.history["val_loss"],
+            model.evaluate(X, targets, show_accuracy=True, verbose=0),
+            model.train_on_batch(X, targets, accuracy=True),
+            model.test_on_batch(X, targets),
+        )
+        models.append((results, model.get_weights()))
+    (results_1d, weights_1d), (results_2d, weights_2d) = models
+    np.testing.assert_allclose(np.hstack(results_1d), np.hstack(results_2d), rtol=1e-6)
+    for column_trained, row_trained in zip(weights_1d, weights_2d, strict=True):
+        np.testing.assert_allclose(column_trained, row_trained, rtol=1e-6)
+
+
+def test_one_label_a_sample_reaches_a_graph_output_of_one_column_only():
+    graph = Graph()
+    graph.add_input("x", input_shape=(4,))
+    graph.add_node(Dense(1, activation="sigmoid"), name="score", input="x")
+    graph.add_node(Dense(3, activation="softmax"), name="classes", input="x")
+    graph.add_output("score", input="score")
+    graph.add_output("classes", input="classes")
+    graph.compile("sgd", {"score": "binary_crossentropy", "classes": "categorical_crossentropy"})
+    X, Y = labelled_data()
+    labels = (X[:, 0] > 0).astype("float32")
+    loss = graph.train_on_batch({"x": X, "score": labels, "classes": Y})
+    assert np.isfinite(loss)
+    with pytest.raises(
+        ValueError, match=r"expects targets of shape \(None, 3\), received y of shape \(12,\)"
+    ):
+        graph.train_on_batch({"x": X, "score": labels, "classes": Y.argmax(1)})
