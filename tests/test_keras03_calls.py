@@ -9,7 +9,7 @@ import pytest
 
 from numlayers import activations, constraints, initializations, losses, regularizers, set_seed
 from numlayers.graph import Graph
-from numlayers.layers import Dense, Embedding, Flatten, Merge, SimpleRNN
+from numlayers.layers import LSTM, Dense, Embedding, Flatten, Merge, SimpleRNN
 from numlayers.layers.base import Layer
 from numlayers.models import Sequential
 
@@ -247,3 +247,19 @@ def test_one_label_a_sample_reaches_a_graph_output_of_one_column_only():
         ValueError, match=r"expects targets of shape \(None, 3\), received y of shape \(12,\)"
     ):
         graph.train_on_batch({"x": X, "score": labels, "classes": Y.argmax(1)})
+
+
+def test_keras_03_stateful_lstm_example_trains_with_every_layer_given_the_first_shape():
+    # its layers all get batch_input_shape=(batch, tsteps, 1); the second takes 5 features
+    model = Sequential()
+    model.add(LSTM(5, batch_input_shape=(2, 3, 1), return_sequences=True, stateful=True))
+    model.add(LSTM(5, batch_input_shape=(2, 3, 1), return_sequences=False, stateful=True))
+    model.add(Dense(1))
+    model.compile(loss="mse", optimizer="rmsprop")
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((4, 3, 1)).astype("float32")
+    y = rng.standard_normal((4, 1)).astype("float32")
+    model.fit(X, y, batch_size=2, nb_epoch=1, verbose=0, shuffle=False)
+    model.reset_states()
+    assert model.layers[1].get_weights()[0].shape == (5, 20)
+    assert np.all(np.isfinite(model.predict(X, batch_size=2)))

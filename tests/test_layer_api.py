@@ -137,6 +137,48 @@ def test_set_previous_builds_and_checks_rank():
         Dense(2).set_previous(repeat)
 
 
+#: layers declared for one feature (the shape their weights are first built for), and
+#: the input a layer of 5 features before them gives
+DECLARED_FOR_ONE_FEATURE = {
+    "Dense": (lambda **kw: Dense(4, input_shape=(1,), **kw), (5,)),
+    "TimeDistributedDense": (
+        lambda **kw: TimeDistributedDense(4, input_shape=(3, 1), **kw),
+        (3, 5),
+    ),
+    "SimpleRNN": (lambda **kw: SimpleRNN(4, input_shape=(3, 1), **kw), (3, 5)),
+    "GRU": (lambda **kw: GRU(4, input_shape=(3, 1), **kw), (3, 5)),
+    "LSTM": (lambda **kw: LSTM(4, input_shape=(3, 1), **kw), (3, 5)),
+}
+
+
+@pytest.mark.parametrize("kind", DECLARED_FOR_ONE_FEATURE)
+def test_a_layer_declared_for_another_input_is_built_again_for_the_layer_before_it(kind):
+    # Keras 0.3 builds a layer again when it is connected: its stateful LSTM example gives
+    # every layer the first one's batch_input_shape
+    make, shape = DECLARED_FOR_ONE_FEATURE[kind]
+    before = Activation("linear", input_shape=shape)
+    layer = make()
+    layer.set_previous(before)
+    assert layer.params[0].shape[0] == 5
+    x = np.random.default_rng(0).standard_normal((2, *shape)).astype("float32")
+    assert layer(x).shape == (2, *layer.output_shape[1:])
+
+
+@pytest.mark.parametrize("kind", DECLARED_FOR_ONE_FEATURE)
+def test_given_or_used_weights_are_never_built_again_for_another_input(kind):
+    make, shape = DECLARED_FOR_ONE_FEATURE[kind]
+    given = make()
+    given = make(weights=given.get_weights())
+    used = make()
+    used(np.zeros((2, *shape[:-1], 1), "float32"))
+    for layer in (given, used):
+        kept = layer.get_weights()
+        with pytest.raises(ValueError, match=rf"{layer.name}' was built for input dimension 1"):
+            layer.set_previous(Activation("linear", input_shape=shape))
+        for weight, before in zip(layer.get_weights(), kept, strict=True):
+            np.testing.assert_array_equal(weight, before)
+
+
 def test_input_check_follows_a_change_of_shape_upstream():
     """A layer remembers the last input it accepted; any layer changing shape anywhere
     must make it check again."""

@@ -181,6 +181,10 @@ class Layer:
         #: save, saved and buffer read, so subclasses never name a use
         self._current_use = self._uses[None]
         self._accepted_input: tuple[Any, ...] | None = None
+        #: whether the weights are still those built from the layer's own declared input
+        #: shape, never set nor run: connected after another layer whose output they do
+        #: not fit, they are built again for it (see :meth:`_set_shape_and_build`)
+        self._weights_as_declared = False
 
         if input_shape is not None and batch_input_shape is not None:
             raise ValueError(
@@ -203,7 +207,9 @@ class Layer:
     def _finish_init(self) -> None:
         """Subclasses call this last in ``__init__``: builds a layer given its input shape."""
         if self._pending_shape is not None:
+            self._weights_as_declared = True  # until the build sets the given weights
             self.set_input_shape(self._pending_shape)
+            self._weights_as_declared = self._weights_as_declared and bool(self.params)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} '{self.name}'>"
@@ -221,7 +227,10 @@ class Layer:
 
     # ----------------------------------------------------------------- shapes
     def set_previous(self, layer: Layer) -> None:
-        """Connect this layer's input to the output of ``layer``, then build."""
+        """Connect this layer's input to the output of ``layer``, then build: weights
+        built from the layer's own declared input shape, and neither set nor run since,
+        are built again where they do not fit ``layer``'s output (as Keras 0.3 did);
+        other weights that do not fit are refused."""
         if not isinstance(layer, Layer):
             raise TypeError(f"{self.label}: set_previous expects a Layer, received {layer!r}")
         shape = layer.output_shape
@@ -243,7 +252,7 @@ class Layer:
         if self.device is not layer.device:
             self.to(layer.device)
         self.previous = layer
-        self._set_shape_and_build(shape)
+        self._set_shape_and_build(shape, connecting=True)
 
     def set_input_shape(self, input_shape: Sequence[int | None]) -> None:
         """Declare the input shape (batch axis included, None for any size) and build."""
@@ -255,33 +264,61 @@ class Layer:
             )
         self._set_shape_and_build(shape)
 
-    def _set_shape_and_build(self, shape: Shape) -> None:
+    def _set_shape_and_build(self, shape: Shape, connecting: bool = False) -> None:
         _layout_changed()
         self._batch_input_shape = shape
         self._cache.clear()
         for state in self._uses.values():
             state.buffers.clear()
-        if self.built:
-            self._check_rebuild(shape)
-        else:
-            try:
-                self.build()
-            except MemoryError as error:
-                raise MemoryError(
-                    f"{self.label}: no memory for its weights with input shape {shape}"
-                ) from error
-            except ValueError as error:
-                if "too big" not in str(error):  # NumPy's: an allocation beyond any memory
-                    raise
-                raise ValueError(
-                    f"{self.label}: its weights for input shape {shape} are larger than an "
-                    "array can be"
-                ) from error
+        if not self.built:
+            self._build_weights(shape)
             self.built = True
+        elif connecting and self._weights_as_declared:
+            # Keras 0.3 builds a layer again when it is connected: a layer declared with
+            # an input shape and added after another (its stateful LSTM example gives
+            # every layer the first one's batch_input_shape) takes that layer's output.
+            # Only weights nobody set or trained yet are replaced.
+            try:
+                self._check_rebuild(shape)
+            except ValueError:
+                self._drop_weights()
+                self._build_weights(shape)
+        else:
+            self._check_rebuild(shape)
         self.output_shape  # noqa: B018 - validates the shape now, not at the first forward
+
+    def _build_weights(self, shape: Shape) -> None:
+        """:meth:`build`, its allocation failures told in terms of the layer."""
+        try:
+            self.build()
+        except MemoryError as error:
+            raise MemoryError(
+                f"{self.label}: no memory for its weights with input shape {shape}"
+            ) from error
+        except ValueError as error:
+            if "too big" not in str(error):  # NumPy's: an allocation beyond any memory
+                raise
+            raise ValueError(
+                f"{self.label}: its weights for input shape {shape} are larger than an array can be"
+            ) from error
+
+    def _drop_weights(self) -> None:
+        """Forget the weights (and their gradients, regularizers and constraints), so that
+        :meth:`build` can make them again."""
+        self.params, self.grads, self.param_names = [], [], []
+        self.regularizers, self.constraints = [], []
 
     def _check_rebuild(self, shape: Shape) -> None:
         """A built layer keeps its weights; subclasses refuse shapes they cannot take."""
+
+    def _refuse_other_input_dimension(self, built_for: int | None, shape: Shape) -> None:
+        """Raise unless ``shape`` ends with ``built_for``, the input dimension of the
+        weights (a :meth:`_check_rebuild` of the layers with one)."""
+        if shape[-1] != built_for:
+            raise ValueError(
+                f"{self.label} was built for input dimension {built_for}, "
+                f"received input shape {shape}"
+            )
 
     @property
     def input_shape(self) -> Shape:
@@ -401,6 +438,7 @@ class Layer:
         for param, value in zip(self.params, host_values, strict=True):
             self.device.write(param, value)
         self._cache.clear()
+        self._weights_as_declared = False
 
     def get_gradients(self) -> list[np.ndarray]:
         """Gradients of the last backward pass, in the order of :meth:`get_weights`."""
@@ -621,6 +659,7 @@ class Layer:
             state = self.use_state(use)
         self._current_use = state
         state.train = train
+        self._weights_as_declared = False  # from now on they may be trained
         saved = state.saved[train] = {
             "mask": mask,
             "output_mask": mask if self.passes_mask else None,

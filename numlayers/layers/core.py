@@ -107,11 +107,7 @@ class FullyConnected(Layer):
             self.initial_weights = None
 
     def _check_rebuild(self, shape: Shape) -> None:
-        if shape[-1] != self._built_input_dim:
-            raise ValueError(
-                f"{self.label} was built for input dimension {self._built_input_dim}, "
-                f"received input shape {shape}"
-            )
+        self._refuse_other_input_dimension(self._built_input_dim, shape)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

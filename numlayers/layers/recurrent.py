@@ -204,6 +204,9 @@ class Recurrent(Layer):
             self.set_weights(self.initial_weights)
             self.initial_weights = None
 
+    def _check_rebuild(self, shape: Shape) -> None:
+        self._refuse_other_input_dimension(self.params[0].shape[0], shape)  # W's rows
+
     def weight_layout(self, input_dim: int) -> list[tuple[str, tuple[int, ...], Any, Any]]:
         """(name, shape, init, regularizer) of each weight, gates side by side in columns;
         the bias (init None) comes last."""
