@@ -263,3 +263,28 @@ def test_keras_03_stateful_lstm_example_trains_with_every_layer_given_the_first_
     model.reset_states()
     assert model.layers[1].get_weights()[0].shape == (5, 20)
     assert np.all(np.isfinite(model.predict(X, batch_size=2)))
+
+
+def test_initialisations_take_keras_03_arguments_and_layers_take_its_init_functions():
+    assert np.abs(initializations.normal((50, 40), 0.001, name="W")).max() < 0.01  # scale 2nd
+    assert initializations.uniform((2, 3), 0.1, "W").shape == (2, 3)
+    # Keras 0.3's mnist_irnn example
+    rnn = SimpleRNN(
+        output_dim=4,
+        init=lambda shape, name: initializations.normal(shape, scale=0.001, name=name),
+        inner_init=lambda shape, name: initializations.identity(shape, scale=1.0, name=name),
+        activation="relu",
+        input_shape=(5, 3),
+    )
+    W, U, _ = rnn.get_weights()
+    assert W.shape == (3, 4) and np.abs(W).max() < 0.01
+    np.testing.assert_array_equal(U, np.eye(4))
+    # a function of the shape alone (Keras 0.3.0), and one of the shape and a generator
+    assert np.all(
+        Dense(2, input_dim=3, init=lambda shape: np.full(shape, 0.5)).get_weights()[0] == 0.5
+    )
+    drawn = [
+        Dense(2, input_dim=3, init=lambda shape, generator: generator.uniform(size=shape), seed=7)
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(drawn[0].get_weights()[0], drawn[1].get_weights()[0])

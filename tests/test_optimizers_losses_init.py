@@ -244,18 +244,18 @@ def test_loss_aliases_and_sparse_labels():
     ],
 )
 def test_initializer_statistics(name, mean, std):
-    values = initializations.get(name)((200, 300), np.random.default_rng(0))
+    values = initializations.draw(name, (200, 300), np.random.default_rng(0))
     assert values.shape == (200, 300)
     assert abs(values.mean() - mean) < 0.01 + 0.05 * std
     assert values.std() == pytest.approx(std, rel=0.05, abs=1e-12)
 
 
 def test_orthogonal_and_identity_initializers():
-    q = initializations.orthogonal((30, 30), np.random.default_rng(0))
+    q = initializations.orthogonal((30, 30), rng=np.random.default_rng(0))
     np.testing.assert_allclose(q @ q.T, 1.21 * np.eye(30), atol=1e-10)
-    np.testing.assert_array_equal(initializations.identity((3, 3), None), np.eye(3))
+    np.testing.assert_array_equal(initializations.identity((3, 3)), np.eye(3))
     with pytest.raises(ValueError, match="square"):
-        initializations.identity((2, 3), None)
+        initializations.identity((2, 3))
 
 
 def test_set_seed_makes_initial_weights_reproducible():

@@ -109,7 +109,7 @@ def _initial_value(init: Any, shape: tuple[int, ...], rng: np.random.Generator) 
     fills it."""
     if isinstance(init, int | float) and not isinstance(init, bool):
         return np.full(shape, float(init))
-    return np.asarray(initializations.get(init)(shape, rng))
+    return np.asarray(initializations.draw(init, shape, rng))
 
 
 class TrainableActivation(Layer):

@@ -197,7 +197,7 @@ class _Convolution(FullyConnected):
         rows, cols = self.kernel_size
         rng = get_generator(self.seed)
         # drawn channels first, whose fans Keras 0.3's initialisations read, then laid out
-        weight = initializations.get(self.init)((self.nb_filter, channels, rows, cols), rng)
+        weight = initializations.draw(self.init, (self.nb_filter, channels, rows, cols), rng)
         if self.layout == "tf":
             weight = weight.transpose(2, 3, 1, 0)
         self.add_weight("W", weight, self.W_regularizer, self.W_constraint)

@@ -185,7 +185,7 @@ class Dense(FullyConnected):
 
     def build(self) -> None:
         rng = get_generator(self.seed)
-        weight = initializations.get(self.init)((self.known_input_dim(), self.output_dim), rng)
+        weight = initializations.draw(self.init, (self.known_input_dim(), self.output_dim), rng)
         self.add_weight("W", weight, self.W_regularizer, self.W_constraint)
         if self.bias:
             self.add_weight("b", np.zeros(self.output_dim), self.b_regularizer, self.b_constraint)

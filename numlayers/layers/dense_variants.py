@@ -82,7 +82,7 @@ class MaxoutDense(FullyConnected):
         rng = get_generator(self.seed)
         shape = (self.nb_feature, self.known_input_dim(), self.output_dim)
         self.add_weight(
-            "W", initializations.get(self.init)(shape, rng), self.W_regularizer, self.W_constraint
+            "W", initializations.draw(self.init, shape, rng), self.W_regularizer, self.W_constraint
         )
         bias = np.zeros((self.nb_feature, self.output_dim))
         self.add_weight("b", bias, self.b_regularizer, self.b_constraint)
@@ -201,10 +201,10 @@ class Highway(FullyConnected):
     def build(self) -> None:
         dim = self.known_input_dim()
         rng = get_generator(self.seed)
-        init = initializations.get(self.init)
-        self.add_weight("W", init((dim, dim), rng), self.W_regularizer, self.W_constraint)
+        weight = initializations.draw(self.init, (dim, dim), rng)
+        self.add_weight("W", weight, self.W_regularizer, self.W_constraint)
         self.add_weight("b", np.zeros(dim), self.b_regularizer, self.b_constraint)
-        self.add_weight("W_carry", init((dim, dim), rng))
+        self.add_weight("W_carry", initializations.draw(self.init, (dim, dim), rng))
         self.add_weight("b_carry", np.full(dim, self.transform_bias))
         self.set_initial_weights()
 

@@ -83,7 +83,7 @@ class Embedding(Layer):
 
     def build(self) -> None:
         rng = get_generator(self.seed)
-        weight = initializations.get(self.init)((self.input_dim, self.output_dim), rng)
+        weight = initializations.draw(self.init, (self.input_dim, self.output_dim), rng)
         self.add_weight("W", weight, self.W_regularizer, self.W_constraint)
         if self.initial_weights is not None:
             self.set_weights(self.initial_weights)

@@ -128,8 +128,8 @@ class BatchNormalization(Layer):
         shape = self.input_shape
         features = (self._feature_axis(shape)[1],)
         rng = get_generator()
-        self.add_weight("gamma", initializations.get(self.gamma_init)(features, rng))
-        self.add_weight("beta", initializations.get(self.beta_init)(features, rng))
+        self.add_weight("gamma", initializations.draw(self.gamma_init, features, rng))
+        self.add_weight("beta", initializations.draw(self.beta_init, features, rng))
         self.add_weight("running_mean", np.zeros(features))
         self.add_weight("running_var", np.ones(features))
         if self.initial_weights is not None:

@@ -195,7 +195,7 @@ class Recurrent(Layer):
                 value = self.initial_bias()
             else:  # each gate block initialised on its own, as Keras 0.3's separate weights
                 blocks = [
-                    initializations.get(init)((shape[0], units), rng)
+                    initializations.draw(init, (shape[0], units), rng)
                     for _ in range(shape[1] // units)
                 ]
                 value = np.concatenate(blocks, axis=1)
@@ -479,7 +479,7 @@ class LSTM(Recurrent):
     def initial_bias(self) -> np.ndarray:
         units = self.output_dim
         bias = np.zeros(4 * units)
-        forget = initializations.get(self.forget_bias_init)((units,), get_generator(self.seed))
+        forget = initializations.draw(self.forget_bias_init, (units,), get_generator(self.seed))
         bias[units : 2 * units] = forget
         return bias
 
