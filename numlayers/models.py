@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pprint
 from collections.abc import Sequence
 from typing import Any
@@ -14,9 +15,9 @@ from numlayers.layers import Layer, deserialize
 from numlayers.layers.containers import as_layer
 from numlayers.layers.merging import Merge
 from numlayers.serialization import safe_mode_scope
-from numlayers.training import Model
+from numlayers.training import Model, yaml_module
 
-__all__ = ["Graph", "Sequential", "model_from_config"]
+__all__ = ["Graph", "Sequential", "model_from_config", "model_from_json", "model_from_yaml"]
 
 
 class Sequential(Model):
@@ -334,3 +335,29 @@ def model_from_config(
 def _host_array(X: Any) -> np.ndarray:
     """User data as a host array (CUDA arrays are copied back: batches are made on the host)."""
     return X.copy_to_host() if hasattr(X, "copy_to_host") else np.asarray(X)
+
+
+def model_from_json(
+    json_string: str, custom_objects: dict[str, Any] | None = None, safe_mode: bool | None = None
+) -> Sequential | Graph:
+    """Rebuild a model from :meth:`~numlayers.training.Model.to_json`'s text, as
+    :func:`model_from_config` (running no code); compile it before training."""
+    return model_from_config(_config_of(json.loads(json_string), "JSON"), custom_objects, safe_mode)
+
+
+def model_from_yaml(
+    yaml_string: str, custom_objects: dict[str, Any] | None = None, safe_mode: bool | None = None
+) -> Sequential | Graph:
+    """Rebuild a model from :meth:`~numlayers.training.Model.to_yaml`'s text (read with
+    ``yaml.safe_load``, which makes no objects), as :func:`model_from_json`."""
+    config = yaml_module("model_from_yaml").safe_load(yaml_string)
+    return model_from_config(_config_of(config, "YAML"), custom_objects, safe_mode)
+
+
+def _config_of(data: Any, language: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"a model's {language} must hold a mapping (its get_config), "
+            f"received {type(data).__name__}"
+        )
+    return data

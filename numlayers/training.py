@@ -16,6 +16,7 @@ copied to the host once per batch only when something shows per-batch values
 from __future__ import annotations
 
 import functools
+import json
 import math
 import signal
 import sys
@@ -37,6 +38,16 @@ from numlayers.random import get_generator
 from numlayers.weights_io import load_weights, save_weights
 
 Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def yaml_module(caller: str) -> Any:
+    """PyYAML, or an ImportError saying what ``caller`` needs it for."""
+    try:
+        import yaml
+    except ImportError as error:
+        raise ImportError(f"{caller} needs PyYAML: pip install pyyaml") from error
+    return yaml
+
 
 #: guards the creation of each model's lock
 _LOCK_CREATION = threading.Lock()
@@ -245,6 +256,17 @@ class Model:
 
     def get_config(self, verbose: int = 0) -> dict[str, Any]:
         raise NotImplementedError
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The architecture (:meth:`get_config`) as JSON, for :func:`numlayers.models.
+        model_from_json`; ``kwargs`` go to ``json.dumps``. The weights are saved apart
+        (:meth:`save_weights`), and a rebuilt model is compiled again."""
+        return json.dumps(self.get_config(), **kwargs)
+
+    def to_yaml(self, **kwargs: Any) -> str:
+        """The architecture as YAML, for :func:`numlayers.models.model_from_yaml` (needs
+        PyYAML); ``kwargs`` go to ``yaml.safe_dump``."""
+        return str(yaml_module("to_yaml").safe_dump(json.loads(self.to_json()), **kwargs))
 
     # ---- compile ----------------------------------------------------------
     def compile(

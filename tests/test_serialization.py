@@ -106,3 +106,41 @@ def test_configs_nested_past_the_limit_are_refused_without_exhausting_the_stack(
         config = {"class_name": "TimeDistributed", "layer": config}
     with pytest.raises(ValueError, match="nests layers more than 64 deep"):
         deserialize(config)
+
+
+def test_architectures_round_trip_through_json_and_yaml_and_load_no_object(tmp_path):
+    from numlayers.graph import Graph
+    from numlayers.models import model_from_json, model_from_yaml
+
+    sequential = Sequential()
+    sequential.add(Dense(4, input_dim=3, activation="tanh"))
+    sequential.add(Dense(2, activation="softmax"))
+    graph = Graph()
+    graph.add_input("x", input_shape=(3,))
+    graph.add_node(Dense(2), name="a", input="x")
+    graph.add_node(Dense(2), name="b", input="x")
+    graph.add_output("out", inputs=["a", "b"], merge_mode="sum")
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype("float32")
+    weights = tmp_path / "weights.h5"
+    for model, loader, text in (
+        (sequential, model_from_json, sequential.to_json(indent=1)),
+        (sequential, model_from_yaml, sequential.to_yaml()),
+        (graph, model_from_json, graph.to_json()),
+        (graph, model_from_yaml, graph.to_yaml(default_flow_style=False)),
+    ):
+        rebuilt = loader(text)
+        assert type(rebuilt) is type(model) and rebuilt.get_config() == model.get_config()
+        model.save_weights(str(weights), overwrite=True)
+        rebuilt.load_weights(str(weights))
+        feed = x if model is sequential else {"x": x}
+        expected = model.predict(feed)
+        got = rebuilt.predict(feed)
+        if model is graph:
+            expected, got = expected["out"], got["out"]
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="JSON must hold a mapping.*received list"):
+        model_from_json("[1, 2]")
+    import yaml
+
+    with pytest.raises(yaml.YAMLError):  # safe_load makes no Python object, runs nothing
+        model_from_yaml("!!python/object/apply:os.system ['echo hacked']")
