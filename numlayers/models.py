@@ -279,6 +279,19 @@ class Sequential(Model):
             grad = self.layers[0].backward(grad)
         return grad
 
+    def merge_input_gradients(self, grad_output: Any) -> list[Any]:
+        """The gradients reaching the branches of the Merge this model starts with, from
+        ``grad_output`` back-propagated through the layers after it (the Merge's
+        branches are back-propagated by the Merge that merges this model)."""
+        merge = self.merge_first
+        if merge is None:
+            raise RuntimeError(f"{self.name} does not start with a Merge")
+        merge.needs_input_gradient = True
+        grad = grad_output
+        for layer in reversed(self.layers[1:]):
+            grad = layer.backward(grad)
+        return merge.branch_gradients(grad)
+
     def __call__(self, X: Any, train: bool = False) -> Any:
         """Apply the model to ``X``; returns a new array on the model's device."""
         output = self.run_forward(X, train)

@@ -9,7 +9,17 @@ import pytest
 
 from numlayers import activations, constraints, initializations, losses, regularizers, set_seed
 from numlayers.graph import Graph
-from numlayers.layers import LSTM, Dense, Embedding, Flatten, Merge, SimpleRNN
+from numlayers.layers import (
+    LSTM,
+    Activation,
+    Dense,
+    Embedding,
+    Flatten,
+    Merge,
+    Permute,
+    SimpleRNN,
+    TimeDistributedDense,
+)
 from numlayers.layers.base import Layer
 from numlayers.models import Sequential
 
@@ -288,3 +298,58 @@ def test_initialisations_take_keras_03_arguments_and_layers_take_its_init_functi
         for _ in range(2)
     ]
     np.testing.assert_array_equal(drawn[0].get_weights()[0], drawn[1].get_weights()[0])
+
+
+def test_a_branch_merged_at_two_depths_takes_one_input_and_trains_as_the_same_graph():
+    # Keras 0.3's memory network example: the question branch is merged with the story
+    # (two depths down) and again with the response; fit takes [story, question, story].
+    # Which branch runs when is decided on the host, the same for both devices (the
+    # kernels are each tested on both), so the CPU alone shows it.
+    story, query, vocab = 5, 3, 7
+
+    def embedding(width: int, length: int) -> Sequential:
+        return Sequential([Embedding(vocab, width, input_length=length, seed=width + length)])
+
+    memory, question, context = embedding(4, story), embedding(4, query), embedding(query, story)
+    match = Sequential([Merge([memory, question], mode="dot", dot_axes=[(2,), (2,)])])
+    response = Sequential([Merge([match, context], mode="sum"), Permute((2, 1))])
+    answer = Sequential([Merge([response, question], mode="concat", concat_axis=-1)])
+    answer.add(TimeDistributedDense(vocab, seed=1))
+    answer.add(Flatten())
+    answer.add(Dense(vocab, activation="softmax", seed=2))
+    answer.compile("sgd", "categorical_crossentropy")
+
+    graph = Graph()
+    graph.add_input("story", input_shape=(story,), dtype="int")
+    graph.add_input("question", input_shape=(query,), dtype="int")
+    graph.add_input("story_again", input_shape=(story,), dtype="int")
+    graph.add_node(Embedding(vocab, 4), name="memory", input="story")
+    graph.add_node(Embedding(vocab, 4), name="question_embedded", input="question")
+    graph.add_node(Embedding(vocab, query), name="context", input="story_again")
+    graph.add_node(Activation("linear"), name="match", inputs=["memory", "question_embedded"],
+                   merge_mode="dot", dot_axes=[(2,), (2,)])  # fmt: skip
+    graph.add_node(Permute((2, 1)), name="response", inputs=["match", "context"], merge_mode="sum")
+    graph.add_node(TimeDistributedDense(vocab), name="dense",
+                   inputs=["response", "question_embedded"], merge_mode="concat")  # fmt: skip
+    graph.add_node(Flatten(), name="flat", input="dense")
+    graph.add_node(Dense(vocab, activation="softmax"), name="answer", input="flat")
+    graph.add_output("out", input="answer")
+    graph.compile("sgd", {"out": "categorical_crossentropy"})
+    same_layers = {
+        "memory": memory.layers[0], "question_embedded": question.layers[0],
+        "context": context.layers[0], "dense": answer.layers[1], "answer": answer.layers[3],
+    }  # fmt: skip
+    for name, layer in same_layers.items():
+        graph.nodes[name].set_weights(layer.get_weights())
+    rng = np.random.default_rng(4)
+    stories, queries = rng.integers(0, vocab, (6, story)), rng.integers(0, vocab, (6, query))
+    labels = np.eye(vocab)[rng.integers(0, vocab, 6)]
+    feed = {"story": stories, "question": queries, "story_again": stories}
+    for _ in range(2):
+        loss = answer.train_on_batch([stories, queries, stories], labels)
+        assert loss == pytest.approx(graph.train_on_batch({**feed, "out": labels}), rel=1e-5)
+    np.testing.assert_allclose(
+        answer.predict([stories, queries, stories]), graph.predict(feed)["out"], rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="list of 3 arrays"):
+        answer.predict([stories, queries, stories, queries])

@@ -7,7 +7,7 @@ node with ``inputs=[...]`` gets; :class:`Merge` merges Sequential branches.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -373,21 +373,16 @@ class Merge(MergeNode):
     def input_branches(self) -> list[Any]:
         """The branches that take the model's inputs, in order: each distinct branch, or,
         for a branch that itself starts with a Merge, that Merge's input branches (Keras
-        0.3 flattens them: a Merge of a Merge takes one flat list of arrays)."""
+        0.3 flattens them: a Merge of a Merge takes one flat list of arrays). A branch
+        found again, at any depth, takes no second input (Keras 0.3's memory network
+        example merges its question branch at two depths and feeds it once)."""
         found: list[Any] = []
         for branch in self.distinct_branches:
-            inner = getattr(branch, "merge_first", None)
-            found.extend(inner.input_branches() if inner is not None else [branch])
+            inner = _merge_first(branch)
+            for leaf in inner.input_branches() if inner is not None else [branch]:
+                if not any(leaf is seen for seen in found):
+                    found.append(leaf)
         return found
-
-    def _input_counts(self) -> list[int]:
-        """How many of the model's inputs each distinct branch takes."""
-        return [
-            len(branch.merge_first.input_branches())
-            if getattr(branch, "merge_first", None) is not None
-            else 1
-            for branch in self.distinct_branches
-        ]
 
     def branch_layers(self) -> list[Layer]:
         """Every layer inside the branches (their weights train with the merged model),
@@ -399,45 +394,50 @@ class Merge(MergeNode):
         return list(found.values())
 
     def forward_branches(self, inputs: Sequence[Any], train: bool) -> Any:
-        """Run each branch on its input (a branch starting with a Merge on its slice of
-        the inputs), then merge (the Sequential's first step)."""
-        counts = self._input_counts()
-        if len(inputs) != sum(counts):
+        """Give each input branch its input, then merge (the Sequential's first step):
+        the branches below, nested Merges included, each run once, as their outputs are
+        asked for."""
+        leaves = self.input_branches()
+        if len(inputs) != len(leaves):
             raise ValueError(
-                f"{self.label} takes {sum(counts)} inputs (one per input branch), "
+                f"{self.label} takes {len(leaves)} inputs (one per input branch), "
                 f"received {len(inputs)}"
             )
-        start = 0
-        for branch, count in zip(self.distinct_branches, counts, strict=True):
-            x = inputs[start] if count == 1 else list(inputs[start : start + count])
-            start += count
-            if hasattr(branch, "forward_outputs"):  # a nested model: no copy of its input
-                branch.run_forward(x, train)
+        for leaf, x in zip(leaves, inputs, strict=True):
+            if hasattr(leaf, "forward_outputs"):  # a nested model: no copy of its input
+                leaf.run_forward(x, train)
             else:
-                branch.set_input(x)
+                leaf.set_input(x)
         return self.get_output(train)
 
+    def branch_gradients(self, grad_output: Any) -> list[Any]:
+        """The gradient reaching each branch (in the order of :attr:`branches`)."""
+        return list(self.backward(grad_output))
+
     def backward_branches(self, grad_output: Any) -> None:
-        self.backward_into_branches(self.backward(grad_output))
+        self.backward_into_branches(self.branch_gradients(grad_output))
 
     def backward_into_branches(self, grads: Sequence[Any]) -> None:
         """Back-propagate each branch's gradient (``grads``, one per branch, in order)
-        through its branch. A branch merged more than once gets the sum of its inputs'
-        gradients; a layer shared by several branches (``add_shared_layer``) the sum of
-        its weight gradients over them (each branch's backward overwrites them)."""
-        totals: dict[int, Any] = {}
-        for position, grad in zip(self._branch_positions(), grads, strict=True):
-            if position in totals:
-                self.kernels.add_into(grad, totals[position])
-            else:
-                totals[position] = grad
-        shared = self._layers_shared_by_branches()
+        through the branches below this Merge, nested Merges' branches included. Each
+        branch runs its backward once, parents before children, with the sum of the
+        gradients of every place it is merged at; a layer that several branches hold
+        (``add_shared_layer``) gets the sum of its weight gradients over them (each
+        branch's backward overwrites them)."""
+        order = self._branches_parents_first()
+        pending: dict[int, Any] = {}
+        self._add_gradients(self.branches, grads, pending)
+        owners_of = {id(branch): _own_weight_layers(branch) for branch in order}
+        shared = _held_by_several(owners_of.values())
         written: set[int] = set()
-        for position, branch in enumerate(self.distinct_branches):
-            owners = [owner for owner in _weight_owners(branch) if id(owner) in written]
+        for branch in order:
+            owners = [owner for owner in owners_of[id(branch)] if id(owner) in written]
             kept = self._kept_gradients(owners)
-            grad = totals[position]
-            if hasattr(branch, "forward_outputs"):
+            grad = pending.pop(id(branch))
+            inner = _merge_first(branch)
+            if inner is not None:  # down to its own Merge; its branches come later
+                self._add_gradients(inner.branches, branch.merge_input_gradients(grad), pending)
+            elif hasattr(branch, "forward_outputs"):
                 branch.backward(grad, need_input_gradient=False)
             else:
                 branch.needs_input_gradient = False
@@ -445,17 +445,34 @@ class Merge(MergeNode):
             totals_now = [g for owner in owners for g in owner.grads]
             for total, so_far in zip(totals_now, kept, strict=True):
                 self.kernels.add_into(so_far, total)
-            written.update(id(owner) for owner in _weight_owners(branch) if id(owner) in shared)
+            written.update(id(owner) for owner in owners_of[id(branch)] if id(owner) in shared)
 
-    def _layers_shared_by_branches(self) -> set[int]:
-        """The ids of the weight layers that more than one branch holds."""
-        seen: set[int] = set()
-        shared: set[int] = set()
+    def _branches_parents_first(self) -> list[Any]:
+        """Every branch below this Merge once (those of nested Merges too), each after
+        every branch that merges it."""
+        finished: list[Any] = []
+
+        def visit(branch: Any) -> None:
+            if any(branch is seen for seen in finished):
+                return
+            inner = _merge_first(branch)
+            for child in inner.distinct_branches if inner is not None else []:
+                visit(child)
+            finished.append(branch)
+
         for branch in self.distinct_branches:
-            ids = {id(owner) for owner in _weight_owners(branch)}
-            shared |= ids & seen
-            seen |= ids
-        return shared
+            visit(branch)
+        return finished[::-1]
+
+    def _add_gradients(
+        self, branches: Sequence[Any], grads: Sequence[Any], pending: dict[int, Any]
+    ) -> None:
+        """Add each branch's gradient into ``pending`` (by branch)."""
+        for branch, grad in zip(branches, grads, strict=True):
+            if id(branch) in pending:
+                self.kernels.add_into(grad, pending[id(branch)])
+            else:
+                pending[id(branch)] = grad
 
     def _kept_gradients(self, owners: list[Layer]) -> list[Any]:
         """Copies of ``owners``' weight gradients (the sum over the branches so far)."""
@@ -511,6 +528,33 @@ class Merge(MergeNode):
 def _weight_owners(branch: Any) -> list[Layer]:
     """The layers holding a branch's weights (a model's, or a layer's)."""
     return branch.all_layers() if hasattr(branch, "all_layers") else branch.weight_layers()
+
+
+def _merge_first(branch: Any) -> Merge | None:
+    """The Merge a Sequential branch starts with (None for any other branch)."""
+    return getattr(branch, "merge_first", None)
+
+
+def _own_weight_layers(branch: Any) -> list[Layer]:
+    """The layers holding a branch's weights but for those of the branches it merges (a
+    nested merged model's layers after its Merge, a Siamese's shared layer)."""
+    owners = _weight_owners(branch)
+    inner = _merge_first(branch)
+    if inner is None:
+        return owners
+    below = {id(owner) for child in inner.distinct_branches for owner in _weight_owners(child)}
+    return [owner for owner in owners if id(owner) not in below]
+
+
+def _held_by_several(groups: Iterable[list[Layer]]) -> set[int]:
+    """The ids of the layers found in more than one of ``groups``."""
+    seen: set[int] = set()
+    shared: set[int] = set()
+    for group in groups:
+        ids = {id(owner) for owner in group}
+        shared |= ids & seen
+        seen |= ids
+    return shared
 
 
 class _TracedMerge(MergeNode):

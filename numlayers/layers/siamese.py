@@ -140,15 +140,14 @@ class Siamese(Merge):
         found = super().branch_layers()
         return found + [owner for owner in self.layer.weight_layers() if owner not in found]
 
-    def backward_branches(self, grad_output: Any) -> None:
+    def branch_gradients(self, grad_output: Any) -> list[Any]:
         grads = self.backward(grad_output)
-        branch_grads = [
+        return [
             application_backward(application, grad, self.layer, position, self.buffer)
             for position, (application, grad) in enumerate(
                 zip(self.applications, grads, strict=True)
             )
         ]
-        self.backward_into_branches(branch_grads)
 
     def to(self, device: Any) -> Layer:
         if getattr(self, "layer", None) is not None:
