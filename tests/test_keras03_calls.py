@@ -353,3 +353,35 @@ def test_a_branch_merged_at_two_depths_takes_one_input_and_trains_as_the_same_gr
     )
     with pytest.raises(ValueError, match="list of 3 arrays"):
         answer.predict([stories, queries, stories, queries])
+
+
+def test_keras_03_data_helpers_pad_sequences_and_one_hot_labels():
+    from numlayers.preprocessing import sequence
+    from numlayers.utils import np_utils
+
+    rows = [[1, 2, 3], [4], []]
+    np.testing.assert_array_equal(sequence.pad_sequences(rows), [[1, 2, 3], [0, 0, 4], [0, 0, 0]])
+    np.testing.assert_array_equal(
+        sequence.pad_sequences(rows, maxlen=2, padding="post", truncating="post", value=-1),
+        [[1, 2], [4, -1], [-1, -1]],
+    )
+    assert sequence.pad_sequences(rows, maxlen=2).dtype == np.int32
+    assert sequence.pad_sequences(rows, maxlen=0).shape == (3, 0)
+    for bad, match in (({"padding": "middle"}, "padding"), ({"maxlen": -1}, "maxlen")):
+        with pytest.raises(ValueError, match=match):
+            sequence.pad_sequences(rows, **bad)
+    with pytest.raises(ValueError, match="sequence 1 must be one-dimensional"):
+        sequence.pad_sequences([[1], [[2, 3]]])
+
+    Y = np_utils.to_categorical(np.array([2, 0, 1]))
+    np.testing.assert_array_equal(Y, np.eye(3)[[2, 0, 1]])
+    assert np_utils.to_categorical([1.0, 0.0], 4).shape == (2, 4)
+    np.testing.assert_array_equal(np_utils.categorical_probas_to_classes(Y), [2, 0, 1])
+    np.testing.assert_array_equal(np_utils.probas_to_classes([[0.2], [0.7]]), [0, 1])
+    assert np_utils.accuracy([1, 0, 1], [1, 1, 1]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="label 3 does not fit 3 classes"):
+        np_utils.to_categorical([0, 3], 3)
+    with pytest.raises(ValueError, match=">= 0"):
+        np_utils.to_categorical([-1, 0])
+    with pytest.raises(TypeError, match="integer class labels"):
+        np_utils.to_categorical([0.5])
