@@ -225,14 +225,12 @@ class Graph(Model):
         name: str,
         input_shape: Sequence[int] | None = None,
         batch_input_shape: Sequence[int | None] | None = None,
-        dtype: str = "float",
+        dtype: Any = "float",
     ) -> None:
-        """Declare an input; ``dtype="int"`` for token ids (Embedding inputs)."""
+        """Declare an input; ``dtype="int"`` for token ids (Embedding inputs). As in Keras
+        0.3, ``int`` and ``float`` (or a NumPy integer or float dtype) are taken too."""
         self._check_new_name(name, "input")
-        if dtype not in ("float", "int"):
-            raise ValueError(
-                f"{self.name}: input '{name}' dtype must be 'float' or 'int', received {dtype!r}"
-            )
+        dtype = _input_kind(dtype, f"{self.name}: input '{name}'")
         if input_shape is None and batch_input_shape is None:
             raise ValueError(f"{self.name}: input '{name}' needs input_shape or batch_input_shape")
         layer = InputLayer(
@@ -731,3 +729,20 @@ class Graph(Model):
 def _weight_gradients(layer: Layer) -> list[Any]:
     """The gradients of ``layer``'s weights, those of the layers it wraps included."""
     return [grad for owner in layer.weight_layers() for grad in owner.grads]
+
+
+def _input_kind(dtype: Any, owner: str) -> str:
+    """``"int"`` or ``"float"``: what a Graph input's ``dtype`` (a name, a Python type or
+    a NumPy dtype) says its arrays hold."""
+    if dtype in ("float", "int"):
+        return str(dtype)
+    try:
+        kind = np.dtype(dtype).kind
+    except TypeError:
+        kind = ""
+    if isinstance(dtype, bool) or kind not in "iuf" or not kind:
+        raise ValueError(
+            f"{owner} dtype must be 'float' or 'int' (or an integer or float type), "
+            f"received {dtype!r}"
+        )
+    return "float" if kind == "f" else "int"

@@ -385,3 +385,28 @@ def test_keras_03_data_helpers_pad_sequences_and_one_hot_labels():
         np_utils.to_categorical([-1, 0])
     with pytest.raises(TypeError, match="integer class labels"):
         np_utils.to_categorical([0.5])
+
+
+def test_graph_inputs_take_python_and_numpy_types_as_their_dtype():
+    # Keras 0.3's bidirectional LSTM example: add_input(..., dtype=int)
+    for dtype in (int, np.int32, "int64"):
+        graph = Graph()
+        graph.add_input("ids", input_shape=(3,), dtype=dtype)
+        graph.add_node(Embedding(5, 2), name="embedded", input="ids")
+        graph.add_node(Flatten(), name="flat", input="embedded")
+        graph.add_output("out", input="flat")
+        assert graph.predict({"ids": np.array([[1, 2, 4]])})["out"].shape == (1, 6)
+        assert graph.get_config()["nodes"][0]["dtype"] == "int"
+    graph = Graph()
+    graph.add_input("x", input_shape=(3,), dtype=float)
+    with pytest.raises(ValueError, match="input 'y' dtype must be 'float' or 'int'"):
+        graph.add_input("y", input_shape=(3,), dtype=bool)
+
+
+def test_a_keras_03_custom_layer_overriding_get_output_is_refused_with_the_way_to_write_it():
+    with pytest.raises(TypeError, match="Antirectifier overrides get_output.*TracedLayer"):
+
+        class Antirectifier(Layer):
+            def get_output(self, train=False):
+                x = self.get_input(train)
+                return np.concatenate([np.maximum(x, 0), np.maximum(-x, 0)], axis=1)
