@@ -14,6 +14,8 @@ from numlayers.layers import (
     GRU,
     LSTM,
     Activation,
+    BatchNormalization,
+    Convolution1D,
     Dense,
     Dropout,
     Flatten,
@@ -192,6 +194,33 @@ def test_input_check_follows_a_change_of_shape_upstream():
     second.forward(np.zeros((2, 4), np.float32))
     with pytest.raises(TypeError, match=second.name):
         second.forward(np.zeros((2, 4), np.float64))
+
+
+#: weighted layers, the input a layer before them first gives (3 features), and the
+#: input it gives after it is declared again (5 features)
+WEIGHTS_FOR_THREE_FEATURES = {
+    "Dense": (lambda: Dense(4), (3,), (5,)),
+    "TimeDistributedDense": (lambda: TimeDistributedDense(2), (2, 3), (2, 5)),
+    "LSTM": (lambda: LSTM(4), (2, 3), (2, 5)),
+    "Convolution1D": (lambda: Convolution1D(2, 2), (4, 3), (4, 5)),
+    "BatchNormalization": (lambda: BatchNormalization(), (3,), (5,)),
+    "PReLU": (lambda: PReLU(), (3,), (5,)),
+}
+
+
+@pytest.mark.parametrize("kind", WEIGHTS_FOR_THREE_FEATURES)
+def test_weights_refuse_an_input_a_layer_upstream_changed_to_after_they_were_built(kind):
+    # the weights were built for 3 features: kernels given 5 would read past them
+    make, first_shape, new_shape = WEIGHTS_FOR_THREE_FEATURES[kind]
+    first = Activation("linear", input_shape=first_shape)
+    layer = make()
+    layer.set_previous(first)
+    layer.forward(np.ones((2, *first_shape), np.float32))
+    first.set_input_shape((None, *new_shape))
+    with pytest.raises(ValueError, match=rf"{layer.name}'.*3"):
+        layer.forward(np.ones((2, *new_shape), np.float32))
+    first.set_input_shape((None, *first_shape))  # and back: accepted again
+    assert layer.forward(np.ones((2, *first_shape), np.float32)).shape[0] == 2
 
 
 def test_non_masking_layer_refuses_a_masked_parent():

@@ -812,6 +812,10 @@ class Layer:
             )
         if shape and shape[0] == 0:
             raise ValueError(f"{self.label} received an empty batch (shape {shape})")
+        if self.built:
+            # a layer upstream may have changed shape since these weights were built for
+            # its output: kernels given weights that do not fit would read past them
+            self._check_rebuild(expected)
         self._accepted_input = accepted
 
     # ----------------------------------------------------------------- config
