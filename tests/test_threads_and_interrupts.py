@@ -47,6 +47,15 @@ def test_threads_predicting_with_one_model_get_their_own_results():
             np.testing.assert_array_equal(result, expected[i])
 
 
+@pytest.fixture
+def python_handles_ctrl_c():
+    """Python's own Ctrl-C handler for the test, whatever an earlier test in this process
+    left installed: fit holds interrupts only where that handler is in place."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def one_batch_and_weights_after_one_step(seed: int) -> tuple[np.ndarray, np.ndarray, list]:
     """A batch of 8 samples and :func:`two_layer_model`'s weights after one step on it."""
     X = np.random.default_rng(seed).standard_normal((8, 4)).astype("float32")
@@ -64,7 +73,9 @@ def assert_stepped_once(model: Sequential, expected_weights: list) -> None:
 @pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="signals: main thread"
 )
-def test_an_interrupt_during_the_update_waits_until_every_weight_is_stepped():
+def test_an_interrupt_during_the_update_waits_until_every_weight_is_stepped(
+    python_handles_ctrl_c,
+):
     X, y, expected_weights = one_batch_and_weights_after_one_step(5)
     model = two_layer_model()
     update = model.optimizer.update
@@ -84,7 +95,9 @@ def test_an_interrupt_during_the_update_waits_until_every_weight_is_stepped():
 @pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="signals: main thread"
 )
-def test_another_thread_training_meanwhile_neither_takes_nor_lifts_the_held_interrupt():
+def test_another_thread_training_meanwhile_neither_takes_nor_lifts_the_held_interrupt(
+    python_handles_ctrl_c,
+):
     X, y, expected_weights = one_batch_and_weights_after_one_step(6)
     model = two_layer_model()
     other = two_layer_model(seed=3)
