@@ -740,7 +740,7 @@ def _input_kind(dtype: Any, owner: str) -> str:
         kind = np.dtype(dtype).kind
     except TypeError:
         kind = ""
-    if isinstance(dtype, bool) or kind not in "iuf" or not kind:
+    if isinstance(dtype, bool) or kind not in ("i", "u", "f"):
         raise ValueError(
             f"{owner} dtype must be 'float' or 'int' (or an integer or float type), "
             f"received {dtype!r}"

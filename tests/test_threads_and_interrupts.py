@@ -70,38 +70,46 @@ def assert_stepped_once(model: Sequential, expected_weights: list) -> None:
         np.testing.assert_allclose(stepped, expected, rtol=1e-6)
 
 
-@pytest.mark.skipif(
-    threading.current_thread() is not threading.main_thread(), reason="signals: main thread"
-)
-def test_an_interrupt_during_the_update_waits_until_every_weight_is_stepped(
-    python_handles_ctrl_c,
-):
-    X, y, expected_weights = one_batch_and_weights_after_one_step(5)
-    model = two_layer_model()
+def fit_interrupted_between_weights(model: Sequential, X, y, meanwhile=lambda: None) -> None:
+    """Fit ``model`` while a SIGINT lands in its first update between the first and the
+    last weights, with ``meanwhile`` run right after it; the interrupt must reach fit."""
     update = model.optimizer.update
 
     def interrupted_update(params, grads, device, dtype):
         update(params[:2], grads[:2], device, dtype)
-        signal.raise_signal(signal.SIGINT)  # lands between the first and the last weights
+        signal.raise_signal(signal.SIGINT)
+        meanwhile()
         update(params[2:], grads[2:], device, dtype)
 
     model.optimizer.update = interrupted_update
     with pytest.raises(KeyboardInterrupt):
         model.fit(X, y, batch_size=8, nb_epoch=3, verbose=0, shuffle=False)
+
+
+#: signal handlers run in the main thread only
+main_thread_only = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signals: main thread"
+)
+
+
+@main_thread_only
+def test_an_interrupt_during_the_update_waits_until_every_weight_is_stepped(
+    python_handles_ctrl_c,
+):
+    X, y, expected_weights = one_batch_and_weights_after_one_step(5)
+    model = two_layer_model()
+    fit_interrupted_between_weights(model, X, y)
     assert_stepped_once(model, expected_weights)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-@pytest.mark.skipif(
-    threading.current_thread() is not threading.main_thread(), reason="signals: main thread"
-)
+@main_thread_only
 def test_another_thread_training_meanwhile_neither_takes_nor_lifts_the_held_interrupt(
     python_handles_ctrl_c,
 ):
     X, y, expected_weights = one_batch_and_weights_after_one_step(6)
     model = two_layer_model()
     other = two_layer_model(seed=3)
-    update = model.optimizer.update
     failures: list[BaseException] = []
 
     def other_step() -> None:
@@ -110,16 +118,11 @@ def test_another_thread_training_meanwhile_neither_takes_nor_lifts_the_held_inte
         except BaseException as error:  # noqa: BLE001 - reported by the assertion below
             failures.append(error)
 
-    def interrupted_update(params, grads, device, dtype):
-        update(params[:2], grads[:2], device, dtype)
-        signal.raise_signal(signal.SIGINT)
-        worker = threading.Thread(target=other_step)  # its update runs while this one is held
+    def other_thread_trains() -> None:  # its update runs while the main one is held
+        worker = threading.Thread(target=other_step)
         worker.start()
         worker.join()
-        update(params[2:], grads[2:], device, dtype)
 
-    model.optimizer.update = interrupted_update
-    with pytest.raises(KeyboardInterrupt):
-        model.fit(X, y, batch_size=8, nb_epoch=3, verbose=0, shuffle=False)
+    fit_interrupted_between_weights(model, X, y, meanwhile=other_thread_trains)
     assert failures == []
     assert_stepped_once(model, expected_weights)
