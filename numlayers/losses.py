@@ -11,10 +11,15 @@ sample (and per timestep for sequences) as NumPy, computed by the same CPU kerne
 Softmax followed by ``categorical_crossentropy`` (or its sparse form) is fused:
 models compute the loss from the logits with a log-sum-exp and its gradient as
 ``softmax - target``, stable for logits of +-1000.
+
+A function ``f(y_true, y_pred)`` written with NumPy operations (or ``numlayers.backend``
+names, as Keras 0.3's custom objectives were) is a loss too: :class:`FunctionLoss` traces
+it, so it runs as kernels on the model's device and its gradient needs no code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -163,15 +168,115 @@ ALIASES = {
 }
 
 
+class FunctionLoss(Loss):
+    """A loss given as a function ``f(y_true, y_pred)`` of whole arrays (batch axis first),
+    as Keras 0.3 took custom objectives.
+
+    The function is traced (see :mod:`numlayers.tracing`): written with NumPy operations
+    or ``numlayers.backend`` names, it runs as kernels on the model's device, and its
+    gradient comes from the trace. It may return one value per element (averaged over the
+    last axis, like the built-in losses), one per sample (and per timestep for
+    sequences), or one scalar for the batch (a model then weights that scalar as a
+    whole). A function that cannot be traced is refused at its first batch, saying why.
+
+    Example:
+        >>> def half_squared(y_true, y_pred):
+        ...     return 0.5 * np.square(y_pred - y_true)
+        >>> model = Sequential([Dense(1, input_shape=(3,))])
+        >>> model.compile("sgd", loss=half_squared)
+        >>> float(model.train_on_batch(np.ones((4, 3)), np.zeros((4, 1)))) >= 0
+        True
+    """
+
+    def __init__(self, function: Callable[[Any, Any], Any]) -> None:
+        from numlayers.tracing.layer import TracedCall
+
+        name = getattr(function, "__name__", type(function).__name__)
+        super().__init__(name)
+        self.function = function
+        self.traced_call = TracedCall(
+            self._rows, f"loss function {name}", as_list=True, host_fallback=False
+        )
+
+    def __repr__(self) -> str:
+        return f"<FunctionLoss {self.name}>"
+
+    def _rows(self, arrays: list[Any]) -> Any:
+        """The function's value reduced to one value a row (a sample, or a sample's
+        timestep), the batch axis first."""
+        import numpy as np
+
+        y_true, y_pred = arrays
+        value = self.function(y_true, y_pred)
+        rows = y_pred.shape[:-1]
+        if value.ndim == y_pred.ndim:  # a value per element
+            value = value.mean(axis=-1)
+        if value.ndim == 0:  # a value for the batch: each row carries it
+            value = np.broadcast_to(value, rows)
+        return value
+
+    def _executable(self, device: Any, y_pred: Any) -> Any:
+        shape = (None, *y_pred.shape[1:])
+        executable = self.traced_call.executable([shape, shape], y_pred.dtype, device)
+        if executable is None:
+            raise ValueError(
+                f"loss function {self.name} cannot be traced ({self.traced_call.failure}); "
+                "write it with NumPy operations or numlayers.backend names"
+            )
+        returned = executable.program.nodes[executable.program.outputs[0]].shape
+        if tuple(returned) != shape[:-1]:
+            raise ValueError(
+                f"loss function {self.name} returned values of shape {returned} for outputs of "
+                f"shape {shape}: return a scalar, one value a sample {shape[:-1]}, or one "
+                "value an element"
+            )
+        return executable
+
+    def compute(
+        self,
+        device: Any,
+        y_true: Any,
+        y_pred: Any,
+        loss_rows: Any,
+        buffer: Any,
+        row_scale: Any = None,
+        grad: Any = None,
+    ) -> None:
+        """The loss of each row into ``loss_rows`` (a vector of ``y_pred``'s rows) from
+        whole arrays; given ``row_scale``, also ``grad = row_scale * d loss_rows / d y_pred``.
+        ``buffer(slot, shape)`` gives the trace's working arrays."""
+        kernels = device.kernels(y_pred.dtype)
+        executable = self._executable(device, y_pred)
+        rows_shape = tuple(y_pred.shape[:-1])
+        values_of_rows, values = executable.forward([y_true, y_pred], buffer)
+        kernels.copy(values_of_rows, loss_rows.reshape(rows_shape))
+        if row_scale is not None:
+            grads = executable.backward(values, row_scale.reshape(rows_shape), buffer)
+            kernels.copy(grads[1], grad)
+
+    def forward(
+        self, kernels: Any, y_true: Any, y_pred: Any, loss_rows: Any, fused: bool = False
+    ) -> None:
+        raise TypeError(f"{self!r} takes whole arrays: use compute")
+
+    forward_backward = forward  # type: ignore[assignment]
+
+    def __call__(self, y_true: Any, y_pred: Any) -> Any:
+        return self.function(y_true, y_pred)
+
+
 def get(identifier: Any) -> Loss:
-    """The loss named ``identifier`` (or ``identifier`` itself if it is a :class:`Loss`)."""
+    """The loss named ``identifier`` (or ``identifier`` itself if it is a :class:`Loss`);
+    a function ``f(y_true, y_pred)`` becomes a :class:`FunctionLoss`."""
     if isinstance(identifier, Loss):
         return identifier
     if isinstance(identifier, str):
         name = ALIASES.get(identifier.lower(), identifier.lower())
         if name in LOSSES:
             return LOSSES[name]
+    elif callable(identifier):
+        return FunctionLoss(identifier)
     raise ValueError(
-        f"unknown loss {identifier!r}; choose one of {sorted(LOSSES) + sorted(ALIASES)} "
-        "or pass a numlayers.losses.Loss"
+        f"unknown loss {identifier!r}; choose one of {sorted(LOSSES) + sorted(ALIASES)}, "
+        "pass a numlayers.losses.Loss, or a function f(y_true, y_pred)"
     )

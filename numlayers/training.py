@@ -450,7 +450,20 @@ class Model:
             loss_input = pred_rows
             if head.fused:  # the softmax's logits
                 loss_input = head.layer.preactivation().reshape(rows, columns)
-            if with_grads:  # the gradient comes from the same operation (one pass)
+            if isinstance(head.loss, losses_module.FunctionLoss):  # a function of whole arrays
+                grad = head.buffer("grad", shape) if with_grads else None
+                head.loss.compute(
+                    self.device,
+                    target,
+                    output,
+                    loss_rows,
+                    head.buffer,
+                    loss_scale if with_grads else None,
+                    grad,
+                )
+                if grad is not None:
+                    grads.append(grad)
+            elif with_grads:  # the gradient comes from the same operation (one pass)
                 grad = head.buffer("grad", shape)
                 head.loss.forward_backward(
                     kernels,

@@ -38,6 +38,8 @@ class TracedCall:
         function: the NumPy-style function.
         label: how messages name the owner (``"Lambda layer 'lambda_1'"``).
         as_list: pass the inputs as one list (a Lambda of several inputs).
+        host_fallback: whether the owner runs an untraceable function with NumPy on the
+            host (a warning then says so); an owner that cannot refuses it instead.
     """
 
     def __init__(
@@ -45,10 +47,12 @@ class TracedCall:
         function: Callable[..., Any],
         label: str,
         as_list: bool = False,
+        host_fallback: bool = True,
     ) -> None:
         self.function = function
         self.label = label
         self.as_list = as_list
+        self.host_fallback = host_fallback
         self.failure: str | None = None
         self._programs: dict[Signature, Program | None] = {}
         self._executables: dict[tuple[Signature, str], Executable] = {}
@@ -90,6 +94,8 @@ class TracedCall:
             return
         reason = str(error) if isinstance(error, TraceError) else f"{type(error).__name__}: {error}"
         self.failure = reason
+        if not self.host_fallback:
+            return
         warnings.warn(
             f"{self.label}: its function cannot be traced ({reason}); it runs with NumPy on "
             "the host and trains only with an explicit backward",
