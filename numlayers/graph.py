@@ -112,6 +112,9 @@ class Graph(Model):
         self._shared: list[Layer] = []
         #: shared node name -> its applications, for a shared node not merged
         self._unmerged_shared: dict[str, list[Layer]] = {}
+        #: join node name -> (the layers it joins, their names): a dict a Lambda takes
+        self._joins: dict[str, tuple[list[Layer], list[str]]] = {}
+        self._shared_models: list[Model] = []  # Sequential models shared whole
         self._consumers: dict[int, int] = {}
         self._complete_at: tuple[int, int, int] | None = None  # sizes when last found complete
         self._needed: list[Layer] = []  # the layers outputs depend on, in topological order
@@ -131,7 +134,7 @@ class Graph(Model):
             raise TypeError(
                 f"{self.name}: {what} name must be a non-empty string, received {name!r}"
             )
-        if name in self.nodes or name in self._unmerged_shared:
+        if name in self.nodes or name in self._unmerged_shared or name in self._joins:
             raise ValueError(f"{self.name}: duplicate name '{name}' (already a node or input)")
 
     def _resolve(self, name: Any, owner: str) -> Layer:
@@ -139,6 +142,11 @@ class Graph(Model):
             raise ValueError(
                 f"{self.name}: '{owner}' takes input '{name}', a shared node with one output "
                 "per input: take one of its outputs, or give it a merge_mode"
+            )
+        if name in self._joins:
+            raise ValueError(
+                f"{self.name}: '{owner}' takes input '{name}', a join (a dict of arrays by "
+                f"name): only a Lambda node can take it, with input='{name}'"
             )
         if name not in self.nodes:
             raise ValueError(
@@ -148,11 +156,20 @@ class Graph(Model):
             )
         return self.nodes[name]
 
-    def _resolve_shared_input(self, name: Any, owner: str) -> list[Layer]:
-        """The node ``name``, or each output of an unmerged shared node (shared nodes chain)."""
-        if name in self._unmerged_shared:
-            return list(self._unmerged_shared[name])
-        return [self._resolve(name, owner)]
+    def _shared_inputs(self, names: Sequence[str], owner: str) -> tuple[list[Layer], list[str]]:
+        """The nodes ``names`` name, each output of an unmerged shared node standing for
+        all of them (shared nodes chain), with the name of each."""
+        layers: list[Layer] = []
+        keys: list[str] = []
+        for name in names:
+            if name in self._unmerged_shared:
+                applications = self._unmerged_shared[name]
+                layers.extend(applications)
+                keys.extend(application.name for application in applications)
+            else:
+                layers.append(self._resolve(name, owner))
+                keys.append(name)
+        return layers, keys
 
     def _adopt(self, layer: Layer) -> None:
         if not isinstance(layer, Layer):
@@ -189,6 +206,11 @@ class Graph(Model):
             raise ValueError(
                 f"{self.name}: '{owner}' has inputs={list(inputs)}: use input= for one"
             )
+        if merge_mode == "join":
+            raise ValueError(
+                f"{self.name}: '{owner}' has merge_mode='join', which gives a dict of arrays "
+                "by name: only a Lambda node can take it"
+            )
         parents = [self._resolve(name, owner) for name in inputs]
         merge = MergeNode(
             [],
@@ -204,17 +226,32 @@ class Graph(Model):
         return merge
 
     def _function_of_inputs(
-        self, layer: Layer, name: str, inputs: Sequence[str], merge_mode: str | None
+        self,
+        layer: Layer,
+        name: str,
+        input: str | None,
+        inputs: Sequence[str],
+        merge_mode: str | None,
     ) -> Layer | None:
-        """For ``add_node(Lambda(f), inputs=[...], merge_mode=None)``: a node applying ``f``
-        to the list of the inputs' outputs (None for any other node)."""
-        if merge_mode is not None or len(inputs) < 2 or not isinstance(layer, Lambda):
+        """For a Lambda node of several arrays, a node applying its function to them (None
+        for any other node): to the list of the ``inputs``' outputs with
+        ``merge_mode=None``, to the dict of them by name with ``merge_mode="join"``, or to
+        the dict a join node ``input`` (a shared node's) holds."""
+        if not isinstance(layer, Lambda):
             return None
-        parents = [self._resolve(input_name, name) for input_name in inputs]
+        keys: list[str] | None
+        if input is not None and not inputs and input in self._joins:
+            parents, keys = self._joins[input]
+        elif input is None and len(inputs) >= 2 and merge_mode in (None, "join"):
+            parents = [self._resolve(input_name, name) for input_name in inputs]
+            keys = list(inputs) if merge_mode == "join" else None
+        else:
+            return None
         return _TracedMerge(
             parents,
             layer.function,
             layer._output_shape,
+            keys=keys,
             name=layer.name,
             dtype=self.dtype,
             device=self.device,
@@ -267,7 +304,9 @@ class Graph(Model):
         """Add ``layer`` as node ``name``, fed by ``input`` or by a merge of ``inputs``.
 
         A :class:`~numlayers.layers.Lambda` with ``inputs`` and ``merge_mode=None`` takes
-        the list of the inputs' outputs (its function is traced, so it trains too).
+        the list of the inputs' outputs, and with ``merge_mode="join"`` (or ``input`` a
+        shared node joined so) the dict of them by node name, as in Keras 0.3; its
+        function is traced, so it trains too.
 
         A Sequential or Graph (of one input and one output) is nested as one layer
         (a :class:`~numlayers.layers.Container`): its layers train with this graph.
@@ -279,7 +318,7 @@ class Graph(Model):
         if any(layer is node for node in self.nodes.values()):
             raise ValueError(f"{self.name}: {layer.label} is already a node (use add_shared_node)")
         self._adopt(layer)
-        node = self._function_of_inputs(layer, name, inputs, merge_mode)
+        node = self._function_of_inputs(layer, name, input, inputs, merge_mode)
         if node is None:
             parent = self._parent(name, input, inputs, merge_mode, concat_axis, dot_axes)
             layer.set_previous(parent)
@@ -303,7 +342,7 @@ class Graph(Model):
 
     def add_shared_node(
         self,
-        layer: Layer,
+        layer: Layer | Model,
         name: str,
         inputs: Sequence[str],
         merge_mode: str | None = None,
@@ -314,23 +353,23 @@ class Graph(Model):
     ) -> None:
         """Apply one layer (one set of weights) to each of ``inputs``.
 
-        With ``merge_mode`` the applications are merged into node ``name``. Without
-        it each application is a node of its own, named by ``outputs`` (one name per
-        input), and ``name`` stands for all of them: a later shared node with
-        ``inputs=[name]`` takes each one (shared nodes chain, as in Keras 0.3).
-        ``create_output`` makes node ``name`` an output, or each of ``outputs``.
+        ``layer`` may be a Sequential: each input then goes through the whole stack of its
+        layers, every one shared (Keras 0.3's Siamese networks share a base network so).
+        With ``merge_mode`` the applications are merged into node ``name``; with
+        ``"join"``, node ``name`` is the dict of them by input name, which a Lambda node
+        takes (``add_node(Lambda(f), name=..., input=name)``). Without a merge mode each
+        application is a node of its own, named by ``outputs`` (one name per input), and
+        ``name`` stands for all of them: a later shared node with ``inputs=[name]`` takes
+        each one (shared nodes chain, as in Keras 0.3). ``create_output`` makes node
+        ``name`` an output, or each of ``outputs``.
         """
-        if isinstance(layer, Model | Container):
-            raise ValueError(
-                f"{self.name}: shared node '{name}' cannot share the model '{layer.name}' "
-                "(a nested model runs at one place only): share its layers"
-            )
+        stack = self._shared_stack(layer, name)
         unmerged_names = list(outputs) if merge_mode is None else []
         for node_name in [name, *unmerged_names]:
             self._check_new_name(node_name, "node")
         if len(set(unmerged_names) | {name}) != 1 + len(unmerged_names):
             raise ValueError(f"{self.name}: shared node '{name}' repeats a name in {outputs}")
-        parents = [p for input_name in inputs for p in self._resolve_shared_input(input_name, name)]
+        parents, keys = self._shared_inputs(inputs, name)
         if len(parents) < 2:
             raise ValueError(
                 f"{self.name}: shared node '{name}' needs at least 2 inputs, "
@@ -346,18 +385,37 @@ class Graph(Model):
                 f"{self.name}: shared node '{name}' has no merge_mode: create_output needs "
                 "outputs=[...] to name each output"
             )
-        self._adopt(layer)
+        if create_output and merge_mode == "join":
+            raise ValueError(
+                f"{self.name}: shared node '{name}' is a join (a dict of arrays), which cannot "
+                "be an output: give it to a Lambda node and output that"
+            )
+        if isinstance(layer, Model):
+            layer.to(self.device)
+            self._shared_models.append(layer)
+        else:
+            self._adopt(layer)
         applications: list[Layer] = []
         for index, parent in enumerate(parents):
             label = unmerged_names[index] if unmerged_names else f"{name}_{index}"
-            application = SharedApplication(layer, name=label, dtype=self.dtype, device=self.device)
-            application.set_previous(parent)
-            self._register(application)
-            applications.append(application)
+            for depth, shared in enumerate(stack):
+                last = depth == len(stack) - 1
+                application = SharedApplication(
+                    shared,
+                    name=label if last else f"{label}_{shared.name}",
+                    dtype=self.dtype,
+                    device=self.device,
+                )
+                application.set_previous(parent)
+                self._register(application)
+                parent = application
+            applications.append(parent)
             if unmerged_names:
-                self.nodes[label] = application
-        self._shared.append(layer)
-        if merge_mode is not None:
+                self.nodes[label] = parent
+        self._shared.extend(stack)
+        if merge_mode == "join":
+            self._joins[name] = (applications, keys)
+        elif merge_mode is not None:
             merge = MergeNode([], merge_mode, concat_axis, dot_axes, name=name, dtype=self.dtype)
             merge.merge.owner = f"{self.name}: shared node '{name}'"
             merge.set_parents(applications)
@@ -380,6 +438,30 @@ class Graph(Model):
         if create_output:
             for output_name in unmerged_names or [name]:
                 self.add_output(output_name, input=output_name)
+
+    def _shared_stack(self, layer: Any, name: str) -> list[Layer]:
+        """The layers a shared node applies in turn: ``layer``, or a Sequential's layers
+        (those of the Sequential models nested in it included)."""
+        owner = f"{self.name}: shared node '{name}'"
+        if isinstance(layer, Container) and type(layer) is Container:
+            layer = layer.model
+        if isinstance(layer, Graph | Container):
+            raise ValueError(
+                f"{owner} can share a layer or a Sequential, received {type(layer).__name__} "
+                f"'{layer.name}': share its layers one by one"
+            )
+        if not isinstance(layer, Model):
+            return [layer]
+        if layer.dtype != self.dtype:
+            raise TypeError(
+                f"{owner}: Sequential '{layer.name}' has dtype {layer.dtype}, "
+                f"the graph uses {self.dtype}"
+            )
+        layers: list[Layer] = layer.layers  # type: ignore[attr-defined] # a Sequential's
+        stack = [shared for inner in layers for shared in self._shared_stack(inner, name)]
+        if not stack:
+            raise ValueError(f"{owner}: Sequential '{layer.name}' has no layers")
+        return stack
 
     def add_output(
         self,
@@ -625,6 +707,8 @@ class Graph(Model):
 
     def to(self, device: Any) -> Graph:
         super().to(device)
+        for model in self._shared_models:  # its layers moved, the model follows them
+            model.to(device)
         self.__dict__.pop("_scratch_buffers", None)
         return self
 
@@ -719,8 +803,14 @@ class Graph(Model):
                 layer = deserialize(entry.pop("layer"), custom_objects)
                 graph.add_node(layer, **entry)
             elif kind == "shared":
-                layer = deserialize(entry.pop("layer"), custom_objects)
-                graph.add_shared_node(layer, **entry)
+                layer_config = entry.pop("layer")
+                if layer_config.get("class_name") == "Sequential":  # a shared base network
+                    from numlayers.models import model_from_config
+
+                    shared: Layer | Model = model_from_config(layer_config, custom_objects)
+                else:
+                    shared = deserialize(layer_config, custom_objects)
+                graph.add_shared_node(shared, **entry)
             else:
                 graph.add_output(**entry)
         return graph

@@ -232,8 +232,10 @@ def test_bad_nesting_raises_errors_naming_the_model():
     graph = Graph()
     graph.add_input("a", input_shape=(3,))
     graph.add_input("b", input_shape=(3,))
-    shared = Sequential([Dense(2, input_shape=(3,))], name="shared")
-    with pytest.raises(ValueError, match="cannot share the model 'shared'"):
+    shared = Graph(name="shared")
+    shared.add_input("x", input_shape=(3,))
+    shared.add_node(Dense(2), name="d", input="x", create_output=True)
+    with pytest.raises(ValueError, match="can share a layer or a Sequential, received Graph"):
         graph.add_shared_node(shared, name="s", inputs=["a", "b"], merge_mode="sum")
     container = Container(Sequential([Dense(2, input_shape=(3,))], name="alone"))
     x = container.prepare_input(np.ones((1, 3)))

@@ -316,6 +316,15 @@ SHARED_CASES = {
         (2, 4),
     ),
     "bidirectional": (lambda: Bidirectional(GRU(2)), lambda: TimeDistributedDense(4), (3, 4)),
+    # a whole base network: each use runs every layer of it, all shared
+    "sequential": (
+        lambda: Sequential(
+            [Dense(3, activation="tanh", input_shape=(4,)), Activation("tanh"), Dense(2)],
+            dtype="float64",
+        ),
+        lambda: Dense(4),
+        (4,),
+    ),
 }
 
 

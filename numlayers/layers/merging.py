@@ -561,9 +561,10 @@ class _TracedMerge(MergeNode):
     """A node merging its parents' outputs by a function of their list, traced (see
     :mod:`numlayers.tracing`): the merge's kernels and gradients come from the trace.
 
-    A Graph node ``add_node(Lambda(f), inputs=[...], merge_mode=None)`` is one; a
-    function that cannot be traced runs with NumPy on the host and cannot be trained
-    through (a warning says why).
+    A Graph node ``add_node(Lambda(f), inputs=[...], merge_mode=None)`` is one; with
+    ``keys`` (a Graph's ``merge_mode="join"``) the function takes a dict of the outputs
+    by those names instead of their list. A function that cannot be traced runs with
+    NumPy on the host and cannot be trained through (a warning says why).
     """
 
     def __init__(
@@ -571,6 +572,7 @@ class _TracedMerge(MergeNode):
         parents: Sequence[Layer],
         function: Callable[..., Any],
         output_shape: Any = None,
+        keys: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         if not callable(function):
@@ -579,16 +581,27 @@ class _TracedMerge(MergeNode):
             )
         # read by set_parents, which the base constructor calls
         self.function = function
+        self.keys = None if keys is None else list(keys)
         self._given_output_shape = output_shape
         self._traced_call: Any = None
         super().__init__(parents, **kwargs)
+
+    def _arguments(self, inputs: list[Any]) -> Any:
+        """What the function takes for ``inputs`` (one per parent): their list, or the
+        dict of them by ``keys``."""
+        if self.keys is None:
+            return inputs
+        return dict(zip(self.keys, inputs, strict=True))
+
+    def _apply(self, inputs: list[Any]) -> Any:
+        return self.function(self._arguments(inputs))
 
     @property
     def traced_call(self) -> Any:
         if self._traced_call is None:
             from numlayers.tracing.layer import TracedCall
 
-            self._traced_call = TracedCall(self.function, self.label, as_list=True)
+            self._traced_call = TracedCall(self._apply, self.label, as_list=True)
         return self._traced_call
 
     def set_parents(self, parents: Sequence[Layer]) -> None:
@@ -609,7 +622,7 @@ class _TracedMerge(MergeNode):
         batch = shapes[0][0]
         given = self._given_output_shape
         if callable(given):
-            return tuple(given(shapes))
+            return tuple(given(self._arguments(shapes)))
         traced = None
         if all(None not in s[1:] for s in shapes):
             traced = self.traced_call.output_shape([(None, *s[1:]) for s in shapes], self.dtype)
@@ -625,7 +638,7 @@ class _TracedMerge(MergeNode):
             probe = [
                 np.zeros((2, *(1 if d is None else d for d in s[1:])), self.dtype) for s in shapes
             ]
-            return (batch, *np.shape(self.function(probe))[1:])
+            return (batch, *np.shape(self._apply(probe))[1:])
         return (batch, *traced[1:])
 
     def produces_mask(self) -> bool:
@@ -642,7 +655,7 @@ class _TracedMerge(MergeNode):
         executable = self.traced_call.executable(shapes, self.dtype, self.device)
         if executable is None:
             host = [self.device.to_host(a) for a in x]
-            y = np.asarray(self.function(host))
+            y = np.asarray(self._apply(host))
             if y.dtype.kind not in "biuf":
                 raise TypeError(
                     f"{self.label}: function returned dtype {y.dtype}, expected numbers"
