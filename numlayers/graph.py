@@ -746,6 +746,21 @@ class Graph(Model):
         X, y = self._split(data)
         return super().test_on_batch(X, y, *args, **kwargs)
 
+    def _generator_batch(self, item: Any, owner: str) -> tuple[Any, Any, Any]:
+        """A generator's batch for a Graph: a dict of arrays by input and output name, or
+        ``(that dict, a dict of sample weights by output name)``."""
+        weights = None
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], dict):
+            item, weights = item
+        if not isinstance(item, dict):
+            kind = type(item).__name__
+            raise TypeError(
+                f"{owner}: expected a dict of arrays by input and output name, or (that dict, "
+                f"a dict of sample weights by output name), received a {kind}"
+            )
+        X, y = self._split(item)
+        return X, y, weights
+
     def predict(self, data: Any, batch_size: int = 128, verbose: int = 0) -> Any:
         return super().predict(self._split(data)[0], batch_size, verbose)
 

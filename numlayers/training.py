@@ -908,6 +908,108 @@ class Model:
         with _interrupts_held_during_updates():
             return loop.run()
 
+    @one_call_at_a_time
+    def fit_generator(
+        self,
+        generator: Any,
+        samples_per_epoch: int,
+        nb_epoch: int,
+        verbose: int = 1,
+        show_accuracy: bool = False,
+        callbacks: Sequence[Callback] | None = None,
+        validation_data: Any = None,
+        nb_val_samples: int | None = None,
+        class_weight: Any = None,
+        nb_worker: int = 1,
+        nb_val_worker: int | None = None,
+    ) -> History:
+        """Train on batches a generator yields (Keras 0.3): each epoch takes batches until
+        ``samples_per_epoch`` samples were trained on; returns a History.
+
+        ``nb_worker`` threads call the generator ahead of the training (at most 10
+        batches ready), so preparing data (augmenting images, say) overlaps the steps.
+        A Python generator object is advanced by one thread at a time; an iterator object
+        (such as :meth:`ImageDataGenerator.flow
+        <numlayers.preprocessing.image.ImageDataGenerator.flow>`'s) is called by all and
+        must guard its own state. An exception in the generator is raised here with its
+        traceback; a generator that ends is an error (it must loop over its data).
+
+        Args:
+            generator: yields ``(X, y)`` or ``(X, y, sample_weight)`` (for a Graph, a dict
+                of arrays by input and output name, or that dict and a dict of sample
+                weights by output name).
+            samples_per_epoch: samples an epoch trains on.
+            nb_epoch: epochs.
+            verbose, show_accuracy, callbacks, class_weight: as for :meth:`fit`.
+            validation_data: data as one batch of the generator (validated in batches
+                of 128), or a generator of such batches, then read for
+                ``nb_val_samples`` samples after each epoch.
+            nb_worker: threads calling the generator; ``nb_val_worker`` (default
+                ``nb_worker``) those calling a validation generator.
+
+        Example:
+            >>> def batches():
+            ...     while True:
+            ...         yield np.ones((4, 3)), np.zeros((4, 1))
+            >>> model = Sequential([Dense(1, input_shape=(3,))])
+            >>> model.compile("sgd", "mse")
+            >>> history = model.fit_generator(batches(), samples_per_epoch=8, nb_epoch=2,
+            ...                               verbose=0)
+            >>> len(history.history["loss"])
+            2
+        """
+        from numlayers.generators import fit_from_generator
+
+        return fit_from_generator(
+            self,
+            generator,
+            samples_per_epoch,
+            nb_epoch,
+            verbose=verbose,
+            show_accuracy=show_accuracy,
+            callbacks=callbacks,
+            validation_data=validation_data,
+            nb_val_samples=nb_val_samples,
+            class_weight=class_weight,
+            nb_worker=nb_worker,
+            nb_val_worker=nb_val_worker,
+        )
+
+    @one_call_at_a_time
+    def evaluate_generator(
+        self,
+        generator: Any,
+        val_samples: int | None = None,
+        show_accuracy: bool = False,
+        verbose: int = 1,
+        nb_worker: int = 1,
+        nb_val_samples: int | None = None,
+    ) -> Any:
+        """Loss (and metrics) over ``val_samples`` samples of a generator's batches (batches
+        as :meth:`fit_generator` takes them), averaged over samples; ``[loss, acc]`` with
+        ``show_accuracy``. A Graph's Keras 0.3 name for the count, ``nb_val_samples``, is
+        taken too. The ``nb_worker`` threads read ahead; the batches they read beyond
+        ``val_samples`` are dropped."""
+        from numlayers.generators import evaluate_from_generator
+
+        owner = f"{self.name}.evaluate_generator"
+        if (val_samples is None) == (nb_val_samples is None):
+            raise ValueError(f"{owner}: give the number of samples, val_samples")
+        self._require_compiled()
+        self._report_accuracy(show_accuracy)
+        samples = val_samples if val_samples is not None else nb_val_samples
+        return self._logs_result(
+            evaluate_from_generator(self, generator, samples, nb_worker, owner)
+        )
+
+    def _generator_batch(self, item: Any, owner: str) -> tuple[Any, Any, Any]:
+        """``(X, y, sample_weight)`` of one batch a generator yielded."""
+        if not isinstance(item, tuple | list) or len(item) not in (2, 3):
+            raise TypeError(
+                f"{owner}: expected (X, y) or (X, y, sample_weight), received {_described(item)}"
+            )
+        return item[0], item[1], item[2] if len(item) == 3 else None
+
     def _validation_set(
         self, training: Arrays, validation_split: float, validation_data: Any
     ) -> tuple[Arrays, Arrays | None]:
@@ -1067,16 +1169,32 @@ class _FitLoop:
         shuffle: bool,
         rng: np.random.Generator,
     ) -> None:
-        self.model = model
         self.inputs, self.targets, self.weights = training
         self.validation = validation
+        self.shuffle = shuffle
+        self.rng = rng
+        count = len(self.inputs[0])
+        batches = math.ceil(count / batch_size)
+        self._start(model, count, batches, batch_size, nb_epoch, verbose, callbacks)
+
+    def _start(
+        self,
+        model: Model,
+        count: int,
+        batches: int | None,
+        batch_size: int | None,
+        nb_epoch: int,
+        verbose: int,
+        callbacks: list[Callback],
+    ) -> None:
+        """The state every fit loop has: ``count`` samples an epoch in ``batches`` (None:
+        not known ahead) of ``batch_size`` (None: the data's own)."""
+        self.model = model
+        self.count = count
+        self.batches = batches
         self.batch_size = batch_size
         self.nb_epoch = nb_epoch
         self.verbose = verbose
-        self.shuffle = shuffle
-        self.rng = rng
-        self.count = len(self.inputs[0])
-        self.batches = math.ceil(self.count / batch_size)
         self.history = History()
         self.callbacks = CallbackList([self.history, *callbacks])
         self.per_batch_logs = verbose == 1 or bool(callbacks)
@@ -1099,9 +1217,8 @@ class _FitLoop:
                 "epochs": self.nb_epoch,
                 "nb_sample": self.count,
                 "verbose": self.verbose,
-                "do_validation": self.validation is not None,
-                "metrics": log_names
-                + ([f"val_{n}" for n in log_names] if self.validation is not None else []),
+                "do_validation": self.validates,
+                "metrics": log_names + ([f"val_{n}" for n in log_names] if self.validates else []),
             }
         )
         model.stop_training = False
@@ -1119,33 +1236,38 @@ class _FitLoop:
         return self.history
 
     def _run_epoch(self, epoch: int) -> None:
-        """Every batch of one epoch (shuffled if asked), until a callback stops training."""
+        """Every batch of one epoch, until a callback stops training."""
         model = self.model
-        order = self.rng.permutation(self.count) if self.shuffle else np.arange(self.count)
         self.seen = 0
         self.running = {}
         if not self.per_batch_logs:
             self.sums = model.device.zeros((model._scalar_count(),), model.dtype)
         if self.verbose == 1:
             self.progress = _progress_bar(epoch, self.nb_epoch, self.batches)
-        batch_size = self.batch_size
-        for batch in range(self.batches):
-            self._run_batch(batch, np.sort(order[batch * batch_size : (batch + 1) * batch_size]))
+        for batch, arrays in enumerate(self._epoch_batches()):
+            self._run_batch(batch, arrays)
             if model.stop_training:
                 break
 
-    def _run_batch(self, batch: int, index: np.ndarray) -> None:
-        """One update on the samples ``index``, between its callbacks."""
+    def _epoch_batches(self) -> Iterator[Arrays]:
+        """One epoch's batches of the arrays (their samples shuffled if asked)."""
+        order = self.rng.permutation(self.count) if self.shuffle else np.arange(self.count)
+        batch_size = self.batch_size or self.count
+        for start in range(0, self.count, batch_size):
+            index = np.sort(order[start : start + batch_size])
+            yield (
+                _rows_of_each(self.inputs, index),
+                _rows_of_each(self.targets, index),
+                _rows_of(self.weights, index),
+            )
+
+    def _run_batch(self, batch: int, arrays: Arrays) -> None:
+        """One update on one batch of prepared arrays, between its callbacks."""
         model = self.model
-        size = len(index)
+        size = len(arrays[0][0])
         batch_logs: dict[str, float] = {"batch": batch, "size": size}
         self.callbacks.on_batch_begin(batch, batch_logs)
-        scalars = model._batch_step(
-            _rows_of_each(self.inputs, index),
-            _rows_of_each(self.targets, index),
-            _rows_of(self.weights, index),
-            train=True,
-        )
+        scalars = model._batch_step(*arrays, train=True)
         self.seen += size
         if self.per_batch_logs:
             self._log_batch(batch, batch_logs, scalars, size)
@@ -1174,10 +1296,22 @@ class _FitLoop:
             logs = {key: value / self.seen for key, value in self.running.items()}
         else:
             logs = model._scalars_to_logs(model.device.to_host(self.sums) / self.seen)
-        if self.validation is not None:
-            val_logs = model._evaluate_arrays(*self.validation, self.batch_size)
+        val_logs = self._validation_logs()
+        if val_logs is not None:
             logs.update({f"val_{key}": value for key, value in val_logs.items()})
         return logs
+
+    @property
+    def validates(self) -> bool:
+        """Whether each epoch ends with a validation."""
+        return self.validation is not None
+
+    def _validation_logs(self) -> dict[str, float] | None:
+        """The validation's values at the end of an epoch (None: no validation)."""
+        if self.validation is None:
+            return None
+        # batches of the fit's size, else of 128 (Keras 0.3's evaluate default)
+        return self.model._evaluate_arrays(*self.validation, self.batch_size or 128)
 
     def _show_epoch(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
         """Close the epoch's progress bar (verbose 1), or print its line (verbose 2)."""
@@ -1188,6 +1322,12 @@ class _FitLoop:
         elif self.verbose == 2:
             shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
             print(f"Epoch {epoch + 1}/{self.nb_epoch} - {seconds:.2f}s - {shown}", flush=True)
+
+
+def _described(item: Any) -> str:
+    """How an error names what a generator yielded: its type, and length if it has one."""
+    kind = type(item).__name__
+    return f"a {kind} of {len(item)} items" if isinstance(item, tuple | list) else f"a {kind}"
 
 
 def _rows_of_each(arrays: list[np.ndarray], index: np.ndarray) -> list[np.ndarray]:
@@ -1241,7 +1381,7 @@ def _check_class_weight(classes: Any, owner: str) -> None:
             )
 
 
-def _progress_bar(epoch: int, nb_epoch: int, batches: int) -> Any:
+def _progress_bar(epoch: int, nb_epoch: int, batches: int | None) -> Any:
     from tqdm import tqdm
 
     return tqdm(
