@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from numlayers import activations, constraints, initializations, losses, regularizers, set_seed
+from numlayers import backend as K
 from numlayers.graph import Graph
 from numlayers.layers import (
     LSTM,
@@ -22,6 +23,7 @@ from numlayers.layers import (
 )
 from numlayers.layers.base import Layer
 from numlayers.models import Sequential
+from numlayers.testing import gradient_check
 
 
 def classifier(units: int = 3, activation: str = "softmax") -> Sequential:
@@ -403,10 +405,72 @@ def test_graph_inputs_take_python_and_numpy_types_as_their_dtype():
         graph.add_input("y", input_shape=(3,), dtype=bool)
 
 
-def test_a_keras_03_custom_layer_overriding_get_output_is_refused_with_the_way_to_write_it():
-    with pytest.raises(TypeError, match="Antirectifier overrides get_output.*TracedLayer"):
+class Antirectifier(Layer):
+    """Keras 0.3's antirectifier example layer, as written there (imports changed)."""
 
-        class Antirectifier(Layer):
+    @property
+    def output_shape(self):
+        shape = list(self.input_shape)
+        assert len(shape) == 2  # only valid for 2D tensors
+        shape[-1] *= 2
+        return tuple(shape)
+
+    def get_output(self, train):
+        x = self.get_input(train)
+        x -= K.mean(x, axis=1, keepdims=True)
+        x = K.l2_normalize(x, axis=1)
+        pos = K.relu(x)
+        neg = K.relu(-x)
+        return K.concatenate([pos, neg], axis=1)
+
+
+def numpy_antirectifier(x: np.ndarray) -> np.ndarray:
+    centred = x - x.mean(axis=1, keepdims=True)
+    unit = centred / np.sqrt(np.maximum(np.sum(centred**2, axis=1, keepdims=True), 1e-12))
+    return np.concatenate([np.maximum(unit, 0), np.maximum(-unit, 0)], axis=1)
+
+
+def test_a_keras_03_custom_layer_overriding_get_output_runs_traced(device):
+    """Its get_output body becomes the layer's kernels and gradient, on every device."""
+    x = np.random.default_rng(0).normal(size=(4, 5))
+    layer = Antirectifier(input_shape=(5,), dtype="float64", device=device)
+    assert layer.output_shape == (None, 10)
+    np.testing.assert_allclose(layer.device.to_host(layer(x)), numpy_antirectifier(x), rtol=1e-12)
+    gradient_check(layer, x)
+    model = Sequential(device=device)
+    model.add(Dense(6, input_shape=(5,)))
+    model.add(Antirectifier())
+    model.add(Dense(2, activation="softmax"))
+    model.compile("sgd", "categorical_crossentropy")
+    targets = np.eye(2)[[0, 1, 1, 0]]
+    before = model.evaluate(x, targets)
+    for _ in range(5):
+        model.train_on_batch(x, targets)
+    assert model.evaluate(x, targets) < before
+
+
+def test_a_keras_03_custom_layer_sees_its_train_flag_and_is_refused_what_it_cannot_do():
+    class Doubling(Layer):
+        def get_output(self, train=False):
+            return self.get_input(train) * (2.0 if train else 1.0)
+
+    layer = Doubling(input_shape=(3,))
+    ones = np.ones((1, 3))
+    np.testing.assert_allclose(layer(ones, train=True), 2 * ones)
+    np.testing.assert_allclose(layer(ones), ones)
+    with pytest.raises(TypeError, match="WithWeights overrides get_output and build.*TracedLayer"):
+
+        class WithWeights(Layer):
+            def build(self):
+                self.W = np.zeros((3, 3))
+
             def get_output(self, train=False):
-                x = self.get_input(train)
-                return np.concatenate([np.maximum(x, 0), np.maximum(-x, 0)], axis=1)
+                return self.get_input(train) @ self.W
+
+    class Branching(Layer):
+        def get_output(self, train=False):
+            x = self.get_input(train)
+            return x if float(x.sum()) > 0 else -x
+
+    with pytest.raises(ValueError, match=r"Branching layer .*get_output cannot be traced \(float"):
+        Branching(input_shape=(3,))

@@ -203,13 +203,11 @@ class Layer:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "get_output" in cls.__dict__:
-            # models never call it, so the layer would pass its input on unchanged
-            raise TypeError(
-                f"{cls.__name__} overrides get_output, as a Keras 0.3 custom layer does; "
-                "numlayers runs a layer's kernels instead: subclass "
-                "numlayers.tracing.TracedLayer and write call(self, x, *weights) with NumPy "
-                "operations (get_output's body, with x for self.get_input(train))"
-            )
+            # a Keras 0.3 custom layer: models run kernels, not get_output, so its body is
+            # traced into them
+            from numlayers.tracing.layer import adapt_keras_get_output
+
+            adapt_keras_get_output(cls)
         LAYER_CLASSES[cls.__name__] = cls
 
     def _finish_init(self) -> None:

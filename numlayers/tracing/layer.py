@@ -175,3 +175,97 @@ class TracedLayer(Layer):
         for grad, target in zip(grads[1:], self.grads, strict=True):
             self.kernels.copy(grad, target)
         return grads[0]
+
+
+def adapt_keras_get_output(cls: type[Layer]) -> None:
+    """Make ``cls``, a Keras 0.3 custom layer overriding ``get_output(train)``, run as a
+    traced layer: its ``get_output`` body is traced with ``self.get_input(train)`` standing
+    for the input, once per input signature and train flag, and runs as kernels on the
+    layer's device with the trace's gradient (Keras 0.3's antirectifier example so).
+
+    The class's ``get_output`` is kept as ``keras_get_output``; the layer's own caching
+    ``get_output`` stays in place. Layers with weights are refused (``build`` defined):
+    :class:`TracedLayer` is how to write those.
+    """
+    if "build" in cls.__dict__:
+        raise TypeError(
+            f"{cls.__name__} overrides get_output and build, as a Keras 0.3 custom layer with "
+            "weights does; subclass numlayers.tracing.TracedLayer instead, create the weights "
+            "in build with add_weight, and write call(self, x, *weights) with NumPy "
+            "operations (get_output's body, with x for self.get_input(train))"
+        )
+    cls.keras_get_output = cls.__dict__["get_output"]  # type: ignore[attr-defined]
+    cls.get_output = Layer.get_output  # type: ignore[method-assign]
+    for name, method in _KERAS_ADAPTER.items():
+        if name not in cls.__dict__:
+            setattr(cls, name, method)
+    initialize = cls.__init__
+
+    def __init__(self: Layer, *args: Any, **kwargs: Any) -> None:
+        initialize(self, *args, **kwargs)
+        if not self.built:  # Keras 0.3's Layer built itself when given an input shape
+            self._finish_init()
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+
+
+def _keras_traced_call(self: Layer, train: bool) -> TracedCall:
+    calls = self.__dict__.setdefault("_keras_calls", {})
+    if train not in calls:
+
+        def output_of(x: Any) -> Any:
+            self.__dict__["_keras_traced_input"] = x
+            try:
+                return type(self).keras_get_output(self, train)  # type: ignore[attr-defined]
+            finally:
+                self.__dict__["_keras_traced_input"] = None
+
+        calls[train] = TracedCall(output_of, f"{self.label}: get_output", host_fallback=False)
+    found: TracedCall = calls[train]
+    return found
+
+
+def _keras_executable(self: Layer, x: Any, train: bool) -> Executable:
+    call = _keras_traced_call(self, train)
+    executable = call.executable([(None, *x.shape[1:])], self.dtype, self.device)
+    if executable is None:
+        raise ValueError(
+            f"{self.label}: get_output cannot be traced ({call.failure}); write it with NumPy "
+            "operations or numlayers.backend names"
+        )
+    return executable
+
+
+def _keras_get_input(self: Layer, train: bool = False) -> Any:
+    traced = self.__dict__.get("_keras_traced_input")
+    return traced if traced is not None else Layer.get_input(self, train)
+
+
+def _keras_compute_output_shape(self: Layer, input_shape: Shape) -> Shape:
+    if not known(input_shape):
+        raise ValueError(f"{self.label} needs known input sizes, received {input_shape}")
+    call = _keras_traced_call(self, False)
+    shape = call.output_shape([batched(input_shape)], self.dtype)
+    if shape is None:
+        raise ValueError(f"{self.label}: get_output cannot be traced ({call.failure})")
+    return (input_shape[0], *shape[1:])
+
+
+def _keras_forward(self: Layer, x: Any, train: bool) -> Any:
+    executable = _keras_executable(self, x, train)
+    y, values = executable.forward([x], self.buffer)
+    self.save(traced=(executable, values))
+    return y
+
+
+def _keras_backward(self: Layer, grad_output: Any) -> Any:
+    executable, values = self.saved()["traced"]
+    return executable.backward(values, grad_output, self.buffer)[0]
+
+
+_KERAS_ADAPTER: dict[str, Callable[..., Any]] = {
+    "get_input": _keras_get_input,
+    "compute_output_shape": _keras_compute_output_shape,
+    "_forward": _keras_forward,
+    "_backward": _keras_backward,
+}
