@@ -17,6 +17,7 @@ import pytest
 
 import numlayers as nl
 from numlayers import backend as K
+from numlayers.kernels import toolkit
 from numlayers.layers import Dense, Lambda, LambdaMerge
 from numlayers.models import Graph, Sequential
 from numlayers.tracing import TracedLayer, TraceError, TracingFallbackWarning, trace
@@ -223,6 +224,18 @@ def test_structural_operations_forward_and_gradient_on_the_cpu(shape):
         )
         offset += width
     check_forward_and_gradient(side_by_side(names), x, y, grad, projection, str(names))
+
+
+@pytest.mark.extended  # compiles the parallel twin of every loop: CI runs it apart
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: "x".join(map(str, shape)))
+def test_structural_operations_in_the_parallel_cpu_loops(shape, monkeypatch):
+    """Every loop takes its parallel twin (which large batches run): a parallel loop's
+    index is unsigned, and offsets computed from it must stay integers."""
+    monkeypatch.setattr(toolkit, "PARALLEL_MIN_WORK", 0)
+    names = [name for name, (_, case_shape) in STRUCTURAL.items() if case_shape == shape]
+    function = side_by_side(names)
+    x = sample(shape, seed=3)
+    check_forward_and_gradient(function, x, *forward_backward(function, x, "cpu"), str(names))
 
 
 def test_the_gradient_of_a_product_is_exact_at_zeros(device):

@@ -93,10 +93,11 @@ def strided_offset(index, shape, strides):
     (``strides[axis]``: the source's step, in elements, along each axis of ``shape``;
     0 where the source is broadcast). Reads a permuted array or a broadcast input."""
     offset = 0
+    remaining = np.int64(index)  # a parallel loop's index is unsigned: keep offsets signed
     for axis in range(shape.shape[0] - 1, -1, -1):
         extent = shape[axis]
-        offset += (index % extent) * strides[axis]
-        index //= extent
+        offset += (remaining % extent) * strides[axis]
+        remaining //= extent
     return offset
 
 
