@@ -769,8 +769,15 @@ class Graph(Model):
 
     # ------------------------------------------------------ config, summary
     def summary_rows(self) -> list[tuple[Layer, str]]:
+        # a node is the layer added, or what stands for it in the graph (a Lambda of
+        # several inputs is a merge node); a shared node shows the layer it shares
         return [
-            (entry["layer"], entry.get("input") or ", ".join(entry["inputs"]))
+            (
+                self.nodes.get(entry["name"], entry["layer"])
+                if entry["kind"] == "node"
+                else entry["layer"],
+                entry.get("input") or ", ".join(entry["inputs"]),
+            )
             for entry in self.node_config
             if entry["kind"] in ("node", "shared")
         ]

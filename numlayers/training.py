@@ -1118,7 +1118,7 @@ class Model:
         for layer, connected in self.summary_rows():
             rows.append(
                 (
-                    f"{layer.name} ({type(layer).__name__})",
+                    f"{layer.name} ({getattr(layer, 'summary_kind', type(layer).__name__)})",
                     str(layer.output_shape),
                     f"{layer.count_params():,}",
                     connected,

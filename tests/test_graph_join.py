@@ -219,9 +219,14 @@ def test_joins_and_shared_models_refuse_what_they_cannot_do(build, error, match)
         build(g)
 
 
-def test_the_siamese_graph_round_trips_through_its_config():
+def test_the_siamese_graph_round_trips_through_its_config(capsys):
     nl.set_seed(5)
     g, _ = siamese_graph()
+    g.summary()
+    rows = capsys.readouterr().out.splitlines()
+    assert any("(Sequential)" in row and "(None, 3)" in row and "input_a, input_b" in row
+               for row in rows)  # fmt: skip
+    assert any("(Lambda)" in row and "(None, 1)" in row and "shared" in row for row in rows)
     rebuilt = Graph.from_config(
         g.get_config(), custom_objects={"euclidean_distance": euclidean_distance}
     )

@@ -221,6 +221,11 @@ class Layer:
         return f"<{type(self).__name__} '{self.name}'>"
 
     @property
+    def summary_kind(self) -> str:
+        """What ``summary()`` calls this layer: its class name."""
+        return type(self).__name__
+
+    @property
     def label(self) -> str:
         """How error messages name this layer: ``Dense layer 'dense_1'``."""
         return f"{type(self).__name__} layer '{self.name}'"

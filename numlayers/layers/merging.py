@@ -586,6 +586,11 @@ class _TracedMerge(MergeNode):
         self._traced_call: Any = None
         super().__init__(parents, **kwargs)
 
+    @property
+    def summary_kind(self) -> str:
+        # a Graph's Lambda of several inputs is what the user added: a Lambda
+        return "Lambda" if type(self) is _TracedMerge else type(self).__name__
+
     def _arguments(self, inputs: list[Any]) -> Any:
         """What the function takes for ``inputs`` (one per parent): their list, or the
         dict of them by ``keys``."""
