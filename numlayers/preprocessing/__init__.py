@@ -1,6 +1,6 @@
-"""Keras 0.3's sequence helper for training scripts
-(``from numlayers.preprocessing import sequence``)."""
+"""Keras 0.3's data helpers for training scripts (``from numlayers.preprocessing import
+sequence, text``): padding token sequences, and turning texts into word indices."""
 
-from numlayers.preprocessing import sequence
+from numlayers.preprocessing import sequence, text
 
-__all__ = ["sequence"]
+__all__ = ["sequence", "text"]
