@@ -3,8 +3,8 @@ weights half-updated."""
 
 from __future__ import annotations
 
+import functools
 import signal
-import sys
 import threading
 
 import numpy as np
@@ -12,6 +12,7 @@ import pytest
 
 from numlayers.layers import Dense
 from numlayers.models import Sequential
+from numlayers.testing import run_interleaved
 
 
 def two_layer_model(seed: int = 0) -> Sequential:
@@ -32,16 +33,7 @@ def test_threads_predicting_with_one_model_get_their_own_results():
         for _ in range(20):
             results[i].append(model.predict(inputs[i], batch_size=7))
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads between almost every bytecode
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(interval)
+    run_interleaved([functools.partial(work, i) for i in range(4)])
     for i in range(4):
         for result in results[i]:
             np.testing.assert_array_equal(result, expected[i])

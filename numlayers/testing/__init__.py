@@ -1,4 +1,5 @@
-"""Public test helpers: tolerances, float64 gradient checks and the layer catalogue.
+"""Public test helpers: tolerances, float64 gradient checks, threads that interleave
+and the layer catalogue.
 
 ``gradient_check`` compares a layer's analytic gradients (its ``backward``)
 with float64 central differences, for the input and for each weight, and
@@ -7,6 +8,9 @@ fails naming the layer, the argument and the worst index.
 
 from __future__ import annotations
 
+import sys
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +24,21 @@ def tolerance(dtype: Any) -> dict[str, float]:
     if np.dtype(dtype) == np.float32:
         return {"rtol": 2e-4, "atol": 2e-5}
     return {"rtol": 1e-9, "atol": 1e-11}
+
+
+def run_interleaved(targets: Sequence[Callable[[], None]]) -> None:
+    """Run each of ``targets`` on a thread of its own and wait for them all, Python
+    switching threads between almost every bytecode meanwhile, so that a race shows."""
+    threads = [threading.Thread(target=target) for target in targets]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
 
 
 class GradientCheckError(AssertionError):
