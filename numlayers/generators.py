@@ -14,9 +14,9 @@ state, as :class:`numlayers.preprocessing.image.NumpyArrayIterator` does).
 from __future__ import annotations
 
 import inspect
-import queue
 import threading
 import warnings
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -43,6 +43,10 @@ class _Ended:
 
 class BatchQueue:
     """Batches from ``generator``, produced ahead on worker threads.
+
+    The workers fill the queue to ``max_queued`` batches, then rest until the consumer
+    has taken half of them: waking a worker for every batch would hand the interpreter
+    lock back and forth at every step.
 
     Args:
         generator: an iterator (a generator function's result, or an object with
@@ -74,8 +78,12 @@ class BatchQueue:
         self._generator: Iterator[Any] = generator
         # a generator object refuses to run on two threads at once
         self._advance_lock = threading.Lock() if inspect.isgenerator(generator) else None
-        self._ready: queue.Queue[Any] = queue.Queue(maxsize=max_queued)
-        self._stop = threading.Event()
+        self._ready: deque[Any] = deque()
+        self._changed = threading.Condition()
+        self._most = max(1, max_queued)
+        self._refill_at = self._most // 2
+        self._filling = True  # the workers produce; they rest once the queue is full
+        self._stopped = False
         self._delivered = 0
         self._finished = False
         self._threads = [
@@ -92,31 +100,38 @@ class BatchQueue:
             return next(self._generator)
 
     def _work(self) -> None:
-        while not self._stop.is_set():
+        while True:
+            with self._changed:
+                while not (self._filling or self._stopped):
+                    self._changed.wait()
+                if self._stopped:
+                    return
             try:
                 item: Any = self._next()
             except StopIteration:
                 item = _Ended()
             except BaseException as error:  # noqa: BLE001 - handed to the consumer
                 item = _Failure(error)
-            self._hand_over(item)
+            with self._changed:
+                self._ready.append(item)
+                if len(self._ready) >= self._most:
+                    self._filling = False
+                self._changed.notify_all()
             if isinstance(item, _Ended | _Failure):
                 return
-
-    def _hand_over(self, item: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                self._ready.put(item, timeout=0.05)
-            except queue.Full:
-                continue
-            return
 
     def get(self) -> Any:
         """The next batch; raises the generator's exception if it raised one, and
         :class:`GeneratorEnded` if it has no more batches."""
         if self._finished:
             raise GeneratorEnded(self._ended_message())
-        item = self._ready.get()
+        with self._changed:
+            while not self._ready:
+                self._changed.wait()
+            item = self._ready.popleft()
+            if not self._filling and len(self._ready) <= self._refill_at:
+                self._filling = True
+                self._changed.notify_all()
         if isinstance(item, _Failure):
             self._finished = True
             self.close()
@@ -136,12 +151,10 @@ class BatchQueue:
 
     def close(self) -> None:
         """Stop the workers (a worker inside the generator finishes that call first)."""
-        self._stop.set()
-        while True:  # free workers waiting to hand over a batch
-            try:
-                self._ready.get_nowait()
-            except queue.Empty:
-                break
+        with self._changed:
+            self._stopped = True
+            self._ready.clear()
+            self._changed.notify_all()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=1.0)
