@@ -52,6 +52,10 @@ l. A traced Lambda (``tanh(x) * 2 + x * x``) on 256 x 4096: forward against NumP
    when torch is importable, forward + backward against PyTorch autograd (targets 0.5);
    and a training step of the seed Graph against the same model in PyTorch (target 1.0).
    See ``compare_tracing.py``.
+m. One epoch of ``fit_generator`` against ``fit`` on the same batches (target 1.15), and
+   when torch is importable a training step of Keras 0.3's Siamese graph (a shared base
+   network, a join, a Lambda distance, a contrastive loss function) against PyTorch
+   (target 1.0). See ``compare_data.py``.
 
 The sides alternate in blocks of samples, never call by call, with a pause
 before each block: NumPy's and Numba's BLAS are two OpenBLAS builds with thread
@@ -103,6 +107,7 @@ from benchmarks.bench_graph import chain_data, chain_model  # noqa: E402
 from benchmarks.bench_training import classification_batch, mlp  # noqa: E402
 from benchmarks.common import disable_tf32, real_gpu  # noqa: E402
 from compare_convolutional import convolutional_vs_torch  # noqa: E402
+from compare_data import data_vs_fit_and_torch  # noqa: E402
 from compare_tracing import tracing_vs_numpy_and_torch  # noqa: E402
 from harness import (  # noqa: E402
     Row,
@@ -811,6 +816,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += batch_norm_vs_torch(torch, config)
         rows += convolutional_vs_torch(torch, config, real_gpu())
     rows += tracing_vs_numpy_and_torch(torch, config)
+    rows += data_vs_fit_and_torch(torch, config)
     print()
     print_table(rows, args.tiny)
 

@@ -3,6 +3,10 @@
 - ``GraphTrainStep``: inputs ``a`` (32 features) and ``b`` (16), a Dense(64, relu)
   on each, a concat merge into Dense(32, relu), then Dense(10, softmax) with
   categorical crossentropy and SGD; one ``train_on_batch`` of 32 samples.
+- ``SiameseTrainStep``: Keras 0.3's Siamese graph (mnist_siamese_graph): a base
+  network 784 -> 128 -> 128 -> 128 (relu, dropout 0.1) shared over two inputs, joined
+  into a Lambda Euclidean distance, trained with a contrastive loss function and
+  RMSprop; one ``train_on_batch`` of 128 pairs.
 - ``ChainOverhead``: the same chain of 8 Dense(32) layers (tanh, the last softmax),
   batch 32, built as a Sequential and as a Graph of one node per layer, timed for
   ``predict_on_batch`` and ``train_on_batch``. The layers are small, so the
@@ -17,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from numlayers import backend as K
 from numlayers.devices import Device
-from numlayers.layers import Dense
+from numlayers.layers import Dense, Dropout, Lambda
 from numlayers.models import Graph, Sequential
-from numlayers.optimizers import SGD
+from numlayers.optimizers import SGD, RMSprop
 
 from . import common
 
@@ -115,6 +120,71 @@ class GraphTrainStep:
             "b": rng.standard_normal((batch, features[1])).astype(np.float32),
             "output": np.eye(classes, dtype=np.float32)[rng.integers(0, classes, batch)],
         }
+        for _ in range(common.WARMUP_CALLS):
+            graph.train_on_batch(data)
+        device.synchronize()
+        return {"graph": graph, "data": data}
+
+    def time_train_on_batch(self, device: str) -> None:
+        self.graph.train_on_batch(self.data)
+        self.device.synchronize()
+
+
+def euclidean_distance(inputs: dict[str, Any]) -> Any:
+    u, v = inputs.values()
+    return K.sqrt(K.sum(K.square(u - v), axis=1, keepdims=True))
+
+
+def contrastive_loss(y: Any, d: Any) -> Any:
+    return K.mean(y * K.square(d) + (1 - y) * K.square(K.maximum(1.0 - d, 0)))
+
+
+def siamese_graph(inputs: int, width: int, device: Any = "cpu") -> Graph:
+    """Keras 0.3's Siamese graph: a base network of three Dense(width, relu) with
+    dropout, shared over two inputs, joined into a Lambda distance."""
+    base = Sequential(device=device)
+    base.add(Dense(width, input_shape=(inputs,), activation="relu", seed=0))
+    base.add(Dropout(0.1, seed=1))
+    base.add(Dense(width, activation="relu", seed=2))
+    base.add(Dropout(0.1, seed=3))
+    base.add(Dense(width, activation="relu", seed=4))
+    graph = Graph(device=device)
+    graph.add_input(name="input_a", input_shape=(inputs,))
+    graph.add_input(name="input_b", input_shape=(inputs,))
+    graph.add_shared_node(base, name="shared", inputs=["input_a", "input_b"], merge_mode="join")
+    graph.add_node(Lambda(euclidean_distance), name="d", input="shared")
+    graph.add_output(name="output", input="d")
+    graph.compile(loss={"output": contrastive_loss}, optimizer=RMSprop())
+    return graph
+
+
+def siamese_data(inputs: int, batch: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "input_a": rng.random((batch, inputs), dtype=np.float32),
+        "input_b": rng.random((batch, inputs), dtype=np.float32),
+        "output": (np.arange(batch) % 2).astype(np.float32),
+    }
+
+
+class SiameseTrainStep:
+    """One RMSprop ``train_on_batch`` of the Siamese graph, 128 pairs of 784 features."""
+
+    params = [common.DEVICES]
+    param_names = ["device"]
+    timeout = 180
+
+    def setup(self, device: str) -> None:
+        dev = common.bench_device(device)
+        state = common.prepared(("siamese_train", device), lambda: self._prepare(dev))
+        self.device = dev
+        self.graph = state["graph"]
+        self.data = state["data"]
+
+    def _prepare(self, device: Device) -> dict[str, Any]:
+        inputs, width, batch = common.pick((784, 128, 128), (6, 5, 4))
+        graph = siamese_graph(inputs, width, device)
+        data = siamese_data(inputs, batch)
         for _ in range(common.WARMUP_CALLS):
             graph.train_on_batch(data)
         device.synchronize()

@@ -10,6 +10,8 @@
   two dense layers) on 8 x 8 one-channel images, batch 64.
 - ``DigitsEpoch``: one ``fit`` epoch (batch 32, shuffled, silent) of the model of
   ``examples/digits_mlp.py`` on scikit-learn's digits (skipped without sklearn).
+- ``GeneratorEpoch``: the same model's epoch through ``fit_generator`` (one worker
+  thread) on random data of the digits' size.
 
 float32 only: what a training run uses.
 """
@@ -186,4 +188,47 @@ class DigitsEpoch:
 
     def time_fit_one_epoch(self, device: str) -> None:
         self.model.fit(self.x, self.y, batch_size=self.batch, nb_epoch=1, verbose=0, seed=0)
+        self.device.synchronize()
+
+
+def looping_batches(x: np.ndarray, y: np.ndarray, batch: int) -> Any:
+    """Keras 0.3's generator contract: the batches of ``(x, y)`` in order, forever."""
+    while True:
+        for start in range(0, len(x), batch):
+            yield x[start : start + batch], y[start : start + batch]
+
+
+class GeneratorEpoch:
+    """One ``fit_generator`` epoch (one worker, batch 32) of the digits model on 1,437
+    random samples of the digits' size: ``DigitsEpoch``'s work, fed by a generator.
+
+    Tiny runs take 16 samples, one batch, and narrow hidden layers.
+    """
+
+    params = [common.DEVICES]
+    param_names = ["device"]
+    timeout = 300
+
+    def setup(self, device: str) -> None:
+        dev = common.bench_device(device)
+        state = common.prepared(("generator_epoch", device), lambda: self._prepare(dev))
+        self.device = dev
+        self.model = state["model"]
+        self.batches = state["batches"]
+        self.count = state["count"]
+
+    def _prepare(self, device: Device) -> dict[str, Any]:
+        count, batch = common.pick((1437, 32), (16, 16))
+        rng = np.random.default_rng(0)
+        x = rng.random((count, 64), dtype=np.float32)
+        y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, count)]
+        model = digits_model(device, common.pick((256, 128), (5, 4)))
+        batches = looping_batches(x, y, batch)
+        if common.WARMUP_CALLS:
+            model.fit_generator(batches, count, 1, verbose=0)
+        device.synchronize()
+        return {"model": model, "batches": batches, "count": count}
+
+    def time_fit_generator_one_epoch(self, device: str) -> None:
+        self.model.fit_generator(self.batches, self.count, 1, verbose=0)
         self.device.synchronize()
