@@ -125,6 +125,8 @@ class Graph(Model):
         self._reverse_plans: dict[bool, list[ReverseStep]] = {}
         self._weight_layers: tuple[int, list[Layer]] = (0, [])  # for a graph of this size
 
+    losses_by_output_name = True
+
     def __repr__(self) -> str:
         return f"<Graph '{self.name}' with {len(self.nodes)} nodes on {self.device.name}>"
 
@@ -795,6 +797,7 @@ class Graph(Model):
             "name": self.name,
             "dtype": self.dtype.name,
             "nodes": nodes,
+            **self.compile_config(),
         }
         if verbose:
             pprint.pprint(config)

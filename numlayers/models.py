@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from numlayers import losses, optimizers
 from numlayers.devices import Device, get_device, resolve_dtype
 from numlayers.graph import Graph
 from numlayers.layers import Layer, deserialize
 from numlayers.layers.containers import as_layer
 from numlayers.layers.merging import Merge
-from numlayers.serialization import safe_mode_scope
+from numlayers.serialization import resolve_function, safe_mode_scope
 from numlayers.training import Model, yaml_module
 
 __all__ = ["Graph", "Sequential", "model_from_config", "model_from_json", "model_from_yaml"]
@@ -307,6 +308,7 @@ class Sequential(Model):
             "name": self.name,
             "dtype": self.dtype.name,
             "layers": [layer.get_config() for layer in self.layers],
+            **self.compile_config(),
         }
         if verbose:
             pprint.pprint(config)
@@ -334,7 +336,10 @@ def model_from_config(
     safe_mode: bool | None = None,
 ) -> Sequential | Graph:
     """Rebuild a Sequential or a Graph from its ``get_config()`` (Keras 0.3's function),
-    running no code (``safe_mode`` as in :func:`numlayers.layers.deserialize`)."""
+    running no code (``safe_mode`` as in :func:`numlayers.layers.deserialize`). A config
+    of a compiled model (it holds an ``optimizer``) gives a model compiled alike; a loss
+    function it names is found as a Lambda's function is (``custom_objects``, registered
+    functions)."""
     kinds: dict[str, type[Sequential] | type[Graph]] = {"Sequential": Sequential, "Graph": Graph}
     kind = kinds.get(config.get("class_name", ""))
     if kind is None:
@@ -342,7 +347,39 @@ def model_from_config(
             "model config must be of a Sequential or a Graph, "
             f"received {config.get('class_name')!r}"
         )
-    return kind.from_config(config, custom_objects, safe_mode)
+    model = kind.from_config(config, custom_objects, safe_mode)
+    if "optimizer" in config:
+        with safe_mode_scope(safe_mode):
+            _compile_as_configured(model, config, custom_objects)
+    return model
+
+
+def _compile_as_configured(
+    model: Sequential | Graph, config: dict[str, Any], custom_objects: dict[str, Any] | None
+) -> None:
+    """Compile ``model`` as its config's ``optimizer``, ``loss``, ``metrics`` and
+    ``class_mode`` say."""
+    owner = f"{model.name} config"
+    optimizer = optimizers.from_config(config["optimizer"], owner)
+
+    def loss_of(reference: Any) -> Any:
+        if isinstance(reference, str) and (
+            reference.lower() in losses.LOSSES or reference.lower() in losses.ALIASES
+        ):
+            return reference
+        return resolve_function(reference, f"{owner}: loss", custom_objects)
+
+    loss = config.get("loss")
+    if isinstance(loss, dict):
+        chosen: Any = {name: loss_of(reference) for name, reference in loss.items()}
+    else:
+        chosen = loss_of(loss)
+    model.compile(
+        optimizer,
+        chosen,
+        metrics=config.get("metrics"),
+        class_mode=config.get("class_mode"),
+    )
 
 
 def _host_array(X: Any) -> np.ndarray:
@@ -354,7 +391,7 @@ def model_from_json(
     json_string: str, custom_objects: dict[str, Any] | None = None, safe_mode: bool | None = None
 ) -> Sequential | Graph:
     """Rebuild a model from :meth:`~numlayers.training.Model.to_json`'s text, as
-    :func:`model_from_config` (running no code); compile it before training."""
+    :func:`model_from_config` (running no code; compiled if the model was)."""
     return model_from_config(_config_of(json.loads(json_string), "JSON"), custom_objects, safe_mode)
 
 

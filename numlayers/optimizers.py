@@ -368,6 +368,24 @@ OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
 }
 
 
+def from_config(config: Any, owner: str = "optimizer config") -> Optimizer:
+    """The optimizer an :meth:`Optimizer.get_config` describes (its ``class_name``, or
+    Keras 0.3's ``name``, and its arguments); unknown names and arguments are refused.
+
+    Example:
+        >>> from_config({"class_name": "SGD", "lr": 0.1, "momentum": 0.9}).hyper["momentum"]
+        0.9
+    """
+    if not isinstance(config, dict):
+        raise TypeError(f"{owner}: the optimizer must be a mapping, received {config!r}")
+    arguments = dict(config)
+    name = arguments.pop("class_name", None) or arguments.pop("name", None)
+    kind = OPTIMIZERS.get(str(name).lower())
+    if kind is None:
+        raise ValueError(f"{owner}: unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
+    return kind(**arguments)
+
+
 def get(identifier: Any) -> Optimizer:
     """An optimizer: ``identifier`` itself, or a new one with defaults from its name."""
     if isinstance(identifier, Optimizer):

@@ -257,10 +257,39 @@ class Model:
     def get_config(self, verbose: int = 0) -> dict[str, Any]:
         raise NotImplementedError
 
+    #: whether compile takes a loss for each output by name (a Graph's, as in Keras 0.3)
+    losses_by_output_name = False
+
+    def compile_config(self) -> dict[str, Any]:
+        """What :meth:`compile` was given, as plain data (nothing before a compile): the
+        optimizer's config, the loss (a dict by output for a Graph, a function loss by
+        its reference), the metrics and the class mode. Keras 0.3 kept it in a model's
+        config, and :func:`numlayers.models.model_from_config` compiles with it."""
+        if not hasattr(self, "heads"):
+            return {}
+        from numlayers.serialization import function_reference
+
+        def named(loss: losses_module.Loss) -> str:
+            if not isinstance(loss, losses_module.FunctionLoss):
+                return loss.name
+            reference = function_reference(loss.function)
+            return reference if isinstance(reference, str) else loss.name
+
+        names = [named(loss) for loss in self._losses]
+        return {
+            "optimizer": self.optimizer.get_config(),
+            "loss": dict(zip(self.output_names, names, strict=True))
+            if self.losses_by_output_name
+            else names[0],
+            "metrics": list(self._compiled_metrics),
+            "class_mode": self.class_mode,
+        }
+
     def to_json(self, **kwargs: Any) -> str:
-        """The architecture (:meth:`get_config`) as JSON, for :func:`numlayers.models.
+        """The model's config (:meth:`get_config`: the architecture and, once compiled,
+        what :meth:`compile` was given) as JSON, for :func:`numlayers.models.
         model_from_json`; ``kwargs`` go to ``json.dumps``. The weights are saved apart
-        (:meth:`save_weights`), and a rebuilt model is compiled again."""
+        (:meth:`save_weights`)."""
         return json.dumps(self.get_config(), **kwargs)
 
     def to_yaml(self, **kwargs: Any) -> str:

@@ -144,3 +144,68 @@ def test_architectures_round_trip_through_json_and_yaml_and_load_no_object(tmp_p
 
     with pytest.raises(yaml.YAMLError):  # safe_load makes no Python object, runs nothing
         model_from_yaml("!!python/object/apply:os.system ['echo hacked']")
+
+
+def hinge_of_the_batch(y_true, y_pred):  # a loss function a config names
+    return np.mean(np.maximum(1.0 - y_true * y_pred, 0.0))
+
+
+def test_a_compiled_model_comes_back_compiled_from_its_json_and_yaml():
+    """As in Keras 0.3, a compiled model's config holds its optimizer, loss, metrics and
+    class mode; the rebuilt model trains step for step as the original."""
+    from numlayers.graph import Graph
+    from numlayers.models import model_from_json, model_from_yaml
+    from numlayers.optimizers import SGD
+
+    numlayers.set_seed(0)
+    sequential = Sequential([Dense(3, input_shape=(4,), activation="softmax")])
+    sequential.compile(
+        SGD(lr=0.05, momentum=0.9, nesterov=True, clipnorm=1.0),
+        "categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    graph = Graph()
+    graph.add_input("x", input_shape=(4,))
+    graph.add_node(Dense(2, activation="tanh"), name="h", input="x", create_output=True)
+    graph.add_node(Dense(1), name="r", input="x", create_output=True)
+    graph.compile("rmsprop", {"h": hinge_of_the_batch, "r": "mse"})
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6, 4))
+    data = {
+        sequential.name: (X, np.eye(3)[np.arange(6) % 3]),
+        graph.name: ({"x": X, "h": np.sign(rng.standard_normal((6, 2))), "r": X[:, :1]},),
+    }
+    custom = {"hinge_of_the_batch": hinge_of_the_batch}
+    for model in (sequential, graph):
+        config = model.get_config()
+        assert config["optimizer"]["class_name"] == type(model.optimizer).__name__
+        texts = ((model.to_json(), model_from_json), (model.to_yaml(), model_from_yaml))
+        initial = model.get_weights()
+        # two steps of the original (momentum, clipping and metrics included)
+        expected = [model.train_on_batch(*data[model.name]) for _ in range(2)]
+        for text, loader in texts:
+            rebuilt = loader(text, custom_objects=custom)
+            assert rebuilt.get_config() == config
+            rebuilt.set_weights(initial)
+            got = [rebuilt.train_on_batch(*data[model.name]) for _ in range(2)]
+            np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert "optimizer" not in Sequential([Dense(2, input_shape=(3,))]).get_config()
+
+
+def test_a_compiled_config_names_its_optimizer_and_loss_function_safely():
+    from numlayers.models import model_from_config
+
+    model = Sequential([Dense(1, input_shape=(2,))])
+    model.compile("sgd", hinge_of_the_batch)
+    config = model.get_config()
+    assert config["loss"] == f"{__name__}:hinge_of_the_batch"
+    with pytest.raises(ValueError, match="loss.*neither in custom_objects nor registered"):
+        model_from_config(config)  # loading runs no code it was not given
+    trusted = model_from_config(config, safe_mode=False)
+    assert trusted._losses[0].function is hinge_of_the_batch
+    keras_style = dict(config, optimizer={"name": "SGD", "lr": 0.5})  # Keras 0.3's key
+    assert model_from_config(keras_style, safe_mode=False).optimizer.lr == 0.5
+    with pytest.raises(ValueError, match="unknown optimizer 'Nadam'"):
+        model_from_config(dict(config, optimizer={"class_name": "Nadam"}), safe_mode=False)
+    with pytest.raises(TypeError, match=r"SGD: unknown argument\(s\) \['rho'\]"):
+        model_from_config(dict(config, optimizer={"class_name": "SGD", "rho": 1}), safe_mode=False)
