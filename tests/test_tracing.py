@@ -41,6 +41,7 @@ ELEMENTWISE = {
     "where-comparisons": lambda x: np.where(x > 0, x * x, -x) + (x >= 0.2) * x + (x < -0.3) * x,
     "comparisons": lambda x: (x <= 0.5) * x + (x == x) * x - (x != x) * x,
     "clip": lambda x: np.clip(x, -0.5, 0.5) + x.clip(-0.2, 0.7),
+    "floor-ceil": lambda x: (np.floor(3.0 * x) + np.ceil(2.5 * x)) * x,
     "backend-activations": lambda x: (
         K.sigmoid(x)
         + K.hard_sigmoid(x) * 0.0

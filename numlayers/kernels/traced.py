@@ -255,6 +255,14 @@ def smaller(a, b):
 
 
 @register_jitable
+def floor_of(a, one):
+    """``np.floor`` in ``a``'s own dtype (``math.floor`` returns an integer): ``a`` less
+    its floored remainder; infinities and NaN stay as they are."""
+    remainder = a % one
+    return a - remainder if remainder == remainder else a
+
+
+@register_jitable
 def signum(a, one, zero):
     """``np.sign``: NaN stays NaN."""
     if a > zero:
@@ -304,6 +312,8 @@ EXPRESSIONS: dict[str, str] = {
     "sin": "sin_of({0}, trig_constants)",
     "cos": "cos_of({0}, trig_constants)",
     "sign": "signum({0}, one, zero)",
+    "floor": "floor_of({0}, one)",
+    "ceil": "-floor_of(-{0}, one)",
     "sigmoid": "one / (one + math.exp(-{0}))",
     "reciprocal": "one / {0}",
 }
@@ -385,6 +395,7 @@ def fused_builder(dtype: np.dtype, cuda: CudaKernels | None) -> Callable[..., An
         "larger": larger,
         "smaller": smaller,
         "signum": signum,
+        "floor_of": floor_of,
     }
     loops: dict[str, Callable[..., None]] = {}
 
