@@ -188,16 +188,162 @@ def l2_normalize(x: Any, axis: int) -> Any:
     return x / np.sqrt(np.maximum(squares, 1e-12))
 
 
+def softplus(x: Any) -> Any:
+    """``log(1 + exp(x))``, computed without overflow for large ``|x|``."""
+    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+
+
+# ------------------------------------------------------------------ objectives
+def categorical_crossentropy(output: Any, target: Any, from_logits: bool = False) -> Any:
+    """Cross-entropy of each row of class probabilities ``output`` (rescaled to sum to 1,
+    or a softmax of logits with ``from_logits``), clipped to ``[eps, 1 - eps]``, against
+    ``target`` rows (Keras 0.3's argument order: output first).
+
+    Example:
+        >>> categorical_crossentropy(np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]])).round(4)
+        array([0.6931])
+    """
+    rows = softmax(output) if from_logits else output / np.sum(output, axis=-1, keepdims=True)
+    output = np.clip(rows, _EPSILON, 1.0 - _EPSILON)
+    return -np.sum(target * np.log(output), axis=-1)
+
+
+def binary_crossentropy(output: Any, target: Any, from_logits: bool = False) -> Any:
+    """Elementwise cross-entropy of probabilities ``output`` (a sigmoid of logits with
+    ``from_logits``), clipped to ``[eps, 1 - eps]``, against ``target`` (output first,
+    as Keras 0.3).
+
+    Example:
+        >>> binary_crossentropy(np.array([0.5]), np.array([1.0])).round(4)
+        array([0.6931])
+    """
+    if from_logits:
+        output = sigmoid(output)
+    output = np.clip(output, _EPSILON, 1.0 - _EPSILON)
+    return -(target * np.log(output) + (1.0 - target) * np.log(1.0 - output))
+
+
+# ------------------------------------------------------- shapes, tests, selection
+def shape(x: Any) -> Any:
+    """The shape of ``x`` (in a traced function, the batch size is symbolic: it may be
+    handed to ``reshape`` but not computed with)."""
+    return x.shape
+
+
+def ndim(x: Any) -> int:
+    return int(np.ndim(x))
+
+
+def cast(x: Any, dtype: Any) -> Any:
+    """``x`` as ``dtype`` (in a traced function comparisons are already numbers, and a
+    float dtype changes nothing)."""
+    return x.astype(dtype)
+
+
+def zeros_like(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return np.zeros_like(x)
+    return np.where(x == x, 0.0, 0.0)  # traced: zeros of x's shape, NaN or not
+
+
+def ones_like(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return np.ones_like(x)
+    return np.where(x == x, 1.0, 1.0)
+
+
+def equal(x: Any, y: Any) -> Any:
+    return x == y
+
+
+def not_equal(x: Any, y: Any) -> Any:
+    return x != y
+
+
+def sign(x: Any) -> Any:
+    return np.sign(x)
+
+
+def round(x: Any) -> Any:  # noqa: A001 - Keras' name
+    """``x`` rounded half away from zero (Theano's rounding in Keras 0.3)."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def switch(condition: Any, then_expression: Any, else_expression: Any) -> Any:
+    """``then_expression`` where ``condition`` holds, else ``else_expression``."""
+    return np.where(condition, then_expression, else_expression)
+
+
+def transpose(x: Any) -> Any:
+    """``x`` with its axes reversed."""
+    return np.transpose(x)
+
+
+def gather(reference: Any, indices: Any) -> Any:
+    """The rows ``indices`` of ``reference`` (``reference[indices]``)."""
+    return reference[indices]
+
+
+def repeat_elements(x: Any, rep: int, axis: int) -> Any:
+    """Each element of ``x`` repeated ``rep`` times along ``axis`` (``np.repeat``)."""
+    return np.repeat(x, rep, axis=axis)
+
+
+def tile(x: Any, n: Any) -> Any:
+    return np.tile(x, n)
+
+
+def flatten(x: Any) -> Any:
+    """``x`` as one vector (its batch axis included, so not inside a traced function)."""
+    return np.reshape(x, (-1,))
+
+
+def batch_flatten(x: Any) -> Any:
+    """``x`` as ``(batch, everything else)``.
+
+    Example:
+        >>> batch_flatten(np.zeros((2, 3, 4))).shape
+        (2, 12)
+    """
+    return np.reshape(x, (x.shape[0], -1))
+
+
+def argmax(x: Any, axis: int = -1) -> Any:
+    """The index of the largest value along ``axis`` (NumPy arrays only: an index has no
+    gradient, so a traced function cannot use it)."""
+    return np.argmax(x, axis=axis)
+
+
+def argmin(x: Any, axis: int = -1) -> Any:
+    """The index of the smallest value along ``axis`` (NumPy arrays only, as argmax)."""
+    return np.argmin(x, axis=axis)
+
+
+def any(x: Any, axis: Any = None, keepdims: bool = False) -> Any:  # noqa: A001
+    """Whether any value along ``axis`` is nonzero (NumPy arrays only, as argmax)."""
+    return np.any(x, axis=axis, keepdims=keepdims)
+
+
 __all__ = [
     "abs",
+    "any",
+    "argmax",
+    "argmin",
     "batch_dot",
+    "batch_flatten",
+    "binary_crossentropy",
+    "cast",
+    "categorical_crossentropy",
     "clip",
     "concatenate",
     "dot",
     "epsilon",
+    "equal",
     "exp",
     "expand_dims",
+    "flatten",
     "floatx",
+    "gather",
     "hard_sigmoid",
     "l2_normalize",
     "log",
@@ -206,18 +352,30 @@ __all__ = [
     "mean",
     "min",
     "minimum",
+    "ndim",
+    "not_equal",
+    "ones_like",
     "permute_dimensions",
     "pow",
     "prod",
     "relu",
     "repeat",
+    "repeat_elements",
     "reshape",
+    "round",
+    "shape",
     "sigmoid",
+    "sign",
     "softmax",
+    "softplus",
     "sqrt",
     "square",
     "squeeze",
     "std",
     "sum",
+    "switch",
     "tanh",
+    "tile",
+    "transpose",
+    "zeros_like",
 ]

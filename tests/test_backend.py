@@ -63,7 +63,43 @@ CASES = {
         lambda x: K.l2_normalize(x, axis=-1),
         lambda x: x / np.sqrt((x * x).sum(-1, keepdims=True)),
     ),
+    "softplus": (lambda x: K.softplus(4 * x), lambda x: np.log(1 + np.exp(4 * x))),
+    "crossentropies": (
+        lambda x: (
+            K.categorical_crossentropy(K.softmax(x), K.softmax(2 * x))
+            + K.categorical_crossentropy(x, K.softmax(2 * x), from_logits=True)
+            + K.sum(K.binary_crossentropy(K.sigmoid(x), 0.3), axis=-1)
+            + K.sum(K.binary_crossentropy(x, 0.7, from_logits=True), axis=-1)
+        ),
+        lambda x: (
+            -2 * (softmax(2 * x) * np.log(softmax(x))).sum(-1)
+            - (0.3 * np.log(1 / (1 + np.exp(-x))) + 0.7 * np.log(1 - 1 / (1 + np.exp(-x)))).sum(-1)
+            - (0.7 * np.log(1 / (1 + np.exp(-x))) + 0.3 * np.log(1 - 1 / (1 + np.exp(-x)))).sum(-1)
+        ),
+    ),
+    "comparisons-switch-cast": (
+        lambda x: (
+            K.cast(K.equal(x, K.max(x, axis=-1, keepdims=True)), "float64") * x
+            + K.switch(x > 0, x, K.zeros_like(x))
+            + K.ones_like(x)
+            + K.cast(K.not_equal(x, x), "float64")
+        ),
+        lambda x: (x == x.max(-1, keepdims=True)) * x + np.maximum(x, 0) + 1.0,
+    ),
+    "sign-round": (
+        lambda x: K.sign(x) * K.round(3 * x) * x,
+        lambda x: np.sign(x) * np.sign(x) * np.floor(np.abs(3 * x) + 0.5) * x,
+    ),
+    "repeat_elements-tile": (
+        lambda x: K.repeat_elements(x, 2, axis=1) * K.tile(x, (1, 2, 1)),
+        lambda x: np.repeat(x, 2, axis=1) * np.concatenate([x, x], axis=1),
+    ),
+    "batch_flatten": (lambda x: K.batch_flatten(x), lambda x: x.reshape(len(x), 12)),
 }
+
+
+def softmax(x):
+    return np.exp(x) / np.exp(x).sum(-1, keepdims=True)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -99,3 +135,17 @@ def test_backend_functions_trace_with_their_gradients():
         down[index] -= 1e-6
         expected[index] = np.sum((every_function(up) - every_function(down)) * projection) / 2e-6
     np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_backend_functions_of_numpy_arrays_only():
+    """What has no gradient (indices, tests) or moves the batch axis: NumPy arrays."""
+    x = sample((2, 3, 4))
+    assert K.shape(x) == (2, 3, 4) and K.ndim(x) == 3
+    np.testing.assert_array_equal(K.transpose(x), x.T)
+    np.testing.assert_array_equal(K.flatten(x), x.ravel())
+    np.testing.assert_array_equal(K.argmax(x), x.argmax(-1))
+    np.testing.assert_array_equal(K.argmin(x, axis=1), x.argmin(1))
+    np.testing.assert_array_equal(K.any(x > 0.9, axis=-1), (x > 0.9).any(-1))
+    np.testing.assert_array_equal(K.gather(x, [1, 0]), x[[1, 0]])
+    np.testing.assert_array_equal(K.round(np.array([-1.5, -0.5, 0.5, 2.5])), [-2, -1, 1, 3])
+    np.testing.assert_array_equal(K.zeros_like(x), np.zeros_like(x))
