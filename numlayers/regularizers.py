@@ -60,6 +60,21 @@ class Regularizer:
         }
 
 
+class WeightRegularizer(Regularizer):
+    """Keras 0.3's class of weight regularizers: ``l1 * sum|W| + l2 * sum W**2``."""
+
+    def __init__(self, l1: float = 0.0, l2: float = 0.0) -> None:
+        super().__init__(l1, l2, activity=False)
+
+
+class ActivityRegularizer(Regularizer):
+    """Keras 0.3's class of activity regularizers: the same of a layer's output, averaged
+    over the batch."""
+
+    def __init__(self, l1: float = 0.0, l2: float = 0.0) -> None:
+        super().__init__(l1, l2, activity=True)
+
+
 def l1(l: float = 0.01) -> Regularizer:  # noqa: E741 - Keras 0.3's argument name
     return Regularizer(l1=l)
 

@@ -142,6 +142,21 @@ def test_identity_constraint_and_regularizer_and_initialisers_without_a_generato
     assert initializations.orthogonal((4, 4)).shape == (4, 4)
 
 
+def test_keras_03_regularizer_classes_penalise_as_the_functions_do():
+    X = np.random.default_rng(5).standard_normal((4, 3))
+    losses_seen = []
+    for weight, activity in (
+        (regularizers.WeightRegularizer(l1=0.1, l2=0.2), regularizers.ActivityRegularizer(l2=0.3)),
+        (regularizers.l1l2(0.1, 0.2), regularizers.activity_l2(0.3)),
+    ):
+        set_seed(6)
+        model = Sequential()
+        model.add(Dense(2, input_shape=(3,), W_regularizer=weight, activity_regularizer=activity))
+        model.compile("sgd", "mse")
+        losses_seen.append(model.test_on_batch(X, np.zeros((4, 2))))
+    assert losses_seen[0] == losses_seen[1] > 0
+
+
 def test_reset_states_resets_every_stateful_layer_of_a_model(capsys):
     model = Sequential()
     model.add(SimpleRNN(3, batch_input_shape=(2, 4, 2), stateful=True, return_sequences=True))
