@@ -559,6 +559,37 @@ class Graph(Model):
     def output_names(self) -> list[str]:
         return list(self.output_order)
 
+    @property
+    def nb_input(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def nb_output(self) -> int:
+        return len(self.outputs)
+
+    @property
+    def input_shape(self) -> Any:
+        """The input's shape, or a dict of them by name when there are several (Keras 0.3)."""
+        shapes = dict(zip(self.input_order, self.input_shapes(), strict=True))
+        return next(iter(shapes.values())) if len(shapes) == 1 else shapes
+
+    @property
+    def output_shape(self) -> Any:
+        """The output's shape, or a dict of them by name when there are several (Keras 0.3).
+
+        Example:
+            >>> graph = Graph()
+            >>> graph.add_input("x", input_shape=(3,))
+            >>> graph.add_node(Dense(2), name="a", input="x", create_output=True)
+            >>> graph.add_node(Dense(4), name="b", input="x", create_output=True)
+            >>> graph.output_shape
+            {'a': (None, 2), 'b': (None, 4)}
+            >>> graph.input_shape, graph.nb_input, graph.nb_output
+            ((None, 3), 1, 2)
+        """
+        shapes = {name: self.outputs[name].output_shape for name in self.output_order}
+        return next(iter(shapes.values())) if len(shapes) == 1 else shapes
+
     def input_shapes(self) -> list[tuple[int | None, ...]]:
         return [self.inputs[name].input_shape for name in self.input_order]
 
