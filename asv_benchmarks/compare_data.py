@@ -17,12 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from benchmarks.bench_graph import siamese_data, siamese_graph
 from benchmarks.bench_training import digits_model, looping_batches
 from harness import Row, Settings, measure, rng_array
 
 import numlayers
-from numlayers.models import Graph
+from numlayers.testing.reference_models import siamese_data, siamese_graph, torch_siamese
 
 GENERATOR_TARGET = 1.15
 SIAMESE_TARGET = 1.0
@@ -66,49 +65,18 @@ def generator_vs_fit(config: Settings) -> Row:
     )
 
 
-def torch_siamese(torch: Any, graph: Graph) -> tuple[Any, Any]:
-    """The Siamese graph in PyTorch with the same weights: (base network, distance)."""
-    nn = torch.nn
-    weights = graph.get_weights()
-    layers: list[Any] = []
-    for position in range(0, len(weights), 2):
-        W, b = weights[position], weights[position + 1]
-        linear = nn.Linear(*W.shape)
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(W.T.copy()))
-            linear.bias.copy_(torch.from_numpy(b))
-        layers += [linear, nn.ReLU()]
-        if position + 2 < len(weights):
-            layers.append(nn.Dropout(0.1))
-    base = nn.Sequential(*layers)
-
-    def distance(a: Any, b: Any) -> Any:
-        return torch.sqrt(torch.clamp(((base(a) - base(b)) ** 2).sum(1, keepdim=True), min=0))
-
-    return base, distance
-
-
 def siamese_step_vs_torch(torch: Any, config: Settings) -> Row:
     inputs, width, batch = SIAMESE_SIZES if config.width > 100 else (6, 5, 4)
     graph = siamese_graph(inputs, width)
     data = siamese_data(inputs, batch)
-    base, distance = torch_siamese(torch, graph)
-    optimizer = torch.optim.RMSprop(base.parameters(), lr=0.001, alpha=0.9, eps=1e-6)
+    _, torch_step = torch_siamese(torch, graph)
     ta, tb = torch.from_numpy(data["input_a"]), torch.from_numpy(data["input_b"])
     ty = torch.from_numpy(data["output"])[:, None]
 
     def ours() -> float:
         return float(graph.train_on_batch(data))
 
-    def theirs() -> float:
-        optimizer.zero_grad()
-        d = distance(ta, tb)
-        loss = (ty * d**2 + (1 - ty) * torch.clamp(1.0 - d, min=0) ** 2).mean()
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    t = measure({"ours": ours, "torch": theirs}, config)
+    t = measure({"ours": ours, "torch": lambda: torch_step(ta, tb, ty)}, config)
     return Row(
         "m",
         f"Siamese graph {inputs}->{width}x3 batch {batch} train step vs torch",

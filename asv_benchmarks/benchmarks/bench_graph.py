@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from numlayers import backend as K
 from numlayers.devices import Device
-from numlayers.layers import Dense, Dropout, Lambda
+from numlayers.layers import Dense
 from numlayers.models import Graph, Sequential
-from numlayers.optimizers import SGD, RMSprop
+from numlayers.optimizers import SGD
+from numlayers.testing.reference_models import siamese_data, siamese_graph
 
 from . import common
 
@@ -128,43 +128,6 @@ class GraphTrainStep:
     def time_train_on_batch(self, device: str) -> None:
         self.graph.train_on_batch(self.data)
         self.device.synchronize()
-
-
-def euclidean_distance(inputs: dict[str, Any]) -> Any:
-    u, v = inputs.values()
-    return K.sqrt(K.sum(K.square(u - v), axis=1, keepdims=True))
-
-
-def contrastive_loss(y: Any, d: Any) -> Any:
-    return K.mean(y * K.square(d) + (1 - y) * K.square(K.maximum(1.0 - d, 0)))
-
-
-def siamese_graph(inputs: int, width: int, device: Any = "cpu") -> Graph:
-    """Keras 0.3's Siamese graph: a base network of three Dense(width, relu) with
-    dropout, shared over two inputs, joined into a Lambda distance."""
-    base = Sequential(device=device)
-    base.add(Dense(width, input_shape=(inputs,), activation="relu", seed=0))
-    base.add(Dropout(0.1, seed=1))
-    base.add(Dense(width, activation="relu", seed=2))
-    base.add(Dropout(0.1, seed=3))
-    base.add(Dense(width, activation="relu", seed=4))
-    graph = Graph(device=device)
-    graph.add_input(name="input_a", input_shape=(inputs,))
-    graph.add_input(name="input_b", input_shape=(inputs,))
-    graph.add_shared_node(base, name="shared", inputs=["input_a", "input_b"], merge_mode="join")
-    graph.add_node(Lambda(euclidean_distance), name="d", input="shared")
-    graph.add_output(name="output", input="d")
-    graph.compile(loss={"output": contrastive_loss}, optimizer=RMSprop())
-    return graph
-
-
-def siamese_data(inputs: int, batch: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return {
-        "input_a": rng.random((batch, inputs), dtype=np.float32),
-        "input_b": rng.random((batch, inputs), dtype=np.float32),
-        "output": (np.arange(batch) % 2).astype(np.float32),
-    }
 
 
 class SiameseTrainStep:

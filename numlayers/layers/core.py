@@ -580,7 +580,7 @@ class Lambda(Layer):
 
     def __init__(
         self,
-        function: Callable[[np.ndarray], Any],
+        function: Callable[..., Any],
         output_shape: Any = None,
         backward: Callable[[np.ndarray, np.ndarray], Any] | None = None,
         **kwargs: Any,

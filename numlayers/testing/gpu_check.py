@@ -100,9 +100,14 @@ from numlayers.kernels.toolkit import launch_size  # noqa: E402
 from numlayers.layers import GRU, LSTM, Convolution2D, Dense, Lambda  # noqa: E402
 from numlayers.models import Sequential  # noqa: E402
 from numlayers.optimizers import SGD  # noqa: E402
+from numlayers.testing.reference_models import (  # noqa: E402
+    siamese_data,
+    siamese_graph,
+    torch_siamese,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-CASES = ("gemm", "tilings", "elementwise", "mlp", "recurrent", "conv", "lambda")
+CASES = ("gemm", "tilings", "elementwise", "mlp", "recurrent", "conv", "lambda", "siamese")
 
 
 # --------------------------------------------------------------------------- settings
@@ -117,6 +122,7 @@ class Sizes:
     mlps: tuple[tuple[int, ...], ...]  # (input, hidden..., classes, batch)
     recurrent: tuple[int, int, int, int]  # steps, batch, features, units
     conv: tuple[int, int, int]  # batch, channels (= filters), image side
+    siamese: tuple[int, int, int]  # inputs, width, batch
     samples: int
 
 
@@ -126,6 +132,7 @@ FULL = Sizes(
     mlps=((64, 128, 128, 10, 32), (784, 1024, 1024, 10, 256), (784, 4096, 4096, 10, 1024)),
     recurrent=(50, 32, 64, 128),
     conv=(256, 32, 32),
+    siamese=(784, 128, 128),
     samples=15,
 )
 SMOKE = Sizes(
@@ -134,6 +141,7 @@ SMOKE = Sizes(
     mlps=((4, 3, 2, 2),),
     recurrent=(2, 2, 3, 2),
     conv=(1, 1, 3),
+    siamese=(6, 5, 4),
     samples=1,
 )
 
@@ -645,6 +653,37 @@ def conv_rows(context: Context) -> list[Row]:
     return [timed_row(case, ours_time, theirs_time, note)]
 
 
+def siamese_rows(context: Context) -> list[Row]:
+    """Keras 0.3's Siamese graph (a shared base network, a join into a traced Lambda
+    distance, a contrastive loss function) train step, replayed as a CUDA graph and
+    eagerly, against the same model and step in PyTorch."""
+    inputs, width, batch = context.sizes.siamese
+    data = siamese_data(inputs, batch)
+    rows = []
+    for cuda_graphs in (True, False):
+        graph = siamese_graph(inputs, width, context.device, cuda_graphs)
+
+        def ours(graph: Any = graph) -> Any:
+            return graph.train_on_batch(data)
+
+        theirs = None
+        note = ""
+        if context.torch is not None:
+            _, torch_step = torch_siamese(context.torch, graph)
+
+            def theirs(torch_step: Any = torch_step, torch: Any = context.torch) -> float:
+                # the batch from host memory, as ours
+                a, b = (torch.from_numpy(data[name]).cuda() for name in ("input_a", "input_b"))
+                return torch_step(a, b, torch.from_numpy(data["output"]).cuda()[:, None])
+
+            note = f"first losses {float(ours()):.4f} / {theirs():.4f} (dropout differs); "
+        ours_time, theirs_time, activity = compare_with_activity(context, ours, theirs)
+        how = "CUDA graph" if cuda_graphs else "eager launches"
+        case = f"Siamese graph {inputs}->{width}x3, batch {batch}, RMSprop train step ({how})"
+        rows.append(timed_row(case, ours_time, theirs_time, note + activity))
+    return rows
+
+
 CASE_FUNCTIONS: dict[str, Callable[[Context], list[Row]]] = {
     "gemm": gemm_rows,
     "tilings": tiling_rows,
@@ -653,6 +692,7 @@ CASE_FUNCTIONS: dict[str, Callable[[Context], list[Row]]] = {
     "recurrent": recurrent_rows,
     "conv": conv_rows,
     "lambda": lambda_rows,
+    "siamese": siamese_rows,
 }
 
 
