@@ -14,6 +14,7 @@ from numlayers.layers import (
     LSTM,
     Activation,
     Dense,
+    Dropout,
     Embedding,
     Flatten,
     Merge,
@@ -489,3 +490,31 @@ def test_a_keras_03_custom_layer_sees_its_train_flag_and_is_refused_what_it_cann
 
     with pytest.raises(ValueError, match=r"Branching layer .*get_output cannot be traced \(float"):
         Branching(input_shape=(3,))
+
+
+def test_numpy_global_seed_makes_a_run_reproducible_until_set_seed(monkeypatch):
+    """Keras 0.3 scripts start with np.random.seed(1337) for reproducibility: initial
+    weights, dropout masks and shuffles follow it, until numlayers' own set_seed."""
+    import numlayers.random
+
+    monkeypatch.setattr(numlayers.random, "_global_generator", None)  # never seeded
+
+    def run(numpy_seed: int) -> tuple[list[float], np.ndarray, np.ndarray]:
+        np.random.seed(numpy_seed)  # noqa: NPY002 - what Keras 0.3 scripts call
+        X, Y = np.random.random((20, 4)), np.random.random((20, 2))  # noqa: NPY002
+        model = Sequential()
+        model.add(Dense(8, input_shape=(4,)))
+        model.add(Dropout(0.5))
+        model.add(Dense(2))
+        initial = model.get_weights()[0]
+        model.compile("sgd", "mse")
+        history = model.fit(X, Y, nb_epoch=2, batch_size=5, verbose=0)
+        return history.history["loss"], initial, model.get_weights()[0]
+
+    first, again, other = run(1337), run(1337), run(7)
+    assert first[0] == again[0] and np.array_equal(first[2], again[2])  # dropout, shuffles
+    assert not np.array_equal(first[1], other[1])
+    set_seed(3)  # from now on numlayers' own generator decides
+    seeded = run(1337)
+    set_seed(3)
+    assert np.array_equal(run(7)[1], seeded[1])
