@@ -379,6 +379,9 @@ def _compile_as_configured(
         chosen,
         metrics=config.get("metrics"),
         class_mode=config.get("class_mode"),
+        sample_weight_mode=config.get("sample_weight_mode"),
+        sample_weight_modes=config.get("sample_weight_modes"),
+        loss_weights=config.get("loss_weights"),
     )
 
 

@@ -161,11 +161,17 @@ class OutputHead:
         metrics: list[str],
         model: Model,
         class_mode: str | None = None,
+        temporal: bool = False,
+        loss_weight: float = 1.0,
     ) -> None:
         self.name = name
         self.layer = layer
         self.loss = loss
         self.metrics = metrics
+        #: sample weights are given per timestep, ``(samples, timesteps)``
+        self.temporal = temporal
+        #: this output's share of the total loss (Keras 0.3's Graph ``loss_weights``)
+        self.loss_weight = loss_weight
         self.fused = bool(
             loss.fused_name
             and getattr(getattr(layer, "activation", None), "name", None) == "softmax"
@@ -283,7 +289,13 @@ class Model:
             else names[0],
             "metrics": list(self._compiled_metrics),
             "class_mode": self.class_mode,
-        }
+            **(
+                {"sample_weight_modes": dict(self._weight_modes),
+                 "loss_weights": dict(self._loss_weights)}
+                if self.losses_by_output_name
+                else {"sample_weight_mode": self._weight_modes[self.output_names[0]]}
+            ),
+        }  # fmt: skip
 
     def to_json(self, **kwargs: Any) -> str:
         """The model's config (:meth:`get_config`: the architecture and, once compiled,
@@ -305,6 +317,9 @@ class Model:
         metrics: Sequence[str] | None = None,
         class_mode: str | None = None,
         cuda_graphs: bool = True,
+        sample_weight_mode: str | None = None,
+        sample_weight_modes: dict[str, str | None] | None = None,
+        loss_weights: dict[str, float] | None = None,
     ) -> None:
         """Choose the optimizer, the loss of each output and the metrics.
 
@@ -320,6 +335,11 @@ class Model:
             cuda_graphs: on CUDA, record each step as a CUDA graph and replay it
                 (:mod:`numlayers.cuda_graphs`); False, or the environment variable
                 ``NUMLAYERS_CUDA_GRAPHS=0``, launches every kernel from Python instead.
+            sample_weight_mode: ``"temporal"``: sample weights are given per timestep,
+                ``(samples, timesteps)``, for sequence outputs (Keras 0.3's Sequential).
+            sample_weight_modes: the same per output name (Keras 0.3's Graph).
+            loss_weights: each output's factor in the total loss, by output name (1 for
+                those not named); the losses reported per output are not scaled.
         """
         if class_mode not in CLASS_MODES:
             raise ValueError(
@@ -344,6 +364,31 @@ class Model:
             if metric not in METRIC_NAMES:
                 raise ValueError(f"{self.name}: unknown metric {metric!r}; use 'accuracy'")
             metric_names.append(METRIC_NAMES[metric])
+        self._weight_modes = self._by_output_name(
+            sample_weight_modes
+            if sample_weight_modes is not None
+            else dict.fromkeys(names, sample_weight_mode),
+            "sample_weight_modes",
+            None,
+        )
+        for name, mode in self._weight_modes.items():
+            if mode not in (None, "temporal"):
+                raise ValueError(
+                    f"{self.name}: the sample weight mode of '{name}' must be None or "
+                    f"'temporal', received {mode!r}"
+                )
+        self._loss_weights = self._by_output_name(loss_weights, "loss_weights", 1.0)
+        for name, factor in self._loss_weights.items():
+            if (
+                isinstance(factor, bool)
+                or not isinstance(factor, int | float | np.integer | np.floating)
+                or not math.isfinite(factor)
+                or factor < 0
+            ):
+                raise ValueError(
+                    f"{self.name}: the loss weight of '{name}' must be a non-negative number, "
+                    f"received {factor!r}"
+                )
         self.class_mode = class_mode
         self._losses = chosen
         #: the metrics compile asked for, reported by every call
@@ -353,14 +398,46 @@ class Model:
         self.stop_training = False
         self.cuda_graphs = bool(cuda_graphs)
 
+    def _by_output_name(self, given: Any, what: str, default: Any) -> dict[str, Any]:
+        """``given`` (a dict by output name, or None) for every output, ``default`` for the
+        outputs it does not name; a name that is no output is refused."""
+        if given is None:
+            given = {}
+        if not isinstance(given, dict):
+            raise TypeError(
+                f"{self.name}: {what} must be a dict by output name, received {given!r}"
+            )
+        unknown = sorted(set(given) - set(self.output_names))
+        if unknown:
+            raise ValueError(
+                f"{self.name}: {what} names {unknown}, which are not outputs ({self.output_names})"
+            )
+        return {name: given.get(name, default) for name in self.output_names}
+
     def _make_heads(self, metric_names: list[str]) -> None:
         """One :class:`OutputHead` per output, computing ``metric_names``."""
         self.heads = [
-            OutputHead(name, layer, chosen_loss, metric_names, self, self.class_mode)
+            OutputHead(
+                name,
+                layer,
+                chosen_loss,
+                metric_names,
+                self,
+                self.class_mode,
+                temporal=self._weight_modes[name] == "temporal",
+                loss_weight=float(self._loss_weights[name]),
+            )
             for name, layer, chosen_loss in zip(
                 self.output_names, self.output_layers(), self._losses, strict=True
             )
         ]
+        for head in self.heads:
+            if head.temporal and len(head.layer.training_output_shape) != 3:
+                raise ValueError(
+                    f"{self.name}: temporal sample weights need an output of shape "
+                    f"(samples, timesteps, features); '{head.name}' gives "
+                    f"{head.layer.training_output_shape}"
+                )
         self.metric_names = metric_names
         self._scalars: Any = None
         self._compiled_device: Device | None = None
@@ -416,17 +493,23 @@ class Model:
         """Per-row weights of the loss and of the metrics, as device vectors.
 
         As in Keras 0.3: samples weigh ``w / count(w != 0)``; the rows (timesteps)
-        of a sequence output share their sample's weight; a masked output weighs
-        each row by ``mask / mean(mask)``, so masked steps count for nothing and
+        of a sequence output share their sample's weight, or, with temporal weights,
+        each row weighs ``w / count(w != 0)`` itself; a masked output weighs
+        each row by ``mask / mean(mask)`` too, so masked steps count for nothing and
         the loss keeps its scale. Metrics average over the unmasked rows.
         """
         samples = output_shape[0]
         rows_per_sample = int(np.prod(output_shape[1:-1])) if len(output_shape) > 2 else 1
         rows = samples * rows_per_sample
         uniform = self._constant_vector(head, "uniform_rows", rows, 1.0 / rows)
+        temporal = weights is not None and weights.ndim == 2
         if weights is None:  # the common case: nothing to compute or copy per batch
             sample_scale = self._constant_vector(head, "uniform_samples", samples, 1.0 / rows)
             loss_scale = uniform
+        elif temporal:  # one weight a row: the mask's scale is the rows' own
+            nonzero = max(int(np.count_nonzero(weights)), 1)
+            loss_scale = self.device.asarray((weights / nonzero).reshape(rows), self.dtype)
+            sample_scale = self._constant_vector(head, "unit_samples", samples, 1.0)
         else:
             nonzero = max(int(np.count_nonzero(weights)), 1)
             host_scale = weights / (nonzero * rows_per_sample)
@@ -438,6 +521,9 @@ class Model:
         kernels = self.device.kernels(self.dtype)
         masked_loss_scale = head.buffer("masked_loss_scale", (rows,))
         kernels.mask_row_scale(mask, sample_scale, masked_loss_scale)
+        if temporal:  # mask / mean(mask), times each row's weight
+            grid = masked_loss_scale.reshape(mask.shape)
+            kernels.combine_masks_all(grid, loss_scale.reshape(mask.shape), grid)
         metric_scale = head.buffer("masked_metric_scale", (rows,))
         uniform_samples = self._constant_vector(head, "uniform_samples", samples, 1.0 / rows)
         kernels.mask_row_scale(mask, uniform_samples, metric_scale)
@@ -475,6 +561,13 @@ class Model:
             pred_rows = output.reshape(rows, columns)
             true_rows = target.reshape(rows) if head.loss.sparse else target.reshape(rows, columns)
             loss_scale, metric_scale = self._row_scales(head, shape, weight, with_grads)
+            gradient_scale = loss_scale
+            if with_grads and head.loss_weight != 1.0:  # the output's share of the total
+                gradient_scale = head.buffer("weighted_loss_scale", (rows,))
+                kernels.fill(gradient_scale, 0.0)
+                kernels.scale_add_into(
+                    loss_scale, self.dtype.type(head.loss_weight), gradient_scale
+                )
             loss_rows = head.buffer("loss_rows", (rows,))
             loss_input = pred_rows
             if head.fused:  # the softmax's logits
@@ -487,7 +580,7 @@ class Model:
                     output,
                     loss_rows,
                     head.buffer,
-                    loss_scale if with_grads else None,
+                    gradient_scale if with_grads else None,
                     grad,
                 )
                 if grad is not None:
@@ -498,7 +591,7 @@ class Model:
                     kernels,
                     true_rows,
                     loss_input,
-                    loss_scale,
+                    gradient_scale,
                     loss_rows,
                     grad.reshape(rows, columns),
                     head.fused,
@@ -610,7 +703,7 @@ class Model:
         several = len(self.heads) > 1
         per_output = {}
         for head in self.heads:
-            total += values[slot]
+            total += head.loss_weight * values[slot]
             per_output[f"{head.name}_loss"] = values[slot]
             slot += 1
             for metric in head.metrics:
@@ -726,15 +819,22 @@ class Model:
             if given is None and not classes:
                 weights.append(None)
                 continue
-            weight = np.ones(count)
+            shape = (count, target.shape[1]) if head.temporal else (count,)
+            weight = np.ones(shape)
             if given is not None:
                 given = np.asarray(given, dtype=np.float64)
-                if given.shape != (count,) or np.any(given < 0) or not np.all(np.isfinite(given)):
+                if given.shape != shape or np.any(given < 0) or not np.all(np.isfinite(given)):
+                    kind = "samples, timesteps" if head.temporal else "samples"
                     raise ValueError(
-                        f"{self.name}: sample_weight must be {count} non-negative numbers, "
-                        f"received shape {given.shape}"
+                        f"{self.name}: the sample weights of '{head.name}' must be non-negative "
+                        f"numbers of shape {shape} ({kind}), received shape {given.shape}"
                     )
                 weight = weight * given
+            if classes and head.temporal:
+                raise ValueError(
+                    f"{self.name}: class_weight cannot weigh '{head.name}', whose sample "
+                    "weights are temporal (give the weights per timestep instead)"
+                )
             if classes:
                 _check_class_weight(classes, self.name)
                 weight = weight * self._class_weights(head, target, classes)
