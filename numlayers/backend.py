@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+#: what ``K._BACKEND`` tells a script that asks which backend runs it
+_BACKEND = "numlayers"
 _EPSILON = 1e-7
 _FLOATX = "float32"
 
@@ -28,8 +30,38 @@ def epsilon() -> float:
     return _EPSILON
 
 
+def set_epsilon(value: float) -> None:
+    """Set :func:`epsilon` (the crossentropies' clipping here)."""
+    global _EPSILON
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 0.5:
+        raise ValueError(f"set_epsilon expects a number in (0, 0.5), received {value!r}")
+    _EPSILON = float(value)
+
+
 def floatx() -> str:
+    """The dtype models and layers get when none is given (``"float32"`` by default)."""
     return _FLOATX
+
+
+def set_floatx(name: str) -> None:
+    """Set :func:`floatx`: models and layers made afterwards without a dtype use it.
+
+    Example:
+        >>> set_floatx("float64"); Sequential([Dense(2, input_shape=(3,))]).dtype
+        dtype('float64')
+        >>> set_floatx("float32")
+    """
+    global _FLOATX
+    if name not in ("float32", "float64"):
+        raise ValueError(
+            f"set_floatx: numlayers computes in 'float32' or 'float64', received {name!r}"
+        )
+    _FLOATX = name
+
+
+def cast_to_floatx(x: Any) -> np.ndarray:
+    """``x`` as a NumPy array of :func:`floatx`."""
+    return np.asarray(x, dtype=_FLOATX)
 
 
 # ------------------------------------------------------------------ reductions
@@ -326,6 +358,9 @@ def any(x: Any, axis: Any = None, keepdims: bool = False) -> Any:  # noqa: A001
 
 __all__ = [
     "abs",
+    "cast_to_floatx",
+    "set_epsilon",
+    "set_floatx",
     "any",
     "argmax",
     "argmin",

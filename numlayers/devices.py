@@ -77,8 +77,13 @@ def cuda_activity() -> Iterator[CudaActivity]:
 
 
 def resolve_dtype(dtype: Any) -> np.dtype:
-    """Return the numpy float dtype named by ``dtype`` (float32 or float64)."""
-    resolved = np.dtype(dtype if dtype is not None else np.float32)
+    """Return the numpy float dtype named by ``dtype`` (float32 or float64); None is the
+    backend's :func:`~numlayers.backend.floatx` (float32 unless ``set_floatx`` changed it)."""
+    if dtype is None:
+        from numlayers.backend import floatx
+
+        dtype = floatx()
+    resolved = np.dtype(dtype)
     if resolved not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64, received {resolved}")
     return resolved

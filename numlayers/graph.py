@@ -95,7 +95,7 @@ class Graph(Model):
         (2, 1)
     """
 
-    def __init__(self, device: str | Device = "cpu", dtype: Any = "float32", name: str = "graph"):
+    def __init__(self, device: str | Device = "cpu", dtype: Any = None, name: str = "graph"):
         self.device = get_device(device)
         self.dtype = resolve_dtype(dtype)
         self.name = name

@@ -27,8 +27,8 @@ class Sequential(Model):
     Args:
         layers: layers (or nested Sequential and Graph models) to add in order.
         device: ``"cpu"`` (default) or ``"cuda"``; :meth:`to` moves the model.
-        dtype: ``"float32"`` (default) or ``"float64"``, given to every layer
-            that does not name its own.
+        dtype: ``"float32"`` or ``"float64"``, given to every layer that does not name
+            its own; by default the backend's ``floatx()`` (float32 unless changed).
         name: the model's name.
 
     Example:
@@ -43,7 +43,7 @@ class Sequential(Model):
         self,
         layers: Sequence[Layer] | None = None,
         device: str | Device = "cpu",
-        dtype: Any = "float32",
+        dtype: Any = None,
         name: str = "sequential",
     ) -> None:
         self.layers: list[Layer] = []

@@ -149,3 +149,24 @@ def test_backend_functions_of_numpy_arrays_only():
     np.testing.assert_array_equal(K.gather(x, [1, 0]), x[[1, 0]])
     np.testing.assert_array_equal(K.round(np.array([-1.5, -0.5, 0.5, 2.5])), [-2, -1, 1, 3])
     np.testing.assert_array_equal(K.zeros_like(x), np.zeros_like(x))
+
+
+def test_floatx_and_epsilon_settings_reach_models_and_functions(monkeypatch):
+    from numlayers.graph import Graph
+    from numlayers.layers import Dense
+    from numlayers.models import Sequential
+
+    monkeypatch.setattr(K, "_FLOATX", K.floatx())  # restored after the test
+    monkeypatch.setattr(K, "_EPSILON", K.epsilon())
+    K.set_floatx("float64")
+    assert Sequential([Dense(2, input_shape=(3,))]).dtype == np.float64
+    assert Graph().dtype == np.float64 and Dense(2, input_dim=3).dtype == np.float64
+    assert Sequential(dtype="float32").dtype == np.float32  # a dtype given wins
+    assert K.cast_to_floatx([1, 2]).dtype == np.float64
+    with pytest.raises(ValueError, match="'float32' or 'float64', received 'float16'"):
+        K.set_floatx("float16")
+    K.set_epsilon(0.1)
+    np.testing.assert_allclose(
+        K.binary_crossentropy(np.array([1.0]), np.array([0.0])), -np.log(0.1)
+    )
+    assert K._BACKEND == "numlayers"
