@@ -154,6 +154,8 @@ class Sequential(Model):
         merge = self.merge_first
         if merge is not None:
             count = len(merge.input_branches())
+            if count == 1 and not isinstance(X, list | tuple):  # one branch merged with itself
+                X = [X]
             if not isinstance(X, list | tuple) or len(X) != count:
                 raise ValueError(
                     f"{self.name} starts with a Merge of {count} input branches: "

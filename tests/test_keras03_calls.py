@@ -106,6 +106,7 @@ def test_a_branch_merged_with_itself_takes_one_input_and_trains_once():
     branch = X @ W + b
     out = (branch * branch) @ head_W + head_b
     np.testing.assert_allclose(model.predict([X]), out, rtol=1e-5)
+    np.testing.assert_allclose(model.predict(X), out, rtol=1e-5)  # Keras 0.3 took X alone
     assert model.count_params() == left.count_params() + model.layers[-1].count_params()
 
     # the branch's gradient is the sum over both of its uses: d(v * v)/dv = 2 v
@@ -518,3 +519,4 @@ def test_numpy_global_seed_makes_a_run_reproducible_until_set_seed(monkeypatch):
     seeded = run(1337)
     set_seed(3)
     assert np.array_equal(run(7)[1], seeded[1])
+
