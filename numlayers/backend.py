@@ -64,6 +64,30 @@ def cast_to_floatx(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=_FLOATX)
 
 
+def get_value(x: Any) -> Any:
+    """The value of ``x`` (an optimizer's ``lr``, an array): a number for a 0-d array, a
+    NumPy copy otherwise (Keras 0.3 read its variables so).
+
+    Example:
+        >>> from numlayers.optimizers import SGD
+        >>> optimizer = SGD(lr=0.1); set_value(optimizer.lr, 0.05); get_value(optimizer.lr)
+        0.05
+    """
+    array = np.array(x)
+    return array.item() if array.ndim == 0 else array
+
+
+def set_value(x: Any, value: Any) -> None:
+    """Write ``value`` into the array ``x`` in place (an optimizer's ``lr``, which its next
+    step reads)."""
+    if not isinstance(x, np.ndarray) or not x.flags.writeable:
+        raise TypeError(
+            f"set_value writes into an array in place (an optimizer's lr, say), "
+            f"received {type(x).__name__}"
+        )
+    x[...] = value
+
+
 # ------------------------------------------------------------------ reductions
 def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:  # noqa: A001 - Keras' name
     return np.sum(x, axis=axis, keepdims=keepdims)
@@ -359,7 +383,9 @@ def any(x: Any, axis: Any = None, keepdims: bool = False) -> Any:  # noqa: A001
 __all__ = [
     "abs",
     "cast_to_floatx",
+    "get_value",
     "set_epsilon",
+    "set_value",
     "set_floatx",
     "any",
     "argmax",

@@ -58,7 +58,7 @@ class Optimizer:
         unknown = set(hyper) - set(self.defaults)
         if unknown:
             raise TypeError(f"{owner}: unknown argument(s) {sorted(unknown)}")
-        self.lr = _non_negative(lr, "lr", owner)
+        self._lr = np.array(_non_negative(lr, "lr", owner))
         self.clipnorm = _non_negative(clipnorm, "clipnorm", owner)
         self.clipvalue = _non_negative(clipvalue, "clipvalue", owner)
         self.hyper = {name: hyper.get(name, default) for name, default in self.defaults.items()}
@@ -76,6 +76,20 @@ class Optimizer:
         self._settings: Any = None
         #: what ``_settings`` holds on the device, as the host last wrote or advanced it
         self._settings_written: tuple[float, ...] | None = None
+
+    @property
+    def lr(self) -> np.ndarray:
+        """The learning rate, a 0-d float64 array: Keras 0.3's optimizers kept it in a
+        variable, so ``K.get_value(optimizer.lr)`` reads it and ``K.set_value(optimizer.lr,
+        v)`` changes it in place, as ``optimizer.lr = v`` does; the next step uses it (a
+        recorded CUDA graph reads it from the device too)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: Any) -> None:
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value.item()
+        self._lr[...] = _non_negative(value, "lr", type(self).__name__)
 
     def __getattr__(self, name: str) -> Any:
         hyper = self.__dict__.get("hyper", {})
@@ -191,7 +205,7 @@ class Optimizer:
     def get_config(self) -> dict[str, Any]:
         return {
             "class_name": type(self).__name__,
-            "lr": self.lr,
+            "lr": float(self.lr),
             "clipnorm": self.clipnorm,
             "clipvalue": self.clipvalue,
             **self.hyper,

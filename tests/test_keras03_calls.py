@@ -520,3 +520,23 @@ def test_numpy_global_seed_makes_a_run_reproducible_until_set_seed(monkeypatch):
     set_seed(3)
     assert np.array_equal(run(7)[1], seeded[1])
 
+
+def test_a_learning_rate_set_through_the_backend_reaches_the_next_step(device):
+    """Keras 0.3 callbacks change ``optimizer.lr`` with ``K.set_value``: in place."""
+    model = Sequential(device=device)
+    model.add(Dense(1, input_shape=(3,)))
+    model.compile("sgd", "mse")
+    X, y = np.ones((4, 3)), np.zeros((4, 1))
+    model.train_on_batch(X, y)  # a first step, so the learning rate lives on the device
+    K.set_value(model.optimizer.lr, 0.0)
+    before = model.get_weights()
+    model.train_on_batch(X, y)
+    for unchanged, weight in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(unchanged, weight)
+    K.set_value(model.optimizer.lr, 0.25)
+    assert K.get_value(model.optimizer.lr) == 0.25
+    assert model.get_config()["optimizer"]["lr"] == 0.25
+    model.train_on_batch(X, y)
+    assert not np.array_equal(before[0], model.get_weights()[0])
+    with pytest.raises(TypeError, match="set_value writes into an array in place"):
+        K.set_value(0.1, 0.2)
