@@ -19,6 +19,22 @@ class Constraint:
     def apply(self, kernels: Any, weight: Any) -> None:
         raise NotImplementedError
 
+    def __call__(self, weight: Any) -> np.ndarray:
+        """The constrained copy of the array ``weight`` (Keras 0.3's constraints were
+        functions of a weight), computed by the CPU kernels layers use.
+
+        Example:
+            >>> MaxNorm(1.0)(np.array([[3.0], [4.0]])).ravel().round(6).tolist()
+            [0.6, 0.8]
+        """
+        from numlayers.devices import get_device
+
+        array = np.array(weight, dtype=np.result_type(np.asarray(weight).dtype, np.float32))
+        if array.dtype not in (np.float32, np.float64):
+            array = array.astype(np.float64)
+        self.apply(get_device("cpu").kernels(array.dtype), array)
+        return array
+
     def get_config(self) -> dict[str, Any]:
         return {"class_name": type(self).__name__}
 

@@ -540,3 +540,15 @@ def test_a_learning_rate_set_through_the_backend_reaches_the_next_step(device):
     assert not np.array_equal(before[0], model.get_weights()[0])
     with pytest.raises(TypeError, match="set_value writes into an array in place"):
         K.set_value(0.1, 0.2)
+
+
+def test_constraints_are_functions_of_a_weight_as_in_keras_03():
+    W = np.random.default_rng(8).standard_normal((5, 4)) * 3
+    capped = constraints.maxnorm(2.0)(W)
+    norms = np.sqrt((W**2).sum(axis=0))
+    np.testing.assert_allclose(capped, W * np.minimum(norms, 2.0) / (norms + 1e-7), rtol=1e-6)
+    np.testing.assert_array_equal(constraints.nonneg()(W), np.maximum(W, 0))
+    rows = constraints.unitnorm()(W)
+    np.testing.assert_allclose(np.sqrt((rows**2).sum(axis=-1)), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(constraints.identity()(W), W)
+    assert W.dtype == np.float64 and capped is not W  # a copy, the weight left alone
