@@ -64,6 +64,46 @@ def cast_to_floatx(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=_FLOATX)
 
 
+# ------------------------------------------------------------ values as NumPy arrays
+def variable(value: Any, dtype: Any = None, name: str | None = None) -> np.ndarray:
+    """A NumPy array holding ``value`` (of :func:`floatx` unless ``dtype``): Keras 0.3's
+    variables are plain arrays here, which :func:`set_value` changes in place."""
+    return np.array(value, dtype=dtype or _FLOATX)
+
+
+def eval(x: Any) -> np.ndarray:  # noqa: A001 - Keras' name
+    """The value of ``x`` as a NumPy array (values here are already computed)."""
+    return np.asarray(x)
+
+
+def zeros(shape: Any, dtype: Any = None, name: str | None = None) -> np.ndarray:
+    return np.zeros(shape, dtype=dtype or _FLOATX)
+
+
+def ones(shape: Any, dtype: Any = None, name: str | None = None) -> np.ndarray:
+    return np.ones(shape, dtype=dtype or _FLOATX)
+
+
+def count_params(x: Any) -> int:
+    """The number of values in ``x``."""
+    return int(np.size(x))
+
+
+def random_normal(shape: Any, mean: float = 0.0, std: float = 1.0, seed: Any = None) -> Any:
+    """Normal draws of :func:`floatx` from numlayers' generator (``seed`` as
+    :func:`numlayers.random.get_generator` takes it)."""
+    from numlayers.random import get_generator
+
+    return get_generator(seed).normal(mean, std, shape).astype(_FLOATX)
+
+
+def random_uniform(shape: Any, low: float = 0.0, high: float = 1.0, seed: Any = None) -> Any:
+    """Uniform draws in ``[low, high)`` of :func:`floatx`, as :func:`random_normal`."""
+    from numlayers.random import get_generator
+
+    return get_generator(seed).uniform(low, high, shape).astype(_FLOATX)
+
+
 def get_value(x: Any) -> Any:
     """The value of ``x`` (an optimizer's ``lr``, an array): a number for a 0-d array, a
     NumPy copy otherwise (Keras 0.3 read its variables so).
@@ -383,7 +423,14 @@ def any(x: Any, axis: Any = None, keepdims: bool = False) -> Any:  # noqa: A001
 __all__ = [
     "abs",
     "cast_to_floatx",
+    "count_params",
+    "eval",
     "get_value",
+    "ones",
+    "random_normal",
+    "random_uniform",
+    "variable",
+    "zeros",
     "set_epsilon",
     "set_value",
     "set_floatx",
