@@ -8,7 +8,7 @@ import pytest
 
 import numlayers as nl
 from numlayers import backend as K
-from numlayers.layers import Dense, Dropout, Lambda
+from numlayers.layers import Dense, Dropout, Lambda, Merge
 from numlayers.models import Graph, Sequential
 from numlayers.optimizers import SGD
 
@@ -217,6 +217,12 @@ def test_joins_and_shared_models_refuse_what_they_cannot_do(build, error, match)
     g.add_input("b", input_shape=(4,))
     with pytest.raises(error, match=match):
         build(g)
+
+
+def test_a_sequential_merge_cannot_join_and_says_what_can():
+    branches = [Sequential([Dense(2, input_shape=(3,))]) for _ in range(2)]
+    with pytest.raises(ValueError, match=r"'join' gives a dict.*LambdaMerge\(branches, f\)"):
+        Merge(branches, mode="join")
 
 
 def test_the_siamese_graph_round_trips_through_its_config(capsys):

@@ -34,6 +34,12 @@ class MergeFunction:
     """
 
     def __init__(self, mode: str, concat_axis: int = -1, dot_axes: Any = -1, owner: str = "merge"):
+        if mode == "join":
+            raise ValueError(
+                f"{owner}: merge_mode 'join' gives a dict of arrays, which only a function "
+                "takes: in a Graph, add_node(Lambda(f), inputs=[...], merge_mode='join'); in a "
+                "Sequential, LambdaMerge(branches, f) with f taking the list of their outputs"
+            )
         if mode not in MERGE_MODES:
             raise ValueError(f"{owner}: unknown merge_mode {mode!r}; choose one of {MERGE_MODES}")
         self.mode = mode
