@@ -160,3 +160,26 @@ def test_clipping_set_after_recording_takes_effect():
         train_steps(model, 2)
     for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.extended  # 17 s in the simulator: CI runs it apart
+def test_a_siamese_step_with_a_loss_function_replays_as_it_runs_eagerly():
+    """Keras 0.3's Siamese graph: a shared base network with dropout, a join into a
+    traced Lambda and a traced loss function, recorded once and replayed."""
+    import numlayers as nl
+    from numlayers.testing.reference_models import siamese_data, siamese_graph
+
+    data = siamese_data(6, 4)
+    runs = []
+    for cuda_graphs in (False, True):
+        nl.set_seed(4)
+        graph = siamese_graph(6, 5, "cuda", cuda_graphs)
+        runs.append(([graph.train_on_batch(data) for _ in range(2)], graph))
+    (eager_losses, eager), (replayed_losses, replayed) = runs
+    assert replayed_losses == eager_losses
+    for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert replayed.step_graphs.recorded
+    with cuda_activity() as step:
+        replayed.train_on_batch(data)
+    assert (step.launches, step.graph_launches, step.to_host) == (1, 1, 1)
