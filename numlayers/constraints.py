@@ -1,7 +1,8 @@
 """Weight constraints applied in place after every update (Keras 0.3's maxnorm, nonneg, unitnorm).
 
 As in Keras 0.3, MaxNorm takes norms over axis 0 (one per output unit) and UnitNorm
-over the last axis.
+over the last axis, unless given Keras 0.3.2's ``axis``: ``0``, the last axis, or every
+axis but the first (``[1, 2, 3]`` for a convolution's filters).
 """
 
 from __future__ import annotations
@@ -49,19 +50,55 @@ def _as_matrix(weight: Any) -> Any:
     return weight.reshape(weight.shape[0], weight.size // weight.shape[0])
 
 
-class MaxNorm(Constraint):
-    """Rescale each column whose L2 norm exceeds ``m`` to norm ``m``."""
+def _checked_axis(axis: Any, owner: str) -> int | tuple[int, ...]:
+    """``axis`` as an int or a tuple of ints (Keras 0.3.2 takes either)."""
+    axes = axis if isinstance(axis, list | tuple) else [axis]
+    if not axes or any(isinstance(a, bool) or not isinstance(a, int | np.integer) for a in axes):
+        raise ValueError(f"{owner}: axis must be an int or a list of ints, received {axis!r}")
+    return int(axes[0]) if not isinstance(axis, list | tuple) else tuple(int(a) for a in axes)
 
-    def __init__(self, m: float = 2.0) -> None:
+
+def _norm_layout(axis: int | tuple[int, ...], weight: Any, owner: str) -> tuple[str, Any]:
+    """Where the norms of ``weight`` run: ``("columns", matrix)``, the columns of a
+    ``(shape[0], rest)`` view (axis 0), or ``("rows", matrix)``, the rows of a view
+    whose rows hold each norm's values (every axis but the first, or the last axis)."""
+    ndim = max(weight.ndim, 1)
+    axes = sorted({a % ndim for a in (axis if isinstance(axis, tuple) else (axis,))})
+    if axes == [0] and weight.ndim >= 1:
+        return "columns", _as_matrix(weight)
+    if weight.ndim >= 2 and axes == list(range(1, weight.ndim)):
+        return "rows", _as_matrix(weight)
+    if weight.ndim >= 2 and axes == [weight.ndim - 1]:
+        last = weight.shape[-1]
+        return "rows", weight.reshape(weight.size // max(last, 1), last)
+    raise ValueError(
+        f"{owner}: norms over axis {axis} of a weight of shape {tuple(weight.shape)} are not "
+        "supported: use 0, the last axis, or every axis but the first"
+    )
+
+
+class MaxNorm(Constraint):
+    """Rescale each weight vector whose L2 norm exceeds ``m`` to norm ``m``: the columns
+    (``axis=0``, each output unit's incoming weights), or the vectors along the axes
+    ``axis`` names (see the module doc)."""
+
+    def __init__(self, m: float = 2.0, axis: Any = 0) -> None:
         if isinstance(m, bool) or not isinstance(m, int | float) or m <= 0:
             raise ValueError(f"MaxNorm: m must be a positive number, received {m!r}")
         self.m = float(m)
+        self.axis = _checked_axis(axis, "MaxNorm")
 
     def apply(self, kernels: Any, weight: Any) -> None:
-        kernels.maxnorm_constraint(_as_matrix(weight), np.dtype(weight.dtype).type(self.m))
+        layout, matrix = _norm_layout(self.axis, weight, "MaxNorm")
+        m = np.dtype(weight.dtype).type(self.m)
+        if layout == "columns":
+            kernels.maxnorm_constraint(matrix, m)
+        else:
+            kernels.maxnorm_rows_constraint(matrix, m)
 
     def get_config(self) -> dict[str, Any]:
-        return {"class_name": "MaxNorm", "m": self.m}
+        axis = list(self.axis) if isinstance(self.axis, tuple) else self.axis
+        return {"class_name": "MaxNorm", "m": self.m, "axis": axis}
 
 
 class NonNeg(Constraint):
@@ -72,12 +109,26 @@ class NonNeg(Constraint):
 
 
 class UnitNorm(Constraint):
-    """Scale the weight to unit L2 norm along its last axis, as Keras 0.3 (each embedding
-    vector, or each input's row of a Dense weight)."""
+    """Scale the weight to unit L2 norm along its last axis, as Keras 0.3.0 (each
+    embedding vector, or each input's row of a Dense weight), or along ``axis``
+    (``axis=0`` is Keras 0.3.2's default: each output unit's incoming weights)."""
+
+    def __init__(self, axis: Any = -1) -> None:
+        self.axis = _checked_axis(axis, "UnitNorm")
 
     def apply(self, kernels: Any, weight: Any) -> None:
-        last = weight.shape[-1] if weight.ndim else 1
-        kernels.unitnorm_constraint(weight.reshape(weight.size // max(last, 1), last))
+        if weight.ndim < 2:
+            kernels.unitnorm_constraint(weight.reshape(1, weight.size))
+            return
+        layout, matrix = _norm_layout(self.axis, weight, "UnitNorm")
+        if layout == "columns":
+            kernels.unitnorm_columns_constraint(matrix)
+        else:
+            kernels.unitnorm_constraint(matrix)
+
+    def get_config(self) -> dict[str, Any]:
+        axis = list(self.axis) if isinstance(self.axis, tuple) else self.axis
+        return {"class_name": "UnitNorm", "axis": axis}
 
 
 class Identity(Constraint):

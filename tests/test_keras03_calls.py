@@ -552,3 +552,28 @@ def test_constraints_are_functions_of_a_weight_as_in_keras_03():
     np.testing.assert_allclose(np.sqrt((rows**2).sum(axis=-1)), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(constraints.identity()(W), W)
     assert W.dtype == np.float64 and capped is not W  # a copy, the weight left alone
+
+
+@pytest.mark.parametrize(
+    ("constraint", "reference"),
+    [
+        (lambda: constraints.MaxNorm(1.0, axis=0), lambda W: _capped(W, (0,), 1.0)),
+        (lambda: constraints.MaxNorm(1.0, axis=[1, 2, 3]), lambda W: _capped(W, (1, 2, 3), 1.0)),
+        (lambda: constraints.UnitNorm(axis=0), lambda W: _capped(W, (0,), None)),
+        (lambda: constraints.UnitNorm(), lambda W: _capped(W, (3,), None)),
+    ],
+    ids=["maxnorm-axis-0", "maxnorm-filters", "unitnorm-axis-0", "unitnorm-last"],
+)
+def test_keras_032_constraint_axes_on_a_convolution_weight(constraint, reference):
+    W = np.random.default_rng(9).standard_normal((4, 3, 2, 2)) * 2
+    np.testing.assert_allclose(constraint()(W), reference(W), rtol=1e-6)
+    rebuilt = constraints.get(constraint().get_config())
+    np.testing.assert_allclose(rebuilt(W), reference(W), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"norms over axis \(1, 2\) of a weight of shape"):
+        constraints.MaxNorm(axis=[1, 2])(W)
+
+
+def _capped(W, axes, m):
+    """Keras 0.3.2's MaxNorm (``m``) or UnitNorm (``m`` None) of ``W`` over ``axes``."""
+    norms = np.sqrt((W**2).sum(axis=axes, keepdims=True))
+    return W * ((np.minimum(norms, m) if m is not None else 1.0) / (1e-7 + norms))

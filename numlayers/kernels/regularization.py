@@ -11,10 +11,14 @@ Operations (both devices):
 - ``maxnorm_constraint(weight, max_value)``: for a 2-D ``(input_dim, output_dim)``
   weight, each column ``w[:, j]`` times ``clip(norm_j, 0, max_value) / (eps + norm_j)``
   where ``norm_j = sqrt(sum_i w[i, j]**2)``: Keras 0.3's MaxNorm (axis 0)
+- ``maxnorm_rows_constraint(weight, max_value)``: the same for each row ``w[i, :]``
+  (MaxNorm over every axis but the first: a convolution's filters)
 - ``nonneg_constraint(weight)``: negative elements become ``0``
 - ``unitnorm_constraint(weight)``: each row ``w[i, :]`` divided by ``eps + norm_i``
-  (Keras 0.3's UnitNorm normalises along the last axis: an embedding vector, or the
+  (Keras 0.3.0's UnitNorm normalises along the last axis: an embedding vector, or the
   weights out of one input of a Dense layer)
+- ``unitnorm_columns_constraint(weight)``: each column divided by ``eps + norm_j``
+  (UnitNorm along axis 0, Keras 0.3.2's default)
 
 ``eps`` is Keras' ``1e-7``. The constraints work in place. The CPU reads the weight row
 by row (the column norms go to a buffer of one row, the only allocation of these
@@ -78,18 +82,31 @@ def maxnorm_scale(norm, max_value, k):
     return min(norm, max_value) / (k.eps + norm)
 
 
-COLUMN_RULES = {"maxnorm_constraint": maxnorm_scale}
-
-
 @cpu_inline
-def unitnorm_row(i, weight, eps, one):
-    """Row ``i`` of ``weight`` divided by ``eps`` plus its L2 norm."""
-    squares = weight[i, 0] - weight[i, 0]
-    for j in range(weight.shape[1]):
-        squares += weight[i, j] * weight[i, j]
-    factor = one / (eps + math.sqrt(squares))
-    for j in range(weight.shape[1]):
-        weight[i, j] *= factor
+def unit_scale(norm, max_value, k):
+    """UnitNorm's factor (``max_value`` unused)."""
+    return k.one / (k.eps + norm)
+
+
+#: the rules that scale each column, or each row, of a 2-D weight by a factor of its norm
+COLUMN_RULES = {"maxnorm_constraint": maxnorm_scale, "unitnorm_columns_constraint": unit_scale}
+ROW_RULES = {"unitnorm_constraint": unit_scale, "maxnorm_rows_constraint": maxnorm_scale}
+
+
+def row_body(scale: Callable[..., Any], k: KernelConstants, name: str) -> Callable[..., None]:
+    """Row rule ``scale`` (compiled for its device) as a per-row body ``name(i, weight,
+    max_value)``: row ``i`` times ``scale`` of its L2 norm (rows are contiguous)."""
+
+    def row(i, weight, max_value):
+        squares = weight[i, 0] - weight[i, 0]
+        for j in range(weight.shape[1]):
+            squares += weight[i, j] * weight[i, j]
+        factor = scale(math.sqrt(squares), max_value, k)
+        for j in range(weight.shape[1]):
+            weight[i, j] *= factor
+
+    row.__name__ = row.__qualname__ = name
+    return row
 
 
 @cpu_inline
@@ -165,21 +182,27 @@ def cuda_column_body(
     return column
 
 
-def unitnorm_rows_loop(kernels: CudaKernels | None, k: KernelConstants) -> Callable[[Any], None]:
-    """UnitNorm's row rule over a 2-D weight, on the CPU or (with ``kernels``) CUDA."""
-    argtypes = () if kernels is None else (kernels.array(2), kernels.scalar, kernels.scalar)
-    loop = device_index_loop(kernels, unitnorm_row, argtypes, cost=ELEMENT_COST)
-
-    def unitnorm_rows(weight: Any) -> None:
-        loop(weight.shape[0], weight, k.eps, k.one)
-
-    return unitnorm_rows
+def row_loops(dtype: np.dtype, kernels: CudaKernels | None) -> dict[str, Callable[..., None]]:
+    """Each row rule's loop ``(weight, max_value)`` over a 2-D weight, on the CPU or (with
+    ``kernels``) CUDA."""
+    k = kernel_constants(dtype)
+    compile_formula = cpu_inline if kernels is None else kernels.device
+    argtypes = () if kernels is None else (kernels.array(2), kernels.scalar)
+    loops = {}
+    for rule, scale in ROW_RULES.items():
+        body = row_body(compile_formula(scale), k, f"{rule}_row")
+        if kernels is None:
+            body = cpu_inline(body)
+        loop = device_index_loop(kernels, body, argtypes, cost=ELEMENT_COST)
+        # bind through a default: a closure over the loop variable would see the last rule
+        loops[rule] = lambda weight, max_value, loop=loop: loop(weight.shape[0], weight, max_value)
+    return loops
 
 
 def public_operations(
     elements: dict[str, Callable[..., None]],
     columns: dict[str, Callable[..., None]],
-    unitnorm_rows: Callable[..., None],
+    rows: dict[str, Callable[..., None]],
     penalty: Callable[..., None],
     empty: Callable[[], Any],
     cast: Callable[[float], Any],
@@ -187,9 +210,9 @@ def public_operations(
     """The public signatures, mapped onto the device's loops.
 
     ``elements[rule](count, weight, grad, l1, l2)`` runs an elementwise rule over flat
-    arrays, ``columns[rule](weight, max_value)`` a column rule over a 2-D weight,
-    ``unitnorm_rows(weight)`` UnitNorm's row rule over a 2-D weight, and
-    ``penalty(weight, l1, l2, out)`` the penalty reduction over a flat weight.
+    arrays, ``columns[rule](weight, max_value)`` and ``rows[rule](weight, max_value)`` a
+    column or row rule over a 2-D weight, and ``penalty(weight, l1, l2, out)`` the
+    penalty reduction over a flat weight.
     """
 
     def l1l2_penalty(weight: Any, l1: float, l2: float, out: Any) -> None:
@@ -203,21 +226,30 @@ def public_operations(
     def maxnorm_constraint(weight: Any, max_value: float) -> None:
         columns["maxnorm_constraint"](weight, cast(max_value))
 
+    def maxnorm_rows_constraint(weight: Any, max_value: float) -> None:
+        if weight.shape[1] > 0:
+            rows["maxnorm_rows_constraint"](weight, cast(max_value))
+
+    def unitnorm_columns_constraint(weight: Any) -> None:
+        columns["unitnorm_columns_constraint"](weight, cast(0))
+
     def nonneg_constraint(weight: Any) -> None:
         zero = cast(0)
         elements["nonneg_constraint"](weight.size, weight.reshape(weight.size), empty(), zero, zero)
 
     def unitnorm_constraint(weight: Any) -> None:
         if weight.shape[1] > 0:
-            unitnorm_rows(weight)
+            rows["unitnorm_constraint"](weight, cast(0))
 
     return {
         "l1l2_penalty": l1l2_penalty,
         "l1l2_gradient": l1l2_gradient,
         "activity_l1l2_gradient": l1l2_gradient,
         "maxnorm_constraint": maxnorm_constraint,
+        "maxnorm_rows_constraint": maxnorm_rows_constraint,
         "nonneg_constraint": nonneg_constraint,
         "unitnorm_constraint": unitnorm_constraint,
+        "unitnorm_columns_constraint": unitnorm_columns_constraint,
     }
 
 
@@ -233,7 +265,7 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
         out[0] += penalty_sum(weight, no_array, l1, l2)
 
     loops = element_loops(dtype, None)
-    rows = unitnorm_rows_loop(None, k)
+    rows = row_loops(dtype, None)
     return public_operations(loops, column_loops, rows, penalty, lambda: no_array, dtype.type)
 
 
@@ -255,7 +287,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         penalty_sum(weight, no_array(), l1, l2, out)
 
     loops = element_loops(dtype, kernels)
-    rows = unitnorm_rows_loop(kernels, k)
+    rows = row_loops(dtype, kernels)
     return public_operations(loops, column_loops, rows, penalty, no_array, dtype.type)
 
 
@@ -274,6 +306,10 @@ class RegularizationKernels(Protocol):
 
     def maxnorm_constraint(self, weight: DeviceArray, max_value: float) -> None: ...
 
+    def maxnorm_rows_constraint(self, weight: DeviceArray, max_value: float) -> None: ...
+
     def nonneg_constraint(self, weight: DeviceArray) -> None: ...
 
     def unitnorm_constraint(self, weight: DeviceArray) -> None: ...
+
+    def unitnorm_columns_constraint(self, weight: DeviceArray) -> None: ...

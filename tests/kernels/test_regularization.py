@@ -68,6 +68,28 @@ def test_unitnorm_constraint_normalises_rows(device, dtype):
     np.testing.assert_array_equal(result[4], 0)
 
 
+def test_maxnorm_rows_constraint(device, dtype):
+    weight = weight_with_zeros(dtype).T.copy()  # a zero row
+    weight[0] *= 10  # surely above the limit
+    on_device = device.asarray(weight.copy())
+    device.kernels(dtype).maxnorm_rows_constraint(on_device, 1.5)
+    norms = np.sqrt((weight.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
+    expected = weight * (np.clip(norms, 0, 1.5) / (EPS + norms))
+    result = device.to_host(on_device)
+    np.testing.assert_allclose(result, expected, **tolerance(dtype))
+    np.testing.assert_array_equal(result[4], 0)
+
+
+def test_unitnorm_columns_constraint(device, dtype):
+    weight = weight_with_zeros(dtype)  # a zero column
+    on_device = device.asarray(weight.copy())
+    device.kernels(dtype).unitnorm_columns_constraint(on_device)
+    result = device.to_host(on_device)
+    np.testing.assert_allclose(result, weight / (EPS + column_norms(weight)), **tolerance(dtype))
+    np.testing.assert_allclose(column_norms(result)[[0, 1, 2, 3, 5]], 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(result[:, 4], 0)
+
+
 def test_nonneg_constraint(device, dtype):
     weight = weight_with_zeros(dtype)
     on_device = device.asarray(weight.copy())
