@@ -379,12 +379,7 @@ class Model:
                 )
         self._loss_weights = self._by_output_name(loss_weights, "loss_weights", 1.0)
         for name, factor in self._loss_weights.items():
-            if (
-                isinstance(factor, bool)
-                or not isinstance(factor, int | float | np.integer | np.floating)
-                or not math.isfinite(factor)
-                or factor < 0
-            ):
+            if not _is_non_negative_number(factor):
                 raise ValueError(
                     f"{self.name}: the loss weight of '{name}' must be a non-negative number, "
                     f"received {factor!r}"
@@ -564,10 +559,7 @@ class Model:
             gradient_scale = loss_scale
             if with_grads and head.loss_weight != 1.0:  # the output's share of the total
                 gradient_scale = head.buffer("weighted_loss_scale", (rows,))
-                kernels.fill(gradient_scale, 0.0)
-                kernels.scale_add_into(
-                    loss_scale, self.dtype.type(head.loss_weight), gradient_scale
-                )
+                kernels.scale_into(loss_scale, self.dtype.type(head.loss_weight), gradient_scale)
             loss_rows = head.buffer("loss_rows", (rows,))
             loss_input = pred_rows
             if head.fused:  # the softmax's logits
@@ -1488,6 +1480,16 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
+def _is_non_negative_number(value: Any) -> bool:
+    """A finite number >= 0 (NumPy's included), not a bool."""
+    return bool(
+        not isinstance(value, bool)
+        and isinstance(value, int | float | np.integer | np.floating)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
 def _check_class_weight(classes: Any, owner: str) -> None:
     """``class_weight`` must map class indices to non-negative finite weights."""
     if not isinstance(classes, dict):
@@ -1498,12 +1500,7 @@ def _check_class_weight(classes: Any, owner: str) -> None:
     for key, value in classes.items():
         if not _is_int(key):
             raise TypeError(f"{owner}: class_weight keys must be class indices, received {key!r}")
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float | np.integer | np.floating)
-            or not math.isfinite(value)
-            or value < 0
-        ):
+        if not _is_non_negative_number(value):
             raise ValueError(
                 f"{owner}: class_weight of class {key} must be a non-negative number, "
                 f"received {value!r}"
