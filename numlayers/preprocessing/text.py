@@ -153,21 +153,23 @@ def _check_nb_words(nb_words: Any, caller: str) -> int | None:
     return int(nb_words)
 
 
+def _items(values: Any, caller: str, expected: str) -> Iterator[Any]:
+    """An iterator over ``values``; a single str or bytes (which would otherwise be read
+    one character at a time) and a non-iterable are refused, saying ``expected``."""
+    single = isinstance(values, str | bytes)
+    if not single:
+        try:
+            return iter(values)
+        except TypeError:
+            pass
+    kind = f"a single {type(values).__name__}" if single else type(values).__name__
+    raise TypeError(f"{caller} expects {expected}, received {kind} {_short(values)}")
+
+
 def _texts(texts: Any, caller: str) -> Iterator[str]:
     """The texts of ``texts`` one by one, each checked to be a str. A single str (which
     would otherwise be read as one text per character) is refused at once."""
-    if isinstance(texts, str | bytes):
-        raise TypeError(
-            f"{caller} expects a list (or other iterable) of str, received a single "
-            f"{type(texts).__name__} {_short(texts)}"
-        )
-    try:
-        items = iter(texts)
-    except TypeError:
-        raise TypeError(
-            f"{caller} expects a list (or other iterable) of str, received "
-            f"{type(texts).__name__} {_short(texts)}"
-        ) from None
+    items = _items(texts, caller, "a list (or other iterable) of str")
 
     def checked() -> Iterator[str]:
         for position, text in enumerate(items):
@@ -183,18 +185,7 @@ def _texts(texts: Any, caller: str) -> Iterator[str]:
 
 def _sequences(sequences: Any, caller: str) -> list[np.ndarray]:
     """Each sequence of ``sequences`` as a 1-D array of integer word indices >= 0."""
-    if isinstance(sequences, str | bytes):
-        raise TypeError(
-            f"{caller} expects a list of sequences of word indices, received "
-            f"{type(sequences).__name__} {_short(sequences)}"
-        )
-    try:
-        items = list(sequences)
-    except TypeError:
-        raise TypeError(
-            f"{caller} expects a list of sequences of word indices, received "
-            f"{type(sequences).__name__} {_short(sequences)}"
-        ) from None
+    items = list(_items(sequences, caller, "a list of sequences of word indices"))
     rows: list[np.ndarray] = []
     for position, sequence in enumerate(items):
         row = None if isinstance(sequence, str | bytes) else np.asarray(sequence)
