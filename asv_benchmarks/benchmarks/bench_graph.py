@@ -102,15 +102,17 @@ class GraphTrainStep:
     params = [common.DEVICES]
     param_names = ["device"]
     timeout = 180
+    #: the key its prepared graph and data are kept under
+    state_key = "graph_train"
 
     def setup(self, device: str) -> None:
         dev = common.bench_device(device)
-        state = common.prepared(("graph_train", device), lambda: self._prepare(dev))
+        state = common.prepared((self.state_key, device), lambda: self._prepare(dev))
         self.device = dev
         self.graph = state["graph"]
         self.data = state["data"]
 
-    def _prepare(self, device: Device) -> dict[str, Any]:
+    def _graph_and_data(self, device: Device) -> tuple[Graph, dict[str, np.ndarray]]:
         features = common.pick((32, 16), (5, 3))
         hidden, joint, classes, batch = common.pick((64, 32, 10, 32), (4, 4, 3, 4))
         graph = two_input_graph(features, hidden, joint, classes, device)
@@ -120,34 +122,10 @@ class GraphTrainStep:
             "b": rng.standard_normal((batch, features[1])).astype(np.float32),
             "output": np.eye(classes, dtype=np.float32)[rng.integers(0, classes, batch)],
         }
-        for _ in range(common.WARMUP_CALLS):
-            graph.train_on_batch(data)
-        device.synchronize()
-        return {"graph": graph, "data": data}
-
-    def time_train_on_batch(self, device: str) -> None:
-        self.graph.train_on_batch(self.data)
-        self.device.synchronize()
-
-
-class SiameseTrainStep:
-    """One RMSprop ``train_on_batch`` of the Siamese graph, 128 pairs of 784 features."""
-
-    params = [common.DEVICES]
-    param_names = ["device"]
-    timeout = 180
-
-    def setup(self, device: str) -> None:
-        dev = common.bench_device(device)
-        state = common.prepared(("siamese_train", device), lambda: self._prepare(dev))
-        self.device = dev
-        self.graph = state["graph"]
-        self.data = state["data"]
+        return graph, data
 
     def _prepare(self, device: Device) -> dict[str, Any]:
-        inputs, width, batch = common.pick((784, 128, 128), (6, 5, 4))
-        graph = siamese_graph(inputs, width, device)
-        data = siamese_data(inputs, batch)
+        graph, data = self._graph_and_data(device)
         for _ in range(common.WARMUP_CALLS):
             graph.train_on_batch(data)
         device.synchronize()
@@ -156,6 +134,16 @@ class SiameseTrainStep:
     def time_train_on_batch(self, device: str) -> None:
         self.graph.train_on_batch(self.data)
         self.device.synchronize()
+
+
+class SiameseTrainStep(GraphTrainStep):
+    """One RMSprop ``train_on_batch`` of the Siamese graph, 128 pairs of 784 features."""
+
+    state_key = "siamese_train"
+
+    def _graph_and_data(self, device: Device) -> tuple[Graph, dict[str, np.ndarray]]:
+        inputs, width, batch = common.pick((784, 128, 128), (6, 5, 4))
+        return siamese_graph(inputs, width, device), siamese_data(inputs, batch)
 
 
 class ChainOverhead:
