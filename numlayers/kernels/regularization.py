@@ -193,7 +193,10 @@ def row_loops(dtype: np.dtype, kernels: CudaKernels | None) -> dict[str, Callabl
         body = row_body(compile_formula(scale), k, f"{rule}_row")
         if kernels is None:
             body = cpu_inline(body)
-        loop = device_index_loop(kernels, body, argtypes, cost=ELEMENT_COST)
+        # a row's sum of squares vectorises only if it may be reassociated
+        loop = device_index_loop(
+            kernels, body, argtypes, cost=ELEMENT_COST, fastmath={"reassoc", "contract"}
+        )
         # bind through a default: a closure over the loop variable would see the last rule
         loops[rule] = lambda weight, max_value, loop=loop: loop(weight.shape[0], weight, max_value)
     return loops
