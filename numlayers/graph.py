@@ -109,7 +109,6 @@ class Graph(Model):
         self.output_order: list[str] = []
         self.node_config: list[dict[str, Any]] = []
         self._order: list[Layer] = []  # every layer in topological order (merges too)
-        self._shared: list[Layer] = []
         #: shared node name -> its applications, for a shared node not merged
         self._unmerged_shared: dict[str, list[Layer]] = {}
         #: join node name -> (the layers it joins, their names): a dict a Lambda takes
@@ -414,7 +413,6 @@ class Graph(Model):
             applications.append(parent)
             if unmerged_names:
                 self.nodes[label] = parent
-        self._shared.extend(stack)
         if merge_mode == "join":
             self._joins[name] = (applications, keys)
         elif merge_mode is not None:
