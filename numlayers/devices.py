@@ -182,6 +182,11 @@ def refuse_in_capture(what: str) -> None:
         raise NotCapturable(f"{what} cannot be part of a CUDA graph")
 
 
+#: the byte boundary a CPU weight starts on (:meth:`CPUDevice.weight`): a cache line, and
+#: an AVX-512 vector
+WEIGHT_ALIGNMENT = 64
+
+
 class Device:
     """A place where arrays live, with the kernels that run there.
 
@@ -205,6 +210,10 @@ class Device:
 
     def to_host(self, array: Any) -> np.ndarray:
         raise NotImplementedError
+
+    def weight(self, host: Any, dtype: Any) -> Any:
+        """A new array on this device holding ``host`` as ``dtype``: a layer's weight."""
+        return self.asarray(np.array(host, dtype=dtype, order="C"))
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
         raise NotImplementedError
@@ -284,6 +293,19 @@ class CPUDevice(Device):
 
     def to_host(self, array: Any) -> np.ndarray:
         return np.asarray(array)
+
+    def weight(self, host: Any, dtype: Any) -> np.ndarray:
+        """A copy starting on a :data:`WEIGHT_ALIGNMENT` boundary. MKL's products of a
+        few rows read a weight there faster: a recurrent step's ``16 x 128`` by ``128 x
+        512`` float32 product took 27 us from 32 or 64 bytes against 32 us from 16 or 48
+        (NumPy's allocations are only 16-byte aligned, so which one a model got changed
+        from process to process). Large products did not care."""
+        values = np.asarray(host, dtype=dtype)
+        storage = np.empty(values.nbytes + WEIGHT_ALIGNMENT, np.uint8)
+        start = -storage.ctypes.data % WEIGHT_ALIGNMENT
+        array = storage[start : start + values.nbytes].view(values.dtype).reshape(values.shape)
+        array[...] = values
+        return array
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         return np.empty(shape, dtype=dtype)

@@ -292,6 +292,19 @@ def test_get_set_weights_check_count_and_each_shape_and_keep_weights_on_error():
     assert layer.count_params() == 8
 
 
+def test_cpu_weights_start_on_a_cache_line_and_own_their_values():
+    initial = [np.arange(12.0).reshape(4, 3), np.arange(3.0)]
+    layer = Dense(3, input_shape=(4,), weights=initial, dtype="float32")
+    recurrent = LSTM(5, input_shape=(7, 4), dtype="float64")
+    for weight in layer.params + recurrent.params:
+        assert weight.ctypes.data % 64 == 0 and weight.flags.c_contiguous and weight.flags.writeable
+    layer._change_dtype("float64")  # what a model's dtype change does
+    assert all(weight.ctypes.data % 64 == 0 for weight in layer.params)
+    np.testing.assert_array_equal(layer.get_weights()[0], initial[0])
+    layer.params[0][0, 0] = 7.0
+    assert initial[0][0, 0] == 0.0
+
+
 def test_get_params_and_trainable():
     layer = Dense(2, input_shape=(3,))
     params, regularizers, constraints, updates = layer.get_params()

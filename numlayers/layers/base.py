@@ -364,7 +364,7 @@ class Layer:
         self, name: str, value: np.ndarray, regularizer: Any = None, constraint: Any = None
     ) -> Any:
         """Register a weight (given on the host), its gradient, regularizer and constraint."""
-        array = self.device.asarray(np.asarray(value, dtype=self.dtype))
+        array = self.device.weight(value, self.dtype)
         index = len(self.params)
         self.params.append(array)
         self.grads.append(self.device.zeros(array.shape, self.dtype))
@@ -492,7 +492,7 @@ class Layer:
         target = get_device(device)
         if target is self.device:
             return self
-        self.params = [target.asarray(self.device.to_host(p)) for p in self.params]
+        self.params = [target.weight(self.device.to_host(p), self.dtype) for p in self.params]
         self.grads = [target.zeros(tuple(g.shape), self.dtype) for g in self.grads]
         self.device = target
         self._on_device_change()
@@ -507,7 +507,7 @@ class Layer:
         if dtype == self.dtype:
             return
         self.dtype = dtype
-        self.params = [self.device.asarray(self.device.to_host(p), dtype) for p in self.params]
+        self.params = [self.device.weight(self.device.to_host(p), dtype) for p in self.params]
         self.grads = [self.device.zeros(tuple(g.shape), dtype) for g in self.grads]
         self._forget_state()
 
