@@ -5,6 +5,8 @@ traced arrays a :class:`~numlayers.layers.Lambda` records (see :mod:`numlayers.t
 ``Lambda(lambda x: K.l2_normalize(x, axis=-1))`` runs as kernels on the layer's device
 and trains with no backward written. Semantics follow Keras 0.3 (``sqrt`` clips at 0,
 ``repeat`` adds an axis, ``batch_dot`` multiplies per sample).
+``K.function`` is the exception: it maps input arrays to layer outputs, as Keras 0.3's
+FAQ uses it to read an intermediate layer (:mod:`numlayers.layer_functions`).
 
 Example:
     >>> from numlayers import backend as K
@@ -18,6 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from numlayers.layer_functions import function
 
 #: what ``K._BACKEND`` tells a script that asks which backend runs it
 _BACKEND = "numlayers"
@@ -422,6 +426,7 @@ def any(x: Any, axis: Any = None, keepdims: bool = False) -> Any:  # noqa: A001
 
 __all__ = [
     "abs",
+    "function",
     "cast_to_floatx",
     "count_params",
     "eval",

@@ -12,6 +12,7 @@ import numpy as np
 from numlayers import losses, optimizers
 from numlayers.devices import Device, get_device, resolve_dtype
 from numlayers.graph import Graph
+from numlayers.layer_functions import LayerInput
 from numlayers.layers import Layer, deserialize
 from numlayers.layers.containers import as_layer
 from numlayers.layers.merging import Merge
@@ -135,6 +136,19 @@ class Sequential(Model):
     def output_layers(self) -> list[Layer]:
         self._require_layers()
         return [self.layers[-1]]
+
+    # ------------------------------------------------ Keras 0.3's K.function
+    @property
+    def input(self) -> LayerInput | list[LayerInput]:
+        """The model's input as ``K.function`` takes it: the first layer's, or a list of
+        the branches' where the model starts with a Merge (Keras 0.3's ``model.input``)."""
+        inputs = [layer.input for layer in self.input_layers()]
+        return inputs if self.merge_first is not None else inputs[0]
+
+    def get_output(self, train: bool = False) -> Any:
+        """The last layer's ``get_output(train)`` (Keras 0.3's ``model.get_output``)."""
+        self._require_layers()
+        return self.layers[-1].get_output(train)
 
     def applied_layers(self) -> list[Layer]:
         return list(self.layers)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from numlayers.devices import Device, get_device, resolve_dtype
+from numlayers.layer_functions import LIVE_LAYERS, LayerInput, PendingOutput
 
 if TYPE_CHECKING:
     from numlayers.kernels.interfaces import Kernels
@@ -156,6 +157,7 @@ class Layer:
 
         self.previous: Layer | None = None
         self.built = False
+        LIVE_LAYERS.add(self)
         self.params: list[Any] = []
         self.grads: list[Any] = []
         self.param_names: list[str] = []
@@ -173,7 +175,7 @@ class Layer:
         self._batch_input_shape: Shape | None = None
         self._input: Any = None
         self._input_mask: Any = None
-        self._input_token = 0
+        self._input_token = 0  # 0: nothing fed (set_input's tokens start at 1)
         self._cache: dict[bool, tuple[int, Any]] = {}
         #: state per use: None is the layer's own use (connected, or called directly)
         self._uses: dict[Hashable, UseState] = {None: UseState()}
@@ -518,6 +520,7 @@ class Layer:
         self._current_use = self._uses[None]
         self._input = None
         self._input_mask = None
+        self._input_token = 0
 
     # --------------------------------------------------------------- masking
     def supports_masked_input(self) -> bool:
@@ -568,6 +571,16 @@ class Layer:
     def _output_token(self) -> int:
         return self._token()
 
+    @property
+    def input(self) -> LayerInput:
+        """This layer's input, as Keras 0.3's ``K.function`` takes it
+        (:mod:`numlayers.layer_functions`)."""
+        return LayerInput(self)
+
+    def parent_layers(self) -> list[Layer]:
+        """The layers whose outputs this layer takes as its input (none when it is fed)."""
+        return [] if self.previous is None else [self.previous]
+
     def get_input(self, train: bool = False) -> Any:
         if self.previous is not None:
             return self.previous.get_output(train)
@@ -576,8 +589,12 @@ class Layer:
         return self._input
 
     def get_output(self, train: bool = False) -> Any:
-        """This layer's output for its current input, computed once per pass and flag."""
+        """This layer's output for its current input, computed once per pass and flag;
+        before any input reached it, a :class:`~numlayers.layer_functions.PendingOutput`
+        that ``K.function`` takes."""
         token = self._token()
+        if token == 0:
+            return PendingOutput(self, train)
         cached = self._cache.get(train)
         if self.cache_enabled and cached is not None and cached[0] == token:
             # a backward after this reads the state of this flag's pass

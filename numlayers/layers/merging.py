@@ -271,6 +271,9 @@ class MergeNode(Layer):
     def _token(self) -> int:
         return max(parent._output_token() for parent in self.parents)
 
+    def parent_layers(self) -> list[Layer]:
+        return list(self.parents)
+
     def get_input(self, train: bool = False) -> Any:
         return [parent.get_output(train) for parent in self.parents]
 
