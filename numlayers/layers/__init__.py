@@ -22,6 +22,8 @@ from numlayers.layers.core import (
     Dense,
     Dropout,
     Lambda,
+    MaskedLambda,
+    MaskedLayer,
     Masking,
     TimeDistributedDense,
 )
@@ -78,6 +80,8 @@ __all__ = [
     "LambdaMerge",
     "Layer",
     "LeakyReLU",
+    "MaskedLambda",
+    "MaskedLayer",
     "Masking",
     "MaxoutDense",
     "Merge",

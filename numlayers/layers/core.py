@@ -548,6 +548,29 @@ class Masking(Layer):
         return config
 
 
+class MaskedLayer(Layer):
+    """Keras 0.3's base of a layer that passes its input's mask on unchanged.
+
+    Used directly it is the identity. A Keras 0.3 custom layer subclasses it and reads
+    the mask in ``get_output`` with ``self.get_input_mask(train)``: that body is traced
+    with the mask as a second input (see :class:`Layer`'s custom layers), so it runs as
+    kernels with each batch's mask.
+
+    Input shape: any. Output shape: the input's.
+
+    Example:
+        >>> MaskedLayer(input_shape=(2,))(np.ones((1, 2))).tolist()
+        [[1.0, 1.0]]
+    """
+
+    passes_mask = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if type(self) is MaskedLayer:  # used directly: an identity (subclasses finish)
+            self._finish_init()
+
+
 class Lambda(Layer):
     """Applies a NumPy-style function to the whole batch, on the layer's device, with
     automatic gradients.
@@ -723,3 +746,26 @@ class Lambda(Layer):
         if isinstance(config.get("output_shape"), str):
             config["output_shape"] = resolve_function(config["output_shape"], owner, custom_objects)
         return cls(**config)
+
+
+class MaskedLambda(Lambda):
+    """A :class:`Lambda` that passes its input's mask on (Keras 0.3's ``MaskedLambda``), for
+    functions that keep the axes the mask covers (batch and time); the function itself
+    sees the values only. An output that does not keep them is refused, naming the layer.
+
+    Example:
+        >>> MaskedLambda(lambda x: 2 * x, input_shape=(2, 3)).output_shape
+        (None, 2, 3)
+    """
+
+    passes_mask = True
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        y = super()._forward(x, train)
+        mask = self.saved()["mask"]
+        if mask is not None and tuple(y.shape[: len(mask.shape)]) != tuple(mask.shape):
+            raise ValueError(
+                f"{self.label}: output of shape {tuple(y.shape)} does not keep the axes "
+                f"{tuple(mask.shape)} of the mask it passes on"
+            )
+        return y

@@ -37,6 +37,8 @@ from numlayers.layers import (
     Lambda,
     Layer,
     LeakyReLU,
+    MaskedLambda,
+    MaskedLayer,
     Masking,
     MaxoutDense,
     ParametricSoftplus,
@@ -517,6 +519,18 @@ def _catalogue() -> list[LayerCase]:
             "Lambda-square",
             lambda **kw: Lambda(_square, backward=_square_backward, input_shape=(3,), **kw),
             (2, 3),
+            lambda x, weights: x * x,
+        ),
+        LayerCase(
+            "MaskedLayer",
+            lambda **kw: MaskedLayer(input_shape=(4, 3), **kw),
+            (2, 4, 3),
+            lambda x, weights: x,
+        ),
+        LayerCase(
+            "MaskedLambda-square",
+            lambda **kw: MaskedLambda(_square, input_shape=(4, 3), **kw),
+            (2, 4, 3),
             lambda x, weights: x * x,
         ),
     ]

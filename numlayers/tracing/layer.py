@@ -182,6 +182,8 @@ def adapt_keras_get_output(cls: type[Layer]) -> None:
     traced layer: its ``get_output`` body is traced with ``self.get_input(train)`` standing
     for the input, once per input signature and train flag, and runs as kernels on the
     layer's device with the trace's gradient (Keras 0.3's antirectifier example so).
+    Where the input has a mask, the mask is a second input of the trace, which
+    ``self.get_input_mask(train)`` returns (a MaskedLayer's body reads it so).
 
     The class's ``get_output`` is kept as ``keras_get_output``; the layer's own caching
     ``get_output`` stays in place. Layers with weights are refused (``build`` defined):
@@ -209,51 +211,75 @@ def adapt_keras_get_output(cls: type[Layer]) -> None:
     cls.__init__ = __init__  # type: ignore[method-assign]
 
 
-def _keras_traced_call(self: Layer, train: bool) -> TracedCall:
+def _keras_traced_call(self: Layer, train: bool, masked: bool) -> TracedCall:
+    """The trace of ``get_output(train)``'s body: of the input, and of the input's mask
+    too when ``masked`` (what ``self.get_input_mask(train)`` then returns)."""
     calls = self.__dict__.setdefault("_keras_calls", {})
-    if train not in calls:
+    if (train, masked) not in calls:
 
-        def output_of(x: Any) -> Any:
-            self.__dict__["_keras_traced_input"] = x
+        def output_of(x: Any, mask: Any = None) -> Any:
+            self.__dict__["_keras_traced"] = (x, mask)
             try:
                 return type(self).keras_get_output(self, train)  # type: ignore[attr-defined]
             finally:
-                self.__dict__["_keras_traced_input"] = None
+                self.__dict__["_keras_traced"] = None
 
-        calls[train] = TracedCall(output_of, f"{self.label}: get_output", host_fallback=False)
-    found: TracedCall = calls[train]
+        calls[train, masked] = TracedCall(
+            output_of, f"{self.label}: get_output", host_fallback=False
+        )
+    found: TracedCall = calls[train, masked]
     return found
 
 
-def _keras_executable(self: Layer, x: Any, train: bool) -> Executable:
-    call = _keras_traced_call(self, train)
-    executable = call.executable([(None, *x.shape[1:])], self.dtype, self.device)
+def _keras_arguments(self: Layer, x: Any) -> list[Any]:
+    """What the trace takes: the input, and the input's mask where there is one."""
+    mask = self.saved()["mask"]
+    return [x] if mask is None else [x, mask]
+
+
+def _keras_executable(self: Layer, arguments: list[Any], train: bool) -> Executable:
+    call = _keras_traced_call(self, train, len(arguments) > 1)
+    shapes = [(None, *argument.shape[1:]) for argument in arguments]
+    executable = call.executable(shapes, self.dtype, self.device)
     if executable is None:
-        raise ValueError(
-            f"{self.label}: get_output cannot be traced ({call.failure}); write it with NumPy "
-            "operations or numlayers.backend names"
-        )
+        hint = "write it with NumPy operations or numlayers.backend names"
+        if len(arguments) == 1 and self.passes_mask:
+            hint += ", and feed it a masked input if it reads self.get_input_mask(train)"
+        raise ValueError(f"{self.label}: get_output cannot be traced ({call.failure}); {hint}")
     return executable
 
 
 def _keras_get_input(self: Layer, train: bool = False) -> Any:
-    traced = self.__dict__.get("_keras_traced_input")
-    return traced if traced is not None else Layer.get_input(self, train)
+    traced = self.__dict__.get("_keras_traced")
+    return traced[0] if traced is not None else Layer.get_input(self, train)
+
+
+def _keras_get_input_mask(self: Layer, train: bool = False) -> Any:
+    traced = self.__dict__.get("_keras_traced")
+    return traced[1] if traced is not None else Layer.get_input_mask(self, train)
 
 
 def _keras_compute_output_shape(self: Layer, input_shape: Shape) -> Shape:
+    """The traced output shape; with the mask (the input's shape less its last axis) as
+    a second input where the layer before it passes one on, or where a layer that
+    passes masks on (a MaskedLayer) cannot be traced without one."""
     if not known(input_shape):
         raise ValueError(f"{self.label} needs known input sizes, received {input_shape}")
-    call = _keras_traced_call(self, False)
-    shape = call.output_shape([batched(input_shape)], self.dtype)
-    if shape is None:
-        raise ValueError(f"{self.label}: get_output cannot be traced ({call.failure})")
-    return (input_shape[0], *shape[1:])
+    masked = self.previous is not None and self.previous.produces_mask()
+    attempts = [masked] + ([True] if self.passes_mask and not masked else [])
+    for with_mask in attempts:
+        shapes = [batched(input_shape)] + ([batched(input_shape[:-1])] if with_mask else [])
+        shape = _keras_traced_call(self, False, with_mask).output_shape(shapes, self.dtype)
+        if shape is not None:
+            return (input_shape[0], *shape[1:])
+    failure = _keras_traced_call(self, False, masked).failure
+    raise ValueError(f"{self.label}: get_output cannot be traced ({failure})")
 
 
 def _keras_forward(self: Layer, x: Any, train: bool) -> Any:
-    executable = _keras_executable(self, x, train)
-    y, values = executable.forward([x], self.buffer)
+    arguments = _keras_arguments(self, x)
+    executable = _keras_executable(self, arguments, train)
+    y, values = executable.forward(arguments, self.buffer)
     self.save(traced=(executable, values))
     return y
 
@@ -265,6 +291,7 @@ def _keras_backward(self: Layer, grad_output: Any) -> Any:
 
 _KERAS_ADAPTER: dict[str, Callable[..., Any]] = {
     "get_input": _keras_get_input,
+    "get_input_mask": _keras_get_input_mask,
     "compute_output_shape": _keras_compute_output_shape,
     "_forward": _keras_forward,
     "_backward": _keras_backward,
