@@ -67,12 +67,16 @@ class PendingOutput:
     def __repr__(self) -> str:
         return f"<output of {self.layer.label} (train={self.train}), nothing fed yet>"
 
-    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
-        raise RuntimeError(
+    def no_values(self) -> RuntimeError:
+        """The error of asking for this output's values (or its mask)."""
+        return RuntimeError(
             f"{self.layer.label} has no input yet, so its output has no values: fit or "
             "predict first, call set_input(x) on the first layer, or pass this output to "
             "K.function"
         )
+
+    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise self.no_values()
 
 
 def feeding_layers(layer: Layer) -> list[Layer]:

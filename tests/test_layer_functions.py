@@ -7,7 +7,7 @@ import pytest
 
 from numlayers import backend as K
 from numlayers.layer_functions import PendingOutput
-from numlayers.layers import Activation, Dense, Dropout, Merge
+from numlayers.layers import Activation, Dense, Dropout, Embedding, Merge
 from numlayers.models import Graph, Sequential
 
 
@@ -125,3 +125,7 @@ def test_k_function_refuses_what_it_cannot_run():
         function([np.ones((1, 5))])
     with pytest.raises(RuntimeError, match="has no input yet"):
         np.asarray(mlp().layers[3].get_output(False))
+    masked = Sequential()
+    masked.add(Embedding(5, 2, input_length=3, mask_zero=True))
+    with pytest.raises(RuntimeError, match="embedding.*has no input yet"):
+        masked.layers[0].get_output_mask(False)

@@ -548,7 +548,9 @@ class Layer:
         """The output mask (one axis fewer than the output: 1 keeps a step, 0 masks it), or None."""
         if not self.produces_mask():
             return None
-        self.get_output(train)  # cached: computes nothing when the pass already ran
+        output = self.get_output(train)  # cached: computes nothing when the pass already ran
+        if isinstance(output, PendingOutput):
+            raise output.no_values()
         return self._uses[None].saved[train].get("output_mask")
 
     # ------------------------------------------------------ cached evaluation
