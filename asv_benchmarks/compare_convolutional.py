@@ -7,6 +7,8 @@
   ``nn.Conv1d`` (on PyTorch's channels-first layout, what its users hold); target <= 1.3.
 - MaxPooling2D 2 x 2 forward plus backward on the convolution's output (64 x 32 x 32 x 32)
   against ``nn.MaxPool2d(2)``; target <= 1.0.
+- MaxPooling3D 2 x 2 x 2 forward plus backward on 8 volumes of 16 channels x 16 x 32 x 32
+  (channels first) against ``nn.MaxPool3d(2)``; target <= 1.0.
 - One Adam training step of the digits CNN (``examples/digits_cnn.py``) at batch 64
   against the same network in PyTorch (``nn.Conv2d``, ``nn.MaxPool2d``, ``nn.Dropout``,
   ``nn.Linear``, ``CrossEntropyLoss`` on the logits, ``zero_grad``/``backward``/``step``
@@ -33,7 +35,7 @@ from benchmarks.bench_training import classification_batch, small_cnn
 from benchmarks.common import disable_tf32, real_gpu
 from harness import Row, Settings, measure, print_table, rng_array, settings
 
-from numlayers.layers import Convolution1D, Convolution2D, Layer, MaxPooling2D
+from numlayers.layers import Convolution1D, Convolution2D, Layer, MaxPooling2D, MaxPooling3D
 
 CONVOLUTION_TARGET = 1.3
 POOLING_TARGET = 1.0
@@ -46,6 +48,7 @@ def convolutional_vs_torch(torch: Any, config: Settings, gpu: bool) -> list[Row]
         convolution_2d_row(torch, config),
         convolution_1d_row(torch, config),
         max_pooling_row(torch, config),
+        max_pooling_3d_row(torch, config),
         cnn_step_row(torch, config),
     ]
     if gpu:
@@ -158,6 +161,28 @@ def max_pooling_row(torch: Any, config: Settings) -> Row:
     return Row(
         "k",
         f"MaxPooling2D 2x2 {filters}x{size}x{size} batch {batch} fwd+bwd vs nn.MaxPool2d",
+        t["ours"],
+        t["torch"],
+        POOLING_TARGET,
+        f"max abs output difference {difference:.1e}",
+    )
+
+
+def volume_case(config: Settings) -> tuple[int, int, int, int]:
+    """(batch, channels, depth, size) of the 3-D rows: volumes of depth x size x size."""
+    return (1, 2, 2, 4) if config.batch < 16 else (8, 16, 16, 32)
+
+
+def max_pooling_3d_row(torch: Any, config: Settings) -> Row:
+    batch, channels, depth, size = volume_case(config)
+    layer = MaxPooling3D(pool_size=(2, 2, 2), input_shape=(channels, depth, size, size))
+    module = torch.nn.MaxPool3d(2)
+    x = rng_array((batch, channels, depth, size, size), 25)
+    t, difference = layer_and_torch_timings(torch, config, layer, module, x, x)
+    return Row(
+        "k",
+        f"MaxPooling3D 2x2x2 {channels}x{depth}x{size}x{size} batch {batch} fwd+bwd "
+        "vs nn.MaxPool3d",
         t["ours"],
         t["torch"],
         POOLING_TARGET,

@@ -35,12 +35,16 @@ from numlayers.layers.normalization import BatchNormalization
 from numlayers.layers.pooling import (
     AveragePooling1D,
     AveragePooling2D,
+    AveragePooling3D,
     MaxPooling1D,
     MaxPooling2D,
+    MaxPooling3D,
     UpSampling1D,
     UpSampling2D,
+    UpSampling3D,
     ZeroPadding1D,
     ZeroPadding2D,
+    ZeroPadding3D,
 )
 from numlayers.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from numlayers.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
@@ -52,12 +56,16 @@ from numlayers.serialization import nested_config, safe_mode_scope
 __all__ = [
     "AveragePooling1D",
     "AveragePooling2D",
+    "AveragePooling3D",
     "MaxPooling1D",
     "MaxPooling2D",
+    "MaxPooling3D",
     "UpSampling1D",
     "UpSampling2D",
+    "UpSampling3D",
     "ZeroPadding1D",
     "ZeroPadding2D",
+    "ZeroPadding3D",
     "ELU",
     "GRU",
     "LSTM",

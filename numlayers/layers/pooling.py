@@ -1,11 +1,17 @@
-"""Pooling, upsampling and zero-padding layers, 1-D and 2-D (Keras 0.3's).
+"""Pooling, upsampling and zero-padding layers, 1-D, 2-D and 3-D (Keras 0.3's).
 
 The 1-D layers take sequences ``(samples, steps, features)`` and work along the steps;
-the 2-D layers take image batches in ``dim_ordering``: ``"th"`` is channels first,
-``(samples, channels, rows, cols)``, ``"tf"`` channels last, ``(samples, rows, cols,
-channels)``. Every layer hands its arrays to the kernels of
-:mod:`numlayers.kernels.pooling` as 4-D ``(outer, rows, cols, inner)`` views (a 1-D
-layer's are ``(samples, steps, 1, features)``), so the same kernels serve all of them.
+the 2-D layers take image batches and the 3-D layers batches of volumes in
+``dim_ordering``: ``"th"`` is channels first, ``(samples, channels, rows, cols)`` or
+``(samples, channels, dim1, dim2, dim3)``, ``"tf"`` channels last. Every layer hands
+its arrays to the kernels of :mod:`numlayers.kernels.pooling` as 4-D ``(outer, rows,
+cols, inner)`` views (a 1-D layer's are ``(samples, steps, 1, features)``), so the same
+kernels serve all of them. A 3-D pass is two kernel calls, since each of these
+operations is separable over the axes: one over dim2 and dim3 of each dim1 slice
+(channels first: the view ``(samples * channels * dim1, dim2, dim3, 1)``), then one
+along dim1 with dim2 and dim3 merged into the columns, one wide there (``(samples *
+channels, dim1, dim2 * dim3, 1)``). The array between the two is a layer buffer, and
+the backward pass runs the two calls' backward kernels in reverse order.
 
 Pooling windows follow :mod:`numlayers.layers.spatial`: ``"valid"`` puts them only
 where they fit in the input, ``"same"`` gives ``ceil(length / stride)`` outputs and pads
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -34,74 +40,161 @@ from numlayers.layers.spatial import (
 #: the border modes of the pooling layers (Keras 0.3 has no "full" pooling)
 POOLING_BORDER_MODES = ("valid", "same")
 
+#: What each input rank's layers take, for messages.
+SPATIAL_INPUTS = {
+    1: "(samples, steps, features)",
+    2: "image batches",
+    3: "batches of volumes",
+}
 
-def _pair(sizes: tuple[int, ...], fill: int) -> tuple[int, int]:
-    """The kernels' ``(rows, cols)`` of a layer's spatial ``sizes``: a 1-D layer's
-    columns are ``fill`` (one wide, no padding)."""
-    return sizes[0], sizes[1] if len(sizes) > 1 else fill
+
+class _Stage(NamedTuple):
+    """One kernel call of a pass: the spatial axis that is the kernels' rows, and the
+    one that is their columns (None: the columns are the spatial axes after the rows,
+    merged, and the window spans one of them, as a 1-D layer's single column)."""
+
+    rows: int
+    cols: int | None
+
+
+#: The kernel calls of a pass, in forward order, by spatial rank. A 3-D window is the
+#: product of per-axis intervals, so pooling over it is pooling over its last two axes
+#: (each first-axis position apart), then along the first axis: the maximum of
+#: maxima, the mean of means (a clipped window's count is the product of its axes'),
+#: the first of equal maxima still the first in row-major order. Upsampling and
+#: padding split the same way.
+STAGES: dict[int, tuple[_Stage, ...]] = {
+    1: (_Stage(0, None),),
+    2: (_Stage(0, 1),),
+    3: (_Stage(1, 2), _Stage(0, None)),
+}
+
+Sizes = tuple[int | None, ...]
 
 
 class _Spatial(Layer):
-    """The layers of this module: where an input's spatial axes lie, and its 4-D view.
+    """The layers of this module: where an input's spatial axes lie, their kernel views,
+    and the passes of one kernel call per stage (:data:`STAGES`).
 
-    ``spatial_rank`` is 1 (sequences, along the steps) or 2 (images, in
-    ``dim_ordering``). A 1-D layer's one spatial axis is the kernels' rows, and its
-    columns axis has size 1.
+    ``spatial_rank`` is 1 (sequences, along the steps), 2 (images) or 3 (volumes), the
+    last two in ``dim_ordering``. Per-axis arguments (pools, strides, factors, padding)
+    are tuples of ``spatial_rank`` ints. A stage's view of an array is the kernels'
+    ``(outer, rows, cols, inner)``: the axes before its rows' axis merged into
+    ``outer``, the spatial axes after it into ``cols``, the channels into ``outer``
+    ("th") or ``inner`` ("tf"). Subclasses give an axis's output size
+    (:meth:`_axis_output`) and a stage's kernel calls (:meth:`_forward_stage`,
+    :meth:`_backward_stage`); the arrays between stages are layer buffers.
     """
 
     spatial_rank: ClassVar[int]
     dim_ordering = "tf"
 
     def _first_spatial_axis(self) -> int:
-        return 2 if self.spatial_rank == 2 and self.dim_ordering == "th" else 1
+        return 2 if self.spatial_rank > 1 and self.dim_ordering == "th" else 1
 
-    def _spatial_sizes(self, shape: Shape) -> tuple[int | None, int | None]:
-        """``(rows, cols)`` of an input shape (batch axis included), its rank checked."""
+    def _spatial_sizes(self, shape: Shape) -> Sizes:
+        """The spatial sizes of an input shape (batch axis included), its rank checked."""
         if len(shape) != self.spatial_rank + 2:
-            what = "(samples, steps, features)" if self.spatial_rank == 1 else "image batches"
             raise ValueError(
-                f"{self.label} expects inputs of rank {self.spatial_rank + 2} ({what}), "
-                f"received input shape {shape}"
+                f"{self.label} expects inputs of rank {self.spatial_rank + 2} "
+                f"({SPATIAL_INPUTS[self.spatial_rank]}), received input shape {shape}"
             )
         first = self._first_spatial_axis()
-        if self.spatial_rank == 1:
-            return shape[first], 1
-        return shape[first], shape[first + 1]
+        return tuple(shape[first : first + self.spatial_rank])
 
-    def _with_spatial(self, shape: Shape, rows: int | None, cols: int | None) -> Shape:
-        """``shape`` with its spatial sizes replaced by ``rows`` and ``cols``."""
+    def _with_spatial(self, shape: Shape, sizes: Sizes) -> Shape:
+        """``shape`` with its spatial sizes replaced by ``sizes``."""
         first = self._first_spatial_axis()
-        sizes = (rows,) if self.spatial_rank == 1 else (rows, cols)
         return (*shape[:first], *sizes, *shape[first + self.spatial_rank :])
 
-    def _view(self, array: Any) -> Any:
-        """``array`` as the kernels' ``(outer, rows, cols, inner)``."""
+    def _axis_output(self, axis: int, length: int | None) -> int | None:
+        """The output's size along spatial ``axis`` for an input ``length`` (None: unknown)."""
+        raise NotImplementedError
+
+    def _output_sizes(self, sizes: Sizes) -> Sizes:
+        return tuple(self._axis_output(axis, length) for axis, length in enumerate(sizes))
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        return self._with_spatial(input_shape, self._output_sizes(self._spatial_sizes(input_shape)))
+
+    def _stage_view(self, array: Any, stage: _Stage) -> Any:
+        """``array`` as the kernels' ``(outer, rows, cols, inner)`` for ``stage``."""
         shape = tuple(array.shape)
         first = self._first_spatial_axis()
-        rows, cols = self._spatial_sizes(shape)
-        outer = math.prod(shape[:first])
+        sizes = shape[first : first + self.spatial_rank]
+        outer = math.prod(shape[:first]) * math.prod(sizes[: stage.rows])
+        cols = math.prod(sizes[stage.rows + 1 :])
         inner = math.prod(shape[first + self.spatial_rank :])
-        return array.reshape(outer, rows, cols, inner)
+        return array.reshape(outer, sizes[stage.rows], cols, inner)
 
-    def _output_buffer(self, x: Any) -> Any:
-        """The output's buffer, for input array ``x`` (whose sizes are all known)."""
-        shape = self.compute_output_shape(tuple(x.shape))
-        return self.buffer("out", tuple(int(d or 0) for d in shape))
+    @staticmethod
+    def _stage_pair(values: tuple[int, ...], stage: _Stage, fill: int) -> tuple[int, int]:
+        """The kernels' ``(rows, cols)`` of per-axis ``values``: ``fill`` for merged
+        columns (one wide, no padding)."""
+        return values[stage.rows], fill if stage.cols is None else values[stage.cols]
 
-    def _grad_buffer(self) -> Any:
-        """The input gradient's buffer: shaped like the saved input."""
-        return self.buffer("grad_x", self.saved()["input_shape"])
+    def _stage_shapes(self, input_shape: Shape) -> list[Shape]:
+        """The shapes of a pass's arrays: the input, then each stage's output."""
+        shapes = [input_shape]
+        sizes = list(self._spatial_sizes(input_shape))
+        output_sizes = self._output_sizes(tuple(sizes))
+        for stage in STAGES[self.spatial_rank]:
+            for axis in (stage.rows, stage.cols):
+                if axis is not None:
+                    sizes[axis] = output_sizes[axis]
+            shapes.append(self._with_spatial(input_shape, tuple(sizes)))
+        return shapes
+
+    def _forward(self, x: Any, train: bool) -> Any:
+        input_shape = tuple(x.shape)
+        shapes = self._stage_shapes(input_shape)
+        stages = STAGES[self.spatial_rank]
+        source = x
+        for index, stage in enumerate(stages):
+            slot = "out" if index == len(stages) - 1 else f"after_stage_{index}"
+            target = self.buffer(slot, tuple(int(d or 0) for d in shapes[index + 1]))
+            self._forward_stage(index, stage, source, target)
+            source = target
+        self.save(input_shape=input_shape)
+        return source
+
+    def _backward(self, grad_output: Any) -> Any:
+        if not self.needs_input_gradient:
+            return None
+        shapes = self._stage_shapes(self.saved()["input_shape"])
+        grad = grad_output
+        for index, stage in reversed(list(enumerate(STAGES[self.spatial_rank]))):
+            slot = "grad_x" if index == 0 else f"grad_after_stage_{index - 1}"
+            grad_source = self.buffer(slot, tuple(int(d or 0) for d in shapes[index]))
+            self._backward_stage(index, stage, grad, grad_source)
+            grad = grad_source
+        return grad
+
+    def _forward_stage(self, index: int, stage: _Stage, source: Any, target: Any) -> None:
+        """Stage ``index``'s kernel call: ``target`` from ``source``."""
+        raise NotImplementedError
+
+    def _backward_stage(
+        self, index: int, stage: _Stage, grad_target: Any, grad_source: Any
+    ) -> None:
+        """Stage ``index``'s backward kernel call: ``grad_source`` from ``grad_target``."""
+        raise NotImplementedError
+
+
+def _sizes_text(sizes: Sizes) -> str:
+    """``5`` or ``3x4`` or ``2x3x4``, as messages write spatial sizes and pools."""
+    return "x".join(str(n) for n in sizes)
 
 
 # ---------------------------------------------------------------- pooling
 
 
 class _Pooling(_Spatial):
-    """Max and average pooling, 1-D and 2-D: windows, shapes and kernel calls.
+    """Max and average pooling: windows, shapes and kernel calls.
 
     ``reduction`` is ``"max"`` or ``"average"``. The forward pass of max pooling
-    records, per use of the layer, where each window's maximum was (an int32 buffer);
-    its backward sends each gradient there.
+    records, per use of the layer and per stage, where each window's maximum was (an
+    int32 buffer); its backward sends each gradient there, the stages in reverse.
     """
 
     reduction: ClassVar[str]
@@ -112,9 +205,9 @@ class _Pooling(_Spatial):
         """Validate and keep the pool, strides (None: the pool) and border mode;
         ``names`` are the arguments' names, for messages."""
         count = self.spatial_rank
-        pool_sizes = positive_ints(pool, count, names[0], self.label)
-        stride_sizes = (
-            pool_sizes if strides is None else positive_ints(strides, count, names[1], self.label)
+        self._pool = positive_ints(pool, count, names[0], self.label)
+        self._strides = (
+            self._pool if strides is None else positive_ints(strides, count, names[1], self.label)
         )
         if border_mode not in POOLING_BORDER_MODES:
             raise ValueError(
@@ -122,67 +215,53 @@ class _Pooling(_Spatial):
                 f"received {border_mode!r}"
             )
         self.border_mode = str(border_mode)
-        self._pool = _pair(pool_sizes, 1)
-        self._strides = _pair(stride_sizes, 1)
 
-    def _output_sizes(self, rows: int | None, cols: int | None) -> tuple[int | None, int | None]:
+    def _output_sizes(self, sizes: Sizes) -> Sizes:
         """The output's spatial sizes; an error when a valid window does not fit."""
-        sizes = []
-        for length, pool, stride in zip((rows, cols), self._pool, self._strides, strict=True):
+        for length, pool in zip(sizes, self._pool, strict=True):
             if length is not None and self.border_mode == "valid" and length < pool:
                 raise ValueError(
-                    f"{self.label}: its {self._pool_text()} pool does not fit in inputs of "
-                    f"spatial size {self._size_text(rows, cols)} with border_mode 'valid' "
+                    f"{self.label}: its {_sizes_text(self._pool)} pool does not fit in inputs "
+                    f"of spatial size {_sizes_text(sizes)} with border_mode 'valid' "
                     "(use a smaller pool, or border_mode 'same')"
                 )
-            sizes.append(output_length(length, pool, self.border_mode, stride))
-        return sizes[0], sizes[1]
+        return super()._output_sizes(sizes)
 
-    def _pool_text(self) -> str:
-        return "x".join(str(p) for p in self._pool[: self.spatial_rank])
+    def _axis_output(self, axis: int, length: int | None) -> int | None:
+        return output_length(length, self._pool[axis], self.border_mode, self._strides[axis])
 
-    def _size_text(self, rows: int | None, cols: int | None) -> str:
-        return str(rows) if self.spatial_rank == 1 else f"{rows}x{cols}"
-
-    def compute_output_shape(self, input_shape: Shape) -> Shape:
-        rows, cols = self._spatial_sizes(input_shape)
-        return self._with_spatial(input_shape, *self._output_sizes(rows, cols))
-
-    def _window(self, rows: int | None, cols: int | None) -> PoolWindow:
-        """The kernels' window for an input of ``rows`` by ``cols`` (an array's: known)."""
+    def _window(self, stage: _Stage, rows: int, cols: int) -> PoolWindow:
+        """The kernels' window of ``stage`` on a view of ``rows`` by ``cols``."""
+        pools = self._stage_pair(self._pool, stage, 1)
+        strides = self._stage_pair(self._strides, stage, 1)
         pad_rows, pad_cols = (
-            padding_before(length or 0, pool, self.border_mode, stride)
-            for length, pool, stride in zip((rows, cols), self._pool, self._strides, strict=True)
+            padding_before(length, pool, self.border_mode, stride)
+            for length, pool, stride in zip((rows, cols), pools, strides, strict=True)
         )
-        return PoolWindow(*self._pool, *self._strides, pad_rows, pad_cols)
+        return PoolWindow(*pools, *strides, pad_rows, pad_cols)
 
-    def _forward(self, x: Any, train: bool) -> Any:
-        shape = tuple(x.shape)
-        out = self._output_buffer(x)
-        window = self._window(*self._spatial_sizes(shape))
+    def _forward_stage(self, index: int, stage: _Stage, source: Any, target: Any) -> None:
+        x = self._stage_view(source, stage)
+        out = self._stage_view(target, stage)
+        window = self._window(stage, x.shape[1], x.shape[2])
         if self.reduction == "max":
-            argmax = self.buffer("argmax", tuple(out.shape), np.int32)
-            self.kernels.max_pool_forward(
-                self._view(x), window, self._view(out), self._view(argmax)
-            )
-            self.save(argmax=argmax)
+            argmax = self.buffer(f"argmax_{index}", tuple(target.shape), np.int32)
+            self.kernels.max_pool_forward(x, window, out, self._stage_view(argmax, stage))
+            self.save(**{f"argmax_{index}": argmax})
         else:
-            self.kernels.average_pool_forward(self._view(x), window, self._view(out))
-        self.save(input_shape=shape, window=window)
-        return out
+            self.kernels.average_pool_forward(x, window, out)
 
-    def _backward(self, grad_output: Any) -> Any:
-        if not self.needs_input_gradient:
-            return None
-        saved = self.saved()
-        grad_x = self._grad_buffer()
-        grad = self._view(grad_output)
+    def _backward_stage(
+        self, index: int, stage: _Stage, grad_target: Any, grad_source: Any
+    ) -> None:
+        grad_out = self._stage_view(grad_target, stage)
+        grad_x = self._stage_view(grad_source, stage)
+        window = self._window(stage, grad_x.shape[1], grad_x.shape[2])
         if self.reduction == "max":
-            argmax = self._view(saved["argmax"])
-            self.kernels.max_pool_backward(grad, argmax, saved["window"], self._view(grad_x))
+            argmax = self._stage_view(self.saved()[f"argmax_{index}"], stage)
+            self.kernels.max_pool_backward(grad_out, argmax, window, grad_x)
         else:
-            self.kernels.average_pool_backward(grad, saved["window"], self._view(grad_x))
-        return grad_x
+            self.kernels.average_pool_backward(grad_out, window, grad_x)
 
 
 class _Pooling1D(_Pooling):
@@ -212,19 +291,16 @@ class _Pooling1D(_Pooling):
         return config
 
 
-class _Pooling2D(_Pooling):
-    """Keras 0.3's 2-D pooling arguments: ``pool_size``, ``strides``, ``border_mode``,
-    ``dim_ordering``."""
-
-    input_ndim = 4
-    spatial_rank = 2
+class _DimOrderedPooling(_Pooling):
+    """Keras 0.3's pooling arguments of images and volumes: ``pool_size``, ``strides``,
+    ``border_mode``, ``dim_ordering`` (the 2-D and 3-D layers differ in their defaults)."""
 
     def __init__(
         self,
-        pool_size: tuple[int, int] = (2, 2),
-        strides: tuple[int, int] | None = None,
-        border_mode: str = "valid",
-        dim_ordering: str = "th",
+        pool_size: tuple[int, ...],
+        strides: tuple[int, ...] | None,
+        border_mode: str,
+        dim_ordering: str,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -243,6 +319,40 @@ class _Pooling2D(_Pooling):
             dim_ordering=self.dim_ordering,
         )
         return config
+
+
+class _Pooling2D(_DimOrderedPooling):
+    """Keras 0.3's 2-D pooling arguments and their defaults."""
+
+    input_ndim = 4
+    spatial_rank = 2
+
+    def __init__(
+        self,
+        pool_size: tuple[int, int] = (2, 2),
+        strides: tuple[int, int] | None = None,
+        border_mode: str = "valid",
+        dim_ordering: str = "th",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(pool_size, strides, border_mode, dim_ordering, **kwargs)
+
+
+class _Pooling3D(_DimOrderedPooling):
+    """Keras 0.3's 3-D pooling arguments and their defaults."""
+
+    input_ndim = 5
+    spatial_rank = 3
+
+    def __init__(
+        self,
+        pool_size: tuple[int, int, int] = (2, 2, 2),
+        strides: tuple[int, int, int] | None = None,
+        border_mode: str = "valid",
+        dim_ordering: str = "th",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(pool_size, strides, border_mode, dim_ordering, **kwargs)
 
 
 class MaxPooling1D(_Pooling1D):
@@ -348,6 +458,61 @@ class AveragePooling2D(_Pooling2D):
     reduction = "average"
 
 
+class MaxPooling3D(_Pooling3D):
+    """Max pooling over the three spatial axes of volumes (spatial or spatio-temporal).
+
+    Each output voxel is the maximum of a ``pool_size`` window of input voxels, for each
+    channel. The backward pass sends each output's gradient to the input that was the
+    maximum (the first of equal ones in row-major order over ``(dim1, dim2, dim3)``; a
+    NaN in a window gives a NaN maximum).
+
+    Args:
+        pool_size: ``(dim1, dim2, dim3)`` of a window (or one int for all three).
+        strides: ``(dim1, dim2, dim3)`` between windows (None: ``pool_size``).
+        border_mode: ``"valid"`` (only whole windows) or ``"same"`` (``ceil(size /
+            stride)`` outputs along each axis; padded voxels are never the maximum).
+        dim_ordering: ``"th"`` (channels first) or ``"tf"`` (channels last).
+
+    Input shape: ``(samples, channels, dim1, dim2, dim3)`` with ``"th"``,
+    ``(samples, dim1, dim2, dim3, channels)`` with ``"tf"``.
+    Output shape: the same with the pooled dim1, dim2 and dim3.
+
+    Example:
+        >>> layer = MaxPooling3D(pool_size=(2, 2, 2), input_shape=(1, 2, 2, 4))
+        >>> layer(np.arange(16, dtype="float32").reshape(1, 1, 2, 2, 4))
+        array([[[[[13., 15.]]]]], dtype=float32)
+    """
+
+    reduction = "max"
+
+
+class AveragePooling3D(_Pooling3D):
+    """Average pooling over the three spatial axes of volumes (spatial or
+    spatio-temporal).
+
+    Each output voxel is the mean of a ``pool_size`` window of input voxels, for each
+    channel (with ``border_mode="same"``, the mean of the voxels a border window
+    covers: padded voxels do not count).
+
+    Args:
+        pool_size: ``(dim1, dim2, dim3)`` of a window (or one int for all three).
+        strides: ``(dim1, dim2, dim3)`` between windows (None: ``pool_size``).
+        border_mode: ``"valid"`` or ``"same"``.
+        dim_ordering: ``"th"`` (channels first) or ``"tf"`` (channels last).
+
+    Input shape: ``(samples, channels, dim1, dim2, dim3)`` with ``"th"``,
+    ``(samples, dim1, dim2, dim3, channels)`` with ``"tf"``.
+    Output shape: the same with the pooled dim1, dim2 and dim3.
+
+    Example:
+        >>> layer = AveragePooling3D(pool_size=(2, 2, 2), input_shape=(1, 2, 2, 4))
+        >>> layer(np.arange(16, dtype="float32").reshape(1, 1, 2, 2, 4))
+        array([[[[[6.5, 8.5]]]]], dtype=float32)
+    """
+
+    reduction = "average"
+
+
 # ---------------------------------------------------------------- upsampling
 
 
@@ -356,27 +521,22 @@ class _UpSampling(_Spatial):
     spatial axis; the backward pass sums each block of repeats."""
 
     def _set_size(self, size: Any, name: str) -> None:
-        sizes = positive_ints(size, self.spatial_rank, name, self.label)
-        self._size = _pair(sizes, 1)
+        self._size = positive_ints(size, self.spatial_rank, name, self.label)
 
-    def compute_output_shape(self, input_shape: Shape) -> Shape:
-        sizes = self._spatial_sizes(input_shape)
-        rows, cols = (None if n is None else n * k for n, k in zip(sizes, self._size, strict=True))
-        return self._with_spatial(input_shape, rows, cols)
+    def _axis_output(self, axis: int, length: int | None) -> int | None:
+        return None if length is None else length * self._size[axis]
 
-    def _forward(self, x: Any, train: bool) -> Any:
-        shape = tuple(x.shape)
-        out = self._output_buffer(x)
-        self.kernels.upsample_forward(self._view(x), self._view(out))
-        self.save(input_shape=shape)
-        return out
+    def _forward_stage(self, index: int, stage: _Stage, source: Any, target: Any) -> None:
+        self.kernels.upsample_forward(
+            self._stage_view(source, stage), self._stage_view(target, stage)
+        )
 
-    def _backward(self, grad_output: Any) -> Any:
-        if not self.needs_input_gradient:
-            return None
-        grad_x = self._grad_buffer()
-        self.kernels.upsample_backward(self._view(grad_output), self._view(grad_x))
-        return grad_x
+    def _backward_stage(
+        self, index: int, stage: _Stage, grad_target: Any, grad_source: Any
+    ) -> None:
+        self.kernels.upsample_backward(
+            self._stage_view(grad_target, stage), self._stage_view(grad_source, stage)
+        )
 
 
 class UpSampling1D(_UpSampling):
@@ -409,7 +569,24 @@ class UpSampling1D(_UpSampling):
         return config
 
 
-class UpSampling2D(_UpSampling):
+class _DimOrderedUpSampling(_UpSampling):
+    """Keras 0.3's upsampling arguments of images and volumes: ``size``,
+    ``dim_ordering`` (the 2-D and 3-D layers differ in their defaults)."""
+
+    def __init__(self, size: tuple[int, ...], dim_ordering: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dim_ordering = check_dim_ordering(dim_ordering, self.label)
+        self._set_size(size, "size")
+        self.size = self._size
+        self._finish_init()
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(size=list(self.size), dim_ordering=self.dim_ordering)
+        return config
+
+
+class UpSampling2D(_DimOrderedUpSampling):
     """Repeats each row and column of images ``size`` times.
 
     Args:
@@ -432,16 +609,36 @@ class UpSampling2D(_UpSampling):
     def __init__(
         self, size: tuple[int, int] = (2, 2), dim_ordering: str = "th", **kwargs: Any
     ) -> None:
-        super().__init__(**kwargs)
-        self.dim_ordering = check_dim_ordering(dim_ordering, self.label)
-        self._set_size(size, "size")
-        self.size = self._size
-        self._finish_init()
+        super().__init__(size, dim_ordering, **kwargs)
 
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(size=list(self.size), dim_ordering=self.dim_ordering)
-        return config
+
+class UpSampling3D(_DimOrderedUpSampling):
+    """Repeats each voxel of volumes ``size`` times along dim1, dim2 and dim3.
+
+    Args:
+        size: ``(dim1, dim2, dim3)`` repeats (or one int for all three).
+        dim_ordering: ``"th"`` (channels first) or ``"tf"`` (channels last).
+
+    Input shape: ``(samples, channels, dim1, dim2, dim3)`` with ``"th"``,
+    ``(samples, dim1, dim2, dim3, channels)`` with ``"tf"``.
+    Output shape: the same with ``dim1 * size[0]``, ``dim2 * size[1]`` and
+    ``dim3 * size[2]``.
+
+    Example:
+        >>> layer = UpSampling3D(size=(2, 1, 2), input_shape=(1, 1, 1, 2))
+        >>> layer(np.array([[[[[1, 2]]]]], "float32"))
+        array([[[[[1., 1., 2., 2.]],
+        <BLANKLINE>
+                 [[1., 1., 2., 2.]]]]], dtype=float32)
+    """
+
+    input_ndim = 5
+    spatial_rank = 3
+
+    def __init__(
+        self, size: tuple[int, int, int] = (2, 2, 2), dim_ordering: str = "th", **kwargs: Any
+    ) -> None:
+        super().__init__(size, dim_ordering, **kwargs)
 
 
 # ---------------------------------------------------------------- zero padding
@@ -468,29 +665,24 @@ class _ZeroPadding(_Spatial):
     """Zeros added on both sides of each spatial axis; the backward pass crops."""
 
     def _set_padding(self, padding: Any) -> None:
-        sizes = _padding_ints(padding, self.spatial_rank, self.label)
-        self._padding = _pair(sizes, 0)
+        self._padding = _padding_ints(padding, self.spatial_rank, self.label)
 
-    def compute_output_shape(self, input_shape: Shape) -> Shape:
-        sizes = self._spatial_sizes(input_shape)
-        rows, cols = (
-            None if n is None else n + 2 * p for n, p in zip(sizes, self._padding, strict=True)
+    def _axis_output(self, axis: int, length: int | None) -> int | None:
+        return None if length is None else length + 2 * self._padding[axis]
+
+    def _forward_stage(self, index: int, stage: _Stage, source: Any, target: Any) -> None:
+        padding = self._stage_pair(self._padding, stage, 0)
+        self.kernels.zero_pad_forward(
+            self._stage_view(source, stage), padding, self._stage_view(target, stage)
         )
-        return self._with_spatial(input_shape, rows, cols)
 
-    def _forward(self, x: Any, train: bool) -> Any:
-        shape = tuple(x.shape)
-        out = self._output_buffer(x)
-        self.kernels.zero_pad_forward(self._view(x), self._padding, self._view(out))
-        self.save(input_shape=shape)
-        return out
-
-    def _backward(self, grad_output: Any) -> Any:
-        if not self.needs_input_gradient:
-            return None
-        grad_x = self._grad_buffer()
-        self.kernels.zero_pad_backward(self._view(grad_output), self._padding, self._view(grad_x))
-        return grad_x
+    def _backward_stage(
+        self, index: int, stage: _Stage, grad_target: Any, grad_source: Any
+    ) -> None:
+        padding = self._stage_pair(self._padding, stage, 0)
+        self.kernels.zero_pad_backward(
+            self._stage_view(grad_target, stage), padding, self._stage_view(grad_source, stage)
+        )
 
 
 class ZeroPadding1D(_ZeroPadding):
@@ -523,7 +715,24 @@ class ZeroPadding1D(_ZeroPadding):
         return config
 
 
-class ZeroPadding2D(_ZeroPadding):
+class _DimOrderedZeroPadding(_ZeroPadding):
+    """Keras 0.3's zero-padding arguments of images and volumes: ``padding``,
+    ``dim_ordering`` (the 2-D and 3-D layers differ in their defaults)."""
+
+    def __init__(self, padding: tuple[int, ...], dim_ordering: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dim_ordering = check_dim_ordering(dim_ordering, self.label)
+        self._set_padding(padding)
+        self.padding = self._padding
+        self._finish_init()
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(padding=list(self.padding), dim_ordering=self.dim_ordering)
+        return config
+
+
+class ZeroPadding2D(_DimOrderedZeroPadding):
     """Adds rows and columns of zeros around images.
 
     Args:
@@ -548,13 +757,35 @@ class ZeroPadding2D(_ZeroPadding):
     def __init__(
         self, padding: tuple[int, int] = (1, 1), dim_ordering: str = "th", **kwargs: Any
     ) -> None:
-        super().__init__(**kwargs)
-        self.dim_ordering = check_dim_ordering(dim_ordering, self.label)
-        self._set_padding(padding)
-        self.padding = self._padding
-        self._finish_init()
+        super().__init__(padding, dim_ordering, **kwargs)
 
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(padding=list(self.padding), dim_ordering=self.dim_ordering)
-        return config
+
+class ZeroPadding3D(_DimOrderedZeroPadding):
+    """Adds zeros around volumes, on both sides of dim1, dim2 and dim3.
+
+    Args:
+        padding: ``(dim1, dim2, dim3)`` zeros on each side (or one int for all three;
+            non-negative).
+        dim_ordering: ``"th"`` (channels first) or ``"tf"`` (channels last).
+
+    Input shape: ``(samples, channels, dim1, dim2, dim3)`` with ``"th"``,
+    ``(samples, dim1, dim2, dim3, channels)`` with ``"tf"``.
+    Output shape: the same with ``dim1 + 2 * padding[0]``, ``dim2 + 2 * padding[1]``
+    and ``dim3 + 2 * padding[2]``.
+
+    Example:
+        >>> layer = ZeroPadding3D(padding=(0, 0, 1), input_shape=(1, 1, 1, 2))
+        >>> layer(np.array([[[[[1, 2]]]]], "float32"))
+        array([[[[[0., 1., 2., 0.]]]]], dtype=float32)
+    """
+
+    input_ndim = 5
+    spatial_rank = 3
+
+    def __init__(
+        self,
+        padding: tuple[int, int, int] = (1, 1, 1),
+        dim_ordering: str = "th",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(padding, dim_ordering, **kwargs)
