@@ -7,6 +7,8 @@
   ``nn.Conv1d`` (on PyTorch's channels-first layout, what its users hold); target <= 1.3.
 - MaxPooling2D 2 x 2 forward plus backward on the convolution's output (64 x 32 x 32 x 32)
   against ``nn.MaxPool2d(2)``; target <= 1.0.
+- Convolution3D 3 x 3 x 3 "same", 16 -> 16 channels, 8 volumes of 16 x 32 x 32, channels
+  first, forward plus backward against ``nn.Conv3d``; target <= 1.3.
 - MaxPooling3D 2 x 2 x 2 forward plus backward on 8 volumes of 16 channels x 16 x 32 x 32
   (channels first) against ``nn.MaxPool3d(2)``; target <= 1.0.
 - One Adam training step of the digits CNN (``examples/digits_cnn.py``) at batch 64
@@ -35,7 +37,14 @@ from benchmarks.bench_training import classification_batch, small_cnn
 from benchmarks.common import disable_tf32, real_gpu
 from harness import Row, Settings, measure, print_table, rng_array, settings
 
-from numlayers.layers import Convolution1D, Convolution2D, Layer, MaxPooling2D, MaxPooling3D
+from numlayers.layers import (
+    Convolution1D,
+    Convolution2D,
+    Convolution3D,
+    Layer,
+    MaxPooling2D,
+    MaxPooling3D,
+)
 
 CONVOLUTION_TARGET = 1.3
 POOLING_TARGET = 1.0
@@ -48,6 +57,7 @@ def convolutional_vs_torch(torch: Any, config: Settings, gpu: bool) -> list[Row]
         convolution_2d_row(torch, config),
         convolution_1d_row(torch, config),
         max_pooling_row(torch, config),
+        convolution_3d_row(torch, config),
         max_pooling_3d_row(torch, config),
         cnn_step_row(torch, config),
     ]
@@ -171,6 +181,29 @@ def max_pooling_row(torch: Any, config: Settings) -> Row:
 def volume_case(config: Settings) -> tuple[int, int, int, int]:
     """(batch, channels, depth, size) of the 3-D rows: volumes of depth x size x size."""
     return (1, 2, 2, 4) if config.batch < 16 else (8, 16, 16, 32)
+
+
+def convolution_3d_row(torch: Any, config: Settings) -> Row:
+    batch, channels, depth, size = volume_case(config)
+    layer = Convolution3D(
+        channels, 3, 3, 3, border_mode="same", input_shape=(channels, depth, size, size)
+    )
+    module = torch.nn.Conv3d(channels, channels, 3, padding=1)
+    weight, bias = layer.get_weights()  # "th": (filters, channels, dim1, dim2, dim3)
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(weight))
+        module.bias.copy_(torch.from_numpy(bias))
+    x = rng_array((batch, channels, depth, size, size), 26)
+    t, difference = layer_and_torch_timings(torch, config, layer, module, x, x)
+    return Row(
+        "k",
+        f"Convolution3D 3x3x3 same {channels}->{channels} {depth}x{size}x{size} batch {batch} "
+        "fwd+bwd vs nn.Conv3d",
+        t["ours"],
+        t["torch"],
+        CONVOLUTION_TARGET,
+        f"max abs output difference {difference:.1e}",
+    )
 
 
 def max_pooling_3d_row(torch: Any, config: Settings) -> Row:

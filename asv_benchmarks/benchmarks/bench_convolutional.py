@@ -1,12 +1,14 @@
 """Convolution2D (3 x 3, 32 -> 32 channels, 32 x 32 images, batch 64, "same", both
-orderings) and Convolution1D (filter 5, 128 -> 128 features, 100 steps, batch 32); their
-forward + backward against PyTorch CPU is section k of ``compare.py``."""
+orderings), Convolution1D (filter 5, 128 -> 128 features, 100 steps, batch 32) and
+Convolution3D (3 x 3 x 3, 16 -> 16 channels, 16 x 16 x 16 volumes, batch 8, "same", both
+orderings); their forward + backward against PyTorch CPU is section k of
+``compare.py``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from numlayers.layers import Convolution1D, Convolution2D, Layer
+from numlayers.layers import Convolution1D, Convolution2D, Convolution3D, Layer
 
 from . import common
 
@@ -36,3 +38,20 @@ class Convolution1DBench(common.LayerBenchmark):
 
     def make_layer(self, shape: tuple[int, ...], dtype: str, **case: Any) -> Layer:
         return Convolution1D(shape[2], 5, input_shape=shape[1:], dtype=dtype)
+
+
+class Convolution3DBench(common.LayerBenchmark):
+    """3 x 3 x 3 "same", 16 -> 16 channels, 8 volumes of 16 x 16 x 16, in either ordering:
+    the depth gather, the 2-D kernels and (channels first) one permute each way."""
+
+    params = [["th", "tf"], common.DEVICES, common.DTYPES]
+    param_names = ["dim_ordering", "device", "dtype"]
+    layer_classes = (Convolution3D,)
+    shape = (8, 16, 16, 16, 16)  # cubic: the same sizes in both orderings
+    tiny_shape = (1, 2, 2, 2, 2)
+
+    def make_layer(self, shape: tuple[int, ...], dtype: str, **case: Any) -> Layer:
+        return Convolution3D(
+            shape[1], 3, 3, 3, border_mode="same", dim_ordering=case["dim_ordering"],
+            input_shape=shape[1:], dtype=dtype,
+        )  # fmt: skip

@@ -47,6 +47,7 @@ FAMILIES = (
     "normalization",
     "time_merge",
     "convolutional",
+    "convolutional.depth",
     "pooling",
     "traced",
 )

@@ -19,6 +19,7 @@ import numpy as np
 from numlayers.kernels.activations import ActivationKernels
 from numlayers.kernels.arrays import ArrayKernels
 from numlayers.kernels.convolutional import ConvolutionalKernels
+from numlayers.kernels.convolutional.depth import DepthKernels
 from numlayers.kernels.dense import DenseKernels
 from numlayers.kernels.dense_variants import DenseVariantKernels
 from numlayers.kernels.dropout import DropoutKernels
@@ -57,6 +58,7 @@ class Kernels(
     NormalizationKernels,
     TimeMergeKernels,
     ConvolutionalKernels,
+    DepthKernels,
     PoolingKernels,
     TracedKernels,
     Protocol,
@@ -87,6 +89,7 @@ FAMILY_INTERFACES: dict[str, type] = {
     "normalization": NormalizationKernels,
     "time_merge": TimeMergeKernels,
     "convolutional": ConvolutionalKernels,
+    "convolutional.depth": DepthKernels,
     "pooling": PoolingKernels,
     "traced": TracedKernels,
 }

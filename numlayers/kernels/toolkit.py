@@ -270,7 +270,9 @@ def cpu_index_loop(
     Returns ``loop(count, *arguments)`` (``loop(rows, columns, *arguments)`` when
     ``dims`` is 2, the body then taking ``(row, column, *arguments)``), serial or
     parallel by :func:`use_parallel`. ``body`` must be a module-level :func:`cpu_inline`
-    function; ``arity`` (the number of ``arguments``) defaults to its own.
+    function; ``arity`` (the number of ``arguments``) defaults to its own. A 1-D loop
+    whose body handles several elements (a row) takes ``loop(count, *arguments,
+    elements=n)``: the parallel rule then counts ``count * n`` elements of ``cost``.
     """
     arity = arity if arity is not None else body_arity(body, dims)
     loop_name = name or f"{body.__name__}_loop"
@@ -285,8 +287,8 @@ def cpu_index_loop(
 
     if dims == 1:
 
-        def run(count: int, *arguments: Any) -> None:
-            twins.twin_for(count)(count, *arguments)
+        def run(count: int, *arguments: Any, elements: int = 1) -> None:
+            twins.twin_for(count * elements)(count, *arguments)
 
     else:
 

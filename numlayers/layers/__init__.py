@@ -16,6 +16,7 @@ from numlayers.layers.advanced_activations import (
 from numlayers.layers.base import LAYER_CLASSES, Layer
 from numlayers.layers.containers import AutoEncoder, Container
 from numlayers.layers.convolutional import Convolution1D, Convolution2D, convert_kernel
+from numlayers.layers.convolutional3d import Convolution3D
 from numlayers.layers.core import (
     Activation,
     ActivityRegularization,
@@ -75,6 +76,7 @@ __all__ = [
     "Container",
     "Convolution1D",
     "Convolution2D",
+    "Convolution3D",
     "ActivityRegularization",
     "AutoEncoder",
     "Dense",

@@ -22,6 +22,7 @@ both sides (every position where the window touches the input).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,12 +73,15 @@ def convert_kernel(kernel: Any, dim_ordering: str = "th") -> np.ndarray:
 
 
 class _Convolution(FullyConnected):
-    """What Convolution1D and Convolution2D share: the weights (through
+    """What Convolution1D, Convolution2D and Convolution3D share: the weights (through
     :class:`~numlayers.layers.core.FullyConnected`'s init, regularizers, constraints and
     ``weights``), shapes, the kernels' calls and the config.
 
     A subclass sets ``input_ndim`` and ``layout`` and implements the conversions between
-    its shapes and the kernels' 4-D layouts.
+    its shapes and the kernels' 4-D layouts: :meth:`kernel_view` for arrays that are
+    the kernels' arrays by a reshape, and, where a reshape is not enough
+    (Convolution3D), :meth:`kernel_input`, :meth:`kernel_weight` and the output's
+    arrangement (:meth:`arranged_output_shape` and its conversions).
     """
 
     #: the kernels' layout (:class:`~numlayers.kernels.convolutional.ConvolutionGeometry`)
@@ -86,9 +90,9 @@ class _Convolution(FullyConnected):
     def __init__(
         self,
         nb_filter: int,
-        kernel_size: tuple[int, int],
-        strides: tuple[int, int],
-        dilation: tuple[int, int],
+        kernel_size: tuple[int, ...],
+        strides: tuple[int, ...],
+        dilation: tuple[int, ...],
         *,
         init: Any,
         activation: Any,
@@ -157,15 +161,19 @@ class _Convolution(FullyConnected):
             )
 
     def geometry(self, input_shape: tuple[int, ...]) -> ConvolutionGeometry:
-        """The kernels' description of a convolution of an input of ``input_shape``."""
+        """The kernels' description of the 2-D convolution that computes the output for
+        an input of ``input_shape``: over the last two spatial axes (Convolution1D: its
+        steps and one column), the taps along any axis before them folded into the
+        channels (Convolution3D's depth, gathered by :meth:`kernel_input`)."""
         spatial = [input_shape[axis] for axis in self.spatial_axes()]
         sizes = self.output_sizes(spatial)
-        rows, cols = (*spatial, 1)[:2]
-        out_rows, out_cols = (*sizes, 1)[:2]
-        kernel_rows, kernel_cols = self.kernel_size
+        folded = len(self.kernel_size) - 2
+        rows, cols = (*spatial, 1)[folded : folded + 2]
+        out_rows, out_cols = (*sizes, 1)[folded : folded + 2]
+        kernel_rows, kernel_cols = self.kernel_size[folded:]
         return ConvolutionGeometry(
             self.layout,
-            channels=input_shape[self.channel_axis()],
+            channels=input_shape[self.channel_axis()] * math.prod(self.kernel_size[:folded]),
             rows=rows,
             cols=cols,
             filters=self.nb_filter,
@@ -173,12 +181,12 @@ class _Convolution(FullyConnected):
             kernel_cols=kernel_cols,
             out_rows=out_rows or 0,
             out_cols=out_cols or 0,
-            stride_rows=self.strides[0],
-            stride_cols=self.strides[1],
-            dilation_rows=self.dilations[0],
-            dilation_cols=self.dilations[1],
-            pad_rows=padding_before(rows, kernel_rows, self.border_mode, *self._axis(0)),
-            pad_cols=padding_before(cols, kernel_cols, self.border_mode, *self._axis(1)),
+            stride_rows=self.strides[folded],
+            stride_cols=self.strides[folded + 1],
+            dilation_rows=self.dilations[folded],
+            dilation_cols=self.dilations[folded + 1],
+            pad_rows=padding_before(rows, kernel_rows, self.border_mode, *self._axis(folded)),
+            pad_cols=padding_before(cols, kernel_cols, self.border_mode, *self._axis(folded + 1)),
         )
 
     def _axis(self, axis: int) -> tuple[int, int]:
@@ -187,19 +195,18 @@ class _Convolution(FullyConnected):
     # ----------------------------------------------------------- weights
     def weight_shape(self, channels: int) -> tuple[int, ...]:
         """The kernel's shape in Keras 0.3's layout."""
-        rows, cols = self.kernel_size
         if self.layout == "tf":
-            return (rows, cols, channels, self.nb_filter)
-        return (self.nb_filter, channels, rows, cols)
+            return (*self.kernel_size, channels, self.nb_filter)
+        return (self.nb_filter, channels, *self.kernel_size)
 
     def build(self) -> None:
         channels = self.known_input_dim()
-        rows, cols = self.kernel_size
         rng = get_generator(self.seed)
         # drawn channels first, whose fans Keras 0.3's initialisations read, then laid out
-        weight = initializations.draw(self.init, (self.nb_filter, channels, rows, cols), rng)
+        shape = (self.nb_filter, channels, *self.kernel_size)
+        weight = initializations.draw(self.init, shape, rng)
         if self.layout == "tf":
-            weight = weight.transpose(2, 3, 1, 0)
+            weight = weight.transpose(*range(2, len(shape)), 1, 0)
         self.add_weight("W", weight, self.W_regularizer, self.W_constraint)
         if self.bias:
             self.add_weight("b", np.zeros(self.nb_filter), self.b_regularizer, self.b_constraint)
@@ -213,7 +220,44 @@ class _Convolution(FullyConnected):
 
     # ---------------------------------------------------------- passes
     def kernel_view(self, array: Any) -> Any:
-        """``array`` (an input or output) as the kernels' 4-D layout."""
+        """``array`` (an input, or an output in its arrangement) as the kernels' 4-D
+        layout, by a reshape."""
+        return array
+
+    def kernel_input(self, x: Any) -> Any:
+        """The kernels' input for the layer's input ``x``: :meth:`kernel_view` of it."""
+        return self.kernel_view(x)
+
+    def input_gradient(self, grad_input: Any, x: Any) -> Any:
+        """The gradient of ``x`` from ``grad_input``, the gradient of
+        :meth:`kernel_input`'s array: that array's view of it."""
+        return grad_input.reshape(x.shape)
+
+    def kernel_weight(self) -> Any:
+        """The kernels' weight (once per forward pass, kept for the backward): ``W``
+        itself."""
+        return self.params[0]
+
+    def kernel_weight_gradient(self) -> Any:
+        """Where the kernels write the weight's gradient: ``W``'s gradient itself."""
+        return self.grads[0]
+
+    def finish_weight_gradient(self, grad_weight: Any) -> None:
+        """Bring :meth:`kernel_weight_gradient`'s array to ``W``'s gradient: nothing."""
+
+    def arranged_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape the outputs are computed in (whose :meth:`kernel_view` the kernels
+        write): the layer's output shape."""
+        return (input_shape[0], *self.compute_output_shape(input_shape)[1:])  # type: ignore[arg-type]
+
+    def arranged_to_output(self, array: Any, slot: str) -> Any:
+        """``array``, an output in its arrangement, in the layer's output shape (into
+        buffer ``slot`` where that takes a copy): ``array`` itself."""
+        return array
+
+    def output_to_arranged(self, array: Any, slot: str) -> Any:
+        """``array``, a gradient of the layer's output, in the outputs' arrangement
+        (into buffer ``slot`` where that takes a copy): ``array`` itself."""
         return array
 
     def fused_activation(self) -> str:
@@ -228,25 +272,30 @@ class _Convolution(FullyConnected):
     def _forward(self, x: Any, train: bool) -> Any:
         geometry = self.geometry(tuple(x.shape))
         kernels = self.kernels
-        batch = x.shape[0]
-        z = self.buffer("z", (batch, *self.compute_output_shape(tuple(x.shape))[1:]))  # type: ignore[arg-type]
+        inputs = self.kernel_input(x)
+        z = self.buffer("z", self.arranged_output_shape(tuple(x.shape)))
         y = z if self.activation.is_identity else self.buffer("y", tuple(z.shape))
         fused = self.fused_activation()
-        workspace = self.buffer("workspace", (kernels.convolution_workspace(geometry, batch),))
+        workspace = self.buffer(
+            "workspace", (kernels.convolution_workspace(geometry, inputs.shape[0]),)
+        )
         bias, _ = self._bias_and_gradient()
+        weight = self.kernel_weight()
         kernels.convolution_forward(
-            self.kernel_view(x), self.params[0], bias, self.kernel_view(z),
+            inputs, weight, bias, self.kernel_view(z),
             self.kernel_view(y if fused != "linear" else z), geometry, workspace, fused,
         )  # fmt: skip
         if fused == "linear" and not self.activation.is_identity:
+            # elementwise, or softmax over the last axis, which every arrangement keeps
             self.activation.forward(kernels, z, y)
-        self.save(x=x, z=z, y=y, geometry=geometry)
-        return y
+        self.save(x=x, inputs=inputs, weight=weight, z=z, y=y, geometry=geometry)
+        return self.arranged_to_output(y, "output")
 
     def preactivation(self) -> Any:
-        return self.saved()["z"]
+        return self.arranged_to_output(self.saved()["z"], "preactivation")
 
     def _backward(self, grad_output: Any) -> Any:
+        grad_output = self.output_to_arranged(grad_output, "grad_arranged")
         fused = self.fused_activation()
         if fused != "linear" or self.activation.is_identity:
             return self._backward_through(grad_output, fused)
@@ -256,28 +305,30 @@ class _Convolution(FullyConnected):
         return self._backward_through(grad_z, "linear")
 
     def _backward_preactivation(self, grad_z: Any) -> Any:
-        return self._backward_through(grad_z, "linear")
+        return self._backward_through(self.output_to_arranged(grad_z, "grad_arranged"), "linear")
 
     def _backward_through(self, grad_y: Any, activation: str) -> Any:
         """The gradients from ``grad_y``, the gradient of the kernels' ``activation``
         output (``"linear"``: of ``z``); returns the input gradient (None when not
         needed)."""
         saved = self.saved()
-        x, z, y = saved["x"], saved["z"], saved["y"]
+        inputs, z, y = saved["inputs"], saved["z"], saved["y"]
         need = self.needs_input_gradient
-        grad_x = self.buffer("grad_x", tuple(x.shape)) if need else x
+        grad_inputs = self.buffer("grad_inputs", tuple(inputs.shape)) if need else inputs
         grad_z = grad_y if activation == "linear" else self.buffer("grad_z", tuple(z.shape))
         _, grad_bias = self._bias_and_gradient()
         geometry = saved["geometry"]
         workspace = self.buffer(
-            "workspace", (self.kernels.convolution_workspace(geometry, x.shape[0]),)
+            "workspace", (self.kernels.convolution_workspace(geometry, inputs.shape[0]),)
         )
+        grad_weight = self.kernel_weight_gradient()
         view = self.kernel_view
         self.kernels.convolution_backward(
-            view(x), self.params[0], view(z), view(y), view(grad_y), view(grad_z), view(grad_x),
-            self.grads[0], grad_bias, geometry, workspace, need, activation,
+            inputs, saved["weight"], view(z), view(y), view(grad_y), view(grad_z),
+            grad_inputs, grad_weight, grad_bias, geometry, workspace, need, activation,
         )  # fmt: skip
-        return grad_x if need else None
+        self.finish_weight_gradient(grad_weight)
+        return self.input_gradient(grad_inputs, saved["x"]) if need else None
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -467,8 +518,8 @@ class Convolution2D(_Convolution):
         super().__init__(
             nb_filter,
             (rows, cols),
-            positive_ints(subsample, 2, "subsample", owner),  # type: ignore[arg-type]
-            positive_ints(dilation, 2, "dilation", owner),  # type: ignore[arg-type]
+            positive_ints(subsample, 2, "subsample", owner),
+            positive_ints(dilation, 2, "dilation", owner),
             init=init,
             activation=activation,
             weights=weights,

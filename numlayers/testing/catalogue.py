@@ -695,11 +695,12 @@ def _catalogue() -> list[LayerCase]:
         )
     # the families with catalogue modules of their own (imported here: they import this)
     from numlayers.testing.catalogue_convolutional import convolution_cases
+    from numlayers.testing.catalogue_convolutional3d import convolution3d_cases
     from numlayers.testing.catalogue_pooling import pooling_cases
     from numlayers.testing.catalogue_pooling3d import pooling3d_cases
     from numlayers.testing.catalogue_tracing import tracing_cases
 
-    families = convolution_cases() + pooling_cases() + pooling3d_cases()
+    families = convolution_cases() + convolution3d_cases() + pooling_cases() + pooling3d_cases()
     return cases + families + tracing_cases()
 
 

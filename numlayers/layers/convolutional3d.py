@@ -1,0 +1,270 @@
+"""Convolution3D: convolution (cross-correlation) over volumes, as Keras 0.3.3's.
+
+A 3-D convolution is computed as a 2-D one over the last two spatial axes ``(d2, d3)``
+whose channels are the pairs (channel, depth tap), by the kernels of
+:mod:`numlayers.kernels.convolutional`:
+
+1. the depth gather (:mod:`numlayers.kernels.convolutional.depth`) lays the input
+   slices under each output depth's ``k1`` taps side by side: ``"th"``:
+   ``(N * O1, C * k1, d2, d3)``, ``"tf"``: ``(N * O1, d2, d3, k1 * C)``, zeros where a
+   tap falls on the padding;
+2. the weight is then the 2-D one: for ``"th"`` ``W (F, C, k1, k2, k3)`` is
+   ``(F, C * k1, k2, k3)`` by a reshape; for ``"tf"`` ``W (k1, k2, k3, C, F)`` is
+   copied, once per pass, into ``(k2, k3, k1 * C, F)`` (and its gradient back);
+3. the 2-D kernels give ``(N * O1, F, O2, O3)`` (``"th"``) or ``(N * O1, O2, O3, F)``
+   (``"tf"``) with the bias and the activation applied in the same pass, the
+   ``"tf"`` one already the output ``(N, O1, O2, O3, F)`` by a reshape, the ``"th"``
+   one the output ``(N, F, O1, O2, O3)`` after one permute (axes 1 and 2 swapped);
+4. backward, the 2-D kernels' backward gives the weight and bias gradients and the
+   gathered input's gradient, which the gather's adjoint (col2im along the depth)
+   adds up into the input gradient, skipped when ``needs_input_gradient`` is off.
+
+So the 3-D layer adds two kernels to the 2-D ones (the gather and its adjoint) and
+inherits their paths on each device (see the convolution package's doc). The gather
+costs memory: ``k1 / s1`` times the input (three times for a 3 x 3 x 3 kernel at
+stride 1), kept for the backward pass.
+
+Border modes are Keras 0.3.3's for Convolution3D, ``"valid"`` and ``"same"``, with the
+2-D layers' padding (:mod:`numlayers.layers.spatial`: ``"same"`` gives
+``ceil(length / stride)`` outputs, the larger half of the zeros after the input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from numlayers.kernels.convolutional.depth import DepthWindow
+from numlayers.kernels.reshaping import permute_plan
+from numlayers.layers.convolutional import _Convolution
+from numlayers.layers.spatial import (
+    check_dim_ordering,
+    output_length,
+    padding_before,
+    positive_ints,
+)
+
+#: Keras 0.3.3's Convolution3D border modes (it has no "full")
+BORDER_MODES_3D = ("valid", "same")
+#: ``(N, O1, F, O2, O3)`` to ``(N, F, O1, O2, O3)`` and back (a swap is its own inverse)
+SWAP_DEPTH_AND_FILTERS = (0, 2, 1, 3, 4)
+#: the ``"tf"`` weight ``(k1, k2, k3, C, F)`` as ``(k2, k3, k1, C, F)``, and back
+TF_WEIGHT_TO_2D = (1, 2, 0, 3, 4)
+TF_WEIGHT_FROM_2D = (2, 0, 1, 3, 4)
+
+
+class Convolution3D(_Convolution):
+    """Convolution (cross-correlation) over the three spatial axes of volumes.
+
+    ``output[n, f, i, j, l] = activation(b[f] + sum over channels c and taps
+    (r, s, t) of W[f, c, r, s, t] * input[n, c, i * s1 - p1 + r, j * s2 - p2 + s,
+    l * s3 - p3 + t])`` (``"th"`` ordering; ``(s1, s2, s3)`` is ``subsample`` and
+    ``(p1, p2, p3)`` the zeros before the input that ``border_mode`` puts there).
+    Keras 0.3.3 ran this layer on Theano only, as true convolution: for a kernel
+    trained there, load ``W`` flipped along its three kernel axes
+    (``np.flip(W, (2, 3, 4))``).
+
+    Args:
+        nb_filter: number of filters (output channels).
+        kernel_dim1, kernel_dim2, kernel_dim3: the filters' size along the three
+            spatial axes.
+        init: weight initialisation name (see :mod:`numlayers.initializations`).
+        activation: activation name (see :mod:`numlayers.activations`), default linear
+            (softmax normalises over the last axis).
+        weights: initial ``[W, b]`` (``[W]`` without bias), ``W`` in Keras 0.3.3's
+            layout: ``(nb_filter, stack_size, kernel_dim1, kernel_dim2, kernel_dim3)``
+            for ``"th"``, ``(kernel_dim1, kernel_dim2, kernel_dim3, stack_size,
+            nb_filter)`` for ``"tf"``.
+        border_mode: ``"valid"`` or ``"same"``.
+        subsample: the strides ``(s1, s2, s3)`` (or one int for all three).
+        dim_ordering: ``"th"`` (channels first) or ``"tf"`` (channels last).
+        W_regularizer, b_regularizer, activity_regularizer: regularizers
+            (:mod:`numlayers.regularizers`).
+        W_constraint, b_constraint: constraints (:mod:`numlayers.constraints`).
+        bias: whether to add a bias per filter.
+        seed: int or numpy Generator for the initial weights (default: the global seed).
+
+    Input shape: ``(samples, channels, conv_dim1, conv_dim2, conv_dim3)`` for
+    ``"th"``, ``(samples, conv_dim1, conv_dim2, conv_dim3, channels)`` for ``"tf"``.
+    Output shape: ``(samples, nb_filter, new_dim1, new_dim2, new_dim3)`` for ``"th"``,
+    ``(samples, new_dim1, new_dim2, new_dim3, nb_filter)`` for ``"tf"``.
+
+    Example:
+        >>> layer = Convolution3D(4, 3, 3, 3, input_shape=(1, 5, 6, 6), subsample=(1, 2, 2))
+        >>> layer(np.ones((2, 1, 5, 6, 6), "float32")).shape
+        (2, 4, 3, 2, 2)
+    """
+
+    input_ndim = 5
+
+    def __init__(
+        self,
+        nb_filter: int,
+        kernel_dim1: int,
+        kernel_dim2: int,
+        kernel_dim3: int,
+        init: Any = "glorot_uniform",
+        activation: Any = "linear",
+        weights: Sequence[Any] | None = None,
+        border_mode: str = "valid",
+        subsample: Any = (1, 1, 1),
+        dim_ordering: str = "th",
+        W_regularizer: Any = None,
+        b_regularizer: Any = None,
+        activity_regularizer: Any = None,
+        W_constraint: Any = None,
+        b_constraint: Any = None,
+        bias: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        owner = type(self).__name__
+        self.layout = check_dim_ordering(dim_ordering, owner)
+        self.dim_ordering = self.layout
+        if border_mode not in BORDER_MODES_3D:
+            raise ValueError(
+                f"{owner}: border_mode must be one of {BORDER_MODES_3D}, received {border_mode!r}"
+            )
+        kernel = tuple(
+            positive_ints(size, 1, f"kernel_dim{axis}", owner)[0]
+            for axis, size in enumerate((kernel_dim1, kernel_dim2, kernel_dim3), start=1)
+        )
+        #: permute plans on the device, by (input shape, axes)
+        self._plans: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[Any, Any]] = {}
+        super().__init__(
+            nb_filter,
+            kernel,
+            positive_ints(subsample, 3, "subsample", owner),
+            (1, 1, 1),
+            init=init,
+            activation=activation,
+            weights=weights,
+            border_mode=border_mode,
+            bias=bias,
+            W_regularizer=W_regularizer,
+            b_regularizer=b_regularizer,
+            activity_regularizer=activity_regularizer,
+            W_constraint=W_constraint,
+            b_constraint=b_constraint,
+            **kwargs,
+        )
+        self.kernel_dim1, self.kernel_dim2, self.kernel_dim3 = kernel
+        self.subsample = self.strides
+        self._finish_init()
+
+    def spatial_axes(self) -> tuple[int, ...]:
+        return (2, 3, 4) if self.layout == "th" else (1, 2, 3)
+
+    def channel_axis(self) -> int:
+        return 1 if self.layout == "th" else 4
+
+    # ------------------------------------------------------- the depth gather
+    def depth_window(self, input_shape: tuple[int, ...]) -> DepthWindow:
+        """Where the depth taps stand for an input of ``input_shape``."""
+        depth, rows, cols = (input_shape[axis] for axis in self.spatial_axes())
+        taps, stride = self.kernel_dim1, self.strides[0]
+        return DepthWindow(
+            self.layout,
+            channels=input_shape[self.channel_axis()],
+            depth=depth,
+            plane=rows * cols,
+            taps=taps,
+            outputs=output_length(depth, taps, self.border_mode, stride) or 0,
+            stride=stride,
+            pad=padding_before(depth, taps, self.border_mode, stride),
+        )
+
+    def kernel_input(self, x: Any) -> Any:
+        """The input gathered along the depth: ``(N * O1, C * k1, d2, d3)`` for ``"th"``,
+        ``(N * O1, d2, d3, k1 * C)`` for ``"tf"``."""
+        window = self.depth_window(tuple(x.shape))
+        batch = x.shape[0] * window.outputs
+        folded = window.channels * window.taps
+        rows, cols = (x.shape[axis] for axis in self.spatial_axes()[1:])
+        shape = (batch, folded, rows, cols) if self.layout == "th" else (batch, rows, cols, folded)
+        columns = self.buffer("columns", shape)
+        self.kernels.depth_gather_forward(x, window, columns)
+        self.save(depth_window=window)
+        return columns
+
+    def input_gradient(self, grad_input: Any, x: Any) -> Any:
+        grad_x = self.buffer("grad_x", tuple(x.shape))
+        self.kernels.depth_gather_backward(grad_input, self.saved()["depth_window"], grad_x)
+        return grad_x
+
+    # ------------------------------------------------------- the 2-D weight
+    def kernel_weight(self) -> Any:
+        weight = self.params[0]
+        if self.layout == "th":
+            return weight.reshape(self.kernel_weight_shape())
+        moved = self.buffer("weight_2d", tuple(weight.shape[axis] for axis in TF_WEIGHT_TO_2D))
+        return self._permute(weight, TF_WEIGHT_TO_2D, moved).reshape(self.kernel_weight_shape())
+
+    def kernel_weight_shape(self) -> tuple[int, ...]:
+        """The 2-D kernels' weight: ``(F, C * k1, k2, k3)`` or ``(k2, k3, k1 * C, F)``."""
+        folded = self._built_input_dim * self.kernel_dim1  # type: ignore[operator]
+        if self.layout == "th":
+            return (self.nb_filter, folded, self.kernel_dim2, self.kernel_dim3)
+        return (self.kernel_dim2, self.kernel_dim3, folded, self.nb_filter)
+
+    def kernel_weight_gradient(self) -> Any:
+        if self.layout == "th":
+            return self.grads[0].reshape(self.kernel_weight_shape())
+        return self.buffer("grad_weight_2d", self.kernel_weight_shape())
+
+    def finish_weight_gradient(self, grad_weight: Any) -> None:
+        if self.layout == "tf":
+            moved = grad_weight.reshape(
+                tuple(self.grads[0].shape[axis] for axis in TF_WEIGHT_TO_2D)
+            )
+            self._permute(moved, TF_WEIGHT_FROM_2D, self.grads[0])
+
+    # ------------------------------------------------------- the output
+    def kernel_view(self, array: Any) -> Any:
+        """An output in its arrangement, ``(N, O1, ...)``, as the 2-D kernels'
+        ``(N * O1, ...)``."""
+        return array.reshape(array.shape[0] * array.shape[1], *array.shape[2:])
+
+    def arranged_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = super().arranged_output_shape(input_shape)
+        if self.layout == "th":
+            return tuple(shape[axis] for axis in SWAP_DEPTH_AND_FILTERS)
+        return shape
+
+    def arranged_to_output(self, array: Any, slot: str) -> Any:
+        return self._swap_for_th(array, slot)
+
+    def output_to_arranged(self, array: Any, slot: str) -> Any:
+        return self._swap_for_th(array, slot)
+
+    def _swap_for_th(self, array: Any, slot: str) -> Any:
+        """``"th"``: ``array`` with its axes 1 and 2 swapped, into buffer ``slot`` (the
+        output's and its arrangement's order); ``"tf"``: ``array``."""
+        if self.layout == "tf":
+            return array
+        out = self.buffer(slot, tuple(array.shape[axis] for axis in SWAP_DEPTH_AND_FILTERS))
+        return self._permute(array, SWAP_DEPTH_AND_FILTERS, out)
+
+    def _permute(self, array: Any, axes: tuple[int, ...], out: Any) -> Any:
+        """``out`` set to ``array.transpose(axes)`` by the permute kernel."""
+        key = (tuple(array.shape), axes)
+        plan = self._plans.get(key)
+        if plan is None:
+            out_shape, strides = permute_plan(*key)
+            plan = self._plans[key] = (self.device.asarray(out_shape), self.device.asarray(strides))
+        self.kernels.permute_forward(array, out, *plan)
+        return out
+
+    def _on_device_change(self) -> None:
+        self._plans.clear()
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            kernel_dim1=self.kernel_dim1,
+            kernel_dim2=self.kernel_dim2,
+            kernel_dim3=self.kernel_dim3,
+            # a list, as a JSON file gives it back
+            subsample=list(self.subsample),
+            dim_ordering=self.dim_ordering,
+        )
+        return config
