@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from numlayers.devices import Device, get_device, resolve_dtype
+from numlayers.kernels.reshaping import permute_plan
 from numlayers.layer_functions import LIVE_LAYERS, LayerInput, PendingOutput
 
 if TYPE_CHECKING:
@@ -176,6 +177,8 @@ class Layer:
         self._input: Any = None
         self._input_mask: Any = None
         self._input_token = 0  # 0: nothing fed (set_input's tokens start at 1)
+        #: the permute kernel's index plans on the device, by (input shape, axes)
+        self._permute_plans: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[Any, Any]] = {}
         self._cache: dict[bool, tuple[int, Any]] = {}
         #: state per use: None is the layer's own use (connected, or called directly)
         self._uses: dict[Hashable, UseState] = {None: UseState()}
@@ -497,6 +500,7 @@ class Layer:
         self.params = [target.weight(self.device.to_host(p), self.dtype) for p in self.params]
         self.grads = [target.zeros(tuple(g.shape), self.dtype) for g in self.grads]
         self.device = target
+        self._permute_plans.clear()
         self._on_device_change()
         self._forget_state()
         return self
@@ -761,6 +765,25 @@ class Layer:
         states): a recorded CUDA graph that updates or reads others is outdated
         (:mod:`numlayers.cuda_graphs`)."""
         return list(self.params)
+
+    def permuted(self, array: Any, axes: tuple[int, ...], slot: str) -> Any:
+        """``array.transpose(axes)`` in buffer ``slot`` (of ``array``'s dtype)."""
+        shape = tuple(int(array.shape[axis]) for axis in axes)
+        return self.permute_into(array, axes, self.buffer(slot, shape, array.dtype))
+
+    def permute_into(self, array: Any, axes: tuple[int, ...], out: Any) -> Any:
+        """``out`` set to ``array.transpose(axes)`` by the permute kernel, whose index plan
+        for each shape and axes is made on the host once and kept on the device."""
+        key = (tuple(int(d) for d in array.shape), tuple(axes))
+        plan = self._permute_plans.get(key)
+        if plan is None:
+            out_shape, strides = permute_plan(*key)
+            plan = self._permute_plans[key] = (
+                self.device.asarray(out_shape),
+                self.device.asarray(strides),
+            )
+        self.kernels.permute_forward(array, out, *plan)
+        return out
 
     def buffer(self, slot: str, shape: tuple[int, ...], dtype: Any = None) -> Any:
         """A reusable array for ``slot`` (of this layer's dtype unless given) of the current

@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from numlayers.kernels.convolutional.depth import DepthWindow
-from numlayers.kernels.reshaping import permute_plan
 from numlayers.layers.convolutional import _Convolution
 from numlayers.layers.spatial import (
     check_dim_ordering,
@@ -128,8 +127,6 @@ class Convolution3D(_Convolution):
             positive_ints(size, 1, f"kernel_dim{axis}", owner)[0]
             for axis, size in enumerate((kernel_dim1, kernel_dim2, kernel_dim3), start=1)
         )
-        #: permute plans on the device, by (input shape, axes)
-        self._plans: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[Any, Any]] = {}
         super().__init__(
             nb_filter,
             kernel,
@@ -196,8 +193,8 @@ class Convolution3D(_Convolution):
         weight = self.params[0]
         if self.layout == "th":
             return weight.reshape(self.kernel_weight_shape())
-        moved = self.buffer("weight_2d", tuple(weight.shape[axis] for axis in TF_WEIGHT_TO_2D))
-        return self._permute(weight, TF_WEIGHT_TO_2D, moved).reshape(self.kernel_weight_shape())
+        moved = self.permuted(weight, TF_WEIGHT_TO_2D, "weight_2d")
+        return moved.reshape(self.kernel_weight_shape())
 
     def kernel_weight_shape(self) -> tuple[int, ...]:
         """The 2-D kernels' weight: ``(F, C * k1, k2, k3)`` or ``(k2, k3, k1 * C, F)``."""
@@ -216,7 +213,7 @@ class Convolution3D(_Convolution):
             moved = grad_weight.reshape(
                 tuple(self.grads[0].shape[axis] for axis in TF_WEIGHT_TO_2D)
             )
-            self._permute(moved, TF_WEIGHT_FROM_2D, self.grads[0])
+            self.permute_into(moved, TF_WEIGHT_FROM_2D, self.grads[0])
 
     # ------------------------------------------------------- the output
     def kernel_view(self, array: Any) -> Any:
@@ -241,21 +238,7 @@ class Convolution3D(_Convolution):
         output's and its arrangement's order); ``"tf"``: ``array``."""
         if self.layout == "tf":
             return array
-        out = self.buffer(slot, tuple(array.shape[axis] for axis in SWAP_DEPTH_AND_FILTERS))
-        return self._permute(array, SWAP_DEPTH_AND_FILTERS, out)
-
-    def _permute(self, array: Any, axes: tuple[int, ...], out: Any) -> Any:
-        """``out`` set to ``array.transpose(axes)`` by the permute kernel."""
-        key = (tuple(array.shape), axes)
-        plan = self._plans.get(key)
-        if plan is None:
-            out_shape, strides = permute_plan(*key)
-            plan = self._plans[key] = (self.device.asarray(out_shape), self.device.asarray(strides))
-        self.kernels.permute_forward(array, out, *plan)
-        return out
-
-    def _on_device_change(self) -> None:
-        self._plans.clear()
+        return self.permuted(array, SWAP_DEPTH_AND_FILTERS, slot)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

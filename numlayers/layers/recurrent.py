@@ -35,7 +35,6 @@ from numlayers.kernels.recurrent import (
     RnnSequence,
     Steps,
 )
-from numlayers.kernels.reshaping import permute_plan
 from numlayers.layers.base import Layer, Shape
 from numlayers.layers.core import _positive_int, _seed_config, _staged_seed
 from numlayers.random import get_generator
@@ -157,7 +156,6 @@ class Recurrent(Layer):
         self._dropout_generator = None if seed is None else get_generator(seed)
         self.initial_weights = weights
         self._states: list[Any] | None = None
-        self._plans: dict[tuple[int, ...], tuple[Any, Any]] = {}
         self._finish_init()
 
     # ----------------------------------------------------------------- shapes
@@ -232,21 +230,13 @@ class Recurrent(Layer):
                 self.kernels.fill(state, 0.0)
 
     def _on_device_change(self) -> None:
-        self._plans.clear()
         if self._states is not None:
             self._states = None
 
     # ----------------------------------------------------------------- helpers
     def _swap(self, x: Any, slot: str) -> Any:
         """(a, b, c) to (b, a, c): batch-major to time-major and back."""
-        key = tuple(x.shape)
-        if key not in self._plans:
-            out_shape, strides = permute_plan(key, SWAP_BATCH_AND_TIME)
-            self._plans[key] = (self.device.asarray(out_shape), self.device.asarray(strides))
-        out_shape, strides = self._plans[key]
-        out = self.buffer(slot, (x.shape[1], x.shape[0], *x.shape[2:]))
-        self.kernels.permute_forward(x, out, out_shape, strides)
-        return out
+        return self.permuted(x, SWAP_BATCH_AND_TIME, slot)
 
     def _mask_time_major(self, mask: Any, batch: int) -> tuple[Any, int]:
         if mask is None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from numlayers.kernels.reshaping import permute_plan
 from numlayers.layers.base import MAX_ELEMENTS, Layer, Shape
 from numlayers.layers.core import _positive_int
 
@@ -113,7 +112,6 @@ class Permute(Layer):
         self.dims = tuple(int(d) for d in dims)
         self._axes = (0, *self.dims)
         self._inverse_axes = tuple(int(a) for a in np.argsort(self._axes))
-        self._plans: dict[tuple[tuple[int, ...], bool], tuple[Any, Any]] = {}
         self._finish_init()
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
@@ -124,23 +122,8 @@ class Permute(Layer):
             )
         return (input_shape[0], *(input_shape[d] for d in self.dims))
 
-    def _plan(self, shape: tuple[int, ...], inverse: bool) -> tuple[Any, Any]:
-        """Index plan for one input shape, made on the host once and kept on the device."""
-        key = (shape, inverse)
-        if key not in self._plans:
-            out_shape, strides = permute_plan(shape, self._inverse_axes if inverse else self._axes)
-            self._plans[key] = (self.device.asarray(out_shape), self.device.asarray(strides))
-        return self._plans[key]
-
-    def _on_device_change(self) -> None:
-        self._plans.clear()
-
     def _permute(self, x: Any, inverse: bool, slot: str) -> Any:
-        out_shape, strides = self._plan(tuple(x.shape), inverse)
-        axes = self._inverse_axes if inverse else self._axes
-        out = self.buffer(slot, tuple(int(x.shape[a]) for a in axes))
-        self.kernels.permute_forward(x, out, out_shape, strides)
-        return out
+        return self.permuted(x, self._inverse_axes if inverse else self._axes, slot)
 
     def _forward(self, x: Any, train: bool) -> Any:
         return self._permute(x, inverse=False, slot="y")
