@@ -99,6 +99,33 @@ def layer_and_torch_timings(
     return measure({"ours": ours, "torch": theirs}, config), difference
 
 
+def layer_row(
+    torch: Any,
+    config: Settings,
+    case: str,
+    target: float,
+    layer: Layer,
+    module: Any,
+    x: np.ndarray,
+    torch_x: np.ndarray | None = None,
+) -> Row:
+    """Section k's row ``case``: ``layer`` on ``x`` against ``module`` on ``torch_x``
+    (default ``x``), forward plus backward, noting the largest output difference."""
+    t, difference = layer_and_torch_timings(
+        torch, config, layer, module, x, x if torch_x is None else torch_x
+    )
+    note = f"max abs output difference {difference:.1e}"
+    return Row("k", case, t["ours"], t["torch"], target, note)
+
+
+def copy_weights(torch: Any, module: Any, weight: np.ndarray, bias: np.ndarray) -> Any:
+    """``module`` holding ``weight`` and ``bias`` (a layer's, in PyTorch's layout)."""
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+        module.bias.copy_(torch.from_numpy(bias))
+    return module
+
+
 def to_torch_layout(array: np.ndarray, torch_shape: Any) -> np.ndarray:
     """``array`` as PyTorch holds it: a 3-D ``(samples, steps, channels)`` array becomes
     channels first when that is PyTorch's shape."""
@@ -116,66 +143,38 @@ def convolution_2d_pair(torch: Any, channels: int, size: int, filters: int) -> t
     """Convolution2D 3x3 "same" on ``size`` x ``size`` images and an ``nn.Conv2d`` holding
     the same weights."""
     layer = Convolution2D(filters, 3, 3, border_mode="same", input_shape=(channels, size, size))
-    module = torch.nn.Conv2d(channels, filters, 3, padding=1)
     weight, bias = layer.get_weights()  # Keras 0.3 "th": (filters, channels, rows, cols)
-    with torch.no_grad():
-        module.weight.copy_(torch.from_numpy(weight))
-        module.bias.copy_(torch.from_numpy(bias))
-    return layer, module
+    module = torch.nn.Conv2d(channels, filters, 3, padding=1)
+    return layer, copy_weights(torch, module, weight, bias)
 
 
 def convolution_2d_row(torch: Any, config: Settings) -> Row:
     batch, channels, size, filters = convolution_2d_case(config)
     layer, module = convolution_2d_pair(torch, channels, size, filters)
     x = rng_array((batch, channels, size, size), 22)
-    t, difference = layer_and_torch_timings(torch, config, layer, module, x, x)
-    return Row(
-        "k",
-        f"Convolution2D 3x3 same {channels}->{filters} {size}x{size} batch {batch} fwd+bwd "
-        "vs nn.Conv2d",
-        t["ours"],
-        t["torch"],
-        CONVOLUTION_TARGET,
-        f"max abs output difference {difference:.1e}",
-    )
+    case = f"Convolution2D 3x3 same {channels}->{filters} {size}x{size} batch {batch} fwd+bwd"
+    return layer_row(torch, config, f"{case} vs nn.Conv2d", CONVOLUTION_TARGET, layer, module, x)
 
 
 def convolution_1d_row(torch: Any, config: Settings) -> Row:
     batch, length, channels, filters = (2, 9, 3, 4) if config.batch < 16 else (32, 100, 128, 128)
     layer = Convolution1D(filters, 5, input_dim=channels, input_length=length)
-    module = torch.nn.Conv1d(channels, filters, 5)
     weight, bias = layer.get_weights()  # Keras 0.3: (filters, channels, length, 1)
-    with torch.no_grad():
-        module.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight[..., 0])))
-        module.bias.copy_(torch.from_numpy(bias))
+    module = copy_weights(torch, torch.nn.Conv1d(channels, filters, 5), weight[..., 0], bias)
     x = rng_array((batch, length, channels), 23)
     torch_x = np.ascontiguousarray(x.transpose(0, 2, 1))
-    t, difference = layer_and_torch_timings(torch, config, layer, module, x, torch_x)
-    return Row(
-        "k",
-        f"Convolution1D filter 5 {channels}->{filters} length {length} batch {batch} fwd+bwd "
-        "vs nn.Conv1d",
-        t["ours"],
-        t["torch"],
-        CONVOLUTION_TARGET,
-        f"max abs output difference {difference:.1e}",
+    case = f"Convolution1D filter 5 {channels}->{filters} length {length} batch {batch} fwd+bwd"
+    return layer_row(
+        torch, config, f"{case} vs nn.Conv1d", CONVOLUTION_TARGET, layer, module, x, torch_x
     )
 
 
 def max_pooling_row(torch: Any, config: Settings) -> Row:
     batch, channels, size, filters = convolution_2d_case(config)
     layer = MaxPooling2D(pool_size=(2, 2), input_shape=(filters, size, size))
-    module = torch.nn.MaxPool2d(2)
     x = rng_array((batch, filters, size, size), 24)
-    t, difference = layer_and_torch_timings(torch, config, layer, module, x, x)
-    return Row(
-        "k",
-        f"MaxPooling2D 2x2 {filters}x{size}x{size} batch {batch} fwd+bwd vs nn.MaxPool2d",
-        t["ours"],
-        t["torch"],
-        POOLING_TARGET,
-        f"max abs output difference {difference:.1e}",
-    )
+    case = f"MaxPooling2D 2x2 {filters}x{size}x{size} batch {batch} fwd+bwd vs nn.MaxPool2d"
+    return layer_row(torch, config, case, POOLING_TARGET, layer, torch.nn.MaxPool2d(2), x)
 
 
 def volume_case(config: Settings) -> tuple[int, int, int, int]:
@@ -188,39 +187,24 @@ def convolution_3d_row(torch: Any, config: Settings) -> Row:
     layer = Convolution3D(
         channels, 3, 3, 3, border_mode="same", input_shape=(channels, depth, size, size)
     )
-    module = torch.nn.Conv3d(channels, channels, 3, padding=1)
     weight, bias = layer.get_weights()  # "th": (filters, channels, dim1, dim2, dim3)
-    with torch.no_grad():
-        module.weight.copy_(torch.from_numpy(weight))
-        module.bias.copy_(torch.from_numpy(bias))
+    module = copy_weights(torch, torch.nn.Conv3d(channels, channels, 3, padding=1), weight, bias)
     x = rng_array((batch, channels, depth, size, size), 26)
-    t, difference = layer_and_torch_timings(torch, config, layer, module, x, x)
-    return Row(
-        "k",
+    case = (
         f"Convolution3D 3x3x3 same {channels}->{channels} {depth}x{size}x{size} batch {batch} "
-        "fwd+bwd vs nn.Conv3d",
-        t["ours"],
-        t["torch"],
-        CONVOLUTION_TARGET,
-        f"max abs output difference {difference:.1e}",
+        "fwd+bwd vs nn.Conv3d"
     )
+    return layer_row(torch, config, case, CONVOLUTION_TARGET, layer, module, x)
 
 
 def max_pooling_3d_row(torch: Any, config: Settings) -> Row:
     batch, channels, depth, size = volume_case(config)
     layer = MaxPooling3D(pool_size=(2, 2, 2), input_shape=(channels, depth, size, size))
-    module = torch.nn.MaxPool3d(2)
     x = rng_array((batch, channels, depth, size, size), 25)
-    t, difference = layer_and_torch_timings(torch, config, layer, module, x, x)
-    return Row(
-        "k",
-        f"MaxPooling3D 2x2x2 {channels}x{depth}x{size}x{size} batch {batch} fwd+bwd "
-        "vs nn.MaxPool3d",
-        t["ours"],
-        t["torch"],
-        POOLING_TARGET,
-        f"max abs output difference {difference:.1e}",
+    case = (
+        f"MaxPooling3D 2x2x2 {channels}x{depth}x{size}x{size} batch {batch} fwd+bwd vs nn.MaxPool3d"
     )
+    return layer_row(torch, config, case, POOLING_TARGET, layer, torch.nn.MaxPool3d(2), x)
 
 
 def torch_cnn(torch: Any, model: Any) -> Any:
