@@ -216,6 +216,52 @@ def test_a_first_layer_computes_no_input_gradient(dim_ordering, monkeypatch):
         np.testing.assert_allclose(got, want, **tolerance(np.float64))
 
 
+VOLUME_CASES = {
+    # border mode, kernel, subsample, input (C, D1, D2, D3): at least 16 folded channels
+    "same-333": ("same", (3, 3, 3), (1, 1, 1), (6, 5, 4, 5)),
+    "valid-322-depth-stride2": ("valid", (3, 2, 2), (2, 1, 1), (6, 6, 3, 4)),
+    "same-233-depth-stride2": ("same", (2, 3, 3), (2, 1, 1), (8, 5, 4, 3)),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", VOLUME_CASES.values(), ids=VOLUME_CASES.keys())
+def test_volumes_convolved_whole_match_the_gathered_images(case, dtype, monkeypatch):
+    """The CPU's stride-1 "th" path takes the volumes themselves (no depth gather, no
+    permute): its outputs and gradients are those of the gathered images' path, which
+    the catalogue checks against NumPy and finite differences, and it overwrites the
+    input gradient, the planes no window reads included."""
+    border_mode, kernel, subsample, shape = case
+    monkeypatch.setattr("numlayers.kernels.blas.THREADS", 2)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, *shape)).astype(dtype)
+    layer = Convolution3D(4, *kernel, border_mode=border_mode, subsample=subsample,
+                          activation="tanh", input_shape=shape, dtype=dtype, seed=12)  # fmt: skip
+    layer.set_weights([layer.get_weights()[0], rng.standard_normal(4)])
+    grad = rng.standard_normal((3, *layer.output_shape[1:])).astype(dtype)
+    kernels = layer.kernels
+    assert layer.takes_volumes(x.shape)  # a sample for each of the 2 threads
+    assert not layer.takes_volumes((1, *shape))
+    convolution_backward = kernels.convolution_backward
+
+    def backward_into_garbage(*arguments):
+        arguments[6][...] = np.nan  # grad_x: every element must be written
+        convolution_backward(*arguments)
+
+    monkeypatch.setattr(kernels, "convolution_backward", backward_into_garbage)
+    results = {}
+    for volumes in (True, False):
+        monkeypatch.setattr(kernels, "convolution_takes_volumes", lambda g, n, v=volumes: v)
+        layer.needs_input_gradient = True
+        y = layer.forward(x).copy()
+        grad_x = layer.backward(grad).copy()
+        assert layer.saved()["volumes"] is volumes
+        assert ("depth_window" in layer.saved()) is not volumes
+        results[volumes] = [y, grad_x, *(g.copy() for g in layer.get_gradients())]
+    for got, want in zip(results[True], results[False], strict=True):
+        np.testing.assert_allclose(got, want, **tolerance(np.dtype(dtype)))
+
+
 def test_a_small_model_learns():
     rng = np.random.default_rng(7)
     # two classes of 4 x 4 x 4 volumes: a bright block in the front or the back half

@@ -114,4 +114,25 @@ def convolution3d_cases() -> list[LayerCase]:
             (2, 2, 3, 2, 2),
             _reference("tf", "same", (1, 1, 1), "tanh"),
         ),
+        # 6 channels x 3 depth taps: the CPU convolves the volumes whole (stride 1 over
+        # the rows and columns, at least 16 folded channels, a sample per thread); the
+        # depth's stride leaves the last input plane under no window
+        LayerCase(
+            "Convolution3D-th-valid-kernel(3,1,2)-stride(2,1,1)-volumes-sigmoid",
+            _random_bias(
+                lambda **kw: Convolution3D(
+                    2,
+                    3,
+                    1,
+                    2,
+                    subsample=(2, 1, 1),
+                    activation="sigmoid",
+                    input_shape=(6, 6, 2, 3),
+                    seed=43,
+                    **kw,
+                )  # fmt: skip
+            ),
+            (2, 6, 6, 2, 3),
+            _reference("th", "valid", (2, 1, 1), "sigmoid"),
+        ),
     ]

@@ -14,6 +14,11 @@ Operations (both devices):
   gradient (every gradient is overwritten)
 - ``convolution_workspace(geometry, batch)``: the elements ``workspace`` must have for
   a batch of ``batch`` samples (0 on CUDA, which packs nothing)
+- ``convolution_takes_volumes(geometry, batch)``: whether the two passes above take a
+  batch of ``batch`` volumes whole (``geometry`` with its depth fields set, see
+  :class:`ConvolutionGeometry`): the CPU's stride-1 ``"th"`` path does; elsewhere
+  Convolution3D gathers the depth taps into images (:mod:`.depth`) and passes the
+  images' geometry
 
 The arrays are 4-D in one of three layouts (:class:`ConvolutionGeometry`'s ``layout``;
 ``out`` stands for ``z``, ``y`` and their gradients):
@@ -93,6 +98,8 @@ class ConvolutionalKernels(Protocol):
     """The convolution family's operations, the same on both devices (module doc)."""
 
     def convolution_workspace(self, geometry: ConvolutionGeometry, batch: int) -> int: ...
+
+    def convolution_takes_volumes(self, geometry: ConvolutionGeometry, batch: int) -> bool: ...
 
     def convolution_forward(
         self,

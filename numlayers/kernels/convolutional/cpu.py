@@ -20,13 +20,17 @@ from numlayers.kernels.convolutional.geometry import (
     DILATION_ROWS,
     FILTERS,
     KERNEL_COLS,
+    KERNEL_DEPTH,
     KERNEL_ROWS,
     OUT_COLS,
+    OUT_DEPTH,
     OUT_ROWS,
     PAD_COLS,
+    PAD_DEPTH,
     PAD_ROWS,
     ROWS,
     STRIDE_COLS,
+    STRIDE_DEPTH,
     ConvolutionGeometry,
     input_col,
     input_row,
@@ -285,6 +289,13 @@ def patches_backward(x, weight, grad_out, grad_x, grad_weight, geometry, workspa
 # samples are shared out among Numba's threads in blocks, each thread running its
 # products on its own (the BLAS is sequential inside them: one thread pool), with its
 # own part of the workspace and its own sums of the taps' weight gradients.
+#
+# Volumes (Convolution3D) go the same way with the depth taps among the channels: a
+# sample ``(C, D, H, W)`` is padded once into rows ``(plane, channel)``, ``Dp = (OD -
+# 1) SD + KD`` planes of ``C`` rows, and output plane ``o``'s window over the depth is
+# the ``KD C`` rows from ``o SD C`` on, a view whose channels are ``(kd, c)`` (the taps'
+# weights are laid out so). An image is a volume of one plane and one depth tap. The
+# padding is zeroed once per pass: the samples overwrite only the interior.
 
 
 #: The stride-1 paths (this one and the channels-last one below) multiply tap by tap,
@@ -316,32 +327,43 @@ def shifted_path(geometry: ConvolutionGeometry) -> bool:
 
 @cpu_inline
 def shifted_sizes(g):
-    """``(Wp, padded length per channel, taps, block's workspace)`` of the stride-1
-    path; the workspace starts with the taps' ``(F, C)`` weights."""
+    """``(Wp, padded length per row, taps, rows of the padded volume, block's
+    workspace)`` of the stride-1 path; the workspace starts with the taps' weights."""
     padded_rows = g[OUT_ROWS] + (g[KERNEL_ROWS] - 1) * g[DILATION_ROWS]
     padded_cols = g[OUT_COLS] + (g[KERNEL_COLS] - 1) * g[DILATION_COLS]
     # the last tap's slice runs (extent_cols - 1) values past the padded image
     length = padded_rows * padded_cols + (g[KERNEL_COLS] - 1) * g[DILATION_COLS]
     taps = g[KERNEL_ROWS] * g[KERNEL_COLS]
+    planes = (g[OUT_DEPTH] - 1) * g[STRIDE_DEPTH] + g[KERNEL_DEPTH]
+    volume_rows = planes * (g[CHANNELS] // g[KERNEL_DEPTH])
     wide = g[FILTERS] * g[OUT_ROWS] * padded_cols
-    per_block = 2 * g[CHANNELS] * length + wide + taps * g[FILTERS] * g[CHANNELS]
-    return padded_cols, length, taps, per_block
+    per_block = 2 * volume_rows * length + wide + taps * g[FILTERS] * g[CHANNELS]
+    return padded_cols, length, taps, volume_rows, per_block
 
 
-def _pad_image(x, padded, g, padded_cols, extract):
-    """``padded (C, L)`` = the sample ``x (C, H, W)`` placed after the padding, zeros
-    elsewhere; with ``extract``, ``x`` = that part of ``padded`` instead."""
+def _pad_volume(x, padded, g, padded_cols, extract):
+    """``padded (Dp C, L)``, rows ``(plane, channel)``, = the interior of the zero-padded
+    sample ``x (C, D, H, W)``: its padding is left as it is (zeros, written once per
+    pass); with ``extract``, ``x`` = that interior instead, zeros on the planes no
+    window reads."""
+    channels = x.shape[0]
+    planes = padded.shape[0] // channels
     rows, cols = g[ROWS], g[COLS]
-    if not extract:
-        padded[:] = 0
-    for c in range(g[CHANNELS]):
-        for i in range(rows):
-            start = (g[PAD_ROWS] + i) * padded_cols + g[PAD_COLS]
-            for j in range(cols):
+    for d in range(x.shape[1]):
+        plane = d + g[PAD_DEPTH]
+        for c in range(channels):
+            if plane >= planes:
                 if extract:
-                    x[c, i, j] = padded[c, start + j]
-                else:
-                    padded[c, start + j] = x[c, i, j]
+                    x[c, d] = 0
+                continue
+            row = plane * channels + c
+            for i in range(rows):
+                start = (g[PAD_ROWS] + i) * padded_cols + g[PAD_COLS]
+                for j in range(cols):
+                    if extract:
+                        x[c, d, i, j] = padded[row, start + j]
+                    else:
+                        padded[row, start + j] = x[c, d, i, j]
 
 
 def _widen_rows(values, wide, g, padded_cols, narrow):
@@ -359,51 +381,66 @@ def _widen_rows(values, wide, g, padded_cols, narrow):
                     wide[f, start + oj] = values[f, oi, oj] if oj < out_cols else 0
 
 
-pad_image = compile_cpu(_pad_image, f"pad_image_{DIGEST}")
+pad_volume = compile_cpu(_pad_volume, f"pad_volume_{DIGEST}")
 widen_rows = compile_cpu(_widen_rows, f"widen_rows_{DIGEST}")
 
 
+@cpu_inline
+def block_bounds(block, blocks, count):
+    step = (count + blocks - 1) // blocks
+    return min(count, block * step), min(count, block * step + step)
+
+
 def _shifted_block(backward, block, blocks, x, first, second, g, workspace, need_grad_x):
-    """One block's samples: the forward pass (``first`` the output), or with
-    ``backward`` the input gradients (``first`` the output gradient, ``second`` the
-    input gradient) and the block's sums of the taps' weight gradients."""
-    padded_cols, length, taps, per_block = shifted_sizes(g)
-    channels, filters = g[CHANNELS], g[FILTERS]
-    head = taps * filters * channels
-    tap_weights = workspace[:head].reshape((taps, filters, channels))
+    """One block's samples (``x (N, C, D, H, W)``, outputs ``(N, F, OD, OH, OW)``):
+    the forward pass (``first`` the output), or with ``backward`` the input gradients
+    (``first`` the output gradient, ``second`` the input gradient) and the block's sums
+    of the taps' weight gradients."""
+    padded_cols, length, taps, volume_rows, per_block = shifted_sizes(g)
+    folded, filters = g[CHANNELS], g[FILTERS]
+    channels = folded // g[KERNEL_DEPTH]
+    head = taps * filters * folded
+    tap_weights = workspace[:head].reshape((taps, filters, folded))
     area = workspace[head + block * per_block : head + (block + 1) * per_block]
-    padded = area[: channels * length].reshape((channels, length))
-    grad_padded = area[channels * length : 2 * channels * length].reshape((channels, length))
+    padded = area[: volume_rows * length].reshape((volume_rows, length))
+    grad_padded = area[volume_rows * length : 2 * volume_rows * length]
+    grad_padded = grad_padded.reshape((volume_rows, length))
     width = g[OUT_ROWS] * padded_cols
-    wide = area[2 * channels * length : 2 * channels * length + filters * width]
+    wide = area[2 * volume_rows * length : 2 * volume_rows * length + filters * width]
     wide = wide.reshape((filters, width))
-    sums = area[2 * channels * length + filters * width :].reshape((taps, filters, channels))
+    sums = area[2 * volume_rows * length + filters * width :].reshape((taps, filters, folded))
+    padded[:] = 0
     if backward:
         sums[:] = 0
-    step = (x.shape[0] + blocks - 1) // blocks
-    for n in range(min(block * step, x.shape[0]), min(block * step + step, x.shape[0])):
-        pad_image(x[n], padded, g, padded_cols, False)
-        if backward:
-            widen_rows(first[n], wide, g, padded_cols, False)
-            if need_grad_x:
-                grad_padded[:] = 0
-        for tap in range(taps):
-            kr = tap // g[KERNEL_COLS]
-            offset = (
-                kr * g[DILATION_ROWS] * padded_cols + (tap - kr * g[KERNEL_COLS]) * g[DILATION_COLS]
-            )
-            shifted = padded[:, offset : offset + width]
+    first_sample, last_sample = block_bounds(block, blocks, x.shape[0])
+    for n in range(first_sample, last_sample):
+        pad_volume(x[n], padded, g, padded_cols, False)
+        if backward and need_grad_x:
+            grad_padded[:] = 0
+        for o in range(g[OUT_DEPTH]):
+            # the rows (depth tap, channel) under output plane o's window: a view
+            top = o * g[STRIDE_DEPTH] * channels
+            window = padded[top : top + folded]
+            if backward:
+                widen_rows(first[n, :, o], wide, g, padded_cols, False)
+            for tap in range(taps):
+                kr = tap // g[KERNEL_COLS]
+                offset = (
+                    kr * g[DILATION_ROWS] * padded_cols
+                    + (tap - kr * g[KERNEL_COLS]) * g[DILATION_COLS]
+                )
+                shifted = window[:, offset : offset + width]
+                if not backward:
+                    gemm(tap_weights[tap], shifted, wide, False, False, 1, 1 if tap else 0)
+                    continue
+                gemm(wide, shifted, sums[tap], False, True, 1, 1)
+                if need_grad_x:
+                    target = grad_padded[top : top + folded, offset : offset + width]
+                    gemm(tap_weights[tap], wide, target, True, False, 1, 1)
             if not backward:
-                gemm(tap_weights[tap], shifted, wide, False, False, 1, 1 if tap else 0)
-                continue
-            gemm(wide, shifted, sums[tap], False, True, 1, 1)
-            if need_grad_x:
-                target = grad_padded[:, offset : offset + width]
-                gemm(tap_weights[tap], wide, target, True, False, 1, 1)
-        if not backward:
-            widen_rows(first[n], wide, g, padded_cols, True)
-        elif need_grad_x:
-            pad_image(second[n], grad_padded, g, padded_cols, True)
+                widen_rows(first[n, :, o], wide, g, padded_cols, True)
+        if backward and need_grad_x:
+            pad_volume(second[n], grad_padded, g, padded_cols, True)
 
 
 shifted_block = compile_cpu(_shifted_block, f"shifted_block_{DIGEST}", fastmath={"contract"})
@@ -428,9 +465,27 @@ def cpu_blocks(geometry: ConvolutionGeometry, batch: int) -> int:
     return min(batch, blas.THREADS)
 
 
+def takes_volumes(geometry: ConvolutionGeometry, batch: int) -> bool:
+    """Whether the CPU convolves ``batch`` volumes of ``geometry`` whole: the stride-1
+    ``"th"`` path does (each sample padded once, each output plane's window a view of
+    it), when the batch has a sample for each of its thread blocks; otherwise the
+    layer gathers the depth taps into images, which the threads share out one by one."""
+    if not shifted_path(geometry):
+        return False
+    return geometry.out_depth == 1 or batch >= blas.THREADS
+
+
 def shifted_workspace(geometry: ConvolutionGeometry, blocks: int) -> int:
-    _, _, taps, per_block = shifted_sizes(geometry.numbers())
+    _, _, taps, _, per_block = shifted_sizes(geometry.numbers())
     return taps * geometry.filters * geometry.channels + blocks * per_block
+
+
+def tap_weight_order(g: ConvolutionGeometry, weight: Any) -> Any:
+    """The weight ``(F, C KD, KH, KW)``, channels ``(c, kd)``, as the taps' ``(KH, KW, F,
+    KD, C)`` (the padded volume's rows are ``(plane, channel)``)."""
+    channels = g.channels // g.kernel_depth
+    folded = weight.reshape(g.filters, channels, g.kernel_depth, g.kernel_rows, g.kernel_cols)
+    return folded.transpose(3, 4, 0, 2, 1)
 
 
 def run_shifted(
@@ -446,12 +501,18 @@ def run_shifted(
     """The stride-1 pass, its blocks on the calling thread or on Numba's; returns the
     number of blocks."""
     g = geometry
-    blocks = cpu_blocks(g, x.shape[0])
     taps = g.kernel_rows * g.kernel_cols
     head = workspace[: taps * g.filters * g.channels]
-    head.reshape(g.kernel_rows, g.kernel_cols, g.filters, g.channels)[...] = weight.transpose(
-        2, 3, 0, 1
+    channels = g.channels // g.kernel_depth
+    head.reshape(g.kernel_rows, g.kernel_cols, g.filters, g.kernel_depth, channels)[...] = (
+        tap_weight_order(g, weight)
     )
+    # an image is a volume of one plane (and the arrays are read by their memory order,
+    # whatever the caller grouped into their first axis)
+    x = x.reshape(-1, channels, g.depth_size, g.rows, g.cols)
+    first = first.reshape(-1, g.filters, g.out_depth, g.out_rows, g.out_cols)
+    second = second.reshape(x.shape) if backward else first
+    blocks = cpu_blocks(g, x.shape[0])
     arguments = (x, first, second, g.numbers(), workspace, need_grad_x)
     if blocks == 1:
         shifted_block(backward, 0, 1, *arguments)
@@ -469,12 +530,12 @@ def shifted_backward(x, weight, grad_out, grad_x, grad_weight, geometry, workspa
     """The stride-1 ``"th"`` weight and input gradients."""
     g = geometry
     blocks = run_shifted(True, x, weight, grad_out, grad_x, g, workspace, need_grad_x)
-    _, _, taps, per_block = shifted_sizes(g.numbers())
+    _, _, taps, _, per_block = shifted_sizes(g.numbers())
     head = taps * g.filters * g.channels
     parts = workspace[head : head + blocks * per_block].reshape(blocks, per_block)
     sums = parts[:, per_block - head :].sum(axis=0)
-    grad_weight[...] = sums.reshape(g.kernel_rows, g.kernel_cols, g.filters, g.channels).transpose(
-        2, 3, 0, 1
+    tap_weight_order(g, grad_weight)[...] = sums.reshape(
+        g.kernel_rows, g.kernel_cols, g.filters, g.kernel_depth, g.channels // g.kernel_depth
     )
 
 
@@ -639,8 +700,8 @@ BIAS_ACTIVATION_COST = 2.0
 def filter_view(array: np.ndarray, geometry: ConvolutionGeometry) -> np.ndarray:
     """An output (or its gradient) as ``(N, F, P)`` channels first, ``(N P, F)`` else."""
     if geometry.layout == "th":
-        return array.reshape(array.shape[0], geometry.filters, geometry.positions)
-    return array.reshape(array.shape[0] * geometry.positions, geometry.filters)
+        return array.reshape(-1, geometry.filters, geometry.positions)
+    return array.reshape(-1, geometry.filters)
 
 
 @cpu_inline
@@ -649,12 +710,6 @@ def add_block_sums(sums, grad_bias, zero):
     if grad_bias.shape[0] > 0:
         for f in range(sums.shape[1]):
             sum_column(f, sums, zero, grad_bias)
-
-
-@cpu_inline
-def block_bounds(block, blocks, count):
-    step = (count + blocks - 1) // blocks
-    return min(count, block * step), min(count, block * step + step)
 
 
 class BiasActivation(NamedTuple):
@@ -761,6 +816,9 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
             loops[name] = bias_activation_loops(dtype, name)
         return loops[name]
 
+    def convolution_takes_volumes(geometry: ConvolutionGeometry, batch: int) -> bool:
+        return takes_volumes(geometry, batch)
+
     def convolution_workspace(geometry: ConvolutionGeometry, batch: int) -> int:
         if shifted_path(geometry):
             return shifted_workspace(geometry, cpu_blocks(geometry, batch))
@@ -814,4 +872,5 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
         "convolution_forward": convolution_forward,
         "convolution_backward": convolution_backward,
         "convolution_workspace": convolution_workspace,
+        "convolution_takes_volumes": convolution_takes_volumes,
     }

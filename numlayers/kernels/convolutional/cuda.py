@@ -304,6 +304,10 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         end = min(begin + chunk, positions)
         weight_last(x, grad_out, grad_bias, grad_weight, 0, rows, g[FILTERS], begin, end, g)
 
+    def convolution_takes_volumes(geometry: ConvolutionGeometry, batch: int) -> bool:
+        """Never: a volume's depth taps are gathered into images first."""
+        return False
+
     def convolution_workspace(geometry: ConvolutionGeometry, batch: int) -> int:
         return 0
 
@@ -406,4 +410,5 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         "convolution_forward": convolution_forward,
         "convolution_backward": convolution_backward,
         "convolution_workspace": convolution_workspace,
+        "convolution_takes_volumes": convolution_takes_volumes,
     }

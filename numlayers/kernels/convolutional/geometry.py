@@ -15,6 +15,12 @@ class ConvolutionGeometry(NamedTuple):
     ``pad_*`` are the zeros before the first input along an axis
     (:func:`numlayers.layers.spatial.padding_before`); the zeros after it are implied
     by the output size.
+
+    A volume (Convolution3D's input, for the paths that take it whole:
+    ``convolution_takes_volumes``) adds a depth axis before the rows: ``x (N, C / KD,
+    D, H, W)`` and ``out (N, F, OD, OH, OW)`` channels first, ``channels`` counting
+    the pairs (channel, depth tap) as the weight ``(F, C / KD, KD, KH, KW)`` folds them
+    (``KD`` is ``kernel_depth``). The defaults are an image's: one plane, one tap.
     """
 
     layout: str
@@ -32,6 +38,11 @@ class ConvolutionGeometry(NamedTuple):
     dilation_cols: int = 1
     pad_rows: int = 0
     pad_cols: int = 0
+    depth_size: int = 1
+    kernel_depth: int = 1
+    out_depth: int = 1
+    stride_depth: int = 1
+    pad_depth: int = 0
 
     @property
     def depth(self) -> int:
@@ -41,13 +52,14 @@ class ConvolutionGeometry(NamedTuple):
     @property
     def positions(self) -> int:
         """``P``: the output positions of one sample."""
-        return self.out_rows * self.out_cols
+        return self.out_depth * self.out_rows * self.out_cols
 
     def numbers(self) -> tuple[int, ...]:
         """The sizes as the kernels take them (indexed by the module's constants)."""
         return (
-            *self[1:],
+            *self[1:15],  # channels to pad_cols
             int(self.layout == "tf"),  # WEIGHT_K_MAJOR: the weight is (K, F)
+            *self[15:],  # the depth's fields
         )
 
 
@@ -55,7 +67,8 @@ class ConvolutionGeometry(NamedTuple):
 CHANNELS, ROWS, COLS, FILTERS, KERNEL_ROWS, KERNEL_COLS, OUT_ROWS, OUT_COLS = range(8)
 STRIDE_ROWS, STRIDE_COLS, DILATION_ROWS, DILATION_COLS, PAD_ROWS, PAD_COLS = range(8, 14)
 WEIGHT_K_MAJOR = 14
-GEOMETRY_LENGTH = 15
+DEPTH_SIZE, KERNEL_DEPTH, OUT_DEPTH, STRIDE_DEPTH, PAD_DEPTH = range(15, 20)
+GEOMETRY_LENGTH = 20
 
 
 # ------------------------------------------------------------------ shared index helpers
