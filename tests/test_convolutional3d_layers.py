@@ -225,18 +225,24 @@ VOLUME_CASES = {
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dim_ordering", ["th", "tf"])
 @pytest.mark.parametrize("case", VOLUME_CASES.values(), ids=VOLUME_CASES.keys())
-def test_volumes_convolved_whole_match_the_gathered_images(case, dtype, monkeypatch):
-    """The CPU's stride-1 "th" path takes the volumes themselves (no depth gather, no
-    permute): its outputs and gradients are those of the gathered images' path, which
-    the catalogue checks against NumPy and finite differences, and it overwrites the
-    input gradient, the planes no window reads included."""
+def test_volumes_convolved_whole_match_the_gathered_images(case, dim_ordering, dtype,
+                                                           monkeypatch):  # fmt: skip
+    """The CPU's stride-1 channels-first path takes the volumes themselves (no depth
+    gather; "th" no permute, "tf" a permute each way): its outputs and gradients are
+    those of the gathered images' path, which the catalogue checks against NumPy and
+    finite differences, and it overwrites the input gradient, the planes no window
+    reads included."""
     border_mode, kernel, subsample, shape = case
+    if dim_ordering == "tf":
+        shape = (*shape[1:], shape[0])
     monkeypatch.setattr("numlayers.kernels.blas.THREADS", 2)
     rng = np.random.default_rng(11)
     x = rng.standard_normal((3, *shape)).astype(dtype)
     layer = Convolution3D(4, *kernel, border_mode=border_mode, subsample=subsample,
-                          activation="tanh", input_shape=shape, dtype=dtype, seed=12)  # fmt: skip
+                          activation="tanh", dim_ordering=dim_ordering, input_shape=shape,
+                          dtype=dtype, seed=12)  # fmt: skip
     layer.set_weights([layer.get_weights()[0], rng.standard_normal(4)])
     grad = rng.standard_normal((3, *layer.output_shape[1:])).astype(dtype)
     kernels = layer.kernels
@@ -260,6 +266,21 @@ def test_volumes_convolved_whole_match_the_gathered_images(case, dtype, monkeypa
         results[volumes] = [y, grad_x, *(g.copy() for g in layer.get_gradients())]
     for got, want in zip(results[True], results[False], strict=True):
         np.testing.assert_allclose(got, want, **tolerance(np.dtype(dtype)))
+
+
+def test_channels_last_volumes_keep_the_images_when_softmax_runs_after_the_kernels(
+    monkeypatch,
+):
+    """Softmax runs over the last axis of the outputs' arrangement, which channels-first
+    volumes would not keep for a "tf" layer."""
+    monkeypatch.setattr("numlayers.kernels.blas.THREADS", 2)
+    shape = (5, 4, 5, 6)
+    for dim_ordering, activation, whole in [("tf", "softmax", False), ("tf", "relu", True),
+                                            ("th", "softmax", True)]:  # fmt: skip
+        layer_shape = shape if dim_ordering == "tf" else (6, 5, 4, 5)
+        layer = Convolution3D(3, 3, 3, 3, activation=activation, dim_ordering=dim_ordering,
+                              input_shape=layer_shape)  # fmt: skip
+        assert layer.takes_volumes((2, *layer_shape)) is whole, (dim_ordering, activation)
 
 
 def test_a_small_model_learns():

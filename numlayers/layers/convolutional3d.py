@@ -6,16 +6,18 @@ as a 2-D one over the last two spatial axes ``(d2, d3)`` whose channels are the 
 ``(F, C * k1, k2, k3)`` by a reshape. Two ways, the kernels' choice
 (``convolution_takes_volumes``):
 
-- **Volumes, whole** (the CPU's stride-1 ``"th"`` path, with at least 16 folded
+- **Volumes, whole** (the CPU's stride-1 channels-first path, with at least 16 folded
   channels and a sample for each thread): the kernels take the input itself and write
-  the output ``(N, F, O1, O2, O3)`` in its order. Each sample is padded once, planes
+  the output ``(N, F, O1, O2, O3)`` in its order (``"tf"``: the input, the weight and
+  the output permuted to channels first and back, unless softmax runs after the
+  kernels). Each sample is padded once, planes
   times channels as rows, and an output plane's window over the depth is then a block
   of those rows, a view: nothing is gathered or permuted, and the backward pass adds
   each plane's input gradient into the padded gradient volume in place. Forward plus
   backward, 16 -> 16 channels, 3 x 3 x 3 "same", 8 volumes of 16 x 32 x 32, float32,
-  on 2 cores: 48 ms through the images below, 39 ms this way.
-- **Gathered images** (``"tf"``, CUDA, strides over the rows or columns, few
-  channels, a batch smaller than the threads):
+  on 2 cores: 48 ms through the images below, 39 ms this way (``"tf"``: 64 and 47 ms).
+- **Gathered images** (CUDA, strides over the rows or columns, few channels, a batch
+  smaller than the threads, ``"tf"`` with softmax):
 
   1. the depth gather (:mod:`numlayers.kernels.convolutional.depth`) lays the input
      slices under each output depth's ``k1`` taps side by side: ``"th"``:
@@ -45,6 +47,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from numlayers.kernels.convolutional import ConvolutionGeometry
 from numlayers.kernels.convolutional.depth import DepthWindow
 from numlayers.layers.convolutional import _Convolution
@@ -62,6 +66,13 @@ SWAP_DEPTH_AND_FILTERS = (0, 2, 1, 3, 4)
 #: the ``"tf"`` weight ``(k1, k2, k3, C, F)`` as ``(k2, k3, k1, C, F)``, and back
 TF_WEIGHT_TO_2D = (1, 2, 0, 3, 4)
 TF_WEIGHT_FROM_2D = (2, 0, 1, 3, 4)
+#: ``"tf"`` volumes convolved channels first: the input ``(N, d1, d2, d3, C)`` as
+#: ``(N, C, d1, d2, d3)``, the output back, and the weight ``(k1, k2, k3, C, F)`` as
+#: ``(F, C, k1, k2, k3)`` and back
+CHANNELS_FIRST = (0, 4, 1, 2, 3)
+CHANNELS_LAST = (0, 2, 3, 4, 1)
+TF_WEIGHT_TO_TH = (4, 3, 0, 1, 2)
+TH_WEIGHT_TO_TF = (2, 3, 4, 1, 0)
 
 
 class Convolution3D(_Convolution):
@@ -168,8 +179,9 @@ class Convolution3D(_Convolution):
 
     # ------------------------------------------------------- volumes or gathered images
     def geometry(self, input_shape: tuple[int, ...]) -> ConvolutionGeometry:
-        """The images' geometry (depth taps folded into the channels), with the depth
-        fields set when the kernels take the volumes whole (:meth:`takes_volumes`)."""
+        """The images' geometry (depth taps folded into the channels), or the volumes'
+        (channels first, the depth fields set) when the kernels take them whole
+        (:meth:`takes_volumes`)."""
         images = super().geometry(input_shape)
         if not self.takes_volumes(input_shape):
             return images
@@ -178,8 +190,10 @@ class Convolution3D(_Convolution):
     def volume_geometry(
         self, images: ConvolutionGeometry, input_shape: tuple[int, ...]
     ) -> ConvolutionGeometry:
+        # the sizes are the same in either ordering; volumes are convolved channels first
         window = self.depth_window(input_shape)
         return images._replace(
+            layout="th",
             depth_size=window.depth,
             kernel_depth=window.taps,
             out_depth=window.outputs,
@@ -188,9 +202,12 @@ class Convolution3D(_Convolution):
         )
 
     def takes_volumes(self, input_shape: tuple[int, ...]) -> bool:
-        """Whether the kernels convolve a batch of ``input_shape`` as volumes (the input
-        itself, the output written in its order), or as images whose channels gather
-        the depth taps (the depth gather below, and one permute each way for ``"th"``)."""
+        """Whether the kernels convolve a batch of ``input_shape`` as volumes, channels
+        first (``"tf"``: the input, the weight and the output permuted each way), or as
+        images whose channels gather the depth taps. ``"tf"`` keeps the images when an
+        activation runs after the kernels (softmax), which reads the last axis."""
+        if self.layout == "tf" and self.fused_activation() != self.activation.name:
+            return False
         images = super().geometry(input_shape)
         volumes = self.volume_geometry(images, input_shape)
         return bool(self.kernels.convolution_takes_volumes(volumes, input_shape[0]))
@@ -211,12 +228,13 @@ class Convolution3D(_Convolution):
         )
 
     def kernel_input(self, x: Any) -> Any:
-        """The input itself (volumes), or gathered along the depth: ``(N * O1, C * k1,
-        d2, d3)`` for ``"th"``, ``(N * O1, d2, d3, k1 * C)`` for ``"tf"``."""
+        """The volumes channels first (``"th"``: the input itself), or the input gathered
+        along the depth: ``(N * O1, C * k1, d2, d3)`` for ``"th"``, ``(N * O1, d2, d3,
+        k1 * C)`` for ``"tf"``."""
         volumes = self.takes_volumes(tuple(x.shape))
         self.save(volumes=volumes)
         if volumes:
-            return x
+            return x if self.layout == "th" else self.permuted(x, CHANNELS_FIRST, "x_th")
         window = self.depth_window(tuple(x.shape))
         batch = x.shape[0] * window.outputs
         folded = window.channels * window.taps
@@ -229,62 +247,79 @@ class Convolution3D(_Convolution):
 
     def input_gradient(self, grad_input: Any, x: Any) -> Any:
         if self.saved()["volumes"]:
-            return grad_input
+            if self.layout == "th":
+                return grad_input
+            return self.permuted(grad_input, CHANNELS_LAST, "grad_x")
         grad_x = self.buffer("grad_x", tuple(x.shape))
         self.kernels.depth_gather_backward(grad_input, self.saved()["depth_window"], grad_x)
         return grad_x
 
     # ------------------------------------------------------- the 2-D weight
+    def kernels_layout(self) -> str:
+        """The ordering the kernels run in this pass (volumes: channels first)."""
+        return "th" if self.saved()["volumes"] else self.layout
+
     def kernel_weight(self) -> Any:
         weight = self.params[0]
+        shape = self.kernel_weight_shape(self.kernels_layout())
         if self.layout == "th":
-            return weight.reshape(self.kernel_weight_shape())
-        moved = self.permuted(weight, TF_WEIGHT_TO_2D, "weight_2d")
-        return moved.reshape(self.kernel_weight_shape())
+            return weight.reshape(shape)
+        if self.kernels_layout() == "th":
+            return self.permuted(weight, TF_WEIGHT_TO_TH, "weight_th").reshape(shape)
+        return self.permuted(weight, TF_WEIGHT_TO_2D, "weight_2d").reshape(shape)
 
-    def kernel_weight_shape(self) -> tuple[int, ...]:
-        """The 2-D kernels' weight: ``(F, C * k1, k2, k3)`` or ``(k2, k3, k1 * C, F)``."""
+    def kernel_weight_shape(self, layout: str) -> tuple[int, ...]:
+        """The 2-D kernels' weight: ``(F, C * k1, k2, k3)`` for ``"th"``, ``(k2, k3,
+        k1 * C, F)`` for ``"tf"``."""
         folded = self._built_input_dim * self.kernel_dim1  # type: ignore[operator]
-        if self.layout == "th":
+        if layout == "th":
             return (self.nb_filter, folded, self.kernel_dim2, self.kernel_dim3)
         return (self.kernel_dim2, self.kernel_dim3, folded, self.nb_filter)
 
     def kernel_weight_gradient(self) -> Any:
+        layout = self.kernels_layout()
         if self.layout == "th":
-            return self.grads[0].reshape(self.kernel_weight_shape())
-        return self.buffer("grad_weight_2d", self.kernel_weight_shape())
+            return self.grads[0].reshape(self.kernel_weight_shape(layout))
+        return self.buffer(f"grad_weight_{layout}", self.kernel_weight_shape(layout))
 
     def finish_weight_gradient(self, grad_weight: Any) -> None:
-        if self.layout == "tf":
-            moved = grad_weight.reshape(
-                tuple(self.grads[0].shape[axis] for axis in TF_WEIGHT_TO_2D)
-            )
-            self.permute_into(moved, TF_WEIGHT_FROM_2D, self.grads[0])
+        if self.layout == "th":
+            return
+        to_tf = TH_WEIGHT_TO_TF if self.kernels_layout() == "th" else TF_WEIGHT_FROM_2D
+        moved_shape = tuple(self.grads[0].shape[axis] for axis in np.argsort(to_tf))
+        self.permute_into(grad_weight.reshape(moved_shape), to_tf, self.grads[0])
 
     # ------------------------------------------------------- the output
     def kernel_view(self, array: Any) -> Any:
-        """An output in its arrangement, ``(N, O1, ...)``, as the 2-D kernels'
-        ``(N * O1, ...)``."""
+        """An output in its arrangement, ``(N, O1, ...)`` (or volumes' ``(N, F, O1,
+        ...)``), as the 2-D kernels' ``(N * O1, ...)`` (the volumes' kernels read it by
+        its memory order)."""
         return array.reshape(array.shape[0] * array.shape[1], *array.shape[2:])
+
+    def to_output_axes(self, volumes: bool) -> tuple[int, ...] | None:
+        """The permute from the outputs' arrangement to the output (None: the same):
+        ``"th"`` images ``(N, O1, F, O2, O3)`` swap two axes, ``"tf"`` volumes ``(N, F,
+        O1, O2, O3)`` move the filters last."""
+        if self.layout == "th":
+            return None if volumes else SWAP_DEPTH_AND_FILTERS
+        return CHANNELS_LAST if volumes else None
 
     def arranged_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = super().arranged_output_shape(input_shape)
-        if self.layout == "th" and not self.takes_volumes(input_shape):
-            return tuple(shape[axis] for axis in SWAP_DEPTH_AND_FILTERS)
-        return shape
+        axes = self.to_output_axes(self.takes_volumes(input_shape))
+        if axes is None:
+            return shape
+        return tuple(shape[axis] for axis in np.argsort(axes))
 
     def arranged_to_output(self, array: Any, slot: str) -> Any:
-        return self._swap_for_th(array, slot)
+        axes = self.to_output_axes(self.saved()["volumes"])
+        return array if axes is None else self.permuted(array, axes, slot)
 
     def output_to_arranged(self, array: Any, slot: str) -> Any:
-        return self._swap_for_th(array, slot)
-
-    def _swap_for_th(self, array: Any, slot: str) -> Any:
-        """``"th"`` images: ``array`` with its axes 1 and 2 swapped, into buffer ``slot``
-        (the output's and its arrangement's order); else ``array``."""
-        if self.layout == "tf" or self.saved()["volumes"]:
+        axes = self.to_output_axes(self.saved()["volumes"])
+        if axes is None:
             return array
-        return self.permuted(array, SWAP_DEPTH_AND_FILTERS, slot)
+        return self.permuted(array, tuple(int(axis) for axis in np.argsort(axes)), slot)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
