@@ -42,8 +42,8 @@ class Convolution1DBench(common.LayerBenchmark):
 
 class Convolution3DBench(common.LayerBenchmark):
     """3 x 3 x 3 "same", 16 -> 16 channels, 8 volumes of 16 x 16 x 16, in either ordering:
-    on the CPU channels first, the volumes whole (the stride-1 path); otherwise the depth
-    gather, the 2-D kernels and (channels first) one permute each way."""
+    on the CPU the volumes whole (the stride-1 path; channels last through a permute
+    each way), on CUDA the depth gather and the 2-D kernels."""
 
     params = [["th", "tf"], common.DEVICES, common.DTYPES]
     param_names = ["dim_ordering", "device", "dtype"]
