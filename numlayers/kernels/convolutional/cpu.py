@@ -366,9 +366,10 @@ def _pad_volume(x, padded, g, padded_cols, extract):
                         padded[row, start + j] = x[c, d, i, j]
 
 
-def _widen_rows(values, wide, g, padded_cols, narrow):
-    """``wide (F, OH * Wp)`` = ``values (F, OH, OW)`` in rows of ``Wp``, zeros past
-    ``OW``; with ``narrow``, ``values`` = ``wide`` without those columns instead."""
+def _widen_rows(values, plane, wide, g, padded_cols, narrow):
+    """``wide (F, OH * Wp)`` = plane ``plane`` of ``values (F, OD, OH, OW)`` in rows of
+    ``Wp``, zeros past ``OW``; with ``narrow``, that plane = ``wide`` without those
+    columns instead (the sample's whole array is passed, a contiguous one)."""
     out_cols = g[OUT_COLS]
     for f in range(values.shape[0]):
         for oi in range(g[OUT_ROWS]):
@@ -376,9 +377,9 @@ def _widen_rows(values, wide, g, padded_cols, narrow):
             for oj in range(padded_cols):
                 if narrow:
                     if oj < out_cols:
-                        values[f, oi, oj] = wide[f, start + oj]
+                        values[f, plane, oi, oj] = wide[f, start + oj]
                 else:
-                    wide[f, start + oj] = values[f, oi, oj] if oj < out_cols else 0
+                    wide[f, start + oj] = values[f, plane, oi, oj] if oj < out_cols else 0
 
 
 pad_volume = compile_cpu(_pad_volume, f"pad_volume_{DIGEST}")
@@ -422,7 +423,7 @@ def _shifted_block(backward, block, blocks, x, first, second, g, workspace, need
             top = o * g[STRIDE_DEPTH] * channels
             window = padded[top : top + folded]
             if backward:
-                widen_rows(first[n, :, o], wide, g, padded_cols, False)
+                widen_rows(first[n], o, wide, g, padded_cols, False)
             for tap in range(taps):
                 kr = tap // g[KERNEL_COLS]
                 offset = (
@@ -438,7 +439,7 @@ def _shifted_block(backward, block, blocks, x, first, second, g, workspace, need
                     target = grad_padded[top : top + folded, offset : offset + width]
                     gemm(tap_weights[tap], wide, target, True, False, 1, 1)
             if not backward:
-                widen_rows(first[n, :, o], wide, g, padded_cols, True)
+                widen_rows(first[n], o, wide, g, padded_cols, True)
         if backward and need_grad_x:
             pad_volume(second[n], grad_padded, g, padded_cols, True)
 
