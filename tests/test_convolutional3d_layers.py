@@ -226,11 +226,13 @@ VOLUME_CASES = {
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("dim_ordering", ["th", "tf"])
+@pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("case", VOLUME_CASES.values(), ids=VOLUME_CASES.keys())
-def test_volumes_convolved_whole_match_the_gathered_images(case, dim_ordering, dtype,
+def test_volumes_convolved_whole_match_the_gathered_images(case, batch, dim_ordering, dtype,
                                                            monkeypatch):  # fmt: skip
     """The CPU's stride-1 channels-first path takes the volumes themselves (no depth
-    gather; "th" no permute, "tf" a permute each way): its outputs and gradients are
+    gather; "th" no permute, "tf" a permute each way), two threads sharing a batch's
+    planes (one sample split between them, or three): its outputs and gradients are
     those of the gathered images' path, which the catalogue checks against NumPy and
     finite differences, and it overwrites the input gradient, the planes no window
     reads included."""
@@ -238,16 +240,16 @@ def test_volumes_convolved_whole_match_the_gathered_images(case, dim_ordering, d
     if dim_ordering == "tf":
         shape = (*shape[1:], shape[0])
     monkeypatch.setattr("numlayers.kernels.blas.THREADS", 2)
+    monkeypatch.setattr("numlayers.kernels.blas.SERIAL_WORK", 0)  # two blocks, however small
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((3, *shape)).astype(dtype)
+    x = rng.standard_normal((batch, *shape)).astype(dtype)
     layer = Convolution3D(4, *kernel, border_mode=border_mode, subsample=subsample,
                           activation="tanh", dim_ordering=dim_ordering, input_shape=shape,
                           dtype=dtype, seed=12)  # fmt: skip
     layer.set_weights([layer.get_weights()[0], rng.standard_normal(4)])
-    grad = rng.standard_normal((3, *layer.output_shape[1:])).astype(dtype)
+    grad = rng.standard_normal((batch, *layer.output_shape[1:])).astype(dtype)
     kernels = layer.kernels
-    assert layer.takes_volumes(x.shape)  # a sample for each of the 2 threads
-    assert not layer.takes_volumes((1, *shape))
+    assert layer.takes_volumes(x.shape)
     convolution_backward = kernels.convolution_backward
 
     def backward_into_garbage(*arguments):

@@ -7,17 +7,18 @@ as a 2-D one over the last two spatial axes ``(d2, d3)`` whose channels are the 
 (``convolution_takes_volumes``):
 
 - **Volumes, whole** (the CPU's stride-1 channels-first path, with at least 16 folded
-  channels and a sample for each thread): the kernels take the input itself and write
-  the output ``(N, F, O1, O2, O3)`` in its order (``"tf"``: the input, the weight and
-  the output permuted to channels first and back, unless softmax runs after the
-  kernels). Each sample is padded once, planes
-  times channels as rows, and an output plane's window over the depth is then a block
-  of those rows, a view: nothing is gathered or permuted, and the backward pass adds
-  each plane's input gradient into the padded gradient volume in place. Forward plus
-  backward, 16 -> 16 channels, 3 x 3 x 3 "same", 8 volumes of 16 x 32 x 32, float32,
-  on 2 cores: 48 ms through the images below, 39 ms this way (``"tf"``: 64 and 47 ms).
-- **Gathered images** (CUDA, strides over the rows or columns, few channels, a batch
-  smaller than the threads, ``"tf"`` with softmax):
+  channels): the kernels take the input itself and write the output ``(N, F, O1, O2,
+  O3)`` in its order (``"tf"``: the input, the weight and the output permuted to
+  channels first and back, unless softmax runs after the kernels). Each sample is
+  padded once, planes times channels as rows, and an output plane's window over the
+  depth is then a block of those rows, a view: nothing is gathered or permuted, and
+  the backward pass adds each plane's input gradient into the padded gradient volume
+  in place. The threads share out the planes, so one volume keeps them all busy.
+  Forward plus backward, 16 -> 16 channels, 3 x 3 x 3 "same", 8 volumes of 16 x 32 x
+  32, float32, on 2 cores: 48 ms through the images below, 39 ms this way (``"tf"``:
+  64 and 47 ms).
+- **Gathered images** (CUDA, strides over the rows or columns, few channels,
+  ``"tf"`` with softmax):
 
   1. the depth gather (:mod:`numlayers.kernels.convolutional.depth`) lays the input
      slices under each output depth's ``k1`` taps side by side: ``"th"``:

@@ -296,6 +296,13 @@ def patches_backward(x, weight, grad_out, grad_x, grad_weight, geometry, workspa
 # the ``KD C`` rows from ``o SD C`` on, a view whose channels are ``(kd, c)`` (the taps'
 # weights are laid out so). An image is a volume of one plane and one depth tap. The
 # padding is zeroed once per pass: the samples overwrite only the interior.
+#
+# The threads share out planes, not whole samples, so that a batch of one volume
+# keeps both busy: a block takes a run of the batch's output planes forward, and of
+# its padded planes backward, where it computes, of every window, the depth taps on
+# its planes (a window across two blocks' planes is split between them at the
+# boundary), adds their weight gradients into its sums and their input gradients into
+# its planes, which no other block writes.
 
 
 #: The stride-1 paths (this one and the channels-last one below) multiply tap by tap,
@@ -341,21 +348,18 @@ def shifted_sizes(g):
     return padded_cols, length, taps, volume_rows, per_block
 
 
-def _pad_volume(x, padded, g, padded_cols, extract):
-    """``padded (Dp C, L)``, rows ``(plane, channel)``, = the interior of the zero-padded
-    sample ``x (C, D, H, W)``: its padding is left as it is (zeros, written once per
-    pass); with ``extract``, ``x`` = that interior instead, zeros on the planes no
-    window reads."""
+def _pad_volume(x, padded, g, padded_cols, extract, first_plane, last_plane):
+    """Planes ``first_plane`` to ``last_plane`` (excluded) of ``padded (Dp C, L)``, rows
+    ``(plane, channel)``, = the interior of the zero-padded sample ``x (C, D, H, W)``
+    there: their padding is left as it is (zeros, written once per pass); with
+    ``extract``, ``x`` = that interior instead."""
     channels = x.shape[0]
-    planes = padded.shape[0] // channels
     rows, cols = g[ROWS], g[COLS]
     for d in range(x.shape[1]):
         plane = d + g[PAD_DEPTH]
+        if plane < first_plane or plane >= last_plane:
+            continue
         for c in range(channels):
-            if plane >= planes:
-                if extract:
-                    x[c, d] = 0
-                continue
             row = plane * channels + c
             for i in range(rows):
                 start = (g[PAD_ROWS] + i) * padded_cols + g[PAD_COLS]
@@ -393,13 +397,14 @@ def block_bounds(block, blocks, count):
 
 
 def _shifted_block(backward, block, blocks, x, first, second, g, workspace, need_grad_x):
-    """One block's samples (``x (N, C, D, H, W)``, outputs ``(N, F, OD, OH, OW)``):
-    the forward pass (``first`` the output), or with ``backward`` the input gradients
-    (``first`` the output gradient, ``second`` the input gradient) and the block's sums
-    of the taps' weight gradients."""
+    """One block's share (``x (N, C, D, H, W)``, outputs ``(N, F, OD, OH, OW)``): the
+    forward pass (``first`` the output) of its output planes, or with ``backward``
+    (``first`` the output gradient, ``second`` the input gradient) the input gradients
+    of its padded planes and the block's sums of the taps' weight gradients."""
     padded_cols, length, taps, volume_rows, per_block = shifted_sizes(g)
     folded, filters = g[CHANNELS], g[FILTERS]
     channels = folded // g[KERNEL_DEPTH]
+    planes = volume_rows // channels
     head = taps * filters * folded
     tap_weights = workspace[:head].reshape((taps, filters, folded))
     area = workspace[head + block * per_block : head + (block + 1) * per_block]
@@ -413,37 +418,92 @@ def _shifted_block(backward, block, blocks, x, first, second, g, workspace, need
     padded[:] = 0
     if backward:
         sums[:] = 0
-    first_sample, last_sample = block_bounds(block, blocks, x.shape[0])
-    for n in range(first_sample, last_sample):
-        pad_volume(x[n], padded, g, padded_cols, False)
-        if backward and need_grad_x:
-            grad_padded[:] = 0
-        for o in range(g[OUT_DEPTH]):
-            # the rows (depth tap, channel) under output plane o's window: a view
-            top = o * g[STRIDE_DEPTH] * channels
-            window = padded[top : top + folded]
-            if backward:
-                widen_rows(first[n], o, wide, g, padded_cols, False)
-            for tap in range(taps):
-                kr = tap // g[KERNEL_COLS]
-                offset = (
-                    kr * g[DILATION_ROWS] * padded_cols
-                    + (tap - kr * g[KERNEL_COLS]) * g[DILATION_COLS]
-                )
-                shifted = window[:, offset : offset + width]
-                if not backward:
-                    gemm(tap_weights[tap], shifted, wide, False, False, 1, 1 if tap else 0)
-                    continue
-                gemm(wide, shifted, sums[tap], False, True, 1, 1)
-                if need_grad_x:
-                    target = grad_padded[top : top + folded, offset : offset + width]
-                    gemm(tap_weights[tap], wide, target, True, False, 1, 1)
-            if not backward:
-                widen_rows(first[n], o, wide, g, padded_cols, True)
-        if backward and need_grad_x:
-            pad_volume(second[n], grad_padded, g, padded_cols, True)
+    # the block's units: output planes (forward) or padded planes (backward) of the
+    # samples in turn, a contiguous run of them
+    per_sample = planes if backward else g[OUT_DEPTH]
+    first_unit, last_unit = block_bounds(block, blocks, x.shape[0] * per_sample)
+    for n in range(first_unit // per_sample, (last_unit + per_sample - 1) // per_sample):
+        lo = max(first_unit - n * per_sample, 0)
+        hi = min(last_unit - n * per_sample, per_sample)
+        if backward:
+            shifted_backward_planes(n, lo, hi, x, first, second, g, need_grad_x,
+                                    tap_weights, padded, grad_padded, wide, sums)  # fmt: skip
+        else:
+            shifted_forward_planes(n, lo, hi, x, first, g, tap_weights, padded, wide)
 
 
+@cpu_inline
+def tap_offset(tap, g, padded_cols):
+    """Where tap ``tap`` (over rows and columns) starts in a padded plane."""
+    kr = tap // g[KERNEL_COLS]
+    return kr * g[DILATION_ROWS] * padded_cols + (tap - kr * g[KERNEL_COLS]) * g[DILATION_COLS]
+
+
+def _shifted_forward_planes(n, lo, hi, x, out, g, tap_weights, padded, wide):
+    """Output planes ``lo`` to ``hi`` (excluded) of sample ``n``."""
+    padded_cols = wide.shape[1] // g[OUT_ROWS]
+    folded = tap_weights.shape[2]
+    channels = folded // g[KERNEL_DEPTH]
+    stride = g[STRIDE_DEPTH]
+    # the padded planes their windows read
+    pad_volume(
+        x[n], padded, g, padded_cols, False, lo * stride, (hi - 1) * stride + g[KERNEL_DEPTH]
+    )
+    for o in range(lo, hi):
+        # the rows (depth tap, channel) under output plane o's window: a view
+        top = o * stride * channels
+        window = padded[top : top + folded]
+        for tap in range(tap_weights.shape[0]):
+            offset = tap_offset(tap, g, padded_cols)
+            shifted = window[:, offset : offset + wide.shape[1]]
+            gemm(tap_weights[tap], shifted, wide, False, False, 1, 1 if tap else 0)
+        widen_rows(out[n], o, wide, g, padded_cols, True)
+
+
+def _shifted_backward_planes(n, lo, hi, x, grad_out, grad_x, g, need_grad_x,
+                             tap_weights, padded, grad_padded, wide, sums):  # fmt: skip
+    """The gradients through padded planes ``lo`` to ``hi`` (excluded) of sample ``n``:
+    each window's depth taps on those planes (all of them unless the window straddles
+    another block's planes), their weight gradients added into ``sums`` and their input
+    gradients into ``grad_padded``, whose planes are then extracted into ``grad_x``."""
+    padded_cols = wide.shape[1] // g[OUT_ROWS]
+    width = wide.shape[1]
+    channels = tap_weights.shape[2] // g[KERNEL_DEPTH]
+    stride = g[STRIDE_DEPTH]
+    pad_volume(x[n], padded, g, padded_cols, False, lo, hi)
+    if need_grad_x:
+        grad_padded[lo * channels : hi * channels] = 0
+    for o in range(g[OUT_DEPTH]):
+        first_tap = max(lo - o * stride, 0)
+        last_tap = min(hi - o * stride, g[KERNEL_DEPTH])
+        if first_tap >= last_tap:
+            continue
+        # the rows (depth tap, channel) of the window's taps on these planes, and the
+        # matching columns of the taps' weights
+        top, bottom = (o * stride + first_tap) * channels, (o * stride + last_tap) * channels
+        left, right = first_tap * channels, last_tap * channels
+        widen_rows(grad_out[n], o, wide, g, padded_cols, False)
+        for tap in range(tap_weights.shape[0]):
+            offset = tap_offset(tap, g, padded_cols)
+            shifted = padded[top:bottom, offset : offset + width]
+            gemm(wide, shifted, sums[tap][:, left:right], False, True, 1, 1)
+            if need_grad_x:
+                target = grad_padded[top:bottom, offset : offset + width]
+                gemm(tap_weights[tap][:, left:right], wide, target, True, False, 1, 1)
+    if need_grad_x:
+        pad_volume(grad_x[n], grad_padded, g, padded_cols, True, lo, hi)
+        if hi == padded.shape[0] // channels:
+            # the input planes past the last window's (a stride's leftovers) get zeros
+            for d in range(max(hi - g[PAD_DEPTH], 0), grad_x.shape[2]):
+                grad_x[n, :, d] = 0
+
+
+shifted_forward_planes = compile_cpu(
+    _shifted_forward_planes, f"shifted_forward_planes_{DIGEST}", fastmath={"contract"}
+)
+shifted_backward_planes = compile_cpu(
+    _shifted_backward_planes, f"shifted_backward_planes_{DIGEST}", fastmath={"contract"}
+)
 shifted_block = compile_cpu(_shifted_block, f"shifted_block_{DIGEST}", fastmath={"contract"})
 
 
@@ -459,21 +519,21 @@ shifted_blocks_on_threads = compile_cpu(
 
 def cpu_blocks(geometry: ConvolutionGeometry, batch: int) -> int:
     """Thread blocks of the stride-1 path: one per thread when the products are worth
-    waking the threads for (the BLAS module's rule for one product), else one."""
+    waking the threads for (the BLAS module's rule for one product), else one; no more
+    than the batch's output planes (an image has one)."""
     work = batch * geometry.depth * geometry.positions * geometry.filters
-    if batch <= 1 or blas.THREADS <= 1 or work <= blas.SERIAL_WORK:
+    planes = batch * geometry.out_depth
+    if planes <= 1 or blas.THREADS <= 1 or work <= blas.SERIAL_WORK:
         return 1
-    return min(batch, blas.THREADS)
+    return min(planes, blas.THREADS)
 
 
 def takes_volumes(geometry: ConvolutionGeometry, batch: int) -> bool:
     """Whether the CPU convolves ``batch`` volumes of ``geometry`` whole: the stride-1
-    ``"th"`` path does (each sample padded once, each output plane's window a view of
-    it), when the batch has a sample for each of its thread blocks; otherwise the
-    layer gathers the depth taps into images, which the threads share out one by one."""
-    if not shifted_path(geometry):
-        return False
-    return geometry.out_depth == 1 or batch >= blas.THREADS
+    ``"th"`` path does, each sample padded once, each output plane's window a view of
+    it, its planes shared out among the threads (output planes forward, padded planes
+    backward, so that no two threads write one input gradient)."""
+    return shifted_path(geometry)
 
 
 def shifted_workspace(geometry: ConvolutionGeometry, blocks: int) -> int:
