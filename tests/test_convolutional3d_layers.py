@@ -259,7 +259,7 @@ def test_volumes_convolved_whole_match_the_gathered_images(case, batch, dim_orde
     monkeypatch.setattr(kernels, "convolution_backward", backward_into_garbage)
     results = {}
     for volumes in (True, False):
-        monkeypatch.setattr(kernels, "convolution_takes_volumes", lambda g, n, v=volumes: v)
+        monkeypatch.setattr(kernels, "convolution_takes_volumes", lambda g, v=volumes: v)
         layer.needs_input_gradient = True
         y = layer.forward(x).copy()
         grad_x = layer.backward(grad).copy()

@@ -181,12 +181,11 @@ class Convolution3D(_Convolution):
     # ------------------------------------------------------- volumes or gathered images
     def geometry(self, input_shape: tuple[int, ...]) -> ConvolutionGeometry:
         """The images' geometry (depth taps folded into the channels), or the volumes'
-        (channels first, the depth fields set) when the kernels take them whole
-        (:meth:`takes_volumes`)."""
-        images = super().geometry(input_shape)
-        if not self.takes_volumes(input_shape):
-            return images
-        return self.volume_geometry(images, input_shape)
+        (channels first, the depth fields set) when the kernels take them whole; the
+        choice is saved (``volumes``) for the pass's other steps, which this starts."""
+        geometry, volumes = self.chosen_geometry(input_shape)
+        self.save(volumes=volumes)
+        return geometry
 
     def volume_geometry(
         self, images: ConvolutionGeometry, input_shape: tuple[int, ...]
@@ -202,16 +201,23 @@ class Convolution3D(_Convolution):
             pad_depth=window.pad,
         )
 
-    def takes_volumes(self, input_shape: tuple[int, ...]) -> bool:
-        """Whether the kernels convolve a batch of ``input_shape`` as volumes, channels
-        first (``"tf"``: the input, the weight and the output permuted each way), or as
-        images whose channels gather the depth taps. ``"tf"`` keeps the images when an
-        activation runs after the kernels (softmax), which reads the last axis."""
-        if self.layout == "tf" and self.fused_activation() != self.activation.name:
-            return False
+    def chosen_geometry(self, input_shape: tuple[int, ...]) -> tuple[ConvolutionGeometry, bool]:
+        """The geometry the kernels take a batch of ``input_shape`` in, and whether it is
+        the volumes': channels first (``"tf"``: the input, the weight and the output
+        permuted each way), else images whose channels gather the depth taps. ``"tf"``
+        keeps the images when an activation runs after the kernels (softmax), which
+        reads the last axis."""
         images = super().geometry(input_shape)
+        if self.layout == "tf" and self.fused_activation() != self.activation.name:
+            return images, False
         volumes = self.volume_geometry(images, input_shape)
-        return bool(self.kernels.convolution_takes_volumes(volumes, input_shape[0]))
+        if self.kernels.convolution_takes_volumes(volumes):
+            return volumes, True
+        return images, False
+
+    def takes_volumes(self, input_shape: tuple[int, ...]) -> bool:
+        """Whether the kernels convolve a batch of ``input_shape`` as volumes."""
+        return self.chosen_geometry(input_shape)[1]
 
     def depth_window(self, input_shape: tuple[int, ...]) -> DepthWindow:
         """Where the depth taps stand for an input of ``input_shape``."""
@@ -232,9 +238,7 @@ class Convolution3D(_Convolution):
         """The volumes channels first (``"th"``: the input itself), or the input gathered
         along the depth: ``(N * O1, C * k1, d2, d3)`` for ``"th"``, ``(N * O1, d2, d3,
         k1 * C)`` for ``"tf"``."""
-        volumes = self.takes_volumes(tuple(x.shape))
-        self.save(volumes=volumes)
-        if volumes:
+        if self.saved()["volumes"]:
             return x if self.layout == "th" else self.permuted(x, CHANNELS_FIRST, "x_th")
         window = self.depth_window(tuple(x.shape))
         batch = x.shape[0] * window.outputs
@@ -292,9 +296,10 @@ class Convolution3D(_Convolution):
 
     # ------------------------------------------------------- the output
     def kernel_view(self, array: Any) -> Any:
-        """An output in its arrangement, ``(N, O1, ...)`` (or volumes' ``(N, F, O1,
-        ...)``), as the 2-D kernels' ``(N * O1, ...)`` (the volumes' kernels read it by
-        its memory order)."""
+        """An output in its arrangement: volumes' ``(N, F, O1, O2, O3)`` as it is, images'
+        ``(N, O1, ...)`` as the 2-D kernels' ``(N * O1, ...)``."""
+        if self.saved()["volumes"]:
+            return array
         return array.reshape(array.shape[0] * array.shape[1], *array.shape[2:])
 
     def to_output_axes(self, volumes: bool) -> tuple[int, ...] | None:
@@ -307,7 +312,7 @@ class Convolution3D(_Convolution):
 
     def arranged_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = super().arranged_output_shape(input_shape)
-        axes = self.to_output_axes(self.takes_volumes(input_shape))
+        axes = self.to_output_axes(self.saved()["volumes"])
         if axes is None:
             return shape
         return tuple(shape[axis] for axis in np.argsort(axes))

@@ -14,8 +14,8 @@ Operations (both devices):
   gradient (every gradient is overwritten)
 - ``convolution_workspace(geometry, batch)``: the elements ``workspace`` must have for
   a batch of ``batch`` samples (0 on CUDA, which packs nothing)
-- ``convolution_takes_volumes(geometry, batch)``: whether the two passes above take a
-  batch of ``batch`` volumes whole (``geometry`` with its depth fields set, see
+- ``convolution_takes_volumes(geometry)``: whether the two passes above take volumes
+  whole (``geometry`` with its depth fields set, see
   :class:`ConvolutionGeometry`): the CPU's stride-1 ``"th"`` path does; elsewhere
   Convolution3D gathers the depth taps into images (:mod:`.depth`) and passes the
   images' geometry
@@ -99,7 +99,7 @@ class ConvolutionalKernels(Protocol):
 
     def convolution_workspace(self, geometry: ConvolutionGeometry, batch: int) -> int: ...
 
-    def convolution_takes_volumes(self, geometry: ConvolutionGeometry, batch: int) -> bool: ...
+    def convolution_takes_volumes(self, geometry: ConvolutionGeometry) -> bool: ...
 
     def convolution_forward(
         self,

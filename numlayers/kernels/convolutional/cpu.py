@@ -528,8 +528,8 @@ def cpu_blocks(geometry: ConvolutionGeometry, batch: int) -> int:
     return min(planes, blas.THREADS)
 
 
-def takes_volumes(geometry: ConvolutionGeometry, batch: int) -> bool:
-    """Whether the CPU convolves ``batch`` volumes of ``geometry`` whole: the stride-1
+def takes_volumes(geometry: ConvolutionGeometry) -> bool:
+    """Whether the CPU convolves volumes of ``geometry`` whole: the stride-1
     ``"th"`` path does, each sample padded once, each output plane's window a view of
     it, its planes shared out among the threads (output planes forward, padded planes
     backward, so that no two threads write one input gradient)."""
@@ -877,8 +877,8 @@ def build_cpu(dtype: np.dtype) -> dict[str, Any]:
             loops[name] = bias_activation_loops(dtype, name)
         return loops[name]
 
-    def convolution_takes_volumes(geometry: ConvolutionGeometry, batch: int) -> bool:
-        return takes_volumes(geometry, batch)
+    def convolution_takes_volumes(geometry: ConvolutionGeometry) -> bool:
+        return takes_volumes(geometry)
 
     def convolution_workspace(geometry: ConvolutionGeometry, batch: int) -> int:
         if shifted_path(geometry):

@@ -304,7 +304,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         end = min(begin + chunk, positions)
         weight_last(x, grad_out, grad_bias, grad_weight, 0, rows, g[FILTERS], begin, end, g)
 
-    def convolution_takes_volumes(geometry: ConvolutionGeometry, batch: int) -> bool:
+    def convolution_takes_volumes(geometry: ConvolutionGeometry) -> bool:
         """Never: a volume's depth taps are gathered into images first."""
         return False
 
