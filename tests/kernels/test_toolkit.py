@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from numlayers.devices import get_device
 from numlayers.kernels import toolkit
 from numlayers.kernels.toolkit import (
     CpuLoop,
@@ -111,6 +112,35 @@ def test_elementwise_operations_take_parameters_with_defaults(device, dtype):
     np.testing.assert_allclose(device.to_host(grad), 1.5 * x.astype(np.float64) ** 2, rtol=1e-6)
     with pytest.raises(TypeError, match="takes 1 parameter"):
         operations["toolkit_test_cube_forward"](device.asarray(x), out, 1.0, 2.0)
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_cuda_elementwise_loops_visit_each_index_below_the_count_once(direction, monkeypatch):
+    # two blocks, so the unrolled loop's steps and its one-at-a-time tail both run, and
+    # counts on either side of a step's end; the indices are unsigned, so an index that
+    # went wrong would read far out of bounds rather than wrap to the array's end
+    monkeypatch.setattr(toolkit, "MAX_BLOCKS", 2)
+    device = get_device("cuda")
+    dtype = np.dtype(np.float64)
+    forward, backward = toolkit.cuda_elementwise_loops(
+        CUBE, dtype, toolkit.cuda_kernels(device.cuda, dtype)
+    )
+    step = 2 * toolkit.BLOCK_SIZE * toolkit.ELEMENTS_IN_FLIGHT
+    size = 2 * step + 3
+    x = np.linspace(-1.5, 1.5, size)
+    for count in (0, 1, step - 1, step, step + 1, 2 * step + 1):
+        expected = np.full(size, -7.0)
+        if direction == "forward":
+            out = device.asarray(expected.copy())
+            forward(count, device.asarray(x), out, 2.0)
+            expected[:count] = 2.0 * x[:count] ** 3
+        else:
+            grad_out = np.linspace(0.5, 2.0, size)
+            out = device.asarray(expected.copy())
+            arrays = (device.asarray(a) for a in (x, 2.0 * x**3, grad_out))
+            backward(count, *arrays, out, 2.0)
+            expected[:count] = grad_out[:count] * 6.0 * x[:count] ** 2
+        np.testing.assert_allclose(device.to_host(out), expected, rtol=1e-12, err_msg=str(count))
 
 
 def halved(x):
