@@ -429,8 +429,8 @@ class CudaKernels:
                 continue
             substitute = DEVICE_SUBSTITUTES.get(value) if callable(value) else None
             if substitute is not None:
-                replaced[name] = substitute
-            elif inspect.isfunction(value) and value.__module__.startswith("numlayers."):
+                replaced[name] = self.device(substitute) if _ours(substitute) else substitute
+            elif _ours(value):
                 replaced[name] = self.device(value)
         if not replaced:
             return function
@@ -477,6 +477,12 @@ class CudaKernels:
                 kernel[grid_2d(rows, columns), BLOCK_SHAPE_2D](rows, columns, *arguments)
 
         return launch_2d
+
+
+def _ours(value: Any) -> bool:
+    """Whether ``value`` is a plain function of numlayers (compiled as a device function
+    where a kernel calls it), rather than one Numba compiles for CUDA itself."""
+    return inspect.isfunction(value) and value.__module__.startswith("numlayers.")
 
 
 def grid_stride_launcher(kernel: Any) -> Callable[..., None]:

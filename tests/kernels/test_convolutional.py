@@ -1,6 +1,7 @@
 """Convolution kernels: the CPU's stride-1 paths against its patches, its chunks and
 parallel blocks against one serial pass, which inputs take which path, CUDA's split-K
-weight gradient, and the workspaces (the catalogue checks the rest)."""
+weight gradient and 32-bit index splits, and the workspaces (the catalogue checks the
+rest)."""
 
 from __future__ import annotations
 
@@ -167,3 +168,34 @@ def test_workspace_is_sized_per_path_on_cpu_and_empty_on_cuda(direct_paths):
     per_block = 2 * g.channels * padded + g.filters * 4 * 6 + taps
     assert cpu["convolution_workspace"](SHIFTED, 2) == taps + per_block
     assert cuda["convolution_workspace"](g, 64) == 0
+
+
+def test_cuda_index_split_matches_the_cpu_split_up_to_32_bits():
+    from numlayers.kernels.convolutional.geometry import MAX_SPLIT, split, split_unsigned
+
+    rng = np.random.default_rng(3)
+    values = [0, 1, 2, MAX_SPLIT - 1, MAX_SPLIT - 2, *rng.integers(0, MAX_SPLIT, 40)]
+    sizes = [1, 2, 3, 7, 1024, MAX_SPLIT - 1, *rng.integers(1, 1 << 20, 40)]
+    for value in values:
+        for size in sizes:
+            expected = split(int(value), int(size))
+            assert tuple(int(v) for v in split_unsigned(int(value), int(size))) == expected
+
+
+def test_cuda_convolution_refuses_indices_its_32_bit_splits_would_wrap():
+    # 2 samples of 48,000 x 48,000 positions: 4.6e9 > 2**32. The check comes before any
+    # array is read, so the arrays can be tiny.
+    device = get_device("cuda")
+    ops = build_family("convolutional", device, np.dtype(np.float32))
+    huge = GEOMETRY._replace(rows=48_000, cols=48_000, out_rows=48_000, out_cols=48_000)
+    x = device.zeros((2, 2, 1, 1), np.dtype(np.float32))
+    weight = device.zeros((3, 2, 3, 2), np.dtype(np.float32))
+    bias = device.zeros((3,), np.dtype(np.float32))
+    out = device.zeros((2, 3, 1, 1), np.dtype(np.float32))
+    empty = device.empty((0,), np.dtype(np.float32))
+    with pytest.raises(ValueError, match="convolution: 4608000000 positions"):
+        ops["convolution_forward"](x, weight, bias, out, out, huge, empty, "linear")
+    with pytest.raises(ValueError, match="use a smaller batch"):
+        ops["convolution_backward"](
+            x, weight, out, out, out, out, x, weight, bias, huge, empty, True, "linear"
+        )

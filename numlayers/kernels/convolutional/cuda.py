@@ -20,6 +20,7 @@ from numlayers.kernels.convolutional.geometry import (
     GEOMETRY_LENGTH,
     KERNEL_COLS,
     KERNEL_ROWS,
+    MAX_SPLIT,
     OUT_COLS,
     OUT_ROWS,
     PAD_COLS,
@@ -33,6 +34,7 @@ from numlayers.kernels.convolutional.geometry import (
     input_row,
     patch_index,
     source_position,
+    split,
     tap_of,
     weight_matrix,
 )
@@ -53,53 +55,52 @@ cuda: Any = None
 
 
 # ------------------------------------------------------------------ CUDA element loaders
+# Every index below is non-negative when it is used (the padding is checked first), so
+# the elements are read through unsigned indices: Numba then drops the negative-index
+# wraparound of each subscript (as :func:`numlayers.kernels.matmul.matrix_element` does).
+unsigned = numba.types.uint64
 
 
 def patch_value(x, n, p, k, g, zero, channels_first):
     """Patch element ``k`` of output position ``p`` of sample ``n`` (zero in padding)."""
     c, kr, kc = tap_of(k, g)
-    out_row = p // g[OUT_COLS]
+    out_row, out_col = split(p, g[OUT_COLS])
     i = input_row(out_row, kr, g)
-    j = input_col(p - out_row * g[OUT_COLS], kc, g)
+    j = input_col(out_col, kc, g)
     if i < 0 or i >= g[ROWS] or j < 0 or j >= g[COLS]:
         return zero
     if channels_first:
-        return x[n, c, i, j]
-    return x[n, i, j, c]
+        return x[unsigned(n), unsigned(c), unsigned(i), unsigned(j)]
+    return x[unsigned(n), unsigned(i), unsigned(j), unsigned(c)]
 
 
 def weight_value(weight, f, k, g):
     """``W[k, f]`` of the weight matrix, stored ``(K, F)`` or ``(F, K)``."""
     if g[WEIGHT_K_MAJOR]:
-        return weight[k, f]
-    return weight[f, k]
+        return weight[unsigned(k), unsigned(f)]
+    return weight[unsigned(f), unsigned(k)]
 
 
 def gathered_gradient(grad_out, n, q, d, g, zero, channels_first):
     """The output gradient that tap ``(kr, kc)`` of filter ``f`` (``d = (kr, kc, f)``)
     brings to input position ``q`` of sample ``n``: zero where no window puts it there."""
-    filters = g[FILTERS]
-    f = d % filters
-    tap = d // filters
-    kr = tap // g[KERNEL_COLS]
-    kc = tap - kr * g[KERNEL_COLS]
-    i = q // g[COLS]
-    j = q - i * g[COLS]
+    tap, f = split(d, g[FILTERS])
+    kr, kc = split(tap, g[KERNEL_COLS])
+    i, j = split(q, g[COLS])
     out_row = source_position(i, kr, g[STRIDE_ROWS], g[PAD_ROWS], g[DILATION_ROWS], g[OUT_ROWS])
     out_col = source_position(j, kc, g[STRIDE_COLS], g[PAD_COLS], g[DILATION_COLS], g[OUT_COLS])
     if out_row < 0 or out_col < 0:
         return zero
     if channels_first:
-        return grad_out[n, f, out_row, out_col]
-    return grad_out[n, out_row, out_col, f]
+        return grad_out[unsigned(n), unsigned(f), unsigned(out_row), unsigned(out_col)]
+    return grad_out[unsigned(n), unsigned(out_row), unsigned(out_col), unsigned(f)]
 
 
 def tapped_weight(weight, d, c, g):
     """The weight of tap ``(kr, kc)`` of filter ``f`` (``d = (kr, kc, f)``) on channel ``c``."""
-    f = d % g[FILTERS]
-    tap = d // g[FILTERS]
-    kr = tap // g[KERNEL_COLS]
-    return weight_value(weight, f, patch_index(c, kr, tap - kr * g[KERNEL_COLS], g), g)
+    tap, f = split(d, g[FILTERS])
+    kr, kc = split(tap, g[KERNEL_COLS])
+    return weight_value(weight, f, patch_index(c, kr, kc, g), g)
 
 
 def make_elements(dtype: np.dtype, channels_first: bool) -> dict[str, Any]:
@@ -115,8 +116,8 @@ def make_elements(dtype: np.dtype, channels_first: bool) -> dict[str, Any]:
 
     def batch_patches(x, z, k, row, g):
         # channels last: patches (N P, K) of the batch, transposed: (K, N P)
-        positions = g[OUT_ROWS] * g[OUT_COLS]
-        return patch_value(x, row // positions, row % positions, k, g, zero, False)
+        n, p = split(row, g[OUT_ROWS] * g[OUT_COLS])
+        return patch_value(x, n, p, k, g, zero, False)
 
     def weight_rows(weight, z, k, f, g):
         # W as (F, K), transposed: (K, F)
@@ -128,8 +129,8 @@ def make_elements(dtype: np.dtype, channels_first: bool) -> dict[str, Any]:
 
     def gradient_rows(grad_out, z, d, row, g):
         # channels last: the gathered gradient (N H W, D), transposed
-        pixels = g[ROWS] * g[COLS]
-        return gathered_gradient(grad_out, row // pixels, row % pixels, d, g, zero, False)
+        n, q = split(row, g[ROWS] * g[COLS])
+        return gathered_gradient(grad_out, n, q, d, g, zero, False)
 
     def channel_weights(weight, z, d, c, g):
         return tapped_weight(weight, d, c, g)
@@ -139,15 +140,15 @@ def make_elements(dtype: np.dtype, channels_first: bool) -> dict[str, Any]:
         depth = g[CHANNELS] * g[KERNEL_ROWS] * g[KERNEL_COLS]
         if k == depth:
             return one
-        positions = g[OUT_ROWS] * g[OUT_COLS]
-        return patch_value(x, d // positions, d % positions, k, g, zero, channels_first)
+        n, p = split(d, g[OUT_ROWS] * g[OUT_COLS])
+        return patch_value(x, n, p, k, g, zero, channels_first)
 
     def gradient_by_filter(grad_out, z, d, f, g):
         # "th": grad_out (N, F, P) as (F, N P), transposed; channels last: (N P, F)
         if channels_first:
-            positions = g[OUT_ROWS] * g[OUT_COLS]
-            return grad_out[d // positions, f, d % positions]
-        return grad_out[d, f]
+            n, p = split(d, g[OUT_ROWS] * g[OUT_COLS])
+            return grad_out[unsigned(n), unsigned(f), unsigned(p)]
+        return grad_out[unsigned(d), unsigned(f)]
 
     return {
         "sample_patches": sample_patches,
@@ -221,6 +222,22 @@ def tiles(rows: int, cols: int) -> tuple[int, int]:
             f"({MAX_GRID_Y * TILE_M}): use a smaller batch"
         )
     return (cols + TILE_N - 1) // TILE_N, down
+
+
+def check_split_sizes(geometry: ConvolutionGeometry, samples: int) -> None:
+    """Refuse a convolution whose indices the kernels would split past
+    :data:`~.geometry.MAX_SPLIT` (their 32-bit divisions would wrap)."""
+    largest = max(
+        samples * geometry.positions,
+        samples * geometry.rows * geometry.cols,
+        geometry.depth + 1,
+        geometry.filters * geometry.kernel_rows * geometry.kernel_cols,
+    )
+    if largest >= MAX_SPLIT:
+        raise ValueError(
+            f"convolution: {largest} positions, pixels or taps in one call is more than "
+            f"the CUDA kernels index ({MAX_SPLIT - 1}): use a smaller batch"
+        )
 
 
 def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
@@ -329,6 +346,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         x: Any, weight: Any, bias: Any, out: Any, geometry: ConvolutionGeometry
     ) -> None:
         samples = x.shape[0]
+        check_split_sizes(geometry, samples)
         g = geometry.numbers()
         matrix = weight_matrix(weight, geometry)
         if geometry.layout == "th":
@@ -372,6 +390,7 @@ def build_cuda(dtype: np.dtype, cuda_api: Any) -> dict[str, Any]:
         need_grad_x: bool,
     ) -> None:
         samples = x.shape[0]
+        check_split_sizes(geometry, samples)
         g = geometry.numbers()
         matrix = weight_matrix(weight, geometry)
         grad_matrix = weight_matrix(grad_weight, geometry)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from numlayers.kernels.toolkit import cpu_inline
+import numba
+
+from numlayers.kernels.toolkit import DEVICE_SUBSTITUTES, cpu_inline
 
 
 class ConvolutionGeometry(NamedTuple):
@@ -73,15 +75,41 @@ GEOMETRY_LENGTH = 20
 
 # ------------------------------------------------------------------ shared index helpers
 @cpu_inline
+def split(value, size):
+    """``(value // size, value % size)`` of a non-negative ``value`` and a positive
+    ``size``. On CUDA, :func:`split_unsigned` (every value a kernel splits is below
+    2**32: :data:`MAX_SPLIT`)."""
+    quotient = value // size
+    return quotient, value - quotient * size
+
+
+#: the values CUDA kernels split are below this (their launchers refuse larger sizes)
+MAX_SPLIT = 1 << 32
+
+
+def split_unsigned(value, size):
+    """:func:`split` by one 32-bit unsigned division. A signed 64-bit floor division
+    compiles to a call of a 64-bit division routine plus sign fix-ups; the convolution
+    loaders divide four times per element they stage."""
+    value = numba.uint32(value)
+    size = numba.uint32(size)
+    quotient = value // size
+    return numba.int64(quotient), numba.int64(value - quotient * size)
+
+
+DEVICE_SUBSTITUTES[split] = split_unsigned
+
+
+@cpu_inline
 def tap_of(k, g):
     """``(c, kr, kc)`` of patch index ``k`` in the weight's order."""
-    kernel_cols = g[KERNEL_COLS]
     if g[WEIGHT_K_MAJOR]:  # (kr, kc, c)
-        c = k % g[CHANNELS]
-        t = k // g[CHANNELS]
-        return c, t // kernel_cols, t % kernel_cols
-    t = k % (g[KERNEL_ROWS] * kernel_cols)  # (c, kr, kc)
-    return k // (g[KERNEL_ROWS] * kernel_cols), t // kernel_cols, t % kernel_cols
+        t, c = split(k, g[CHANNELS])
+        kr, kc = split(t, g[KERNEL_COLS])
+        return c, kr, kc
+    c, t = split(k, g[KERNEL_ROWS] * g[KERNEL_COLS])  # (c, kr, kc)
+    kr, kc = split(t, g[KERNEL_COLS])
+    return c, kr, kc
 
 
 @cpu_inline
@@ -108,9 +136,12 @@ def input_col(out_col, kc, g):
 def source_position(position, tap, stride, pad, dilation, outputs):
     """The output position whose window puts ``tap`` on input ``position``, or -1."""
     shifted = position + pad - tap * dilation
-    if shifted < 0 or shifted % stride != 0 or shifted // stride >= outputs:
+    if shifted < 0:
         return -1
-    return shifted // stride
+    output, remainder = split(shifted, stride)
+    if remainder != 0 or output >= outputs:
+        return -1
+    return output
 
 
 def weight_matrix(weight: Any, geometry: ConvolutionGeometry) -> Any:
