@@ -33,8 +33,9 @@ sample ending with a synchronisation:
 - ``recurrent``: LSTM and GRU over 50 steps, batch 32, 64 -> 128, forward and backward
   of the last output, against ``nn.LSTM``/``nn.GRU`` (cuDNN), with launches per pass,
   launched from Python and replayed as a CUDA graph (as a model's step runs them);
-- ``conv``: Convolution2D forward, 3 x 3, 32 -> 32 channels, 32 x 32 "same", batch 256,
-  against ``nn.Conv2d`` (cuDNN);
+- ``conv``: Convolution2D, 3 x 3, 32 -> 32 channels, 32 x 32 "same", batch 256: the
+  forward in channels first, and forward + backward in both layouts, against
+  ``nn.Conv2d`` (cuDNN);
 - ``lambda``: the traced Lambda ``tanh(x) * 2 + x * x`` forward on 4096 x 4096, as a
   share of the copy bandwidth, against the same expression in eager PyTorch (called
   and replayed, as above).
@@ -621,36 +622,67 @@ def recurrent_rows(context: Context) -> list[Row]:
 
 
 def conv_rows(context: Context) -> list[Row]:
+    """Convolution2D 3 x 3 "same" forward, channels first, and forward + backward (the
+    weight, bias and input gradients) in both layouts, against ``nn.Conv2d`` (cuDNN,
+    channels first; its backward from ``y.backward(g)``)."""
+    rows = conv_layout_rows(context, "th", ("forward", "fwd + bwd"))
+    return rows + conv_layout_rows(context, "tf", ("fwd + bwd",))
+
+
+def conv_layout_rows(context: Context, ordering: str, passes: Sequence[str]) -> list[Row]:
     device, torch = context.device, context.torch
     batch, channels, side = context.sizes.conv
+    shape = (channels, side, side) if ordering == "th" else (side, side, channels)
     layer = Convolution2D(
-        channels, 3, 3, border_mode="same", input_shape=(channels, side, side)
+        channels, 3, 3, border_mode="same", dim_ordering=ordering, input_shape=shape
     ).to(device)
-    x = random_array((batch, channels, side, side), 9)
-    x_dev = device.asarray(x)
-    theirs = None
+    layer.needs_input_gradient = True
+    x = random_array((batch, *shape), 9)
+    x_dev, g_dev = device.asarray(x), device.asarray(random_array((batch, *shape), 10))
+    module: Any = None
+    tx: Any = None
+    tg: Any = None
     note = ""
     if torch is not None:
         weight, bias = layer.get_weights()
+        if ordering == "tf":  # the kernel (rows, cols, in, out) as torch's (out, in, ...)
+            weight = weight.transpose(3, 2, 0, 1)
         module = torch.nn.Conv2d(channels, channels, 3, padding=1)
         with torch.no_grad():
-            module.weight.copy_(torch.from_numpy(weight))
+            module.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
             module.bias.copy_(torch.from_numpy(bias))
         module = module.cuda()
         torch.backends.cudnn.benchmark = True
-        tx = torch.from_numpy(x).cuda()
-
-        def theirs() -> None:
-            with torch.no_grad():
-                module(tx)
-
+        first = x if ordering == "th" else x.transpose(0, 3, 1, 2)
+        tx = torch.from_numpy(np.ascontiguousarray(first)).cuda().requires_grad_()
+        tg = torch.rand(tx.shape, device="cuda")
         with torch.no_grad():
             expected = module(tx).cpu().numpy()
-        difference = np.abs(device.to_host(layer.run_forward(x_dev, False)) - expected).max()
-        note = f"max abs difference {difference:.1e}"
-    ours_time, theirs_time = compare(context, lambda: layer.run_forward(x_dev, False), theirs)
-    case = f"Conv2D 3x3 same {channels}->{channels} {side}x{side}, batch {batch}, forward"
-    return [timed_row(case, ours_time, theirs_time, note)]
+        ours = device.to_host(layer.run_forward(x_dev, False))
+        if ordering == "tf":
+            ours = ours.transpose(0, 3, 1, 2)
+        note = f"max abs difference {np.abs(ours - expected).max():.1e}"
+    rows = []
+    for which in passes:
+        forward_only = which == "forward"
+
+        def ours_call(forward_only: bool = forward_only) -> None:
+            layer.run_forward(x_dev, not forward_only)
+            if not forward_only:
+                layer.backward(g_dev)
+
+        def theirs_call(forward_only: bool = forward_only) -> None:
+            if forward_only:
+                with torch.no_grad():
+                    module(tx)
+            else:
+                module(tx).backward(tg)
+
+        theirs = theirs_call if torch is not None else None
+        ours_time, theirs_time = compare(context, ours_call, theirs)
+        case = f"Conv2D 3x3 same {channels}->{channels} {side}x{side}, batch {batch}, {ordering}"
+        rows.append(timed_row(f"{case}, {which}", ours_time, theirs_time, note))
+    return rows
 
 
 def siamese_rows(context: Context) -> list[Row]:
