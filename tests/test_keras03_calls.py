@@ -475,14 +475,17 @@ def test_a_keras_03_custom_layer_sees_its_train_flag_and_is_refused_what_it_cann
     ones = np.ones((1, 3))
     np.testing.assert_allclose(layer(ones, train=True), 2 * ones)
     np.testing.assert_allclose(layer(ones), ones)
-    with pytest.raises(TypeError, match="WithWeights overrides get_output and build.*TracedLayer"):
 
-        class WithWeights(Layer):
-            def build(self):
-                self.W = np.zeros((3, 3))
+    class Unlisted(Layer):  # a weight not in params: a constant, as Keras 0.3 left it
+        def build(self):
+            self.W = np.full((3, 3), 0.5)
 
-            def get_output(self, train=False):
-                return self.get_input(train) @ self.W
+        def get_output(self, train=False):
+            return self.get_input(train) @ self.W
+
+    unlisted = Unlisted(input_shape=(3,))
+    assert unlisted.params == []
+    np.testing.assert_allclose(unlisted(ones), np.full((1, 3), 1.5))
 
     class Branching(Layer):
         def get_output(self, train=False):
@@ -491,6 +494,107 @@ def test_a_keras_03_custom_layer_sees_its_train_flag_and_is_refused_what_it_cann
 
     with pytest.raises(ValueError, match=r"Branching layer .*get_output cannot be traced \(float"):
         Branching(input_shape=(3,))
+
+
+class KerasDense(Layer):
+    """A Keras 0.3 custom layer with weights, written as its Dense was (imports changed):
+    the weights made in build, listed in ``params`` (0.3.0 to 0.3.2)."""
+
+    def __init__(self, output_dim, **kwargs):
+        self.output_dim = output_dim
+        self.init = initializations.get("glorot_uniform")
+        super().__init__(**kwargs)
+
+    def build(self):
+        input_dim = self.input_shape[1]
+        self.W = self.init((input_dim, self.output_dim))
+        self.b = K.zeros((self.output_dim,))
+        self.params = [self.W, self.b]
+
+    def get_output(self, train=False):
+        X = self.get_input(train)
+        return K.tanh(K.dot(X, self.W) + self.b)
+
+    @property
+    def output_shape(self):
+        return (self.input_shape[0], self.output_dim)
+
+
+class KerasDense033(KerasDense):
+    """The same layer as Keras 0.3.3 wrote it: ``trainable_weights``, a scale too."""
+
+    def build(self):
+        input_dim = self.input_shape[1]
+        self.W = self.init((input_dim, self.output_dim))
+        self.b = K.zeros((self.output_dim,))
+        self.scale = K.variable(np.full(self.output_dim, 2.0))
+        self.trainable_weights = [self.W, self.b, self.scale]
+
+    def get_output(self, train=False):
+        X = self.get_input(train)
+        return self.scale * K.tanh(K.dot(X, self.W) + self.b)
+
+
+@pytest.mark.parametrize("layer_class", [KerasDense, KerasDense033])
+def test_a_keras_03_custom_layer_with_weights_trains_them(device, layer_class):
+    x = np.random.default_rng(1).normal(size=(5, 3))
+    layer = layer_class(4, input_shape=(3,), dtype="float64", device=device)
+    weights = layer.get_weights()
+    assert layer.param_names == ["W", "b", "scale"][: len(weights)]
+    scale = weights[2] if len(weights) == 3 else 1.0
+    expected = scale * np.tanh(x @ weights[0] + weights[1])
+    np.testing.assert_allclose(layer.device.to_host(layer(x)), expected, rtol=1e-12)
+    gradient_check(layer, x)
+    assert layer.W is layer.params[0]  # the attribute holds the weight that trains
+    moved = layer_class(4, input_shape=(3,)).to(device)
+    assert moved.W is moved.params[0]
+
+    model = Sequential(device=device)
+    model.add(Dense(6, input_shape=(3,)))
+    model.add(layer_class(4))  # built when connected, as Keras 0.3's were
+    model.add(Dense(2, activation="softmax"))
+    model.compile("sgd", "categorical_crossentropy")
+    targets = np.eye(2)[[0, 1, 1, 0, 1]]
+    first = model.layers[1].get_weights()
+    before = model.evaluate(x, targets)
+    for _ in range(5):
+        model.train_on_batch(x, targets)
+    assert model.evaluate(x, targets) < before
+    for old, new in zip(first, model.layers[1].get_weights(), strict=True):
+        assert not np.allclose(old, new)
+
+
+def test_a_keras_03_subclass_of_a_layer_overriding_get_output_reads_its_weights(device):
+    class RectifiedDense(Dense):
+        def get_output(self, train=False):
+            return K.relu(K.dot(self.get_input(train), self.W) + self.b)
+
+    layer = RectifiedDense(3, input_shape=(2,), dtype="float64", device=device)
+    x = np.random.default_rng(2).normal(size=(4, 2))
+    W, b = layer.get_weights()
+    np.testing.assert_allclose(layer.device.to_host(layer(x)), np.maximum(x @ W + b, 0))
+    gradient_check(layer, x)
+    assert not hasattr(layer, "W")  # the weights stand in for the attributes during the trace
+
+
+def test_a_keras_03_custom_layer_is_refused_weights_it_cannot_train():
+    class Hidden(Layer):
+        def build(self):
+            self.params = [K.zeros((3, 3))]  # get_output could not read it
+
+        def get_output(self, train=False):
+            return self.get_input(train)
+
+    with pytest.raises(TypeError, match=r"Hidden layer .*weight 0 of its build \(ndarray\)"):
+        Hidden(input_shape=(3,))
+
+    class Regularized(KerasDense):
+        def build(self):
+            super().build()
+            self.regularizers = [regularizers.l2(0.01)]
+
+    with pytest.raises(TypeError, match="Regularized layer .*Keras 0.3 regularizers.*TracedLayer"):
+        Regularized(2, input_shape=(3,))
 
 
 def test_numpy_global_seed_makes_a_run_reproducible_until_set_seed(monkeypatch):

@@ -213,6 +213,10 @@ class Layer:
             from numlayers.tracing.layer import adapt_keras_get_output
 
             adapt_keras_get_output(cls)
+        elif hasattr(cls, "keras_get_output"):  # a subclass of one: its build too
+            from numlayers.tracing.layer import adapt_keras_build
+
+            adapt_keras_build(cls)
         LAYER_CLASSES[cls.__name__] = cls
 
     def _finish_init(self) -> None:
@@ -499,6 +503,7 @@ class Layer:
             return self
         self.params = [target.weight(self.device.to_host(p), self.dtype) for p in self.params]
         self.grads = [target.zeros(tuple(g.shape), self.dtype) for g in self.grads]
+        self._on_weights_replaced()
         self.device = target
         self._permute_plans.clear()
         self._on_device_change()
@@ -508,6 +513,10 @@ class Layer:
     def _on_device_change(self) -> None:
         """Subclasses move device-resident constants (index plans) here."""
 
+    def _on_weights_replaced(self) -> None:
+        """Subclasses that hold their weights elsewhere too (a Keras 0.3 custom layer's
+        attributes) point them at the new ``params`` here."""
+
     def _change_dtype(self, dtype: Any) -> None:
         dtype = resolve_dtype(dtype)
         if dtype == self.dtype:
@@ -515,6 +524,7 @@ class Layer:
         self.dtype = dtype
         self.params = [self.device.weight(self.device.to_host(p), dtype) for p in self.params]
         self.grads = [self.device.zeros(tuple(g.shape), dtype) for g in self.grads]
+        self._on_weights_replaced()
         self._forget_state()
 
     def _forget_state(self) -> None:

@@ -10,6 +10,7 @@ the layer) and says so: the owner then runs the function with NumPy on the host.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -185,22 +186,24 @@ def adapt_keras_get_output(cls: type[Layer]) -> None:
     Where the input has a mask, the mask is a second input of the trace, which
     ``self.get_input_mask(train)`` returns (a MaskedLayer's body reads it so).
 
+    A layer with weights makes them in ``build`` as Keras 0.3's own layers do: arrays
+    (``K.variable``, ``K.zeros``, an initialisation) kept as attributes (``self.W``) and
+    listed in ``self.params`` (0.3.0 to 0.3.2) or ``self.trainable_weights`` (0.3.3).
+    They become the layer's weights under their attribute names, and are inputs of the
+    trace too: while it runs, each attribute stands for its weight, so ``get_output``'s
+    products with them get their gradients. After the build, each attribute holds the
+    weight the layer trains. A subclass of a numlayers layer (``Dense``) reads that
+    layer's weights the same way, by their names (``self.W``, ``self.b``).
+
     The class's ``get_output`` is kept as ``keras_get_output``; the layer's own caching
-    ``get_output`` stays in place. Layers with weights are refused (``build`` defined):
-    :class:`TracedLayer` is how to write those.
+    ``get_output`` stays in place.
     """
-    if "build" in cls.__dict__:
-        raise TypeError(
-            f"{cls.__name__} overrides get_output and build, as a Keras 0.3 custom layer with "
-            "weights does; subclass numlayers.tracing.TracedLayer instead, create the weights "
-            "in build with add_weight, and write call(self, x, *weights) with NumPy "
-            "operations (get_output's body, with x for self.get_input(train))"
-        )
     cls.keras_get_output = cls.__dict__["get_output"]  # type: ignore[attr-defined]
     cls.get_output = Layer.get_output  # type: ignore[method-assign]
     for name, method in _KERAS_ADAPTER.items():
         if name not in cls.__dict__:
             setattr(cls, name, method)
+    adapt_keras_build(cls)
     initialize = cls.__init__
 
     def __init__(self: Layer, *args: Any, **kwargs: Any) -> None:
@@ -211,18 +214,91 @@ def adapt_keras_get_output(cls: type[Layer]) -> None:
     cls.__init__ = __init__  # type: ignore[method-assign]
 
 
+def adapt_keras_build(cls: type[Layer]) -> None:
+    """Where ``cls`` (an adapted Keras 0.3 custom layer, or a subclass of one) defines
+    ``build``, register the weights it makes once it returns (see
+    :func:`adapt_keras_get_output`): once per build, after the outermost ``build`` of a
+    chain of ``super().build()`` calls."""
+    if "build" not in cls.__dict__:
+        return
+    keras_build = cls.__dict__["build"]
+
+    @functools.wraps(keras_build)
+    def build(self: Layer) -> None:
+        depth = self.__dict__.get("_keras_build_depth", 0)
+        self.__dict__["_keras_build_depth"] = depth + 1
+        try:
+            keras_build(self)
+        finally:
+            self.__dict__["_keras_build_depth"] = depth
+        if depth == 0:
+            _register_keras_weights(self)
+
+    cls.build = build  # type: ignore[method-assign]
+
+
+def _register_keras_weights(self: Layer) -> None:
+    declared = self.__dict__.pop("trainable_weights", None)
+    values = list(self.params if declared is None else declared)
+    for kind in ("regularizers", "constraints"):
+        entries = [entry for entry in getattr(self, kind) if entry is not None]
+        if any(not isinstance(entry, tuple) for entry in entries):
+            raise TypeError(
+                f"{self.label}: its build lists Keras 0.3 {kind}, which numlayers does not "
+                f"take from a custom layer; subclass numlayers.tracing.TracedLayer and pass "
+                f"them to add_weight"
+            )
+        setattr(self, kind, entries)
+    attribute_of = {
+        id(value): name for name, value in vars(self).items() if isinstance(value, np.ndarray)
+    }
+    self.params, self.grads, self.param_names = [], [], []
+    for index, value in enumerate(values):
+        name = attribute_of.get(id(value))
+        if name is None:
+            raise TypeError(
+                f"{self.label}: weight {index} of its build ({type(value).__name__}) is not an "
+                "array held by an attribute of the layer (self.W = K.variable(...)), which "
+                "get_output reads it through"
+            )
+        self.add_weight(name, np.asarray(value))
+    self.__dict__["_keras_weight_attributes"] = list(self.param_names)
+    _keras_on_weights_replaced(self)
+
+
+def _keras_on_weights_replaced(self: Layer) -> None:
+    """Point each weight's attribute at the weight the layer trains (moved or recast)."""
+    attributes = self.__dict__.get("_keras_weight_attributes", [])
+    self.__dict__.update(zip(attributes, self.params, strict=True))
+
+
+#: an attribute a layer did not have before a trace
+_ABSENT = object()
+
+
 def _keras_traced_call(self: Layer, train: bool, masked: bool) -> TracedCall:
-    """The trace of ``get_output(train)``'s body: of the input, and of the input's mask
-    too when ``masked`` (what ``self.get_input_mask(train)`` then returns)."""
+    """The trace of ``get_output(train)``'s body: of the input, of the input's mask too
+    when ``masked`` (what ``self.get_input_mask(train)`` then returns), and of the
+    weights, which attributes named as the weights stand for while it runs (so a
+    subclass of a numlayers layer reads its weights as ``self.W`` too)."""
     calls = self.__dict__.setdefault("_keras_calls", {})
     if (train, masked) not in calls:
 
-        def output_of(x: Any, mask: Any = None) -> Any:
+        def output_of(x: Any, *rest: Any) -> Any:
+            mask, weights = (rest[0], rest[1:]) if masked else (None, rest)
+            names = list(self.param_names)
+            kept = [self.__dict__.get(name, _ABSENT) for name in names]
+            self.__dict__.update(zip(names, weights, strict=True))
             self.__dict__["_keras_traced"] = (x, mask)
             try:
                 return type(self).keras_get_output(self, train)  # type: ignore[attr-defined]
             finally:
                 self.__dict__["_keras_traced"] = None
+                for name, value in zip(names, kept, strict=True):
+                    if value is _ABSENT:
+                        del self.__dict__[name]
+                    else:
+                        self.__dict__[name] = value
 
         calls[train, masked] = TracedCall(
             output_of, f"{self.label}: get_output", host_fallback=False
@@ -231,19 +307,25 @@ def _keras_traced_call(self: Layer, train: bool, masked: bool) -> TracedCall:
     return found
 
 
+def _keras_shapes(self: Layer, input_shape: Shape, masked: bool) -> list[Shape]:
+    """The trace's input shapes: the input's, the mask's when ``masked``, the weights'."""
+    shapes = [batched(input_shape)] + ([batched(input_shape[:-1])] if masked else [])
+    return shapes + [tuple(weight.shape) for weight in self.params]
+
+
 def _keras_arguments(self: Layer, x: Any) -> list[Any]:
-    """What the trace takes: the input, and the input's mask where there is one."""
+    """What the trace takes: the input, the input's mask where there is one, the weights."""
     mask = self.saved()["mask"]
-    return [x] if mask is None else [x, mask]
+    return ([x] if mask is None else [x, mask]) + list(self.params)
 
 
-def _keras_executable(self: Layer, arguments: list[Any], train: bool) -> Executable:
-    call = _keras_traced_call(self, train, len(arguments) > 1)
-    shapes = [(None, *argument.shape[1:]) for argument in arguments]
+def _keras_executable(self: Layer, x: Any, masked: bool, train: bool) -> Executable:
+    call = _keras_traced_call(self, train, masked)
+    shapes = _keras_shapes(self, tuple(x.shape), masked)
     executable = call.executable(shapes, self.dtype, self.device)
     if executable is None:
         hint = "write it with NumPy operations or numlayers.backend names"
-        if len(arguments) == 1 and self.passes_mask:
+        if not masked and self.passes_mask:
             hint += ", and feed it a masked input if it reads self.get_input_mask(train)"
         raise ValueError(f"{self.label}: get_output cannot be traced ({call.failure}); {hint}")
     return executable
@@ -268,7 +350,7 @@ def _keras_compute_output_shape(self: Layer, input_shape: Shape) -> Shape:
     masked = self.previous is not None and self.previous.produces_mask()
     attempts = [masked] + ([True] if self.passes_mask and not masked else [])
     for with_mask in attempts:
-        shapes = [batched(input_shape)] + ([batched(input_shape[:-1])] if with_mask else [])
+        shapes = _keras_shapes(self, input_shape, with_mask)
         shape = _keras_traced_call(self, False, with_mask).output_shape(shapes, self.dtype)
         if shape is not None:
             return (input_shape[0], *shape[1:])
@@ -278,7 +360,7 @@ def _keras_compute_output_shape(self: Layer, input_shape: Shape) -> Shape:
 
 def _keras_forward(self: Layer, x: Any, train: bool) -> Any:
     arguments = _keras_arguments(self, x)
-    executable = _keras_executable(self, arguments, train)
+    executable = _keras_executable(self, x, self.saved()["mask"] is not None, train)
     y, values = executable.forward(arguments, self.buffer)
     self.save(traced=(executable, values))
     return y
@@ -286,7 +368,10 @@ def _keras_forward(self: Layer, x: Any, train: bool) -> Any:
 
 def _keras_backward(self: Layer, grad_output: Any) -> Any:
     executable, values = self.saved()["traced"]
-    return executable.backward(values, grad_output, self.buffer)[0]
+    grads = executable.backward(values, grad_output, self.buffer)
+    for grad, target in zip(grads[len(grads) - len(self.grads) :], self.grads, strict=True):
+        self.kernels.copy(grad, target)
+    return grads[0]
 
 
 _KERAS_ADAPTER: dict[str, Callable[..., Any]] = {
@@ -295,4 +380,5 @@ _KERAS_ADAPTER: dict[str, Callable[..., Any]] = {
     "compute_output_shape": _keras_compute_output_shape,
     "_forward": _keras_forward,
     "_backward": _keras_backward,
+    "_on_weights_replaced": _keras_on_weights_replaced,
 }
