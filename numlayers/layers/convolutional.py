@@ -33,6 +33,7 @@ from numlayers.activations import ActivationFunction
 from numlayers.kernels.convolutional import ConvolutionGeometry
 from numlayers.layers.base import Shape
 from numlayers.layers.core import FullyConnected
+from numlayers.layers.keras_paths import forwarded_names, homes_in
 from numlayers.layers.spatial import (
     check_border_mode,
     check_dim_ordering,
@@ -555,3 +556,20 @@ class Convolution2D(_Convolution):
             dilation=list(self.dilation),
         )
         return config
+
+
+# Keras 0.3's keras.layers.convolutional also held these (see
+# numlayers.layers.keras_paths); its conv_output_length is output_length
+__getattr__, __dir__ = forwarded_names(
+    __name__,
+    globals(),
+    {
+        **homes_in("numlayers.layers.convolutional3d", "Convolution3D"),
+        **homes_in(
+            "numlayers.layers.pooling",
+            *(f"{kind}{rank}D" for kind in ("MaxPooling", "AveragePooling") for rank in (1, 2, 3)),
+            *(f"{kind}{rank}D" for kind in ("UpSampling", "ZeroPadding") for rank in (1, 2, 3)),
+        ),
+        "conv_output_length": "numlayers.layers.spatial:output_length",
+    },
+)

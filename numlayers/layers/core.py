@@ -13,6 +13,7 @@ from numlayers import constraints, initializations, regularizers
 from numlayers.activations import ActivationFunction
 from numlayers.kernels.activations import ELEMENTWISE_FUNCTIONS
 from numlayers.layers.base import Layer, Shape, as_shape
+from numlayers.layers.keras_paths import forwarded_names, homes_in
 from numlayers.random import draw_seed, get_generator
 from numlayers.serialization import function_reference, resolve_function
 from numlayers.tracing.execute import Executable
@@ -769,3 +770,18 @@ class MaskedLambda(Lambda):
                 f"{tuple(mask.shape)} of the mask it passes on"
             )
         return y
+
+
+# Keras 0.3's keras.layers.core also held these (see numlayers.layers.keras_paths)
+__getattr__, __dir__ = forwarded_names(
+    __name__,
+    globals(),
+    {
+        **homes_in("numlayers.layers.reshaping", "Flatten", "Reshape", "Permute", "RepeatVector"),
+        **homes_in("numlayers.layers.merging", "Merge", "LambdaMerge"),
+        **homes_in("numlayers.layers.time_merge", "TimeDistributedMerge"),
+        **homes_in("numlayers.layers.containers", "AutoEncoder"),
+        **homes_in("numlayers.layers.dense_variants", "MaxoutDense", "Highway"),
+        **homes_in("numlayers.layers.siamese", "Siamese", "SiameseHead", "add_shared_layer"),
+    },
+)

@@ -1,0 +1,48 @@
+"""Keras 0.3's ``keras.objectives``: the losses of :mod:`numlayers.losses` under the
+module name its scripts import (``from numlayers import objectives``)."""
+
+from numlayers.losses import (
+    MAE,
+    MAPE,
+    MSE,
+    MSLE,
+    binary_crossentropy,
+    categorical_crossentropy,
+    cosine_proximity,
+    get,
+    hinge,
+    mae,
+    mape,
+    mean_absolute_error,
+    mean_absolute_percentage_error,
+    mean_squared_error,
+    mean_squared_logarithmic_error,
+    mse,
+    msle,
+    poisson,
+    sparse_categorical_crossentropy,
+    squared_hinge,
+)
+
+__all__ = [
+    "MAE",
+    "MAPE",
+    "MSE",
+    "MSLE",
+    "binary_crossentropy",
+    "categorical_crossentropy",
+    "cosine_proximity",
+    "get",
+    "hinge",
+    "mae",
+    "mape",
+    "mean_absolute_error",
+    "mean_absolute_percentage_error",
+    "mean_squared_error",
+    "mean_squared_logarithmic_error",
+    "mse",
+    "msle",
+    "poisson",
+    "sparse_categorical_crossentropy",
+    "squared_hinge",
+]
