@@ -538,16 +538,18 @@ class KerasDense033(KerasDense):
 @pytest.mark.parametrize("layer_class", [KerasDense, KerasDense033])
 def test_a_keras_03_custom_layer_with_weights_trains_them(device, layer_class):
     x = np.random.default_rng(1).normal(size=(5, 3))
-    layer = layer_class(4, input_shape=(3,), dtype="float64", device=device)
+    layer = layer_class(2, input_shape=(3,), dtype="float64", device=device)
     weights = layer.get_weights()
     assert layer.param_names == ["W", "b", "scale"][: len(weights)]
     scale = weights[2] if len(weights) == 3 else 1.0
     expected = scale * np.tanh(x @ weights[0] + weights[1])
     np.testing.assert_allclose(layer.device.to_host(layer(x)), expected, rtol=1e-12)
-    gradient_check(layer, x)
+    gradient_check(layer, x[:2])  # few values: each is a difference quotient in the simulator
     assert layer.W is layer.params[0]  # the attribute holds the weight that trains
     moved = layer_class(4, input_shape=(3,)).to(device)
     assert moved.W is moved.params[0]
+    if layer_class is KerasDense033:
+        return  # the same adapter: one model of each device is enough (the simulator is slow)
 
     model = Sequential(device=device)
     model.add(Dense(6, input_shape=(3,)))
@@ -557,7 +559,7 @@ def test_a_keras_03_custom_layer_with_weights_trains_them(device, layer_class):
     targets = np.eye(2)[[0, 1, 1, 0, 1]]
     first = model.layers[1].get_weights()
     before = model.evaluate(x, targets)
-    for _ in range(5):
+    for _ in range(3):
         model.train_on_batch(x, targets)
     assert model.evaluate(x, targets) < before
     for old, new in zip(first, model.layers[1].get_weights(), strict=True):
