@@ -9,6 +9,7 @@ import io
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 #: Keras 0.3.3's public names, by module, as its scripts import them
@@ -32,6 +33,8 @@ KERAS_03_NAMES = {
     "utils.generic_utils": "get_from_module make_tuple Progbar",
     "utils.data_utils": "get_file",
     "utils.np_utils": "to_categorical",
+    "datasets.mnist": "load_data",
+    "datasets.cifar10": "load_data",
 }
 
 
@@ -115,3 +118,67 @@ def test_get_file_downloads_once_and_unpacks_only_inside_its_directory(tmp_path,
     with pytest.raises(tarfile.TarError):
         get_file("bad", escaping.as_uri(), untar=True)
     assert not (cache.parent / "outside.txt").exists()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An empty home directory, so the dataset cache starts empty."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    return tmp_path / "home"
+
+
+def test_mnist_loads_its_numpy_archive_and_refuses_the_pickle(home):
+    from numlayers.datasets import mnist
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
+        "y_train": np.array([5, 0, 4], np.uint8),
+        "x_test": rng.integers(0, 256, (2, 28, 28), dtype=np.uint8),
+        "y_test": np.array([7, 2], np.uint8),
+    }
+    cache = home / ".keras" / "datasets"
+    cache.mkdir(parents=True)
+    np.savez(cache / "mnist.npz", **arrays)
+    (X_train, y_train), (X_test, y_test) = mnist.load_data()
+    for got, name in zip((X_train, y_train, X_test, y_test), arrays, strict=True):
+        np.testing.assert_array_equal(got, arrays[name])
+    with pytest.raises(ValueError, match="mnist.pkl.gz' is not a NumPy archive.*runs code"):
+        mnist.load_data("mnist.pkl.gz")
+
+
+def cifar_batch(labels: list[int], seed: int) -> tuple[bytes, np.ndarray]:
+    images = np.random.default_rng(seed).integers(0, 256, (len(labels), 3, 32, 32), dtype=np.uint8)
+    records = (
+        bytes([label]) + image.tobytes() for label, image in zip(labels, images, strict=True)
+    )
+    return b"".join(records), images
+
+
+def test_cifar10_reads_its_binary_batches_channels_first(home, tmp_path, monkeypatch):
+    from numlayers.datasets import cifar10
+
+    members, expected = {}, []
+    for index, name in enumerate([*(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin"]):
+        data, images = cifar_batch([index, 9 - index], seed=index)
+        members[f"cifar-10-batches-bin/{name}"] = data
+        expected.append(images)
+    packed = tmp_path / "cifar.tar.gz"
+    packed.write_bytes(archive_of(members))
+    monkeypatch.setattr(cifar10, "ORIGIN", packed.as_uri())
+    (X_train, y_train), (X_test, y_test) = cifar10.load_data()
+    assert X_train.shape == (10, 3, 32, 32) and X_train.dtype == np.uint8
+    np.testing.assert_array_equal(X_train, np.concatenate(expected[:5]))
+    np.testing.assert_array_equal(y_train[:, 0], [0, 9, 1, 8, 2, 7, 3, 6, 4, 5])
+    np.testing.assert_array_equal(X_test, expected[5])
+    assert y_test.shape == (2, 1)
+    packed.unlink()  # unpacked once: the archive is not needed again
+    assert cifar10.load_data()[1][0].shape == (2, 3, 32, 32)
+    broken = tmp_path / "broken.bin"
+    broken.write_bytes(members["cifar-10-batches-bin/test_batch.bin"][:-1])
+    with pytest.raises(ValueError, match="not a whole number of CIFAR-10 records"):
+        cifar10.read_batch(str(broken))
+    broken.write_bytes(cifar_batch([10], seed=0)[0])
+    with pytest.raises(ValueError, match="label 10 is not a CIFAR-10 class"):
+        cifar10.read_batch(str(broken))

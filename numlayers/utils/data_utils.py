@@ -27,9 +27,13 @@ def get_file(fname: str, origin: str, untar: bool = False) -> str:
     With ``untar``, ``origin`` is a ``.tar.gz`` archive, kept as ``fname.tar.gz`` and
     unpacked into the directory (only files and folders inside it: the archive's
     links, devices and paths out of the directory are refused); the path returned is
-    ``fname`` there, the folder the archive holds.
+    ``fname`` there, the folder the archive holds (once it is there, the archive is not
+    needed again).
     """
     directory = datasets_directory()
+    unpacked = directory / fname
+    if untar and unpacked.exists():
+        return str(unpacked)
     path = directory / (f"{fname}.tar.gz" if untar else fname)
     if not path.exists():
         print("Downloading data from", origin, flush=True)
@@ -42,10 +46,8 @@ def get_file(fname: str, origin: str, untar: bool = False) -> str:
         partial.replace(path)
     if not untar:
         return str(path)
-    unpacked = directory / fname
-    if not unpacked.exists():
-        if not hasattr(tarfile, "data_filter"):
-            raise RuntimeError("get_file(untar=True) needs Python 3.11.4 or later")
-        with tarfile.open(path) as archive:
-            archive.extractall(directory, filter="data")
+    if not hasattr(tarfile, "data_filter"):
+        raise RuntimeError("get_file(untar=True) needs Python 3.11.4 or later")
+    with tarfile.open(path) as archive:
+        archive.extractall(directory, filter="data")
     return str(unpacked)
