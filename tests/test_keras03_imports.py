@@ -56,6 +56,9 @@ def test_a_keras_03_cnn_script_imports_run_as_written():
     assert conv_output_length(28, 3, "same", 2) == 14
     with pytest.raises(ImportError, match="cannot import name 'Convolution4D'"):
         from numlayers.layers.convolutional import Convolution4D  # noqa: F401
+    star: dict[str, object] = {}
+    exec("from numlayers.layers.core import *", star)  # as some Keras 0.3 scripts wrote
+    assert {"Dense", "Flatten", "Merge"} <= set(star) and "np" not in star
 
 
 def test_progbar_shows_the_means_weighted_by_steps(capsys):

@@ -560,7 +560,7 @@ class Convolution2D(_Convolution):
 
 # Keras 0.3's keras.layers.convolutional also held these (see
 # numlayers.layers.keras_paths); its conv_output_length is output_length
-__getattr__, __dir__ = forwarded_names(
+__getattr__, __dir__, __all__ = forwarded_names(
     __name__,
     globals(),
     {

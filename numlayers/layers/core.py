@@ -773,7 +773,7 @@ class MaskedLambda(Lambda):
 
 
 # Keras 0.3's keras.layers.core also held these (see numlayers.layers.keras_paths)
-__getattr__, __dir__ = forwarded_names(
+__getattr__, __dir__, __all__ = forwarded_names(
     __name__,
     globals(),
     {

@@ -18,9 +18,19 @@ from typing import Any
 
 def forwarded_names(
     module: str, own: dict[str, Any], homes: dict[str, str]
-) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``module``'s ``__getattr__`` and ``__dir__``: each name of ``homes`` comes from
-    the ``"package.module:attribute"`` it names (``own`` is the module's globals)."""
+) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+    """``module``'s ``__getattr__``, ``__dir__`` and ``__all__``: each name of ``homes``
+    comes from the ``"package.module:attribute"`` it names (``own`` is the module's
+    globals). ``__all__`` (what ``from module import *`` takes, as Keras 0.3 scripts
+    sometimes wrote) is the module's own public classes and functions and those names.
+    """
+    public = [
+        name
+        for name, value in own.items()
+        if not name.startswith("_")
+        and callable(value)
+        and getattr(value, "__module__", None) == module
+    ]
 
     def __getattr__(name: str) -> Any:
         home = homes.get(name)
@@ -32,7 +42,7 @@ def forwarded_names(
     def __dir__() -> list[str]:
         return sorted({*own, *homes})
 
-    return __getattr__, __dir__
+    return __getattr__, __dir__, sorted({*public, *homes})
 
 
 def homes_in(path: str, *names: str) -> dict[str, str]:
