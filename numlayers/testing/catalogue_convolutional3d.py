@@ -8,6 +8,7 @@ times that tap's weights (``np.einsum``): no depth gather and no 2-D kernel.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 
@@ -73,66 +74,45 @@ def _reference(
     return reference
 
 
+def _case(
+    name: str,
+    filters: int,
+    kernel: tuple[int, int, int],
+    input_shape: tuple[int, int, int, int],
+    seed: int,
+    activation: str,
+    border_mode: str = "valid",
+    dim_ordering: str = "th",
+    subsample: tuple[int, int, int] = (1, 1, 1),
+) -> LayerCase:
+    """A row of two samples: the layer and its reference from the same settings."""
+    settings: dict[str, Any] = dict(
+        border_mode=border_mode, dim_ordering=dim_ordering, subsample=subsample,
+        activation=activation, input_shape=input_shape, seed=seed,
+    )  # fmt: skip
+    return LayerCase(
+        f"Convolution3D-{name}",
+        _random_bias(
+            lambda **kw: Convolution3D(filters, kernel[0], kernel[1], kernel[2], **settings, **kw)
+        ),
+        (2, *input_shape),
+        _reference(dim_ordering, border_mode, subsample, activation),
+    )
+
+
 def convolution3d_cases() -> list[LayerCase]:
     # tiny: under the CUDA simulator the 2-D kernels' time grows with the samples times
     # depths (N * O1) and with the channels times taps (C * k1 * k2 * k3)
     return [
-        LayerCase(
-            "Convolution3D-th-valid-kernel(2,1,2)-stride(2,2,2)-softmax",
-            _random_bias(
-                lambda **kw: Convolution3D(
-                    2,
-                    2,
-                    1,
-                    2,
-                    subsample=(2, 2, 2),
-                    activation="softmax",
-                    input_shape=(2, 4, 3, 4),
-                    seed=41,
-                    **kw,
-                )  # fmt: skip
-            ),
-            (2, 2, 4, 3, 4),
-            _reference("th", "valid", (2, 2, 2), "softmax"),
-        ),
-        LayerCase(
-            "Convolution3D-tf-same-kernel(3,2,1)-tanh",
-            _random_bias(
-                lambda **kw: Convolution3D(
-                    3,
-                    3,
-                    2,
-                    1,
-                    border_mode="same",
-                    dim_ordering="tf",
-                    activation="tanh",
-                    input_shape=(2, 3, 2, 2),
-                    seed=42,
-                    **kw,
-                )  # fmt: skip
-            ),
-            (2, 2, 3, 2, 2),
-            _reference("tf", "same", (1, 1, 1), "tanh"),
-        ),
+        _case("th-valid-kernel(2,1,2)-stride(2,2,2)-softmax", filters=2, kernel=(2, 1, 2),
+              input_shape=(2, 4, 3, 4), seed=41, activation="softmax", subsample=(2, 2, 2)),
+        _case("tf-same-kernel(3,2,1)-tanh", filters=3, kernel=(3, 2, 1),
+              input_shape=(2, 3, 2, 2), seed=42, activation="tanh", border_mode="same",
+              dim_ordering="tf"),
         # 6 channels x 3 depth taps: the CPU convolves the volumes whole (stride 1 over
         # the rows and columns, at least 16 folded channels, a sample per thread); the
         # depth's stride leaves the last input plane under no window
-        LayerCase(
-            "Convolution3D-th-valid-kernel(3,1,2)-stride(2,1,1)-volumes-sigmoid",
-            _random_bias(
-                lambda **kw: Convolution3D(
-                    2,
-                    3,
-                    1,
-                    2,
-                    subsample=(2, 1, 1),
-                    activation="sigmoid",
-                    input_shape=(6, 6, 2, 3),
-                    seed=43,
-                    **kw,
-                )  # fmt: skip
-            ),
-            (2, 6, 6, 2, 3),
-            _reference("th", "valid", (2, 1, 1), "sigmoid"),
-        ),
-    ]
+        _case("th-valid-kernel(3,1,2)-stride(2,1,1)-volumes-sigmoid", filters=2,
+              kernel=(3, 1, 2), input_shape=(6, 6, 2, 3), seed=43, activation="sigmoid",
+              subsample=(2, 1, 1)),
+    ]  # fmt: skip

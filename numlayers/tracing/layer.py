@@ -262,14 +262,15 @@ def _register_keras_weights(self: Layer) -> None:
                 "get_output reads it through"
             )
         self.add_weight(name, np.asarray(value))
-    self.__dict__["_keras_weight_attributes"] = list(self.param_names)
+    self.__dict__["_keras_built_weights"] = True
     _keras_on_weights_replaced(self)
 
 
 def _keras_on_weights_replaced(self: Layer) -> None:
-    """Point each weight's attribute at the weight the layer trains (moved or recast)."""
-    attributes = self.__dict__.get("_keras_weight_attributes", [])
-    self.__dict__.update(zip(attributes, self.params, strict=True))
+    """Point the attributes of weights a Keras 0.3 ``build`` made (named as the weights)
+    at the weights the layer trains (moved or recast)."""
+    if self.__dict__.get("_keras_built_weights"):
+        self.__dict__.update(zip(self.param_names, self.params, strict=True))
 
 
 #: an attribute a layer did not have before a trace
